@@ -1,0 +1,64 @@
+//! Command line: one file per subcommand. `main` parses, sets up tracing and calls
+//! [`dispatch`].
+
+mod serve;
+mod sql;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides, Settings};
+
+/// tidepool: a lakehouse in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tidepool", version, about)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the lake over the Postgres wire protocol
+    Serve,
+    /// Run SQL against the lake without a server and print the result
+    Sql(sql::SqlArgs),
+}
+
+/// Starts tracing to stderr.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info,datafusion=warn,deltalake=warn,buoyant_kernel=off",
+        1 => "debug,datafusion=info,deltalake=info,buoyant_kernel=warn,hyper=info,h2=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads and validates the configuration.
+pub fn settings(overrides: &Overrides) -> anyhow::Result<Settings> {
+    let config = Config::load(overrides.config.as_deref())?;
+    Ok(config.resolve(overrides)?)
+}
+
+/// Runs the chosen subcommand.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
+        Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
+    }
+}

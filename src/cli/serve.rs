@@ -1,0 +1,71 @@
+//! `tidepool serve`: run the servers until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Overrides;
+
+pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let settings = super::settings(overrides)?;
+    let app = App::build(&settings).await?;
+    if let Some(addr) = app.pg_addr() {
+        let user = settings
+            .users
+            .first()
+            .map(|u| u.name.as_str())
+            .unwrap_or("tidepool");
+        let ssl = if app.tls_enabled() {
+            " sslmode=require"
+        } else {
+            ""
+        };
+        tracing::info!(
+            lake = %settings.lake.root,
+            postgres = %addr,
+            tls = app.tls_enabled(),
+            auth = if app.requires_password() { "scram-sha-256" } else { "trust (loopback only)" },
+            startup_ms = started.elapsed().as_millis() as u64,
+            "tidepool is ready"
+        );
+        eprintln!(
+            "\n  connect:  psql \"host={} port={} user={user} dbname=lake{ssl}\"\n",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    let token = CancellationToken::new();
+    let signal_token = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal_token.cancel();
+    });
+    app.run(token).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

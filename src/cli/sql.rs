@@ -1,0 +1,97 @@
+//! `tidepool sql "SELECT ..."`: run statements on the lake in-process and print results.
+
+use std::process::ExitCode;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Overrides;
+use crate::engine::{Engine, EngineOptions, Output, QueryControl};
+use crate::lake::Lake;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// SQL text; several statements separated by ';' run in order
+    pub query: String,
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let mut session = engine.session("tidepool");
+    let statements = session.parse(&args.query)?;
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.cancel();
+        }
+    });
+    for stmt in statements {
+        let control = QueryControl::new(cancel.clone(), session.timeout());
+        match session.execute(stmt, None, &control).await {
+            Ok(Output::Rows { stream, .. }) => {
+                let batches: Vec<RecordBatch> = match stream.try_collect().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("ERROR: {}", crate::engine::EngineError::from(e).message());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                };
+                print(&batches, args.format)?;
+            }
+            Ok(Output::Command(tag)) => match tag.rows {
+                Some(n) => println!("{} {n}", tag.tag),
+                None => println!("{}", tag.tag),
+            },
+            Err(e) => {
+                eprintln!("ERROR: {}", e.message());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        Format::Table => {
+            writeln!(
+                out,
+                "{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+            )?;
+        }
+        Format::Csv => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The query engine: one DataFusion setup shared by every session.
+//!
+//! [`Engine`] owns the base session state (the `lake` catalog, table functions, JSON and
+//! Postgres catalog functions, memory pool, limits); [`Session`] is one client's view of it
+//! with its own settings (`search_path`, `TimeZone`...). Statements run through
+//! [`Session::execute`], which handles session statements, lake DDL/DML and queries, and
+//! returns rows as a stream that honours cancellation and the statement timeout.
+//! This layer never imports a wire-protocol crate.
+
+mod catalog;
+mod error;
+mod functions;
+mod parse;
+mod session;
+mod settings;
+mod stream;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use tokio::sync::Semaphore;
+
+pub use catalog::CATALOG;
+pub use error::{EngineError, ErrorKind};
+pub use parse::SqlParser;
+pub use session::{CommandTag, Described, Output, QueryControl, Session, TxEffect};
+
+use crate::config::Settings;
+use crate::lake::Lake;
+
+/// The version string clients see in `version()` and `server_version`.
+pub fn server_version() -> String {
+    format!("16.6 (tidepool {})", crate::VERSION)
+}
+
+/// Limits the engine enforces.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub query_timeout: Option<Duration>,
+    pub memory_limit: Option<usize>,
+    pub target_partitions: Option<usize>,
+    pub max_concurrent_queries: usize,
+}
+
+impl From<&Settings> for EngineOptions {
+    fn from(s: &Settings) -> Self {
+        EngineOptions {
+            query_timeout: s.query_timeout,
+            memory_limit: s.memory_limit,
+            target_partitions: s.target_partitions,
+            max_concurrent_queries: s.max_concurrent_queries,
+        }
+    }
+}
+
+/// Shared query engine over one lake.
+pub struct Engine {
+    lake: Arc<Lake>,
+    base: SessionContext,
+    parser: SqlParser,
+    options: EngineOptions,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("lake", &self.lake).finish()
+    }
+}
+
+impl Engine {
+    /// Builds the engine. Cheap: nothing is read from the lake until a statement needs it.
+    pub fn new(lake: Arc<Lake>, options: EngineOptions) -> Result<Arc<Engine>, EngineError> {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        if let Some(n) = options.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        config.options_mut().sql_parser.enable_ident_normalization = true;
+        config.options_mut().execution.time_zone = Some("UTC".to_string());
+
+        let state_cell: catalog::StateCell = Arc::new(OnceLock::new());
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .build();
+        state.table_factories_mut().insert(
+            "DELTA".to_string(),
+            Arc::new(deltalake::delta_datafusion::DeltaTableFactory {}),
+        );
+        state.table_factories_mut().insert(
+            "DELTATABLE".to_string(),
+            Arc::new(deltalake::delta_datafusion::DeltaTableFactory {}),
+        );
+        datafusion_functions_json::register_all(&mut state)?;
+        state.catalog_list().register_catalog(
+            CATALOG.to_string(),
+            Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone())),
+        );
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udtf(
+            "read_delta",
+            Arc::new(functions::ReadDelta { lake: lake.clone() }),
+        );
+        for (name, kind) in [
+            ("read_parquet", functions::FileKind::Parquet),
+            ("read_csv", functions::FileKind::Csv),
+            ("read_json", functions::FileKind::Json),
+        ] {
+            ctx.register_udtf(name, Arc::new(functions::ReadFiles { kind }));
+        }
+        ctx.register_udtf(
+            "table_history",
+            Arc::new(functions::TableHistory { lake: lake.clone() }),
+        );
+        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            CATALOG,
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| EngineError::from(*e))?;
+        ctx.register_udf(version_udf());
+        let _ = state_cell.set(ctx.state());
+        Ok(Arc::new(Engine {
+            lake,
+            base: ctx,
+            parser: SqlParser::new(),
+            slots: Arc::new(Semaphore::new(options.max_concurrent_queries)),
+            options,
+        }))
+    }
+
+    /// Opens a session for `user`.
+    pub fn session(self: &Arc<Self>, user: &str) -> Session {
+        Session::new(self.clone(), user)
+    }
+
+    /// The lake this engine serves.
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    /// Parses SQL text into statements.
+    pub fn parser(&self) -> &SqlParser {
+        &self.parser
+    }
+
+    pub(crate) fn base(&self) -> &SessionContext {
+        &self.base
+    }
+
+    pub(crate) fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
+    }
+
+    /// Stops admitting new statements (used on shutdown).
+    pub fn close(&self) {
+        self.slots.close();
+    }
+}
+
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    let text = format!(
+        "PostgreSQL {} on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+        server_version()
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
+}
+
+/// A one-column text result, used by SHOW.
+pub(crate) fn text_batch(
+    column: &str,
+    values: Vec<String>,
+) -> Result<datafusion::arrow::record_batch::RecordBatch, EngineError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]));
+    Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+        schema,
+        vec![Arc::new(StringArray::from(values))],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}

@@ -1,0 +1,193 @@
+//! SQL text to statements.
+//!
+//! Statements are parsed with the Postgres dialect through datafusion-pg-catalog's
+//! compatibility parser, which rewrites the catalog queries of psql, DBeaver and other
+//! clients into forms DataFusion plans. Before that, Delta time travel written the
+//! Databricks way, `FROM gold.t VERSION AS OF 3` or `TIMESTAMP AS OF '2026-01-01'`, is turned
+//! into the table function `read_delta('gold.t', 3)`. Afterwards, the `system.` qualifier of
+//! tidepool's own table functions is dropped, as DataFusion resolves them by bare name.
+
+use datafusion::sql::sqlparser::ast::{
+    ObjectNamePart, Statement, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use std::ops::ControlFlow;
+
+/// Parses SQL text into statements tidepool can plan.
+#[derive(Debug, Default)]
+pub struct SqlParser {
+    compat: PostgresCompatibilityParser,
+}
+
+/// Table functions that live in the `system` schema.
+const SYSTEM_FUNCTIONS: &[&str] = &["table_history"];
+
+impl SqlParser {
+    pub fn new() -> Self {
+        SqlParser {
+            compat: PostgresCompatibilityParser::new(),
+        }
+    }
+
+    /// Parses `sql` into zero or more statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, ParserError> {
+        let text = rewrite_time_travel(sql)?;
+        let mut statements = self.compat.parse(text.as_deref().unwrap_or(sql))?;
+        for s in &mut statements {
+            let _ = s.visit(&mut UnqualifySystemFunctions);
+        }
+        Ok(statements)
+    }
+}
+
+struct UnqualifySystemFunctions;
+
+impl VisitorMut for UnqualifySystemFunctions {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = factor
+            && name.0.len() == 2
+            && matches!(&name.0[0], ObjectNamePart::Identifier(i) if i.value.eq_ignore_ascii_case("system"))
+            && matches!(&name.0[1], ObjectNamePart::Identifier(i) if SYSTEM_FUNCTIONS.contains(&i.value.to_ascii_lowercase().as_str()))
+        {
+            name.0.remove(0);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn is_word(t: &Token, k: Keyword) -> bool {
+    matches!(t, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == k)
+}
+
+/// Rewrites `<name> VERSION AS OF <n>` and `<name> TIMESTAMP AS OF '<ts>'` into
+/// `read_delta('<name>', <n>)`. Returns `None` when the text has no time travel.
+fn rewrite_time_travel(sql: &str) -> Result<Option<String>, ParserError> {
+    let upper = sql.to_ascii_uppercase();
+    if !upper.contains(" AS OF ") && !upper.contains("\nAS OF") {
+        return Ok(None);
+    }
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| ParserError::TokenizerError(e.to_string()))?;
+    let significant = |from: usize| -> Vec<usize> {
+        (from..tokens.len())
+            .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+            .take(3)
+            .collect()
+    };
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let is_version = is_word(t, Keyword::VERSION);
+        let is_timestamp = is_word(t, Keyword::TIMESTAMP);
+        if is_version || is_timestamp {
+            let next = significant(i + 1);
+            if next.len() == 3
+                && is_word(&tokens[next[0]], Keyword::AS)
+                && is_word(&tokens[next[1]], Keyword::OF)
+            {
+                let value = tokens[next[2]].clone();
+                let value_ok = match (&value, is_version) {
+                    (Token::Number(..), true) => true,
+                    (Token::SingleQuotedString(_), false) => true,
+                    _ => false,
+                };
+                if let (true, Some(name)) = (value_ok, take_object_name(&mut out)) {
+                    out.push(Token::make_word("read_delta", None));
+                    out.push(Token::LParen);
+                    out.push(Token::SingleQuotedString(name));
+                    out.push(Token::Comma);
+                    out.push(value);
+                    out.push(Token::RParen);
+                    out.push(Token::Whitespace(
+                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                    ));
+                    i = next[2] + 1;
+                    changed = true;
+                    continue;
+                }
+            }
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    if !changed {
+        return Ok(None);
+    }
+    Ok(Some(out.iter().map(|t| t.to_string()).collect()))
+}
+
+/// Pops a trailing `a.b` / `a` identifier chain (and the whitespace after it) from `out`.
+fn take_object_name(out: &mut Vec<Token>) -> Option<String> {
+    while matches!(out.last(), Some(Token::Whitespace(_))) {
+        out.pop();
+    }
+    let mut parts = Vec::new();
+    loop {
+        match out.last() {
+            Some(Token::Word(w)) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some() => {
+                parts.push(w.value.clone());
+                out.pop();
+            }
+            _ => break,
+        }
+        if matches!(out.last(), Some(Token::Period)) {
+            out.pop();
+        } else {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.reverse();
+    Some(parts.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_as_of_becomes_read_delta() {
+        let r = rewrite_time_travel("SELECT * FROM gold.t VERSION AS OF 3 WHERE x = 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r, "SELECT * FROM read_delta('gold.t', 3) WHERE x = 1");
+        let r = rewrite_time_travel("select * from t timestamp as of '2026-01-01' x")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r, "select * from read_delta('t', '2026-01-01') x");
+    }
+
+    #[test]
+    fn other_sql_is_untouched() {
+        assert_eq!(rewrite_time_travel("SELECT 1").unwrap(), None);
+        assert_eq!(
+            rewrite_time_travel("SELECT CAST(x AS timestamp) FROM t").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn system_functions_lose_their_qualifier() {
+        let p = SqlParser::new();
+        let s = p
+            .parse("SELECT * FROM system.table_history('gold.t')")
+            .unwrap();
+        assert_eq!(s[0].to_string(), "SELECT * FROM table_history('gold.t')");
+    }
+}

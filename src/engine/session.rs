@@ -1,0 +1,614 @@
+//! One client's session: its settings and the execution of its statements.
+//!
+//! Statements go one of three ways. Session statements (SET, SHOW, RESET, BEGIN, COMMIT,
+//! ROLLBACK, DISCARD) only touch [`SessionSettings`]. Lake DDL and DML (CREATE TABLE AS,
+//! CREATE TABLE, INSERT, CREATE VIEW, CREATE EXTERNAL TABLE, CREATE/DROP SCHEMA, DROP)
+//! are planned by DataFusion and carried out on the lake. Everything else is a query whose
+//! rows stream back batch by batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, ObjectName, Reset, Set, Statement, Value as SqlValue,
+};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::SessionSettings;
+use super::stream::GuardedStream;
+use super::{CATALOG, Engine, EngineError};
+use crate::lake::{DefinitionKind, WriteMode};
+
+/// How a statement changes the transaction state a client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxEffect {
+    None,
+    Begin,
+    End,
+}
+
+/// Completion tag of a statement that returns no rows (`INSERT 0 5`, `CREATE TABLE`...).
+#[derive(Debug, Clone)]
+pub struct CommandTag {
+    pub tag: String,
+    pub rows: Option<u64>,
+    pub tx: TxEffect,
+}
+
+impl CommandTag {
+    fn new(tag: &str) -> Self {
+        CommandTag {
+            tag: tag.to_string(),
+            rows: None,
+            tx: TxEffect::None,
+        }
+    }
+    fn with_rows(tag: &str, rows: u64) -> Self {
+        CommandTag {
+            tag: tag.to_string(),
+            rows: Some(rows),
+            tx: TxEffect::None,
+        }
+    }
+}
+
+/// What a statement produced.
+pub enum Output {
+    /// Rows, streamed; `tag` is the completion tag (`SELECT`, `SHOW`...).
+    Rows {
+        stream: SendableRecordBatchStream,
+        tag: &'static str,
+    },
+    Command(CommandTag),
+}
+
+/// What a statement will take and return, without running it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Types of `$1..$n`, where DataFusion could infer them.
+    pub params: Vec<Option<DataType>>,
+    /// Columns of the result; `None` for statements without rows.
+    pub schema: Option<SchemaRef>,
+}
+
+/// Cancellation and deadline of one statement.
+#[derive(Debug, Clone)]
+pub struct QueryControl {
+    pub cancel: CancellationToken,
+    pub deadline: Option<Instant>,
+}
+
+impl QueryControl {
+    pub fn new(cancel: CancellationToken, timeout: Option<Duration>) -> Self {
+        QueryControl {
+            cancel,
+            deadline: timeout.map(|t| Instant::now() + t),
+        }
+    }
+}
+
+/// One client's session.
+pub struct Session {
+    engine: Arc<Engine>,
+    ctx: SessionContext,
+    user: String,
+    settings: SessionSettings,
+}
+
+impl Session {
+    pub(super) fn new(engine: Arc<Engine>, user: &str) -> Self {
+        let ctx = SessionContext::new_with_state(engine.base().state());
+        Session {
+            engine,
+            ctx,
+            user: user.to_string(),
+            settings: SessionSettings::default(),
+        }
+    }
+
+    /// The user this session belongs to.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The engine behind this session.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Parses SQL text into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, EngineError> {
+        Ok(self.engine.parser().parse(sql)?)
+    }
+
+    /// Sets a setting as a client's startup parameters do.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), EngineError> {
+        self.settings.set(name, value.to_string())?;
+        self.apply_settings()
+    }
+
+    /// The statement timeout in force: the session's `statement_timeout`, else the server's.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.settings
+            .statement_timeout()
+            .or(self.engine.options().query_timeout)
+    }
+
+    fn apply_settings(&mut self) -> Result<(), EngineError> {
+        let path = self.settings.search_path();
+        let listing = self.engine.lake().cached_listing();
+        let schema = path
+            .iter()
+            .find(|s| listing.schemas.contains_key(s.as_str()) || *s == "pg_catalog")
+            .or(path.first())
+            .cloned()
+            .unwrap_or_else(|| "public".to_string());
+        let tz = self.settings.time_zone();
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        options.catalog.default_schema = schema;
+        options.execution.time_zone = Some(tz);
+        Ok(())
+    }
+
+    /// Describes a statement: parameter types and result columns.
+    pub async fn describe(&mut self, stmt: &Statement) -> Result<Described, EngineError> {
+        if let Some(schema) = self.session_statement_schema(stmt)? {
+            return Ok(Described {
+                params: Vec::new(),
+                schema,
+            });
+        }
+        self.refresh_listing().await?;
+        let plan = self.plan(stmt.clone()).await?;
+        let types = plan.get_parameter_types()?;
+        let params = ordered_params(types);
+        let schema = match &plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
+            LogicalPlan::Statement(_) => None,
+            p => Some(Arc::new(p.schema().as_arrow().clone())),
+        };
+        Ok(Described { params, schema })
+    }
+
+    /// Runs one statement.
+    pub async fn execute(
+        &mut self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+    ) -> Result<Output, EngineError> {
+        if let Some(out) = self.session_statement(&stmt)? {
+            return Ok(out);
+        }
+        let permit = self
+            .engine
+            .slots()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let work = self.execute_planned(stmt, params, control, permit);
+        let cancelled = control.cancel.cancelled();
+        let deadline = async {
+            match control.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            _ = cancelled => Err(EngineError::Cancelled),
+            _ = deadline => Err(EngineError::Timeout),
+        }
+    }
+
+    async fn refresh_listing(&self) -> Result<(), EngineError> {
+        self.engine.lake().listing().await?;
+        Ok(())
+    }
+
+    async fn plan(&self, stmt: Statement) -> Result<LogicalPlan, EngineError> {
+        let state = self.ctx.state();
+        Ok(state
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await?)
+    }
+
+    async fn execute_planned(
+        &mut self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Output, EngineError> {
+        self.refresh_listing().await?;
+        let view_query = match &stmt {
+            Statement::CreateView(v) => Some(v.query.to_string()),
+            _ => None,
+        };
+        let original = stmt.to_string();
+        let mut plan = self.plan(stmt).await?;
+        if let Some(p) = params {
+            plan = plan.with_param_values(p)?;
+        }
+        let lake = self.engine.lake().clone();
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+                let (schema, table) = self.resolve(&c.name)?;
+                if lake.cached_listing().contains(&schema, &table) && !c.or_replace {
+                    if c.if_not_exists {
+                        return Ok(Output::Command(CommandTag::new("CREATE TABLE")));
+                    }
+                    return Err(EngineError::DuplicateTable(format!("{schema}.{table}")));
+                }
+                let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
+                let mode = if c.or_replace {
+                    WriteMode::Replace
+                } else {
+                    WriteMode::Create
+                };
+                let state = Arc::new(self.ctx.state());
+                let out = lake
+                    .write_plan(&schema, &table, (*c.input).clone(), state, mode)
+                    .await?;
+                Ok(Output::Command(if is_ctas {
+                    CommandTag::with_rows("SELECT", out.rows)
+                } else {
+                    CommandTag::new("CREATE TABLE")
+                }))
+            }
+            LogicalPlan::Dml(dml) => match dml.op {
+                WriteOp::Insert(_) => {
+                    let (schema, table) = self.resolve(&dml.table_name)?;
+                    let state = Arc::new(self.ctx.state());
+                    let out = lake
+                        .write_plan(
+                            &schema,
+                            &table,
+                            (*dml.input).clone(),
+                            state,
+                            WriteMode::Append,
+                        )
+                        .await?;
+                    Ok(Output::Command(CommandTag {
+                        tag: "INSERT 0".to_string(),
+                        rows: Some(out.rows),
+                        tx: TxEffect::None,
+                    }))
+                }
+                op => Err(EngineError::NotSupported(format!(
+                    "{op} on lake tables (use CREATE OR REPLACE TABLE ... AS, or a model)"
+                ))),
+            },
+            LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+                let (schema, name) = self.resolve(&v.name)?;
+                if lake.table(&schema, &name).await?.is_some() {
+                    return Err(EngineError::DuplicateTable(format!("{schema}.{name}")));
+                }
+                if !v.or_replace
+                    && lake
+                        .definition(DefinitionKind::View, &schema, &name)
+                        .await?
+                        .is_some()
+                {
+                    return Err(EngineError::DuplicateTable(format!("{schema}.{name}")));
+                }
+                let sql = view_query.ok_or_else(|| {
+                    EngineError::NotSupported("this form of CREATE VIEW".to_string())
+                })?;
+                lake.put_definition(DefinitionKind::View, &schema, &name, &sql)
+                    .await?;
+                Ok(Output::Command(CommandTag::new("CREATE VIEW")))
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+                let (schema, name) = self.resolve(&cmd.name)?;
+                if lake.cached_listing().contains(&schema, &name) {
+                    if cmd.if_not_exists {
+                        return Ok(Output::Command(CommandTag::new("CREATE EXTERNAL TABLE")));
+                    }
+                    if !cmd.or_replace {
+                        return Err(EngineError::DuplicateTable(format!("{schema}.{name}")));
+                    }
+                }
+                super::catalog::create_external(&self.ctx.state(), &cmd).await?;
+                lake.put_definition(DefinitionKind::External, &schema, &name, &original)
+                    .await?;
+                Ok(Output::Command(CommandTag::new("CREATE EXTERNAL TABLE")))
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+                let (schema, name) = self.resolve(&d.name)?;
+                let dropped = lake.drop_table(&schema, &name).await?
+                    || lake
+                        .drop_definition(DefinitionKind::External, &schema, &name)
+                        .await?;
+                if !dropped && !d.if_exists {
+                    return Err(EngineError::UndefinedTable(format!("{schema}.{name}")));
+                }
+                Ok(Output::Command(CommandTag::new("DROP TABLE")))
+            }
+            LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+                let (schema, name) = self.resolve(&d.name)?;
+                let dropped = lake
+                    .drop_definition(DefinitionKind::View, &schema, &name)
+                    .await?;
+                if !dropped && !d.if_exists {
+                    return Err(EngineError::UndefinedTable(format!("{schema}.{name}")));
+                }
+                Ok(Output::Command(CommandTag::new("DROP VIEW")))
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(c)) => {
+                let name = c.schema_name.rsplit('.').next().unwrap_or(&c.schema_name);
+                let exists = lake.cached_listing().schemas.contains_key(name);
+                if exists && !c.if_not_exists {
+                    return Err(EngineError::DataFusion(Box::new(
+                        datafusion::error::DataFusionError::Plan(format!(
+                            "schema \"{name}\" already exists"
+                        )),
+                    )));
+                }
+                lake.create_schema(name).await?;
+                Ok(Output::Command(CommandTag::new("CREATE SCHEMA")))
+            }
+            LogicalPlan::Ddl(DdlStatement::DropCatalogSchema(d)) => {
+                let name = d.name.schema_name().to_string();
+                if !lake.cached_listing().schemas.contains_key(&name) {
+                    if d.if_exists {
+                        return Ok(Output::Command(CommandTag::new("DROP SCHEMA")));
+                    }
+                    return Err(EngineError::UndefinedSchema(name));
+                }
+                lake.drop_schema(&name).await?;
+                Ok(Output::Command(CommandTag::new("DROP SCHEMA")))
+            }
+            LogicalPlan::Ddl(other) => Err(EngineError::NotSupported(other.name().to_string())),
+            LogicalPlan::Copy(_) => {
+                let df = DataFrame::new(self.ctx.state(), plan);
+                let batches = df.collect().await?;
+                let rows = batches
+                    .first()
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                            .map(|a| a.value(0))
+                    })
+                    .unwrap_or(0);
+                Ok(Output::Command(CommandTag::with_rows("COPY", rows)))
+            }
+            LogicalPlan::Statement(s) => Err(EngineError::NotSupported(s.name().to_string())),
+            plan => {
+                let df = DataFrame::new(self.ctx.state(), plan);
+                let stream = df.execute_stream().await?;
+                let guarded = GuardedStream::new(stream, control, Some(permit));
+                Ok(Output::Rows {
+                    stream: Box::pin(guarded),
+                    tag: "SELECT",
+                })
+            }
+        }
+    }
+
+    /// Splits a table reference into lake (schema, table), defaulting the schema from
+    /// `search_path`.
+    fn resolve(&self, name: &TableReference) -> Result<(String, String), EngineError> {
+        if let Some(catalog) = name.catalog()
+            && catalog != CATALOG
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "database \"{catalog}\" does not exist; this server has one database, \"{CATALOG}\""
+            )));
+        }
+        let schema = match name.schema() {
+            Some(s) => s.to_string(),
+            None => self
+                .ctx
+                .state()
+                .config()
+                .options()
+                .catalog
+                .default_schema
+                .clone(),
+        };
+        Ok((schema, name.table().to_string()))
+    }
+
+    /// Result columns of a session statement, `Some(None)` when it returns no rows, `None`
+    /// when `stmt` is not a session statement.
+    #[allow(clippy::option_option)]
+    fn session_statement_schema(
+        &self,
+        stmt: &Statement,
+    ) -> Result<Option<Option<SchemaRef>>, EngineError> {
+        match stmt {
+            Statement::ShowVariable { variable } => {
+                let name = ident_name(variable);
+                let column = if name.eq_ignore_ascii_case("all") {
+                    "setting".to_string()
+                } else {
+                    self.settings.get(&name)?.0
+                };
+                Ok(Some(Some(super::text_batch(&column, vec![])?.schema())))
+            }
+            s if is_session_statement(s) => Ok(Some(None)),
+            _ => Ok(None),
+        }
+    }
+
+    fn session_statement(&mut self, stmt: &Statement) -> Result<Option<Output>, EngineError> {
+        let tag = match stmt {
+            Statement::Set(set) => {
+                self.apply_set(set)?;
+                CommandTag::new("SET")
+            }
+            Statement::ShowVariable { variable } => {
+                let name = ident_name(variable);
+                let batch = if name.eq_ignore_ascii_case("all") {
+                    let all: Vec<String> = self
+                        .settings
+                        .all()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    super::text_batch("setting", all)?
+                } else {
+                    let (display, value) = self.settings.get(&name)?;
+                    super::text_batch(&display, vec![value])?
+                };
+                let schema = batch.schema();
+                let stream = futures::stream::iter(vec![Ok(batch)]).boxed();
+                return Ok(Some(Output::Rows {
+                    stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+                    tag: "SHOW",
+                }));
+            }
+            Statement::Reset(r) => {
+                match &r.reset {
+                    Reset::ALL => self.settings.reset(None),
+                    Reset::ConfigurationParameter(name) => {
+                        self.settings.reset(Some(&object_name(name)))
+                    }
+                }
+                self.apply_settings()?;
+                CommandTag::new("RESET")
+            }
+            Statement::StartTransaction { .. } => CommandTag {
+                tag: "BEGIN".into(),
+                rows: None,
+                tx: TxEffect::Begin,
+            },
+            Statement::Commit { .. } => CommandTag {
+                tag: "COMMIT".into(),
+                rows: None,
+                tx: TxEffect::End,
+            },
+            Statement::Rollback { .. } => CommandTag {
+                tag: "ROLLBACK".into(),
+                rows: None,
+                tx: TxEffect::End,
+            },
+            Statement::Discard { .. } => {
+                self.settings.reset(None);
+                self.apply_settings()?;
+                CommandTag::new("DISCARD ALL")
+            }
+            Statement::Deallocate { .. } => CommandTag::new("DEALLOCATE"),
+            _ => return Ok(None),
+        };
+        Ok(Some(Output::Command(tag)))
+    }
+
+    fn apply_set(&mut self, set: &Set) -> Result<(), EngineError> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = object_name(variable);
+                let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
+                if name.starts_with("datafusion.") {
+                    let state = self.ctx.state_ref();
+                    let mut state = state.write();
+                    state
+                        .config_mut()
+                        .options_mut()
+                        .set(&name, &value)
+                        .map_err(EngineError::from)?;
+                    return Ok(());
+                }
+                self.settings.set(&name, value)?;
+            }
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    self.settings
+                        .set(&object_name(&a.name), expr_text(&a.value))?;
+                }
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.settings.set("timezone", expr_text(value))?;
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.settings
+                    .set("client_encoding", charset_name.value.clone())?;
+            }
+            // Roles, session authorization and transaction modes are accepted; tidepool
+            // sessions have one user and autocommit semantics.
+            _ => {}
+        }
+        self.apply_settings()
+    }
+}
+
+fn is_session_statement(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Set(_)
+            | Statement::Reset(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    )
+}
+
+fn ident_name(parts: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
+    parts
+        .iter()
+        .map(|i| i.value.clone())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(i) => i.value.clone(),
+            None => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The text of a SET value: string literals without quotes, identifiers as written.
+fn expr_text(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        SqlExpr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn ordered_params(types: HashMap<String, Option<DataType>>) -> Vec<Option<DataType>> {
+    let mut indexed: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, v))
+        })
+        .collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    let n = indexed.last().map(|(i, _)| *i).unwrap_or(0);
+    let mut out = vec![None; n];
+    for (i, t) in indexed {
+        if i >= 1 {
+            out[i - 1] = t;
+        }
+    }
+    out
+}

@@ -1,0 +1,33 @@
+//! Errors of the lake layer.
+
+/// What went wrong reading or writing the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("invalid lake root {0}")]
+    InvalidRoot(String),
+    #[error("lake URL scheme {0}:// is not supported by this build")]
+    UnsupportedScheme(String),
+    #[error(
+        "invalid name {0:?}: lake schema and table names are lower-case letters, digits and _, not starting with _"
+    )]
+    InvalidName(String),
+    #[error("version {0} does not exist")]
+    InvalidVersion(i64),
+    #[error("table {0} does not exist")]
+    TableNotFound(String),
+    #[error("table {0} already exists")]
+    TableExists(String),
+    #[error("schema {0} is not empty")]
+    SchemaNotEmpty(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}

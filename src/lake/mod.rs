@@ -1,0 +1,438 @@
+//! The lake: object storage laid out as `<root>/<schema>/<table>/` Delta tables.
+//!
+//! This module owns storage and the Delta protocol: where tables live, listing schemas and
+//! tables, opening a table at its newest (or an older) version, writing from a DataFusion
+//! plan, dropping, and the small text files in `<root>/_tidepool/` that keep view and
+//! external-table definitions. It knows nothing about SQL sessions or wire protocols.
+
+mod error;
+mod listing;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::Mutex;
+use url::Url;
+
+pub use error::LakeError;
+pub use listing::Listing;
+pub use writer::{WriteMode, WriteOutcome};
+
+use crate::config::LakeConfig;
+
+/// Schema and table names stored in the lake are lower-case identifiers.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Name of the folder under the root that holds tidepool's own metadata.
+const META_DIR: &str = "_tidepool";
+
+/// What kind of definition a `_tidepool` text file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DefinitionKind {
+    View,
+    External,
+}
+
+impl DefinitionKind {
+    fn dir(self) -> &'static str {
+        match self {
+            DefinitionKind::View => "views",
+            DefinitionKind::External => "external",
+        }
+    }
+}
+
+/// A lake: root URL, object store and a cache of opened Delta tables.
+pub struct Lake {
+    root: Url,
+    store: Arc<dyn ObjectStore>,
+    storage_options: HashMap<String, String>,
+    refresh_every: Duration,
+    tables: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<DeltaTable>>>>,
+    listing: Mutex<(Arc<Listing>, Option<Instant>)>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish()
+    }
+}
+
+impl Lake {
+    /// Opens (and for a local folder, creates) the lake at `config.root`.
+    pub fn open(config: &LakeConfig) -> Result<Arc<Lake>, LakeError> {
+        let root = root_url(&config.root)?;
+        let storage_options: HashMap<String, String> = config
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let store: Arc<dyn ObjectStore> = match root.scheme() {
+            "file" => {
+                let path = root
+                    .to_file_path()
+                    .map_err(|_| LakeError::InvalidRoot(root.to_string()))?;
+                std::fs::create_dir_all(&path).map_err(|e| LakeError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+                Arc::new(object_store::local::LocalFileSystem::new())
+            }
+            scheme => {
+                return Err(LakeError::UnsupportedScheme(scheme.to_string()));
+            }
+        };
+        Ok(Arc::new(Lake {
+            root,
+            store,
+            storage_options,
+            refresh_every: Duration::from_millis(config.refresh_ms),
+            tables: Mutex::new(HashMap::new()),
+            listing: Mutex::new((Arc::new(Listing::default()), None)),
+        }))
+    }
+
+    /// The lake root, always ending in `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The object store the lake lives on.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Storage options passed to delta-rs.
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// URL of the folder of `schema.table`.
+    pub fn table_url(&self, schema: &str, table: &str) -> Result<Url, LakeError> {
+        self.root
+            .join(&format!("{schema}/{table}/"))
+            .map_err(|e| LakeError::InvalidRoot(e.to_string()))
+    }
+
+    fn object_path(&self, rel: &str) -> ObjectPath {
+        let base = self.root.path().trim_end_matches('/');
+        let full = format!("{base}/{rel}");
+        ObjectPath::from_url_path(&full).unwrap_or_else(|_| ObjectPath::from(full))
+    }
+
+    /// The most recent listing of schemas, tables, views and external tables. Refreshes it
+    /// when it is older than the configured interval (always on the first call).
+    pub async fn listing(&self) -> Result<Arc<Listing>, LakeError> {
+        {
+            let guard = self.listing.lock();
+            if let Some(at) = guard.1
+                && at.elapsed() < self.refresh_every
+            {
+                return Ok(guard.0.clone());
+            }
+        }
+        self.refresh().await
+    }
+
+    /// The last listing without touching storage (empty before the first refresh).
+    pub fn cached_listing(&self) -> Arc<Listing> {
+        self.listing.lock().0.clone()
+    }
+
+    /// Lists storage now.
+    pub async fn refresh(&self) -> Result<Arc<Listing>, LakeError> {
+        let listing = Arc::new(listing::list(self).await?);
+        *self.listing.lock() = (listing.clone(), Some(Instant::now()));
+        Ok(listing)
+    }
+
+    /// Opens `schema.table` at its newest committed version; `None` if there is no Delta
+    /// table there. Opened tables are cached and brought up to date incrementally, so a
+    /// table written by another process is seen at its newest version on the next call.
+    pub async fn table(&self, schema: &str, table: &str) -> Result<Option<DeltaTable>, LakeError> {
+        let key = (schema.to_string(), table.to_string());
+        let cached = self.tables.lock().get(&key).cloned();
+        if let Some(cached) = cached {
+            let mut t = cached.lock().await;
+            match t.update_incremental(None).await {
+                Ok(()) => return Ok(Some(t.clone())),
+                Err(deltalake::DeltaTableError::NotATable(_)) => {
+                    drop(t);
+                    self.tables.lock().remove(&key);
+                    return Ok(None);
+                }
+                Err(e) => return Err(LakeError::Delta(e)),
+            }
+        }
+        if !self.is_delta_table(schema, table).await? {
+            return Ok(None);
+        }
+        let url = self.table_url(schema, table)?;
+        let t = match deltalake::open_table_with_storage_options(url, self.storage_options.clone())
+            .await
+        {
+            Ok(t) => t,
+            Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(None),
+            Err(e) => return Err(LakeError::Delta(e)),
+        };
+        self.tables
+            .lock()
+            .insert(key, Arc::new(tokio::sync::Mutex::new(t.clone())));
+        Ok(Some(t))
+    }
+
+    /// Opens a Delta table at any URL or path, optionally at a version or timestamp.
+    pub async fn open_path(
+        &self,
+        location: &str,
+        at: Option<&TableVersion>,
+    ) -> Result<DeltaTable, LakeError> {
+        let url = deltalake::ensure_table_uri(location)?;
+        let mut builder = deltalake::DeltaTableBuilder::from_url(url)?
+            .with_storage_options(self.storage_options.clone());
+        match at {
+            Some(TableVersion::Version(v)) => {
+                let v = u64::try_from(*v).map_err(|_| LakeError::InvalidVersion(*v))?;
+                builder = builder.with_version(v)
+            }
+            Some(TableVersion::Timestamp(ts)) => builder = builder.with_datestring(ts)?,
+            None => {}
+        }
+        Ok(builder.load().await?)
+    }
+
+    /// Opens `schema.table` at an older version or at the newest version as of a timestamp.
+    pub async fn table_at(
+        &self,
+        schema: &str,
+        table: &str,
+        at: &TableVersion,
+    ) -> Result<Option<DeltaTable>, LakeError> {
+        if !self.is_delta_table(schema, table).await? {
+            return Ok(None);
+        }
+        let url = self.table_url(schema, table)?;
+        self.open_path(url.as_str(), Some(at)).await.map(Some)
+    }
+
+    async fn is_delta_table(&self, schema: &str, table: &str) -> Result<bool, LakeError> {
+        if !valid_name(schema) || !valid_name(table) {
+            return Ok(false);
+        }
+        let prefix = self.object_path(&format!("{schema}/{table}/_delta_log"));
+        let listed = self.store.list_with_delimiter(Some(&prefix)).await;
+        match listed {
+            Ok(l) => Ok(!l.objects.is_empty()),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(LakeError::Store(e)),
+        }
+    }
+
+    /// Creates a schema (a folder holding a marker file, so it exists before its first table).
+    pub async fn create_schema(&self, schema: &str) -> Result<(), LakeError> {
+        check_name(schema)?;
+        let marker = self.object_path(&format!("{META_DIR}/schemas/{schema}"));
+        self.store.put(&marker, Vec::new().into()).await?;
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Removes an empty schema.
+    pub async fn drop_schema(&self, schema: &str) -> Result<(), LakeError> {
+        let listing = self.refresh().await?;
+        if listing.tables(schema).next().is_some() {
+            return Err(LakeError::SchemaNotEmpty(schema.to_string()));
+        }
+        let marker = self.object_path(&format!("{META_DIR}/schemas/{schema}"));
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Deletes every file of `schema.table`. Readers that already planned a scan keep the
+    /// snapshot they planned with until their files disappear.
+    pub async fn drop_table(&self, schema: &str, table: &str) -> Result<bool, LakeError> {
+        if !self.is_delta_table(schema, table).await? {
+            return Ok(false);
+        }
+        let prefix = self.object_path(&format!("{schema}/{table}"));
+        self.delete_prefix(&prefix).await?;
+        self.tables
+            .lock()
+            .remove(&(schema.to_string(), table.to_string()));
+        if let Ok(path) = self.table_url(schema, table).and_then(|u| {
+            u.to_file_path()
+                .map_err(|_| LakeError::InvalidRoot(u.to_string()))
+        }) {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        self.refresh().await?;
+        Ok(true)
+    }
+
+    async fn delete_prefix(&self, prefix: &ObjectPath) -> Result<(), LakeError> {
+        use futures::TryStreamExt;
+        let paths: Vec<ObjectPath> = self
+            .store
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        for p in paths {
+            match self.store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a view or external table definition (SQL text) under `_tidepool/`.
+    pub async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+        sql: &str,
+    ) -> Result<(), LakeError> {
+        check_name(schema)?;
+        check_name(name)?;
+        let path = self.object_path(&format!("{META_DIR}/{}/{schema}/{name}.sql", kind.dir()));
+        self.store
+            .put(&path, sql.as_bytes().to_vec().into())
+            .await?;
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Reads a stored definition; `None` if there is none.
+    pub async fn definition(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<String>, LakeError> {
+        if !valid_name(schema) || !valid_name(name) {
+            return Ok(None);
+        }
+        let path = self.object_path(&format!("{META_DIR}/{}/{schema}/{name}.sql", kind.dir()));
+        match self.store.get(&path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a stored definition; false if there was none.
+    pub async fn drop_definition(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+    ) -> Result<bool, LakeError> {
+        if self.definition(kind, schema, name).await?.is_none() {
+            return Ok(false);
+        }
+        let path = self.object_path(&format!("{META_DIR}/{}/{schema}/{name}.sql", kind.dir()));
+        self.store.delete(&path).await?;
+        self.refresh().await?;
+        Ok(true)
+    }
+
+    /// The newest version of `schema.table` and its commit history, newest first.
+    pub async fn history(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<(i64, Vec<deltalake::kernel::CommitInfo>), LakeError> {
+        use futures::TryStreamExt;
+        let t = self
+            .table(schema, table)
+            .await?
+            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))?;
+        let history = t.history(None).try_collect().await?;
+        Ok((t.version().unwrap_or(0) as i64, history))
+    }
+
+    /// Names of all Delta tables, grouped by schema (for status output).
+    pub fn table_count(&self) -> usize {
+        let l = self.cached_listing();
+        l.schemas.values().map(|s| s.tables.len()).sum()
+    }
+}
+
+/// An older version of a table, by number or by time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableVersion {
+    Version(i64),
+    /// RFC 3339 timestamp (or a date); the newest version committed at or before it.
+    Timestamp(String),
+}
+
+fn check_name(name: &str) -> Result<(), LakeError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(LakeError::InvalidName(name.to_string()))
+    }
+}
+
+/// Turns a lake root setting (folder or URL) into a URL ending with `/`.
+pub fn root_url(root: &str) -> Result<Url, LakeError> {
+    let mut url = if root.contains("://") {
+        Url::parse(root).map_err(|e| LakeError::InvalidRoot(format!("{root}: {e}")))?
+    } else {
+        let path = std::path::Path::new(root);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| LakeError::InvalidRoot(format!("{root}: {e}")))?
+                .join(path)
+        };
+        Url::from_directory_path(normalize(&abs))
+            .map_err(|_| LakeError::InvalidRoot(root.to_string()))?
+    };
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Sorted view definitions or external tables of one schema, name to SQL.
+pub type Definitions = BTreeMap<String, String>;

@@ -1,0 +1,16 @@
+//! tidepool: a lakehouse in one binary.
+//!
+//! Layers, from the bottom: [`lake`] owns object storage and Delta tables, [`engine`] owns
+//! the DataFusion session (lake catalog, table functions, session statements), and
+//! [`protocol`] holds thin adapters that serve the engine over the wire. [`app`] wires the
+//! parts together for `tidepool serve`; [`cli`] holds one file per subcommand.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod lake;
+pub mod protocol;
+
+/// Version string of this build, shown in `version()` and the Postgres `server_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

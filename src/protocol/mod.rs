@@ -1,0 +1,3 @@
+//! Wire protocols: thin adapters that serve the [`crate::engine`] to clients.
+
+pub mod pg;

@@ -1,0 +1,63 @@
+//! Engine errors to Postgres ErrorResponses: the one place SQLSTATEs are chosen.
+
+use pgwire::error::{ErrorInfo, PgWireError};
+
+use crate::engine::{EngineError, ErrorKind};
+
+/// The SQLSTATE of an error class.
+pub fn sqlstate(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Syntax => "42601",
+        ErrorKind::UndefinedTable => "42P01",
+        ErrorKind::UndefinedColumn => "42703",
+        ErrorKind::UndefinedFunction => "42883",
+        ErrorKind::UndefinedSchema => "3F000",
+        ErrorKind::UndefinedObject => "42704",
+        ErrorKind::DuplicateTable => "42P07",
+        ErrorKind::DuplicateSchema => "42P06",
+        ErrorKind::AmbiguousColumn => "42702",
+        ErrorKind::DatatypeMismatch => "42804",
+        ErrorKind::DivisionByZero => "22012",
+        ErrorKind::NumericOutOfRange => "22003",
+        ErrorKind::InvalidTextRepresentation => "22P02",
+        ErrorKind::InvalidParameterValue => "22023",
+        ErrorKind::DataException => "22000",
+        ErrorKind::NotSupported => "0A000",
+        ErrorKind::InvalidName => "42602",
+        ErrorKind::ResourcesExhausted => "53200",
+        ErrorKind::Cancelled => "57014",
+        ErrorKind::Timeout => "57014",
+        ErrorKind::ReadOnly => "25006",
+        ErrorKind::Io => "58030",
+        ErrorKind::Internal => "XX000",
+    }
+}
+
+/// An ErrorResponse for an engine error.
+pub fn to_pg(e: &EngineError) -> PgWireError {
+    let kind = e.kind();
+    if kind == ErrorKind::Internal {
+        tracing::warn!(error = %e, "internal error");
+    }
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        sqlstate(kind).to_string(),
+        e.message(),
+    )))
+}
+
+/// An ErrorResponse for an error raised while rows were streaming.
+pub fn stream_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    let e = match e {
+        datafusion::error::DataFusionError::External(inner) => {
+            match inner.downcast::<EngineError>() {
+                Ok(engine) => *engine,
+                Err(other) => {
+                    EngineError::from(datafusion::error::DataFusionError::External(other))
+                }
+            }
+        }
+        other => EngineError::from(other),
+    };
+    to_pg(&e)
+}

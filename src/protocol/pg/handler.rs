@@ -1,0 +1,398 @@
+//! Simple and extended query handling for one Postgres connection.
+//!
+//! Each connection owns one engine [`Session`]. Statements run under a cancellation token
+//! that a CancelRequest (from another socket) fires, and under the statement timeout.
+//! Results are encoded to DataRows batch by batch as the client reads them.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_USER, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::{stream_error, to_pg};
+use super::server::PgShared;
+use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect};
+
+/// The engine session of a connection, created at its first statement.
+pub type SessionCell = tokio::sync::Mutex<Option<Session>>;
+
+/// State of one connection.
+pub struct ConnState {
+    pub(super) shared: Arc<PgShared>,
+    pub(super) session: Arc<SessionCell>,
+    pub(super) parser: Arc<ConnParser>,
+    current: parking_lot::Mutex<CancellationToken>,
+    registered: parking_lot::Mutex<Option<(i32, bytes::Bytes)>>,
+}
+
+impl ConnState {
+    pub fn new(shared: Arc<PgShared>) -> Arc<ConnState> {
+        let session = Arc::new(SessionCell::new(None));
+        Arc::new(ConnState {
+            parser: Arc::new(ConnParser {
+                shared: shared.clone(),
+                session: session.clone(),
+            }),
+            shared,
+            session,
+            current: parking_lot::Mutex::new(CancellationToken::new()),
+            registered: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// Fires the cancel token of the statement running now.
+    pub fn cancel_current(&self) {
+        self.current.lock().cancel();
+    }
+
+    /// A fresh token for the next statement; makes this connection cancellable.
+    fn begin_statement<C: ClientInfo>(self: &Arc<Self>, client: &C) -> CancellationToken {
+        let mut reg = self.registered.lock();
+        if reg.is_none() {
+            let (pid, key) = client.pid_and_secret_key();
+            let key = key.to_bytes();
+            self.shared
+                .cancels
+                .register(pid, key.clone(), Arc::downgrade(self));
+            *reg = Some((pid, key));
+        }
+        let token = CancellationToken::new();
+        *self.current.lock() = token.clone();
+        token
+    }
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        if let Some((pid, key)) = self.registered.lock().take() {
+            self.shared.cancels.unregister(pid, &key);
+        }
+    }
+}
+
+/// Locks the connection's session, creating it for the connected user if needed.
+async fn session<'a, C: ClientInfo>(
+    cell: &'a SessionCell,
+    shared: &PgShared,
+    client: &C,
+) -> tokio::sync::MutexGuard<'a, Option<Session>> {
+    let mut guard = cell.lock().await;
+    if guard.is_none() {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "tidepool".to_string());
+        let mut s = shared.engine.session(&user);
+        if let Some(app) = client.metadata().get("application_name") {
+            let _ = s.set("application_name", app);
+        }
+        *guard = Some(s);
+    }
+    guard
+}
+
+fn pg_type(t: &Option<DataType>) -> Type {
+    match t {
+        Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
+        None => Type::TEXT,
+    }
+}
+
+fn fields(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options))
+}
+
+/// Turns an engine output into a pgwire response whose rows are encoded lazily.
+fn to_response(
+    out: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<Response> {
+    match out {
+        Output::Command(c) => {
+            let mut tag = if c.tag == "INSERT 0" {
+                Tag::new("INSERT").with_oid(0)
+            } else {
+                Tag::new(&c.tag)
+            };
+            if let Some(rows) = c.rows {
+                tag = tag.with_rows(rows as usize);
+            }
+            Ok(match c.tx {
+                TxEffect::Begin => Response::TransactionStart(tag),
+                TxEffect::End => Response::TransactionEnd(tag),
+                TxEffect::None => Response::Execution(tag),
+            })
+        }
+        Output::Rows { stream, tag } => {
+            let schema = stream.schema();
+            let fields = Arc::new(fields(&schema, format, options)?);
+            let encoder_fields = fields.clone();
+            let rows = stream
+                .map(move |batch| match batch {
+                    Ok(b) => stream::iter(arrow_pg::datatypes::encode_recordbatch(
+                        encoder_fields.clone(),
+                        b,
+                    ))
+                    .left_stream(),
+                    Err(e) => {
+                        stream::once(futures::future::ready(Err(stream_error(e)))).right_stream()
+                    }
+                })
+                .flatten();
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(tag);
+            Ok(Response::Query(response))
+        }
+    }
+}
+
+/// Collects a row response fully (used for all but the last statement of a multi-statement
+/// query, so a later statement cannot change what an earlier one returns).
+async fn materialize(out: Output) -> Result<Output, EngineError> {
+    match out {
+        Output::Rows { stream, tag } => {
+            let schema = stream.schema();
+            let batches: Vec<_> = stream.collect::<Vec<_>>().await;
+            let batches = batches
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(EngineError::from)?;
+            let s = stream::iter(batches.into_iter().map(Ok));
+            Ok(Output::Rows {
+                stream: Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, s),
+                ),
+                tag,
+            })
+        }
+        other => Ok(other),
+    }
+}
+
+/// The handlers of one connection; pgwire holds them behind an `Arc`.
+pub struct ConnHandler(pub Arc<ConnState>);
+
+#[async_trait]
+impl SimpleQueryHandler for ConnHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let this = &self.0;
+        let token = this.begin_statement(client);
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut guard = session(&this.session, &this.shared, client).await;
+        let Some(session) = guard.as_mut() else {
+            return Err(PgWireError::ApiError("no session".into()));
+        };
+        let statements = match session.parse(query) {
+            Ok(s) => s,
+            Err(e) => return Err(to_pg(&e)),
+        };
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let n = statements.len();
+        let mut responses = Vec::with_capacity(n);
+        for (i, stmt) in statements.into_iter().enumerate() {
+            let span = tracing::debug_span!("statement", sql = %stmt);
+            let _enter = span.enter();
+            let control = QueryControl::new(token.clone(), session.timeout());
+            let result = match session.execute(stmt, None, &control).await {
+                Ok(out) if i + 1 < n => materialize(out).await,
+                other => other,
+            };
+            match result {
+                Ok(out) => responses.push(to_response(out, &Format::UnifiedText, options.clone())?),
+                Err(e) => {
+                    let PgWireError::UserError(info) = to_pg(&e) else {
+                        return Err(to_pg(&e));
+                    };
+                    responses.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement prepared through the extended protocol.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub statement: Statement,
+    pub described: Described,
+}
+
+/// Parses and describes statements for the extended protocol.
+pub struct ConnParser {
+    shared: Arc<PgShared>,
+    session: Arc<SessionCell>,
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+#[async_trait]
+impl QueryParser for ConnParser {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut guard = session(&self.session, &self.shared, client).await;
+        let Some(session) = guard.as_mut() else {
+            return Err(PgWireError::ApiError("no session".into()));
+        };
+        let mut statements = session.parse(sql).map_err(|e| to_pg(&e))?;
+        if statements.len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".to_string(),
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        let described = session.describe(&statement).await.map_err(|e| to_pg(&e))?;
+        Ok(Some(Arc::new(Prepared {
+            statement,
+            described,
+        })))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.described.params.iter().map(pg_type).collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.described.schema {
+            Some(schema) => fields(
+                schema,
+                column_format.unwrap_or(&Format::UnifiedText),
+                Arc::new(FormatOptions::default()),
+            ),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnHandler {
+    type Statement = Arc<Prepared>;
+    type QueryParser = ConnParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.0.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let this = &self.0;
+        let token = this.begin_statement(client);
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let prepared = portal.statement.statement.clone();
+        let inferred: Vec<Option<&DataType>> = prepared
+            .described
+            .params
+            .iter()
+            .map(|t| t.as_ref())
+            .collect();
+        let server_types: Vec<Type> = prepared.described.params.iter().map(pg_type).collect();
+        let server_refs: Vec<Option<&Type>> = server_types.iter().map(Some).collect();
+        let params = arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+            portal,
+            &inferred,
+            &server_refs,
+        )?;
+        let mut guard = session(&this.session, &this.shared, client).await;
+        let Some(session) = guard.as_mut() else {
+            return Err(PgWireError::ApiError("no session".into()));
+        };
+        let control = QueryControl::new(token, session.timeout());
+        let params = (!prepared.described.params.is_empty()).then_some(params);
+        let out = session
+            .execute(prepared.statement.clone(), params, &control)
+            .await
+            .map_err(|e| to_pg(&e))?;
+        to_response(out, &portal.result_column_format, options)
+    }
+}
+
+/// Connections that can be cancelled, by (pid, secret key).
+#[derive(Default)]
+pub struct CancelRegistry {
+    conns: parking_lot::Mutex<std::collections::HashMap<(i32, bytes::Bytes), Weak<ConnState>>>,
+}
+
+impl CancelRegistry {
+    fn register(&self, pid: i32, key: bytes::Bytes, conn: Weak<ConnState>) {
+        self.conns.lock().insert((pid, key), conn);
+    }
+
+    fn unregister(&self, pid: i32, key: &bytes::Bytes) {
+        self.conns.lock().remove(&(pid, key.clone()));
+    }
+
+    /// Cancels the running statement of the connection with this pid and key, if any.
+    pub fn cancel(&self, pid: i32, key: &bytes::Bytes) -> bool {
+        let conn = self
+            .conns
+            .lock()
+            .get(&(pid, key.clone()))
+            .and_then(|w| w.upgrade());
+        match conn {
+            Some(c) => {
+                c.cancel_current();
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Postgres wire protocol (pgwire): startup and authentication, simple and extended query,
+//! cancel, TLS. Only adapts the engine: parsing, planning and execution live in
+//! [`crate::engine`], and SQLSTATEs are chosen once, in [`errors`].
+
+mod auth;
+pub mod errors;
+mod handler;
+mod server;
+
+pub use server::{PgServer, PgServerError};

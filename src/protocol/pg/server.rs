@@ -1,0 +1,291 @@
+//! The Postgres listener: accept loop, TLS, connection limit, graceful shutdown.
+//!
+//! TLS is set up before the socket is bound; a certificate that cannot be loaded stops the
+//! server from starting (never a plaintext fallback). Each accepted socket gets its own
+//! handlers (startup, queries, cancel) around one engine session.
+
+use std::fmt::Debug;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::ScramAuth;
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::{ClientInfo, NoopHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{TrustStartup, UserDirectory, server_parameters};
+use super::handler::{CancelRegistry, ConnHandler, ConnState};
+use crate::config::{Settings, TlsConfig};
+use crate::engine::Engine;
+
+/// Why the Postgres server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PgServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS is configured but cannot start: {0}")]
+    Tls(String),
+}
+
+/// What every connection shares.
+pub struct PgShared {
+    pub(super) engine: Arc<Engine>,
+    pub(super) cancels: CancelRegistry,
+    pub(super) shutdown: CancellationToken,
+    params: Arc<DefaultServerParameterProvider>,
+    users: UserDirectory,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+}
+
+/// A bound Postgres server, ready to [`run`](PgServer::run).
+pub struct PgServer {
+    listener: TcpListener,
+    shared: Arc<PgShared>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    grace: Duration,
+}
+
+impl PgServer {
+    /// Loads TLS (if configured) and binds `addr`.
+    pub async fn bind(
+        addr: SocketAddr,
+        engine: Arc<Engine>,
+        settings: &Settings,
+        shutdown: CancellationToken,
+    ) -> Result<PgServer, PgServerError> {
+        let tls = settings.tls.as_ref().map(load_tls).transpose()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| PgServerError::Bind { addr, source })?;
+        let shared = Arc::new(PgShared {
+            engine,
+            cancels: CancelRegistry::default(),
+            shutdown,
+            params: Arc::new(server_parameters()),
+            users: UserDirectory::new(&settings.users),
+            pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+        });
+        Ok(PgServer {
+            listener,
+            shared,
+            tls,
+            max_connections: settings.max_connections,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// True when clients must authenticate.
+    pub fn requires_password(&self) -> bool {
+        !self.shared.users.is_empty()
+    }
+
+    /// True when TLS is on.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until the shutdown token fires, then gives running statements the grace
+    /// period to finish and closes the remaining connections.
+    pub async fn run(self) {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let mut conns = JoinSet::new();
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let (socket, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max = self.max_connections, "connection refused: too many connections");
+                conns.spawn(refuse(socket));
+                continue;
+            };
+            let handlers = PgConn::new(self.shared.clone());
+            let tls = self.tls.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let span = tracing::debug_span!("pg_conn", %peer);
+                let _ = span;
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tracing::info!(
+            open = conns.len(),
+            "postgres: no longer accepting; waiting for running statements"
+        );
+        let waited = tokio::time::timeout(self.grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if waited.is_err() {
+            tracing::info!(
+                open = conns.len(),
+                "postgres: grace period over; closing connections"
+            );
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Tells a client over the limit why it is refused (SQLSTATE 53300), then closes.
+async fn refuse(socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = socket;
+    let msg = b"SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0";
+    let mut buf = Vec::with_capacity(msg.len() + 5);
+    buf.push(b'E');
+    buf.extend_from_slice(&((msg.len() as i32 + 4).to_be_bytes()));
+    buf.extend_from_slice(msg);
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&buf)).await;
+}
+
+fn load_tls(tls: &TlsConfig) -> Result<TlsAcceptor, PgServerError> {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| PgServerError::Tls(format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PgServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(PgServerError::Tls(format!(
+            "{} holds no PEM certificate",
+            tls.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
+        .map_err(|e| PgServerError::Tls(format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| PgServerError::Tls(format!("{} holds no private key", tls.key.display())))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| PgServerError::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The handlers of one connection.
+struct PgConn {
+    handler: Arc<ConnHandler>,
+    startup: Arc<Startup>,
+    cancel: Arc<CancelByKey>,
+}
+
+impl PgConn {
+    fn new(shared: Arc<PgShared>) -> Self {
+        let startup = if shared.users.is_empty() {
+            Startup::Trust(TrustStartup {
+                params: shared.params.clone(),
+                pids: shared.pids.clone(),
+            })
+        } else {
+            let mut scram = ScramAuth::new(Arc::new(shared.users.clone()));
+            scram.set_iterations(super::auth::SCRAM_ITERATIONS);
+            Startup::Scram(Box::new(
+                SASLAuthStartupHandler::new(shared.params.clone())
+                    .with_scram(scram)
+                    .with_pid_secret_key_generator(shared.pids.clone()),
+            ))
+        };
+        PgConn {
+            handler: Arc::new(ConnHandler(ConnState::new(shared.clone()))),
+            startup: Arc::new(startup),
+            cancel: Arc::new(CancelByKey(shared)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for PgConn {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
+        Arc::new(NoopHandler)
+    }
+}
+
+enum Startup {
+    Trust(TrustStartup),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Trust(t) => t.on_startup(client, message).await,
+            Startup::Scram(s) => s.on_startup(client, message).await,
+        }
+    }
+}
+
+struct CancelByKey(Arc<PgShared>);
+
+#[async_trait]
+impl CancelHandler for CancelByKey {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = request.secret_key.to_bytes();
+        if self.0.cancels.cancel(request.pid, &key) {
+            tracing::info!(pid = request.pid, "statement cancelled by client request");
+        }
+    }
+}
