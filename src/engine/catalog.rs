@@ -15,9 +15,19 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::RwLock;
 
 use crate::lake::{DefinitionKind, Lake};
+
+tokio::task_local! {
+    /// How many views deep the current planning is.
+    static VIEW_DEPTH: u32;
+}
+
+const MAX_VIEW_DEPTH: u32 = 32;
 
 /// Name of the catalog (the Postgres database name).
 pub const CATALOG: &str = "lake";
@@ -141,17 +151,35 @@ impl LakeSchema {
     }
 
     async fn plan_view(&self, name: &str, sql: &str) -> Result<Arc<dyn TableProvider>> {
+        let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
+        if depth >= MAX_VIEW_DEPTH {
+            return Err(DataFusionError::Plan(format!(
+                "view {}.{name} is recursive or nested more than {MAX_VIEW_DEPTH} deep",
+                self.schema
+            )));
+        }
         let state = self.base_state()?;
-        let plan = state
-            .create_logical_plan(sql)
-            .await
-            .map_err(|e| e.context(format!("view {}.{name} no longer plans", self.schema)))?;
+        let plan = VIEW_DEPTH
+            .scope(depth + 1, state.create_logical_plan(sql))
+            .await?;
         Ok(Arc::new(ViewTable::new(plan, Some(sql.to_string()))))
     }
 
     async fn plan_external(&self, ddl: &str) -> Result<Arc<dyn TableProvider>> {
         let state = self.base_state()?;
-        let plan = state.create_logical_plan(ddl).await?;
+        // Plan the stored DDL under a name that resolves to nothing, so planning does not
+        // look the table up again (which would come back here).
+        let mut statements = DFParser::parse_sql_with_dialect(ddl, &PostgreSqlDialect {})?;
+        let Some(DFStatement::CreateExternalTable(mut create)) = statements.pop_front() else {
+            return Err(DataFusionError::Internal(format!(
+                "stored external table definition is not CREATE EXTERNAL TABLE: {ddl}"
+            )));
+        };
+        create.name = ObjectName::from(vec![Ident::new("__tidepool_external")]);
+        create.if_not_exists = true;
+        let plan = state
+            .statement_to_plan(DFStatement::CreateExternalTable(create))
+            .await?;
         let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = plan else {
             return Err(DataFusionError::Internal(format!(
                 "stored external table definition is not CREATE EXTERNAL TABLE: {ddl}"

@@ -7,9 +7,8 @@
 //! into the table function `read_delta('gold.t', 3)`. Afterwards, the `system.` qualifier of
 //! tidepool's own table functions is dropped, as DataFusion resolves them by bare name.
 
-use datafusion::sql::sqlparser::ast::{
-    ObjectNamePart, Statement, TableFactor, VisitMut, VisitorMut,
-};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{ObjectNamePart, TableFactor, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -34,14 +33,98 @@ impl SqlParser {
     }
 
     /// Parses `sql` into zero or more statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, ParserError> {
+    ///
+    /// DataFusion's own statements (`CREATE EXTERNAL TABLE`, `COPY ... STORED AS`) are not
+    /// Postgres syntax; text holding them is parsed with DataFusion's parser.
+    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, ParserError> {
         let text = rewrite_time_travel(sql)?;
-        let mut statements = self.compat.parse(text.as_deref().unwrap_or(sql))?;
+        let text = text.as_deref().unwrap_or(sql);
+        let mut statements = Vec::new();
+        for chunk in split_statements(text)? {
+            if chunk.datafusion_syntax {
+                let parsed = DFParser::parse_sql_with_dialect(&chunk.text, &PostgreSqlDialect {})
+                    .map_err(|e| match e {
+                    datafusion::error::DataFusionError::SQL(p, _) => *p,
+                    other => ParserError::ParserError(other.to_string()),
+                })?;
+                statements.extend(parsed.into_iter().map(|s| match s {
+                    DFStatement::Statement(inner) => {
+                        DFStatement::Statement(Box::new(self.compat.rewrite(*inner)))
+                    }
+                    other => other,
+                }));
+            } else {
+                statements.extend(
+                    self.compat
+                        .parse(&chunk.text)?
+                        .into_iter()
+                        .map(|s| DFStatement::Statement(Box::new(s))),
+                );
+            }
+        }
         for s in &mut statements {
-            let _ = s.visit(&mut UnqualifySystemFunctions);
+            if let DFStatement::Statement(inner) = s {
+                let _ = inner.visit(&mut UnqualifySystemFunctions);
+            }
         }
         Ok(statements)
     }
+}
+
+/// One statement's text and whether it uses DataFusion-only syntax.
+struct Chunk {
+    text: String,
+    datafusion_syntax: bool,
+}
+
+/// Splits SQL text at top-level semicolons. Statements written in DataFusion's own syntax
+/// (`CREATE EXTERNAL TABLE`, `... STORED AS ...`) are marked for DataFusion's parser.
+fn split_statements(sql: &str) -> Result<Vec<Chunk>, ParserError> {
+    let upper = sql.to_ascii_uppercase();
+    if !upper.contains("EXTERNAL") && !upper.contains("STORED") {
+        return Ok(vec![Chunk {
+            text: sql.to_string(),
+            datafusion_syntax: false,
+        }]);
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| ParserError::TokenizerError(e.to_string()))?;
+    let mut chunks = Vec::new();
+    let mut current: Vec<Token> = Vec::new();
+    let flush = |current: &mut Vec<Token>, chunks: &mut Vec<Chunk>| {
+        let words: Vec<Keyword> = current
+            .iter()
+            .filter_map(|t| match t {
+                Token::Word(w) if w.quote_style.is_none() => Some(w.keyword),
+                _ => None,
+            })
+            .collect();
+        if words.is_empty() {
+            current.clear();
+            return;
+        }
+        let datafusion_syntax = words.windows(2).any(|w| {
+            matches!(
+                (w[0], w[1]),
+                (Keyword::EXTERNAL, Keyword::TABLE) | (Keyword::STORED, Keyword::AS)
+            )
+        });
+        chunks.push(Chunk {
+            text: current.iter().map(|t| t.to_string()).collect(),
+            datafusion_syntax,
+        });
+        current.clear();
+    };
+    for t in tokens {
+        if t == Token::SemiColon {
+            flush(&mut current, &mut chunks);
+        } else {
+            current.push(t);
+        }
+    }
+    flush(&mut current, &mut chunks);
+    Ok(chunks)
 }
 
 struct UnqualifySystemFunctions;
@@ -100,11 +183,10 @@ fn rewrite_time_travel(sql: &str) -> Result<Option<String>, ParserError> {
                 && is_word(&tokens[next[1]], Keyword::OF)
             {
                 let value = tokens[next[2]].clone();
-                let value_ok = match (&value, is_version) {
-                    (Token::Number(..), true) => true,
-                    (Token::SingleQuotedString(_), false) => true,
-                    _ => false,
-                };
+                let value_ok = matches!(
+                    (&value, is_version),
+                    (Token::Number(..), true) | (Token::SingleQuotedString(_), false)
+                );
                 if let (true, Some(name)) = (value_ok, take_object_name(&mut out)) {
                     out.push(Token::make_word("read_delta", None));
                     out.push(Token::LParen);
@@ -138,7 +220,11 @@ fn take_object_name(out: &mut Vec<Token>) -> Option<String> {
     let mut parts = Vec::new();
     loop {
         match out.last() {
-            Some(Token::Word(w)) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some() => {
+            Some(Token::Word(w))
+                if !parts.is_empty()
+                    || w.quote_style.is_some()
+                    || !matches!(w.keyword, Keyword::FROM | Keyword::JOIN | Keyword::ON) =>
+            {
                 parts.push(w.value.clone());
                 out.pop();
             }

@@ -16,9 +16,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, ObjectName, Reset, Set, Statement, Value as SqlValue,
+    CopyOption, CopySource, CopyTarget, Expr as SqlExpr, ObjectName, Reset, Set, Statement,
+    Value as SqlValue,
 };
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -127,7 +128,7 @@ impl Session {
     }
 
     /// Parses SQL text into statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, EngineError> {
+    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, EngineError> {
         Ok(self.engine.parser().parse(sql)?)
     }
 
@@ -163,7 +164,7 @@ impl Session {
     }
 
     /// Describes a statement: parameter types and result columns.
-    pub async fn describe(&mut self, stmt: &Statement) -> Result<Described, EngineError> {
+    pub async fn describe(&mut self, stmt: &DFStatement) -> Result<Described, EngineError> {
         if let Some(schema) = self.session_statement_schema(stmt)? {
             return Ok(Described {
                 params: Vec::new(),
@@ -172,7 +173,8 @@ impl Session {
         }
         self.refresh_listing().await?;
         let plan = self.plan(stmt.clone()).await?;
-        let types = plan.get_parameter_types()?;
+        let mut types = plan.get_parameter_types()?;
+        infer_from_casts(&plan, &mut types)?;
         let params = ordered_params(types);
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
@@ -185,7 +187,7 @@ impl Session {
     /// Runs one statement.
     pub async fn execute(
         &mut self,
-        stmt: Statement,
+        stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
     ) -> Result<Output, EngineError> {
@@ -219,23 +221,42 @@ impl Session {
         Ok(())
     }
 
-    async fn plan(&self, stmt: Statement) -> Result<LogicalPlan, EngineError> {
+    async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
         let state = self.ctx.state();
-        Ok(state
-            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
-            .await?)
+        let stmt = match stmt {
+            DFStatement::Statement(inner) => match *inner {
+                Statement::Copy {
+                    source,
+                    to: true,
+                    target: CopyTarget::File { filename },
+                    options,
+                    ..
+                } => DFStatement::CopyTo(copy_to(source, filename, &options)?),
+                Statement::Copy { .. } => {
+                    return Err(EngineError::NotSupported(
+                        "COPY FROM and COPY TO STDOUT (copy to a file or object store path)".into(),
+                    ));
+                }
+                other => DFStatement::Statement(Box::new(other)),
+            },
+            other => other,
+        };
+        Ok(state.statement_to_plan(stmt).await?)
     }
 
     async fn execute_planned(
         &mut self,
-        stmt: Statement,
+        stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Output, EngineError> {
         self.refresh_listing().await?;
         let view_query = match &stmt {
-            Statement::CreateView(v) => Some(v.query.to_string()),
+            DFStatement::Statement(s) => match s.as_ref() {
+                Statement::CreateView(v) => Some(v.query.to_string()),
+                _ => None,
+            },
             _ => None,
         };
         let original = stmt.to_string();
@@ -429,9 +450,12 @@ impl Session {
     #[allow(clippy::option_option)]
     fn session_statement_schema(
         &self,
-        stmt: &Statement,
+        stmt: &DFStatement,
     ) -> Result<Option<Option<SchemaRef>>, EngineError> {
-        match stmt {
+        let DFStatement::Statement(stmt) = stmt else {
+            return Ok(None);
+        };
+        match stmt.as_ref() {
             Statement::ShowVariable { variable } => {
                 let name = ident_name(variable);
                 let column = if name.eq_ignore_ascii_case("all") {
@@ -446,8 +470,11 @@ impl Session {
         }
     }
 
-    fn session_statement(&mut self, stmt: &Statement) -> Result<Option<Output>, EngineError> {
-        let tag = match stmt {
+    fn session_statement(&mut self, stmt: &DFStatement) -> Result<Option<Output>, EngineError> {
+        let DFStatement::Statement(stmt) = stmt else {
+            return Ok(None);
+        };
+        let tag = match stmt.as_ref() {
             Statement::Set(set) => {
                 self.apply_set(set)?;
                 CommandTag::new("SET")
@@ -548,6 +575,72 @@ impl Session {
     }
 }
 
+/// Postgres `COPY (query) TO 'path' (FORMAT parquet, HEADER)` as DataFusion's COPY TO.
+fn copy_to(
+    source: CopySource,
+    target: String,
+    options: &[CopyOption],
+) -> Result<CopyToStatement, EngineError> {
+    let source = match source {
+        CopySource::Query(q) => CopyToSource::Query(q),
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            if !columns.is_empty() {
+                return Err(EngineError::NotSupported(
+                    "COPY with a column list (use COPY (SELECT cols FROM t) TO ...)".into(),
+                ));
+            }
+            CopyToSource::Relation(table_name)
+        }
+    };
+    let mut format = None;
+    let mut header = true;
+    let mut df_options = Vec::new();
+    for o in options {
+        match o {
+            CopyOption::Format(f) => format = Some(f.value.to_ascii_lowercase()),
+            CopyOption::Header(h) => header = *h,
+            CopyOption::Delimiter(c) => df_options.push((
+                "format.delimiter".to_string(),
+                SqlValue::SingleQuotedString(c.to_string()),
+            )),
+            other => {
+                return Err(EngineError::NotSupported(format!("COPY option {other}")));
+            }
+        }
+    }
+    let format = format.unwrap_or_else(|| {
+        let lower = target.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            "csv".into()
+        } else if lower.ends_with(".json") || lower.ends_with(".ndjson") {
+            "json".into()
+        } else {
+            "parquet".into()
+        }
+    });
+    if !matches!(format.as_str(), "parquet" | "csv" | "json") {
+        return Err(EngineError::NotSupported(format!(
+            "COPY format {format} (use parquet, csv or json)"
+        )));
+    }
+    if format == "csv" {
+        df_options.push((
+            "format.has_header".to_string(),
+            SqlValue::SingleQuotedString(header.to_string()),
+        ));
+    }
+    Ok(CopyToStatement {
+        source,
+        target,
+        partitioned_by: Vec::new(),
+        stored_as: Some(format),
+        options: df_options,
+    })
+}
+
 fn is_session_statement(s: &Statement) -> bool {
     matches!(
         s,
@@ -590,6 +683,33 @@ fn expr_text(e: &SqlExpr) -> String {
         SqlExpr::Identifier(i) => i.value.clone(),
         other => other.to_string(),
     }
+}
+
+/// Postgres gives `$1::float8` the type of the cast; DataFusion leaves it unknown.
+fn infer_from_casts(
+    plan: &LogicalPlan,
+    types: &mut HashMap<String, Option<DataType>>,
+) -> Result<(), EngineError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let (inner, to) = match e {
+                    Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                if let Expr::Placeholder(p) = inner
+                    && let Some(slot @ None) = types.get_mut(&p.id)
+                {
+                    *slot = Some(to.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(())
 }
 
 fn ordered_params(types: HashMap<String, Option<DataType>>) -> Vec<Option<DataType>> {

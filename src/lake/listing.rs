@@ -52,7 +52,7 @@ impl Listing {
 }
 
 fn last_segment(p: &ObjectPath) -> Option<String> {
-    p.parts().last().map(|s| s.as_ref().to_string())
+    p.parts().next_back().map(|s| s.as_ref().to_string())
 }
 
 pub(super) async fn list(lake: &Lake) -> Result<Listing, LakeError> {

@@ -53,13 +53,16 @@ impl DefinitionKind {
     }
 }
 
+/// An opened Delta table, shared so concurrent statements update it once.
+type SharedTable = Arc<tokio::sync::Mutex<DeltaTable>>;
+
 /// A lake: root URL, object store and a cache of opened Delta tables.
 pub struct Lake {
     root: Url,
     store: Arc<dyn ObjectStore>,
     storage_options: HashMap<String, String>,
     refresh_every: Duration,
-    tables: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<DeltaTable>>>>,
+    tables: Mutex<HashMap<(String, String), SharedTable>>,
     listing: Mutex<(Arc<Listing>, Option<Instant>)>,
 }
 

@@ -24,10 +24,13 @@ use crate::config::User;
 /// Iterations clients are told to use for SCRAM.
 pub const SCRAM_ITERATIONS: usize = 4096;
 
+/// A user's salt and salted password.
+type Salted = (Vec<u8>, Vec<u8>);
+
 /// Users and their salted passwords.
 #[derive(Clone)]
 pub struct UserDirectory {
-    users: Arc<HashMap<String, (Vec<u8>, Vec<u8>)>>,
+    users: Arc<HashMap<String, Salted>>,
     decoy_salt: Vec<u8>,
 }
 

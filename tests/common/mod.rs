@@ -1,0 +1,117 @@
+//! Test helpers: a real server on port 0 over a temporary lake, and test data written
+//! with delta-rs directly (as another process would).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use tidepool::app::App;
+use tidepool::config::{Config, Overrides, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub lake: tempfile::TempDir,
+    token: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with extra config text (TOML) over a new temporary lake.
+    pub async fn start(extra_toml: &str) -> TestServer {
+        let lake = tempfile::tempdir().expect("tempdir");
+        Self::start_on(lake, extra_toml).await
+    }
+
+    pub async fn start_on(lake: tempfile::TempDir, extra_toml: &str) -> TestServer {
+        let settings = settings(lake.path(), extra_toml);
+        let app = App::build(&settings).await.expect("app builds");
+        let addr = app.pg_addr().expect("postgres enabled");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(app.run(token.clone()));
+        TestServer {
+            addr,
+            lake,
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server and waits for it, returning the lake for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.lake, dir)
+    }
+
+    pub fn conn_str(&self, user: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname=lake",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.conn_str("tidepool")).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+pub async fn connect(conn: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+pub fn settings(lake: &std::path::Path, extra_toml: &str) -> Settings {
+    let text = format!(
+        "[lake]\nroot = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{extra_toml}",
+        lake.display().to_string()
+    );
+    Config::parse(&text, std::path::Path::new("test.toml"))
+        .expect("config parses")
+        .resolve(&Overrides::default())
+        .expect("config is valid")
+}
+
+/// Writes `<lake>/<schema>/<table>` with delta-rs, as another process would.
+pub async fn write_delta(lake: &std::path::Path, schema: &str, table: &str, batch: RecordBatch) {
+    let path = lake.join(schema).join(table);
+    std::fs::create_dir_all(&path).expect("mkdir");
+    let url = url::Url::from_directory_path(&path).expect("url");
+    let t = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("table");
+    t.write(vec![batch]).await.expect("write");
+}
+
+/// A small orders batch: id, customer, amount.
+pub fn orders(n: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+    ]));
+    let ids: Int64Array = (1..=n).collect();
+    let customers: StringArray = (1..=n).map(|i| Some(format!("c{}", i % 3))).collect();
+    let amounts: Float64Array = (1..=n).map(|i| Some(i as f64 * 1.5)).collect();
+    let cols: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(customers), Arc::new(amounts)];
+    RecordBatch::try_new(schema, cols).expect("batch")
+}

@@ -1,0 +1,187 @@
+//! psql itself against the server: the describe commands analysts use.
+
+mod common;
+
+use common::{TestServer, orders, write_delta};
+
+async fn psql(server: &TestServer, command: &str) -> String {
+    psql_all(server, &[command]).await
+}
+
+/// Runs psql with one `-c` per command.
+async fn psql_all(server: &TestServer, commands: &[&str]) -> String {
+    let addr = server.addr;
+    let command: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
+    let owned = command.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut args: Vec<String> = Vec::new();
+        for c in owned {
+            args.push("-c".into());
+            args.push(c);
+        }
+        std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                &addr.ip().to_string(),
+                "-p",
+                &addr.port().to_string(),
+                "-U",
+                "tidepool",
+                "-d",
+                "lake",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(args)
+            .output()
+            .expect("psql is installed (the test script installs it)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "psql {command:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describe_commands() {
+    let server = TestServer::start("").await;
+    write_delta(server.lake.path(), "gold", "fact_orders", orders(5)).await;
+    write_delta(server.lake.path(), "gold", "dim_customer", orders(2)).await;
+    write_delta(server.lake.path(), "bronze", "raw_orders", orders(3)).await;
+    write_delta(server.lake.path(), "public", "notes", orders(1)).await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE VIEW gold.big_orders AS SELECT id, amount FROM gold.fact_orders WHERE amount > 3")
+        .await
+        .unwrap();
+
+    let out = psql(&server, "\\dn").await;
+    for s in ["bronze", "gold", "public"] {
+        assert!(out.contains(s), "\\dn lists {s}:\n{out}");
+    }
+
+    let out = psql(&server, "\\dt gold.*").await;
+    assert!(
+        out.contains("fact_orders") && out.contains("dim_customer"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("raw_orders"),
+        "\\dt gold.* shows only gold:\n{out}"
+    );
+
+    let out = psql(&server, "\\dt").await;
+    assert!(
+        out.contains("notes"),
+        "\\dt lists the search_path schema:\n{out}"
+    );
+
+    let out = psql(&server, "\\d gold.fact_orders").await;
+    for c in [
+        "id",
+        "customer",
+        "amount",
+        "bigint",
+        "text",
+        "double precision",
+    ] {
+        assert!(out.contains(c), "\\d names {c}:\n{out}");
+    }
+
+    let out = psql(&server, "\\dv gold.*").await;
+    assert!(out.contains("big_orders"), "{out}");
+
+    let out = psql(&server, "\\l").await;
+    assert!(out.contains("lake"), "{out}");
+
+    let out = psql_all(
+        &server,
+        &[
+            "\\x on",
+            "SELECT id, customer FROM gold.fact_orders WHERE id = 2",
+        ],
+    )
+    .await;
+    assert!(out.contains("-[ RECORD 1 ]"), "{out}");
+    assert!(out.contains("customer | c2"), "{out}");
+
+    let out = psql(&server, "SELECT count(*) AS n FROM gold.fact_orders").await;
+    assert!(out.contains(" 5"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    ))
+    .await;
+    let addr = server.addr;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-At",
+                &format!(
+                    "host={} port={} user=tidepool dbname=lake sslmode=require",
+                    addr.ip(),
+                    addr.port()
+                ),
+                "-c",
+                "SELECT 'over tls'",
+                "-c",
+                "\\conninfo",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("over tls"), "{stdout}");
+    assert!(
+        stdout.contains("SSL connection"),
+        "psql reports TLS: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_tls_config_refuses_to_start() {
+    let lake = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    std::fs::write(&key_path, "not a key").unwrap();
+    let settings = common::settings(
+        lake.path(),
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    );
+    let err = tidepool::app::App::build(&settings)
+        .await
+        .err()
+        .expect("must not start");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
