@@ -192,11 +192,11 @@ fn rewrite_time_travel(sql: &str) -> Result<Option<String>, ParserError> {
                     out.push(Token::LParen);
                     out.push(Token::SingleQuotedString(name));
                     out.push(Token::Comma);
-                    out.push(value);
-                    out.push(Token::RParen);
                     out.push(Token::Whitespace(
                         datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
                     ));
+                    out.push(value);
+                    out.push(Token::RParen);
                     i = next[2] + 1;
                     changed = true;
                     continue;
