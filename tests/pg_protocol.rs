@@ -332,3 +332,54 @@ async fn views_and_external_tables_survive_a_restart() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_turns_runaway_queries_into_errors() {
+    let server = TestServer::start("[engine]\nmemory_limit = \"2MiB\"\n").await;
+    let client = server.connect().await;
+    // A join whose build side cannot spill: over the limit it must fail cleanly.
+    let err = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 2000000) a JOIN generate_series(1, 2000000) b ON a.value = b.value",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::OUT_OF_MEMORY), "{err:?}");
+    let ok = client.query_one("SELECT 3::BIGINT", &[]).await.unwrap();
+    assert_eq!(ok.get::<_, i64>(0), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_running_statements_finish() {
+    let server = TestServer::start("").await;
+    let client = server.connect().await;
+    let addr = server.addr;
+    let running = tokio::spawn(async move {
+        client
+            .query_one(
+                "SELECT count(*) FROM generate_series(1, 20000000) a WHERE a.value % 7 = 0",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopped = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // No new connections once shutdown began.
+    let refused = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user=tidepool dbname=lake",
+            addr.ip(),
+            addr.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused during shutdown"
+    );
+    assert_eq!(running.await.unwrap().unwrap(), 20000000 / 7);
+    stopped.await.unwrap();
+}

@@ -10,6 +10,7 @@
 mod catalog;
 mod error;
 mod functions;
+mod names;
 mod parse;
 mod session;
 mod settings;

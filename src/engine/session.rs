@@ -127,9 +127,15 @@ impl Session {
         &self.engine
     }
 
-    /// Parses SQL text into statements.
+    /// Parses SQL text into statements; result columns get Postgres' names.
     pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, EngineError> {
-        Ok(self.engine.parser().parse(sql)?)
+        let mut statements = self.engine.parser().parse(sql)?;
+        for s in &mut statements {
+            if let DFStatement::Statement(inner) = s {
+                super::names::apply_postgres_names(inner);
+            }
+        }
+        Ok(statements)
     }
 
     /// Sets a setting as a client's startup parameters do.

@@ -1,0 +1,133 @@
+//! Result column names as Postgres chooses them.
+//!
+//! DataFusion names an unaliased expression after its text (`Int64(1)`, `count(*)`);
+//! Postgres calls it after the function (`count`), the cast type (`int4`) or `?column?`.
+//! Clients and BI tools show these names, so the outermost SELECT list gets Postgres names,
+//! as long as they stay unique (DataFusion needs unique output names).
+
+use std::collections::HashSet;
+
+use datafusion::sql::sqlparser::ast::{
+    CastKind, DataType as SqlType, Expr, SelectItem, SetExpr, Statement,
+};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart};
+
+/// Aliases unnamed items of the outermost SELECT with their Postgres names.
+pub fn apply_postgres_names(stmt: &mut Statement) {
+    let Statement::Query(query) = stmt else {
+        return;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut proposed: Vec<Option<String>> = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } => {
+                taken.insert(alias.value.to_lowercase());
+                proposed.push(None);
+            }
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
+                taken.insert(i.value.to_lowercase());
+                proposed.push(None);
+            }
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                if let Some(last) = parts.last() {
+                    taken.insert(last.value.to_lowercase());
+                }
+                proposed.push(None);
+            }
+            SelectItem::UnnamedExpr(e) => proposed.push(Some(name_of(e))),
+            _ => proposed.push(None),
+        }
+    }
+    for (item, name) in select.projection.iter_mut().zip(proposed) {
+        let Some(name) = name else { continue };
+        if !taken.insert(name.clone()) {
+            continue;
+        }
+        if let SelectItem::UnnamedExpr(e) = item {
+            *item = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::with_quote('"', name),
+            };
+        }
+    }
+}
+
+fn name_of(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .map(|p| p.value.clone())
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Function(f) => match f.name.0.last() {
+            Some(ObjectNamePart::Identifier(i)) => i.value.to_lowercase(),
+            _ => "?column?".into(),
+        },
+        Expr::Nested(inner) => name_of(inner),
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type,
+            ..
+        } => match name_of(expr).as_str() {
+            "?column?" => type_name(data_type),
+            named => named.to_string(),
+        },
+        Expr::Case { .. } => "case".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        _ => "?column?".into(),
+    }
+}
+
+fn type_name(t: &SqlType) -> String {
+    let s = t.to_string().to_lowercase();
+    let base = s.split('(').next().unwrap_or(&s).trim();
+    match base {
+        "int" | "integer" | "int4" => "int4",
+        "bigint" | "int8" => "int8",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "float8" | "double" | "float" => "float8",
+        "boolean" | "bool" => "bool",
+        "decimal" | "numeric" => "numeric",
+        "character varying" | "varchar" => "varchar",
+        "timestamp with time zone" | "timestamptz" => "timestamptz",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn named(sql: &str) -> String {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        apply_postgres_names(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn postgres_names() {
+        assert_eq!(named("SELECT 1"), "SELECT 1 AS \"?column?\"");
+        assert_eq!(
+            named("SELECT count(*), a, t.b, 1::int FROM t"),
+            "SELECT count(*) AS \"count\", a, t.b, 1::INT AS \"int4\" FROM t"
+        );
+        // Duplicates keep DataFusion's names.
+        assert_eq!(named("SELECT 1, 2"), "SELECT 1 AS \"?column?\", 2");
+        assert_eq!(
+            named("SELECT max(a) AS max, max(b) FROM t"),
+            "SELECT max(a) AS max, max(b) FROM t"
+        );
+    }
+}
