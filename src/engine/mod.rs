@@ -181,12 +181,19 @@ impl Engine {
 }
 
 fn version_udf() -> datafusion::logical_expr::ScalarUDF {
-    let text = format!(
-        "PostgreSQL {} on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
-        server_version()
-    );
-    create_udf(
+    constant_text_udf(
         "version",
+        format!(
+            "PostgreSQL {} on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+            server_version()
+        ),
+    )
+}
+
+/// A zero-argument function returning fixed text (`version()`, `current_schema()`...).
+pub(crate) fn constant_text_udf(name: &str, text: String) -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        name,
         vec![],
         DataType::Utf8,
         Volatility::Stable,

@@ -109,6 +109,9 @@ pub struct Session {
 impl Session {
     pub(super) fn new(engine: Arc<Engine>, user: &str) -> Self {
         let ctx = SessionContext::new_with_state(engine.base().state());
+        for name in ["session_user", "current_user", "user"] {
+            ctx.register_udf(super::constant_text_udf(name, user.to_string()));
+        }
         Session {
             engine,
             ctx,
@@ -161,6 +164,8 @@ impl Session {
             .cloned()
             .unwrap_or_else(|| "public".to_string());
         let tz = self.settings.time_zone();
+        self.ctx
+            .register_udf(super::constant_text_udf("current_schema", schema.clone()));
         let state = self.ctx.state_ref();
         let mut state = state.write();
         let options = state.config_mut().options_mut();

@@ -22,6 +22,7 @@ use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{stream_error, to_pg};
+use super::json_columns;
 use super::server::PgShared;
 use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect};
 
@@ -142,18 +143,25 @@ fn to_response(
             })
         }
         Output::Rows { stream, tag } => {
-            let schema = stream.schema();
+            let schema = json_columns::client_schema(&stream.schema());
+            let convert = json_columns::needs_conversion(&stream.schema());
             let fields = Arc::new(fields(&schema, format, options)?);
             let encoder_fields = fields.clone();
             let rows = stream
-                .map(move |batch| match batch {
-                    Ok(b) => stream::iter(arrow_pg::datatypes::encode_recordbatch(
-                        encoder_fields.clone(),
-                        b,
-                    ))
-                    .left_stream(),
-                    Err(e) => {
-                        stream::once(futures::future::ready(Err(stream_error(e)))).right_stream()
+                .map(move |batch| {
+                    let batch = match batch {
+                        Ok(b) if convert => json_columns::convert(b, &schema)
+                            .map_err(datafusion::error::DataFusionError::from),
+                        other => other,
+                    };
+                    match batch {
+                        Ok(b) => stream::iter(arrow_pg::datatypes::encode_recordbatch(
+                            encoder_fields.clone(),
+                            b,
+                        ))
+                        .left_stream(),
+                        Err(e) => stream::once(futures::future::ready(Err(stream_error(e))))
+                            .right_stream(),
                     }
                 })
                 .flatten();
@@ -304,7 +312,7 @@ impl QueryParser for ConnParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.described.schema {
             Some(schema) => fields(
-                schema,
+                &json_columns::client_schema(schema),
                 column_format.unwrap_or(&Format::UnifiedText),
                 Arc::new(FormatOptions::default()),
             ),

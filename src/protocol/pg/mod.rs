@@ -5,6 +5,7 @@
 mod auth;
 pub mod errors;
 mod handler;
+mod json_columns;
 mod server;
 
 pub use server::{PgServer, PgServerError};
