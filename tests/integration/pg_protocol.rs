@@ -1,8 +1,6 @@
 //! The Postgres wire protocol against a real server, with tokio-postgres.
 
-mod common;
-
-use common::{TestServer, connect, orders, write_delta};
+use crate::common::{TestServer, connect, orders, write_delta};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 

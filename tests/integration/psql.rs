@@ -1,8 +1,6 @@
 //! psql itself against the server: the describe commands analysts use.
 
-mod common;
-
-use common::{TestServer, orders, write_delta};
+use crate::common::{TestServer, orders, write_delta};
 
 async fn psql(server: &TestServer, command: &str) -> String {
     psql_all(server, &[command]).await
@@ -171,7 +169,7 @@ async fn broken_tls_config_refuses_to_start() {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, "not a certificate").unwrap();
     std::fs::write(&key_path, "not a key").unwrap();
-    let settings = common::settings(
+    let settings = crate::common::settings(
         lake.path(),
         &format!(
             "[tls]\ncert = {:?}\nkey = {:?}\n",

@@ -1,0 +1,6 @@
+//! Integration tests: the real server on port 0, real clients (tokio-postgres, psql).
+//! One test binary, so the suite links DataFusion and delta-rs once.
+
+mod common;
+mod pg_protocol;
+mod psql;
