@@ -369,23 +369,22 @@ fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
             "give exactly one of password_env, password_file or password",
         ));
     }
-    let password = if let Some(p) = &u.password {
-        p.clone()
-    } else if let Some(var) = &u.password_env {
-        Secret::new(
+    let password = match (&u.password, &u.password_env, &u.password_file) {
+        (Some(p), _, _) => p.clone(),
+        (_, Some(var), _) => Secret::new(
             std::env::var(var)
                 .map_err(|_| invalid(&setting, format!("environment variable {var} is not set")))?,
-        )
-    } else if let Some(file) = &u.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            invalid(
-                &setting,
-                format!("cannot read password file {}: {e}", file.display()),
-            )
-        })?;
-        Secret::new(text.lines().next().unwrap_or("").to_string())
-    } else {
-        unreachable!("checked above")
+        ),
+        (_, _, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid(
+                    &setting,
+                    format!("cannot read password file {}: {e}", file.display()),
+                )
+            })?;
+            Secret::new(text.lines().next().unwrap_or("").to_string())
+        }
+        (None, None, None) => Secret::new(String::new()),
     };
     if password.expose().is_empty() {
         return Err(invalid(&setting, "password is empty"));

@@ -79,7 +79,9 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds the engine. Cheap: nothing is read from the lake until a statement needs it.
     pub fn new(lake: Arc<Lake>, options: EngineOptions) -> Result<Arc<Engine>, EngineError> {
-        let mut runtime = RuntimeEnvBuilder::new();
+        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(
+            crate::lake::LazyStores::new(lake.storage_options().clone()),
+        ));
         if let Some(limit) = options.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }

@@ -5,6 +5,7 @@
 //! plan, dropping, and the small text files in `<root>/_tidepool/` that keep view and
 //! external-table definitions. It knows nothing about SQL sessions or wire protocols.
 
+mod cloud;
 mod error;
 mod listing;
 mod writer;
@@ -19,6 +20,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use url::Url;
 
+pub use cloud::LazyStores;
 pub use error::LakeError;
 pub use listing::Listing;
 pub use writer::{WriteMode, WriteOutcome};
@@ -94,10 +96,14 @@ impl Lake {
                 })?;
                 Arc::new(object_store::local::LocalFileSystem::new())
             }
+            scheme if cloud::SCHEMES.contains(&scheme) => {
+                cloud::build_store(&root, &storage_options)?
+            }
             scheme => {
                 return Err(LakeError::UnsupportedScheme(scheme.to_string()));
             }
         };
+        cloud::register_delta_handlers();
         Ok(Arc::new(Lake {
             root,
             store,

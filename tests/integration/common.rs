@@ -29,6 +29,11 @@ impl TestServer {
 
     pub async fn start_on(lake: tempfile::TempDir, extra_toml: &str) -> TestServer {
         let settings = settings(lake.path(), extra_toml);
+        Self::start_with(lake, settings).await
+    }
+
+    /// Starts a server with explicit settings; `lake` is only kept alive with it.
+    pub async fn start_with(lake: tempfile::TempDir, settings: Settings) -> TestServer {
         let app = App::build(&settings).await.expect("app builds");
         let addr = app.pg_addr().expect("postgres enabled");
         let token = CancellationToken::new();
@@ -81,10 +86,13 @@ pub async fn connect(conn: &str) -> tokio_postgres::Client {
 }
 
 pub fn settings(lake: &std::path::Path, extra_toml: &str) -> Settings {
-    let text = format!(
-        "[lake]\nroot = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{extra_toml}",
-        lake.display().to_string()
-    );
+    settings_with_root(&lake.display().to_string(), extra_toml)
+}
+
+/// Settings for a lake at any root (folder or URL); `extra_toml` may add `[lake.*]` tables.
+pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
+    let text =
+        format!("[postgres]\nlisten = \"127.0.0.1:0\"\n[lake]\nroot = {root:?}\n{extra_toml}");
     Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")
         .resolve(&Overrides::default())

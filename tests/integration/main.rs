@@ -2,5 +2,6 @@
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
 mod common;
+mod object_store;
 mod pg_protocol;
 mod psql;
