@@ -51,7 +51,7 @@ if [ ! -d "$PGDATA" ]; then
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >/dev/null
 fi
 chmod o+rx "$WORK"; chmod o+r "$WORK/lineitem.csv"
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -o "-p $PGPORT -k /tmp" -l "$WORK/pg.log" -w start >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -o "-p $PGPORT -k /tmp" -l "$PGDATA/server.log" -w start >/dev/null
 trap 'kill $TP 2>/dev/null || true; runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null || true' EXIT
 PSQL=(psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres -d postgres)
 if [ "$("${PSQL[@]}" -At -c "select count(*) from pg_tables where tablename='lineitem'")" = "0" ]; then

@@ -185,19 +185,19 @@ pub struct Overrides {
     #[arg(long, global = true, env = "TIDEPOOL_LAKE")]
     pub lake: Option<String>,
     /// Postgres listen address, e.g. 127.0.0.1:5433
-    #[arg(long, env = "TIDEPOOL_PG_LISTEN")]
+    #[arg(long, global = true, env = "TIDEPOOL_PG_LISTEN")]
     pub pg_listen: Option<String>,
     /// Per-statement timeout in seconds (0 = none)
-    #[arg(long, env = "TIDEPOOL_QUERY_TIMEOUT")]
+    #[arg(long, global = true, env = "TIDEPOOL_QUERY_TIMEOUT")]
     pub query_timeout: Option<u64>,
     /// Query memory limit, e.g. 4GiB
-    #[arg(long, env = "TIDEPOOL_MEMORY_LIMIT")]
+    #[arg(long, global = true, env = "TIDEPOOL_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// TLS certificate (PEM)
-    #[arg(long, env = "TIDEPOOL_TLS_CERT")]
+    #[arg(long, global = true, env = "TIDEPOOL_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
-    #[arg(long, env = "TIDEPOOL_TLS_KEY")]
+    #[arg(long, global = true, env = "TIDEPOOL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 

@@ -9,15 +9,18 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::parser::Statement;
-use futures::{Sink, StreamExt, stream};
-use pgwire::api::portal::{Format, Portal};
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_USER, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, METADATA_USER, PgWireConnectionState, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -328,6 +331,54 @@ impl ExtendedQueryHandler for ConnHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.0.parser.clone()
+    }
+
+    /// Streams the rows of a row-returning portal executed to completion (`max_rows` 0)
+    /// straight to the client. pgwire's default collects them into a Vec first, which for
+    /// a large result holds it all in memory. Other cases take pgwire's path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p)) => p,
+            _ => return self._on_execute(client, message).await,
+        };
+        let streamable = message.max_rows == 0
+            && portal.statement.statement.described.schema.is_some()
+            && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            && matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !streamable {
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        let mut query = match response? {
+            Response::Query(q) => q,
+            _ => {
+                return Err(PgWireError::ApiError(
+                    "a row-returning statement returned no rows".into(),
+                ));
+            }
+        };
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        let tag = query.command_tag().to_string();
+        let mut rows = 0usize;
+        while let Some(row) = query.data_rows().next().await {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new(&tag).with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
     }
 
     async fn do_query<C>(
