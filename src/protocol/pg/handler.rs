@@ -150,24 +150,32 @@ fn to_response(
             let convert = json_columns::needs_conversion(&stream.schema());
             let fields = Arc::new(fields(&schema, format, options)?);
             let encoder_fields = fields.clone();
+            // Batches are encoded to DataRows on worker tasks, one batch ahead of the
+            // connection task that writes them, so encoding and socket writes overlap.
             let rows = stream
                 .map(move |batch| {
-                    let batch = match batch {
-                        Ok(b) if convert => json_columns::convert(b, &schema)
-                            .map_err(datafusion::error::DataFusionError::from),
-                        other => other,
-                    };
-                    match batch {
-                        Ok(b) => stream::iter(arrow_pg::datatypes::encode_recordbatch(
-                            encoder_fields.clone(),
-                            b,
-                        ))
-                        .left_stream(),
-                        Err(e) => stream::once(futures::future::ready(Err(stream_error(e))))
-                            .right_stream(),
+                    let schema = schema.clone();
+                    let fields = encoder_fields.clone();
+                    async move {
+                        let encoded = tokio::spawn(async move {
+                            let batch = match batch {
+                                Ok(b) if convert => json_columns::convert(b, &schema)
+                                    .map_err(datafusion::error::DataFusionError::from),
+                                other => other,
+                            };
+                            match batch {
+                                Ok(b) => {
+                                    arrow_pg::datatypes::encode_recordbatch(fields, b).collect()
+                                }
+                                Err(e) => vec![Err(stream_error(e))],
+                            }
+                        })
+                        .await;
+                        encoded.unwrap_or_else(|e| vec![Err(PgWireError::ApiError(Box::new(e)))])
                     }
                 })
-                .flatten();
+                .buffered(2)
+                .flat_map(stream::iter);
             let mut response = QueryResponse::new(fields, rows);
             response.set_command_tag(tag);
             Ok(Response::Query(response))
