@@ -63,6 +63,7 @@ echo "== PostgreSQL $("${PSQL[@]}" -At -c 'show server_version'), same table"
 "$EX/pg_fetch" "host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" "SELECT * FROM lineitem"
 "$EX/pg_fetch" "host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" "SELECT * FROM lineitem" --text
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null
+trap 'kill $TP 2>/dev/null || true' EXIT
 
 # --- start time with 100 Delta tables
 LAKE100="$WORK/lake100"
