@@ -8,7 +8,9 @@
 //! tidepool's own table functions is dropped, as DataFusion resolves them by bare name.
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{ObjectNamePart, TableFactor, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, ObjectNamePart, TableFactor, VisitMut, VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -127,22 +129,50 @@ fn split_statements(sql: &str) -> Result<Vec<Chunk>, ParserError> {
     Ok(chunks)
 }
 
+/// Drops the `system.` qualifier of tidepool's table functions and turns
+/// `read_delta('t', version => 3)` / `timestamp => '...'` into positional arguments.
 struct UnqualifySystemFunctions;
 
 impl VisitorMut for UnqualifySystemFunctions {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table {
+        let TableFactor::Table {
             name,
-            args: Some(_),
+            args: Some(args),
             ..
         } = factor
-            && name.0.len() == 2
-            && matches!(&name.0[0], ObjectNamePart::Identifier(i) if i.value.eq_ignore_ascii_case("system"))
-            && matches!(&name.0[1], ObjectNamePart::Identifier(i) if SYSTEM_FUNCTIONS.contains(&i.value.to_ascii_lowercase().as_str()))
+        else {
+            return ControlFlow::Continue(());
+        };
+        let ident = |p: &ObjectNamePart| match p {
+            ObjectNamePart::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+            _ => None,
+        };
+        if name.0.len() == 2
+            && ident(&name.0[0]).as_deref() == Some("system")
+            && ident(&name.0[1]).is_some_and(|f| SYSTEM_FUNCTIONS.contains(&f.as_str()))
         {
             name.0.remove(0);
+        }
+        if name.0.len() == 1 && ident(&name.0[0]).as_deref() == Some("read_delta") {
+            for a in args.args.iter_mut() {
+                let (arg_name, value) = match a {
+                    FunctionArg::Named { name, arg, .. } => (name.value.clone(), arg.clone()),
+                    FunctionArg::ExprNamed {
+                        name: Expr::Identifier(name),
+                        arg,
+                        ..
+                    } => (name.value.clone(), arg.clone()),
+                    _ => continue,
+                };
+                if matches!(
+                    arg_name.to_ascii_lowercase().as_str(),
+                    "version" | "timestamp"
+                ) {
+                    *a = FunctionArg::Unnamed(value);
+                }
+            }
         }
         ControlFlow::Continue(())
     }
