@@ -33,7 +33,6 @@ pub enum ErrorKind {
     ResourcesExhausted,
     Cancelled,
     Timeout,
-    ReadOnly,
     Io,
     Internal,
 }
@@ -53,6 +52,8 @@ pub enum EngineError {
     DuplicateTable(String),
     #[error("schema \"{0}\" does not exist")]
     UndefinedSchema(String),
+    #[error("schema \"{0}\" already exists")]
+    DuplicateSchema(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("invalid value for parameter \"{name}\": {message}")]
@@ -85,6 +86,7 @@ impl EngineError {
             EngineError::UndefinedTable(_) => ErrorKind::UndefinedTable,
             EngineError::DuplicateTable(_) => ErrorKind::DuplicateTable,
             EngineError::UndefinedSchema(_) => ErrorKind::UndefinedSchema,
+            EngineError::DuplicateSchema(_) => ErrorKind::DuplicateSchema,
             EngineError::UnknownSetting(_) => ErrorKind::UndefinedObject,
             EngineError::InvalidSetting { .. } => ErrorKind::InvalidParameterValue,
             EngineError::NotSupported(_) => ErrorKind::NotSupported,

@@ -384,11 +384,7 @@ impl Session {
                 let name = c.schema_name.rsplit('.').next().unwrap_or(&c.schema_name);
                 let exists = lake.cached_listing().schemas.contains_key(name);
                 if exists && !c.if_not_exists {
-                    return Err(EngineError::DataFusion(Box::new(
-                        datafusion::error::DataFusionError::Plan(format!(
-                            "schema \"{name}\" already exists"
-                        )),
-                    )));
+                    return Err(EngineError::DuplicateSchema(name.to_string()));
                 }
                 lake.create_schema(name).await?;
                 Ok(Output::Command(CommandTag::new("CREATE SCHEMA")))

@@ -10,7 +10,7 @@ mod error;
 mod listing;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -381,12 +381,6 @@ impl Lake {
         let history = t.history(None).try_collect().await?;
         Ok((t.version().unwrap_or(0) as i64, history))
     }
-
-    /// Names of all Delta tables, grouped by schema (for status output).
-    pub fn table_count(&self) -> usize {
-        let l = self.cached_listing();
-        l.schemas.values().map(|s| s.tables.len()).sum()
-    }
 }
 
 /// An older version of a table, by number or by time.
@@ -442,6 +436,3 @@ fn normalize(p: &std::path::Path) -> std::path::PathBuf {
     }
     out
 }
-
-/// Sorted view definitions or external tables of one schema, name to SQL.
-pub type Definitions = BTreeMap<String, String>;

@@ -161,6 +161,12 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
             SqlState::DUPLICATE_TABLE,
         ),
         ("SHOW no_such_setting", SqlState::UNDEFINED_OBJECT),
+        ("CREATE SCHEMA gold", SqlState::DUPLICATE_SCHEMA),
+        ("DROP SCHEMA nope", SqlState::INVALID_SCHEMA_NAME),
+        (
+            "UPDATE gold.orders SET amount = 0",
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ),
     ];
     for (sql, code) in cases {
         let err = client.simple_query(sql).await.unwrap_err();

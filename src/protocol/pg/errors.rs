@@ -27,7 +27,6 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::ResourcesExhausted => "53200",
         ErrorKind::Cancelled => "57014",
         ErrorKind::Timeout => "57014",
-        ErrorKind::ReadOnly => "25006",
         ErrorKind::Io => "58030",
         ErrorKind::Internal => "XX000",
     }
