@@ -66,6 +66,25 @@ async fn simple_protocol_multi_statement_and_empty_queries() {
             vec![Some("x".to_string())]
         ]
     );
+    // Text format of common types, as Postgres prints them.
+    let msgs = client
+        .simple_query(
+            "SELECT CAST(12.3 AS DECIMAL(10,2)) AS d, CAST(-0.05 AS DECIMAL(5,2)) AS neg, \
+             CAST('2024-02-29' AS DATE) AS dt, 'x y' AS s, CAST(NULL AS BIGINT) AS n, -5 AS i",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows_of(&msgs),
+        vec![vec![
+            Some("12.30".to_string()),
+            Some("-0.05".to_string()),
+            Some("2024-02-29".to_string()),
+            Some("x y".to_string()),
+            None,
+            Some("-5".to_string())
+        ]]
+    );
     // Empty and comment-only queries answer EmptyQueryResponse.
     let msgs = client.simple_query("").await.unwrap();
     assert!(rows_of(&msgs).is_empty());

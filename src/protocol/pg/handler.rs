@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::errors::{stream_error, to_pg};
 use super::json_columns;
 use super::server::PgShared;
+use super::text_rows;
 use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect};
 
 /// The engine session of a connection, created at its first statement.
@@ -150,6 +151,9 @@ fn to_response(
             let convert = json_columns::needs_conversion(&stream.schema());
             let fields = Arc::new(fields(&schema, format, options)?);
             let encoder_fields = fields.clone();
+            let all_text = fields
+                .iter()
+                .all(|f| f.format() == pgwire::api::results::FieldFormat::Text);
             // Batches are encoded to DataRows on worker tasks, one batch ahead of the
             // connection task that writes them, so encoding and socket writes overlap.
             let rows = stream
@@ -164,6 +168,9 @@ fn to_response(
                                 other => other,
                             };
                             match batch {
+                                Ok(b) if all_text && text_rows::applies(&b) => {
+                                    text_rows::encode(&b).into_iter().map(Ok).collect()
+                                }
                                 Ok(b) => {
                                     arrow_pg::datatypes::encode_recordbatch(fields, b).collect()
                                 }

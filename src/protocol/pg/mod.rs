@@ -7,5 +7,6 @@ pub mod errors;
 mod handler;
 mod json_columns;
 mod server;
+mod text_rows;
 
 pub use server::{PgServer, PgServerError};
