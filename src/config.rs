@@ -41,6 +41,147 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: Option<TlsConfig>,
     pub users: Vec<UserConfig>,
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+    pub sources: Vec<SourceConfig>,
+    pub maintenance: MaintenanceConfig,
+}
+
+/// The HTTP listener: health, metrics and the ingest endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: String,
+    /// Largest request body `POST /v1/ingest/<source>` accepts, e.g. "16MiB".
+    pub max_body: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".to_string(),
+            max_body: "16MiB".to_string(),
+        }
+    }
+}
+
+/// Kafka settings shared by every source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`; omitted means the embedded dev broker.
+    pub brokers: Option<String>,
+    /// Consumer group of every source unless a source names its own.
+    pub group_id: String,
+    /// librdkafka properties for every client (SASL, SSL...), e.g. `"security.protocol" = "SASL_SSL"`.
+    pub properties: BTreeMap<String, String>,
+    /// Partitions of each topic the embedded broker creates.
+    pub embedded_partitions: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            group_id: "tidepool".to_string(),
+            properties: BTreeMap::new(),
+            embedded_partitions: 3,
+        }
+    }
+}
+
+/// Where a source starts when its bronze table holds no offsets for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartOffset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// One Kafka source landing in `bronze.<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    /// Topics to consume; defaults to `[name]`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default)]
+    pub start: StartOffset,
+    /// Declared schema: a Delta/Spark schema JSON or a JSON Schema file.
+    pub schema: Option<PathBuf>,
+    /// Keep the original message text in `_raw`.
+    #[serde(default = "default_true")]
+    pub raw: bool,
+    /// Commit when this many messages are buffered.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Commit when this many message bytes are buffered, e.g. "64MiB".
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: String,
+    /// Commit at most this long after the first buffered message arrived.
+    #[serde(default = "default_max_latency_ms")]
+    pub max_latency_ms: u64,
+    /// Messages larger than this go to the dead-letter table, e.g. "1MiB".
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: String,
+    /// Consumer group; defaults to `kafka.group_id`.
+    pub group_id: Option<String>,
+    /// librdkafka properties for this source, over `kafka.properties`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_format() -> String {
+    "json".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_rows() -> usize {
+    100_000
+}
+fn default_max_bytes() -> String {
+    "64MiB".to_string()
+}
+fn default_max_latency_ms() -> u64 {
+    1000
+}
+fn default_max_message() -> String {
+    "1MiB".to_string()
+}
+
+/// Background upkeep of ingested tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Compact a bronze table when it has this many files smaller than `target_file_size`.
+    pub compact_min_files: usize,
+    /// How often tables are checked for compaction and vacuum, in seconds; 0 disables it.
+    pub interval_secs: u64,
+    /// Files compaction aims for, e.g. "128MiB".
+    pub target_file_size: String,
+    /// Files no longer referenced are deleted after this many hours.
+    pub vacuum_retention_hours: u64,
+    /// Write a Delta checkpoint every this many commits.
+    pub checkpoint_interval: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            compact_min_files: 20,
+            interval_secs: 60,
+            target_file_size: "128MiB".to_string(),
+            vacuum_retention_hours: 168,
+            checkpoint_interval: 10,
+        }
+    }
 }
 
 /// Where the lake lives.
@@ -187,6 +328,12 @@ pub struct Overrides {
     /// Postgres listen address, e.g. 127.0.0.1:5433
     #[arg(long, global = true, env = "TIDEPOOL_PG_LISTEN")]
     pub pg_listen: Option<String>,
+    /// HTTP listen address (health, metrics, ingest), e.g. 127.0.0.1:8080
+    #[arg(long, global = true, env = "TIDEPOOL_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Kafka brokers (host:port,...); without them the embedded dev broker runs
+    #[arg(long, global = true, env = "TIDEPOOL_BROKERS")]
+    pub brokers: Option<String>,
     /// Per-statement timeout in seconds (0 = none)
     #[arg(long, global = true, env = "TIDEPOOL_QUERY_TIMEOUT")]
     pub query_timeout: Option<u64>,
@@ -214,6 +361,41 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub tls: Option<TlsConfig>,
     pub users: Vec<User>,
+    pub http_listen: Option<SocketAddr>,
+    pub http_max_body: usize,
+    /// Broker list; `None` means the embedded dev broker.
+    pub brokers: Option<String>,
+    /// Partitions of topics the embedded broker creates.
+    pub embedded_partitions: i32,
+    pub sources: Vec<Source>,
+    pub maintenance: Maintenance,
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub start: StartOffset,
+    pub schema: Option<PathBuf>,
+    pub raw: bool,
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_latency: Duration,
+    pub max_message_bytes: usize,
+    pub group_id: String,
+    /// `kafka.properties` overlaid with the source's own.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Validated maintenance settings.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    pub compact_min_files: usize,
+    pub interval: Option<Duration>,
+    pub target_file_size: u64,
+    pub vacuum_retention: Duration,
+    pub checkpoint_interval: u64,
 }
 
 impl Config {
@@ -247,6 +429,12 @@ impl Config {
         }
         if let Some(listen) = &o.pg_listen {
             self.postgres.listen = listen.clone();
+        }
+        if let Some(listen) = &o.http_listen {
+            self.http.listen = listen.clone();
+        }
+        if let Some(b) = &o.brokers {
+            self.kafka.brokers = Some(b.clone());
         }
         if let Some(t) = o.query_timeout {
             self.engine.query_timeout_secs = t;
@@ -337,7 +525,60 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let http_listen = if self.http.enabled {
+            let addr: SocketAddr = self.http.listen.parse().map_err(|e| {
+                invalid(
+                    "http.listen",
+                    format!("{:?} is not an address:port ({e})", self.http.listen),
+                )
+            })?;
+            if !addr.ip().is_loopback() && users.is_empty() {
+                return Err(invalid(
+                    "http.listen",
+                    format!(
+                        "refusing to listen on non-loopback address {addr} without authentication; \
+                         add [[users]] to tidepool.toml"
+                    ),
+                ));
+            }
+            Some(addr)
+        } else {
+            None
+        };
+        let http_max_body = size("http.max_body", &self.http.max_body)?;
+        let sources = resolve_sources(&self.sources, &self.kafka)?;
+        if let Some(b) = &self.kafka.brokers
+            && b.trim().is_empty()
+        {
+            return Err(invalid(
+                "kafka.brokers",
+                "is empty; omit it to use the embedded broker",
+            ));
+        }
+        if self.kafka.embedded_partitions < 1 {
+            return Err(invalid("kafka.embedded_partitions", "must be at least 1"));
+        }
+        let m = &self.maintenance;
+        if m.checkpoint_interval == 0 {
+            return Err(invalid(
+                "maintenance.checkpoint_interval",
+                "must be at least 1",
+            ));
+        }
+        let maintenance = Maintenance {
+            compact_min_files: m.compact_min_files.max(2),
+            interval: (m.interval_secs > 0).then(|| Duration::from_secs(m.interval_secs)),
+            target_file_size: size("maintenance.target_file_size", &m.target_file_size)? as u64,
+            vacuum_retention: Duration::from_secs(m.vacuum_retention_hours * 3600),
+            checkpoint_interval: m.checkpoint_interval,
+        };
         Ok(Settings {
+            http_listen,
+            http_max_body,
+            brokers: self.kafka.brokers.clone(),
+            embedded_partitions: self.kafka.embedded_partitions,
+            sources,
+            maintenance,
             lake: self.lake,
             pg_listen,
             max_connections: self.postgres.max_connections,
@@ -351,6 +592,95 @@ impl Config {
             users,
         })
     }
+}
+
+fn size(setting: &str, text: &str) -> Result<usize, ConfigError> {
+    match parse_bytes(text) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(
+            setting,
+            format!("{text:?} is not a size like 512KiB or 64MiB"),
+        )),
+    }
+}
+
+fn resolve_sources(
+    sources: &[SourceConfig],
+    kafka: &KafkaConfig,
+) -> Result<Vec<Source>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for s in sources {
+        let setting = format!("sources.{}", s.name);
+        if !crate::lake::valid_name(&s.name) || s.name.contains("__") {
+            return Err(invalid(
+                &setting,
+                "a source name is lower-case letters, digits and single _ (it names bronze.<name>)",
+            ));
+        }
+        if !seen.insert(s.name.as_str()) {
+            return Err(invalid(
+                "sources",
+                format!("source {:?} is listed twice", s.name),
+            ));
+        }
+        if s.format != "json" {
+            return Err(invalid(
+                &format!("{setting}.format"),
+                format!("{:?} is not supported; use \"json\"", s.format),
+            ));
+        }
+        let topics = if s.topics.is_empty() {
+            vec![s.name.clone()]
+        } else {
+            s.topics.clone()
+        };
+        if topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                &format!("{setting}.topics"),
+                "a topic name is empty",
+            ));
+        }
+        if let Some(p) = &s.schema
+            && !p.is_file()
+        {
+            return Err(invalid(
+                &format!("{setting}.schema"),
+                format!("{} is not a readable file", p.display()),
+            ));
+        }
+        if s.max_rows == 0 {
+            return Err(invalid(
+                &format!("{setting}.max_rows"),
+                "must be at least 1",
+            ));
+        }
+        if s.max_latency_ms == 0 {
+            return Err(invalid(
+                &format!("{setting}.max_latency_ms"),
+                "must be at least 1",
+            ));
+        }
+        let mut properties = kafka.properties.clone();
+        properties.extend(s.properties.clone());
+        out.push(Source {
+            name: s.name.clone(),
+            topics,
+            start: s.start,
+            schema: s.schema.clone(),
+            raw: s.raw,
+            max_rows: s.max_rows,
+            max_bytes: size(&format!("{setting}.max_bytes"), &s.max_bytes)?,
+            max_latency: Duration::from_millis(s.max_latency_ms),
+            max_message_bytes: size(
+                &format!("{setting}.max_message_bytes"),
+                &s.max_message_bytes,
+            )?,
+            group_id: s.group_id.clone().unwrap_or_else(|| kafka.group_id.clone()),
+            properties,
+        });
+    }
+    Ok(out)
 }
 
 fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
@@ -463,6 +793,33 @@ mod tests {
         assert!(err.contains("engine.memory_limit"), "{err}");
         let err = resolve("[[users]]\nname = \"a\"").unwrap_err().to_string();
         assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn sources_resolve_with_defaults_and_reject_bad_names() {
+        let s = resolve(
+            "[kafka]\nproperties = { \"security.protocol\" = \"SASL_SSL\" }\n\
+             [[sources]]\nname = \"orders\"\nproperties = { \"sasl.mechanism\" = \"PLAIN\" }",
+        )
+        .unwrap();
+        let src = &s.sources[0];
+        assert_eq!(src.topics, vec!["orders".to_string()]);
+        assert_eq!(src.group_id, "tidepool");
+        assert_eq!(src.max_latency, Duration::from_secs(1));
+        assert_eq!(src.properties.len(), 2);
+        assert!(s.brokers.is_none());
+        let err = resolve("[[sources]]\nname = \"Orders\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sources.Orders"), "{err}");
+        let err = resolve("[[sources]]\nname = \"o\"\nformat = \"avro\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sources.o.format"), "{err}");
+        let err = resolve("[http]\nlisten = \"0.0.0.0:8080\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
     }
 
     #[test]

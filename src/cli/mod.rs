@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. `main` parses, sets up tracing and calls
 //! [`dispatch`].
 
+mod ingest;
 mod serve;
 mod sql;
 
@@ -29,13 +30,17 @@ pub enum Command {
     Serve,
     /// Run SQL against the lake without a server and print the result
     Sql(sql::SqlArgs),
+    /// Consume the Kafka sources into bronze tables without serving
+    Ingest(ingest::IngestArgs),
 }
 
 /// Starts tracing to stderr.
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "info,datafusion=warn,deltalake=warn,buoyant_kernel=off",
+        0 => {
+            "info,datafusion=warn,deltalake=warn,buoyant_kernel=off,librdkafka=warn,deltalake_core::writer::stats=error"
+        }
         1 => "debug,datafusion=info,deltalake=info,buoyant_kernel=warn,hyper=info,h2=info",
         _ => "trace",
     };
@@ -60,5 +65,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
+        Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
     }
 }

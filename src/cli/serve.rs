@@ -37,6 +37,19 @@ pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
             addr.port()
         );
     }
+    if let Some(addr) = app.http_addr() {
+        tracing::info!(http = %addr, "health: /health, metrics: /metrics, ingest: POST /v1/ingest/<source>");
+    }
+    let ingest = app.ingest();
+    if ingest.embedded() {
+        tracing::info!(
+            bootstrap = ingest.brokers(),
+            "embedded Kafka broker (no kafka.brokers configured); produce to it with any Kafka client"
+        );
+    }
+    for s in ingest.sources() {
+        tracing::info!(source = %s.name, topics = ?s.topics, table = %format!("bronze.{}", s.name), "source");
+    }
     let token = CancellationToken::new();
     let signal_token = token.clone();
     tokio::spawn(async move {
@@ -48,7 +61,7 @@ pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -15,6 +15,7 @@ mod parse;
 mod session;
 mod settings;
 mod stream;
+mod system;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use parse::SqlParser;
 pub use session::{CommandTag, Described, Output, QueryControl, Session, TxEffect};
+pub use system::SystemTable;
 
 use crate::config::Settings;
 use crate::lake::Lake;
@@ -68,6 +70,7 @@ pub struct Engine {
     parser: SqlParser,
     options: EngineOptions,
     slots: Arc<Semaphore>,
+    system: Arc<system::SystemSchema>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,10 +115,15 @@ impl Engine {
             Arc::new(deltalake::delta_datafusion::DeltaTableFactory {}),
         );
         datafusion_functions_json::register_all(&mut state)?;
-        state.catalog_list().register_catalog(
-            CATALOG.to_string(),
-            Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone())),
-        );
+        let lake_catalog = Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone()));
+        let system = Arc::new(system::SystemSchema::default());
+        {
+            use datafusion::catalog::CatalogProvider;
+            lake_catalog.register_schema("system", system.clone())?;
+        }
+        state
+            .catalog_list()
+            .register_catalog(CATALOG.to_string(), lake_catalog);
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(
             "read_delta",
@@ -146,7 +154,13 @@ impl Engine {
             parser: SqlParser::new(),
             slots: Arc::new(Semaphore::new(options.max_concurrent_queries)),
             options,
+            system,
         }))
+    }
+
+    /// Publishes a table in the `system` schema (`system.<name>`).
+    pub fn register_system_table(&self, name: &str, table: Arc<dyn SystemTable>) {
+        self.system.register(name, table);
     }
 
     /// Opens a session for `user`.

@@ -1,3 +1,6 @@
-//! Wire protocols: thin adapters that serve the [`crate::engine`] to clients.
+//! Wire protocols: thin adapters that serve the [`crate::engine`] and [`crate::ingest`] to
+//! clients.
 
+pub mod http;
 pub mod pg;
+pub mod tls;

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// A running server; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub http: Option<SocketAddr>,
+    /// Bootstrap servers of the sources (the embedded broker when none are configured).
+    pub brokers: String,
     pub lake: tempfile::TempDir,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -36,10 +39,14 @@ impl TestServer {
     pub async fn start_with(lake: tempfile::TempDir, settings: Settings) -> TestServer {
         let app = App::build(&settings).await.expect("app builds");
         let addr = app.pg_addr().expect("postgres enabled");
+        let http = app.http_addr();
+        let brokers = app.ingest().brokers().to_string();
         let token = CancellationToken::new();
         let handle = tokio::spawn(app.run(token.clone()));
         TestServer {
             addr,
+            http,
+            brokers,
             lake,
             token,
             handle: Some(handle),
@@ -91,8 +98,14 @@ pub fn settings(lake: &std::path::Path, extra_toml: &str) -> Settings {
 
 /// Settings for a lake at any root (folder or URL); `extra_toml` may add `[lake.*]` tables.
 pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
-    let text =
-        format!("[postgres]\nlisten = \"127.0.0.1:0\"\n[lake]\nroot = {root:?}\n{extra_toml}");
+    let http = if extra_toml.contains("[http]") {
+        ""
+    } else {
+        "[http]\nlisten = \"127.0.0.1:0\"\n"
+    };
+    let text = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}[lake]\nroot = {root:?}\n{extra_toml}"
+    );
     Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")
         .resolve(&Overrides::default())
@@ -122,4 +135,35 @@ pub fn orders(n: i64) -> RecordBatch {
     let amounts: Float64Array = (1..=n).map(|i| Some(i as f64 * 1.5)).collect();
     let cols: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(customers), Arc::new(amounts)];
     RecordBatch::try_new(schema, cols).expect("batch")
+}
+
+/// Runs `sql` every 100 ms until `done` accepts its first row's first column (as i64), or
+/// panics after `secs` seconds with the last value.
+pub async fn wait_for(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    secs: u64,
+    done: impl Fn(i64) -> bool,
+) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut last: Option<Result<i64, String>>;
+    loop {
+        match client.query(sql, &[]).await {
+            Ok(rows) => {
+                let v: i64 = rows
+                    .first()
+                    .and_then(|r| r.try_get::<_, i64>(0).ok())
+                    .unwrap_or(-1);
+                if done(v) {
+                    return v;
+                }
+                last = Some(Ok(v));
+            }
+            Err(e) => last = Some(Err(e.to_string())),
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {sql}: last {last:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -2,6 +2,7 @@
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
 mod common;
+mod ingest;
 mod object_store;
 mod pg_protocol;
 mod psql;

@@ -5,7 +5,6 @@
 //! handlers (startup, queries, cancel) around one engine session.
 
 use std::fmt::Debug;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{TrustStartup, UserDirectory, server_parameters};
@@ -176,29 +174,7 @@ async fn refuse(socket: tokio::net::TcpStream) {
 }
 
 fn load_tls(tls: &TlsConfig) -> Result<TlsAcceptor, PgServerError> {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    let open = |p: &std::path::Path| {
-        std::fs::File::open(p)
-            .map(BufReader::new)
-            .map_err(|e| PgServerError::Tls(format!("{}: {e}", p.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PgServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
-    if certs.is_empty() {
-        return Err(PgServerError::Tls(format!(
-            "{} holds no PEM certificate",
-            tls.cert.display()
-        )));
-    }
-    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
-        .map_err(|e| PgServerError::Tls(format!("{}: {e}", tls.key.display())))?
-        .ok_or_else(|| PgServerError::Tls(format!("{} holds no private key", tls.key.display())))?;
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| PgServerError::Tls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    crate::protocol::tls::acceptor(tls).map_err(PgServerError::Tls)
 }
 
 /// The handlers of one connection.

@@ -1,0 +1,522 @@
+//! The consumer side of a source: one OS thread polling librdkafka, collecting messages
+//! into batches bounded by rows, bytes and latency, and handing them to the
+//! [`Pipeline`](super::pipeline::Pipeline). On every assignment (group rebalance or manual)
+//! each partition starts right after the offset stored in the bronze table, not where the
+//! consumer group says; before partitions are revoked, everything already consumed is
+//! committed. Messages at offsets the lake already holds are skipped, so nothing is
+//! written twice. Broker outages are logged with backoff and ride on librdkafka's
+//! reconnects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::IngestError;
+use super::batch::RawBatch;
+use super::pipeline::{Command, GroupOffsets, TopicPartition};
+use super::status::SourceStatus;
+use crate::config::{Source, StartOffset};
+
+/// How partitions are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Join the consumer group; partitions are balanced between processes.
+    Group,
+    /// Read every partition of the topics, without group membership (batch runs).
+    All,
+}
+
+/// What the consumer thread needs.
+pub struct ConsumerJob {
+    pub source: Source,
+    pub brokers: String,
+    pub assignment: Assignment,
+    pub until_caught_up: bool,
+    pub tx: mpsc::Sender<Command>,
+    pub status: Arc<SourceStatus>,
+    pub group_offsets: GroupOffsets,
+    pub cancel: CancellationToken,
+}
+
+/// State shared by the poll loop and the rebalance callback (both on the consumer thread).
+struct Shared {
+    source: Source,
+    tx: mpsc::Sender<Command>,
+    status: Arc<SourceStatus>,
+    cancel: CancellationToken,
+    state: Mutex<LoopState>,
+    errors: Mutex<ErrorLog>,
+}
+
+#[derive(Default)]
+struct LoopState {
+    buf: RawBatch,
+    first_at: Option<Instant>,
+    /// Next offset to accept per partition; offsets below it are already in the lake.
+    next: Vec<(TopicPartition, i64)>,
+    /// Where each assigned partition ends, for `--until-caught-up`.
+    targets: HashMap<TopicPartition, i64>,
+}
+
+impl LoopState {
+    fn next_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.next
+            .iter()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map(|(_, n)| *n)
+    }
+
+    fn set_next(&mut self, topic: &str, partition: i32, next: Option<i64>) {
+        self.next
+            .retain(|((t, p), _)| !(*p == partition && t == topic));
+        if let Some(n) = next {
+            self.next.push(((topic.to_string(), partition), n));
+        }
+    }
+}
+
+/// Rate-limits the broker-down log lines.
+#[derive(Default)]
+struct ErrorLog {
+    down_since: Option<Instant>,
+    last_logged: Option<Instant>,
+}
+
+impl ErrorLog {
+    fn failed(&mut self, source: &str, what: &str) {
+        let now = Instant::now();
+        let since = *self.down_since.get_or_insert(now);
+        if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            self.last_logged = Some(now);
+            tracing::warn!(
+                source,
+                error = what,
+                down_for_s = since.elapsed().as_secs(),
+                "Kafka unavailable; librdkafka keeps reconnecting"
+            );
+        }
+    }
+
+    fn recovered(&mut self, source: &str) {
+        if let Some(since) = self.down_since.take() {
+            self.last_logged = None;
+            tracing::info!(
+                source,
+                down_for_s = since.elapsed().as_secs(),
+                "Kafka reachable again"
+            );
+        }
+    }
+}
+
+struct IngestContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for IngestContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let source = self.shared.source.name.as_str();
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => self
+                .shared
+                .errors
+                .lock()
+                .failed(source, &format!("{fac}: {message}")),
+            _ => tracing::debug!(source, facility = fac, message, "librdkafka"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared
+            .errors
+            .lock()
+            .failed(&self.shared.source.name, &format!("{error}: {reason}"));
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (p, st) in &t.partitions {
+                if *p >= 0 && st.desired && st.hi_offset >= 0 {
+                    self.shared.status.high_watermark(topic, *p, st.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.shared.position_from_lake(consumer, tpl);
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(source = %self.shared.source.name, error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Commit what was consumed from these partitions before another process
+                // takes them over.
+                self.shared.flush_and_wait();
+                let mut st = self.shared.state.lock();
+                for e in tpl.elements() {
+                    st.set_next(e.topic(), e.partition(), None);
+                    st.targets.remove(&(e.topic().to_string(), e.partition()));
+                }
+                drop(st);
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::warn!(source = %self.shared.source.name, error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::warn!(source = %self.shared.source.name, error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Sends the buffered batch to the pipeline.
+    fn flush(&self) {
+        let batch = {
+            let mut st = self.state.lock();
+            st.first_at = None;
+            std::mem::take(&mut st.buf)
+        };
+        if !batch.is_empty() {
+            let _ = self.tx.blocking_send(Command::Batch(batch));
+        }
+    }
+
+    /// Sends the buffered batch and waits until the pipeline committed everything.
+    fn flush_and_wait(&self) {
+        self.flush();
+        let (reply, done) = oneshot::channel();
+        if self.tx.blocking_send(Command::Barrier(reply)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+    }
+
+    /// Sets each partition of `tpl` to start right after the offset the lake holds.
+    fn position_from_lake(
+        &self,
+        consumer: &BaseConsumer<IngestContext>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let parts: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let stored = loop {
+            let (reply, answer) = oneshot::channel();
+            let asked = self.tx.blocking_send(Command::Offsets {
+                partitions: parts.clone(),
+                reply,
+            });
+            let result = match asked {
+                Ok(()) => answer
+                    .blocking_recv()
+                    .unwrap_or_else(|_| Err(IngestError::Internal("pipeline stopped".into()))),
+                Err(_) => Err(IngestError::Internal("pipeline stopped".into())),
+            };
+            match result {
+                Ok(s) => break s,
+                Err(e) if self.cancel.is_cancelled() => {
+                    tracing::warn!(source = %self.source.name, error = %e, "no offsets at shutdown");
+                    break HashMap::new();
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.source.name, error = %e,
+                        "cannot read stored offsets; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        let mut st = self.state.lock();
+        for (topic, partition) in parts {
+            let offset = match stored.get(&(topic.clone(), partition)) {
+                Some(&last) => {
+                    let next = last + 1;
+                    match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                        Ok((_, high)) if next > high => {
+                            tracing::warn!(source = %self.source.name, topic, partition, stored = last, high,
+                                "the lake holds offsets beyond the end of this partition (topic recreated?); reading it from the beginning");
+                            st.set_next(&topic, partition, None);
+                            Offset::Beginning
+                        }
+                        _ => {
+                            st.set_next(&topic, partition, Some(next));
+                            Offset::Offset(next)
+                        }
+                    }
+                }
+                None => {
+                    st.set_next(&topic, partition, None);
+                    match self.source.start {
+                        StartOffset::Earliest => Offset::Stored,
+                        StartOffset::Latest => Offset::Stored,
+                    }
+                }
+            };
+            self.status.stored(
+                &topic,
+                partition,
+                stored.get(&(topic.clone(), partition)).copied(),
+            );
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                tracing::warn!(source = %self.source.name, error = %e, "cannot set start offset");
+            }
+            tracing::info!(source = %self.source.name, topic, partition, start = ?offset, "partition assigned");
+        }
+    }
+}
+
+/// Builds the librdkafka consumer configuration of a source.
+pub fn client_config(source: &Source, brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", &source.group_id)
+        .set("client.id", format!("tidepool-{}", source.name))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match source.start {
+                StartOffset::Earliest => "earliest",
+                StartOffset::Latest => "latest",
+            },
+        )
+        .set("queued.max.messages.kbytes", "32768")
+        .set("fetch.wait.max.ms", "100")
+        .set("statistics.interval.ms", "2000")
+        .set("reconnect.backoff.max.ms", "5000");
+    for (k, v) in &source.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Runs the consumer of one source until cancelled (or caught up). Blocking: call it on
+/// its own thread.
+pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
+    let shared = Arc::new(Shared {
+        source: job.source.clone(),
+        tx: job.tx.clone(),
+        status: job.status.clone(),
+        cancel: job.cancel.clone(),
+        state: Mutex::new(LoopState::default()),
+        errors: Mutex::new(ErrorLog::default()),
+    });
+    let context = IngestContext {
+        shared: shared.clone(),
+    };
+    let consumer: BaseConsumer<IngestContext> = client_config(&job.source, &job.brokers)
+        .create_with_context(context)
+        .map_err(|e| IngestError::Kafka(format!("cannot create consumer: {e}")))?;
+    let topics: Vec<&str> = job.source.topics.iter().map(String::as_str).collect();
+    match job.assignment {
+        Assignment::Group => consumer
+            .subscribe(&topics)
+            .map_err(|e| IngestError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?,
+        Assignment::All => assign_all(&consumer, &shared, &topics, job.until_caught_up)?,
+    }
+    job.status
+        .running
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let src = &job.source;
+    let mut last_group_commit = Instant::now();
+    let mut committed_to_group: HashMap<TopicPartition, i64> = HashMap::new();
+    loop {
+        if job.cancel.is_cancelled() {
+            break;
+        }
+        let timeout = {
+            let st = shared.state.lock();
+            match st.first_at {
+                Some(t) => src
+                    .max_latency
+                    .saturating_sub(t.elapsed())
+                    .min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            }
+        };
+        match consumer.poll(timeout) {
+            None => {}
+            Some(Ok(m)) => {
+                shared.errors.lock().recovered(&src.name);
+                let mut st = shared.state.lock();
+                let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+                let next = st.next_of(topic, partition);
+                if next.is_none_or(|n| offset >= n) {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    st.buf.push(
+                        topic,
+                        partition,
+                        offset,
+                        m.timestamp().to_millis(),
+                        m.key(),
+                        m.payload(),
+                        headers,
+                    );
+                    st.set_next(topic, partition, Some(offset + 1));
+                    if st.first_at.is_none() {
+                        st.first_at = Some(Instant::now());
+                    }
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => shared.errors.lock().failed(&src.name, &e.to_string()),
+        }
+        let due = {
+            let st = shared.state.lock();
+            st.buf.len() >= src.max_rows
+                || st.buf.bytes() >= src.max_bytes
+                || st.first_at.is_some_and(|t| t.elapsed() >= src.max_latency)
+        };
+        if due {
+            shared.flush();
+        }
+        if last_group_commit.elapsed() >= Duration::from_secs(1) {
+            last_group_commit = Instant::now();
+            commit_to_group(&consumer, &job.group_offsets, &mut committed_to_group);
+        }
+        if job.until_caught_up && caught_up(&shared) {
+            tracing::info!(source = %src.name, "caught up");
+            break;
+        }
+    }
+    shared.flush_and_wait();
+    commit_to_group(&consumer, &job.group_offsets, &mut committed_to_group);
+    job.status
+        .running
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+fn caught_up(shared: &Shared) -> bool {
+    let st = shared.state.lock();
+    st.targets
+        .iter()
+        .all(|((t, p), end)| st.next_of(t, *p).is_some_and(|n| n >= *end))
+}
+
+/// Assigns every partition of `topics`, each from the offset the lake holds.
+fn assign_all(
+    consumer: &BaseConsumer<IngestContext>,
+    shared: &Shared,
+    topics: &[&str],
+    record_targets: bool,
+) -> Result<(), IngestError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| IngestError::Kafka(format!("cannot read metadata of {topic}: {e}")))?;
+        for t in md.topics() {
+            if let Some(err) = t.error() {
+                return Err(IngestError::Kafka(format!("topic {topic}: {err:?}")));
+            }
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
+        }
+    }
+    shared.position_from_lake(consumer, &mut tpl);
+    if record_targets {
+        let mut targets = HashMap::new();
+        for e in tpl.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .map_err(|err| IngestError::Kafka(format!("cannot read watermarks: {err}")))?;
+            let mut st = shared.state.lock();
+            if high <= low
+                || st
+                    .next_of(e.topic(), e.partition())
+                    .is_some_and(|n| n >= high)
+            {
+                continue;
+            }
+            if st.next_of(e.topic(), e.partition()).is_none() {
+                st.set_next(e.topic(), e.partition(), Some(0));
+            }
+            targets.insert((e.topic().to_string(), e.partition()), high);
+        }
+        shared.state.lock().targets = targets;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| IngestError::Kafka(format!("cannot assign partitions: {e}")))
+}
+
+/// Tells the consumer group what the lake holds, for lag tools; the lake stays the truth.
+fn commit_to_group(
+    consumer: &BaseConsumer<IngestContext>,
+    offsets: &GroupOffsets,
+    done: &mut HashMap<TopicPartition, i64>,
+) {
+    let pending: Vec<(TopicPartition, i64)> = offsets
+        .lock()
+        .iter()
+        .filter(|(tp, v)| done.get(*tp) != Some(v))
+        .map(|(tp, v)| (tp.clone(), *v))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), v) in &pending {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(v + 1));
+    }
+    if consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Async)
+        .is_ok()
+    {
+        done.extend(pending);
+    }
+}

@@ -1,0 +1,100 @@
+//! Upkeep of ingested tables, run in the background by `serve` and on demand: compaction
+//! (Delta OPTIMIZE) when small files pile up, and VACUUM of files no longer referenced
+//! once they are older than the retention. Checkpoints are written by the commits
+//! themselves (`delta.checkpointInterval` is set when a bronze table is created). Each
+//! operation is its own Delta commit; readers keep the version they planned with, and the
+//! files it reads are only deleted after the retention.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::IngestError;
+use crate::config::Maintenance;
+use crate::lake::Lake;
+
+/// What one pass over a table did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub files_before: usize,
+    pub files_compacted: u64,
+    pub files_added: u64,
+    pub files_vacuumed: usize,
+}
+
+/// Compacts and vacuums `schema.table` if it needs it.
+pub async fn maintain(
+    lake: &Lake,
+    schema: &str,
+    table: &str,
+    m: &Maintenance,
+) -> Result<Report, IngestError> {
+    let mut report = Report::default();
+    let Some(t) = lake.table(schema, table).await? else {
+        return Ok(report);
+    };
+    let state = t.snapshot().map_err(IngestError::delta)?;
+    let small_limit = (m.target_file_size / 2) as i64;
+    let files = state.log_data().num_files();
+    let small = state
+        .log_data()
+        .iter()
+        .filter(|f| f.size() < small_limit)
+        .count();
+    report.files_before = files;
+    let t = if small >= m.compact_min_files {
+        let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
+        let (t, metrics) = t
+            .optimize()
+            .with_target_size(target)
+            .await
+            .map_err(IngestError::delta)?;
+        report.files_compacted = metrics.num_files_removed;
+        report.files_added = metrics.num_files_added;
+        tracing::info!(table = %format!("{schema}.{table}"), removed = metrics.num_files_removed,
+            added = metrics.num_files_added, "compacted");
+        t
+    } else {
+        t
+    };
+    let retention = chrono::Duration::from_std(m.vacuum_retention)
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let (_, metrics) = t
+        .vacuum()
+        .with_retention_period(retention)
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(IngestError::delta)?;
+    report.files_vacuumed = metrics.files_deleted.len();
+    if report.files_vacuumed > 0 {
+        tracing::info!(table = %format!("{schema}.{table}"), files = report.files_vacuumed, "vacuumed");
+    }
+    Ok(report)
+}
+
+/// Runs [`maintain`] over `tables` every `m.interval` until cancelled.
+pub async fn run(
+    lake: Arc<Lake>,
+    tables: Vec<(String, String)>,
+    m: Maintenance,
+    cancel: CancellationToken,
+) {
+    let Some(interval) = m.interval else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        for (schema, table) in &tables {
+            if cancel.is_cancelled() {
+                return;
+            }
+            if let Err(e) = maintain(&lake, schema, table, &m).await {
+                tracing::warn!(table = %format!("{schema}.{table}"), error = %e, "maintenance failed; retrying next round");
+            }
+        }
+    }
+}

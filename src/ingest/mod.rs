@@ -1,0 +1,281 @@
+//! Kafka into Delta bronze tables, exactly once.
+//!
+//! Each `[[sources]]` entry gets a consumer thread ([`consumer`]) that batches raw messages
+//! and a writer task ([`pipeline`]) that decodes them ([`decode`]) and commits rows plus
+//! per-partition offsets to `bronze.<source>` in one Delta commit ([`sink`]); messages that
+//! cannot become rows go to `bronze.<source>__dead_letters`. [`Ingest`] owns the sources,
+//! the embedded dev broker ([`broker`]) when no brokers are configured, the producer the
+//! HTTP endpoint uses ([`produce`]) and the live status ([`status`]) behind
+//! `system.ingest` and `/metrics`. This layer never imports a wire-protocol crate.
+
+pub mod batch;
+pub mod broker;
+pub mod consumer;
+pub mod decode;
+pub mod maintenance;
+pub mod pipeline;
+pub mod produce;
+pub mod schema;
+pub mod sink;
+pub mod status;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Maintenance, Settings, Source};
+use crate::lake::{Lake, LakeError};
+
+pub use consumer::Assignment;
+pub use status::{IngestStatus, SourceStatus};
+
+/// Why ingestion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("schema file {path}: {message}")]
+    Schema { path: String, message: String },
+    #[error("unknown source {0:?}")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("Delta: {0}")]
+    Delta(Box<deltalake::DeltaTableError>),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub(crate) fn delta(e: deltalake::DeltaTableError) -> IngestError {
+        IngestError::Delta(Box::new(e))
+    }
+}
+
+/// The schema bronze tables live in.
+pub const BRONZE: &str = "bronze";
+
+/// Name of a source's dead-letter table.
+pub fn dead_letter_table(source: &str) -> String {
+    format!("{source}__dead_letters")
+}
+
+/// Every source of the process, the broker they read and what they have done.
+pub struct Ingest {
+    lake: Arc<Lake>,
+    sources: Vec<Source>,
+    brokers: String,
+    /// Dropped before the broker it talks to.
+    producer: produce::Producer,
+    embedded: Option<broker::EmbeddedBroker>,
+    /// Distinguishes offsets of one embedded broker's life from the next one's.
+    epoch: Option<String>,
+    maintenance: Maintenance,
+    status: Arc<IngestStatus>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("brokers", &self.brokers)
+            .field("sources", &self.sources.len())
+            .finish()
+    }
+}
+
+/// A running source; [`SourceRun::wait`] returns when it stopped.
+pub struct SourceRun {
+    name: String,
+    consumer: std::thread::JoinHandle<Result<(), IngestError>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl SourceRun {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the consumer thread and the writer to finish.
+    pub async fn wait(self) -> Result<(), IngestError> {
+        let consumer = self.consumer;
+        let result = tokio::task::spawn_blocking(move || consumer.join())
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?
+            .map_err(|_| IngestError::Internal("consumer thread panicked".into()))?;
+        let _ = self.writer.await;
+        result
+    }
+}
+
+impl Ingest {
+    /// Prepares ingestion: starts the embedded broker when no brokers are configured and
+    /// there are sources, validates declared schemas.
+    pub fn new(settings: &Settings, lake: Arc<Lake>) -> Result<Ingest, IngestError> {
+        for s in &settings.sources {
+            if let Some(p) = &s.schema {
+                schema::load_declared(p)?;
+            }
+        }
+        let (brokers, embedded, epoch) = match &settings.brokers {
+            Some(b) => (b.clone(), None, None),
+            None if settings.sources.is_empty() => (String::new(), None, None),
+            None => {
+                let topics: Vec<String> = settings
+                    .sources
+                    .iter()
+                    .flat_map(|s| s.topics.iter().cloned())
+                    .collect();
+                let broker = broker::EmbeddedBroker::start(&topics, settings.embedded_partitions)?;
+                let epoch = format!("{:x}", chrono::Utc::now().timestamp_millis());
+                (broker.bootstrap().to_string(), Some(broker), Some(epoch))
+            }
+        };
+        let producer = produce::Producer::new(&brokers, &settings.sources)?;
+        let status = Arc::new(IngestStatus::default());
+        for s in &settings.sources {
+            status.add(SourceStatus::new(&s.name));
+        }
+        Ok(Ingest {
+            lake,
+            sources: settings.sources.clone(),
+            brokers,
+            embedded,
+            epoch,
+            maintenance: settings.maintenance.clone(),
+            status,
+            producer,
+        })
+    }
+
+    /// Bootstrap servers the sources read.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// True when the embedded dev broker is running.
+    pub fn embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    pub fn status(&self) -> Arc<IngestStatus> {
+        self.status.clone()
+    }
+
+    pub fn producer(&self) -> &produce::Producer {
+        &self.producer
+    }
+
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    fn prefix(&self, source: &str) -> String {
+        match &self.epoch {
+            Some(e) => format!("tidepool:{source}@{e}"),
+            None => format!("tidepool:{source}"),
+        }
+    }
+
+    /// Starts the named sources (all when `only` is empty).
+    pub async fn start(
+        &self,
+        only: &[String],
+        assignment: Assignment,
+        until_caught_up: bool,
+        cancel: CancellationToken,
+    ) -> Result<Vec<SourceRun>, IngestError> {
+        for name in only {
+            if !self.sources.iter().any(|s| &s.name == name) {
+                return Err(IngestError::UnknownSource(name.clone()));
+            }
+        }
+        let mut runs = Vec::new();
+        for src in &self.sources {
+            if !only.is_empty() && !only.contains(&src.name) {
+                continue;
+            }
+            runs.push(
+                self.start_source(src, assignment, until_caught_up, cancel.clone())
+                    .await?,
+            );
+        }
+        Ok(runs)
+    }
+
+    async fn start_source(
+        &self,
+        src: &Source,
+        assignment: Assignment,
+        until_caught_up: bool,
+        cancel: CancellationToken,
+    ) -> Result<SourceRun, IngestError> {
+        let declared = src
+            .schema
+            .as_deref()
+            .map(schema::load_declared)
+            .transpose()?;
+        let mut decoder = decode::JsonDecoder::new(
+            declared
+                .clone()
+                .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty())),
+            declared.is_some(),
+            src.raw,
+            src.max_message_bytes,
+        );
+        let ci = self.maintenance.checkpoint_interval;
+        let bronze = sink::Sink::open(self.lake.clone(), BRONZE, &src.name, ci).await?;
+        if let Some(s) = bronze.arrow_schema()? {
+            decoder.adopt(s);
+        }
+        let dead =
+            sink::Sink::open(self.lake.clone(), BRONZE, &dead_letter_table(&src.name), ci).await?;
+        let status = self
+            .status
+            .get(&src.name)
+            .ok_or_else(|| IngestError::UnknownSource(src.name.clone()))?;
+        let group_offsets = pipeline::GroupOffsets::default();
+        let (tx, rx) = mpsc::channel(2);
+        let pipeline = pipeline::Pipeline::new(
+            &src.name,
+            self.prefix(&src.name),
+            bronze,
+            dead,
+            decoder,
+            status.clone(),
+            group_offsets.clone(),
+            cancel.clone(),
+        );
+        let writer = tokio::spawn(pipeline.run(rx));
+        let job = consumer::ConsumerJob {
+            source: src.clone(),
+            brokers: self.brokers.clone(),
+            assignment,
+            until_caught_up,
+            tx,
+            status,
+            group_offsets,
+            cancel,
+        };
+        let consumer = std::thread::Builder::new()
+            .name(format!("ingest-{}", src.name))
+            .spawn(move || consumer::run(job))
+            .map_err(|e| IngestError::Internal(format!("cannot start consumer thread: {e}")))?;
+        tracing::info!(source = %src.name, topics = ?src.topics, table = %format!("{BRONZE}.{}", src.name), "ingesting");
+        Ok(SourceRun {
+            name: src.name.clone(),
+            consumer,
+            writer,
+        })
+    }
+}

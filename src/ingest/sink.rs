@@ -1,0 +1,224 @@
+//! One ingest target table (a bronze table or its dead letters) and the exactly-once
+//! commit: rows and the last offset of each Kafka partition go into the same Delta commit,
+//! the offset as a `txn` action (`appId` per source, topic and partition, `version` = the
+//! offset). Reading those back says where consumption resumes. A concurrent writer of the
+//! same partition makes the commit fail with a conflict instead of duplicating rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use deltalake::DeltaTable;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+
+use super::IngestError;
+use crate::lake::Lake;
+
+/// Identifies the `txn` of one partition of one source.
+pub fn app_id(prefix: &str, topic: &str, partition: i32) -> String {
+    format!("{prefix}:{topic}:{partition}")
+}
+
+/// A Delta table rows are appended to with their offsets.
+pub struct Sink {
+    lake: Arc<Lake>,
+    schema: String,
+    name: String,
+    table: Option<DeltaTable>,
+    checkpoint_interval: u64,
+}
+
+impl Sink {
+    /// Opens `schema.name` if it exists; it is created by the first commit otherwise.
+    pub async fn open(
+        lake: Arc<Lake>,
+        schema: &str,
+        name: &str,
+        checkpoint_interval: u64,
+    ) -> Result<Sink, IngestError> {
+        let table = lake.table(schema, name).await?;
+        Ok(Sink {
+            lake,
+            schema: schema.to_string(),
+            name: name.to_string(),
+            table,
+            checkpoint_interval,
+        })
+    }
+
+    /// `schema.table`, for messages.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The table's Arrow schema; `None` before the table exists.
+    pub fn arrow_schema(&self) -> Result<Option<SchemaRef>, IngestError> {
+        match &self.table {
+            None => Ok(None),
+            Some(t) => {
+                let s = t
+                    .snapshot()
+                    .map_err(IngestError::delta)?
+                    .snapshot()
+                    .arrow_schema();
+                Ok(Some(s))
+            }
+        }
+    }
+
+    /// Brings the table to its newest version (another writer may have committed).
+    pub async fn reload(&mut self) -> Result<(), IngestError> {
+        self.table = self.lake.table(&self.schema, &self.name).await?;
+        Ok(())
+    }
+
+    /// The offsets stored for `app_ids` (missing ids have none).
+    pub async fn stored_offsets(
+        &self,
+        app_ids: impl IntoIterator<Item = String>,
+    ) -> Result<HashMap<String, i64>, IngestError> {
+        let mut out = HashMap::new();
+        let Some(t) = &self.table else {
+            return Ok(out);
+        };
+        let state = t.snapshot().map_err(IngestError::delta)?;
+        let log = t.log_store();
+        for id in app_ids {
+            if let Some(v) = state
+                .transaction_version(log.as_ref(), &id)
+                .await
+                .map_err(IngestError::delta)?
+            {
+                out.insert(id, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends `rows` (in `schema`, which may widen the table's) and records `offsets`
+    /// (app id -> last offset) in one commit. Returns the committed version.
+    pub async fn commit(
+        &mut self,
+        schema: &SchemaRef,
+        rows: Vec<RecordBatch>,
+        offsets: &BTreeMap<String, i64>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<i64, IngestError> {
+        if self.table.is_none() {
+            self.create(schema).await?;
+        }
+        let Some(table) = self.table.as_mut() else {
+            return Err(IngestError::Internal("table missing after create".into()));
+        };
+        let current = table
+            .snapshot()
+            .map_err(IngestError::delta)?
+            .snapshot()
+            .arrow_schema();
+        let mode = if same_columns(&current, schema) {
+            WriteMode::Default
+        } else {
+            WriteMode::MergeSchema
+        };
+        let txns: Vec<Transaction> = offsets
+            .iter()
+            .map(|(id, v)| Transaction::new(id, *v))
+            .collect();
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(metadata);
+        let mut writer = RecordBatchWriter::for_table(table)
+            .map_err(IngestError::delta)?
+            .with_commit_properties(props);
+        for batch in rows {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if let Err(e) = writer.write_with_mode(batch, mode).await {
+                writer.reset();
+                return Err(IngestError::delta(e));
+            }
+        }
+        match writer.flush_and_commit(table).await {
+            Ok(v) => Ok(v as i64),
+            Err(e) => {
+                writer.reset();
+                let err = IngestError::delta(e);
+                // The table object may be half-updated; read it again before a retry.
+                self.table = None;
+                self.reload().await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn create(&mut self, schema: &SchemaRef) -> Result<(), IngestError> {
+        let url = self.lake.table_url(&self.schema, &self.name)?;
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|e| {
+                IngestError::Internal(format!("cannot create {}: {e}", path.display()))
+            })?;
+        }
+        let st = StructType::try_from_arrow(schema.as_ref()).map_err(|e| {
+            IngestError::Internal(format!(
+                "schema of {} is not storable: {e}",
+                self.qualified()
+            ))
+        })?;
+        let created =
+            DeltaTable::try_from_url_with_storage_options(url, self.lake.storage_options().clone())
+                .await
+                .map_err(IngestError::delta)?
+                .create()
+                .with_columns(st.fields().cloned())
+                .with_configuration([
+                    (
+                        "delta.checkpointInterval",
+                        Some(self.checkpoint_interval.to_string()),
+                    ),
+                    ("delta.appendOnly", Some("false".to_string())),
+                ])
+                .await;
+        match created {
+            Ok(t) => self.table = Some(t),
+            // Another process created it first: use theirs.
+            Err(e) => {
+                self.reload().await?;
+                if self.table.is_none() {
+                    return Err(IngestError::delta(e));
+                }
+            }
+        }
+        let _ = self.lake.refresh().await;
+        Ok(())
+    }
+}
+
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields().iter())
+            .all(|(x, y)| x.name() == y.name() && same_shape(x.data_type(), y.data_type()))
+}
+
+fn same_shape(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType::*;
+    match (a, b) {
+        (Struct(x), Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| p.name() == q.name() && same_shape(p.data_type(), q.data_type()))
+        }
+        (List(x), List(y)) | (LargeList(x), LargeList(y)) => {
+            same_shape(x.data_type(), y.data_type())
+        }
+        (Map(x, _), Map(y, _)) => same_shape(x.data_type(), y.data_type()),
+        _ => true,
+    }
+}

@@ -1,0 +1,245 @@
+//! What ingestion has done, per source and partition: committed offsets, high
+//! watermarks, counts and commit times. Written by the ingest tasks, read by
+//! `system.ingest`, `/metrics` and `tidepool ingest`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+
+/// One partition of one source.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionStatus {
+    /// Last offset committed to the bronze table.
+    pub committed: Option<i64>,
+    /// The broker's high watermark (next offset to be written), as last seen.
+    pub high_watermark: Option<i64>,
+    pub messages: u64,
+    pub dead_letters: u64,
+    pub last_commit: Option<DateTime<Utc>>,
+}
+
+impl PartitionStatus {
+    /// Messages on the broker not yet committed to the lake.
+    pub fn lag(&self) -> Option<i64> {
+        let hw = self.high_watermark?;
+        Some((hw - self.committed.map_or(0, |c| c + 1)).max(0))
+    }
+}
+
+/// One source.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    pub name: String,
+    pub running: AtomicBool,
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SourceStatus {
+    pub fn new(name: &str) -> Arc<SourceStatus> {
+        Arc::new(SourceStatus {
+            name: name.to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// Records a commit of `messages`/`dead` per partition with its last offsets.
+    pub fn committed(&self, per_partition: &BTreeMap<(String, i32), (i64, u64, u64)>, bytes: u64) {
+        let now = Utc::now();
+        let mut parts = self.partitions.lock();
+        let (mut total, mut total_dead) = (0, 0);
+        for (tp, (offset, msgs, dead)) in per_partition {
+            let p = parts.entry(tp.clone()).or_default();
+            p.committed = Some(p.committed.map_or(*offset, |c| c.max(*offset)));
+            p.messages += msgs;
+            p.dead_letters += dead;
+            p.last_commit = Some(now);
+            total += msgs;
+            total_dead += dead;
+        }
+        self.messages.fetch_add(total, Ordering::Relaxed);
+        self.dead_letters.fetch_add(total_dead, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets what the table holds for a partition (on start or reassignment).
+    pub fn stored(&self, topic: &str, partition: i32, offset: Option<i64>) {
+        let mut parts = self.partitions.lock();
+        let p = parts.entry((topic.to_string(), partition)).or_default();
+        if offset.is_some() {
+            p.committed = offset;
+        }
+    }
+
+    pub fn high_watermark(&self, topic: &str, partition: i32, hw: i64) {
+        let mut parts = self.partitions.lock();
+        parts
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .high_watermark = Some(hw);
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock() = e;
+    }
+}
+
+/// A Prometheus counter: name, help text, how to read it.
+type Counter = (&'static str, &'static str, fn(&SourceStatus) -> u64);
+
+/// Every source of this process.
+#[derive(Debug, Default)]
+pub struct IngestStatus {
+    sources: RwLock<BTreeMap<String, Arc<SourceStatus>>>,
+}
+
+impl IngestStatus {
+    pub fn add(&self, s: Arc<SourceStatus>) {
+        self.sources.write().insert(s.name.clone(), s);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<SourceStatus>> {
+        self.sources.read().get(name).cloned()
+    }
+
+    pub fn sources(&self) -> Vec<Arc<SourceStatus>> {
+        self.sources.read().values().cloned().collect()
+    }
+
+    pub fn schema() -> SchemaRef {
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            Field::new("source", DataType::Utf8, false),
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("committed_offset", DataType::Int64, true),
+            Field::new("high_watermark", DataType::Int64, true),
+            Field::new("lag", DataType::Int64, true),
+            Field::new("messages", DataType::UInt64, false),
+            Field::new("dead_letters", DataType::UInt64, false),
+            Field::new("last_commit", ts, true),
+            Field::new("running", DataType::Boolean, false),
+            Field::new("last_error", DataType::Utf8, true),
+        ]))
+    }
+
+    /// The rows of `system.ingest`.
+    pub fn batch(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut source = StringBuilder::new();
+        let mut topic = StringBuilder::new();
+        let mut partition = Int32Builder::new();
+        let mut committed = Int64Builder::new();
+        let mut hw = Int64Builder::new();
+        let mut lag = Int64Builder::new();
+        let mut messages = UInt64Builder::new();
+        let mut dead = UInt64Builder::new();
+        let mut last = TimestampMicrosecondBuilder::new();
+        let mut running = BooleanBuilder::new();
+        let mut error = StringBuilder::new();
+        for s in self.sources() {
+            let err = s.last_error.lock().clone();
+            for ((t, p), st) in s.partitions.lock().iter() {
+                source.append_value(&s.name);
+                topic.append_value(t);
+                partition.append_value(*p);
+                committed.append_option(st.committed);
+                hw.append_option(st.high_watermark);
+                lag.append_option(st.lag());
+                messages.append_value(st.messages);
+                dead.append_value(st.dead_letters);
+                last.append_option(st.last_commit.map(|t| t.timestamp_micros()));
+                running.append_value(s.running.load(Ordering::Relaxed));
+                error.append_option(err.as_deref());
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(source.finish()),
+            Arc::new(topic.finish()),
+            Arc::new(partition.finish()),
+            Arc::new(committed.finish()),
+            Arc::new(hw.finish()),
+            Arc::new(lag.finish()),
+            Arc::new(messages.finish()),
+            Arc::new(dead.finish()),
+            Arc::new(last.finish().with_timezone("UTC")),
+            Arc::new(running.finish()),
+            Arc::new(error.finish()),
+        ];
+        RecordBatch::try_new(Self::schema(), columns)
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let sources = self.sources();
+        let counters: [Counter; 4] = [
+            (
+                "tidepool_ingest_messages_total",
+                "Messages committed to bronze tables",
+                |s| s.messages.load(Ordering::Relaxed),
+            ),
+            (
+                "tidepool_ingest_bytes_total",
+                "Message bytes consumed and committed",
+                |s| s.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "tidepool_ingest_commits_total",
+                "Delta commits of bronze tables",
+                |s| s.commits.load(Ordering::Relaxed),
+            ),
+            (
+                "tidepool_ingest_dead_letters_total",
+                "Messages sent to dead-letter tables",
+                |s| s.dead_letters.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for s in &sources {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", s.name, get(s));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tidepool_ingest_lag Messages on the broker not yet in the lake\n# TYPE tidepool_ingest_lag gauge"
+        );
+        for s in &sources {
+            for ((t, p), st) in s.partitions.lock().iter() {
+                if let Some(lag) = st.lag() {
+                    let _ = writeln!(
+                        out,
+                        "tidepool_ingest_lag{{source=\"{}\",topic=\"{}\",partition=\"{p}\"}} {lag}",
+                        s.name,
+                        t.replace('"', "")
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+impl crate::engine::SystemTable for IngestStatus {
+    fn schema(&self) -> SchemaRef {
+        IngestStatus::schema()
+    }
+
+    fn rows(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        self.batch()
+    }
+}

@@ -1,0 +1,296 @@
+//! Kafka ingestion against librdkafka's in-process mock cluster (the embedded broker or
+//! one the test owns), produced to with a real Kafka client, checked over Postgres.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::common::{TestServer, wait_for};
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(partition, key, value)` messages and waits for every acknowledgement.
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    msgs: Vec<(i32, Option<String>, Option<Vec<u8>>)>,
+) {
+    let mut pending = Vec::new();
+    for (partition, key, value) in &msgs {
+        let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).partition(*partition);
+        if let Some(k) = key {
+            r = r.key(k.as_str());
+        }
+        if let Some(v) = value {
+            r = r.payload(v.as_slice());
+        }
+        pending.push(p.send(r, Duration::from_secs(30)));
+    }
+    for r in futures::future::join_all(pending).await {
+        r.expect("acknowledged");
+    }
+}
+
+/// An order event with nested items and statuses.
+pub fn order(i: i64) -> Vec<u8> {
+    format!(
+        r#"{{"order_id": {i}, "customer_id": {}, "total": {}.5, "status": "OPEN",
+            "order_items": [{{"product": "p{}", "category": "food", "price": 2.5, "quantity": {}}}],
+            "statuses": [{{"status": "OPEN", "at": "2026-11-23T10:00:00Z"}}]}}"#,
+        i % 97,
+        i % 50,
+        i % 13,
+        1 + i % 4
+    )
+    .into_bytes()
+}
+
+const SOURCE: &str = r#"
+[kafka]
+embedded_partitions = 3
+[[sources]]
+name = "orders"
+topics = ["shop.orders"]
+max_latency_ms = 200
+properties = { "session.timeout.ms" = "6000" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_broker_lands_rows_and_dead_letters_exactly_once() {
+    let server = TestServer::start(SOURCE).await;
+    assert!(!server.brokers.is_empty(), "embedded broker runs");
+    let p = producer(&server.brokers);
+    let mut msgs = Vec::new();
+    for i in 0..3000i64 {
+        let value = match i % 100 {
+            7 => Some(b"{not json".to_vec()),
+            8 => None,
+            9 => Some(br#"{"order_id": "not a number"}"#.to_vec()),
+            _ => Some(order(i)),
+        };
+        msgs.push(((i % 3) as i32, Some(format!("k{i}")), value));
+    }
+    produce(&p, "shop.orders", msgs).await;
+    let c = server.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 2910).await;
+    wait_for(
+        &c,
+        "SELECT count(*) FROM bronze.orders__dead_letters",
+        30,
+        |n| n == 90,
+    )
+    .await;
+    // No duplicates, and every offset is in exactly one of the two tables.
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM (
+               SELECT _partition, _offset FROM bronze.orders
+               UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3000, 3000));
+    // Nested columns and metadata are queryable.
+    let row = c
+        .query_one(
+            "SELECT sum(order_items[1]['quantity']), count(DISTINCT _partition), min(_key), \
+             count(*) FILTER (WHERE _raw LIKE '{%') FROM bronze.orders",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) > 0);
+    assert_eq!(row.get::<_, i64>(1), 3);
+    assert_eq!(row.get::<_, String>(2), "k0");
+    assert_eq!(row.get::<_, i64>(3), 2910);
+    let reasons = c
+        .query(
+            "SELECT _reason, count(*) FROM bronze.orders__dead_letters GROUP BY _reason ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let reasons: Vec<String> = reasons.iter().map(|r| r.get::<_, String>(0)).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("tombstone")),
+        "{reasons:?}"
+    );
+    assert!(reasons.len() >= 3, "{reasons:?}");
+    // system.ingest shows committed offsets per partition with no lag left.
+    wait_for(
+        &c,
+        "SELECT count(*) FROM system.ingest WHERE source = 'orders' AND committed_offset = 999 AND lag = 0",
+        30,
+        |n| n == 3,
+    )
+    .await;
+    let row = c
+        .query_one(
+            "SELECT sum(messages)::bigint, sum(dead_letters)::bigint FROM system.ingest",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2910, 90));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_resumes_from_offsets_in_the_lake_and_schema_widens() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("events", 2, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let config = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\n[[sources]]\nname = \"events\"\nmax_latency_ms = 100\n\
+         properties = {{ \"session.timeout.ms\" = \"6000\" }}\n"
+    );
+    let p = producer(&brokers);
+    let first: Vec<_> = (0..1000i64)
+        .map(|i| {
+            (
+                (i % 2) as i32,
+                None,
+                Some(format!(r#"{{"id": {i}}}"#).into_bytes()),
+            )
+        })
+        .collect();
+    produce(&p, "events", first).await;
+    let server = TestServer::start(&config).await;
+    let c = server.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.events", 60, |n| n == 1000).await;
+    let lake = server.stop().await;
+
+    // While it is down: more events, some with a new nested field.
+    let second: Vec<_> = (1000..1500i64)
+        .map(|i| {
+            let v = if i % 2 == 0 {
+                format!(r#"{{"id": {i}, "device": {{"os": "ios"}}}}"#)
+            } else {
+                format!(r#"{{"id": {i}}}"#)
+            };
+            ((i % 2) as i32, None, Some(v.into_bytes()))
+        })
+        .collect();
+    produce(&p, "events", second).await;
+    let server = TestServer::start_on(lake, &config).await;
+    let c = server.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.events", 60, |n| n >= 1500).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), count(device), count(*) FILTER (WHERE device['os'] = 'ios') \
+             FROM bronze.events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1500, "no duplicates after restart");
+    assert_eq!(row.get::<_, i64>(1), 1500);
+    assert_eq!(row.get::<_, i64>(2), 250);
+    assert_eq!(row.get::<_, i64>(3), 250);
+    let dead = c
+        .query("SELECT 1 FROM bronze.events__dead_letters", &[])
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0);
+    assert_eq!(dead, 0);
+    drop(server);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_ingest_round_trip() {
+    let server = TestServer::start(&format!(
+        "{SOURCE}\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\n"
+    ))
+    .await;
+    let http = server.http.expect("http enabled");
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/v1/ingest/orders?key=order_id");
+    let ndjson = (0..50)
+        .map(|i| String::from_utf8(order(i)).unwrap().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = client.post(&url).body(ndjson).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"accepted\":50"), "{body}");
+    let r = client
+        .post(&url)
+        .body(r#"[{"order_id": 1000}, {"order_id": 1001}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = client
+        .post(&url)
+        .body(r#"{"order_id": 1002}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = client.post(&url).body("{oops").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client
+        .post(format!("http://{http}/v1/ingest/nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = client
+        .post(&url)
+        .body(vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let c = server.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 53).await;
+    let keys = c
+        .query_one(
+            "SELECT count(*) FROM bronze.orders WHERE _key = order_id::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.get::<_, i64>(0), 53);
+    let health = client
+        .get(format!("http://{http}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    // Lag appears once the consumer reported the partitions' high watermarks.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = client
+            .get(format!("http://{http}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("tidepool_ingest_lag{source=\"orders\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("tidepool_ingest_messages_total{source=\"orders\"} 53"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidepool_ingest_lag{source=\"orders\""),
+        "{metrics}"
+    );
+}
