@@ -473,26 +473,11 @@ impl Config {
                 ));
             }
         }
-        let pg_listen = if self.postgres.enabled {
-            let addr: SocketAddr = self.postgres.listen.parse().map_err(|e| {
-                invalid(
-                    "postgres.listen",
-                    format!("{:?} is not an address:port ({e})", self.postgres.listen),
-                )
-            })?;
-            if !addr.ip().is_loopback() && users.is_empty() {
-                return Err(invalid(
-                    "postgres.listen",
-                    format!(
-                        "refusing to listen on non-loopback address {addr} without authentication; \
-                         add [[users]] to tidepool.toml"
-                    ),
-                ));
-            }
-            Some(addr)
-        } else {
-            None
-        };
+        let pg_listen = self
+            .postgres
+            .enabled
+            .then(|| listen_addr("postgres.listen", &self.postgres.listen, !users.is_empty()))
+            .transpose()?;
         if let Some(tls) = &self.tls {
             for (name, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !p.is_file() {
@@ -525,26 +510,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        let http_listen = if self.http.enabled {
-            let addr: SocketAddr = self.http.listen.parse().map_err(|e| {
-                invalid(
-                    "http.listen",
-                    format!("{:?} is not an address:port ({e})", self.http.listen),
-                )
-            })?;
-            if !addr.ip().is_loopback() && users.is_empty() {
-                return Err(invalid(
-                    "http.listen",
-                    format!(
-                        "refusing to listen on non-loopback address {addr} without authentication; \
-                         add [[users]] to tidepool.toml"
-                    ),
-                ));
-            }
-            Some(addr)
-        } else {
-            None
-        };
+        let http_listen = self
+            .http
+            .enabled
+            .then(|| listen_addr("http.listen", &self.http.listen, !users.is_empty()))
+            .transpose()?;
         let http_max_body = size("http.max_body", &self.http.max_body)?;
         let sources = resolve_sources(&self.sources, &self.kafka)?;
         if let Some(b) = &self.kafka.brokers
@@ -592,6 +562,23 @@ impl Config {
             users,
         })
     }
+}
+
+/// Parses a listen address; a non-loopback one needs authentication.
+fn listen_addr(setting: &str, text: &str, has_users: bool) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|e| invalid(setting, format!("{text:?} is not an address:port ({e})")))?;
+    if !addr.ip().is_loopback() && !has_users {
+        return Err(invalid(
+            setting,
+            format!(
+                "refusing to listen on non-loopback address {addr} without authentication; \
+                 add [[users]] to tidepool.toml"
+            ),
+        ));
+    }
+    Ok(addr)
 }
 
 fn size(setting: &str, text: &str) -> Result<usize, ConfigError> {
