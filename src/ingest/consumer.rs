@@ -365,6 +365,7 @@ pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
     let src = &job.source;
     let mut last_group_commit = Instant::now();
     let mut committed_to_group: HashMap<TopicPartition, i64> = HashMap::new();
+    let mut last_message = Instant::now();
     loop {
         if job.cancel.is_cancelled() {
             break;
@@ -382,6 +383,7 @@ pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
         match consumer.poll(timeout) {
             None => {}
             Some(Ok(m)) => {
+                last_message = Instant::now();
                 shared.errors.lock().recovered(&src.name);
                 let mut st = shared.state.lock();
                 let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
@@ -426,9 +428,18 @@ pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
             last_group_commit = Instant::now();
             commit_to_group(&consumer, &job.group_offsets, &mut committed_to_group);
         }
-        if job.until_caught_up && caught_up(&shared) {
-            tracing::info!(source = %src.name, "caught up");
-            break;
+        // Caught up: every partition read to the end it had at start, nothing new for a
+        // second, and fresh watermarks agree (some brokers report them late).
+        if job.until_caught_up
+            && caught_up(&shared)
+            && last_message.elapsed() >= Duration::from_secs(1)
+        {
+            if extend_targets(&consumer, &shared) {
+                last_message = Instant::now();
+            } else {
+                tracing::info!(source = %src.name, "caught up");
+                break;
+            }
         }
     }
     shared.flush_and_wait();
@@ -444,6 +455,23 @@ fn caught_up(shared: &Shared) -> bool {
     st.targets
         .iter()
         .all(|((t, p), end)| st.next_of(t, *p).is_some_and(|n| n >= *end))
+}
+
+/// Re-reads the watermarks of the partitions being caught up; true if any moved past
+/// what was consumed.
+fn extend_targets(consumer: &BaseConsumer<IngestContext>, shared: &Shared) -> bool {
+    let parts: Vec<TopicPartition> = shared.state.lock().targets.keys().cloned().collect();
+    let mut moved = false;
+    for (t, p) in parts {
+        if let Ok((_, high)) = consumer.fetch_watermarks(&t, p, Duration::from_secs(5)) {
+            let mut st = shared.state.lock();
+            if st.next_of(&t, p).is_some_and(|n| n < high) {
+                st.targets.insert((t, p), high);
+                moved = true;
+            }
+        }
+    }
+    moved
 }
 
 /// Assigns every partition of `topics`, each from the offset the lake holds.

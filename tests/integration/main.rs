@@ -3,6 +3,7 @@
 
 mod common;
 mod ingest;
+mod kafka_e2e;
 mod object_store;
 mod pg_protocol;
 mod psql;

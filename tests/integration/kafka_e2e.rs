@@ -1,0 +1,310 @@
+//! End to end against a real Kafka-protocol broker process (tansu, installed by
+//! `scripts/test.sh` and passed in `TIDEPOOL_TANSU`), with tidepool as a real process that
+//! is killed with SIGKILL mid-ingestion, and the broker frozen with SIGSTOP.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+
+use crate::common::{TestServer, wait_for};
+use crate::ingest::{order, produce};
+
+/// A tansu broker on a free port; killed when dropped.
+struct Tansu {
+    child: Child,
+    pub brokers: String,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let bin = std::env::var("TIDEPOOL_TANSU").unwrap_or_else(|_| {
+            panic!("TIDEPOOL_TANSU is not set: run `bash scripts/test.sh`, which installs the tansu broker")
+        });
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--silent",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let r = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .expect("create topics");
+        for t in r {
+            t.expect("topic created");
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn write_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
+    let path = dir.join("tidepool.toml");
+    let text = format!(
+        "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
+         [kafka]\nbrokers = \"{brokers}\"\n\
+         [[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\nmax_latency_ms = 200\nmax_rows = 5000\n\
+         properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n{extra}",
+        dir.join("lake").display().to_string()
+    );
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+fn tidepool(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidepool"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn commits(log: &Path) -> usize {
+    std::fs::read_dir(log)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    crate::ingest::producer(brokers)
+}
+
+/// 100k messages over 3 partitions, 1% malformed, produced while tidepool is killed with
+/// SIGKILL three times; afterwards every (partition, offset) is in bronze or its dead
+/// letters exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tansu_exactly_once_through_three_sigkills() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker.brokers, "");
+
+    const TOTAL: i64 = 100_000;
+    let brokers = broker.brokers.clone();
+    let producing = tokio::spawn(async move {
+        let p = producer(&brokers);
+        for chunk in 0..20i64 {
+            let msgs = (chunk * 5000..(chunk + 1) * 5000)
+                .map(|i| {
+                    let v = if i % 100 == 42 {
+                        b"{\"broken\": ".to_vec()
+                    } else {
+                        order(i)
+                    };
+                    ((i % 3) as i32, Some(i.to_string()), Some(v))
+                })
+                .collect();
+            produce(&p, "orders", msgs).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+
+    // Each round: start, wait until it has committed a few batches, let it run on a little
+    // (so the kill lands mid-batch at a different point each time), SIGKILL.
+    let log = dir.path().join("lake/bronze/orders/_delta_log");
+    for (round, extra_ms) in [0u64, 170, 330].into_iter().enumerate() {
+        let before = commits(&log);
+        let mut child: Child = tidepool(&config, &["serve"])
+            .spawn()
+            .expect("tidepool starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while commits(&log) < before + 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(extra_ms)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        eprintln!(
+            "round {round}: killed at {} commits (was {before})",
+            commits(&log)
+        );
+        assert!(
+            commits(&log) >= before + 2,
+            "round {round}: tidepool did not commit within 60 s"
+        );
+    }
+    producing.await.expect("producer finished");
+
+    // A batch run reads the rest and exits.
+    let out = tidepool(&config, &["ingest", "--until-caught-up"])
+        .output()
+        .expect("ingest runs");
+    assert!(
+        out.status.success(),
+        "ingest --until-caught-up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lake = tempfile::TempDir::with_prefix("unused").expect("tempdir");
+    let settings = crate::common::settings(&dir.path().join("lake"), "");
+    let server = TestServer::start_with(lake, settings).await;
+    let c = server.connect().await;
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT (_partition, _offset)), max(_offset) FROM (
+               SELECT _partition, _offset FROM bronze.orders
+               UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t",
+            &[],
+        )
+        .await
+        .expect("query");
+    let (n, distinct, max_offset): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    if n != TOTAL || distinct != TOTAL {
+        let per = c
+            .query(
+                "SELECT _partition, count(*), count(DISTINCT _offset), min(_offset), max(_offset) FROM (
+                   SELECT _partition, _offset FROM bronze.orders
+                   UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("diagnostics");
+        for r in per {
+            eprintln!(
+                "partition {}: rows {} distinct {} min {} max {}",
+                r.get::<_, i32>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4)
+            );
+        }
+        eprintln!("ingest stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(n, TOTAL, "every message landed once");
+    assert_eq!(distinct, TOTAL, "no duplicates");
+    assert_eq!(max_offset, TOTAL / 3, "offsets are dense per partition");
+    let dead = c
+        .query_one("SELECT count(*) FROM bronze.orders__dead_letters", &[])
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.get::<_, i64>(0), TOTAL / 100);
+    let keys = c
+        .query_one(
+            "SELECT count(*) FROM bronze.orders WHERE _key = order_id::text",
+            &[],
+        )
+        .await
+        .expect("keys");
+    assert_eq!(keys.get::<_, i64>(0), TOTAL - TOTAL / 100);
+}
+
+/// The broker frozen for 20 s: ingestion waits, then resumes; a new field arriving over
+/// the HTTP endpoint widens the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tansu_broker_pause_then_http_ingest_with_a_new_field() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 3).await;
+    let server = TestServer::start(&format!(
+        "[kafka]\nbrokers = \"{}\"\n[[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\nmax_latency_ms = 200\n\
+         properties = {{ \"session.timeout.ms\" = \"30000\" }}\n",
+        broker.brokers
+    ))
+    .await;
+    let c = server.connect().await;
+    let p = producer(&broker.brokers);
+    let msgs = (0..1000i64)
+        .map(|i| ((i % 3) as i32, None, Some(order(i))))
+        .collect();
+    produce(&p, "orders", msgs).await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 1000).await;
+
+    broker.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    broker.signal("-CONT");
+
+    let http = server.http.expect("http");
+    let body: String = (1000..1100i64)
+        .map(|i| {
+            format!(
+                "{{\"order_id\": {i}, \"channel\": \"app\", \"coupon\": {{\"code\": \"X{i}\"}}}}\n"
+            )
+        })
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("http://{http}/v1/ingest/orders?key=order_id"))
+        .body(body)
+        .send()
+        .await
+        .expect("http ingest");
+    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text().await);
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 1100).await;
+    let row = c
+        .query_one(
+            "SELECT count(channel), count(*) FILTER (WHERE coupon['code'] LIKE 'X%'), count(DISTINCT order_id) \
+             FROM bronze.orders",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (100, 100, 1100)
+    );
+}
