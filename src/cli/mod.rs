@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. `main` parses, sets up tracing and calls
 //! [`dispatch`].
 
+mod bench;
 mod ingest;
 mod serve;
 mod sql;
@@ -32,6 +33,8 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Consume the Kafka sources into bronze tables without serving
     Ingest(ingest::IngestArgs),
+    /// Benchmarks (build with --release)
+    Bench(bench::BenchArgs),
 }
 
 /// Starts tracing to stderr.
@@ -66,5 +69,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
         Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

@@ -1,0 +1,301 @@
+//! `tidepool bench ingest`: the ingestion benchmark. Pre-produces order events (about 300
+//! bytes, nested items and statuses) to the embedded broker and measures, in one run:
+//! end-to-end ingestion into committed Delta, the decode+write path alone (no broker),
+//! memory, and the produce-to-queryable latency at a steady 1,000 msg/s.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Overrides, Settings};
+use crate::ingest::batch::RawBatch;
+use crate::ingest::broker::EmbeddedBroker;
+use crate::ingest::decode::JsonDecoder;
+use crate::ingest::sink::Sink;
+use crate::ingest::{Assignment, Ingest};
+use crate::lake::Lake;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Kafka to Delta: end to end, decode+write alone, RSS, latency
+    Ingest {
+        /// Messages to pre-produce and ingest
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Seconds of the steady 1,000 msg/s latency run (0 skips it)
+        #[arg(long, default_value_t = 20)]
+        latency_seconds: u64,
+        /// Folder for the benchmark lakes [default: a temporary folder]
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.what {
+        BenchWhat::Ingest {
+            messages,
+            latency_seconds,
+            dir,
+        } => {
+            let tmp = tempfile::tempdir()?;
+            let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            bench_ingest(messages, latency_seconds, &dir).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One order event of about 300 bytes.
+pub fn order_event(i: u64) -> String {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let items = 1 + (h % 3);
+    let categories = ["bakery", "dairy", "produce", "frozen", "drinks"];
+    let mut order_items = String::new();
+    for k in 0..items {
+        let p = (h >> (8 * k)) % 500;
+        if k > 0 {
+            order_items.push(',');
+        }
+        order_items.push_str(&format!(
+            r#"{{"product_id":{p},"category":"{}","price":{}.{:02},"quantity":{}}}"#,
+            categories[(p % 5) as usize],
+            1 + p % 20,
+            p % 100,
+            1 + k
+        ));
+    }
+    format!(
+        r#"{{"order_id":{i},"customer_id":{},"store_id":{},"created_at":"2026-11-23T10:{:02}:{:02}.000Z","status":"OPEN","order_items":[{order_items}],"statuses":[{{"status":"OPEN","at":"2026-11-23T10:00:00Z"}}],"payment":{{"method":"card","amount":{}.50}}}}"#,
+        h % 100_000,
+        h % 40,
+        (i / 60) % 60,
+        i % 60,
+        h % 90
+    )
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn settings(lake: &std::path::Path, brokers: &str, topic: &str, latency_ms: u64) -> anyhow::Result<Settings> {
+    let text = format!(
+        "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
+         [kafka]\nbrokers = \"{brokers}\"\n[maintenance]\ninterval_secs = 0\n\
+         [[sources]]\nname = \"orders\"\ntopics = [\"{topic}\"]\nmax_rows = 200000\nmax_latency_ms = {latency_ms}\n",
+        lake.display().to_string()
+    );
+    Ok(Config::parse(&text, std::path::Path::new("bench.toml"))?.resolve(&Overrides::default())?)
+}
+
+fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", "60000")
+        .create()?)
+}
+
+async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("tidepool bench ingest: {messages} order events, {cores} cores");
+    let events: Vec<String> = (0..messages as u64).map(order_event).collect();
+    let avg = events.iter().map(String::len).sum::<usize>() as f64 / messages.max(1) as f64;
+    println!("  average event size: {avg:.0} bytes");
+
+    // 1. Decode + write alone: batches as the consumer builds them, no broker.
+    let lake = Lake::open(&crate::config::LakeConfig {
+        root: dir.join("decode_write").display().to_string(),
+        ..Default::default()
+    })?;
+    let mut sink = Sink::open(lake.clone(), "bronze", "orders", 10).await?;
+    let mut decoder = JsonDecoder::new(Arc::new(arrow::datatypes::Schema::empty()), false, true, 1 << 20);
+    let started = Instant::now();
+    let mut offset = 0i64;
+    for chunk in events.chunks(200_000) {
+        let mut batch = RawBatch::default();
+        for e in chunk {
+            batch.push("orders", 0, offset, Some(0), None, Some(e.as_bytes()), vec![]);
+            offset += 1;
+        }
+        let idx: Vec<usize> = (0..batch.len()).collect();
+        let now = chrono::Utc::now().timestamp_micros();
+        let decoded = decoder.decode(&batch, &idx, now);
+        let mut offsets = std::collections::BTreeMap::new();
+        offsets.insert("bench:orders:0".to_string(), offset - 1);
+        sink.commit(&decoder.table_schema(), decoded.rows, &offsets, serde_json::Map::new())
+            .await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "  decode+write (no broker, 1 partition, 200k-row commits): {:.0} msg/s ({secs:.2} s)",
+        messages as f64 / secs
+    );
+
+    // 2. End to end: pre-produced to the embedded broker, consumed into committed Delta.
+    let broker = EmbeddedBroker::start(&["bench.orders".to_string()], 3)?;
+    let p = producer(broker.bootstrap())?;
+    let started = Instant::now();
+    {
+        let keys: Vec<String> = (0..messages).map(|i| i.to_string()).collect();
+        let mut pending = Vec::with_capacity(10_000);
+        for (e, key) in events.iter().zip(&keys) {
+            pending.push(p.send(
+                FutureRecord::to("bench.orders").key(key.as_str()).payload(e.as_str()),
+                Duration::from_secs(60),
+            ));
+            if pending.len() == 10_000 {
+                for r in futures::future::join_all(pending.drain(..)).await {
+                    r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+                }
+            }
+        }
+        for r in futures::future::join_all(pending.drain(..)).await {
+            r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+        }
+    }
+    println!(
+        "  pre-produced to the embedded broker in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(events);
+    let rss_before = rss_mib();
+    let settings = settings(&dir.join("end_to_end"), broker.bootstrap(), "bench.orders", 1000)?;
+    let lake = Lake::open(&settings.lake)?;
+    let ingest = Ingest::new(&settings, lake)?;
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let runs = ingest.start(&[], Assignment::All, false, cancel.clone()).await?;
+    let status = ingest.status().get("orders").ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let mut peak = rss_before;
+    let done_at = loop {
+        peak = peak.max(rss_mib());
+        let done = status.messages.load(Ordering::Relaxed) + status.dead_letters.load(Ordering::Relaxed);
+        if done as usize >= messages {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("ingestion did not finish in 600 s ({done} of {messages})");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    cancel.cancel();
+    for r in runs {
+        r.wait().await?;
+    }
+    let secs = done_at.as_secs_f64();
+    println!(
+        "  end to end (embedded broker, 3 partitions, into committed Delta): {:.0} msg/s ({secs:.2} s, {} commits)",
+        messages as f64 / secs,
+        status.commits.load(Ordering::Relaxed)
+    );
+    println!(
+        "  RSS: {rss_before:.0} MiB with the backlog waiting in the in-process broker, peak {peak:.0} MiB while ingesting (+{:.0} MiB)",
+        peak - rss_before
+    );
+    drop(ingest);
+    drop(broker);
+
+    // 3. Latency at a steady 1,000 msg/s with max latency 1 s.
+    if latency_seconds > 0 {
+        latency(dir, latency_seconds).await?;
+    }
+    Ok(())
+}
+
+async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
+    let broker = EmbeddedBroker::start(&["bench.latency".to_string()], 1)?;
+    let settings = settings(&dir.join("latency"), broker.bootstrap(), "bench.latency", 1000)?;
+    let lake = Lake::open(&settings.lake)?;
+    let ingest = Ingest::new(&settings, lake)?;
+    let cancel = CancellationToken::new();
+    let runs = ingest.start(&[], Assignment::All, false, cancel.clone()).await?;
+    let status = ingest.status().get("orders").ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let p = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .create::<FutureProducer>()?;
+    let total = (seconds * 1000) as usize;
+    let sent: Arc<parking_lot::Mutex<Vec<Option<Instant>>>> =
+        Arc::new(parking_lot::Mutex::new(vec![None; total]));
+    let watcher_sent = sent.clone();
+    let watcher_status = status.clone();
+    let watcher = tokio::spawn(async move {
+        let mut seen: Vec<Option<Duration>> = vec![None; total];
+        let mut next = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+        while next < total && Instant::now() < deadline {
+            let committed = watcher_status
+                .partitions
+                .lock()
+                .get(&("bench.latency".to_string(), 0))
+                .and_then(|p| p.committed);
+            if let Some(c) = committed {
+                let now = Instant::now();
+                let sent = watcher_sent.lock();
+                while next < total && (next as i64) <= c {
+                    seen[next] = sent[next].map(|t| now.duration_since(t));
+                    next += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen
+    });
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_millis(i as u64);
+        tokio::time::sleep_until(due.into()).await;
+        let e = order_event(i as u64);
+        sent.lock()[i] = Some(Instant::now());
+        let d = p
+            .send(FutureRecord::<str, str>::to("bench.latency").payload(e.as_str()), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+        if d.offset != i as i64 {
+            anyhow::bail!("unexpected offset {} for message {i}", d.offset);
+        }
+    }
+    let seen = watcher.await?;
+    cancel.cancel();
+    for r in runs {
+        r.wait().await?;
+    }
+    let mut lat: Vec<f64> = seen.iter().flatten().map(|d| d.as_secs_f64() * 1000.0).collect();
+    if lat.len() < total {
+        anyhow::bail!("only {} of {total} messages became queryable", lat.len());
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "  latency produce -> committed in bronze at 1,000 msg/s, max_latency 1 s ({seconds} s, {total} msgs): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    drop(ingest);
+    drop(broker);
+    Ok(())
+}
