@@ -416,10 +416,19 @@ impl Config {
 
     /// Parses config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        // Paths inside the file are relative to the file.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            for s in &mut config.sources {
+                if let Some(schema) = s.schema.as_mut().filter(|p| p.is_relative()) {
+                    *schema = dir.join(&*schema);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Applies overrides and validates everything.

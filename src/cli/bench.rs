@@ -97,7 +97,12 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn settings(lake: &std::path::Path, brokers: &str, topic: &str, latency_ms: u64) -> anyhow::Result<Settings> {
+fn settings(
+    lake: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    latency_ms: u64,
+) -> anyhow::Result<Settings> {
     let text = format!(
         "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
          [kafka]\nbrokers = \"{brokers}\"\n[maintenance]\ninterval_secs = 0\n\
@@ -118,7 +123,11 @@ fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .create()?)
 }
 
-async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+async fn bench_ingest(
+    messages: usize,
+    latency_seconds: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("tidepool bench ingest: {messages} order events, {cores} cores");
     let events: Vec<String> = (0..messages as u64).map(order_event).collect();
@@ -131,13 +140,26 @@ async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Pa
         ..Default::default()
     })?;
     let mut sink = Sink::open(lake.clone(), "bronze", "orders", 10).await?;
-    let mut decoder = JsonDecoder::new(Arc::new(arrow::datatypes::Schema::empty()), false, true, 1 << 20);
+    let mut decoder = JsonDecoder::new(
+        Arc::new(arrow::datatypes::Schema::empty()),
+        false,
+        true,
+        1 << 20,
+    );
     let started = Instant::now();
     let mut offset = 0i64;
     for chunk in events.chunks(200_000) {
         let mut batch = RawBatch::default();
         for e in chunk {
-            batch.push("orders", 0, offset, Some(0), None, Some(e.as_bytes()), vec![]);
+            batch.push(
+                "orders",
+                0,
+                offset,
+                Some(0),
+                None,
+                Some(e.as_bytes()),
+                vec![],
+            );
             offset += 1;
         }
         let idx: Vec<usize> = (0..batch.len()).collect();
@@ -145,8 +167,13 @@ async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Pa
         let decoded = decoder.decode(&batch, &idx, now);
         let mut offsets = std::collections::BTreeMap::new();
         offsets.insert("bench:orders:0".to_string(), offset - 1);
-        sink.commit(&decoder.table_schema(), decoded.rows, &offsets, serde_json::Map::new())
-            .await?;
+        sink.commit(
+            &decoder.table_schema(),
+            decoded.rows,
+            &offsets,
+            serde_json::Map::new(),
+        )
+        .await?;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -162,10 +189,14 @@ async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Pa
         let keys: Vec<String> = (0..messages).map(|i| i.to_string()).collect();
         let mut pending = Vec::with_capacity(10_000);
         for (e, key) in events.iter().zip(&keys) {
-            pending.push(p.send(
-                FutureRecord::to("bench.orders").key(key.as_str()).payload(e.as_str()),
-                Duration::from_secs(60),
-            ));
+            pending.push(
+                p.send(
+                    FutureRecord::to("bench.orders")
+                        .key(key.as_str())
+                        .payload(e.as_str()),
+                    Duration::from_secs(60),
+                ),
+            );
             if pending.len() == 10_000 {
                 for r in futures::future::join_all(pending.drain(..)).await {
                     r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
@@ -182,17 +213,28 @@ async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Pa
     );
     drop(events);
     let rss_before = rss_mib();
-    let settings = settings(&dir.join("end_to_end"), broker.bootstrap(), "bench.orders", 1000)?;
+    let settings = settings(
+        &dir.join("end_to_end"),
+        broker.bootstrap(),
+        "bench.orders",
+        1000,
+    )?;
     let lake = Lake::open(&settings.lake)?;
     let ingest = Ingest::new(&settings, lake)?;
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let runs = ingest.start(&[], Assignment::All, false, cancel.clone()).await?;
-    let status = ingest.status().get("orders").ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let runs = ingest
+        .start(&[], Assignment::All, false, cancel.clone())
+        .await?;
+    let status = ingest
+        .status()
+        .get("orders")
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
     let mut peak = rss_before;
     let done_at = loop {
         peak = peak.max(rss_mib());
-        let done = status.messages.load(Ordering::Relaxed) + status.dead_letters.load(Ordering::Relaxed);
+        let done =
+            status.messages.load(Ordering::Relaxed) + status.dead_letters.load(Ordering::Relaxed);
         if done as usize >= messages {
             break started.elapsed();
         }
@@ -227,12 +269,22 @@ async fn bench_ingest(messages: usize, latency_seconds: u64, dir: &std::path::Pa
 
 async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start(&["bench.latency".to_string()], 1)?;
-    let settings = settings(&dir.join("latency"), broker.bootstrap(), "bench.latency", 1000)?;
+    let settings = settings(
+        &dir.join("latency"),
+        broker.bootstrap(),
+        "bench.latency",
+        1000,
+    )?;
     let lake = Lake::open(&settings.lake)?;
     let ingest = Ingest::new(&settings, lake)?;
     let cancel = CancellationToken::new();
-    let runs = ingest.start(&[], Assignment::All, false, cancel.clone()).await?;
-    let status = ingest.status().get("orders").ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let runs = ingest
+        .start(&[], Assignment::All, false, cancel.clone())
+        .await?;
+    let status = ingest
+        .status()
+        .get("orders")
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
     let p = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "0")
@@ -271,7 +323,10 @@ async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
         let e = order_event(i as u64);
         sent.lock()[i] = Some(Instant::now());
         let d = p
-            .send(FutureRecord::<str, str>::to("bench.latency").payload(e.as_str()), Duration::from_secs(10))
+            .send(
+                FutureRecord::<str, str>::to("bench.latency").payload(e.as_str()),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
         if d.offset != i as i64 {
@@ -283,7 +338,11 @@ async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     for r in runs {
         r.wait().await?;
     }
-    let mut lat: Vec<f64> = seen.iter().flatten().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut lat: Vec<f64> = seen
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
     if lat.len() < total {
         anyhow::bail!("only {} of {total} messages became queryable", lat.len());
     }

@@ -89,7 +89,7 @@ pub fn load_declared(path: &Path) -> Result<SchemaRef, IngestError> {
     let schema = if value.get("fields").is_some() {
         delta_schema(&text).map_err(bad)?
     } else if value.get("properties").is_some() {
-        json_schema_object(&value, "").map_err(bad)?
+        json_schema(&text).map_err(bad)?
     } else {
         return Err(bad(
             "expected a Delta/Spark schema with \"fields\" or a JSON Schema with \"properties\""
@@ -113,16 +113,90 @@ fn delta_schema(text: &str) -> Result<Schema, String> {
     Ok(schema)
 }
 
-fn json_schema_object(v: &Value, at: &str) -> Result<Schema, String> {
-    let props = v
-        .get("properties")
-        .and_then(Value::as_object)
-        .ok_or_else(|| format!("{at}: an object needs \"properties\""))?;
-    let required: Vec<&str> = v
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+/// JSON with object keys in file order (serde_json's map sorts them), so declared columns
+/// keep the order they are written in.
+#[derive(Debug)]
+enum Json {
+    Object(Vec<(String, Json)>),
+    Array(Vec<Json>),
+    String(String),
+    Other,
+}
+
+impl Json {
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::String(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = a.next_element()? {
+                    out.push(v);
+                }
+                Ok(Json::Array(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, Json>()? {
+                    out.push((k, v));
+                }
+                Ok(Json::Object(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn json_schema(text: &str) -> Result<Schema, String> {
+    let v: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    json_schema_object(&v, "")
+}
+
+fn json_schema_object(v: &Json, at: &str) -> Result<Schema, String> {
+    let Some(Json::Object(props)) = v.get("properties") else {
+        return Err(format!("{at}: an object needs \"properties\""));
+    };
+    let required: Vec<&str> = match v.get("required") {
+        Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).collect(),
+        _ => Vec::new(),
+    };
     let mut fields = Vec::new();
     for (name, prop) in props {
         let path = if at.is_empty() {
@@ -140,11 +214,11 @@ fn json_schema_object(v: &Value, at: &str) -> Result<Schema, String> {
     Ok(Schema::new(fields))
 }
 
-fn json_schema_type(v: &Value, at: &str) -> Result<(DataType, bool), String> {
+fn json_schema_type(v: &Json, at: &str) -> Result<(DataType, bool), String> {
     let (ty, nullable) = match v.get("type") {
-        Some(Value::String(s)) => (s.as_str(), false),
-        Some(Value::Array(a)) => {
-            let types: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+        Some(Json::String(s)) => (s.as_str(), false),
+        Some(Json::Array(a)) => {
+            let types: Vec<&str> = a.iter().filter_map(Json::as_str).collect();
             let non_null: Vec<&str> = types.iter().copied().filter(|t| *t != "null").collect();
             match non_null.as_slice() {
                 [one] => (*one, types.contains(&"null")),
@@ -154,7 +228,7 @@ fn json_schema_type(v: &Value, at: &str) -> Result<(DataType, bool), String> {
         _ => return Err(format!("{at}: missing \"type\"")),
     };
     let dt = match ty {
-        "string" => match v.get("format").and_then(Value::as_str) {
+        "string" => match v.get("format").and_then(Json::as_str) {
             Some("date-time") => timestamp_type(),
             Some("date") => DataType::Date32,
             _ => DataType::Utf8,

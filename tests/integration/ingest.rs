@@ -294,3 +294,213 @@ async fn http_ingest_round_trip() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn declared_schema_types_columns_and_http_requires_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("orders.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["order_id"], "properties": {
+            "order_id": {"type": "integer"},
+            "placed_at": {"type": "string", "format": "date-time"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "sku": {"type": "string"}, "qty": {"type": "integer"}}}}}}"#,
+    )
+    .unwrap();
+    let config = format!(
+        "[[users]]\nname = \"writer\"\npassword = \"s3cret\"\n\
+         [[sources]]\nname = \"typed\"\nschema = {:?}\nraw = false\nmax_latency_ms = 100\n",
+        schema.display().to_string()
+    );
+    let server = TestServer::start(&config).await;
+    let http = server.http.expect("http");
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/v1/ingest/typed");
+    let body = "{\"order_id\": 1, \"placed_at\": \"2026-11-23T10:00:00Z\", \"items\": [{\"sku\": \"a\", \"qty\": 2}], \"extra\": true}\n\
+                {\"order_id\": 2, \"placed_at\": \"2026-11-23T11:30:00Z\"}\n\
+                {\"placed_at\": \"2026-11-23T12:00:00Z\"}\n\
+                {\"order_id\": \"three\"}\n";
+    let r = client.post(&url).body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no credentials");
+    let r = client
+        .post(&url)
+        .basic_auth("writer", Some("wrong"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "wrong password");
+    let r = client
+        .post(&url)
+        .basic_auth("writer", Some("s3cret"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let conn = format!(
+        "host={} port={} user=writer password=s3cret dbname=lake",
+        server.addr.ip(),
+        server.addr.port()
+    );
+    let c = crate::common::connect(&conn).await;
+    wait_for(
+        &c,
+        "SELECT count(*) FROM bronze.typed__dead_letters",
+        60,
+        |n| n == 2,
+    )
+    .await;
+    wait_for(&c, "SELECT count(*) FROM bronze.typed", 60, |n| n == 2).await;
+    let row = c
+        .query_one(
+            "SELECT sum(items[1]['qty'])::bigint, max(placed_at)::text, \
+             count(*) FILTER (WHERE extract(hour FROM placed_at) = 11) FROM bronze.typed",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    assert!(
+        row.get::<_, String>(1).starts_with("2026-11-23"),
+        "{}",
+        row.get::<_, String>(1)
+    );
+    assert_eq!(row.get::<_, i64>(2), 1);
+    let cols = c
+        .query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'bronze' \
+             AND table_name = 'typed' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let cols: Vec<String> = cols.iter().map(|r| r.get(0)).collect();
+    assert!(
+        !cols.contains(&"_raw".to_string()) && !cols.contains(&"extra".to_string()),
+        "{cols:?}"
+    );
+    assert_eq!(&cols[..3], &["order_id", "placed_at", "items"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_compacts_and_vacuums_without_changing_rows() {
+    let server = TestServer::start(
+        "[[sources]]\nname = \"small\"\nmax_latency_ms = 50\n\
+         [maintenance]\ninterval_secs = 0\ncompact_min_files = 3\nvacuum_retention_hours = 0\n",
+    )
+    .await;
+    let p = producer(&server.brokers);
+    for round in 0..6i64 {
+        let msgs = (0..20i64)
+            .map(|i| {
+                (
+                    0,
+                    None,
+                    Some(format!(r#"{{"id": {}}}"#, round * 20 + i).into_bytes()),
+                )
+            })
+            .collect();
+        produce(&p, "small", msgs).await;
+        let c = server.connect().await;
+        wait_for(&c, "SELECT count(*) FROM bronze.small", 60, |n| {
+            n == (round + 1) * 20
+        })
+        .await;
+    }
+    let lake = tidepool::lake::Lake::open(&tidepool::config::LakeConfig {
+        root: server.lake.path().display().to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    let settings = crate::common::settings(
+        server.lake.path(),
+        "[maintenance]\ncompact_min_files = 3\nvacuum_retention_hours = 0\n",
+    );
+    let report =
+        tidepool::ingest::maintenance::maintain(&lake, "bronze", "small", &settings.maintenance)
+            .await
+            .unwrap();
+    assert!(report.files_before >= 6, "{report:?}");
+    assert!(
+        report.files_compacted >= 6 && report.files_added == 1,
+        "{report:?}"
+    );
+    assert!(report.files_vacuumed >= 6, "{report:?}");
+    let c = server.connect().await;
+    let row = c
+        .query_one("SELECT count(*), count(DISTINCT id) FROM bronze.small", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (120, 120));
+    // Ingestion goes on after compaction.
+    produce(
+        &p,
+        "small",
+        vec![(0, None, Some(br#"{"id": 999}"#.to_vec()))],
+    )
+    .await;
+    wait_for(&c, "SELECT count(*) FROM bronze.small", 60, |n| n == 121).await;
+}
+
+/// Two servers in one consumer group on one lake: the second joins mid-stream (the first
+/// gives up half the partitions, committing what it consumed first), then the first stops
+/// (the second takes everything over from the offsets in the lake). Every message lands
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_between_two_servers_keeps_exactly_once() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let config = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\n[[sources]]\nname = \"clicks\"\nmax_latency_ms = 100\n\
+         properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n"
+    );
+    let lake = tempfile::tempdir().unwrap();
+    let lake_path = lake.path().to_path_buf();
+    let first = TestServer::start_on(lake, &config).await;
+    let p = producer(&brokers);
+    let total = 40 * 250i64;
+    let producing = tokio::spawn(async move {
+        for chunk in 0..40i64 {
+            let msgs = (chunk * 250..(chunk + 1) * 250)
+                .map(|i| {
+                    (
+                        (i % 4) as i32,
+                        None,
+                        Some(format!(r#"{{"click": {i}}}"#).into_bytes()),
+                    )
+                })
+                .collect();
+            produce(&p, "clicks", msgs).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = TestServer::start_with(
+        tempfile::tempdir().unwrap(),
+        crate::common::settings(&lake_path, &config),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _lake = first.stop().await;
+    producing.await.unwrap();
+    let c = second.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.clicks", 90, |n| n >= total).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = c
+        .query_one("SELECT count(*), count(DISTINCT click), count(DISTINCT (_partition, _offset)) FROM bronze.clicks", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (total, total, total)
+    );
+    drop(second);
+    drop(cluster);
+}
