@@ -48,6 +48,9 @@ pub struct ConsumerJob {
     pub status: Arc<SourceStatus>,
     pub group_offsets: GroupOffsets,
     pub cancel: CancellationToken,
+    /// Told once everything consumed is committed, before the consumer closes (closing
+    /// can hang while the broker is unreachable).
+    pub done: Option<oneshot::Sender<()>>,
 }
 
 /// State shared by the poll loop and the rebalance callback (both on the consumer thread).

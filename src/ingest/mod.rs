@@ -91,22 +91,36 @@ pub struct SourceRun {
     name: String,
     consumer: std::thread::JoinHandle<Result<(), IngestError>>,
     writer: tokio::task::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
+
+/// How long a stopping consumer may take to leave its group before it is left behind.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SourceRun {
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Waits for the consumer thread and the writer to finish.
+    /// Waits until the source stopped: everything consumed is committed, and the consumer
+    /// left its group (or did not within 10 s, e.g. with the broker unreachable; it is then
+    /// left behind rather than holding up shutdown).
     pub async fn wait(self) -> Result<(), IngestError> {
-        let consumer = self.consumer;
-        let result = tokio::task::spawn_blocking(move || consumer.join())
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))?
-            .map_err(|_| IngestError::Internal("consumer thread panicked".into()))?;
-        let _ = self.writer.await;
-        result
+        // Resolves when the consumer committed its last batch, or ended early.
+        let _ = self.done.await;
+        let deadline = std::time::Instant::now() + CLOSE_GRACE;
+        while !self.consumer.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Every batch is committed by now: the writer has nothing left to do.
+        self.writer.abort();
+        if !self.consumer.is_finished() {
+            tracing::warn!(source = %self.name, "the Kafka consumer did not close within 10 s (broker unreachable?); leaving it behind");
+            return Ok(());
+        }
+        self.consumer
+            .join()
+            .map_err(|_| IngestError::Internal("consumer thread panicked".into()))?
     }
 }
 
@@ -257,6 +271,7 @@ impl Ingest {
             cancel.clone(),
         );
         let writer = tokio::spawn(pipeline.run(rx));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
         let job = consumer::ConsumerJob {
             source: src.clone(),
             brokers: self.brokers.clone(),
@@ -266,6 +281,7 @@ impl Ingest {
             status,
             group_offsets,
             cancel,
+            done: Some(done_tx),
         };
         let consumer = std::thread::Builder::new()
             .name(format!("ingest-{}", src.name))
@@ -276,6 +292,7 @@ impl Ingest {
             name: src.name.clone(),
             consumer,
             writer,
+            done,
         })
     }
 }
