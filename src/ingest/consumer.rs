@@ -340,7 +340,7 @@ pub fn client_config(source: &Source, brokers: &str) -> ClientConfig {
 
 /// Runs the consumer of one source until cancelled (or caught up). Blocking: call it on
 /// its own thread.
-pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
+pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
     let shared = Arc::new(Shared {
         source: job.source.clone(),
         tx: job.tx.clone(),
@@ -450,6 +450,9 @@ pub fn run(job: ConsumerJob) -> Result<(), IngestError> {
     job.status
         .running
         .store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(done) = job.done.take() {
+        let _ = done.send(());
+    }
     Ok(())
 }
 

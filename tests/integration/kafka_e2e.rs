@@ -308,3 +308,47 @@ async fn tansu_broker_pause_then_http_ingest_with_a_new_field() {
         (100, 100, 1100)
     );
 }
+
+/// SIGTERM while the broker is frozen: the batch in flight is committed and the process
+/// exits in bounded time instead of waiting forever to leave its consumer group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_the_broker_frozen_exits() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker.brokers, "");
+    let p = producer(&broker.brokers);
+    let msgs = (0..3000i64)
+        .map(|i| ((i % 3) as i32, None, Some(order(i))))
+        .collect();
+    produce(&p, "orders", msgs).await;
+    let mut child = tidepool(&config, &["serve"])
+        .spawn()
+        .expect("tidepool starts");
+    let log = dir.path().join("lake/bronze/orders/_delta_log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits(&log) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(commits(&log) >= 2, "tidepool did not commit");
+    broker.signal("-STOP");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if stopped.elapsed() > Duration::from_secs(45) {
+            let _ = child.kill();
+            panic!("tidepool did not exit within 45 s of SIGTERM with the broker frozen");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    broker.signal("-CONT");
+}
