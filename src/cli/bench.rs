@@ -112,6 +112,30 @@ fn settings(
     Ok(Config::parse(&text, std::path::Path::new("bench.toml"))?.resolve(&Overrides::default())?)
 }
 
+/// Starts ingesting `topic` into a lake at `lake` (max latency 1 s).
+async fn start_source(
+    lake: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<(
+    Ingest,
+    Vec<crate::ingest::SourceRun>,
+    Arc<crate::ingest::SourceStatus>,
+    CancellationToken,
+)> {
+    let settings = settings(lake, brokers, topic, 1000)?;
+    let ingest = Ingest::new(&settings, Lake::open(&settings.lake)?)?;
+    let cancel = CancellationToken::new();
+    let runs = ingest
+        .start(&[], Assignment::All, false, cancel.clone())
+        .await?;
+    let status = ingest
+        .status()
+        .get("orders")
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    Ok((ingest, runs, status, cancel))
+}
+
 fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -213,23 +237,9 @@ async fn bench_ingest(
     );
     drop(events);
     let rss_before = rss_mib();
-    let settings = settings(
-        &dir.join("end_to_end"),
-        broker.bootstrap(),
-        "bench.orders",
-        1000,
-    )?;
-    let lake = Lake::open(&settings.lake)?;
-    let ingest = Ingest::new(&settings, lake)?;
-    let cancel = CancellationToken::new();
     let started = Instant::now();
-    let runs = ingest
-        .start(&[], Assignment::All, false, cancel.clone())
-        .await?;
-    let status = ingest
-        .status()
-        .get("orders")
-        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let (ingest, runs, status, cancel) =
+        start_source(&dir.join("end_to_end"), broker.bootstrap(), "bench.orders").await?;
     let mut peak = rss_before;
     let done_at = loop {
         peak = peak.max(rss_mib());
@@ -269,22 +279,8 @@ async fn bench_ingest(
 
 async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start(&["bench.latency".to_string()], 1)?;
-    let settings = settings(
-        &dir.join("latency"),
-        broker.bootstrap(),
-        "bench.latency",
-        1000,
-    )?;
-    let lake = Lake::open(&settings.lake)?;
-    let ingest = Ingest::new(&settings, lake)?;
-    let cancel = CancellationToken::new();
-    let runs = ingest
-        .start(&[], Assignment::All, false, cancel.clone())
-        .await?;
-    let status = ingest
-        .status()
-        .get("orders")
-        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let (ingest, runs, status, cancel) =
+        start_source(&dir.join("latency"), broker.bootstrap(), "bench.latency").await?;
     let p = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "0")
