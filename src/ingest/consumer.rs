@@ -391,6 +391,14 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
                 let mut st = shared.state.lock();
                 let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
                 let next = st.next_of(topic, partition);
+                if let Some(n) = next
+                    && offset > n
+                {
+                    // Retention, compaction or transaction markers; the embedded broker
+                    // keeps only 5 MiB or 100k messages per partition.
+                    tracing::warn!(source = %src.name, topic, partition, from = n, to = offset - 1,
+                        "offsets skipped: the broker no longer has them or they hold no messages");
+                }
                 if next.is_none_or(|n| offset >= n) {
                     let headers = m
                         .headers()

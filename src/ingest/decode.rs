@@ -17,6 +17,9 @@ use arrow::json::ReaderBuilder;
 use super::batch::{RawBatch, RawMessage};
 use super::schema::{self, RAW_COLUMN};
 
+/// At most this many messages are parsed to infer or widen a schema.
+const INFER_SAMPLE: usize = 1000;
+
 /// A message that could not become a bronze row.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -147,9 +150,13 @@ impl JsonDecoder {
         }
     }
 
+    /// Widens the schema with what the messages at `indices` hold. Looks at a sample: a
+    /// field the sample misses makes its messages fail strict decoding, and those are
+    /// looked at next.
     fn evolve(&mut self, batch: &RawBatch, indices: &[usize]) -> bool {
         let values = indices
             .iter()
+            .take(INFER_SAMPLE)
             .filter_map(|&i| batch.value(&batch.messages[i]));
         match schema::infer(values) {
             Some(inferred) => self.widen_to(&inferred),

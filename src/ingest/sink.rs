@@ -133,6 +133,7 @@ impl Sink {
             .with_metadata(metadata);
         let mut writer = RecordBatchWriter::for_table(table)
             .map_err(IngestError::delta)?
+            .with_writer_properties(writer_properties())
             .with_commit_properties(props);
         for batch in rows {
             if batch.num_rows() == 0 {
@@ -196,6 +197,19 @@ impl Sink {
         let _ = self.lake.refresh().await;
         Ok(())
     }
+}
+
+/// Snappy, and no dictionary for the columns that are unique per message (trying one
+/// costs hashing every value before falling back).
+fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::schema::types::ColumnPath;
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for c in ["_raw", "_offset", "_timestamp", "_ingested_at", "_key"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    b.build()
 }
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
