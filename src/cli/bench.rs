@@ -106,7 +106,7 @@ fn settings(
     let text = format!(
         "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
          [kafka]\nbrokers = \"{brokers}\"\n[maintenance]\ninterval_secs = 0\n\
-         [[sources]]\nname = \"orders\"\ntopics = [\"{topic}\"]\nmax_rows = 200000\nmax_latency_ms = {latency_ms}\n",
+         [[sources]]\nname = \"orders\"\ntopics = [\"{topic}\"]\nmax_latency_ms = {latency_ms}\n",
         lake.display().to_string()
     );
     Ok(Config::parse(&text, std::path::Path::new("bench.toml"))?.resolve(&Overrides::default())?)
@@ -173,7 +173,7 @@ async fn bench_ingest(
     let started = Instant::now();
     let mut offset = 0i64;
     let (mut decoding, mut committing) = (Duration::ZERO, Duration::ZERO);
-    for chunk in events.chunks(200_000) {
+    for chunk in events.chunks(100_000) {
         let mut batch = RawBatch::default();
         for e in chunk {
             batch.push(
@@ -206,7 +206,7 @@ async fn bench_ingest(
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "  decode+write (no broker, 1 partition, 200k-row commits): {:.0} msg/s ({secs:.2} s: decode {:.2} s, parquet+commit {:.2} s)",
+        "  decode+write (no broker, 1 partition, 100k-row commits): {:.0} msg/s ({secs:.2} s: decode {:.2} s, parquet+commit {:.2} s)",
         messages as f64 / secs,
         decoding.as_secs_f64(),
         committing.as_secs_f64()

@@ -17,6 +17,9 @@ use arrow::json::ReaderBuilder;
 use super::batch::{RawBatch, RawMessage};
 use super::schema::{self, RAW_COLUMN};
 
+/// Messages decoded into one Arrow batch.
+const DECODE_CHUNK: usize = 8192;
+
 /// At most this many messages are parsed to infer or widen a schema.
 const INFER_SAMPLE: usize = 1000;
 
@@ -125,7 +128,11 @@ impl JsonDecoder {
             let mut chunks = Vec::new();
             let mut bad = Vec::new();
             if !candidates.is_empty() {
-                self.bisect(batch, &candidates, &mut chunks, &mut bad);
+                // Cache-sized pieces: one huge decode costs more in memory traffic than
+                // in parsing.
+                for piece in candidates.chunks(DECODE_CHUNK) {
+                    self.bisect(batch, piece, &mut chunks, &mut bad);
+                }
             }
             if !self.declared && !bad.is_empty() && attempts < 3 {
                 let failing: Vec<usize> = bad.iter().map(|d: &DeadLetter| d.index).collect();

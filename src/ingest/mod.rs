@@ -259,7 +259,7 @@ impl Ingest {
             .get(&src.name)
             .ok_or_else(|| IngestError::UnknownSource(src.name.clone()))?;
         let group_offsets = pipeline::GroupOffsets::default();
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(1);
         let pipeline = pipeline::Pipeline::new(
             &src.name,
             self.prefix(&src.name),
