@@ -17,6 +17,9 @@ use arrow::json::ReaderBuilder;
 use super::batch::{RawBatch, RawMessage};
 use super::schema::{self, RAW_COLUMN};
 
+/// Decoded rows with their message indices, and the messages that failed.
+type Decodedpiece = (Vec<(RecordBatch, Vec<usize>)>, Vec<DeadLetter>);
+
 /// Messages decoded into one Arrow batch.
 const DECODE_CHUNK: usize = 8192;
 
@@ -128,10 +131,57 @@ impl JsonDecoder {
             let mut chunks = Vec::new();
             let mut bad = Vec::new();
             if !candidates.is_empty() {
-                // Cache-sized pieces: one huge decode costs more in memory traffic than
-                // in parsing.
-                for piece in candidates.chunks(DECODE_CHUNK) {
-                    self.bisect(batch, piece, &mut chunks, &mut bad);
+                // Cache-sized pieces (one huge decode costs more in memory traffic than
+                // in parsing), decoded on every core; results keep message order.
+                let pieces: Vec<&[usize]> = candidates.chunks(DECODE_CHUNK).collect();
+                let workers = std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(pieces.len());
+                let this = &*self;
+                let results: Vec<Decodedpiece> = if workers <= 1 {
+                    pieces.iter().map(|p| this.decode_piece(batch, p)).collect()
+                } else {
+                    let per = pieces.len().div_ceil(workers);
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = pieces
+                            .chunks(per)
+                            .map(|group| {
+                                let h = scope.spawn(move || {
+                                    group
+                                        .iter()
+                                        .map(|p| this.decode_piece(batch, p))
+                                        .collect::<Vec<_>>()
+                                });
+                                (group, h)
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .flat_map(|(group, h)| {
+                                // A decoder fault must not lose messages: they become
+                                // dead letters.
+                                h.join().unwrap_or_else(|_| {
+                                    group
+                                        .iter()
+                                        .map(|p| {
+                                            let dead = p
+                                                .iter()
+                                                .map(|&index| DeadLetter {
+                                                    index,
+                                                    reason: "internal decoder failure".into(),
+                                                })
+                                                .collect();
+                                            (Vec::new(), dead)
+                                        })
+                                        .collect()
+                                })
+                            })
+                            .collect()
+                    })
+                };
+                for (c, b) in results {
+                    chunks.extend(c);
+                    bad.extend(b);
                 }
             }
             if !self.declared && !bad.is_empty() && attempts < 3 {
@@ -169,6 +219,13 @@ impl JsonDecoder {
             Some(inferred) => self.widen_to(&inferred),
             None => false,
         }
+    }
+
+    fn decode_piece(&self, batch: &RawBatch, piece: &[usize]) -> Decodedpiece {
+        let mut chunks = Vec::new();
+        let mut bad = Vec::new();
+        self.bisect(batch, piece, &mut chunks, &mut bad);
+        (chunks, bad)
     }
 
     fn bisect(
@@ -464,6 +521,41 @@ mod tests {
             &DataType::Int64
         );
         assert!(schema.field_with_name("_raw").is_ok());
+    }
+
+    #[test]
+    fn large_batches_decode_in_parallel_pieces_in_order() {
+        let values: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| {
+                if i % 1000 == 7 {
+                    b"{broken".to_vec()
+                } else {
+                    format!(r#"{{"id": {i}, "tags": ["a", "b"]}}"#).into_bytes()
+                }
+            })
+            .collect();
+        let refs: Vec<Option<&[u8]>> = values.iter().map(|v| Some(v.as_slice())).collect();
+        let b = batch(&refs);
+        let mut d = JsonDecoder::new(Arc::new(Schema::empty()), false, true, 1 << 20);
+        let out = d.decode(&b, &all(&b), 0);
+        assert_eq!(out.dead.len(), 20);
+        assert!(out.dead.iter().all(|x| x.index % 1000 == 7));
+        let offsets: Vec<i64> = out
+            .rows
+            .iter()
+            .flat_map(|r| {
+                r.column_by_name("_offset")
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(offsets.len(), 19_980);
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "rows keep message order"
+        );
     }
 
     #[test]
