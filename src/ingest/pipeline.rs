@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
-use super::batch::RawBatch;
+use super::batch::{RawBatch, RawMessage};
 use super::decode::{DeadLetter, JsonDecoder, dead_letter_batch};
 use super::sink::{Sink, app_id};
 use super::status::SourceStatus;
@@ -160,12 +160,9 @@ impl Pipeline {
     }
 
     async fn commit_batch(&mut self, batch: Arc<RawBatch>) -> Result<(), IngestError> {
+        let new_in_bronze = not_yet_in(&batch, &self.committed);
         let live: Vec<usize> = (0..batch.len())
-            .filter(|&i| {
-                let m = &batch.messages[i];
-                let tp = (batch.topic(m).to_string(), m.partition);
-                self.committed.get(&tp).is_none_or(|c| m.offset > *c)
-            })
+            .filter(|&i| new_in_bronze(&batch.messages[i]))
             .collect();
         if live.is_empty() {
             return Ok(());
@@ -190,14 +187,11 @@ impl Pipeline {
         }
 
         // Dead letters first: once the bronze offsets move past them they are never read again.
+        let new_in_dead = not_yet_in(&batch, &self.dead_committed);
         let dead: Vec<DeadLetter> = decoded
             .dead
             .iter()
-            .filter(|d| {
-                let m = &batch.messages[d.index];
-                let tp = (batch.topic(m).to_string(), m.partition);
-                self.dead_committed.get(&tp).is_none_or(|c| m.offset > *c)
-            })
+            .filter(|d| new_in_dead(&batch.messages[d.index]))
             .cloned()
             .collect();
         if !dead.is_empty() {
@@ -225,22 +219,27 @@ impl Pipeline {
             .commit(&schema, decoded.rows, &offsets, meta)
             .await?;
 
-        let mut stats: BTreeMap<TopicPartition, (i64, u64, u64)> = BTreeMap::new();
+        // Per (topic index, partition): last offset, rows, dead letters.
+        let mut counts: BTreeMap<(usize, i32), (i64, u64, u64)> = BTreeMap::new();
         for &i in &live {
             let m = &batch.messages[i];
-            let e = stats
-                .entry((batch.topic(m).to_string(), m.partition))
+            let e = counts
+                .entry((m.topic, m.partition))
                 .or_insert((m.offset, 0, 0));
             e.0 = e.0.max(m.offset);
             e.1 += 1;
         }
         for d in &decoded.dead {
             let m = &batch.messages[d.index];
-            if let Some(e) = stats.get_mut(&(batch.topic(m).to_string(), m.partition)) {
+            if let Some(e) = counts.get_mut(&(m.topic, m.partition)) {
                 e.1 -= 1;
                 e.2 += 1;
             }
         }
+        let stats: BTreeMap<TopicPartition, (i64, u64, u64)> = counts
+            .into_iter()
+            .map(|((t, p), v)| ((batch.topics[t].to_string(), p), v))
+            .collect();
         let bytes: usize = live
             .iter()
             .filter_map(|&i| batch.messages[i].value.as_ref().map(|r| r.len()))
@@ -271,5 +270,26 @@ impl Pipeline {
             .map(|((t, p), v)| ((t.to_string(), p), v))
             .collect();
         (ids, per_tp)
+    }
+}
+
+/// A test for "offset above what `committed` holds for its partition", resolved once per
+/// batch so the per-message check allocates nothing.
+fn not_yet_in<'a>(
+    batch: &RawBatch,
+    committed: &HashMap<TopicPartition, i64>,
+) -> impl Fn(&RawMessage) -> bool + 'a {
+    let known: Vec<(usize, i32, i64)> = committed
+        .iter()
+        .filter_map(|((t, p), c)| {
+            let topic = batch.topics.iter().position(|x| &**x == t)?;
+            Some((topic, *p, *c))
+        })
+        .collect();
+    move |m: &RawMessage| {
+        known
+            .iter()
+            .find(|(t, p, _)| *t == m.topic && *p == m.partition)
+            .is_none_or(|(_, _, c)| m.offset > *c)
     }
 }

@@ -167,3 +167,19 @@ pub async fn wait_for(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A self-signed certificate for `localhost` written into `dir`, and the `[tls]` config
+/// text that uses it.
+pub fn self_signed_tls(dir: &std::path::Path) -> (rcgen::CertifiedKey<rcgen::KeyPair>, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let toml = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    );
+    (cert, toml)
+}

@@ -512,17 +512,8 @@ async fn http_over_tls_and_never_plaintext() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls::pki_types::ServerName;
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start(&format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        cert_path.display().to_string(),
-        key_path.display().to_string()
-    ))
-    .await;
+    let (cert, tls_toml) = crate::common::self_signed_tls(dir.path());
+    let server = TestServer::start(&tls_toml).await;
     let http = server.http.expect("http");
 
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();

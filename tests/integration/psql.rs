@@ -116,17 +116,8 @@ async fn psql_describe_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start(&format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        cert_path.display().to_string(),
-        key_path.display().to_string()
-    ))
-    .await;
+    let (_cert, tls_toml) = crate::common::self_signed_tls(dir.path());
+    let server = TestServer::start(&tls_toml).await;
     let addr = server.addr;
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("psql")
