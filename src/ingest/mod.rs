@@ -75,6 +75,8 @@ pub struct Ingest {
     epoch: Option<String>,
     maintenance: Maintenance,
     status: Arc<IngestStatus>,
+    /// Declared schemas by source, read and checked once at start.
+    declared: std::collections::HashMap<String, arrow::datatypes::SchemaRef>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -128,9 +130,10 @@ impl Ingest {
     /// Prepares ingestion: starts the embedded broker when no brokers are configured and
     /// there are sources, validates declared schemas.
     pub fn new(settings: &Settings, lake: Arc<Lake>) -> Result<Ingest, IngestError> {
+        let mut declared = std::collections::HashMap::new();
         for s in &settings.sources {
             if let Some(p) = &s.schema {
-                schema::load_declared(p)?;
+                declared.insert(s.name.clone(), schema::load_declared(p)?);
             }
         }
         let (brokers, embedded, epoch) = match &settings.brokers {
@@ -161,6 +164,7 @@ impl Ingest {
             maintenance: settings.maintenance.clone(),
             status,
             producer,
+            declared,
         })
     }
 
@@ -234,11 +238,7 @@ impl Ingest {
         until_caught_up: bool,
         cancel: CancellationToken,
     ) -> Result<SourceRun, IngestError> {
-        let declared = src
-            .schema
-            .as_deref()
-            .map(schema::load_declared)
-            .transpose()?;
+        let declared = self.declared.get(&src.name).cloned();
         let mut decoder = decode::JsonDecoder::new(
             declared
                 .clone()
