@@ -39,6 +39,25 @@ pub enum BenchWhat {
         /// Folder for the benchmark lakes [default: a temporary folder]
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+        /// Producer compression of the pre-produced backlog (none, lz4, zstd, ...)
+        #[arg(long, default_value = "none")]
+        compression: String,
+        /// Rows per commit of the ingest source (`max_rows`)
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: usize,
+        /// librdkafka consumer property for the ingest source, `key=value` (repeatable)
+        #[arg(long = "consumer-property")]
+        properties: Vec<String>,
+    },
+    /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
+    #[command(hide = true)]
+    Broker {
+        #[arg(long)]
+        messages: usize,
+        #[arg(long)]
+        partitions: i32,
+        #[arg(long)]
+        compression: String,
     },
 }
 
@@ -48,11 +67,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             messages,
             latency_seconds,
             dir,
+            compression,
+            properties,
+            max_rows,
         } => {
+            MAX_ROWS.set(max_rows).ok();
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            bench_ingest(messages, latency_seconds, &dir).await?;
+            let props = properties
+                .iter()
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                    None => Err(anyhow::anyhow!(
+                        "--consumer-property wants key=value, not {p:?}"
+                    )),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            PROPS.set(props).ok();
+            bench_ingest(messages, latency_seconds, &dir, &compression).await?;
         }
+        BenchWhat::Broker {
+            messages,
+            partitions,
+            compression,
+        } => broker_process(messages, partitions, &compression).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -86,8 +124,17 @@ pub fn order_event(i: u64) -> String {
     )
 }
 
+/// `--max-rows`, for every source the benchmark starts.
+static MAX_ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// `--consumer-property` values, for every source the benchmark starts.
+static PROPS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("/proc/self/status")
+}
+
+fn rss_of(status: &str) -> f64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -106,8 +153,17 @@ fn settings(
     let text = format!(
         "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
          [kafka]\nbrokers = \"{brokers}\"\n[maintenance]\ninterval_secs = 0\n\
-         [[sources]]\nname = \"orders\"\ntopics = [\"{topic}\"]\nmax_latency_ms = {latency_ms}\n",
-        lake.display().to_string()
+         [[sources]]\nname = \"orders\"\ntopics = [\"{topic}\"]\nmax_latency_ms = {latency_ms}\nmax_rows = {}\n\
+         [sources.properties]\n{}",
+        lake.display().to_string(),
+        MAX_ROWS.get().copied().unwrap_or(100_000),
+        PROPS
+            .get()
+            .map(|p| p
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+                .collect::<String>())
+            .unwrap_or_default()
     );
     Ok(Config::parse(&text, std::path::Path::new("bench.toml"))?.resolve(&Overrides::default())?)
 }
@@ -136,29 +192,105 @@ async fn start_source(
     Ok((ingest, runs, status, cancel))
 }
 
-fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn producer_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "60000")
-        .create()?)
+        .set("message.timeout.ms", "60000");
+    c
 }
 
 async fn bench_ingest(
     messages: usize,
     latency_seconds: u64,
     dir: &std::path::Path,
+    compression: &str,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("tidepool bench ingest: {messages} order events, {cores} cores");
-    let events: Vec<String> = (0..messages as u64).map(order_event).collect();
-    let avg = events.iter().map(String::len).sum::<usize>() as f64 / messages.max(1) as f64;
+    let avg = (0..1000u64).map(|i| order_event(i).len()).sum::<usize>() as f64 / 1000.0;
     println!("  average event size: {avg:.0} bytes");
 
-    // 1. Decode + write alone: batches as the consumer builds them, no broker.
+    // The backlog waits in a broker process of its own, so this process's memory is
+    // ingestion's alone. The embedded broker keeps at most 5 MiB or 100k messages per
+    // partition: spread the backlog so all of it is still there when ingestion starts.
+    let partitions = (messages * 400 / (4 << 20)).max(3) as i32;
+    let broker = BrokerChild::spawn(messages, partitions, compression).await?;
+    println!(
+        "  pre-produced to an embedded broker ({partitions} partitions, compression {compression}) in {:.2} s; broker process RSS {:.0} MiB",
+        broker.produce_secs,
+        broker.rss_mib()
+    );
+
+    // 1. End to end into committed Delta, first: this process has allocated nothing yet.
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let (ingest, runs, status, cancel) =
+        start_source(&dir.join("end_to_end"), &broker.bootstrap, "bench.orders").await?;
+    let (mut peak, mut broker_peak) = (rss_before, 0f64);
+    let mut samples = 0u64;
+    let done_at = loop {
+        peak = peak.max(rss_mib());
+        if samples.is_multiple_of(10) {
+            broker_peak = broker_peak.max(broker.rss_mib());
+        }
+        samples += 1;
+        let done =
+            status.messages.load(Ordering::Relaxed) + status.dead_letters.load(Ordering::Relaxed);
+        if done as usize >= messages {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("ingestion did not finish in 600 s ({done} of {messages})");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    cancel.cancel();
+    for r in runs {
+        r.wait().await?;
+    }
+    let secs = done_at.as_secs_f64();
+    println!(
+        "  end to end (into committed Delta, max_rows {}): {:.0} msg/s ({secs:.2} s, {} commits)",
+        MAX_ROWS.get().copied().unwrap_or(100_000),
+        messages as f64 / secs,
+        status.commits.load(Ordering::Relaxed)
+    );
+    println!(
+        "  RSS of the ingesting process: {rss_before:.0} MiB before, peak {peak:.0} MiB while ingesting the backlog (broker process: peak {broker_peak:.0} MiB)"
+    );
+    drop(ingest);
+
+    // 2. The floor: what reading the backlog costs with no decoding or writing.
+    let floor_settings = settings(&dir.join("floor"), &broker.bootstrap, "bench.orders", 1000)?;
+    let source = floor_settings.sources[0].clone();
+    let bootstrap = broker.bootstrap.clone();
+    let secs = tokio::task::spawn_blocking(move || {
+        consume_only(&source, &bootstrap, partitions, messages)
+    })
+    .await??;
+    println!(
+        "  consume only (librdkafka poll + copy into a batch, no decode/write): {:.0} msg/s ({secs:.2} s)",
+        messages as f64 / secs
+    );
+
+    drop(broker);
+
+    // 3. Decode + write alone: batches as the consumer builds them, no broker.
+    decode_write(messages, dir).await?;
+
+    // 4. Latency at a steady 1,000 msg/s with max latency 1 s.
+    if latency_seconds > 0 {
+        latency(dir, latency_seconds).await?;
+    }
+    Ok(())
+}
+
+async fn decode_write(messages: usize, dir: &std::path::Path) -> anyhow::Result<()> {
+    let events: Vec<String> = (0..messages as u64).map(order_event).collect();
     let lake = Lake::open(&crate::config::LakeConfig {
         root: dir.join("decode_write").display().to_string(),
         ..Default::default()
@@ -211,18 +343,116 @@ async fn bench_ingest(
         decoding.as_secs_f64(),
         committing.as_secs_f64()
     );
+    Ok(())
+}
 
-    // 2. End to end: pre-produced to the embedded broker, consumed into committed Delta.
-    // The embedded broker keeps at most 5 MiB or 100k messages per partition: spread the
-    // backlog so all of it is still there when ingestion starts.
-    let partitions = (messages * 400 / (4 << 20)).max(3) as i32;
-    let broker = EmbeddedBroker::start(&["bench.orders".to_string()], partitions)?;
-    let p = producer(broker.bootstrap())?;
+/// Reads every message of `bench.orders` as the ingest consumer does, and nothing more.
+fn consume_only(
+    source: &crate::config::Source,
+    brokers: &str,
+    partitions: i32,
+    messages: usize,
+) -> anyhow::Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer =
+        crate::ingest::consumer::client_config(source, brokers).create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset("bench.orders", p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
     let started = Instant::now();
-    {
-        let keys: Vec<String> = (0..messages).map(|i| i.to_string()).collect();
-        let mut pending = Vec::with_capacity(10_000);
-        for (e, key) in events.iter().zip(&keys) {
+    let mut batch = RawBatch::default();
+    let mut seen = 0usize;
+    while seen < messages {
+        if started.elapsed() > Duration::from_secs(300) {
+            anyhow::bail!("consumed only {seen} of {messages} in 300 s");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                use rdkafka::Message;
+                batch.push(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.timestamp().to_millis(),
+                    m.key(),
+                    m.payload(),
+                    vec![],
+                );
+                seen += 1;
+                if batch.len() == 100_000 {
+                    batch = RawBatch::default();
+                }
+            }
+            Some(Err(e)) => anyhow::bail!("consume failed: {e}"),
+            None => {}
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The broker process of the benchmark.
+struct BrokerChild {
+    child: tokio::process::Child,
+    bootstrap: String,
+    produce_secs: f64,
+}
+
+impl BrokerChild {
+    async fn spawn(messages: usize, partitions: i32, compression: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "broker", "--messages", &messages.to_string()])
+            .args(["--partitions", &partitions.to_string()])
+            .args(["--compression", compression])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        while let Some(line) = lines.next_line().await? {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("ready") {
+                let bootstrap = words.next().unwrap_or_default().to_string();
+                let produce_secs = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
+                return Ok(BrokerChild {
+                    child,
+                    bootstrap,
+                    produce_secs,
+                });
+            }
+        }
+        anyhow::bail!("the benchmark broker process stopped before it was ready")
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.child
+            .id()
+            .map_or(0.0, |pid| rss_of(&format!("/proc/{pid}/status")))
+    }
+}
+
+/// Starts an embedded broker, pre-produces the backlog, says `ready <bootstrap> <secs>` on
+/// stdout and runs until stdin closes (the benchmark ended or died).
+async fn broker_process(messages: usize, partitions: i32, compression: &str) -> anyhow::Result<()> {
+    let broker = EmbeddedBroker::start(&["bench.orders".to_string()], partitions)?;
+    let p: FutureProducer = producer_config(broker.bootstrap())
+        .set("compression.type", compression)
+        .create()?;
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < messages {
+        let n = (messages - sent).min(200_000);
+        let chunk: Vec<(String, String)> = (sent..sent + n)
+            .map(|i| (i.to_string(), order_event(i as u64)))
+            .collect();
+        let mut pending = Vec::with_capacity(n);
+        for (key, e) in &chunk {
             pending.push(
                 p.send(
                     FutureRecord::to("bench.orders")
@@ -231,59 +461,29 @@ async fn bench_ingest(
                     Duration::from_secs(60),
                 ),
             );
-            if pending.len() == 10_000 {
-                for r in futures::future::join_all(pending.drain(..)).await {
-                    r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
-                }
-            }
         }
         for r in futures::future::join_all(pending.drain(..)).await {
             r.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
         }
+        sent += n;
     }
-    println!(
-        "  pre-produced to the embedded broker in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
-    drop(events);
-    let rss_before = rss_mib();
-    let started = Instant::now();
-    let (ingest, runs, status, cancel) =
-        start_source(&dir.join("end_to_end"), broker.bootstrap(), "bench.orders").await?;
-    let mut peak = rss_before;
-    let done_at = loop {
-        peak = peak.max(rss_mib());
-        let done =
-            status.messages.load(Ordering::Relaxed) + status.dead_letters.load(Ordering::Relaxed);
-        if done as usize >= messages {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("ingestion did not finish in 600 s ({done} of {messages})");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    cancel.cancel();
-    for r in runs {
-        r.wait().await?;
+    drop(p);
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "ready {} {:.2}",
+            broker.bootstrap(),
+            started.elapsed().as_secs_f64()
+        )?;
+        out.flush()?;
     }
-    let secs = done_at.as_secs_f64();
-    println!(
-        "  end to end (embedded broker, {partitions} partitions, into committed Delta): {:.0} msg/s ({secs:.2} s, {} commits)",
-        messages as f64 / secs,
-        status.commits.load(Ordering::Relaxed)
-    );
-    println!(
-        "  RSS: {rss_before:.0} MiB with the backlog waiting in the in-process broker, peak {peak:.0} MiB while ingesting (+{:.0} MiB)",
-        peak - rss_before
-    );
-    drop(ingest);
-    drop(broker);
-
-    // 3. Latency at a steady 1,000 msg/s with max latency 1 s.
-    if latency_seconds > 0 {
-        latency(dir, latency_seconds).await?;
-    }
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await?;
     Ok(())
 }
 
@@ -360,6 +560,7 @@ async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
         pct(0.99),
         lat[lat.len() - 1]
     );
+    drop(p);
     drop(ingest);
     drop(broker);
     Ok(())

@@ -28,6 +28,15 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
+    /// An empty batch with room for `messages` messages holding `bytes` bytes.
+    pub fn with_capacity(messages: usize, bytes: usize) -> RawBatch {
+        RawBatch {
+            topics: Vec::new(),
+            data: Vec::with_capacity(bytes),
+            messages: Vec::with_capacity(messages),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.messages.len()
     }

@@ -222,7 +222,10 @@ impl Shared {
         let batch = {
             let mut st = self.state.lock();
             st.first_at = None;
-            std::mem::take(&mut st.buf)
+            // The next batch is likely the size of this one: room for it up front spares
+            // the copies of a growing buffer.
+            let next = RawBatch::with_capacity(st.buf.len(), st.buf.bytes());
+            std::mem::replace(&mut st.buf, next)
         };
         if !batch.is_empty() {
             let _ = self.tx.blocking_send(Command::Batch(batch));
@@ -275,6 +278,8 @@ impl Shared {
             }
         };
         let mut st = self.state.lock();
+        let (mut resumed, mut fresh) = (0usize, 0usize);
+        let count = parts.len();
         for (topic, partition) in parts {
             let offset = match stored.get(&(topic.clone(), partition)) {
                 Some(&last) => {
@@ -308,8 +313,15 @@ impl Shared {
             if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
                 tracing::warn!(source = %self.source.name, error = %e, "cannot set start offset");
             }
-            tracing::info!(source = %self.source.name, topic, partition, start = ?offset, "partition assigned");
+            if matches!(offset, Offset::Offset(_)) {
+                resumed += 1;
+            } else {
+                fresh += 1;
+            }
+            tracing::debug!(source = %self.source.name, topic, partition, start = ?offset, "partition assigned");
         }
+        tracing::info!(source = %self.source.name, partitions = count, resumed_from_lake = resumed,
+            from_start_setting = fresh, "partitions assigned");
     }
 }
 
@@ -329,6 +341,9 @@ pub fn client_config(source: &Source, brokers: &str) -> ClientConfig {
             },
         )
         .set("queued.max.messages.kbytes", "32768")
+        // librdkafka 2.x waits 1 s by default before fetching again once the prefetch
+        // queue was full: on a backlog that idles the consumer more than half the time.
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.wait.max.ms", "100")
         .set("statistics.interval.ms", "2000")
         .set("reconnect.backoff.max.ms", "5000");

@@ -134,50 +134,29 @@ impl JsonDecoder {
                 // Cache-sized pieces (one huge decode costs more in memory traffic than
                 // in parsing), decoded on every core; results keep message order.
                 let pieces: Vec<&[usize]> = candidates.chunks(DECODE_CHUNK).collect();
-                let workers = std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .min(pieces.len());
                 let this = &*self;
-                let results: Vec<Decodedpiece> = if workers <= 1 {
-                    pieces.iter().map(|p| this.decode_piece(batch, p)).collect()
-                } else {
-                    let per = pieces.len().div_ceil(workers);
-                    std::thread::scope(|scope| {
-                        let handles: Vec<_> = pieces
-                            .chunks(per)
-                            .map(|group| {
-                                let h = scope.spawn(move || {
-                                    group
-                                        .iter()
-                                        .map(|p| this.decode_piece(batch, p))
-                                        .collect::<Vec<_>>()
-                                });
-                                (group, h)
+                let one = |p: &&[usize]| -> Decodedpiece {
+                    // A decoder fault must not lose messages: they become dead letters.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        this.decode_piece(batch, p)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let dead = p
+                            .iter()
+                            .map(|&index| DeadLetter {
+                                index,
+                                reason: "internal decoder failure".into(),
                             })
                             .collect();
-                        handles
-                            .into_iter()
-                            .flat_map(|(group, h)| {
-                                // A decoder fault must not lose messages: they become
-                                // dead letters.
-                                h.join().unwrap_or_else(|_| {
-                                    group
-                                        .iter()
-                                        .map(|p| {
-                                            let dead = p
-                                                .iter()
-                                                .map(|&index| DeadLetter {
-                                                    index,
-                                                    reason: "internal decoder failure".into(),
-                                                })
-                                                .collect();
-                                            (Vec::new(), dead)
-                                        })
-                                        .collect()
-                                })
-                            })
-                            .collect()
+                        (Vec::new(), dead)
                     })
+                };
+                let results: Vec<Decodedpiece> = match decode_pool() {
+                    Some(pool) if pieces.len() > 1 => {
+                        use rayon::prelude::*;
+                        pool.install(|| pieces.par_iter().map(one).collect())
+                    }
+                    _ => pieces.iter().map(one).collect(),
                 };
                 for (c, b) in results {
                     chunks.extend(c);
@@ -308,6 +287,20 @@ impl JsonDecoder {
             &RecordBatchOptions::new().with_row_count(Some(idx.len())),
         )
     }
+}
+
+/// The threads that decode the pieces of a batch, one per core. They live as long as the
+/// process: threads started per batch would each leave their allocator heap behind.
+fn decode_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("tidepool-decode-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 fn precheck(batch: &RawBatch, m: &RawMessage, max: usize) -> Result<(), String> {
