@@ -319,6 +319,7 @@ async fn decode_write(messages: usize, dir: &std::path::Path) -> anyhow::Result<
             );
             offset += 1;
         }
+        batch.freeze();
         let idx: Vec<usize> = (0..batch.len()).collect();
         let now = chrono::Utc::now().timestamp_micros();
         let t = Instant::now();

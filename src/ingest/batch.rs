@@ -1,10 +1,14 @@
-//! A batch of raw Kafka messages as the consumer collected them: payloads copied into one
-//! buffer (each value followed by a newline, ready for the JSON decoder), plus the Kafka
-//! metadata of every message. Nothing here parses JSON.
+//! A batch of raw Kafka messages as the consumer collected them: values copied back to
+//! back into one buffer, keys into another, plus the Kafka metadata of every message.
+//! Once complete, a batch is frozen: the value buffer becomes an Arrow buffer that the
+//! `_raw` column shares instead of copying. Nothing here parses JSON.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
+
+use arrow::array::StringArray;
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 
 /// One message of a [`RawBatch`].
 #[derive(Debug, Clone)]
@@ -14,7 +18,7 @@ pub struct RawMessage {
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
     pub key: Option<Range<usize>>,
-    /// The value without its trailing newline; `None` for a tombstone.
+    /// The value's bytes; `None` for a tombstone.
     pub value: Option<Range<usize>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -23,7 +27,10 @@ pub struct RawMessage {
 #[derive(Debug, Default)]
 pub struct RawBatch {
     pub topics: Vec<Arc<str>>,
-    pub data: Vec<u8>,
+    values: Vec<u8>,
+    /// `values` once the batch is frozen.
+    frozen: Option<Buffer>,
+    keys: Vec<u8>,
     pub messages: Vec<RawMessage>,
 }
 
@@ -32,7 +39,9 @@ impl RawBatch {
     pub fn with_capacity(messages: usize, bytes: usize) -> RawBatch {
         RawBatch {
             topics: Vec::new(),
-            data: Vec::with_capacity(bytes),
+            values: Vec::with_capacity(bytes),
+            frozen: None,
+            keys: Vec::new(),
             messages: Vec::with_capacity(messages),
         }
     }
@@ -47,7 +56,44 @@ impl RawBatch {
 
     /// Bytes of keys and values held.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.values().len() + self.keys.len()
+    }
+
+    fn values(&self) -> &[u8] {
+        match &self.frozen {
+            Some(b) => b.as_slice(),
+            None => &self.values,
+        }
+    }
+
+    /// Ends the batch: its values move into an Arrow buffer columns can share.
+    pub fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.frozen = Some(Buffer::from_vec(std::mem::take(&mut self.values)));
+        }
+    }
+
+    /// The values of the messages at `indices` as a string array sharing this batch's
+    /// buffer, when the batch is frozen and they lie back to back with none missing.
+    pub fn shared_values(&self, indices: &[usize]) -> Option<StringArray> {
+        let buffer = self.frozen.as_ref()?;
+        let mut offsets = Vec::with_capacity(indices.len() + 1);
+        let mut end = None;
+        for &i in indices {
+            let r = self.messages[i].value.as_ref()?;
+            if end.is_some_and(|e| e != r.start) {
+                return None;
+            }
+            offsets.push(i32::try_from(r.start).ok()?);
+            end = Some(r.end);
+        }
+        let (Some(&base), Some(end)) = (offsets.first(), end) else {
+            return None;
+        };
+        offsets.push(i32::try_from(end).ok()?);
+        let offsets: Vec<i32> = offsets.into_iter().map(|o| o - base).collect();
+        let values = buffer.slice_with_length(base as usize, end - base as usize);
+        StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), values, None).ok()
     }
 
     fn topic_index(&mut self, topic: &str) -> usize {
@@ -72,18 +118,19 @@ impl RawBatch {
         value: Option<&[u8]>,
         headers: Vec<(String, Option<Vec<u8>>)>,
     ) {
+        if let Some(b) = self.frozen.take() {
+            self.values = b.as_slice().to_vec();
+        }
         let topic = self.topic_index(topic);
         let key = key.map(|k| {
-            let start = self.data.len();
-            self.data.extend_from_slice(k);
-            start..self.data.len()
+            let start = self.keys.len();
+            self.keys.extend_from_slice(k);
+            start..self.keys.len()
         });
         let value = value.map(|v| {
-            let start = self.data.len();
-            self.data.extend_from_slice(v);
-            let range = start..self.data.len();
-            self.data.push(b'\n');
-            range
+            let start = self.values.len();
+            self.values.extend_from_slice(v);
+            start..self.values.len()
         });
         self.messages.push(RawMessage {
             topic,
@@ -101,16 +148,11 @@ impl RawBatch {
     }
 
     pub fn value(&self, m: &RawMessage) -> Option<&[u8]> {
-        m.value.clone().map(|r| &self.data[r])
-    }
-
-    /// The value followed by its newline, as fed to the JSON decoder.
-    pub fn value_line(&self, m: &RawMessage) -> Option<&[u8]> {
-        m.value.clone().map(|r| &self.data[r.start..r.end + 1])
+        m.value.clone().map(|r| &self.values()[r])
     }
 
     pub fn key(&self, m: &RawMessage) -> Option<&[u8]> {
-        m.key.clone().map(|r| &self.data[r])
+        m.key.clone().map(|r| &self.keys[r])
     }
 
     /// The highest offset of each (topic, partition) among `indices`.

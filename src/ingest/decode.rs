@@ -39,6 +39,8 @@ pub struct DeadLetter {
 pub struct Decoded {
     /// Bronze rows (data and metadata columns), in table column order.
     pub rows: Vec<RecordBatch>,
+    /// For each of `rows`, the index in the [`RawBatch`] of the message of each row.
+    pub indices: Vec<Vec<usize>>,
     pub dead: Vec<DeadLetter>,
     /// True when this batch widened the table schema.
     pub schema_changed: bool,
@@ -174,7 +176,10 @@ impl JsonDecoder {
             out.dead.extend(bad);
             for (data, idx) in chunks {
                 match self.assemble(batch, &idx, data, ingested_at_us) {
-                    Ok(rows) => out.rows.push(rows),
+                    Ok(rows) => {
+                        out.rows.push(rows);
+                        out.indices.push(idx);
+                    }
                     Err(e) => out.dead.extend(idx.into_iter().map(|index| DeadLetter {
                         index,
                         reason: format!("cannot build row: {e}"),
@@ -239,7 +244,7 @@ impl JsonDecoder {
             .map_err(|e| e.to_string())?;
         for (k, &i) in indices.iter().enumerate() {
             let line = batch
-                .value_line(&batch.messages[i])
+                .value(&batch.messages[i])
                 .ok_or_else(|| "message has no value".to_string())?;
             let used = decoder.decode(line).map_err(|e| e.to_string())?;
             if used != line.len() || decoder.len() > k + 1 {
@@ -374,7 +379,14 @@ fn meta_column(name: &str, batch: &RawBatch, idx: &[usize], now_us: i64) -> Arra
         }
         "_headers" => headers_column(msgs),
         RAW_COLUMN => {
-            let mut b = StringBuilder::with_capacity(idx.len(), batch.bytes());
+            if let Some(shared) = batch.shared_values(idx) {
+                return Arc::new(shared);
+            }
+            let bytes = idx
+                .iter()
+                .filter_map(|&i| batch.messages[i].value.as_ref().map(|r| r.len()))
+                .sum();
+            let mut b = StringBuilder::with_capacity(idx.len(), bytes);
             msgs.for_each(|m| match batch.value(m) {
                 Some(v) => b.append_value(String::from_utf8_lossy(v)),
                 None => b.append_null(),

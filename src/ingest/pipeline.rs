@@ -1,12 +1,16 @@
 //! The writer side of a source: takes raw batches from the consumer thread, decodes them,
 //! commits dead letters and then bronze rows with their offsets, and answers the
 //! consumer's questions ("where do these partitions resume?", "is everything I sent
-//! committed?"). Failed commits are retried with backoff and never skipped: rows reach
-//! the lake or the offsets do not move.
+//! committed?"). Decoding and committing are two stages, so batch N+1 is decoded while
+//! batch N is written; commands keep their order through both. Failed commits are
+//! retried with backoff and never skipped: rows reach the lake or the offsets do not move.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -14,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
 use super::batch::{RawBatch, RawMessage};
-use super::decode::{DeadLetter, JsonDecoder, dead_letter_batch};
+use super::decode::{DeadLetter, Decoded, JsonDecoder, dead_letter_batch};
 use super::sink::{Sink, app_id};
 use super::status::SourceStatus;
 
@@ -77,18 +81,26 @@ impl Pipeline {
     }
 
     /// Serves commands until every sender is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Command::Batch(batch) => self.handle_batch(Arc::new(batch)).await,
-                Command::Barrier(reply) => {
+    pub async fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let Some(decoder) = self.decoder.take() else {
+            tracing::error!(source = %self.source, "pipeline started without a decoder");
+            return;
+        };
+        let (tx, mut decoded) = mpsc::channel(1);
+        let decoding = tokio::spawn(decode_stage(self.source.clone(), decoder, rx, tx));
+        while let Some(step) = decoded.recv().await {
+            match step {
+                Step::Decoded(p) => self.handle_batch(p).await,
+                Step::Command(Command::Barrier(reply)) => {
                     let _ = reply.send(());
                 }
-                Command::Offsets { partitions, reply } => {
+                Step::Command(Command::Offsets { partitions, reply }) => {
                     let _ = reply.send(self.offsets(partitions).await);
                 }
+                Step::Command(Command::Batch(_)) => {}
             }
         }
+        let _ = decoding.await;
     }
 
     async fn offsets(
@@ -121,10 +133,11 @@ impl Pipeline {
         Ok(out)
     }
 
-    async fn handle_batch(&mut self, batch: Arc<RawBatch>) {
+    async fn handle_batch(&mut self, prepared: Prepared) {
+        let batch = prepared.batch.clone();
         let mut attempt: u32 = 0;
         loop {
-            match self.commit_batch(batch.clone()).await {
+            match self.commit_batch(&prepared).await {
                 Ok(()) => {
                     if attempt > 0 {
                         tracing::info!(source = %self.source, "commit succeeded after retry");
@@ -159,45 +172,55 @@ impl Pipeline {
         }
     }
 
-    async fn commit_batch(&mut self, batch: Arc<RawBatch>) -> Result<(), IngestError> {
-        let new_in_bronze = not_yet_in(&batch, &self.committed);
+    /// Commits a decoded batch: what the tables do not hold yet (after a rebalance or a
+    /// conflict some of it may be there already).
+    async fn commit_batch(&mut self, prepared: &Prepared) -> Result<(), IngestError> {
+        let Prepared {
+            batch,
+            decoded,
+            schema,
+            now,
+        } = prepared;
+        let (batch, now) = (batch.as_ref(), *now);
+        let new_in_bronze = not_yet_in(batch, &self.committed);
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| new_in_bronze(&batch.messages[i]))
             .collect();
         if live.is_empty() {
             return Ok(());
         }
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut decoder = self
-            .decoder
-            .take()
-            .ok_or_else(|| IngestError::Internal("decoder lost".into()))?;
-        let job_batch = batch.clone();
-        let job_live = live.clone();
-        let (decoder, decoded) = tokio::task::spawn_blocking(move || {
-            let decoded = decoder.decode(&job_batch, &job_live, now);
-            (decoder, decoded)
-        })
-        .await
-        .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))?;
-        let schema = decoder.table_schema();
-        self.decoder = Some(decoder);
-        if decoded.schema_changed {
-            tracing::info!(source = %self.source, columns = schema.fields().len(), "bronze schema widened");
-        }
+        let (rows, dead_letters) = if live.len() == batch.len() {
+            (decoded.rows.clone(), decoded.dead.clone())
+        } else {
+            let keep = |i: usize| new_in_bronze(&batch.messages[i]);
+            let mut rows = Vec::new();
+            for (r, idx) in decoded.rows.iter().zip(&decoded.indices) {
+                let mask: arrow::array::BooleanArray = idx.iter().map(|&i| Some(keep(i))).collect();
+                rows.push(
+                    arrow::compute::filter_record_batch(r, &mask)
+                        .map_err(|e| IngestError::Internal(format!("cannot filter rows: {e}")))?,
+                );
+            }
+            let dead = decoded
+                .dead
+                .iter()
+                .filter(|d| keep(d.index))
+                .cloned()
+                .collect();
+            (rows, dead)
+        };
 
         // Dead letters first: once the bronze offsets move past them they are never read again.
-        let new_in_dead = not_yet_in(&batch, &self.dead_committed);
-        let dead: Vec<DeadLetter> = decoded
-            .dead
+        let new_in_dead = not_yet_in(batch, &self.dead_committed);
+        let dead: Vec<DeadLetter> = dead_letters
             .iter()
             .filter(|d| new_in_dead(&batch.messages[d.index]))
             .cloned()
             .collect();
         if !dead.is_empty() {
-            let rows = dead_letter_batch(&batch, &dead, now)?;
+            let rows = dead_letter_batch(batch, &dead, now)?;
             let idx: Vec<usize> = dead.iter().map(|d| d.index).collect();
-            let offsets = self.app_offsets(&batch, &idx);
+            let offsets = self.app_offsets(batch, &idx);
             let mut meta = serde_json::Map::new();
             meta.insert("tidepool.source".into(), self.source.clone().into());
             self.dead
@@ -208,16 +231,13 @@ impl Pipeline {
             }
         }
 
-        let (offsets, per_tp) = self.app_offsets(&batch, &live);
-        let rows = decoded.row_count();
+        let (offsets, per_tp) = self.app_offsets(batch, &live);
+        let row_count: usize = rows.iter().map(RecordBatch::num_rows).sum();
         let mut meta = serde_json::Map::new();
         meta.insert("tidepool.source".into(), self.source.clone().into());
-        meta.insert("tidepool.messages".into(), rows.into());
-        meta.insert("tidepool.dead_letters".into(), decoded.dead.len().into());
-        let version = self
-            .bronze
-            .commit(&schema, decoded.rows, &offsets, meta)
-            .await?;
+        meta.insert("tidepool.messages".into(), row_count.into());
+        meta.insert("tidepool.dead_letters".into(), dead_letters.len().into());
+        let version = self.bronze.commit(schema, rows, &offsets, meta).await?;
 
         // Per (topic index, partition): last offset, rows, dead letters.
         let mut counts: BTreeMap<(usize, i32), (i64, u64, u64)> = BTreeMap::new();
@@ -229,7 +249,7 @@ impl Pipeline {
             e.0 = e.0.max(m.offset);
             e.1 += 1;
         }
-        for d in &decoded.dead {
+        for d in &dead_letters {
             let m = &batch.messages[d.index];
             if let Some(e) = counts.get_mut(&(m.topic, m.partition)) {
                 e.1 -= 1;
@@ -250,7 +270,7 @@ impl Pipeline {
             self.committed.insert(tp.clone(), v);
             group.insert(tp, v);
         }
-        tracing::debug!(source = %self.source, version, rows, dead = decoded.dead.len(), "committed");
+        tracing::debug!(source = %self.source, version, rows = row_count, dead = dead_letters.len(), "committed");
         Ok(())
     }
 
@@ -270,6 +290,85 @@ impl Pipeline {
             .map(|((t, p), v)| ((t.to_string(), p), v))
             .collect();
         (ids, per_tp)
+    }
+}
+
+/// What the decode stage hands the commit stage.
+enum Step {
+    Decoded(Prepared),
+    Command(Command),
+}
+
+/// A batch with its decoded rows and dead letters.
+struct Prepared {
+    batch: Arc<RawBatch>,
+    decoded: Decoded,
+    /// The table schema the rows are in.
+    schema: SchemaRef,
+    /// `_ingested_at` of the rows, microseconds.
+    now: i64,
+}
+
+/// Decodes batches in arrival order and passes them, and every other command in its
+/// place, to the commit stage.
+async fn decode_stage(
+    source: String,
+    mut decoder: JsonDecoder,
+    mut rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<Step>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        // Wait for room first: at most one decoded batch waits for the committer, so
+        // memory holds two decoded batches, not a queue of them.
+        let Ok(permit) = tx.reserve().await else {
+            return;
+        };
+        let step = match cmd {
+            Command::Batch(mut batch) => {
+                batch.freeze();
+                let batch = Arc::new(batch);
+                let now = chrono::Utc::now().timestamp_micros();
+                let spare = decoder.clone();
+                let job = batch.clone();
+                let (d, decoded) = match tokio::task::spawn_blocking(move || {
+                    let all: Vec<usize> = (0..job.len()).collect();
+                    let decoded = decoder.decode(&job, &all, now);
+                    (decoder, decoded)
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    // Never lose messages to a decoder fault: they become dead letters.
+                    Err(e) => {
+                        tracing::error!(source = %source, error = %e, "decoder failed; the batch goes to dead letters");
+                        let dead = (0..batch.len())
+                            .map(|index| DeadLetter {
+                                index,
+                                reason: "internal decoder failure".into(),
+                            })
+                            .collect();
+                        let decoded = Decoded {
+                            dead,
+                            ..Decoded::default()
+                        };
+                        (spare, decoded)
+                    }
+                };
+                decoder = d;
+                let schema = decoder.table_schema();
+                if decoded.schema_changed {
+                    tracing::info!(source = %source, columns = schema.fields().len(), "bronze schema widened");
+                }
+                Step::Decoded(Prepared {
+                    batch,
+                    decoded,
+                    schema,
+                    now,
+                })
+            }
+            other => Step::Command(other),
+        };
+        permit.send(step);
     }
 }
 
