@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod ingest;
 pub mod lake;
+pub mod models;
 pub mod protocol;
 
 /// Version string of this build, shown in `version()` and the Postgres `server_version`.

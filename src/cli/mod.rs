@@ -3,6 +3,7 @@
 
 mod bench;
 mod ingest;
+mod models;
 mod serve;
 mod sql;
 
@@ -33,6 +34,12 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Consume the Kafka sources into bronze tables without serving
     Ingest(ingest::IngestArgs),
+    /// Build the selected SQL models in DAG order
+    Run(models::RunArgs),
+    /// List the selected models in DAG order
+    Ls(models::LsArgs),
+    /// Render the selected models' SQL into target/compiled/
+    Compile(models::CompileArgs),
     /// Benchmarks (build with --release)
     Bench(bench::BenchArgs),
 }
@@ -69,6 +76,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
         Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
+        Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args)),
+        Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
+        Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

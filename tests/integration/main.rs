@@ -4,6 +4,7 @@
 mod common;
 mod ingest;
 mod kafka_e2e;
+mod models;
 mod object_store;
 mod pg_protocol;
 mod psql;

@@ -1,0 +1,220 @@
+//! `tidepool run | ls | compile`: the dbt-style commands over the project's models.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Overrides, Settings};
+use crate::engine::{Engine, EngineOptions};
+use crate::lake::Lake;
+use crate::models::run::{Event, RunOptions, Status};
+use crate::models::{Project, ProjectPaths, kafka_sources, select};
+
+/// Which models a command works on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Selection {
+    /// dbt selectors: `name`, `+name`, `name+`, `2+name`, `tag:x`, `path:sql/gold`,
+    /// `config.materialized:table`; space = union, comma = intersection
+    #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// Selectors of models to leave out
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// Values for `var()`, as a JSON object: `--vars '{"since": "2026-01-01"}'`
+    #[arg(long)]
+    pub vars: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Models built at once (independent models run in parallel)
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Stop starting models after the first failure
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+    /// Rebuild incremental and streaming models from scratch
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// One line per model with materialization, tags and file
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// The project folder: where the config file is, else the current folder.
+fn project_paths(overrides: &Overrides) -> ProjectPaths {
+    let dir = overrides
+        .config
+        .as_deref()
+        .and_then(|p| p.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    ProjectPaths::in_dir(&dir)
+}
+
+fn load(settings: &Settings, overrides: &Overrides, sel: &Selection) -> anyhow::Result<Project> {
+    let vars: BTreeMap<String, serde_json::Value> = match &sel.vars {
+        None => BTreeMap::new(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("--vars must be a JSON object ({e})"))?,
+    };
+    let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
+    Ok(Project::load(
+        project_paths(overrides),
+        kafka_sources(&names),
+        vars,
+    )?)
+}
+
+pub async fn ls(overrides: &Overrides, args: LsArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, overrides, &args.selection)?;
+    let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    for i in project.graph.order(&chosen) {
+        let m = &project.models[i];
+        if args.long {
+            println!(
+                "{:<40} {:<12} {:<24} {}",
+                m.relation,
+                m.config.materialized.as_str(),
+                m.config.tags.join(","),
+                m.file.path
+            );
+        } else {
+            println!("{}", m.relation);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn compile(overrides: &Overrides, args: CompileArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, overrides, &args.selection)?;
+    let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    let out = project.paths.target.join("compiled");
+    for &i in &chosen {
+        let m = &project.models[i];
+        let path = out.join(&m.file.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, &m.compiled)?;
+    }
+    println!("compiled {} models into {}", chosen.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(overrides: &Overrides, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = Arc::new(load(&settings, overrides, &args.selection)?);
+    let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    if chosen.is_empty() {
+        println!("nothing selected");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.cancel();
+        }
+    });
+    let total = chosen.len();
+    let started = Instant::now();
+    let mut done = 0usize;
+    let options = RunOptions {
+        threads: args.threads,
+        fail_fast: args.fail_fast,
+        full_refresh: args.full_refresh,
+    };
+    println!("running {total} models with {} threads", options.threads);
+    let p = project.clone();
+    let results = crate::models::run::run(
+        project.clone(),
+        engine,
+        &chosen,
+        &options,
+        cancel,
+        |e| match e {
+            Event::Started { index } => {
+                let m = &p.models[*index];
+                println!(
+                    "  START {} {} ({})",
+                    m.config.materialized.as_str(),
+                    m.relation,
+                    m.file.path
+                );
+            }
+            Event::Finished(r) => {
+                done += 1;
+                let m = &p.models[r.index];
+                let rows = r.rows.map(|n| format!(", {n} rows")).unwrap_or_default();
+                match &r.status {
+                    Status::Success => println!(
+                        "{done:>4} of {total} OK    {} {}{rows} in {:.2}s",
+                        m.config.materialized.as_str(),
+                        m.relation,
+                        r.duration.as_secs_f64()
+                    ),
+                    Status::Error(_) => println!(
+                        "{done:>4} of {total} ERROR {} in {:.2}s",
+                        m.relation,
+                        r.duration.as_secs_f64()
+                    ),
+                    Status::Skipped(why) => {
+                        println!("{done:>4} of {total} SKIP  {} ({why})", m.relation)
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    let ok = results
+        .iter()
+        .filter(|r| r.status == Status::Success)
+        .count();
+    let errors: Vec<&String> = results
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let skipped = results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Skipped(_)))
+        .count();
+    println!(
+        "\nfinished {total} models in {:.2}s: {ok} ok, {} errors, {skipped} skipped",
+        started.elapsed().as_secs_f64(),
+        errors.len()
+    );
+    for e in &errors {
+        println!("\nERROR {e}");
+    }
+    Ok(if errors.is_empty() && skipped == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

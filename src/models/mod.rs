@@ -1,0 +1,384 @@
+//! SQL models, dbt style: a project is `sql/<schema>/<name>.sql` files (one SELECT each,
+//! table `<schema>.<name>`) plus macros. Loading a project renders every model's Jinja,
+//! learns its config, resolves `ref()`/`source()` and the tables its SQL reads, and builds
+//! the DAG; unknown references and cycles are reported here, before anything runs.
+//! [`run`] materializes selected models in DAG order.
+
+pub mod graph;
+pub mod project;
+pub mod render;
+pub mod run;
+pub mod select;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+pub use graph::Graph;
+pub use project::{ModelFile, ProjectPaths};
+pub use render::{Reference, RenderOptions, Rendered, Resolver, Templates};
+
+/// Errors of loading, selecting and running models.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Project(String),
+    #[error("{0}")]
+    Render(String),
+    #[error("{0}")]
+    Select(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How a model is materialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    View,
+    Table,
+    Incremental,
+    Streaming,
+    Ephemeral,
+}
+
+impl Materialized {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Materialized::View => "view",
+            Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
+            Materialized::Streaming => "streaming",
+            Materialized::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// A model's configuration from `config(...)`.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub materialized: Materialized,
+    pub tags: Vec<String>,
+    pub unique_key: Vec<String>,
+    pub enabled: bool,
+    /// Every `config()` argument as given, for `config.<key>:` selectors.
+    pub raw: BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelConfig {
+    /// A config value by key; `materialized` is always set.
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        if key == "materialized" {
+            return Some(serde_json::Value::String(
+                self.materialized.as_str().to_string(),
+            ));
+        }
+        self.raw.get(key).cloned()
+    }
+
+    fn from_raw(raw: BTreeMap<String, serde_json::Value>, path: &str) -> Result<Self, ModelsError> {
+        let bad = |key: &str, want: &str| {
+            ModelsError::Config(format!("{path}: config({key}=...) must be {want}"))
+        };
+        let strings = |key: &str| -> Result<Vec<String>, ModelsError> {
+            match raw.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+                Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(key, "a string or a list of strings"))
+                    })
+                    .collect(),
+                Some(_) => Err(bad(key, "a string or a list of strings")),
+            }
+        };
+        let materialized = match raw.get("materialized") {
+            None => Materialized::View,
+            Some(serde_json::Value::String(s)) => match s.to_lowercase().as_str() {
+                "view" => Materialized::View,
+                "table" => Materialized::Table,
+                "incremental" => Materialized::Incremental,
+                "streaming" => Materialized::Streaming,
+                "ephemeral" => Materialized::Ephemeral,
+                other => {
+                    return Err(ModelsError::Config(format!(
+                        "{path}: unknown materialization {other:?} (view, table, incremental, streaming, ephemeral)"
+                    )));
+                }
+            },
+            Some(_) => return Err(bad("materialized", "a string")),
+        };
+        let enabled = match raw.get("enabled") {
+            None => true,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("enabled", "true or false")),
+        };
+        if let Some(s) = raw.get("schema")
+            && !s.as_str().is_some_and(crate::lake::valid_name)
+        {
+            return Err(bad("schema", "a schema name (letters, digits, _)"));
+        }
+        Ok(ModelConfig {
+            materialized,
+            tags: strings("tags")?,
+            unique_key: strings("unique_key")?,
+            enabled,
+            raw,
+        })
+    }
+}
+
+/// A loaded model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub file: ModelFile,
+    /// Target schema: `config(schema=...)` or the folder.
+    pub schema: String,
+    pub name: String,
+    /// `schema.name`.
+    pub relation: String,
+    pub config: ModelConfig,
+    pub references: Vec<Reference>,
+    /// The SQL with references resolved and `is_incremental()` false.
+    pub compiled: String,
+    /// Tables read that are not models of the project (bronze tables, other lake tables).
+    pub reads: Vec<String>,
+}
+
+/// A loaded project: its models, the DAG, and the templates to render them again at run
+/// time (`is_incremental()` depends on the target table then).
+pub struct Project {
+    pub paths: ProjectPaths,
+    pub models: Vec<Model>,
+    pub graph: Graph,
+    pub templates: Templates,
+    pub resolver: Arc<Resolver>,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project")
+            .field("dir", &self.paths.dir)
+            .field("models", &self.models.len())
+            .finish()
+    }
+}
+
+/// `source()` groups from declared Kafka sources: `source('kafka', '<source>')` and
+/// `source('bronze', '<source>')` are `bronze.<source>`, and the dead letters
+/// `bronze.<source>__dead_letters`.
+pub fn kafka_sources(names: &[String]) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for n in names {
+        for group in ["kafka", "bronze"] {
+            out.insert((group.to_string(), n.clone()), format!("bronze.{n}"));
+            let dl = format!("{n}__dead_letters");
+            out.insert((group.to_string(), dl.clone()), format!("bronze.{dl}"));
+        }
+    }
+    out
+}
+
+impl Project {
+    /// Reads, renders and checks every model of the project in `paths`.
+    pub fn load(
+        paths: ProjectPaths,
+        sources: BTreeMap<(String, String), String>,
+        vars: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Project, ModelsError> {
+        let files = project::model_files(&paths)?;
+        let macros = project::macro_files(&paths)?;
+        let templates = Templates::new(&files, &macros, vars)?;
+
+        // 1. Configs and references, with references rendered as plain names.
+        let mut models = Vec::with_capacity(files.len());
+        let mut errors = Vec::new();
+        for f in files {
+            let opts = RenderOptions {
+                resolver: None,
+                incremental: false,
+                this: (&f.schema, &f.name),
+            };
+            let r = match templates.render(&f.path, &opts) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let config = match ModelConfig::from_raw(r.config, &f.path) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            if !config.enabled {
+                continue;
+            }
+            let schema = config
+                .raw
+                .get("schema")
+                .and_then(|s| s.as_str())
+                .map(str::to_lowercase)
+                .unwrap_or_else(|| f.schema.clone());
+            let name = f.name.clone();
+            models.push(Model {
+                relation: format!("{schema}.{name}"),
+                schema,
+                name,
+                config,
+                references: r.references,
+                compiled: String::new(),
+                reads: Vec::new(),
+                file: f,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ModelsError::Project(errors.join("\n")));
+        }
+        let mut by_relation: HashMap<String, usize> = HashMap::new();
+        let mut resolver = Resolver {
+            sources,
+            ..Resolver::default()
+        };
+        for (i, m) in models.iter().enumerate() {
+            if let Some(j) = by_relation.insert(m.relation.clone(), i) {
+                return Err(ModelsError::Project(format!(
+                    "{} and {} both build {}",
+                    models[j].file.path, m.file.path, m.relation
+                )));
+            }
+            resolver
+                .models
+                .entry(m.name.clone())
+                .or_default()
+                .push((m.file.schema.clone(), m.relation.clone()));
+        }
+        let resolver = Arc::new(resolver);
+
+        // 2. The SQL as it runs (non-incremental form), and the dependencies.
+        let mut deps = vec![Vec::new(); models.len()];
+        for (i, m) in models.iter_mut().enumerate() {
+            let unknown: Vec<String> = m
+                .references
+                .iter()
+                .filter_map(|r| resolver.resolve(r).err())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !unknown.is_empty() {
+                errors.push(format!("{}: {}", m.file.path, unknown.join("; ")));
+                continue;
+            }
+            let opts = RenderOptions {
+                resolver: Some(resolver.clone()),
+                incremental: false,
+                this: (&m.schema, &m.name),
+            };
+            match templates.render(&m.file.path, &opts) {
+                Ok(r) => m.compiled = r.sql,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            }
+            match tables_read(&m.compiled) {
+                Ok(tables) => {
+                    let mut ds = BTreeSet::new();
+                    for t in tables {
+                        match lookup(&t, &by_relation, &resolver) {
+                            Some(j) if j != i => {
+                                ds.insert(j);
+                            }
+                            Some(_) => {}
+                            None => m.reads.push(t),
+                        }
+                    }
+                    deps[i] = ds.into_iter().collect();
+                }
+                Err(e) => errors.push(format!("{}: {e}", m.file.path)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ModelsError::Project(errors.join("\n")));
+        }
+        let names: Vec<String> = models.iter().map(|m| m.relation.clone()).collect();
+        let graph = Graph::new(deps, &names)?;
+        Ok(Project {
+            paths,
+            models,
+            graph,
+            templates,
+            resolver,
+        })
+    }
+
+    /// Renders model `i` for a run: `is_incremental()` as given.
+    pub fn render_for_run(&self, i: usize, incremental: bool) -> Result<String, ModelsError> {
+        let m = &self.models[i];
+        let opts = RenderOptions {
+            resolver: Some(self.resolver.clone()),
+            incremental,
+            this: (&m.schema, &m.name),
+        };
+        Ok(self.templates.render(&m.file.path, &opts)?.sql)
+    }
+}
+
+/// `schema.table` (or `table`) -> the model building it.
+fn lookup(t: &str, by_relation: &HashMap<String, usize>, resolver: &Resolver) -> Option<usize> {
+    if let Some(&i) = by_relation.get(t) {
+        return Some(i);
+    }
+    if t.contains('.') {
+        return None;
+    }
+    match resolver.models.get(t).map(Vec::as_slice) {
+        Some([(_, relation)]) => by_relation.get(relation).copied(),
+        _ => None,
+    }
+}
+
+/// The tables a model's SQL reads (CTE names excluded), lowercased `schema.table`; the
+/// SQL must be one query.
+pub fn tables_read(sql: &str) -> Result<Vec<String>, String> {
+    let dialect = PostgreSqlDialect {};
+    let mut statements = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| format!("SQL does not parse: {e}"))?;
+    if statements.len() != 1 {
+        return Err(format!(
+            "a model is one SELECT statement, this file has {}",
+            statements.len()
+        ));
+    }
+    let Some(stmt) = statements.pop_front() else {
+        return Err("a model is one SELECT statement".into());
+    };
+    match &stmt {
+        DFStatement::Statement(s)
+            if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)) => {}
+        _ => return Err("a model is one SELECT statement (WITH ... SELECT also works)".into()),
+    }
+    let (tables, _ctes) = datafusion::sql::resolve::resolve_table_references(&stmt, true)
+        .map_err(|e| e.to_string())?;
+    let mut out: Vec<String> = tables
+        .iter()
+        .map(|t| match t.schema() {
+            Some(s) => format!("{s}.{}", t.table()),
+            None => t.table().to_string(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

@@ -1,0 +1,165 @@
+//! Finding a project's files: models are `<models>/<schema>/<name>.sql` (table
+//! `<schema>.<name>`), macros are `<macros>/**/*.sql`. Files are read once; nothing here
+//! renders or parses SQL.
+
+use std::path::{Path, PathBuf};
+
+use super::ModelsError;
+use crate::lake::valid_name;
+
+/// Where a project's files live.
+#[derive(Debug, Clone)]
+pub struct ProjectPaths {
+    /// The project folder; the other paths are inside it.
+    pub dir: PathBuf,
+    pub models: PathBuf,
+    pub macros: PathBuf,
+    pub tests: PathBuf,
+    pub target: PathBuf,
+}
+
+impl ProjectPaths {
+    /// The default layout of a project in `dir`.
+    pub fn in_dir(dir: &Path) -> ProjectPaths {
+        ProjectPaths {
+            dir: dir.to_path_buf(),
+            models: dir.join("sql"),
+            macros: dir.join("macros"),
+            tests: dir.join("tests"),
+            target: dir.join("target"),
+        }
+    }
+
+    /// `path` relative to the project folder, with `/` separators, for messages and
+    /// `path:` selectors.
+    pub fn relative(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+/// A model file as found on disk.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    /// The schema its folder names.
+    pub schema: String,
+    pub name: String,
+    /// Relative to the project folder, e.g. `sql/gold/daily_sales.sql`.
+    pub path: String,
+    pub source: String,
+}
+
+/// Reads every model file: `<models>/<schema>/<name>.sql`. Files directly in `<models>` or
+/// deeper than one folder, and names that are not identifiers, are errors that name the
+/// file.
+pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
+    let mut out = Vec::new();
+    let Ok(schemas) = std::fs::read_dir(&paths.models) else {
+        return Ok(out);
+    };
+    let mut schema_dirs: Vec<PathBuf> = schemas
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    schema_dirs.sort();
+    for dir in schema_dirs {
+        let schema = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", dir.display())))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        for file in files {
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let path = paths.relative(&file);
+            if !valid_name(&schema) || !valid_name(&name) {
+                return Err(ModelsError::Project(format!(
+                    "{path}: model files are sql/<schema>/<name>.sql with schema and name made of letters, digits and _"
+                )));
+            }
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| ModelsError::Io(format!("cannot read {path}: {e}")))?;
+            out.push(ModelFile {
+                schema: schema.clone(),
+                name,
+                path,
+                source,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every macro file's text, in path order: `(relative path, text)`.
+pub fn macro_files(paths: &ProjectPaths) -> Result<Vec<(String, String)>, ModelsError> {
+    let mut found = Vec::new();
+    collect_sql(&paths.macros, &mut found)?;
+    found.sort();
+    found
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", p.display())))?;
+            Ok((paths.relative(&p), text))
+        })
+        .collect()
+}
+
+fn collect_sql(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ModelsError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            collect_sql(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "sql") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Names of the macros a macro file defines (`{% macro name(` ...).
+pub fn macro_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("{%") {
+        rest = &rest[at + 2..];
+        let body = rest.trim_start_matches(['-', '+']).trim_start();
+        if let Some(after) = body.strip_prefix("macro") {
+            let after = after.trim_start();
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && after[name.len()..].trim_start().starts_with('(') {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_macro_names() {
+        let text = "{% macro cents(x) %}{{ x }} * 100{% endmacro %}\n{%- macro  day_of (ts) -%}x{% endmacro %}{% if a %}{% endif %}";
+        assert_eq!(macro_names(text), vec!["cents", "day_of"]);
+    }
+}

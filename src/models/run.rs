@@ -1,0 +1,254 @@
+//! Running models: selected models in DAG order, up to `threads` at once. A model that
+//! fails writes nothing (each materialization is one atomic Delta commit or one view
+//! definition), its selected descendants are skipped, independent models go on, and with
+//! `fail_fast` nothing new starts after the first failure.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Materialized, Project};
+use crate::engine::{Engine, Output, QueryControl};
+use crate::lake::DefinitionKind;
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub threads: usize,
+    pub fail_fast: bool,
+    pub full_refresh: bool,
+}
+
+/// What became of one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    Error(String),
+    Skipped(String),
+}
+
+/// The result of one model of a run.
+#[derive(Debug, Clone)]
+pub struct ModelResult {
+    pub index: usize,
+    pub status: Status,
+    /// Rows written, for tables.
+    pub rows: Option<u64>,
+    pub duration: Duration,
+}
+
+/// Progress of a run, for displays.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started { index: usize },
+    Finished(ModelResult),
+}
+
+/// Runs the `selected` models of `project` against `engine`.
+pub async fn run(
+    project: Arc<Project>,
+    engine: Arc<Engine>,
+    selected: &BTreeSet<usize>,
+    options: &RunOptions,
+    cancel: CancellationToken,
+    mut progress: impl FnMut(&Event),
+) -> Vec<ModelResult> {
+    let order = project.graph.order(selected);
+    let mut waiting: Vec<usize> = vec![0; project.models.len()];
+    for &i in &order {
+        waiting[i] = project.graph.deps[i]
+            .iter()
+            .filter(|d| selected.contains(d))
+            .count();
+    }
+    let mut ready: VecDeque<usize> = order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+    let mut results: Vec<ModelResult> = Vec::with_capacity(order.len());
+    let mut settled: BTreeSet<usize> = BTreeSet::new();
+    let mut running = tokio::task::JoinSet::new();
+    let threads = options.threads.max(1);
+    let mut stop: Option<String> = None;
+    loop {
+        while stop.is_none() && running.len() < threads {
+            let Some(i) = ready.pop_front() else { break };
+            progress(&Event::Started { index: i });
+            let (p, e, full, c) = (
+                project.clone(),
+                engine.clone(),
+                options.full_refresh,
+                cancel.clone(),
+            );
+            running.spawn(async move {
+                let started = Instant::now();
+                let outcome = materialize(&p, &e, i, full, c).await;
+                (i, outcome, started.elapsed())
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, outcome, duration) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "model task failed");
+                continue;
+            }
+        };
+        let result = match outcome {
+            Ok(rows) => ModelResult {
+                index: i,
+                status: Status::Success,
+                rows,
+                duration,
+            },
+            Err(msg) => ModelResult {
+                index: i,
+                status: Status::Error(msg),
+                rows: None,
+                duration,
+            },
+        };
+        settled.insert(i);
+        progress(&Event::Finished(result.clone()));
+        if result.status == Status::Success {
+            for &c in &project.graph.children[i] {
+                if selected.contains(&c) && !settled.contains(&c) {
+                    waiting[c] -= 1;
+                    if waiting[c] == 0 {
+                        ready.push_back(c);
+                    }
+                }
+            }
+        } else {
+            let name = &project.models[i].relation;
+            for d in project.graph.descendants(i, None) {
+                if selected.contains(&d) && settled.insert(d) {
+                    let skipped = ModelResult {
+                        index: d,
+                        status: Status::Skipped(format!("upstream {name} failed")),
+                        rows: None,
+                        duration: Duration::ZERO,
+                    };
+                    progress(&Event::Finished(skipped.clone()));
+                    results.push(skipped);
+                }
+            }
+            ready.retain(|r| !settled.contains(r));
+            if options.fail_fast {
+                stop = Some(format!("--fail-fast: {name} failed"));
+            }
+        }
+        if cancel.is_cancelled() && stop.is_none() {
+            stop = Some("cancelled".to_string());
+        }
+        results.push(result);
+    }
+    if let Some(why) = stop {
+        for &i in &order {
+            if settled.insert(i) {
+                let skipped = ModelResult {
+                    index: i,
+                    status: Status::Skipped(why.clone()),
+                    rows: None,
+                    duration: Duration::ZERO,
+                };
+                progress(&Event::Finished(skipped.clone()));
+                results.push(skipped);
+            }
+        }
+    }
+    results
+}
+
+async fn execute(
+    engine: &Arc<Engine>,
+    sql: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<u64>, String> {
+    let mut session = engine.session("tidepool");
+    let mut statements = session.parse(sql).map_err(|e| e.message())?;
+    let Some(stmt) = statements.pop() else {
+        return Ok(None);
+    };
+    let control = QueryControl::new(cancel.clone(), None);
+    match session
+        .execute(stmt, None, &control)
+        .await
+        .map_err(|e| e.message())?
+    {
+        Output::Command(tag) => Ok(tag.rows),
+        Output::Rows { .. } => Ok(None),
+    }
+}
+
+/// Builds model `i`; returns the rows written (tables).
+async fn materialize(
+    project: &Project,
+    engine: &Arc<Engine>,
+    i: usize,
+    full_refresh: bool,
+    cancel: CancellationToken,
+) -> Result<Option<u64>, String> {
+    let m = &project.models[i];
+    let lake = engine.lake();
+    let fail = |e: String| format!("{} ({}): {e}", m.relation, m.file.path);
+    let _ = full_refresh;
+    let sql = project
+        .render_for_run(i, false)
+        .map_err(|e| e.to_string())?;
+    let body = sql.trim().trim_end_matches(';');
+    execute(
+        engine,
+        &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
+        &cancel,
+    )
+    .await
+    .map_err(fail)?;
+    let is_view = lake
+        .definition(DefinitionKind::View, &m.schema, &m.name)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .is_some();
+    let is_table = lake
+        .table(&m.schema, &m.name)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .is_some();
+    match m.config.materialized {
+        Materialized::View => {
+            if is_table {
+                lake.drop_table(&m.schema, &m.name)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            execute(
+                engine,
+                &format!("CREATE OR REPLACE VIEW {} AS\n{body}", m.relation),
+                &cancel,
+            )
+            .await
+            .map_err(fail)
+        }
+        Materialized::Table => {
+            // Planned before anything is dropped: a model whose SQL fails leaves the view.
+            let rows = execute(
+                engine,
+                &format!("CREATE OR REPLACE TABLE {} AS\n{body}", m.relation),
+                &cancel,
+            )
+            .await
+            .map_err(fail);
+            if rows.is_ok() && is_view {
+                lake.drop_definition(DefinitionKind::View, &m.schema, &m.name)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            rows
+        }
+        other => Err(fail(format!(
+            "materialized='{}' is not implemented yet",
+            other.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,245 @@
+//! SQL models end to end: the `tidepool` binary runs the fixture project in
+//! tests/fixtures/shop against a real Delta lake, and the results are read back over the
+//! Postgres protocol.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::common::{TestServer, orders, settings, write_delta};
+
+/// Copies the fixture project into a fresh folder; the lake is `<folder>/lake`.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop"),
+        dir.path(),
+    );
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read fixture") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+fn tidepool(project: &Path, args: &[&str]) -> Output {
+    let lake: PathBuf = project.join("lake");
+    std::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(project.join("tidepool.toml"))
+        .arg("--lake")
+        .arg(&lake)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("tidepool runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn ls(project: &Path, select: &[&str]) -> Vec<String> {
+    let mut args = vec!["ls"];
+    args.extend_from_slice(select);
+    let out = tidepool(project, &args);
+    assert!(
+        out.status.success(),
+        "ls failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+async fn revenue(project: &Path) -> Vec<(String, i64, i64, String, String)> {
+    let lake = project.join("lake");
+    let server =
+        TestServer::start_with(tempfile::tempdir().expect("tempdir"), settings(&lake, "")).await;
+    let client = server.connect().await;
+    let rows = client
+        .query(
+            "SELECT customer, orders, revenue_cents, region, built_as FROM gold.customer_revenue ORDER BY customer",
+            &[],
+        )
+        .await
+        .expect("query gold");
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_builds_views_and_tables_in_dag_order() {
+    let dir = project();
+    write_delta(&dir.path().join("lake"), "bronze", "orders", orders(10)).await;
+
+    let out = tidepool(dir.path(), &["run", "--vars", r#"{"min_amount": 3}"#]);
+    assert!(
+        out.status.success(),
+        "run failed:\n{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("3 ok, 0 errors, 0 skipped"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Orders 3..=10 (amount 1.5 * id > 3), customers c<id % 3>.
+    let want = vec![
+        (
+            "c0".to_string(),
+            3,
+            2700,
+            "eu".to_string(),
+            "gold.customer_revenue".to_string(),
+        ),
+        (
+            "c1".to_string(),
+            3,
+            3150,
+            "eu".to_string(),
+            "gold.customer_revenue".to_string(),
+        ),
+        (
+            "c2".to_string(),
+            2,
+            1950,
+            "eu".to_string(),
+            "gold.customer_revenue".to_string(),
+        ),
+    ];
+    assert_eq!(revenue(dir.path()).await, want);
+
+    // compile writes the rendered SQL with references resolved.
+    let out = tidepool(dir.path(), &["compile"]);
+    assert!(out.status.success());
+    let compiled = std::fs::read_to_string(
+        dir.path()
+            .join("target/compiled/sql/gold/customer_revenue.sql"),
+    )
+    .expect("compiled file");
+    assert!(compiled.contains("from silver.customers c"), "{compiled}");
+    assert!(
+        compiled.contains("cast(round(sum(o.amount) * 100) as bigint)"),
+        "{compiled}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_pick_what_dbt_would() {
+    let dir = project();
+    let p = dir.path();
+    let all = vec![
+        "gold.customer_revenue".to_string(),
+        "silver.customers".to_string(),
+        "silver.stg_orders".to_string(),
+    ];
+    assert_eq!(ls(p, &[]), all);
+    assert_eq!(ls(p, &["-s", "+customer_revenue"]), all);
+    assert_eq!(
+        ls(p, &["-s", "1+customers"]),
+        vec!["silver.customers", "silver.stg_orders"]
+    );
+    assert_eq!(
+        ls(p, &["-s", "customers+"]),
+        vec!["gold.customer_revenue", "silver.customers"]
+    );
+    assert_eq!(ls(p, &["-s", "stg_orders+1"]), all);
+    assert_eq!(ls(p, &["-s", "tag:silver"]), vec!["silver.stg_orders"]);
+    assert_eq!(
+        ls(p, &["-s", "path:sql/gold"]),
+        vec!["gold.customer_revenue"]
+    );
+    assert_eq!(
+        ls(p, &["-s", "config.materialized:view"]),
+        vec!["silver.customers", "silver.stg_orders"]
+    );
+    // Space: union; comma: intersection.
+    assert_eq!(
+        ls(p, &["-s", "tag:silver tag:gold"]),
+        vec!["gold.customer_revenue", "silver.stg_orders"]
+    );
+    assert_eq!(
+        ls(p, &["-s", "+customer_revenue,config.materialized:view"]),
+        vec!["silver.customers", "silver.stg_orders"]
+    );
+    assert_eq!(
+        ls(p, &["--exclude", "path:sql/gold"]),
+        vec!["silver.customers", "silver.stg_orders"]
+    );
+    assert_eq!(ls(p, &["-s", "stg_*"]), vec!["silver.stg_orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_writes_nothing_and_skips_its_descendants() {
+    let dir = project();
+    let p = dir.path();
+    write_delta(&p.join("lake"), "bronze", "orders", orders(10)).await;
+    let out = tidepool(p, &["run", "--vars", r#"{"min_amount": 3}"#]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let before = revenue(p).await;
+
+    // The gold model now fails at run time (unknown column), and a model reads it.
+    let gold = p.join("sql/gold/customer_revenue.sql");
+    let text = std::fs::read_to_string(&gold).expect("read");
+    std::fs::write(&gold, text.replace("c.orders,", "c.no_such_column,")).expect("write");
+    std::fs::write(
+        p.join("sql/gold/top_customer.sql"),
+        "select customer from {{ ref('customer_revenue') }} order by revenue_cents desc limit 1\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["run", "--vars", r#"{"min_amount": 3}"#]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("2 ok, 1 errors, 1 skipped"), "{text}");
+    assert!(
+        text.contains("SKIP  gold.top_customer (upstream gold.customer_revenue failed)"),
+        "{text}"
+    );
+    assert!(text.contains("no_such_column"), "{text}");
+    assert!(text.contains("sql/gold/customer_revenue.sql"), "{text}");
+    // The previous version is intact and readable.
+    assert_eq!(revenue(p).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_and_unknown_references_are_reported_before_running() {
+    let dir = project();
+    let p = dir.path();
+    std::fs::write(p.join("sql/silver/a.sql"), "select * from {{ ref('b') }}\n").expect("write");
+    std::fs::write(p.join("sql/silver/b.sql"), "select * from silver.a\n").expect("write");
+    let out = tidepool(p, &["run"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("silver.a -> silver.b -> silver.a")
+            || err.contains("silver.b -> silver.a -> silver.b"),
+        "{err}"
+    );
+    assert!(!p.join("lake/silver").exists(), "nothing ran");
+
+    std::fs::write(
+        p.join("sql/silver/b.sql"),
+        "select * from {{ ref('nope') }}\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sql/silver/b.sql: ref('nope'): there is no model named nope"),
+        "{err}"
+    );
+}
