@@ -195,6 +195,32 @@ impl Session {
         Ok(Described { params, schema })
     }
 
+    /// Plans one query (a model's SELECT) as a DataFrame, without running it.
+    pub async fn dataframe(
+        &self,
+        sql: &str,
+    ) -> Result<datafusion::dataframe::DataFrame, EngineError> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(EngineError::NotSupported(format!(
+                "{} statements where one query was expected",
+                statements.len()
+            )));
+        }
+        let stmt = statements.remove(0);
+        self.refresh_listing().await?;
+        let plan = self.plan(stmt).await?;
+        Ok(datafusion::dataframe::DataFrame::new(
+            self.ctx.state(),
+            plan,
+        ))
+    }
+
+    /// The session's DataFusion state, for operations planned outside SQL (Delta MERGE).
+    pub fn state(&self) -> datafusion::execution::SessionState {
+        self.ctx.state()
+    }
+
     /// Runs one statement.
     pub async fn execute(
         &mut self,

@@ -5,6 +5,7 @@
 //! [`run`] materializes selected models in DAG order.
 
 pub mod graph;
+pub mod incremental;
 pub mod project;
 pub mod render;
 pub mod run;
@@ -64,6 +65,9 @@ pub struct ModelConfig {
     pub tags: Vec<String>,
     pub unique_key: Vec<String>,
     pub enabled: bool,
+    /// `incremental_strategy`: `merge` with a `unique_key`, else `append`, unless given.
+    pub strategy: incremental::Strategy,
+    pub on_schema_change: incremental::OnSchemaChange,
     /// Every `config()` argument as given, for `config.<key>:` selectors.
     pub raw: BTreeMap<String, serde_json::Value>,
 }
@@ -124,11 +128,52 @@ impl ModelConfig {
         {
             return Err(bad("schema", "a schema name (letters, digits, _)"));
         }
+        let unique_key = strings("unique_key")?;
+        let strategy = match raw.get("incremental_strategy") {
+            None => {
+                if unique_key.is_empty() {
+                    incremental::Strategy::Append
+                } else {
+                    incremental::Strategy::Merge
+                }
+            }
+            Some(v) => v
+                .as_str()
+                .and_then(incremental::Strategy::parse)
+                .ok_or_else(|| {
+                    bad(
+                        "incremental_strategy",
+                        "'append', 'merge' or 'delete+insert'",
+                    )
+                })?,
+        };
+        if strategy != incremental::Strategy::Append && unique_key.is_empty() {
+            return Err(ModelsError::Config(format!(
+                "{path}: incremental_strategy='{}' needs unique_key",
+                raw.get("incremental_strategy")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+            )));
+        }
+        let on_schema_change = match raw.get("on_schema_change") {
+            None => incremental::OnSchemaChange::Ignore,
+            Some(v) => v
+                .as_str()
+                .and_then(incremental::OnSchemaChange::parse)
+                .ok_or_else(|| {
+                    bad(
+                        "on_schema_change",
+                        "'ignore', 'append_new_columns' or 'fail'",
+                    )
+                })?,
+        };
         Ok(ModelConfig {
             materialized,
             tags: strings("tags")?,
-            unique_key: strings("unique_key")?,
+            unique_key,
             enabled,
+            strategy,
+            on_schema_change,
             raw,
         })
     }

@@ -182,6 +182,20 @@ async fn execute(
     }
 }
 
+/// Keeps the SQL a run executes in `target/run/<path>`, as dbt does, for reading errors.
+fn write_run_sql(project: &Project, i: usize, sql: &str) {
+    let path = project
+        .paths
+        .target
+        .join("run")
+        .join(&project.models[i].file.path);
+    if let Some(dir) = path.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let _ = std::fs::write(&path, sql);
+    }
+}
+
 /// Builds model `i`; returns the rows written (tables).
 async fn materialize(
     project: &Project,
@@ -192,12 +206,37 @@ async fn materialize(
 ) -> Result<Option<u64>, String> {
     let m = &project.models[i];
     let lake = engine.lake();
-    let fail = |e: String| format!("{} ({}): {e}", m.relation, m.file.path);
-    let _ = full_refresh;
+    let fail = |e: String| {
+        format!(
+            "{} ({}, as run: target/run/{}): {e}",
+            m.relation, m.file.path, m.file.path
+        )
+    };
+    let lake_table = lake
+        .table(&m.schema, &m.name)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let incremental =
+        m.config.materialized == Materialized::Incremental && lake_table.is_some() && !full_refresh;
     let sql = project
-        .render_for_run(i, false)
+        .render_for_run(i, incremental)
         .map_err(|e| e.to_string())?;
+    write_run_sql(project, i, &sql);
     let body = sql.trim().trim_end_matches(';');
+    if incremental {
+        return super::incremental::write(
+            engine,
+            lake,
+            (&m.schema, &m.name),
+            body,
+            m.config.strategy,
+            &m.config.unique_key,
+            m.config.on_schema_change,
+        )
+        .await
+        .map(Some)
+        .map_err(fail);
+    }
     execute(
         engine,
         &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
@@ -210,11 +249,7 @@ async fn materialize(
         .await
         .map_err(|e| fail(e.to_string()))?
         .is_some();
-    let is_table = lake
-        .table(&m.schema, &m.name)
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .is_some();
+    let is_table = lake_table.is_some();
     match m.config.materialized {
         Materialized::View => {
             if is_table {
@@ -230,7 +265,8 @@ async fn materialize(
             .await
             .map_err(fail)
         }
-        Materialized::Table => {
+        // First build, or --full-refresh: the whole result, as a table.
+        Materialized::Table | Materialized::Incremental => {
             // Planned before anything is dropped: a model whose SQL fails leaves the view.
             let rows = execute(
                 engine,

@@ -243,3 +243,129 @@ async fn cycles_and_unknown_references_are_reported_before_running() {
         "{err}"
     );
 }
+
+/// Order versions: ids `ids`, all at `version`, amounts depending on both.
+fn order_versions(
+    ids: std::ops::RangeInclusive<i64>,
+    version: i64,
+) -> arrow::record_batch::RecordBatch {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("version", DataType::Int64, false),
+    ]));
+    let ids: Vec<i64> = ids.collect();
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(Int64Array::from(ids.clone())),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            ids.iter().map(|i| format!("c{}", i % 4)),
+        )),
+        std::sync::Arc::new(Float64Array::from_iter_values(
+            ids.iter().map(|i| (*i * 10 + version) as f64),
+        )),
+        std::sync::Arc::new(Int64Array::from(vec![version; ids.len()])),
+    ];
+    arrow::record_batch::RecordBatch::try_new(schema, cols).expect("batch")
+}
+
+async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
+    let server =
+        TestServer::start_with(tempfile::tempdir().expect("tempdir"), settings(lake, "")).await;
+    let client = server.connect().await;
+    let rows = client.simple_query(sql).await.expect("query");
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_models_equal_a_full_refresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/incremental"),
+        p,
+    );
+    let lake = p.join("lake");
+    write_delta(&lake, "bronze", "order_versions", order_versions(1..=10, 1)).await;
+    let out = tidepool(p, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // New data: updates of orders 5..=10 and new orders 11..=15.
+    write_delta(&lake, "bronze", "order_versions", order_versions(5..=15, 2)).await;
+    let out = tidepool(p, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queries = [
+        "SELECT order_id, customer, amount, version FROM silver.latest_merge ORDER BY order_id",
+        "SELECT order_id, customer, amount, version FROM silver.latest_delete_insert ORDER BY order_id",
+        "SELECT id, version, amount FROM silver.all_versions ORDER BY id, version",
+    ];
+    let mut incremental = Vec::new();
+    for q in queries {
+        incremental.push(table_rows(&lake, q).await);
+    }
+    // 15 orders, the newest version of each; 10 + 11 versions appended.
+    assert_eq!(incremental[0].len(), 15);
+    assert_eq!(incremental[0][4], "5|c1|52.0|2");
+    assert_eq!(incremental[0][0], "1|c1|11.0|1");
+    assert_eq!(incremental[1], incremental[0]);
+    assert_eq!(incremental[2].len(), 21);
+    // The second run wrote only the new rows: a MERGE and an append, not a rebuild.
+    let ops = |t: &str| {
+        format!("SELECT operation FROM table_history('silver.{t}') ORDER BY version DESC LIMIT 1")
+    };
+    assert_eq!(table_rows(&lake, &ops("latest_merge")).await, vec!["MERGE"]);
+    assert_eq!(
+        table_rows(&lake, &ops("latest_delete_insert")).await,
+        vec!["MERGE"]
+    );
+    assert_eq!(table_rows(&lake, &ops("all_versions")).await, vec!["WRITE"]);
+
+    let out = tidepool(p, &["run", "--full-refresh"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    for (q, before) in queries.iter().zip(&incremental) {
+        assert_eq!(&table_rows(&lake, q).await, before, "{q}");
+    }
+
+    // on_schema_change='fail' names the change; the table keeps its version.
+    let f = p.join("sql/silver/all_versions.sql");
+    let text = std::fs::read_to_string(&f).expect("read");
+    std::fs::write(
+        &f,
+        text.replace(
+            "select id, version, amount",
+            "select id, version, amount, customer",
+        ),
+    )
+    .expect("write");
+    write_delta(&lake, "bronze", "order_versions", order_versions(1..=1, 3)).await;
+    let out = tidepool(p, &["run", "-s", "all_versions"]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("on_schema_change='fail'"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(table_rows(&lake, queries[2]).await, incremental[2]);
+}

@@ -1,0 +1,263 @@
+//! Incremental models: the model's SELECT (rendered with `is_incremental()` true) gives
+//! the new rows, written into the existing table in one Delta commit: `append`, `merge`
+//! (upsert on `unique_key`, a Delta MERGE) or `delete+insert` (every target row whose key
+//! the new rows hold is deleted and the new rows inserted, also one MERGE). Column changes
+//! follow `on_schema_change`.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, ScalarValue, TableReference};
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::{Expr, cast, lit};
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+
+use crate::engine::Engine;
+use crate::lake::Lake;
+
+/// How new rows reach an incremental model's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Append,
+    Merge,
+    DeleteInsert,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s.to_lowercase().as_str() {
+            "append" => Some(Strategy::Append),
+            "merge" => Some(Strategy::Merge),
+            "delete+insert" | "delete_insert" => Some(Strategy::DeleteInsert),
+            _ => None,
+        }
+    }
+}
+
+/// What an incremental run does when the model's columns differ from the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSchemaChange {
+    /// Keep the table's columns: new model columns are left out, missing ones are NULL.
+    Ignore,
+    /// Add the model's new columns to the table; missing ones are NULL.
+    AppendNewColumns,
+    /// Fail the model, naming the columns.
+    Fail,
+}
+
+impl OnSchemaChange {
+    pub fn parse(s: &str) -> Option<OnSchemaChange> {
+        match s.to_lowercase().as_str() {
+            "ignore" => Some(OnSchemaChange::Ignore),
+            "append_new_columns" => Some(OnSchemaChange::AppendNewColumns),
+            "fail" => Some(OnSchemaChange::Fail),
+            _ => None,
+        }
+    }
+}
+
+const SOURCE: &str = "s";
+const TARGET: &str = "t";
+const OP: &str = "__tidepool_op";
+
+fn qualified(table: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(TableReference::bare(table)), name))
+}
+
+fn unqualified(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// Writes the rows of `sql` into the existing table `schema.name`. Returns the rows
+/// inserted or updated.
+pub async fn write(
+    engine: &Arc<Engine>,
+    lake: &Arc<Lake>,
+    (schema, name): (&str, &str),
+    sql: &str,
+    strategy: Strategy,
+    unique_key: &[String],
+    on_change: OnSchemaChange,
+) -> Result<u64, String> {
+    let session = engine.session("tidepool");
+    let df = session.dataframe(sql).await.map_err(|e| e.message())?;
+    let table = lake
+        .table(schema, name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{schema}.{name} does not exist"))?;
+    let target = table
+        .snapshot()
+        .map_err(|e| e.to_string())?
+        .snapshot()
+        .arrow_schema();
+    let source = df.schema().as_arrow().clone();
+    let added: Vec<&str> = source
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| target.field_with_name(n).is_err())
+        .collect();
+    let missing: Vec<&str> = target
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| source.field_with_name(n).is_err())
+        .collect();
+    if on_change == OnSchemaChange::Fail && (!added.is_empty() || !missing.is_empty()) {
+        return Err(format!(
+            "the model's columns changed (on_schema_change='fail'): new {added:?}, gone {missing:?}; run with --full-refresh or change on_schema_change"
+        ));
+    }
+    for k in unique_key {
+        if source.field_with_name(k).is_err() {
+            return Err(format!(
+                "unique_key column {k:?} is not a column of the model"
+            ));
+        }
+    }
+    // The rows in the table's column order; NULL for columns the model no longer has,
+    // new columns after them when they are to be added.
+    let mut exprs: Vec<Expr> = Vec::new();
+    for f in target.fields() {
+        exprs.push(if source.field_with_name(f.name()).is_ok() {
+            unqualified(f.name())
+        } else {
+            cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+        });
+    }
+    if on_change == OnSchemaChange::AppendNewColumns {
+        exprs.extend(added.iter().map(|n| unqualified(n)));
+    }
+    let df = df.select(exprs).map_err(|e| e.to_string())?;
+    let merge_schema = on_change == OnSchemaChange::AppendNewColumns && !added.is_empty();
+    let state = Arc::new(session.state());
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let on = |extra: Option<Expr>| -> Expr {
+        let mut pred = unique_key
+            .iter()
+            .map(|k| qualified(TARGET, k).eq(qualified(SOURCE, k)))
+            .reduce(Expr::and)
+            .unwrap_or(lit(false));
+        if let Some(e) = extra {
+            pred = pred.and(e);
+        }
+        pred
+    };
+    match strategy {
+        Strategy::Append => {
+            let mut b = table
+                .write(Vec::new())
+                .with_input_plan(df.logical_plan().clone())
+                .with_session_state(state)
+                .with_save_mode(SaveMode::Append);
+            if merge_schema {
+                b = b.with_schema_mode(SchemaMode::Merge);
+            }
+            let written = b.await.map_err(|e| e.to_string())?;
+            Ok(last_metric(&written, "num_added_rows").await)
+        }
+        Strategy::Merge => {
+            if unique_key.is_empty() {
+                return Err("incremental_strategy='merge' needs unique_key".into());
+            }
+            let (_, metrics) = table
+                .merge(df, on(None))
+                .with_source_alias(SOURCE)
+                .with_target_alias(TARGET)
+                .with_merge_schema(merge_schema)
+                .with_session_state(state)
+                .when_matched_update(|mut u| {
+                    for c in &columns {
+                        u = u.update(c.as_str(), qualified(SOURCE, c));
+                    }
+                    u
+                })
+                .and_then(|b| {
+                    b.when_not_matched_insert(|mut i| {
+                        for c in &columns {
+                            i = i.set(c.as_str(), qualified(SOURCE, c));
+                        }
+                        i
+                    })
+                })
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((metrics.num_target_rows_inserted + metrics.num_target_rows_updated) as u64)
+        }
+        Strategy::DeleteInsert => {
+            if unique_key.is_empty() {
+                return Err("incremental_strategy='delete+insert' needs unique_key".into());
+            }
+            // One MERGE: the distinct keys, tagged `delete`, match and delete every
+            // target row with that key; the rows, tagged `insert`, never match and are
+            // inserted. Readers see the table before or after, never in between.
+            let keys = df
+                .clone()
+                .select(
+                    df.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            if unique_key.contains(f.name()) {
+                                unqualified(f.name())
+                            } else {
+                                cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(DataFrame::distinct)
+                .and_then(|k| {
+                    let mut e: Vec<Expr> = columns.iter().map(|c| unqualified(c)).collect();
+                    e.push(lit("delete").alias(OP));
+                    k.select(e)
+                })
+                .map_err(|e| e.to_string())?;
+            let mut e: Vec<Expr> = columns.iter().map(|c| unqualified(c)).collect();
+            e.push(lit("insert").alias(OP));
+            let rows = df.select(e).map_err(|e| e.to_string())?;
+            let source = keys.union(rows).map_err(|e| e.to_string())?;
+            let (_, metrics) = table
+                .merge(source, on(Some(qualified(SOURCE, OP).eq(lit("delete")))))
+                .with_source_alias(SOURCE)
+                .with_target_alias(TARGET)
+                .with_merge_schema(merge_schema)
+                .with_session_state(state)
+                .when_matched_delete(|d| d)
+                .and_then(|b| {
+                    b.when_not_matched_insert(|mut i| {
+                        i = i.predicate(qualified(SOURCE, OP).eq(lit("insert")));
+                        for c in &columns {
+                            i = i.set(c.as_str(), qualified(SOURCE, c));
+                        }
+                        i
+                    })
+                })
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(metrics.num_target_rows_inserted as u64)
+        }
+    }
+}
+
+async fn last_metric(table: &deltalake::DeltaTable, key: &str) -> u64 {
+    use futures::TryStreamExt;
+    let last: Vec<_> = table
+        .history(Some(1))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    last.first()
+        .and_then(|c| c.info.get("operationMetrics"))
+        .and_then(|m| m.get(key))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+}
