@@ -223,6 +223,24 @@ impl Lake {
         Ok(builder.load().await?)
     }
 
+    /// The commit file of `version` of `schema.table` (`_delta_log/<version>.json`), or
+    /// `None` when the log no longer has it.
+    pub async fn log_entry(
+        &self,
+        schema: &str,
+        table: &str,
+        version: i64,
+    ) -> Result<Option<bytes::Bytes>, LakeError> {
+        check_name(schema)?;
+        check_name(table)?;
+        let path = self.object_path(&format!("{schema}/{table}/_delta_log/{version:020}.json"));
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(LakeError::Store(e)),
+        }
+    }
+
     /// Opens `schema.table` at an older version or at the newest version as of a timestamp.
     pub async fn table_at(
         &self,

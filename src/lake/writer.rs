@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
@@ -46,6 +47,28 @@ impl Lake {
         state: Arc<SessionState>,
         mode: WriteMode,
     ) -> Result<WriteOutcome, LakeError> {
+        self.write_plan_with(
+            schema,
+            table,
+            plan,
+            state,
+            mode,
+            CommitProperties::default(),
+        )
+        .await
+    }
+
+    /// [`Lake::write_plan`] with commit properties (application transactions, metadata)
+    /// that land in the same commit as the rows.
+    pub async fn write_plan_with(
+        &self,
+        schema: &str,
+        table: &str,
+        plan: LogicalPlan,
+        state: Arc<SessionState>,
+        mode: WriteMode,
+        commit: CommitProperties,
+    ) -> Result<WriteOutcome, LakeError> {
         check_name(schema)?;
         check_name(table)?;
         let existing = self.table(schema, table).await?;
@@ -73,7 +96,8 @@ impl Lake {
             .write(Vec::new())
             .with_input_plan(plan)
             .with_session_state(state)
-            .with_table_name(table);
+            .with_table_name(table)
+            .with_commit_properties(commit);
         builder = match mode {
             WriteMode::Create => builder.with_save_mode(SaveMode::ErrorIfExists),
             WriteMode::Replace => builder

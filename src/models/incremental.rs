@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, cast, lit};
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
@@ -86,6 +89,30 @@ pub async fn write(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{schema}.{name} does not exist"))?;
+    let state = Arc::new(session.state());
+    write_df(
+        df,
+        table,
+        state,
+        strategy,
+        unique_key,
+        on_change,
+        CommitProperties::default(),
+    )
+    .await
+}
+
+/// Writes the rows of `df` into `table` as [`write`] does, with `commit` (application
+/// transactions, metadata) in the same Delta commit.
+pub async fn write_df(
+    df: DataFrame,
+    table: DeltaTable,
+    state: Arc<SessionState>,
+    strategy: Strategy,
+    unique_key: &[String],
+    on_change: OnSchemaChange,
+    commit: CommitProperties,
+) -> Result<u64, String> {
     let target = table
         .snapshot()
         .map_err(|e| e.to_string())?
@@ -131,7 +158,6 @@ pub async fn write(
     }
     let df = df.select(exprs).map_err(|e| e.to_string())?;
     let merge_schema = on_change == OnSchemaChange::AppendNewColumns && !added.is_empty();
-    let state = Arc::new(session.state());
     let columns: Vec<String> = df
         .schema()
         .fields()
@@ -155,6 +181,7 @@ pub async fn write(
                 .write(Vec::new())
                 .with_input_plan(df.logical_plan().clone())
                 .with_session_state(state)
+                .with_commit_properties(commit)
                 .with_save_mode(SaveMode::Append);
             if merge_schema {
                 b = b.with_schema_mode(SchemaMode::Merge);
@@ -172,6 +199,7 @@ pub async fn write(
                 .with_target_alias(TARGET)
                 .with_merge_schema(merge_schema)
                 .with_session_state(state)
+                .with_commit_properties(commit.clone())
                 .when_matched_update(|mut u| {
                     for c in &columns {
                         u = u.update(c.as_str(), qualified(SOURCE, c));
@@ -230,6 +258,7 @@ pub async fn write(
                 .with_target_alias(TARGET)
                 .with_merge_schema(merge_schema)
                 .with_session_state(state)
+                .with_commit_properties(commit.clone())
                 .when_matched_delete(|d| d)
                 .and_then(|b| {
                     b.when_not_matched_insert(|mut i| {

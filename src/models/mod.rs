@@ -10,6 +10,7 @@ pub mod project;
 pub mod render;
 pub mod run;
 pub mod select;
+pub mod streaming;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

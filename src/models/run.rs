@@ -183,7 +183,7 @@ async fn execute(
 }
 
 /// Keeps the SQL a run executes in `target/run/<path>`, as dbt does, for reading errors.
-fn write_run_sql(project: &Project, i: usize, sql: &str) {
+pub(super) fn write_run_sql(project: &Project, i: usize, sql: &str) {
     let path = project
         .paths
         .target
@@ -212,6 +212,32 @@ async fn materialize(
             m.relation, m.file.path, m.file.path
         )
     };
+    if m.config.materialized == Materialized::Streaming {
+        execute(
+            engine,
+            &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
+            &cancel,
+        )
+        .await
+        .map_err(fail)?;
+        let outcome = super::streaming::run(engine, project, i, full_refresh)
+            .await
+            .map_err(fail)?;
+        if lake
+            .definition(DefinitionKind::View, &m.schema, &m.name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .is_some()
+        {
+            lake.drop_definition(DefinitionKind::View, &m.schema, &m.name)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        return Ok(match outcome {
+            super::streaming::Outcome::Wrote(n) => Some(n),
+            super::streaming::Outcome::NothingNew => Some(0),
+        });
+    }
     let lake_table = lake
         .table(&m.schema, &m.name)
         .await

@@ -38,7 +38,6 @@ fn tidepool(project: &Path, args: &[&str]) -> Output {
         .arg("--lake")
         .arg(&lake)
         .args(args)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("tidepool runs")
 }
@@ -320,6 +319,7 @@ async fn incremental_models_equal_a_full_refresh() {
         "SELECT order_id, customer, amount, version FROM silver.latest_merge ORDER BY order_id",
         "SELECT order_id, customer, amount, version FROM silver.latest_delete_insert ORDER BY order_id",
         "SELECT id, version, amount FROM silver.all_versions ORDER BY id, version",
+        "SELECT id, version, doubled, customer FROM silver.order_stream ORDER BY id, version",
     ];
     let mut incremental = Vec::new();
     for q in queries {
@@ -331,6 +331,7 @@ async fn incremental_models_equal_a_full_refresh() {
     assert_eq!(incremental[0][0], "1|c1|11.0|1");
     assert_eq!(incremental[1], incremental[0]);
     assert_eq!(incremental[2].len(), 21);
+    assert_eq!(incremental[3].len(), 21, "every bronze row once");
     // The second run wrote only the new rows: a MERGE and an append, not a rebuild.
     let ops = |t: &str| {
         format!("SELECT operation FROM table_history('silver.{t}') ORDER BY version DESC LIMIT 1")
@@ -341,12 +342,39 @@ async fn incremental_models_equal_a_full_refresh() {
         vec!["MERGE"]
     );
     assert_eq!(table_rows(&lake, &ops("all_versions")).await, vec!["WRITE"]);
+    // A streaming run with nothing new commits nothing.
+    let version = |t: &str| format!("SELECT max(version) FROM table_history('silver.{t}')");
+    let before = table_rows(&lake, &version("order_stream")).await;
+    let out = tidepool(p, &["run", "-s", "order_stream"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("silver.order_stream, 0 rows"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(table_rows(&lake, &version("order_stream")).await, before);
 
     let out = tidepool(p, &["run", "--full-refresh"]);
     assert!(out.status.success(), "{}", stdout(&out));
     for (q, before) in queries.iter().zip(&incremental) {
         assert_eq!(&table_rows(&lake, q).await, before, "{q}");
     }
+
+    // Streaming again after the rebuild reads only what came since.
+    write_delta(
+        &lake,
+        "bronze",
+        "order_versions",
+        order_versions(16..=17, 3),
+    )
+    .await;
+    let out = tidepool(p, &["run", "-s", "order_stream"]);
+    assert!(
+        stdout(&out).contains("silver.order_stream, 2 rows"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(table_rows(&lake, queries[3]).await.len(), 23);
 
     // on_schema_change='fail' names the change; the table keeps its version.
     let f = p.join("sql/silver/all_versions.sql");
