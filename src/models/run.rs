@@ -212,27 +212,31 @@ async fn materialize(
             m.relation, m.file.path, m.file.path
         )
     };
-    if m.config.materialized == Materialized::Streaming {
-        execute(
-            engine,
-            &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
-            &cancel,
-        )
+    execute(
+        engine,
+        &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
+        &cancel,
+    )
+    .await
+    .map_err(fail)?;
+    let is_view = lake
+        .definition(DefinitionKind::View, &m.schema, &m.name)
         .await
-        .map_err(fail)?;
-        let outcome = super::streaming::run(engine, project, i, full_refresh)
-            .await
-            .map_err(fail)?;
-        if lake
-            .definition(DefinitionKind::View, &m.schema, &m.name)
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .is_some()
-        {
+        .map_err(|e| fail(e.to_string()))?
+        .is_some();
+    let drop_view = || async {
+        if is_view {
             lake.drop_definition(DefinitionKind::View, &m.schema, &m.name)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
         }
+        Ok::<(), String>(())
+    };
+    if m.config.materialized == Materialized::Streaming {
+        let outcome = super::streaming::run(engine, project, i, full_refresh)
+            .await
+            .map_err(fail)?;
+        drop_view().await?;
         return Ok(match outcome {
             super::streaming::Outcome::Wrote(n) => Some(n),
             super::streaming::Outcome::NothingNew => Some(0),
@@ -263,18 +267,6 @@ async fn materialize(
         .map(Some)
         .map_err(fail);
     }
-    execute(
-        engine,
-        &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
-        &cancel,
-    )
-    .await
-    .map_err(fail)?;
-    let is_view = lake
-        .definition(DefinitionKind::View, &m.schema, &m.name)
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .is_some();
     let is_table = lake_table.is_some();
     match m.config.materialized {
         Materialized::View => {
@@ -300,13 +292,9 @@ async fn materialize(
                 &cancel,
             )
             .await
-            .map_err(fail);
-            if rows.is_ok() && is_view {
-                lake.drop_definition(DefinitionKind::View, &m.schema, &m.name)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            rows
+            .map_err(fail)?;
+            drop_view().await?;
+            Ok(rows)
         }
         other => Err(fail(format!(
             "materialized='{}' is not implemented yet",
