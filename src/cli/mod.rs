@@ -36,6 +36,10 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Build the selected SQL models in DAG order
     Run(models::RunArgs),
+    /// Run the data tests of the selected models
+    Test(models::TestArgs),
+    /// Build the selected models and run each one's tests right after it
+    Build(models::RunArgs),
     /// List the selected models in DAG order
     Ls(models::LsArgs),
     /// Render the selected models' SQL into target/compiled/
@@ -76,7 +80,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
         Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
-        Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args)),
+        Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args, false)),
+        Command::Build(args) => runtime.block_on(models::run(&cli.overrides, args, true)),
+        Command::Test(args) => runtime.block_on(models::test(&cli.overrides, args)),
         Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),

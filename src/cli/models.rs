@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
-use crate::models::run::{Event, RunOptions, Status};
+use crate::models::datatests::Severity;
+use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
 use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
@@ -122,7 +123,68 @@ pub async fn compile(overrides: &Overrides, args: CompileArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(overrides: &Overrides, args: RunArgs) -> anyhow::Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// Prints one test result the way `test` and `build` show them.
+fn print_test(project: &Project, r: &TestResult) {
+    let t = &project.tests[r.test];
+    let warn = t.severity == Severity::Warn;
+    match (&r.error, r.failures) {
+        (Some(e), _) => println!("       ERROR {} ({}): {e}", t.name, t.path),
+        (None, 0) => println!("       PASS  {}", t.name),
+        (None, n) => {
+            println!(
+                "       {} {} ({}): {n} failing rows",
+                if warn { "WARN " } else { "FAIL " },
+                t.name,
+                t.path
+            );
+            for line in r.sample.lines() {
+                println!("           {line}");
+            }
+        }
+    }
+}
+
+pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, overrides, &args.selection)?;
+    let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let picked: Vec<usize> = (0..project.tests.len())
+        .filter(|&t| project.tests[t].models.iter().any(|m| chosen.contains(m)))
+        .collect();
+    println!("running {} tests", picked.len());
+    let (mut passed, mut warned, mut failed) = (0, 0, 0);
+    for t in picked {
+        let r = run_test(&engine, &project, t).await;
+        print_test(&project, &r);
+        if r.passed() {
+            passed += 1;
+        } else if r.error.is_none() && project.tests[t].severity == Severity::Warn {
+            warned += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("\nfinished tests: {passed} passed, {warned} warnings, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn run(
+    overrides: &Overrides,
+    args: RunArgs,
+    with_tests: bool,
+) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
     let project = Arc::new(load(&settings, overrides, &args.selection)?);
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
@@ -146,6 +208,7 @@ pub async fn run(overrides: &Overrides, args: RunArgs) -> anyhow::Result<ExitCod
         threads: args.threads,
         fail_fast: args.fail_fast,
         full_refresh: args.full_refresh,
+        tests: with_tests,
     };
     println!("running {total} models with {} threads", options.threads);
     let p = project.clone();
@@ -165,6 +228,7 @@ pub async fn run(overrides: &Overrides, args: RunArgs) -> anyhow::Result<ExitCod
                     m.file.path
                 );
             }
+            Event::Tested(r) => print_test(&p, r),
             Event::Finished(r) => {
                 done += 1;
                 let m = &p.models[r.index];

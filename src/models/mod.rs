@@ -4,6 +4,7 @@
 //! the DAG; unknown references and cycles are reported here, before anything runs.
 //! [`run`] materializes selected models in DAG order.
 
+pub mod datatests;
 pub mod graph;
 pub mod incremental;
 pub mod project;
@@ -202,6 +203,10 @@ pub struct Model {
 pub struct Project {
     pub paths: ProjectPaths,
     pub models: Vec<Model>,
+    /// Data tests (YAML generic tests and `tests/*.sql`).
+    pub tests: Vec<datatests::DataTest>,
+    /// Model and column descriptions from the YAML files.
+    pub descriptions: datatests::Descriptions,
     pub graph: Graph,
     pub templates: Templates,
     pub resolver: Arc<Resolver>,
@@ -240,7 +245,9 @@ impl Project {
     ) -> Result<Project, ModelsError> {
         let files = project::model_files(&paths)?;
         let macros = project::macro_files(&paths)?;
-        let templates = Templates::new(&files, &macros, vars)?;
+        let singular = project::test_files(&paths)?;
+        let all: Vec<ModelFile> = files.iter().chain(&singular).cloned().collect();
+        let templates = Templates::new(&all, &macros, vars)?;
 
         // 1. Configs and references, with references rendered as plain names.
         let mut models = Vec::with_capacity(files.len());
@@ -357,9 +364,19 @@ impl Project {
         }
         let names: Vec<String> = models.iter().map(|m| m.relation.clone()).collect();
         let graph = Graph::new(deps, &names)?;
+        let (tests, descriptions) = load_tests(
+            &paths,
+            &models,
+            &by_relation,
+            &resolver,
+            &templates,
+            &singular,
+        )?;
         Ok(Project {
             paths,
             models,
+            tests,
+            descriptions,
             graph,
             templates,
             resolver,
@@ -376,6 +393,102 @@ impl Project {
         };
         Ok(self.templates.render(&m.file.path, &opts)?.sql)
     }
+}
+
+/// Compiles the YAML tests and renders the singular ones; every unknown model or
+/// reference is reported at once.
+fn load_tests(
+    paths: &ProjectPaths,
+    models: &[Model],
+    by_relation: &HashMap<String, usize>,
+    resolver: &Arc<Resolver>,
+    templates: &Templates,
+    singular: &[ModelFile],
+) -> Result<(Vec<datatests::DataTest>, datatests::Descriptions), ModelsError> {
+    let (generic, descriptions) = datatests::read_yaml(&paths.models, &paths.dir)?;
+    let mut errors = Vec::new();
+    let mut tests = Vec::new();
+    let model_of = |name: &str| lookup(&name.to_lowercase(), by_relation, resolver);
+    let resolve = |text: &str| -> Result<(String, Option<usize>), String> {
+        let (func, args) = datatests::parse_call(text)
+            .ok_or_else(|| format!("cannot read {text:?} (ref('model') or source('a', 'b'))"))?;
+        let r = match (func.as_str(), args.as_slice()) {
+            ("ref", [n]) => Reference::Model {
+                schema: None,
+                name: n.to_lowercase(),
+            },
+            ("ref", [s, n]) => Reference::Model {
+                schema: Some(s.to_lowercase()),
+                name: n.to_lowercase(),
+            },
+            ("source", [s, t]) => Reference::Source {
+                source: s.to_lowercase(),
+                table: t.to_lowercase(),
+            },
+            _ => {
+                return Err(format!(
+                    "cannot read {text:?} (ref('model') or source('a', 'b'))"
+                ));
+            }
+        };
+        let relation = resolver.resolve(&r)?;
+        let model = by_relation.get(&relation).copied();
+        Ok((relation, model))
+    };
+    for g in generic {
+        let Some(i) = model_of(&g.model) else {
+            errors.push(format!(
+                "{}: tests for {}, which is not a model of the project",
+                g.path, g.model
+            ));
+            continue;
+        };
+        match datatests::compile(&g, &models[i].relation, &resolve) {
+            Ok((name, sql, parent)) => tests.push(datatests::DataTest {
+                name,
+                path: g.path.clone(),
+                sql,
+                severity: g.severity,
+                models: std::iter::once(i).chain(parent).collect(),
+            }),
+            Err(e) => errors.push(format!("{}: {e}", g.path)),
+        }
+    }
+    for f in singular {
+        let opts = RenderOptions {
+            resolver: Some(resolver.clone()),
+            incremental: false,
+            this: (&f.schema, &f.name),
+        };
+        let sql = match templates.render(&f.path, &opts) {
+            Ok(r) => r.sql,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        match tables_read(&sql) {
+            Ok(tables) => {
+                let mut reads: Vec<usize> = tables
+                    .iter()
+                    .filter_map(|t| lookup(t, by_relation, resolver))
+                    .collect();
+                reads.dedup();
+                tests.push(datatests::DataTest {
+                    name: f.name.clone(),
+                    path: f.path.clone(),
+                    sql: sql.trim().trim_end_matches(';').to_string(),
+                    severity: datatests::Severity::Error,
+                    models: reads,
+                });
+            }
+            Err(e) => errors.push(format!("{}: {e}", f.path)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ModelsError::Project(errors.join("\n")));
+    }
+    Ok((tests, descriptions))
 }
 
 /// `schema.table` (or `table`) -> the model building it.

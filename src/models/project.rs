@@ -102,6 +102,36 @@ pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> 
     Ok(out)
 }
 
+/// Singular tests: `<tests>/*.sql` (not subfolders), each a query returning failing rows.
+/// Rendered like models (added to the templates as `ModelFile`s of schema `tests`).
+pub fn test_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
+    let mut found: Vec<PathBuf> = match std::fs::read_dir(&paths.tests) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "sql"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    found.sort();
+    found
+        .into_iter()
+        .map(|p| {
+            let source = std::fs::read_to_string(&p)
+                .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", p.display())))?;
+            Ok(ModelFile {
+                schema: "tests".to_string(),
+                name: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                path: paths.relative(&p),
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Every macro file's text, in path order: `(relative path, text)`.
 pub fn macro_files(paths: &ProjectPaths) -> Result<Vec<(String, String)>, ModelsError> {
     let mut found = Vec::new();

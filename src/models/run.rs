@@ -19,6 +19,81 @@ pub struct RunOptions {
     pub threads: usize,
     pub fail_fast: bool,
     pub full_refresh: bool,
+    /// `build`: run each model's tests right after it; an error-severity failure fails
+    /// the model (its descendants are skipped).
+    pub tests: bool,
+}
+
+/// The result of one data test.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// Index into `Project::tests`.
+    pub test: usize,
+    pub failures: u64,
+    /// The first failing rows, formatted as a table.
+    pub sample: String,
+    /// The test could not run (its SQL failed).
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+impl TestResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.failures == 0
+    }
+}
+
+/// Runs data test `t`.
+pub async fn run_test(engine: &Arc<Engine>, project: &Project, t: usize) -> TestResult {
+    let started = Instant::now();
+    let test = &project.tests[t];
+    let session = engine.session("tidepool");
+    let count = async {
+        let sql = format!("SELECT count(*) FROM ({}) AS failing", test.sql);
+        let batches = session
+            .dataframe(&sql)
+            .await
+            .map_err(|e| e.message())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        let mut sample = String::new();
+        if n > 0 {
+            let sql = format!(
+                "SELECT * FROM ({}) AS failing LIMIT {}",
+                test.sql,
+                super::datatests::SHOW_ROWS
+            );
+            if let Ok(df) = session.dataframe(&sql).await
+                && let Ok(rows) = df.collect().await
+                && let Ok(text) = arrow::util::pretty::pretty_format_batches(&rows)
+            {
+                sample = text.to_string();
+            }
+        }
+        Ok::<(u64, String), String>((n.max(0) as u64, sample))
+    };
+    let (failures, sample, error) = match count.await {
+        Ok((n, s)) => (n, s, None),
+        Err(e) => (0, String::new(), Some(e)),
+    };
+    TestResult {
+        test: t,
+        failures,
+        sample,
+        error,
+        duration: started.elapsed(),
+    }
 }
 
 /// What became of one model.
@@ -43,6 +118,7 @@ pub struct ModelResult {
 #[derive(Debug, Clone)]
 pub enum Event {
     Started { index: usize },
+    Tested(TestResult),
     Finished(ModelResult),
 }
 
@@ -79,16 +155,38 @@ pub async fn run(
                 options.full_refresh,
                 cancel.clone(),
             );
+            let with_tests = options.tests;
             running.spawn(async move {
                 let started = Instant::now();
-                let outcome = materialize(&p, &e, i, full, c).await;
-                (i, outcome, started.elapsed())
+                let mut outcome = materialize(&p, &e, i, full, c).await;
+                let mut tested = Vec::new();
+                if with_tests && outcome.is_ok() {
+                    for t in (0..p.tests.len()).filter(|&t| p.tests[t].models.first() == Some(&i)) {
+                        tested.push(run_test(&e, &p, t).await);
+                    }
+                    let failed: Vec<&str> = tested
+                        .iter()
+                        .filter(|r| {
+                            !r.passed()
+                                && p.tests[r.test].severity == super::datatests::Severity::Error
+                        })
+                        .map(|r| p.tests[r.test].name.as_str())
+                        .collect();
+                    if !failed.is_empty() {
+                        outcome = Err(format!(
+                            "{}: tests failed: {}",
+                            p.models[i].relation,
+                            failed.join(", ")
+                        ));
+                    }
+                }
+                (i, outcome, started.elapsed(), tested)
             });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (i, outcome, duration) = match joined {
+        let (i, outcome, duration, tested) = match joined {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "model task failed");
@@ -110,6 +208,9 @@ pub async fn run(
             },
         };
         settled.insert(i);
+        for t in tested {
+            progress(&Event::Tested(t));
+        }
         progress(&Event::Finished(result.clone()));
         if result.status == Status::Success {
             for &c in &project.graph.children[i] {

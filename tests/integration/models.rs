@@ -397,3 +397,67 @@ async fn incremental_models_equal_a_full_refresh() {
     );
     assert_eq!(table_rows(&lake, queries[2]).await, incremental[2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_tests_run_alone_and_inside_build() {
+    let dir = project();
+    let p = dir.path();
+    write_delta(&p.join("lake"), "bronze", "orders", orders(10)).await;
+    let vars = r#"{"min_amount": 3}"#;
+    let out = tidepool(p, &["build", "--vars", vars]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "PASS  not_null_customer_revenue_customer",
+        "PASS  unique_customers_customer",
+        "PASS  relationships_customer_revenue_customer",
+        "PASS  accepted_values_customer_revenue_region",
+        "PASS  revenue_is_positive",
+        // Orders per customer are 3, 3, 2: two rows outside [1, 2], a warning only.
+        "WARN  accepted_values_customer_revenue_orders (sql/gold/schema.yml): 1 failing rows",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let out = tidepool(p, &["test", "--vars", vars]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("7 passed, 1 warnings, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An error-severity failure: customers appear in several orders.
+    std::fs::write(
+        p.join("sql/silver/schema.yml"),
+        "models:\n  - name: stg_orders\n    columns:\n      - name: customer\n        tests: [unique]\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["test", "-s", "stg_orders", "--vars", vars]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  unique_stg_orders_customer (sql/silver/schema.yml): 3 failing rows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unique_field"),
+        "failing rows are shown:\n{text}"
+    );
+
+    // In build, the failed test stops the models downstream of stg_orders.
+    let out = tidepool(p, &["build", "--vars", vars]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("SKIP  silver.customers (upstream silver.stg_orders failed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SKIP  gold.customer_revenue (upstream silver.stg_orders failed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tests failed: unique_stg_orders_customer"),
+        "{text}"
+    );
+}
