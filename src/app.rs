@@ -50,6 +50,7 @@ impl App {
         let engine = Engine::new(lake.clone(), EngineOptions::from(settings))?;
         let ingest = Arc::new(Ingest::new(settings, lake)?);
         engine.register_system_table("ingest", ingest.status());
+        crate::models::records::register(&engine);
         let shutdown = CancellationToken::new();
         let pg = match settings.pg_listen {
             Some(addr) => {

@@ -11,8 +11,9 @@ use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
 use crate::models::datatests::Severity;
+use crate::models::records::{self, NodeRecord, RunRecord};
 use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
-use crate::models::{Project, ProjectPaths, kafka_sources, select};
+use crate::models::{Materialized, Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
 #[derive(Debug, Clone, clap::Args)]
@@ -129,6 +130,62 @@ pub struct TestArgs {
     pub selection: Selection,
 }
 
+fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
+    let t = &project.tests[r.test];
+    let status = match (&r.error, r.failures, t.severity) {
+        (Some(_), _, _) => "error",
+        (None, 0, _) => "pass",
+        (None, _, Severity::Warn) => "warn",
+        (None, _, Severity::Error) => "fail",
+    };
+    NodeRecord {
+        kind: "test",
+        name: t.name.clone(),
+        path: t.path.clone(),
+        detail: match t.severity {
+            Severity::Warn => "warn".into(),
+            Severity::Error => "error".into(),
+        },
+        status: status.into(),
+        rows: None,
+        files: None,
+        bytes: None,
+        failures: Some(r.failures),
+        seconds: r.duration.as_secs_f64(),
+        message: r.error.clone(),
+    }
+}
+
+/// Keeps the record of a command: the lake's run tables and `target/run_results.json`.
+async fn record(project: &Project, lake: &Arc<Lake>, rec: &RunRecord) {
+    if let Err(e) = records::save(lake, rec).await {
+        eprintln!("warning: the run is not recorded in system.runs: {e}");
+    }
+    let path = project.paths.target.join("run_results.json");
+    let text = serde_json::to_string_pretty(&records::run_results_json(rec)).unwrap_or_default();
+    if let Err(e) =
+        std::fs::create_dir_all(&project.paths.target).and_then(|_| std::fs::write(&path, text))
+    {
+        eprintln!("warning: cannot write {}: {e}", path.display());
+    }
+}
+
+fn run_id(started: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{}-{}",
+        started.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
+fn selector_text(sel: &Selection) -> String {
+    let mut s = sel.select.join(" ");
+    if !sel.exclude.is_empty() {
+        s.push_str(&format!(" --exclude {}", sel.exclude.join(" ")));
+    }
+    s.trim().to_string()
+}
+
 /// Prints one test result the way `test` and `build` show them.
 fn print_test(project: &Project, r: &TestResult) {
     let t = &project.tests[r.test];
@@ -155,7 +212,9 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     let project = load(&settings, overrides, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
+    let started_at = chrono::Utc::now();
+    let mut nodes = Vec::new();
     let picked: Vec<usize> = (0..project.tests.len())
         .filter(|&t| project.tests[t].models.iter().any(|m| chosen.contains(m)))
         .collect();
@@ -164,6 +223,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     for t in picked {
         let r = run_test(&engine, &project, t).await;
         print_test(&project, &r);
+        nodes.push(test_node(&project, &r));
         if r.passed() {
             passed += 1;
         } else if r.error.is_none() && project.tests[t].severity == Severity::Warn {
@@ -173,6 +233,15 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
         }
     }
     println!("\nfinished tests: {passed} passed, {warned} warnings, {failed} failed");
+    let rec = RunRecord {
+        run_id: run_id(started_at),
+        command: "test".into(),
+        selector: selector_text(&args.selection),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        nodes,
+    };
+    record(&project, &lake, &rec).await;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -193,7 +262,9 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
+    let started_at = chrono::Utc::now();
+    let mut tested: Vec<TestResult> = Vec::new();
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -228,7 +299,10 @@ pub async fn run(
                     m.file.path
                 );
             }
-            Event::Tested(r) => print_test(&p, r),
+            Event::Tested(r) => {
+                print_test(&p, r);
+                tested.push(r.clone());
+            }
             Event::Finished(r) => {
                 done += 1;
                 let m = &p.models[r.index];
@@ -253,6 +327,43 @@ pub async fn run(
         },
     )
     .await;
+    let mut nodes = Vec::new();
+    for r in &results {
+        let m = &project.models[r.index];
+        let (status, message) = match &r.status {
+            Status::Success => ("success", None),
+            Status::Error(e) => ("error", Some(e.clone())),
+            Status::Skipped(why) => ("skipped", Some(why.clone())),
+        };
+        let stats = if r.status == Status::Success && m.config.materialized != Materialized::View {
+            records::last_commit_files(&lake, &m.schema, &m.name).await
+        } else {
+            None
+        };
+        nodes.push(NodeRecord {
+            kind: "model",
+            name: m.relation.clone(),
+            path: m.file.path.clone(),
+            detail: m.config.materialized.as_str().into(),
+            status: status.into(),
+            rows: r.rows,
+            files: stats.map(|s| s.0),
+            bytes: stats.map(|s| s.1),
+            failures: None,
+            seconds: r.duration.as_secs_f64(),
+            message,
+        });
+    }
+    nodes.extend(tested.iter().map(|t| test_node(&project, t)));
+    let rec = RunRecord {
+        run_id: run_id(started_at),
+        command: if with_tests { "build" } else { "run" }.into(),
+        selector: selector_text(&args.selection),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        nodes,
+    };
+    record(&project, &lake, &rec).await;
     let ok = results
         .iter()
         .filter(|r| r.status == Status::Success)

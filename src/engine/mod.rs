@@ -33,7 +33,7 @@ pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use parse::SqlParser;
 pub use session::{CommandTag, Described, Output, QueryControl, Session, TxEffect};
-pub use system::SystemTable;
+pub use system::{DeltaSystemTable, SystemTable};
 
 use crate::config::Settings;
 use crate::lake::Lake;
@@ -161,6 +161,11 @@ impl Engine {
     /// Publishes a table in the `system` schema (`system.<name>`).
     pub fn register_system_table(&self, name: &str, table: Arc<dyn SystemTable>) {
         self.system.register(name, table);
+    }
+
+    /// Publishes a Delta table of the lake as `system.<name>`.
+    pub fn register_system_delta(&self, name: &str, table: system::DeltaSystemTable) {
+        self.system.register_delta(name, table);
     }
 
     /// Opens a session for `user`.

@@ -19,25 +19,59 @@ pub trait SystemTable: Send + Sync + std::fmt::Debug {
     fn rows(&self) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>;
 }
 
+/// A system table kept as a Delta table of the lake (written by other processes, such
+/// as `tidepool run`): read at its newest version, empty with `schema` until it exists.
+#[derive(Debug, Clone)]
+pub struct DeltaSystemTable {
+    pub schema: SchemaRef,
+    pub lake: Arc<crate::lake::Lake>,
+    /// Folder of the table relative to the lake root, e.g. `_tidepool/runs`.
+    pub path: String,
+}
+
 /// The `system` schema.
 #[derive(Debug, Default)]
 pub struct SystemSchema {
     tables: RwLock<BTreeMap<String, Arc<dyn SystemTable>>>,
+    delta: RwLock<BTreeMap<String, DeltaSystemTable>>,
 }
 
 impl SystemSchema {
     pub fn register(&self, name: &str, table: Arc<dyn SystemTable>) {
         self.tables.write().insert(name.to_string(), table);
     }
+
+    pub fn register_delta(&self, name: &str, table: DeltaSystemTable) {
+        self.delta.write().insert(name.to_string(), table);
+    }
 }
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.read().keys().cloned().collect()
+        let mut names: Vec<String> = self.tables.read().keys().cloned().collect();
+        names.extend(self.delta.read().keys().cloned());
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let delta = self.delta.read().get(name).cloned();
+        if let Some(d) = delta {
+            let url = d
+                .lake
+                .root()
+                .join(&format!("{}/", d.path))
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            return match d.lake.open_path(url.as_str(), None).await {
+                Ok(t) => Ok(Some(t.table_provider().await.map_err(|e| {
+                    datafusion::error::DataFusionError::External(Box::new(e))
+                })?)),
+                Err(_) => Ok(Some(Arc::new(
+                    datafusion::datasource::empty::EmptyTable::new(d.schema.clone()),
+                ))),
+            };
+        }
         let Some(t) = self.tables.read().get(name).cloned() else {
             return Ok(None);
         };
@@ -49,6 +83,6 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().contains_key(name)
+        self.tables.read().contains_key(name) || self.delta.read().contains_key(name)
     }
 }

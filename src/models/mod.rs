@@ -8,6 +8,7 @@ pub mod datatests;
 pub mod graph;
 pub mod incremental;
 pub mod project;
+pub mod records;
 pub mod render;
 pub mod run;
 pub mod select;
