@@ -42,6 +42,8 @@ pub enum Command {
     Build(models::RunArgs),
     /// List the selected models in DAG order
     Ls(models::LsArgs),
+    /// Print the model graph (Mermaid or Graphviz DOT)
+    Lineage(models::LineageArgs),
     /// Render the selected models' SQL into target/compiled/
     Compile(models::CompileArgs),
     /// Benchmarks (build with --release)
@@ -83,6 +85,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args, false)),
         Command::Build(args) => runtime.block_on(models::run(&cli.overrides, args, true)),
         Command::Test(args) => runtime.block_on(models::test(&cli.overrides, args)),
+        Command::Lineage(args) => runtime.block_on(models::lineage(&cli.overrides, args)),
         Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),

@@ -54,6 +54,33 @@ pub struct LsArgs {
     pub long: bool,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LineageArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Mermaid (renders in GitHub/GitLab markdown) or Graphviz DOT
+    #[arg(long, value_enum, default_value = "mermaid")]
+    pub format: GraphFormat,
+}
+
+pub async fn lineage(overrides: &Overrides, args: LineageArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, overrides, &args.selection)?;
+    let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    let text = match args.format {
+        GraphFormat::Mermaid => crate::models::lineage::mermaid(&project, &chosen),
+        GraphFormat::Dot => crate::models::lineage::dot(&project, &chosen),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Debug, clap::Args)]
 pub struct CompileArgs {
     #[command(flatten)]

@@ -7,6 +7,7 @@
 pub mod datatests;
 pub mod graph;
 pub mod incremental;
+pub mod lineage;
 pub mod project;
 pub mod records;
 pub mod render;

@@ -179,6 +179,22 @@ async fn selectors_pick_what_dbt_would() {
         vec!["silver.customers", "silver.stg_orders"]
     );
     assert_eq!(ls(p, &["-s", "stg_*"]), vec!["silver.stg_orders"]);
+
+    // The same graph as a picture.
+    let out = tidepool(p, &["lineage"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("graph LR\n"), "{text}");
+    for edge in [
+        "bronze_orders --> silver_stg_orders",
+        "silver_stg_orders --> silver_customers",
+        "silver_customers --> gold_customer_revenue",
+    ] {
+        assert!(text.contains(edge), "missing {edge} in\n{text}");
+    }
+    let out = tidepool(p, &["lineage", "--format", "dot", "-s", "customers"]);
+    let text = stdout(&out);
+    assert!(text.contains("\"silver.customers\" [shape=box"), "{text}");
+    assert!(!text.contains("gold.customer_revenue"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
