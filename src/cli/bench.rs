@@ -49,6 +49,15 @@ pub enum BenchWhat {
         #[arg(long = "consumer-property")]
         properties: Vec<String>,
     },
+    /// Planning overhead of models: `ls` and `compile` on a generated project
+    Models {
+        /// Models in the generated project
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
+        /// Runs of each command (the median is reported)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
     Broker {
@@ -86,6 +95,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             PROPS.set(props).ok();
             bench_ingest(messages, latency_seconds, &dir, &compression).await?;
         }
+        BenchWhat::Models { models, runs } => bench_models(models, runs)?,
         BenchWhat::Broker {
             messages,
             partitions,
@@ -564,5 +574,78 @@ async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     drop(p);
     drop(ingest);
     drop(broker);
+    Ok(())
+}
+
+/// Writes a project of `n` models: 50 read the Kafka source, the rest join two earlier
+/// models through `ref()`, use a macro, `var()` and `config()`.
+fn generate_project(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("macros"))?;
+    std::fs::write(
+        dir.join("tidepool.toml"),
+        "[postgres]\nenabled = false\n[http]\nenabled = false\n[[sources]]\nname = \"orders\"\ntopics = [\"shop.orders\"]\n",
+    )?;
+    std::fs::write(
+        dir.join("macros/money.sql"),
+        "{% macro cents(x) %}cast(round({{ x }} * 100) as bigint){% endmacro %}\n",
+    )?;
+    for i in 0..n {
+        let schema = format!("layer{}", i % 10);
+        std::fs::create_dir_all(dir.join("sql").join(&schema))?;
+        let sql = if i < 50 {
+            "select id, customer, amount from {{ source('kafka', 'orders') }}\n".to_string()
+        } else {
+            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (j, k) = ((h % i as u64) as usize, ((h >> 20) % i as u64) as usize);
+            let mat = if i % 3 == 0 { "table" } else { "view" };
+            format!(
+                "{{{{ config(materialized='{mat}', tags=['t{}']) }}}}\nselect a.id, a.customer, a.amount, {{{{ cents('a.amount') }}}} as cents\nfrom {{{{ ref('m{j}') }}}} a\njoin {{{{ ref('m{k}') }}}} b on a.id = b.id\nwhere a.amount > {{{{ var('min', 0) }}}}\n",
+                i % 7
+            )
+        };
+        std::fs::write(dir.join("sql").join(&schema).join(format!("m{i}.sql")), sql)?;
+    }
+    Ok(())
+}
+
+fn bench_models(n: usize, runs: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    generate_project(tmp.path(), n)?;
+    println!("tidepool bench models: a generated project of {n} models");
+    let config = tmp.path().join("tidepool.toml");
+    for cmd in [&["ls"][..], &["compile"][..], &["lineage"][..]] {
+        let mut times = Vec::new();
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            let out = std::process::Command::new(std::env::current_exe()?)
+                .arg("--config")
+                .arg(&config)
+                .arg("--lake")
+                .arg(tmp.path().join("lake"))
+                .args(cmd)
+                .output()?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "tidepool {} failed: {}",
+                    cmd.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let listed = String::from_utf8_lossy(&out.stdout).lines().count();
+            if cmd == ["ls"] && listed != n {
+                anyhow::bail!("tidepool ls listed {listed} models, not {n}");
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  tidepool {:<8} {:>7.0} ms median of {} (process start to exit; min {:.0} ms, max {:.0} ms)",
+            cmd.join(" "),
+            times[times.len() / 2],
+            times.len(),
+            times[0],
+            times[times.len() - 1]
+        );
+    }
     Ok(())
 }
