@@ -57,6 +57,12 @@ pub enum BenchWhat {
         /// Runs of each command (the median is reported)
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Bronze rows for the incremental cost run (0 skips it)
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: usize,
+        /// New bronze rows before the incremental runs (a fifth update existing keys)
+        #[arg(long, default_value_t = 50_000)]
+        new_rows: usize,
     },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
@@ -95,7 +101,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             PROPS.set(props).ok();
             bench_ingest(messages, latency_seconds, &dir, &compression).await?;
         }
-        BenchWhat::Models { models, runs } => bench_models(models, runs)?,
+        BenchWhat::Models {
+            models,
+            runs,
+            rows,
+            new_rows,
+        } => {
+            bench_models(models, runs)?;
+            if rows > 0 {
+                bench_incremental(rows, new_rows).await?;
+            }
+        }
         BenchWhat::Broker {
             messages,
             partitions,
@@ -645,6 +661,154 @@ fn bench_models(n: usize, runs: usize) -> anyhow::Result<()> {
             times.len(),
             times[0],
             times[times.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+/// Bronze events: ids `from..to`, all at `version`.
+fn events_batch(
+    from: i64,
+    to: i64,
+    version: i64,
+) -> anyhow::Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("version", DataType::Int64, false),
+    ]));
+    let ids: Vec<i64> = (from..to).collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone())),
+        Arc::new(StringArray::from_iter_values(
+            ids.iter().map(|i| format!("c{}", i % 10_000)),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            ids.iter()
+                .map(|i| (i % 1000) as f64 + version as f64 / 10.0),
+        )),
+        Arc::new(Int64Array::from(vec![version; ids.len()])),
+    ];
+    Ok(arrow::record_batch::RecordBatch::try_new(schema, cols)?)
+}
+
+async fn append_events(
+    lake: &Arc<Lake>,
+    batches: Vec<arrow::record_batch::RecordBatch>,
+) -> anyhow::Result<()> {
+    let url = lake.table_url("bronze", "events")?;
+    if let Ok(p) = url.to_file_path() {
+        std::fs::create_dir_all(p)?;
+    }
+    let t = deltalake::DeltaTable::try_from_url(url).await?;
+    t.write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await?;
+    Ok(())
+}
+
+/// Streaming and merge models over `rows` bronze rows: a full refresh, then a run after
+/// `new_rows` more (a fifth of them new versions of existing keys).
+async fn bench_incremental(rows: usize, new_rows: usize) -> anyhow::Result<()> {
+    use crate::models::run::{RunOptions, Status};
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("sql/silver"))?;
+    std::fs::write(
+        dir.join("sql/silver/events_stream.sql"),
+        "{{ config(materialized='streaming') }}\nselect id, customer, amount * 2 as doubled, version from bronze.events\n",
+    )?;
+    std::fs::write(
+        dir.join("sql/silver/events_latest.sql"),
+        "{{ config(materialized='incremental', unique_key='id') }}\nselect id, customer, amount, version from bronze.events\n{% if is_incremental() %}where version > (select max(version) from {{ this }}){% endif %}\n",
+    )?;
+    let lake = Lake::open(&crate::config::LakeConfig {
+        root: dir.join("lake").display().to_string(),
+        ..Default::default()
+    })?;
+    println!("  incremental cost: {rows} bronze rows, then {new_rows} new");
+    let t = Instant::now();
+    let chunk = 500_000i64;
+    let mut start = 0i64;
+    while (start as usize) < rows {
+        let end = (start + chunk).min(rows as i64);
+        append_events(&lake, vec![events_batch(start, end, 1)?]).await?;
+        start = end;
+    }
+    println!("    bronze written in {:.2} s", t.elapsed().as_secs_f64());
+    let project = Arc::new(crate::models::Project::load(
+        crate::models::ProjectPaths::in_dir(dir),
+        Default::default(),
+        Default::default(),
+    )?);
+    let engine = crate::engine::Engine::new(
+        lake.clone(),
+        crate::engine::EngineOptions {
+            query_timeout: None,
+            memory_limit: None,
+            target_partitions: None,
+            max_concurrent_queries: 4,
+        },
+    )?;
+    let run_one = |name: &str, full: bool| {
+        let project = project.clone();
+        let engine = engine.clone();
+        let name = name.to_string();
+        async move {
+            let i = project
+                .models
+                .iter()
+                .position(|m| m.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no model {name}"))?;
+            let options = RunOptions {
+                threads: 1,
+                fail_fast: true,
+                full_refresh: full,
+                tests: false,
+            };
+            let t = Instant::now();
+            let results = crate::models::run::run(
+                project,
+                engine,
+                &std::collections::BTreeSet::from([i]),
+                &options,
+                CancellationToken::new(),
+                |_| {},
+            )
+            .await;
+            let secs = t.elapsed().as_secs_f64();
+            match results.first().map(|r| (&r.status, r.rows)) {
+                Some((Status::Success, rows)) => {
+                    Ok::<(f64, u64), anyhow::Error>((secs, rows.unwrap_or(0)))
+                }
+                other => anyhow::bail!("{name} did not succeed: {other:?}"),
+            }
+        }
+    };
+    let mut full = Vec::new();
+    for m in ["events_stream", "events_latest"] {
+        full.push(run_one(m, true).await?);
+    }
+    // New rows: a fifth are new versions of existing ids, the rest new ids.
+    let updates = (new_rows / 5) as i64;
+    let mut batch = vec![events_batch(0, updates, 2)?];
+    batch.push(events_batch(
+        rows as i64,
+        rows as i64 + new_rows as i64 - updates,
+        2,
+    )?);
+    append_events(&lake, batch).await?;
+    for (k, m) in ["events_stream", "events_latest"].iter().enumerate() {
+        let (secs, written) = run_one(m, false).await?;
+        println!(
+            "    {m:<14} full refresh {:.2} s ({} rows); after {new_rows} new rows {:.3} s ({written} rows written) = {:.1}% of the full refresh",
+            full[k].0,
+            full[k].1,
+            secs,
+            secs / full[k].0 * 100.0
         );
     }
     Ok(())
