@@ -1,6 +1,7 @@
 //! `tidepool run | ls | compile`: the dbt-style commands over the project's models.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -213,23 +214,25 @@ fn selector_text(sel: &Selection) -> String {
     s.trim().to_string()
 }
 
-/// Prints one test result the way `test` and `build` show them.
-fn print_test(project: &Project, r: &TestResult) {
+/// One test result as `test` and `build` show it.
+fn test_text(project: &Project, r: &TestResult) -> String {
     let t = &project.tests[r.test];
     let warn = t.severity == Severity::Warn;
     match (&r.error, r.failures) {
-        (Some(e), _) => println!("       ERROR {} ({}): {e}", t.name, t.path),
-        (None, 0) => println!("       PASS  {}", t.name),
+        (Some(e), _) => format!("       ERROR {} ({}): {e}", t.name, t.path),
+        (None, 0) => format!("       PASS  {}", t.name),
         (None, n) => {
-            println!(
+            let mut out = format!(
                 "       {} {} ({}): {n} failing rows",
                 if warn { "WARN " } else { "FAIL " },
                 t.name,
                 t.path
             );
             for line in r.sample.lines() {
-                println!("           {line}");
+                out.push_str("\n           ");
+                out.push_str(line);
             }
+            out
         }
     }
 }
@@ -249,7 +252,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     let (mut passed, mut warned, mut failed) = (0, 0, 0);
     for t in picked {
         let r = run_test(&engine, &project, t).await;
-        print_test(&project, &r);
+        println!("{}", test_text(&project, &r));
         nodes.push(test_node(&project, &r));
         if r.passed() {
             passed += 1;
@@ -309,51 +312,79 @@ pub async fn run(
         tests: with_tests,
     };
     println!("running {total} models with {} threads", options.threads);
+    // On a terminal a live bar (models done, what is building, rows/s); plain lines
+    // otherwise (CI logs, pipes).
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    });
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    };
+    let mut building: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut rows_written = 0u64;
     let p = project.clone();
-    let results = crate::models::run::run(
-        project.clone(),
-        engine,
-        &chosen,
-        &options,
-        cancel,
-        |e| match e {
-            Event::Started { index } => {
-                let m = &p.models[*index];
-                println!(
-                    "  START {} {} ({})",
-                    m.config.materialized.as_str(),
-                    m.relation,
-                    m.file.path
-                );
-            }
-            Event::Tested(r) => {
-                print_test(&p, r);
-                tested.push(r.clone());
-            }
-            Event::Finished(r) => {
-                done += 1;
-                let m = &p.models[r.index];
-                let rows = r.rows.map(|n| format!(", {n} rows")).unwrap_or_default();
-                match &r.status {
-                    Status::Success => println!(
-                        "{done:>4} of {total} OK    {} {}{rows} in {:.2}s",
-                        m.config.materialized.as_str(),
-                        m.relation,
-                        r.duration.as_secs_f64()
-                    ),
-                    Status::Error(_) => println!(
-                        "{done:>4} of {total} ERROR {} in {:.2}s",
-                        m.relation,
-                        r.duration.as_secs_f64()
-                    ),
-                    Status::Skipped(why) => {
-                        println!("{done:>4} of {total} SKIP  {} ({why})", m.relation)
+    let results =
+        crate::models::run::run(project.clone(), engine, &chosen, &options, cancel, |e| {
+            match e {
+                Event::Started { index } => {
+                    let m = &p.models[*index];
+                    building.insert(m.relation.clone());
+                    if bar.is_none() {
+                        say(format!(
+                            "  START {} {} ({})",
+                            m.config.materialized.as_str(),
+                            m.relation,
+                            m.file.path
+                        ));
                     }
                 }
+                Event::Tested(r) => {
+                    say(test_text(&p, r));
+                    tested.push(r.clone());
+                }
+                Event::Finished(r) => {
+                    done += 1;
+                    let m = &p.models[r.index];
+                    building.remove(&m.relation);
+                    rows_written += r.rows.unwrap_or(0);
+                    let rows = r.rows.map(|n| format!(", {n} rows")).unwrap_or_default();
+                    say(match &r.status {
+                        Status::Success => format!(
+                            "{done:>4} of {total} OK    {} {}{rows} in {:.2}s",
+                            m.config.materialized.as_str(),
+                            m.relation,
+                            r.duration.as_secs_f64()
+                        ),
+                        Status::Error(_) => format!(
+                            "{done:>4} of {total} ERROR {} in {:.2}s",
+                            m.relation,
+                            r.duration.as_secs_f64()
+                        ),
+                        Status::Skipped(why) => {
+                            format!("{done:>4} of {total} SKIP  {} ({why})", m.relation)
+                        }
+                    });
+                }
             }
-        },
-    )
-    .await;
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+                let rate = rows_written as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let now: Vec<&str> = building.iter().map(String::as_str).collect();
+                b.set_message(format!("{} | {rate:.0} rows/s", now.join(", ")));
+            }
+        })
+        .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     let mut nodes = Vec::new();
     for r in &results {
         let m = &project.models[r.index];
