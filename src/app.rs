@@ -38,6 +38,8 @@ pub enum AppError {
 pub struct App {
     engine: Arc<Engine>,
     ingest: Arc<Ingest>,
+    /// `[schedule]` with the project folder and the source names.
+    schedule: Option<(crate::config::Schedule, std::path::PathBuf, Vec<String>)>,
     pg: Option<PgServer>,
     http: Option<HttpServer>,
     shutdown: CancellationToken,
@@ -64,9 +66,14 @@ impl App {
             ),
             None => None,
         };
+        let schedule = settings.schedule.clone().map(|s| {
+            let sources = settings.sources.iter().map(|x| x.name.clone()).collect();
+            (s, settings.project_dir.clone(), sources)
+        });
         Ok(App {
             engine,
             ingest,
+            schedule,
             pg,
             http,
             shutdown,
@@ -117,6 +124,15 @@ impl App {
         }
         if let Some(http) = self.http {
             tasks.spawn(http.run());
+        }
+        if let Some((schedule, dir, sources)) = self.schedule.clone() {
+            tasks.spawn(crate::models::schedule::serve(
+                engine.clone(),
+                schedule,
+                dir,
+                sources,
+                self.shutdown.child_token(),
+            ));
         }
         let ingest_token = self.shutdown.child_token();
         match self

@@ -45,6 +45,53 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub sources: Vec<SourceConfig>,
     pub maintenance: MaintenanceConfig,
+    pub project: ProjectConfig,
+    pub schedule: Option<ScheduleConfig>,
+    /// The folder of the config file (set when it is read).
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// Where the SQL project (models, macros, tests) lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectConfig {
+    /// Project folder [default: the config file's folder, else the current folder].
+    pub dir: Option<PathBuf>,
+}
+
+/// `[schedule]`: `serve` builds the models on a timer, a cron expression, or when the
+/// tables they read got new commits. Runs never overlap.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Run every N seconds.
+    pub every_secs: Option<u64>,
+    /// Cron expression (5 fields, or 6 with seconds), in UTC.
+    pub cron: Option<String>,
+    /// Run when a table the models read has a new Delta version (checked every second).
+    pub on_new_data: bool,
+    /// `build` (models and tests, the default) or `run`.
+    pub command: Option<String>,
+    /// dbt selectors, as `--select`.
+    pub select: Option<String>,
+    /// dbt selectors, as `--exclude`.
+    pub exclude: Option<String>,
+    /// Models built at once.
+    pub threads: Option<usize>,
+}
+
+/// A validated `[schedule]`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub every: Option<Duration>,
+    pub cron: Option<String>,
+    pub on_new_data: bool,
+    /// True for `build`, false for `run`.
+    pub with_tests: bool,
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    pub threads: usize,
 }
 
 /// The HTTP listener: health, metrics and the ingest endpoint.
@@ -352,6 +399,9 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lake: LakeConfig,
+    /// The SQL project's folder (models, macros, tests).
+    pub project_dir: PathBuf,
+    pub schedule: Option<Schedule>,
     pub pg_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub query_timeout: Option<Duration>,
@@ -420,8 +470,15 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        config.config_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf);
         // Paths inside the file are relative to the file.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(p) = config.project.dir.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
+            }
             for s in &mut config.sources {
                 if let Some(schema) = s.schema.as_mut().filter(|p| p.is_relative()) {
                     *schema = dir.join(&*schema);
@@ -551,7 +608,19 @@ impl Config {
             vacuum_retention: Duration::from_secs(m.vacuum_retention_hours * 3600),
             checkpoint_interval: m.checkpoint_interval,
         };
+        let schedule = match &self.schedule {
+            None => None,
+            Some(s) => Some(resolve_schedule(s)?),
+        };
+        let project_dir = self
+            .project
+            .dir
+            .clone()
+            .or_else(|| self.config_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Settings {
+            project_dir,
+            schedule,
             http_listen,
             http_max_body,
             brokers: self.kafka.brokers.clone(),
@@ -571,6 +640,50 @@ impl Config {
             users,
         })
     }
+}
+
+fn resolve_schedule(s: &ScheduleConfig) -> Result<Schedule, ConfigError> {
+    if s.every_secs.is_none() && s.cron.is_none() && !s.on_new_data {
+        return Err(invalid(
+            "schedule",
+            "say when to run: every_secs, cron, or on_new_data = true",
+        ));
+    }
+    if s.every_secs == Some(0) {
+        return Err(invalid("schedule.every_secs", "must be at least 1"));
+    }
+    if let Some(c) = &s.cron {
+        c.parse::<croner::Cron>().map_err(|e| {
+            invalid(
+                "schedule.cron",
+                format!("{c:?} is not a cron expression ({e})"),
+            )
+        })?;
+    }
+    let with_tests = match s.command.as_deref().unwrap_or("build") {
+        "build" => true,
+        "run" => false,
+        other => {
+            return Err(invalid(
+                "schedule.command",
+                format!("{other:?}: build or run"),
+            ));
+        }
+    };
+    let words = |v: &Option<String>| -> Vec<String> {
+        v.as_deref()
+            .map(|t| t.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    Ok(Schedule {
+        every: s.every_secs.map(Duration::from_secs),
+        cron: s.cron.clone(),
+        on_new_data: s.on_new_data,
+        with_tests,
+        select: words(&s.select),
+        exclude: words(&s.exclude),
+        threads: s.threads.unwrap_or(4).max(1),
+    })
 }
 
 /// Parses a listen address; a non-loopback one needs authentication.

@@ -12,9 +12,9 @@ use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
 use crate::models::datatests::Severity;
-use crate::models::records::{self, NodeRecord, RunRecord};
+use crate::models::records::{self, RunRecord};
 use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
-use crate::models::{Materialized, Project, ProjectPaths, kafka_sources, select};
+use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,7 +72,7 @@ pub struct LineageArgs {
 
 pub async fn lineage(overrides: &Overrides, args: LineageArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
-    let project = load(&settings, overrides, &args.selection)?;
+    let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     let text = match args.format {
         GraphFormat::Mermaid => crate::models::lineage::mermaid(&project, &chosen),
@@ -89,18 +89,11 @@ pub struct CompileArgs {
 }
 
 /// The project folder: where the config file is, else the current folder.
-fn project_paths(overrides: &Overrides) -> ProjectPaths {
-    let dir = overrides
-        .config
-        .as_deref()
-        .and_then(|p| p.parent())
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    ProjectPaths::in_dir(&dir)
+fn project_paths(settings: &Settings) -> ProjectPaths {
+    ProjectPaths::in_dir(&settings.project_dir)
 }
 
-fn load(settings: &Settings, overrides: &Overrides, sel: &Selection) -> anyhow::Result<Project> {
+fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {
     let vars: BTreeMap<String, serde_json::Value> = match &sel.vars {
         None => BTreeMap::new(),
         Some(text) => serde_json::from_str(text)
@@ -108,7 +101,7 @@ fn load(settings: &Settings, overrides: &Overrides, sel: &Selection) -> anyhow::
     };
     let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
     Ok(Project::load(
-        project_paths(overrides),
+        project_paths(settings),
         kafka_sources(&names),
         vars,
     )?)
@@ -116,7 +109,7 @@ fn load(settings: &Settings, overrides: &Overrides, sel: &Selection) -> anyhow::
 
 pub async fn ls(overrides: &Overrides, args: LsArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
-    let project = load(&settings, overrides, &args.selection)?;
+    let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     for i in project.graph.order(&chosen) {
         let m = &project.models[i];
@@ -137,7 +130,7 @@ pub async fn ls(overrides: &Overrides, args: LsArgs) -> anyhow::Result<ExitCode>
 
 pub async fn compile(overrides: &Overrides, args: CompileArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
-    let project = load(&settings, overrides, &args.selection)?;
+    let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     let out = project.paths.target.join("compiled");
     for &i in &chosen {
@@ -156,32 +149,6 @@ pub async fn compile(overrides: &Overrides, args: CompileArgs) -> anyhow::Result
 pub struct TestArgs {
     #[command(flatten)]
     pub selection: Selection,
-}
-
-fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
-    let t = &project.tests[r.test];
-    let status = match (&r.error, r.failures, t.severity) {
-        (Some(_), _, _) => "error",
-        (None, 0, _) => "pass",
-        (None, _, Severity::Warn) => "warn",
-        (None, _, Severity::Error) => "fail",
-    };
-    NodeRecord {
-        kind: "test",
-        name: t.name.clone(),
-        path: t.path.clone(),
-        detail: match t.severity {
-            Severity::Warn => "warn".into(),
-            Severity::Error => "error".into(),
-        },
-        status: status.into(),
-        rows: None,
-        files: None,
-        bytes: None,
-        failures: Some(r.failures),
-        seconds: r.duration.as_secs_f64(),
-        message: r.error.clone(),
-    }
 }
 
 /// Keeps the record of a command: the lake's run tables and `target/run_results.json`.
@@ -239,7 +206,7 @@ fn test_text(project: &Project, r: &TestResult) -> String {
 
 pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
-    let project = load(&settings, overrides, &args.selection)?;
+    let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
@@ -253,7 +220,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     for t in picked {
         let r = run_test(&engine, &project, t).await;
         println!("{}", test_text(&project, &r));
-        nodes.push(test_node(&project, &r));
+        nodes.push(records::test_node(&project, &r));
         if r.passed() {
             passed += 1;
         } else if r.error.is_none() && project.tests[t].severity == Severity::Warn {
@@ -285,7 +252,7 @@ pub async fn run(
     with_tests: bool,
 ) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
-    let project = Arc::new(load(&settings, overrides, &args.selection)?);
+    let project = Arc::new(load(&settings, &args.selection)?);
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     if chosen.is_empty() {
         println!("nothing selected");
@@ -385,34 +352,7 @@ pub async fn run(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let mut nodes = Vec::new();
-    for r in &results {
-        let m = &project.models[r.index];
-        let (status, message) = match &r.status {
-            Status::Success => ("success", None),
-            Status::Error(e) => ("error", Some(e.clone())),
-            Status::Skipped(why) => ("skipped", Some(why.clone())),
-        };
-        let stats = if r.status == Status::Success && m.config.materialized != Materialized::View {
-            records::last_commit_files(&lake, &m.schema, &m.name).await
-        } else {
-            None
-        };
-        nodes.push(NodeRecord {
-            kind: "model",
-            name: m.relation.clone(),
-            path: m.file.path.clone(),
-            detail: m.config.materialized.as_str().into(),
-            status: status.into(),
-            rows: r.rows,
-            files: stats.map(|s| s.0),
-            bytes: stats.map(|s| s.1),
-            failures: None,
-            seconds: r.duration.as_secs_f64(),
-            message,
-        });
-    }
-    nodes.extend(tested.iter().map(|t| test_node(&project, t)));
+    let nodes = records::nodes(&lake, &project, &results, &tested).await;
     let rec = RunRecord {
         run_id: run_id(started_at),
         command: if with_tests { "build" } else { "run" }.into(),

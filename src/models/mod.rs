@@ -12,6 +12,7 @@ pub mod project;
 pub mod records;
 pub mod render;
 pub mod run;
+pub mod schedule;
 pub mod select;
 pub mod streaming;
 

@@ -12,6 +12,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use deltalake::protocol::SaveMode;
 
+use super::datatests::Severity;
+use super::run::{ModelResult, Status, TestResult};
+use super::{Materialized, Project};
 use crate::engine::{DeltaSystemTable, Engine};
 use crate::lake::Lake;
 
@@ -275,4 +278,70 @@ pub async fn last_commit_files(lake: &Arc<Lake>, schema: &str, name: &str) -> Op
         }
     }
     Some((files, size))
+}
+
+/// The record of a test result.
+pub fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
+    let t = &project.tests[r.test];
+    let status = match (&r.error, r.failures, t.severity) {
+        (Some(_), _, _) => "error",
+        (None, 0, _) => "pass",
+        (None, _, Severity::Warn) => "warn",
+        (None, _, Severity::Error) => "fail",
+    };
+    NodeRecord {
+        kind: "test",
+        name: t.name.clone(),
+        path: t.path.clone(),
+        detail: match t.severity {
+            Severity::Warn => "warn".into(),
+            Severity::Error => "error".into(),
+        },
+        status: status.into(),
+        rows: None,
+        files: None,
+        bytes: None,
+        failures: Some(r.failures),
+        seconds: r.duration.as_secs_f64(),
+        message: r.error.clone(),
+    }
+}
+
+/// Records of a run's models (files and bytes from each built table's newest commit) and
+/// tests.
+pub async fn nodes(
+    lake: &Arc<Lake>,
+    project: &Project,
+    results: &[ModelResult],
+    tested: &[TestResult],
+) -> Vec<NodeRecord> {
+    let mut nodes = Vec::new();
+    for r in results {
+        let m = &project.models[r.index];
+        let (status, message) = match &r.status {
+            Status::Success => ("success", None),
+            Status::Error(e) => ("error", Some(e.clone())),
+            Status::Skipped(why) => ("skipped", Some(why.clone())),
+        };
+        let stats = if r.status == Status::Success && m.config.materialized != Materialized::View {
+            last_commit_files(lake, &m.schema, &m.name).await
+        } else {
+            None
+        };
+        nodes.push(NodeRecord {
+            kind: "model",
+            name: m.relation.clone(),
+            path: m.file.path.clone(),
+            detail: m.config.materialized.as_str().into(),
+            status: status.into(),
+            rows: r.rows,
+            files: stats.map(|s| s.0),
+            bytes: stats.map(|s| s.1),
+            failures: None,
+            seconds: r.duration.as_secs_f64(),
+            message,
+        });
+    }
+    nodes.extend(tested.iter().map(|t| test_node(project, t)));
+    nodes
 }

@@ -304,16 +304,22 @@ async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incremental_models_equal_a_full_refresh() {
+/// The incremental fixture project with versions 1 of orders 1..=10 in bronze.
+async fn incremental_project() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/incremental"),
-        p,
+        dir.path(),
     );
-    let lake = p.join("lake");
+    let lake = dir.path().join("lake");
     write_delta(&lake, "bronze", "order_versions", order_versions(1..=10, 1)).await;
+    (dir, lake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_models_equal_a_full_refresh() {
+    let (dir, lake) = incremental_project().await;
+    let p = dir.path();
     let out = tidepool(p, &["run"]);
     assert!(
         out.status.success(),
@@ -476,4 +482,58 @@ async fn data_tests_run_alone_and_inside_build() {
         text.contains("tests failed: unique_stg_orders_customer"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_builds_on_schedule_when_sources_get_new_data() {
+    let (dir, lake) = incremental_project().await;
+    let p = dir.path();
+    let extra = format!(
+        "[project]\ndir = {:?}\n[schedule]\non_new_data = true\ncommand = \"run\"\nselect = \"all_versions order_stream\"\n",
+        p.display().to_string()
+    );
+    let server = TestServer::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        settings(&lake, &extra),
+    )
+    .await;
+    let client = server.connect().await;
+    // The first check sees versions it has not built from: a run.
+    crate::common::wait_for(
+        &client,
+        "SELECT count(*) FROM system.runs WHERE command = 'schedule:run' AND status = 'success'",
+        60,
+        |n| n >= 1,
+    )
+    .await;
+    crate::common::wait_for(
+        &client,
+        "SELECT count(*) FROM silver.all_versions",
+        10,
+        |n| n == 10,
+    )
+    .await;
+    // New bronze commits trigger the next run.
+    write_delta(&lake, "bronze", "order_versions", order_versions(5..=15, 2)).await;
+    crate::common::wait_for(
+        &client,
+        "SELECT count(*) FROM silver.order_stream",
+        60,
+        |n| n == 21,
+    )
+    .await;
+    crate::common::wait_for(
+        &client,
+        "SELECT count(*) FROM silver.all_versions",
+        10,
+        |n| n == 21,
+    )
+    .await;
+    let runs =
+        crate::common::wait_for(&client, "SELECT count(*) FROM system.runs", 5, |n| n >= 2).await;
+    // Nothing new: no further runs.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let again =
+        crate::common::wait_for(&client, "SELECT count(*) FROM system.runs", 5, |n| n >= 0).await;
+    assert_eq!(again, runs, "no run without new data");
 }

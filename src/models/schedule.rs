@@ -1,0 +1,171 @@
+//! `[schedule]` in `serve`: builds the project on a timer, a cron expression, or when a
+//! table the models read (a bronze table, another lake table) has a new Delta version.
+//! One loop, so runs never overlap; each run is read again from disk (edited models are
+//! picked up) and recorded in `system.runs` like a command-line run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::records::{self, RunRecord};
+use super::run::{self, RunOptions};
+use super::{Project, ProjectPaths, kafka_sources, select};
+use crate::config::Schedule;
+use crate::engine::Engine;
+
+/// Runs the schedule until `cancel`.
+pub async fn serve(
+    engine: Arc<Engine>,
+    schedule: Schedule,
+    project_dir: std::path::PathBuf,
+    sources: Vec<String>,
+    cancel: CancellationToken,
+) {
+    let cron: Option<croner::Cron> = schedule.cron.as_deref().and_then(|c| c.parse().ok());
+    let next_cron = |after: chrono::DateTime<chrono::Utc>| {
+        cron.as_ref()
+            .and_then(|c| c.find_next_occurrence(&after, false).ok())
+    };
+    let mut due_timer = schedule.every.map(|d| Instant::now() + d);
+    let mut due_cron = next_cron(chrono::Utc::now());
+    // Versions of the tables the models read, as of the last run.
+    let mut seen: Option<BTreeMap<String, i64>> = None;
+    tracing::info!(every = ?schedule.every, cron = ?schedule.cron, on_new_data = schedule.on_new_data,
+        "schedule active");
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = Instant::now();
+        let mut why = None;
+        if due_timer.is_some_and(|t| now >= t) {
+            why = Some("timer");
+        }
+        if due_cron.is_some_and(|t| chrono::Utc::now() >= t) {
+            why = Some("cron");
+        }
+        if why.is_none() && !schedule.on_new_data {
+            continue;
+        }
+        let paths = ProjectPaths::in_dir(&project_dir);
+        let project = match Project::load(paths, kafka_sources(&sources), BTreeMap::new()) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %e, "scheduled build: the project does not load");
+                if why.is_some() {
+                    due_timer = schedule.every.map(|d| Instant::now() + d);
+                    due_cron = next_cron(chrono::Utc::now());
+                }
+                continue;
+            }
+        };
+        let versions = if schedule.on_new_data {
+            let v = read_versions(&engine, &project).await;
+            if seen.as_ref() != Some(&v) && why.is_none() {
+                why = Some("new data");
+            }
+            Some(v)
+        } else {
+            None
+        };
+        let Some(why) = why else {
+            continue;
+        };
+        tracing::info!(trigger = why, "scheduled build starting");
+        build(&engine, &project, &schedule, why, &cancel).await;
+        due_timer = schedule.every.map(|d| Instant::now() + d);
+        due_cron = next_cron(chrono::Utc::now());
+        if versions.is_some() {
+            // What the run saw; commits made during the run trigger the next one.
+            seen = versions;
+        }
+    }
+}
+
+/// Newest version of every non-model table the project reads.
+async fn read_versions(engine: &Arc<Engine>, project: &Project) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for m in &project.models {
+        for r in &m.reads {
+            if out.contains_key(r) {
+                continue;
+            }
+            if let Some((s, t)) = r.split_once('.')
+                && let Ok(Some(table)) = engine.lake().table(s, t).await
+            {
+                out.insert(r.clone(), table.version().map_or(-1, |v| v as i64));
+            }
+        }
+    }
+    out
+}
+
+async fn build(
+    engine: &Arc<Engine>,
+    project: &Arc<Project>,
+    schedule: &Schedule,
+    why: &str,
+    cancel: &CancellationToken,
+) {
+    let chosen = match select::select(project, &schedule.select, &schedule.exclude) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled build: bad selector");
+            return;
+        }
+    };
+    let options = RunOptions {
+        threads: schedule.threads,
+        fail_fast: false,
+        full_refresh: false,
+        tests: schedule.with_tests,
+    };
+    let started_at = chrono::Utc::now();
+    let mut tested = Vec::new();
+    let results = run::run(
+        project.clone(),
+        engine.clone(),
+        &chosen,
+        &options,
+        cancel.child_token(),
+        |e| {
+            if let run::Event::Tested(t) = e {
+                tested.push(t.clone());
+            }
+        },
+    )
+    .await;
+    let nodes = records::nodes(engine.lake(), project, &results, &tested).await;
+    let command = if schedule.with_tests { "build" } else { "run" };
+    let rec = RunRecord {
+        run_id: format!(
+            "{}-{}",
+            started_at.format("%Y%m%dT%H%M%S%.3fZ"),
+            std::process::id()
+        ),
+        command: format!("schedule:{command}"),
+        selector: schedule.select.join(" "),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        nodes,
+    };
+    let failed = rec
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.status.as_str(), "error" | "fail" | "skipped"))
+        .count();
+    if let Err(e) = records::save(engine.lake(), &rec).await {
+        tracing::error!(error = %e, "scheduled build not recorded");
+    }
+    tracing::info!(
+        trigger = why,
+        models = results.len(),
+        failed,
+        status = rec.status(),
+        seconds = (rec.finished_at - rec.started_at).num_milliseconds() as f64 / 1000.0,
+        "scheduled build finished"
+    );
+}
