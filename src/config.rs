@@ -864,6 +864,26 @@ mod tests {
     }
 
     #[test]
+    fn schedule_is_validated() {
+        let s = resolve("[schedule]\ncron = \"0 */15 * * * *\"\nselect = \"tag:a +b\"\n").unwrap();
+        let sched = s.schedule.unwrap();
+        assert!(sched.with_tests);
+        assert_eq!(sched.select, vec!["tag:a", "+b"]);
+        let err = resolve("[schedule]\ncron = \"every tuesday\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schedule.cron"), "{err}");
+        let err = resolve("[schedule]\ncommand = \"build\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("every_secs, cron, or on_new_data"), "{err}");
+        let err = resolve("[schedule]\nevery_secs = 5\ncommand = \"test\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schedule.command"), "{err}");
+    }
+
+    #[test]
     fn defaults_listen_on_loopback() {
         let s = resolve("").unwrap();
         assert_eq!(s.pg_listen.unwrap().to_string(), "127.0.0.1:5433");
