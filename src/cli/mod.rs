@@ -42,6 +42,8 @@ pub enum Command {
     Build(models::RunArgs),
     /// List the selected models in DAG order
     Ls(models::LsArgs),
+    /// Write a static HTML page of the project into target/docs/
+    Docs(models::DocsArgs),
     /// Print the model graph (Mermaid or Graphviz DOT)
     Lineage(models::LineageArgs),
     /// Render the selected models' SQL into target/compiled/
@@ -85,6 +87,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args, false)),
         Command::Build(args) => runtime.block_on(models::run(&cli.overrides, args, true)),
         Command::Test(args) => runtime.block_on(models::test(&cli.overrides, args)),
+        Command::Docs(args) => runtime.block_on(models::docs(&cli.overrides, args)),
         Command::Lineage(args) => runtime.block_on(models::lineage(&cli.overrides, args)),
         Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),

@@ -83,6 +83,27 @@ pub async fn lineage(overrides: &Overrides, args: LineageArgs) -> anyhow::Result
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DocsArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+pub async fn docs(overrides: &Overrides, args: DocsArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, &args.selection)?;
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    records::register(&engine);
+    let facts = crate::models::docs::facts(&engine, &project).await;
+    let dir = project.paths.target.join("docs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("index.html");
+    std::fs::write(&path, crate::models::docs::html(&project, &facts))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
 pub struct CompileArgs {
     #[command(flatten)]
     pub selection: Selection,

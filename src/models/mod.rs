@@ -5,6 +5,7 @@
 //! [`run`] materializes selected models in DAG order.
 
 pub mod datatests;
+pub mod docs;
 pub mod graph;
 pub mod incremental;
 pub mod lineage;
