@@ -35,6 +35,82 @@ pub struct DataTest {
 struct SchemaFile {
     #[serde(default)]
     models: Vec<ModelEntry>,
+    #[serde(default)]
+    sources: Vec<SourceEntry>,
+}
+
+/// `sources:` in YAML: tables of the lake, or Delta/Parquet/CSV/JSON at any path or URL.
+#[derive(Debug, Deserialize)]
+struct SourceEntry {
+    name: String,
+    /// Lake schema of the tables without a path [default: the source's name].
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    tables: Vec<SourceTable>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SourceTable {
+    name: String,
+    /// Table name in the lake schema [default: `name`].
+    #[serde(default)]
+    identifier: Option<String>,
+    /// A folder or URL read with `read_<format>(...)` instead of a lake table.
+    #[serde(default, alias = "location")]
+    path: Option<String>,
+    /// `delta` (default), `parquet`, `csv` or `json`, for `path`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `(source, table)` -> the SQL relation `source()` renders.
+pub type YamlSources = BTreeMap<(String, String), String>;
+
+/// Reads the `sources:` of every YAML file under `dir`.
+pub fn read_sources(dir: &Path, project_dir: &Path) -> Result<YamlSources, ModelsError> {
+    let mut out = YamlSources::new();
+    for (rel, parsed) in yaml_files(dir, project_dir)? {
+        for src in parsed.sources {
+            let schema = src
+                .schema
+                .clone()
+                .unwrap_or_else(|| src.name.clone())
+                .to_lowercase();
+            for t in src.tables {
+                let relation = match &t.path {
+                    Some(path) => {
+                        let func = match t.format.as_deref().unwrap_or("delta") {
+                            f @ ("delta" | "parquet" | "csv" | "json") => format!("read_{f}"),
+                            other => {
+                                return Err(ModelsError::Project(format!(
+                                    "{rel}: source {}.{}: format {other:?} (delta, parquet, csv, json)",
+                                    src.name, t.name
+                                )));
+                            }
+                        };
+                        format!("{func}('{}')", path.replace('\'', "''"))
+                    }
+                    None => {
+                        let id = t
+                            .identifier
+                            .clone()
+                            .unwrap_or_else(|| t.name.clone())
+                            .to_lowercase();
+                        if !crate::lake::valid_name(&schema) || !crate::lake::valid_name(&id) {
+                            return Err(ModelsError::Project(format!(
+                                "{rel}: source {}.{}: {schema}.{id} is not a lake table name",
+                                src.name, t.name
+                            )));
+                        }
+                        format!("{schema}.{id}")
+                    }
+                };
+                out.insert((src.name.to_lowercase(), t.name.to_lowercase()), relation);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,21 +152,9 @@ pub fn read_yaml(
     dir: &Path,
     project_dir: &Path,
 ) -> Result<(Vec<GenericTest>, Descriptions), ModelsError> {
-    let mut files = Vec::new();
-    collect(dir, &mut files);
-    files.sort();
     let mut tests = Vec::new();
     let mut docs = Descriptions::new();
-    for f in files {
-        let rel = f
-            .strip_prefix(project_dir)
-            .unwrap_or(&f)
-            .to_string_lossy()
-            .replace('\\', "/");
-        let text = std::fs::read_to_string(&f)
-            .map_err(|e| ModelsError::Io(format!("cannot read {rel}: {e}")))?;
-        let parsed: SchemaFile = serde_yaml_ng::from_str(&text)
-            .map_err(|e| ModelsError::Project(format!("{rel}: {e}")))?;
+    for (rel, parsed) in yaml_files(dir, project_dir)? {
         for m in parsed.models {
             let name = m.name.to_lowercase();
             let entry = docs.entry(name.clone()).or_default();
@@ -111,6 +175,28 @@ pub fn read_yaml(
         }
     }
     Ok((tests, docs))
+}
+
+/// Every `*.yml`/`*.yaml` under `dir`, parsed, with its path relative to the project.
+fn yaml_files(dir: &Path, project_dir: &Path) -> Result<Vec<(String, SchemaFile)>, ModelsError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(project_dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| ModelsError::Io(format!("cannot read {rel}: {e}")))?;
+            let parsed: SchemaFile = serde_yaml_ng::from_str(&text)
+                .map_err(|e| ModelsError::Project(format!("{rel}: {e}")))?;
+            Ok((rel, parsed))
+        })
+        .collect()
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -244,9 +244,10 @@ impl Project {
     /// Reads, renders and checks every model of the project in `paths`.
     pub fn load(
         paths: ProjectPaths,
-        sources: BTreeMap<(String, String), String>,
+        mut sources: BTreeMap<(String, String), String>,
         vars: BTreeMap<String, serde_json::Value>,
     ) -> Result<Project, ModelsError> {
+        sources.extend(datatests::read_sources(&paths.models, &paths.dir)?);
         let files = project::model_files(&paths)?;
         let macros = project::macro_files(&paths)?;
         let singular = project::test_files(&paths)?;

@@ -537,3 +537,53 @@ async fn serve_builds_on_schedule_when_sources_get_new_data() {
         crate::common::wait_for(&client, "SELECT count(*) FROM system.runs", 5, |n| n >= 0).await;
     assert_eq!(again, runs, "no run without new data");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_sources_name_lake_tables_and_paths() {
+    let dir = project();
+    let p = dir.path();
+    let lake = p.join("lake");
+    write_delta(&lake, "bronze", "orders", orders(10)).await;
+    std::fs::write(
+        p.join("sql/silver/sources.yml"),
+        format!(
+            "sources:\n  - name: raw\n    tables:\n      - name: order_files\n        path: {:?}\n        format: delta\n  - name: shop\n    schema: bronze\n    tables:\n      - name: all_orders\n        identifier: orders\n",
+            lake.join("bronze/orders").display().to_string()
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("sql/silver/source_counts.sql"),
+        "{{ config(materialized='table') }}\nselect 'path' as via, count(*) as n from {{ source('raw', 'order_files') }}\nunion all\nselect 'lake', count(*) from {{ source('shop', 'all_orders') }}\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["run", "-s", "source_counts"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT via, n FROM silver.source_counts ORDER BY via"
+        )
+        .await,
+        vec!["lake|10", "path|10"]
+    );
+    // An unknown source names the known ones.
+    std::fs::write(
+        p.join("sql/silver/bad.sql"),
+        "select * from {{ source('raw', 'nope') }}\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("source('raw', 'nope'): no such source (known:")
+            && err.contains("raw.order_files"),
+        "{err}"
+    );
+}
