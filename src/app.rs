@@ -39,7 +39,11 @@ pub struct App {
     engine: Arc<Engine>,
     ingest: Arc<Ingest>,
     /// `[schedule]` with the project folder and the source names.
-    schedule: Option<(crate::config::Schedule, std::path::PathBuf, Vec<String>)>,
+    schedule: Option<(
+        crate::config::Schedule,
+        crate::models::ProjectPaths,
+        Vec<String>,
+    )>,
     pg: Option<PgServer>,
     http: Option<HttpServer>,
     shutdown: CancellationToken,
@@ -68,7 +72,9 @@ impl App {
         };
         let schedule = settings.schedule.clone().map(|s| {
             let sources = settings.sources.iter().map(|x| x.name.clone()).collect();
-            (s, settings.project_dir.clone(), sources)
+            let mut paths = crate::models::ProjectPaths::in_dir(&settings.project_dir);
+            paths.defaults = settings.model_defaults.clone();
+            (s, paths, sources)
         });
         Ok(App {
             engine,

@@ -47,6 +47,9 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub project: ProjectConfig,
     pub schedule: Option<ScheduleConfig>,
+    /// `[models.<schema>]`: config defaults for the models of `sql/<schema>/`, as
+    /// dbt_project.yml's `+materialized` etc.; a model's own `config()` wins.
+    pub models: BTreeMap<String, toml::Table>,
     /// The folder of the config file (set when it is read).
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
@@ -401,6 +404,8 @@ pub struct Settings {
     pub lake: LakeConfig,
     /// The SQL project's folder (models, macros, tests).
     pub project_dir: PathBuf,
+    /// `[models.<schema>]` config defaults by folder.
+    pub model_defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub schedule: Option<Schedule>,
     pub pg_listen: Option<SocketAddr>,
     pub max_connections: usize,
@@ -618,8 +623,18 @@ impl Config {
             .clone()
             .or_else(|| self.config_dir.clone())
             .unwrap_or_else(|| PathBuf::from("."));
+        let mut model_defaults = BTreeMap::new();
+        for (folder, table) in &self.models {
+            let json = serde_json::to_value(table)
+                .map_err(|e| invalid(&format!("models.{folder}"), e.to_string()))?;
+            let serde_json::Value::Object(map) = json else {
+                return Err(invalid(&format!("models.{folder}"), "must be a table"));
+            };
+            model_defaults.insert(folder.to_lowercase(), map.into_iter().collect());
+        }
         Ok(Settings {
             project_dir,
+            model_defaults,
             schedule,
             http_listen,
             http_max_body,

@@ -111,7 +111,9 @@ pub struct CompileArgs {
 
 /// The project folder: where the config file is, else the current folder.
 fn project_paths(settings: &Settings) -> ProjectPaths {
-    ProjectPaths::in_dir(&settings.project_dir)
+    let mut paths = ProjectPaths::in_dir(&settings.project_dir);
+    paths.defaults = settings.model_defaults.clone();
+    paths
 }
 
 fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {

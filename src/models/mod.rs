@@ -270,7 +270,9 @@ impl Project {
                     continue;
                 }
             };
-            let config = match ModelConfig::from_raw(r.config, &f.path) {
+            let mut raw = paths.defaults.get(&f.schema).cloned().unwrap_or_default();
+            raw.extend(r.config);
+            let config = match ModelConfig::from_raw(raw, &f.path) {
                 Ok(c) => c,
                 Err(e) => {
                     errors.push(e.to_string());

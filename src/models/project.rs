@@ -2,6 +2,7 @@
 //! `<schema>.<name>`), macros are `<macros>/**/*.sql`. Files are read once; nothing here
 //! renders or parses SQL.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ModelsError;
@@ -16,6 +17,8 @@ pub struct ProjectPaths {
     pub macros: PathBuf,
     pub tests: PathBuf,
     pub target: PathBuf,
+    /// Config defaults by model folder (`[models.<schema>]` in tidepool.toml).
+    pub defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 impl ProjectPaths {
@@ -27,6 +30,7 @@ impl ProjectPaths {
             macros: dir.join("macros"),
             tests: dir.join("tests"),
             target: dir.join("target"),
+            defaults: BTreeMap::new(),
         }
     }
 

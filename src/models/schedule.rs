@@ -19,7 +19,7 @@ use crate::engine::Engine;
 pub async fn serve(
     engine: Arc<Engine>,
     schedule: Schedule,
-    project_dir: std::path::PathBuf,
+    paths: ProjectPaths,
     sources: Vec<String>,
     cancel: CancellationToken,
 ) {
@@ -50,8 +50,7 @@ pub async fn serve(
         if why.is_none() && !schedule.on_new_data {
             continue;
         }
-        let paths = ProjectPaths::in_dir(&project_dir);
-        let project = match Project::load(paths, kafka_sources(&sources), BTreeMap::new()) {
+        let project = match Project::load(paths.clone(), kafka_sources(&sources), BTreeMap::new()) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 tracing::error!(error = %e, "scheduled build: the project does not load");

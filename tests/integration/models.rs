@@ -195,6 +195,17 @@ async fn selectors_pick_what_dbt_would() {
     let text = stdout(&out);
     assert!(text.contains("\"silver.customers\" [shape=box"), "{text}");
     assert!(!text.contains("gold.customer_revenue"), "{text}");
+
+    // Folder defaults from tidepool.toml, as dbt_project.yml; config() wins.
+    let toml = p.join("tidepool.toml");
+    let mut cfg = std::fs::read_to_string(&toml).expect("read");
+    cfg.push_str("\n[models.silver]\nmaterialized = \"table\"\ntags = [\"from_project\"]\n");
+    std::fs::write(&toml, cfg).expect("write");
+    assert_eq!(
+        ls(p, &["-s", "config.materialized:table"]),
+        vec!["gold.customer_revenue", "silver.customers"]
+    );
+    assert_eq!(ls(p, &["-s", "tag:from_project"]), vec!["silver.customers"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
