@@ -91,13 +91,12 @@ impl Pipeline {
         while let Some(step) = decoded.recv().await {
             match step {
                 Step::Decoded(p) => self.handle_batch(p).await,
-                Step::Command(Command::Barrier(reply)) => {
+                Step::Barrier(reply) => {
                     let _ = reply.send(());
                 }
-                Step::Command(Command::Offsets { partitions, reply }) => {
+                Step::Offsets { partitions, reply } => {
                     let _ = reply.send(self.offsets(partitions).await);
                 }
-                Step::Command(Command::Batch(_)) => {}
             }
         }
         let _ = decoding.await;
@@ -296,7 +295,13 @@ impl Pipeline {
 /// What the decode stage hands the commit stage.
 enum Step {
     Decoded(Prepared),
-    Command(Command),
+    /// [`Command::Barrier`], in its place among the batches.
+    Barrier(oneshot::Sender<()>),
+    /// [`Command::Offsets`], in its place among the batches.
+    Offsets {
+        partitions: Vec<TopicPartition>,
+        reply: oneshot::Sender<Result<HashMap<TopicPartition, i64>, IngestError>>,
+    },
 }
 
 /// A batch with its decoded rows and dead letters.
@@ -366,7 +371,8 @@ async fn decode_stage(
                     now,
                 })
             }
-            other => Step::Command(other),
+            Command::Barrier(reply) => Step::Barrier(reply),
+            Command::Offsets { partitions, reply } => Step::Offsets { partitions, reply },
         };
         permit.send(step);
     }

@@ -42,6 +42,18 @@ fn tidepool(project: &Path, args: &[&str]) -> Output {
         .expect("tidepool runs")
 }
 
+/// Runs a command that must fail; returns its stderr.
+fn fails(project: &Path, args: &[&str]) -> String {
+    let out = tidepool(project, args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "tidepool {args:?} succeeded:\n{}",
+        stdout(&out)
+    );
+    err
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -246,9 +258,7 @@ async fn cycles_and_unknown_references_are_reported_before_running() {
     let p = dir.path();
     std::fs::write(p.join("sql/silver/a.sql"), "select * from {{ ref('b') }}\n").expect("write");
     std::fs::write(p.join("sql/silver/b.sql"), "select * from silver.a\n").expect("write");
-    let out = tidepool(p, &["run"]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success());
+    let err = fails(p, &["run"]);
     assert!(
         err.contains("silver.a -> silver.b -> silver.a")
             || err.contains("silver.b -> silver.a -> silver.b"),
@@ -261,9 +271,7 @@ async fn cycles_and_unknown_references_are_reported_before_running() {
         "select * from {{ ref('nope') }}\n",
     )
     .expect("write");
-    let out = tidepool(p, &["ls"]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success());
+    let err = fails(p, &["ls"]);
     assert!(
         err.contains("sql/silver/b.sql: ref('nope'): there is no model named nope"),
         "{err}"
@@ -589,9 +597,7 @@ async fn yaml_sources_name_lake_tables_and_paths() {
         "select * from {{ source('raw', 'nope') }}\n",
     )
     .expect("write");
-    let out = tidepool(p, &["ls"]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success());
+    let err = fails(p, &["ls"]);
     assert!(
         err.contains("source('raw', 'nope'): no such source (known:")
             && err.contains("raw.order_files"),
