@@ -63,6 +63,10 @@ pub enum BenchWhat {
         /// New bronze rows before the incremental runs (a fifth update existing keys)
         #[arg(long, default_value_t = 50_000)]
         new_rows: usize,
+        /// Bronze rows of the incremental run: `orders` (order events as ingested from
+        /// Kafka, ~300-byte JSON), `narrow` (four columns), or `both`
+        #[arg(long, value_enum, default_value = "both")]
+        shape: super::bench_models::Shapes,
     },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
@@ -106,10 +110,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             runs,
             rows,
             new_rows,
+            shape: shapes,
         } => {
-            bench_models(models, runs)?;
+            super::bench_models::planning(models, runs)?;
             if rows > 0 {
-                bench_incremental(rows, new_rows).await?;
+                for shape in shapes.shapes() {
+                    super::bench_models::incremental(rows, new_rows, shape).await?;
+                }
             }
         }
         BenchWhat::Broker {
@@ -590,226 +597,5 @@ async fn latency(dir: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     drop(p);
     drop(ingest);
     drop(broker);
-    Ok(())
-}
-
-/// Writes a project of `n` models: 50 read the Kafka source, the rest join two earlier
-/// models through `ref()`, use a macro, `var()` and `config()`.
-fn generate_project(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("macros"))?;
-    std::fs::write(
-        dir.join("tidepool.toml"),
-        "[postgres]\nenabled = false\n[http]\nenabled = false\n[[sources]]\nname = \"orders\"\ntopics = [\"shop.orders\"]\n",
-    )?;
-    std::fs::write(
-        dir.join("macros/money.sql"),
-        "{% macro cents(x) %}cast(round({{ x }} * 100) as bigint){% endmacro %}\n",
-    )?;
-    for i in 0..n {
-        let schema = format!("layer{}", i % 10);
-        std::fs::create_dir_all(dir.join("sql").join(&schema))?;
-        let sql = if i < 50 {
-            "select id, customer, amount from {{ source('kafka', 'orders') }}\n".to_string()
-        } else {
-            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (j, k) = ((h % i as u64) as usize, ((h >> 20) % i as u64) as usize);
-            let mat = if i % 3 == 0 { "table" } else { "view" };
-            format!(
-                "{{{{ config(materialized='{mat}', tags=['t{}']) }}}}\nselect a.id, a.customer, a.amount, {{{{ cents('a.amount') }}}} as cents\nfrom {{{{ ref('m{j}') }}}} a\njoin {{{{ ref('m{k}') }}}} b on a.id = b.id\nwhere a.amount > {{{{ var('min', 0) }}}}\n",
-                i % 7
-            )
-        };
-        std::fs::write(dir.join("sql").join(&schema).join(format!("m{i}.sql")), sql)?;
-    }
-    Ok(())
-}
-
-fn bench_models(n: usize, runs: usize) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    generate_project(tmp.path(), n)?;
-    println!("tidepool bench models: a generated project of {n} models");
-    let config = tmp.path().join("tidepool.toml");
-    for cmd in [&["ls"][..], &["compile"][..], &["lineage"][..]] {
-        let mut times = Vec::new();
-        for _ in 0..runs.max(1) {
-            let started = Instant::now();
-            let out = std::process::Command::new(std::env::current_exe()?)
-                .arg("--config")
-                .arg(&config)
-                .arg("--lake")
-                .arg(tmp.path().join("lake"))
-                .args(cmd)
-                .output()?;
-            if !out.status.success() {
-                anyhow::bail!(
-                    "tidepool {} failed: {}",
-                    cmd.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-            let listed = String::from_utf8_lossy(&out.stdout).lines().count();
-            if cmd == ["ls"] && listed != n {
-                anyhow::bail!("tidepool ls listed {listed} models, not {n}");
-            }
-        }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "  tidepool {:<8} {:>7.0} ms median of {} (process start to exit; min {:.0} ms, max {:.0} ms)",
-            cmd.join(" "),
-            times[times.len() / 2],
-            times.len(),
-            times[0],
-            times[times.len() - 1]
-        );
-    }
-    Ok(())
-}
-
-/// Bronze events: ids `from..to`, all at `version`.
-fn events_batch(
-    from: i64,
-    to: i64,
-    version: i64,
-) -> anyhow::Result<arrow::record_batch::RecordBatch> {
-    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("customer", DataType::Utf8, false),
-        Field::new("amount", DataType::Float64, false),
-        Field::new("version", DataType::Int64, false),
-    ]));
-    let ids: Vec<i64> = (from..to).collect();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.clone())),
-        Arc::new(StringArray::from_iter_values(
-            ids.iter().map(|i| format!("c{}", i % 10_000)),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            ids.iter()
-                .map(|i| (i % 1000) as f64 + version as f64 / 10.0),
-        )),
-        Arc::new(Int64Array::from(vec![version; ids.len()])),
-    ];
-    Ok(arrow::record_batch::RecordBatch::try_new(schema, cols)?)
-}
-
-async fn append_events(
-    lake: &Arc<Lake>,
-    batches: Vec<arrow::record_batch::RecordBatch>,
-) -> anyhow::Result<()> {
-    let url = lake.table_url("bronze", "events")?;
-    if let Ok(p) = url.to_file_path() {
-        std::fs::create_dir_all(p)?;
-    }
-    let t = deltalake::DeltaTable::try_from_url(url).await?;
-    t.write(batches)
-        .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .await?;
-    Ok(())
-}
-
-/// Streaming and merge models over `rows` bronze rows: a full refresh, then a run after
-/// `new_rows` more (a fifth of them new versions of existing keys).
-async fn bench_incremental(rows: usize, new_rows: usize) -> anyhow::Result<()> {
-    use crate::models::run::{RunOptions, Status};
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("sql/silver"))?;
-    std::fs::write(
-        dir.join("sql/silver/events_stream.sql"),
-        "{{ config(materialized='streaming') }}\nselect id, customer, amount * 2 as doubled, version from bronze.events\n",
-    )?;
-    std::fs::write(
-        dir.join("sql/silver/events_latest.sql"),
-        "{{ config(materialized='incremental', unique_key='id') }}\nselect id, customer, amount, version from bronze.events\n{% if is_incremental() %}where version > (select max(version) from {{ this }}){% endif %}\n",
-    )?;
-    let lake = Lake::open(&crate::config::LakeConfig {
-        root: dir.join("lake").display().to_string(),
-        ..Default::default()
-    })?;
-    println!("  incremental cost: {rows} bronze rows, then {new_rows} new");
-    let t = Instant::now();
-    let chunk = 500_000i64;
-    let mut start = 0i64;
-    while (start as usize) < rows {
-        let end = (start + chunk).min(rows as i64);
-        append_events(&lake, vec![events_batch(start, end, 1)?]).await?;
-        start = end;
-    }
-    println!("    bronze written in {:.2} s", t.elapsed().as_secs_f64());
-    let project = Arc::new(crate::models::Project::load(
-        crate::models::ProjectPaths::in_dir(dir),
-        Default::default(),
-        Default::default(),
-    )?);
-    let engine = crate::engine::Engine::new(
-        lake.clone(),
-        crate::engine::EngineOptions {
-            query_timeout: None,
-            memory_limit: None,
-            target_partitions: None,
-            max_concurrent_queries: 4,
-        },
-    )?;
-    let run_one = |name: &str, full: bool| {
-        let project = project.clone();
-        let engine = engine.clone();
-        let name = name.to_string();
-        async move {
-            let i = project
-                .models
-                .iter()
-                .position(|m| m.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no model {name}"))?;
-            let options = RunOptions {
-                threads: 1,
-                fail_fast: true,
-                full_refresh: full,
-                tests: false,
-            };
-            let t = Instant::now();
-            let results = crate::models::run::run(
-                project,
-                engine,
-                &std::collections::BTreeSet::from([i]),
-                &options,
-                CancellationToken::new(),
-                |_| {},
-            )
-            .await;
-            let secs = t.elapsed().as_secs_f64();
-            match results.first().map(|r| (&r.status, r.rows)) {
-                Some((Status::Success, rows)) => {
-                    Ok::<(f64, u64), anyhow::Error>((secs, rows.unwrap_or(0)))
-                }
-                other => anyhow::bail!("{name} did not succeed: {other:?}"),
-            }
-        }
-    };
-    let mut full = Vec::new();
-    for m in ["events_stream", "events_latest"] {
-        full.push(run_one(m, true).await?);
-    }
-    // New rows: a fifth are new versions of existing ids, the rest new ids.
-    let updates = (new_rows / 5) as i64;
-    let mut batch = vec![events_batch(0, updates, 2)?];
-    batch.push(events_batch(
-        rows as i64,
-        rows as i64 + new_rows as i64 - updates,
-        2,
-    )?);
-    append_events(&lake, batch).await?;
-    for (k, m) in ["events_stream", "events_latest"].iter().enumerate() {
-        let (secs, written) = run_one(m, false).await?;
-        println!(
-            "    {m:<14} full refresh {:.2} s ({} rows); after {new_rows} new rows {:.3} s ({written} rows written) = {:.1}% of the full refresh",
-            full[k].0,
-            full[k].1,
-            secs,
-            secs / full[k].0 * 100.0
-        );
-    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! [`dispatch`].
 
 mod bench;
+mod bench_models;
 mod ingest;
 mod models;
 mod serve;

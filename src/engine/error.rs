@@ -121,7 +121,8 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
             deltalake::DeltaTableError::Arrow { source } => classify_arrow(source),
             _ => ErrorKind::Io,
         },
-        LakeError::Store(_) | LakeError::Io { .. } => ErrorKind::Io,
+        LakeError::Arrow(a) => classify_arrow(a),
+        LakeError::Store(_) | LakeError::Io { .. } | LakeError::Parquet(_) => ErrorKind::Io,
         LakeError::InvalidRoot(_) => ErrorKind::Internal,
     }
 }

@@ -30,4 +30,8 @@ pub enum LakeError {
     Delta(#[from] deltalake::DeltaTableError),
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
 }

@@ -8,6 +8,7 @@
 mod cloud;
 mod error;
 mod listing;
+mod upsert;
 mod writer;
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use url::Url;
 pub use cloud::LazyStores;
 pub use error::LakeError;
 pub use listing::Listing;
-pub use writer::{WriteMode, WriteOutcome};
+pub use upsert::{UpsertMode, UpsertOutcome, enable_deletion_vectors, upsert};
+pub use writer::{Layout, WriteMode, WriteOutcome, parse_size};
 
 use crate::config::LakeConfig;
 

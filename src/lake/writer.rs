@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
@@ -37,6 +39,55 @@ pub struct WriteOutcome {
     pub files: u64,
 }
 
+/// How a table's files are laid out: Delta table properties set when the table is
+/// created or replaced (`delta.targetFileSize` also sizes the files of this write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Rows per Parquet row group (the writer's default when `None`). Smaller groups let
+    /// a keyed merge decode less of a file to find its keys (DuckDB writes 122,880).
+    pub row_group_rows: Option<usize>,
+}
+
+impl Layout {
+    /// `delta.targetFileSize` in bytes: a number, or with a `kb`/`mb`/`gb` suffix.
+    pub fn target_file_size(&self) -> Option<u64> {
+        self.properties
+            .get("delta.targetFileSize")
+            .and_then(|v| parse_size(v))
+    }
+
+    /// Parquet writer settings for [`Layout::row_group_rows`].
+    pub fn writer_properties(&self) -> Option<WriterProperties> {
+        let rows = self.row_group_rows?;
+        Some(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(rows.max(1)))
+                .build(),
+        )
+    }
+}
+
+/// `16777216`, `16mb`, `16 MiB`, `1g` as bytes.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v[..digits].parse().ok()?;
+    let unit = match v[digits..]
+        .trim()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit).filter(|n| *n > 0)
+}
+
 impl Lake {
     /// Executes `plan` in `state` and writes its rows to `schema.table`.
     pub async fn write_plan(
@@ -54,12 +105,14 @@ impl Lake {
             state,
             mode,
             CommitProperties::default(),
+            &Layout::default(),
         )
         .await
     }
 
     /// [`Lake::write_plan`] with commit properties (application transactions, metadata)
     /// that land in the same commit as the rows.
+    #[allow(clippy::too_many_arguments)]
     pub async fn write_plan_with(
         &self,
         schema: &str,
@@ -68,6 +121,7 @@ impl Lake {
         state: Arc<SessionState>,
         mode: WriteMode,
         commit: CommitProperties,
+        layout: &Layout,
     ) -> Result<WriteOutcome, LakeError> {
         check_name(schema)?;
         check_name(table)?;
@@ -98,6 +152,20 @@ impl Lake {
             .with_session_state(state)
             .with_table_name(table)
             .with_commit_properties(commit);
+        if !layout.properties.is_empty() {
+            builder = builder.with_configuration(
+                layout
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            );
+        }
+        if let Some(w) = layout.writer_properties() {
+            builder = builder.with_writer_properties(w);
+        }
+        if let Some(size) = layout.target_file_size() {
+            builder = builder.with_target_file_size(std::num::NonZeroU64::new(size));
+        }
         builder = match mode {
             WriteMode::Create => builder.with_save_mode(SaveMode::ErrorIfExists),
             WriteMode::Replace => builder

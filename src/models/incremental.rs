@@ -6,17 +6,21 @@
 
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
 use crate::engine::Engine;
-use crate::lake::Lake;
+use crate::lake::{Lake, UpsertMode, enable_deletion_vectors, upsert};
 
 /// How new rows reach an incremental model's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,28 +82,22 @@ pub async fn write(
     lake: &Arc<Lake>,
     (schema, name): (&str, &str),
     sql: &str,
-    strategy: Strategy,
-    unique_key: &[String],
-    on_change: OnSchemaChange,
+    config: &super::ModelConfig,
 ) -> Result<u64, String> {
+    let started = std::time::Instant::now();
     let session = engine.session("tidepool");
     let df = session.dataframe(sql).await.map_err(|e| e.message())?;
+    tracing::debug!(elapsed = ?started.elapsed(), "incremental: planned");
+    let df = inline_scalar_subqueries(df).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "incremental: subqueries inlined");
     let table = lake
         .table(schema, name)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{schema}.{name} does not exist"))?;
     let state = Arc::new(session.state());
-    write_df(
-        df,
-        table,
-        state,
-        strategy,
-        unique_key,
-        on_change,
-        CommitProperties::default(),
-    )
-    .await
+    tracing::debug!(elapsed = ?started.elapsed(), "incremental: table loaded");
+    write_df(df, table, state, config, CommitProperties::default()).await
 }
 
 /// Writes the rows of `df` into `table` as [`write`] does, with `commit` (application
@@ -108,11 +106,37 @@ pub async fn write_df(
     df: DataFrame,
     table: DeltaTable,
     state: Arc<SessionState>,
-    strategy: Strategy,
-    unique_key: &[String],
-    on_change: OnSchemaChange,
+    config: &super::ModelConfig,
     commit: CommitProperties,
 ) -> Result<u64, String> {
+    let layout = config.layout();
+    let how = How {
+        strategy: config.strategy,
+        unique_key: &config.unique_key,
+        on_change: config.on_schema_change,
+        layout: &layout,
+    };
+    write_with(df, table, state, &how, commit, true).await
+}
+
+/// How rows reach the table.
+struct How<'a> {
+    strategy: Strategy,
+    unique_key: &'a [String],
+    on_change: OnSchemaChange,
+    layout: &'a crate::lake::Layout,
+}
+
+/// [`write_df`]; `pruned`: try the key-pruned upsert before a Delta MERGE.
+async fn write_with(
+    df: DataFrame,
+    table: DeltaTable,
+    state: Arc<SessionState>,
+    how: &How<'_>,
+    commit: CommitProperties,
+    pruned: bool,
+) -> Result<u64, String> {
+    let (strategy, unique_key, on_change) = (how.strategy, how.unique_key, how.on_change);
     let target = table
         .snapshot()
         .map_err(|e| e.to_string())?
@@ -175,6 +199,42 @@ pub async fn write_df(
         }
         pred
     };
+    if pruned && strategy != Strategy::Append && !unique_key.is_empty() && !merge_schema {
+        // The key-pruned upsert touches only files holding the new rows' keys; it needs
+        // the new rows in memory, so a source over SOURCE_IN_MEMORY bytes, or a table it
+        // does not handle, goes to the Delta MERGE below.
+        let started = std::time::Instant::now();
+        if let Some(batches) = collect_bounded(&df).await? {
+            tracing::debug!(elapsed = ?started.elapsed(), "upsert: source collected");
+            let mode = match strategy {
+                Strategy::Merge => UpsertMode::Merge,
+                _ => UpsertMode::DeleteInsert,
+            };
+            let table = enable_deletion_vectors(table)
+                .await
+                .map_err(|e| e.to_string())?;
+            let out = upsert(
+                &table,
+                batches.clone(),
+                unique_key,
+                mode,
+                commit.clone(),
+                how.layout,
+            )
+            .await;
+            if let Some(out) = out.map_err(|e| e.to_string())? {
+                tracing::debug!(?out, "key-pruned upsert");
+                return Ok(out.rows);
+            }
+            let mem = MemTable::try_new(df.schema().inner().clone(), vec![batches])
+                .map_err(|e| e.to_string())?;
+            let plan = LogicalPlanBuilder::scan("s", provider_as_source(Arc::new(mem)), None)
+                .and_then(|b| b.build())
+                .map_err(|e| e.to_string())?;
+            let df = DataFrame::new(state.as_ref().clone(), plan);
+            return Box::pin(write_with(df, table, state, how, commit, false)).await;
+        }
+    }
     match strategy {
         Strategy::Append => {
             let mut b = table
@@ -275,6 +335,93 @@ pub async fn write_df(
             Ok(metrics.num_target_rows_inserted as u64)
         }
     }
+}
+
+/// `df` with each uncorrelated scalar subquery (`where v > (select max(v) from {{ this }})`,
+/// the usual incremental filter) replaced by its value. As a literal, the filter reaches
+/// the scans, and Delta file statistics skip every file older than the new rows; as a
+/// subquery it is a join that reads the whole upstream table.
+async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    let (state, plan) = df.into_parts();
+    let mut found: Vec<Arc<LogicalPlan>> = Vec::new();
+    plan.apply(|p| {
+        p.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarSubquery(q) = e
+                    && q.outer_ref_columns.is_empty()
+                {
+                    found.push(q.subquery.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(|e| e.to_string())?;
+    if found.is_empty() {
+        return Ok(DataFrame::new(state, plan));
+    }
+    let mut values = std::collections::HashMap::new();
+    for q in found {
+        let batches = DataFrame::new(state.clone(), q.as_ref().clone())
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let value = match batches.iter().find(|b| b.num_rows() > 0) {
+            // More than one row is DataFusion's error to raise: left as a subquery.
+            _ if rows > 1 => continue,
+            Some(b) if b.num_columns() == 1 => {
+                ScalarValue::try_from_array(b.column(0), 0).map_err(|e| e.to_string())?
+            }
+            None if q.schema().fields().len() == 1 => {
+                ScalarValue::try_from(q.schema().field(0).data_type()).map_err(|e| e.to_string())?
+            }
+            _ => continue,
+        };
+        values.insert(Arc::as_ptr(&q) as usize, value);
+    }
+    let plan = plan
+        .transform_up(|p| {
+            p.map_expressions(|e| {
+                e.transform(|e| match &e {
+                    Expr::ScalarSubquery(q) => {
+                        match values.get(&(Arc::as_ptr(&q.subquery) as usize)) {
+                            Some(v) => Ok(Transformed::yes(lit(v.clone()))),
+                            None => Ok(Transformed::no(e)),
+                        }
+                    }
+                    _ => Ok(Transformed::no(e)),
+                })
+            })
+        })
+        .map_err(|e| e.to_string())?
+        .data;
+    Ok(DataFrame::new(state, plan))
+}
+
+/// Most bytes of new rows an upsert holds in memory.
+const SOURCE_IN_MEMORY: usize = 512 << 20;
+
+/// The rows of `df`, or `None` once they pass [`SOURCE_IN_MEMORY`].
+async fn collect_bounded(df: &DataFrame) -> Result<Option<Vec<RecordBatch>>, String> {
+    use futures::StreamExt;
+    let mut stream = df
+        .clone()
+        .execute_stream()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    let mut bytes = 0;
+    while let Some(b) = stream.next().await {
+        let b = b.map_err(|e| e.to_string())?;
+        bytes += b.get_array_memory_size();
+        if bytes > SOURCE_IN_MEMORY {
+            return Ok(None);
+        }
+        batches.push(b);
+    }
+    Ok(Some(batches))
 }
 
 async fn last_metric(table: &deltalake::DeltaTable, key: &str) -> u64 {

@@ -74,11 +74,49 @@ pub struct ModelConfig {
     /// `incremental_strategy`: `merge` with a `unique_key`, else `append`, unless given.
     pub strategy: incremental::Strategy,
     pub on_schema_change: incremental::OnSchemaChange,
+    /// `tblproperties={...}`: Delta table properties (dbt-databricks' name).
+    pub tblproperties: BTreeMap<String, String>,
+    /// `cluster_by=[...]`: a full refresh writes the rows sorted by these columns, so
+    /// file statistics let merges skip files.
+    pub cluster_by: Vec<String>,
     /// Every `config()` argument as given, for `config.<key>:` selectors.
     pub raw: BTreeMap<String, serde_json::Value>,
 }
 
+/// Files of tables that take keyed merges: small enough that a merge touching a few keys
+/// rewrites little (Databricks' `tuneFileSizesForRewrites` does the same).
+pub const KEYED_FILE_SIZE: &str = "16mb";
+/// Rows per Parquet row group of such tables: a merge decodes the key column of only the
+/// groups whose statistics admit its keys.
+pub const KEYED_ROW_GROUP: usize = 128 * 1024;
+
 impl ModelConfig {
+    /// The Delta layout of the model's table: `tblproperties`, and for models merged on a
+    /// `unique_key` a `delta.targetFileSize` of [`KEYED_FILE_SIZE`] unless given.
+    pub fn layout(&self) -> crate::lake::Layout {
+        let mut properties = self.tblproperties.clone();
+        if !self.unique_key.is_empty() && self.strategy != incremental::Strategy::Append {
+            properties
+                .entry("delta.targetFileSize".to_string())
+                .or_insert_with(|| KEYED_FILE_SIZE.to_string());
+            // Merges mark replaced rows in deletion vectors instead of rewriting files.
+            properties
+                .entry("delta.enableDeletionVectors".to_string())
+                .or_insert_with(|| "true".to_string());
+        }
+        // Stored in bytes, the form every Delta reader parses.
+        if let Some(v) = properties.get_mut("delta.targetFileSize")
+            && let Some(n) = crate::lake::parse_size(v)
+        {
+            *v = n.to_string();
+        }
+        let keyed = !self.unique_key.is_empty() && self.strategy != incremental::Strategy::Append;
+        crate::lake::Layout {
+            properties,
+            row_group_rows: keyed.then_some(KEYED_ROW_GROUP),
+        }
+    }
+
     /// A config value by key; `materialized` is always set.
     pub fn get(&self, key: &str) -> Option<serde_json::Value> {
         if key == "materialized" {
@@ -173,9 +211,35 @@ impl ModelConfig {
                     )
                 })?,
         };
+        let mut tblproperties = BTreeMap::new();
+        match raw.get("tblproperties") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(o)) => {
+                for (k, v) in o {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        _ => return Err(bad("tblproperties", "a map of names to values")),
+                    };
+                    tblproperties.insert(k.clone(), v);
+                }
+            }
+            Some(_) => return Err(bad("tblproperties", "a map of names to values")),
+        }
+        if let Some(v) = tblproperties.get("delta.targetFileSize")
+            && crate::lake::parse_size(v).is_none()
+        {
+            return Err(bad(
+                "tblproperties",
+                "a map whose delta.targetFileSize is a size such as 16777216 or '16mb'",
+            ));
+        }
         Ok(ModelConfig {
             materialized,
             tags: strings("tags")?,
+            tblproperties,
+            cluster_by: strings("cluster_by")?,
             unique_key,
             enabled,
             strategy,

@@ -272,7 +272,11 @@ pub async fn last_commit_files(lake: &Arc<Lake>, schema: &str, name: &str) -> Op
         let Ok(a) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
         };
-        if let Some(add) = a.get("add") {
+        // A file re-added with a deletion vector is not a file written.
+        if let Some(add) = a
+            .get("add")
+            .filter(|add| add.get("deletionVector").is_none_or(|d| d.is_null()))
+        {
             files += 1;
             size += add.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
         }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Materialized, Project};
 use crate::engine::{Engine, Output, QueryControl};
-use crate::lake::DefinitionKind;
+use crate::lake::{DefinitionKind, WriteMode};
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -355,18 +355,10 @@ async fn materialize(
     write_run_sql(project, i, &sql);
     let body = sql.trim().trim_end_matches(';');
     if incremental {
-        return super::incremental::write(
-            engine,
-            lake,
-            (&m.schema, &m.name),
-            body,
-            m.config.strategy,
-            &m.config.unique_key,
-            m.config.on_schema_change,
-        )
-        .await
-        .map(Some)
-        .map_err(fail);
+        return super::incremental::write(engine, lake, (&m.schema, &m.name), body, &m.config)
+            .await
+            .map(Some)
+            .map_err(fail);
     }
     let is_table = lake_table.is_some();
     match m.config.materialized {
@@ -384,18 +376,40 @@ async fn materialize(
             .await
             .map_err(fail)
         }
-        // First build, or --full-refresh: the whole result, as a table.
+        // First build, or --full-refresh: the whole result, as a table, replaced in one
+        // Delta commit (readers see the old or the new table).
         Materialized::Table | Materialized::Incremental => {
             // Planned before anything is dropped: a model whose SQL fails leaves the view.
-            let rows = execute(
-                engine,
-                &format!("CREATE OR REPLACE TABLE {} AS\n{body}", m.relation),
-                &cancel,
-            )
-            .await
-            .map_err(fail)?;
+            let session = engine.session("tidepool");
+            let mut df = session
+                .dataframe(body)
+                .await
+                .map_err(|e| fail(e.message()))?;
+            if !m.config.cluster_by.is_empty() {
+                let order = m
+                    .config
+                    .cluster_by
+                    .iter()
+                    .map(|c| datafusion::prelude::col(format!("\"{c}\"")).sort(true, false))
+                    .collect();
+                df = df.sort(order).map_err(|e| fail(e.to_string()))?;
+            }
+            let state = Arc::new(session.state());
+            let layout = m.config.layout();
+            let outcome = tokio::select! {
+                o = lake.write_plan_with(
+                    &m.schema,
+                    &m.name,
+                    df.logical_plan().clone(),
+                    state,
+                    WriteMode::Replace,
+                    Default::default(),
+                    &layout,
+                ) => o.map_err(|e| fail(e.to_string()))?,
+                _ = cancel.cancelled() => return Err(fail("cancelled".to_string())),
+            };
             drop_view().await?;
-            Ok(rows)
+            Ok(Some(outcome.rows))
         }
         other => Err(fail(format!(
             "materialized='{}' is not implemented yet",

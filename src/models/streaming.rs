@@ -22,7 +22,7 @@ use datafusion::logical_expr::LogicalPlan;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 
-use super::incremental::{self, Strategy};
+use super::incremental;
 use super::{Materialized, Project};
 use crate::engine::Engine;
 use crate::lake::{Lake, WriteMode};
@@ -131,28 +131,21 @@ pub async fn run(
     let commit = CommitProperties::default().with_application_transactions(txns);
     match target.filter(|_| incremental) {
         Some(table) => {
-            let strategy = if m.config.raw.contains_key("incremental_strategy")
-                || !m.config.unique_key.is_empty()
-            {
-                m.config.strategy
-            } else {
-                Strategy::Append
-            };
             let df = DataFrame::new(session.state(), plan);
-            incremental::write_df(
-                df,
-                table,
-                state,
-                strategy,
-                &m.config.unique_key,
-                m.config.on_schema_change,
-                commit,
-            )
-            .await
-            .map(Outcome::Wrote)
+            incremental::write_df(df, table, state, &m.config, commit)
+                .await
+                .map(Outcome::Wrote)
         }
         None => lake
-            .write_plan_with(&m.schema, &m.name, plan, state, WriteMode::Replace, commit)
+            .write_plan_with(
+                &m.schema,
+                &m.name,
+                plan,
+                state,
+                WriteMode::Replace,
+                commit,
+                &m.config.layout(),
+            )
             .await
             .map(|o| Outcome::Wrote(o.rows))
             .map_err(|e| e.to_string()),
