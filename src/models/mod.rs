@@ -6,6 +6,7 @@
 
 pub mod datatests;
 pub mod docs;
+mod ephemeral;
 pub mod graph;
 pub mod incremental;
 pub mod lineage;
@@ -384,7 +385,18 @@ impl Project {
                 .entry(m.name.clone())
                 .or_default()
                 .push((m.file.schema.clone(), m.relation.clone()));
+            if m.config.materialized == Materialized::Ephemeral {
+                resolver
+                    .ephemeral
+                    .insert(m.relation.clone(), ephemeral::cte_name(&m.name));
+            }
         }
+        let cte_of: HashMap<String, usize> = models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.config.materialized == Materialized::Ephemeral)
+            .map(|(i, m)| (ephemeral::cte_name(&m.name), i))
+            .collect();
         let resolver = Arc::new(resolver);
 
         // 2. The SQL as it runs (non-incremental form), and the dependencies.
@@ -417,6 +429,12 @@ impl Project {
                 Ok(tables) => {
                     let mut ds = BTreeSet::new();
                     for t in tables {
+                        if ephemeral::is_cte(&t) {
+                            if let Some(&j) = t.rsplit('.').next().and_then(|c| cte_of.get(c)) {
+                                ds.insert(j);
+                            }
+                            continue;
+                        }
                         match lookup(&t, &by_relation, &resolver) {
                             Some(j) if j != i => {
                                 ds.insert(j);
@@ -435,6 +453,12 @@ impl Project {
         }
         let names: Vec<String> = models.iter().map(|m| m.relation.clone()).collect();
         let graph = Graph::new(deps, &names)?;
+        // Ephemeral parents become CTEs, parents first (their SQL holds their own).
+        let all: BTreeSet<usize> = (0..models.len()).collect();
+        for i in graph.order(&all) {
+            let ctes = ephemeral_ctes(&models, &graph, i);
+            models[i].compiled = ephemeral::with_ctes(&models[i].compiled, &ctes);
+        }
         let (tests, descriptions) = load_tests(
             &paths,
             &models,
@@ -462,8 +486,24 @@ impl Project {
             incremental,
             this: (&m.schema, &m.name),
         };
-        Ok(self.templates.render(&m.file.path, &opts)?.sql)
+        let sql = self.templates.render(&m.file.path, &opts)?.sql;
+        let ctes = ephemeral_ctes(&self.models, &self.graph, i);
+        Ok(ephemeral::with_ctes(&sql, &ctes))
     }
+}
+
+/// (CTE name, compiled SQL) of model `i`'s ephemeral parents.
+fn ephemeral_ctes(models: &[Model], graph: &Graph, i: usize) -> Vec<(String, String)> {
+    graph.deps[i]
+        .iter()
+        .filter(|&&j| models[j].config.materialized == Materialized::Ephemeral)
+        .map(|&j| {
+            (
+                ephemeral::cte_name(&models[j].name),
+                models[j].compiled.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Compiles the YAML tests and renders the singular ones; every unknown model or

@@ -52,6 +52,8 @@ pub struct Resolver {
     pub models: HashMap<String, Vec<(String, String)>>,
     /// (source, table) -> relation.
     pub sources: BTreeMap<(String, String), String>,
+    /// relation -> CTE name, for `ephemeral` models.
+    pub ephemeral: HashMap<String, String>,
 }
 
 impl Resolver {
@@ -68,7 +70,11 @@ impl Resolver {
                     })
                     .collect();
                 match hits.as_slice() {
-                    [one] => Ok(one.1.clone()),
+                    [one] => Ok(self
+                        .ephemeral
+                        .get(&one.1)
+                        .cloned()
+                        .unwrap_or_else(|| one.1.clone())),
                     [] => Err(format!("{r}: there is no model named {name}")),
                     many => Err(format!(
                         "{r}: {} models are named {name} ({}); write ref('<schema>', '{name}')",

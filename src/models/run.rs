@@ -306,6 +306,10 @@ async fn materialize(
     cancel: CancellationToken,
 ) -> Result<Option<u64>, String> {
     let m = &project.models[i];
+    if m.config.materialized == Materialized::Ephemeral {
+        // Nothing to build: the models that ref() it carry its SQL as a CTE.
+        return Ok(None);
+    }
     let lake = engine.lake();
     let fail = |e: String| {
         format!(
@@ -411,9 +415,6 @@ async fn materialize(
             drop_view().await?;
             Ok(Some(outcome.rows))
         }
-        other => Err(fail(format!(
-            "materialized='{}' is not implemented yet",
-            other.as_str()
-        ))),
+        Materialized::Streaming | Materialized::Ephemeral => Ok(None),
     }
 }

@@ -356,6 +356,23 @@ async fn incremental_models_equal_a_full_refresh() {
         stdout(&out),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Again, for keys whose old rows were already replaced (deletion vectors on files
+    // that have them) and keys written by the previous run.
+    write_delta(&lake, "bronze", "order_versions", order_versions(4..=6, 3)).await;
+    write_delta(
+        &lake,
+        "bronze",
+        "order_versions",
+        order_versions(14..=14, 3),
+    )
+    .await;
+    let out = tidepool(p, &["run"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let queries = [
         "SELECT order_id, customer, amount, version FROM silver.latest_merge ORDER BY order_id",
         "SELECT order_id, customer, amount, version FROM silver.latest_delete_insert ORDER BY order_id",
@@ -366,13 +383,15 @@ async fn incremental_models_equal_a_full_refresh() {
     for q in queries {
         incremental.push(table_rows(&lake, q).await);
     }
-    // 15 orders, the newest version of each; 10 + 11 versions appended.
+    // 15 orders, the newest version of each; 10 + 11 + 4 versions appended.
     assert_eq!(incremental[0].len(), 15);
-    assert_eq!(incremental[0][4], "5|c1|52.0|2");
+    assert_eq!(incremental[0][4], "5|c1|53.0|3");
+    assert_eq!(incremental[0][6], "7|c3|72.0|2");
+    assert_eq!(incremental[0][13], "14|c2|143.0|3");
     assert_eq!(incremental[0][0], "1|c1|11.0|1");
     assert_eq!(incremental[1], incremental[0]);
-    assert_eq!(incremental[2].len(), 21);
-    assert_eq!(incremental[3].len(), 21, "every bronze row once");
+    assert_eq!(incremental[2].len(), 25);
+    assert_eq!(incremental[3].len(), 25, "every bronze row once");
     // The second run wrote only the new rows: a MERGE and an append, not a rebuild.
     let ops = |t: &str| {
         format!("SELECT operation FROM table_history('silver.{t}') ORDER BY version DESC LIMIT 1")
@@ -415,7 +434,7 @@ async fn incremental_models_equal_a_full_refresh() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(table_rows(&lake, queries[3]).await.len(), 23);
+    assert_eq!(table_rows(&lake, queries[3]).await.len(), 27);
 
     // on_schema_change='fail' names the change; the table keeps its version.
     let f = p.join("sql/silver/all_versions.sql");
@@ -602,5 +621,89 @@ async fn yaml_sources_name_lake_tables_and_paths() {
         err.contains("source('raw', 'nope'): no such source (known:")
             && err.contains("raw.order_files"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_models_are_inlined_as_ctes() {
+    let dir = project();
+    let p = dir.path();
+    write_delta(&p.join("lake"), "bronze", "orders", orders(10)).await;
+    // big_orders -> big_by_customer (both ephemeral) -> gold.big_spenders, which has a
+    // WITH of its own.
+    std::fs::write(
+        p.join("sql/silver/big_orders.sql"),
+        "{{ config(materialized='ephemeral') }}\nselect order_id, customer, amount from {{ ref('stg_orders') }} where amount >= 9\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("sql/silver/big_by_customer.sql"),
+        "{{ config(materialized='ephemeral') }}\nselect customer, count(*) as n from {{ ref('big_orders') }} group by customer\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("sql/gold/big_spenders.sql"),
+        "{{ config(materialized='table') }}\nwith ranked as (select customer, n from {{ ref('big_by_customer') }})\nselect customer, n from ranked\n",
+    )
+    .expect("write");
+
+    // The DAG keeps ephemeral models: +big_spenders names them.
+    assert_eq!(
+        ls(p, &["-s", "+big_spenders"]),
+        vec![
+            "gold.big_spenders",
+            "silver.big_by_customer",
+            "silver.big_orders",
+            "silver.stg_orders"
+        ]
+    );
+    let out = tidepool(p, &["run", "-s", "+big_spenders"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compiled = std::fs::read_to_string(p.join("target/compiled/sql/gold/big_spenders.sql"))
+        .or_else(|_| {
+            assert!(tidepool(p, &["compile"]).status.success());
+            std::fs::read_to_string(p.join("target/compiled/sql/gold/big_spenders.sql"))
+        })
+        .expect("compiled");
+    assert!(
+        compiled
+            .trim_start()
+            .starts_with("with __dbt__cte__big_by_customer as ("),
+        "{compiled}"
+    );
+    assert!(compiled.contains("__dbt__cte__big_orders"), "{compiled}");
+
+    let server = TestServer::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        settings(&p.join("lake"), ""),
+    )
+    .await;
+    let client = server.connect().await;
+    // Orders 6..=10 have amount 1.5 * id >= 9: customers c0 (6, 9), c1 (7, 10), c2 (8).
+    let rows = client
+        .query(
+            "SELECT customer, n FROM gold.big_spenders ORDER BY customer",
+            &[],
+        )
+        .await
+        .expect("query");
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![("c0".into(), 2), ("c1".into(), 2), ("c2".into(), 1)]
+    );
+    // Nothing was built for the ephemeral models.
+    let err = client
+        .query("SELECT * FROM silver.big_orders", &[])
+        .await
+        .expect_err("no table");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
     );
 }
