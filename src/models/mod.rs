@@ -652,3 +652,39 @@ pub fn tables_read(sql: &str) -> Result<Vec<String>, String> {
     out.dedup();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> Result<ModelConfig, ModelsError> {
+        let raw = serde_json::from_value(json).unwrap();
+        ModelConfig::from_raw(raw, "sql/silver/m.sql")
+    }
+
+    #[test]
+    fn keyed_models_get_a_layout_for_merges() {
+        let c = config(serde_json::json!({
+            "materialized": "incremental",
+            "unique_key": "id",
+            "tblproperties": {"delta.targetFileSize": "8mb", "delta.appendOnly": false},
+            "cluster_by": ["id"],
+        }))
+        .unwrap();
+        let l = c.layout();
+        assert_eq!(l.properties["delta.targetFileSize"], "8388608");
+        assert_eq!(l.properties["delta.enableDeletionVectors"], "true");
+        assert_eq!(l.properties["delta.appendOnly"], "false");
+        assert_eq!(l.row_group_rows, Some(KEYED_ROW_GROUP));
+        assert_eq!(c.cluster_by, vec!["id"]);
+
+        let plain = config(serde_json::json!({"materialized": "table"})).unwrap();
+        assert_eq!(plain.layout(), crate::lake::Layout::default());
+
+        let err = config(serde_json::json!({"tblproperties": {"delta.targetFileSize": "big"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delta.targetFileSize"), "{err}");
+        assert!(config(serde_json::json!({"tblproperties": "x"})).is_err());
+    }
+}
