@@ -68,6 +68,15 @@ pub enum EngineError {
     Timeout,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// An unknown procedure, or arguments that match no signature (42883).
+    #[error("{0}")]
+    UndefinedFunction(String),
+    /// A value that does not convert to the declared type (22P02).
+    #[error("{0}")]
+    InvalidText(String),
+    /// A statement tidepool parses itself that is malformed (42601).
+    #[error("{0}")]
+    Syntax(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -94,6 +103,9 @@ impl EngineError {
             EngineError::Cancelled => ErrorKind::Cancelled,
             EngineError::Timeout => ErrorKind::Timeout,
             EngineError::ShuttingDown => ErrorKind::ResourcesExhausted,
+            EngineError::UndefinedFunction(_) => ErrorKind::UndefinedFunction,
+            EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
+            EngineError::Syntax(_) => ErrorKind::Syntax,
         }
     }
 

@@ -12,6 +12,7 @@ mod error;
 mod functions;
 mod names;
 mod parse;
+pub mod procedures;
 mod session;
 mod settings;
 mod stream;
@@ -71,6 +72,7 @@ pub struct Engine {
     options: EngineOptions,
     slots: Arc<Semaphore>,
     system: Arc<system::SystemSchema>,
+    procedures: procedures::Registry,
 }
 
 impl std::fmt::Debug for Engine {
@@ -155,6 +157,7 @@ impl Engine {
             slots: Arc::new(Semaphore::new(options.max_concurrent_queries)),
             options,
             system,
+            procedures: procedures::Registry::default(),
         }))
     }
 
@@ -179,6 +182,11 @@ impl Engine {
     }
 
     /// Parses SQL text into statements.
+    /// Parsed procedures.
+    pub fn procedures(&self) -> &procedures::Registry {
+        &self.procedures
+    }
+
     pub fn parser(&self) -> &SqlParser {
         &self.parser
     }

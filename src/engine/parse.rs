@@ -9,7 +9,8 @@
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, ObjectNamePart, TableFactor, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectNamePart, TableAlias, TableFactor, Value,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -39,6 +40,12 @@ impl SqlParser {
     /// DataFusion's own statements (`CREATE EXTERNAL TABLE`, `COPY ... STORED AS`) are not
     /// Postgres syntax; text holding them is parsed with DataFusion's parser.
     pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, ParserError> {
+        // Procedures: `:name` parameters in a definition, T-SQL `EXEC p @a = 1` calls.
+        let rewritten = super::procedures::named_placeholders(sql)
+            .or_else(|| super::procedures::exec_to_call(sql));
+        let sql = rewritten.as_deref().unwrap_or(sql);
+        let qualified = super::procedures::qualify_procedure_calls(sql);
+        let sql = qualified.as_deref().unwrap_or(sql);
         let text = rewrite_time_travel(sql)?;
         let text = text.as_deref().unwrap_or(sql);
         let mut statements = Vec::new();
@@ -113,7 +120,7 @@ fn split_statements(sql: &str) -> Result<Vec<Chunk>, ParserError> {
             )
         });
         chunks.push(Chunk {
-            text: current.iter().map(|t| t.to_string()).collect(),
+            text: super::procedures::render(current),
             datafusion_syntax,
         });
         current.clear();
@@ -140,6 +147,7 @@ impl VisitorMut for UnqualifySystemFunctions {
         let TableFactor::Table {
             name,
             args: Some(args),
+            alias,
             ..
         } = factor
         else {
@@ -154,6 +162,61 @@ impl VisitorMut for UnqualifySystemFunctions {
             && ident(&name.0[1]).is_some_and(|f| SYSTEM_FUNCTIONS.contains(&f.as_str()))
         {
             name.0.remove(0);
+        } else if name.0.len() == 1
+            && ident(&name.0[0]).as_deref() == Some(super::procedures::table_fn::CALL_FUNCTION)
+        {
+            // A procedure in FROM (see `qualify_procedure_calls`): named arguments move to
+            // the names list (DataFusion takes positional ones only); the procedure's name
+            // is the default alias.
+            let mut names = Vec::new();
+            let mut values = Vec::new();
+            for (k, a) in args.args.drain(..).enumerate() {
+                if k < 2 {
+                    values.push(a);
+                    continue;
+                }
+                match a {
+                    FunctionArg::Named { name, arg, .. } => {
+                        names.push(name.value.to_lowercase());
+                        values.push(FunctionArg::Unnamed(arg));
+                    }
+                    FunctionArg::ExprNamed {
+                        name: Expr::Identifier(name),
+                        arg,
+                        ..
+                    } => {
+                        names.push(name.value.to_lowercase());
+                        values.push(FunctionArg::Unnamed(arg));
+                    }
+                    other => {
+                        names.push(String::new());
+                        values.push(other);
+                    }
+                }
+            }
+            let proc = match values.first() {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value
+                {
+                    Value::SingleQuotedString(s) => s.rsplit('.').next().unwrap_or("").to_string(),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            };
+            if values.len() >= 2 {
+                values[1] = FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+                    Value::SingleQuotedString(names.join(",")),
+                )));
+            }
+            args.args = values;
+            if alias.is_none() && !proc.is_empty() {
+                *alias = Some(TableAlias {
+                    explicit: true,
+                    name: Ident::new(proc),
+                    columns: Vec::new(),
+                    at: None,
+                });
+            }
+            return ControlFlow::Continue(());
         }
         if name.0.len() == 1 && ident(&name.0[0]).as_deref() == Some("read_delta") {
             for a in args.args.iter_mut() {
@@ -239,7 +302,7 @@ fn rewrite_time_travel(sql: &str) -> Result<Option<String>, ParserError> {
     if !changed {
         return Ok(None);
     }
-    Ok(Some(out.iter().map(|t| t.to_string()).collect()))
+    Ok(Some(super::procedures::render(&out)))
 }
 
 /// Pops a trailing `a.b` / `a` identifier chain (and the whitespace after it) from `out`.

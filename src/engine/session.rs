@@ -47,7 +47,7 @@ pub struct CommandTag {
 }
 
 impl CommandTag {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         CommandTag {
             tag: tag.to_string(),
             rows: None,
@@ -100,8 +100,8 @@ impl QueryControl {
 
 /// One client's session.
 pub struct Session {
-    engine: Arc<Engine>,
-    ctx: SessionContext,
+    pub(super) engine: Arc<Engine>,
+    pub(super) ctx: SessionContext,
     user: String,
     settings: SessionSettings,
 }
@@ -112,6 +112,13 @@ impl Session {
         for name in ["session_user", "current_user", "user"] {
             ctx.register_udf(super::constant_text_udf(name, user.to_string()));
         }
+        ctx.register_udtf(
+            super::procedures::table_fn::CALL_FUNCTION,
+            Arc::new(super::procedures::table_fn::CallFunction {
+                engine: Arc::downgrade(&engine),
+                user: user.to_string(),
+            }),
+        );
         Session {
             engine,
             ctx,
@@ -181,6 +188,9 @@ impl Session {
                 params: Vec::new(),
                 schema,
             });
+        }
+        if let Some(d) = self.describe_procedure_statement(stmt).await? {
+            return Ok(d);
         }
         self.refresh_listing().await?;
         let plan = self.plan(stmt.clone()).await?;
@@ -258,7 +268,7 @@ impl Session {
         Ok(())
     }
 
-    async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
+    pub(super) async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
         let state = self.ctx.state();
         let stmt = match stmt {
             DFStatement::Statement(inner) => match *inner {
@@ -278,6 +288,11 @@ impl Session {
             },
             other => other,
         };
+        if let DFStatement::Statement(s) = &stmt {
+            for (schema, name) in super::procedures::table_fn::called(s) {
+                Box::pin(super::procedures::load(&self.engine, &schema, &name)).await?;
+            }
+        }
         Ok(state.statement_to_plan(stmt).await?)
     }
 
@@ -296,11 +311,31 @@ impl Session {
             },
             _ => None,
         };
+        let permit = match self
+            .procedure_statement(&stmt, params.as_ref(), control, permit)
+            .await?
+        {
+            Ok(out) => return Ok(out),
+            Err(permit) => permit,
+        };
         let original = stmt.to_string();
         let mut plan = self.plan(stmt).await?;
         if let Some(p) = params {
             plan = plan.with_param_values(p)?;
         }
+        self.run_plan(plan, view_query, original, control, permit)
+            .await
+    }
+
+    /// Runs a planned statement: DDL and DML against the lake, queries as a stream.
+    pub(super) async fn run_plan(
+        &mut self,
+        plan: LogicalPlan,
+        view_query: Option<String>,
+        original: String,
+        control: &QueryControl,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Output, EngineError> {
         let lake = self.engine.lake().clone();
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
@@ -456,7 +491,7 @@ impl Session {
 
     /// Splits a table reference into lake (schema, table), defaulting the schema from
     /// `search_path`.
-    fn resolve(&self, name: &TableReference) -> Result<(String, String), EngineError> {
+    pub(super) fn resolve(&self, name: &TableReference) -> Result<(String, String), EngineError> {
         if let Some(catalog) = name.catalog()
             && catalog != CATALOG
         {

@@ -15,6 +15,8 @@ pub struct SchemaListing {
     pub tables: BTreeSet<String>,
     pub views: BTreeSet<String>,
     pub external: BTreeSet<String>,
+    /// Procedures (`CREATE PROCEDURE`), callable, not readable as tables.
+    pub procedures: BTreeSet<String>,
 }
 
 /// Schemas of the lake by name.
@@ -97,7 +99,11 @@ pub(super) async fn list(lake: &Lake) -> Result<Listing, LakeError> {
             listing.schemas.entry(s).or_default();
         }
     }
-    for kind in [DefinitionKind::View, DefinitionKind::External] {
+    for kind in [
+        DefinitionKind::View,
+        DefinitionKind::External,
+        DefinitionKind::Procedure,
+    ] {
         let dir = lake.object_path(&format!("{META_DIR}/{}", kind.dir()));
         for p in list_or_empty(lake, &dir).await? {
             let parts: Vec<String> = p.parts().map(|s| s.as_ref().to_string()).collect();
@@ -114,6 +120,7 @@ pub(super) async fn list(lake: &Lake) -> Result<Listing, LakeError> {
             match kind {
                 DefinitionKind::View => entry.views.insert(name.to_string()),
                 DefinitionKind::External => entry.external.insert(name.to_string()),
+                DefinitionKind::Procedure => entry.procedures.insert(name.to_string()),
             };
         }
     }

@@ -46,6 +46,7 @@ const META_DIR: &str = "_tidepool";
 pub enum DefinitionKind {
     View,
     External,
+    Procedure,
 }
 
 impl DefinitionKind {
@@ -53,6 +54,7 @@ impl DefinitionKind {
         match self {
             DefinitionKind::View => "views",
             DefinitionKind::External => "external",
+            DefinitionKind::Procedure => "procedures",
         }
     }
 }

@@ -7,4 +7,5 @@ mod kafka_e2e;
 mod models;
 mod object_store;
 mod pg_protocol;
+mod procedures;
 mod psql;

@@ -1,0 +1,145 @@
+//! Stored procedures: `CREATE PROCEDURE schema.name(p TYPE [DEFAULT v], ...) AS <statements>`,
+//! called with `CALL`, T-SQL `EXEC`, or as a table function in `FROM`.
+//!
+//! A definition is kept in the lake (`_tidepool/procedures/<schema>/<name>.sql`) so every
+//! tidepool serving the lake sees it; [`Registry`] caches parsed definitions and re-reads
+//! one at most once a second. Parameters in the body are written `:name` (or `$name`) and
+//! are bound as typed values: the body is planned once per call with DataFusion's named
+//! placeholders replaced by the call's arguments, never by splicing text.
+
+mod bind;
+mod exec;
+pub mod table_fn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::sql::sqlparser::ast::Statement;
+use parking_lot::Mutex;
+
+pub use bind::{
+    bind_call, bind_values, exec_to_call, named_placeholders, qualify_procedure_calls, render,
+};
+pub use exec::{load, param_values};
+
+/// One parameter of a procedure.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    /// The type as written (`BIGINT`, `DATE`...).
+    pub sql_type: String,
+    pub data_type: DataType,
+    /// The default, already of `data_type`; `None`: the argument is required.
+    pub default: Option<ScalarValue>,
+    /// The default as written.
+    pub default_sql: Option<String>,
+}
+
+/// A parsed procedure.
+#[derive(Debug)]
+pub struct Procedure {
+    pub schema: String,
+    pub name: String,
+    pub params: Vec<Param>,
+    /// The body's statements, with `$name` placeholders.
+    pub body: Vec<Statement>,
+    /// Columns of the last statement's rows, when it returns rows and could be planned.
+    pub result: Option<SchemaRef>,
+    /// The defining file, when deployed from `views/`.
+    pub file: Option<String>,
+    /// The stored definition.
+    pub definition: String,
+}
+
+impl Procedure {
+    /// `gold.customer_orders(customer_id BIGINT, since DATE DEFAULT '2010-01-01')`.
+    pub fn signature(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| match &p.default_sql {
+                Some(d) => format!("{} {} DEFAULT {d}", p.name, p.sql_type),
+                None => format!("{} {}", p.name, p.sql_type),
+            })
+            .collect();
+        format!("{}.{}({})", self.schema, self.name, params.join(", "))
+    }
+}
+
+/// The `-- file: <path>` line a definition deployed from a file starts with.
+pub const FILE_MARKER: &str = "-- file: ";
+
+/// The file named on a definition's first line, if any.
+pub fn file_of(definition: &str) -> Option<String> {
+    definition
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(FILE_MARKER))
+        .map(|f| f.trim().to_string())
+}
+
+struct Cached {
+    definition: String,
+    procedure: Arc<Procedure>,
+    checked: Instant,
+}
+
+/// Parsed procedures by (schema, name), re-checked against the lake at most once per
+/// [`Registry::FRESH`].
+#[derive(Default)]
+pub struct Registry {
+    cache: Mutex<HashMap<(String, String), Cached>>,
+}
+
+impl Registry {
+    /// How long a cached definition is used without looking at the lake again.
+    pub const FRESH: Duration = Duration::from_secs(1);
+
+    /// The cached procedure if it was checked within [`Registry::FRESH`].
+    pub fn fresh(&self, schema: &str, name: &str) -> Option<Arc<Procedure>> {
+        let cache = self.cache.lock();
+        cache
+            .get(&(schema.to_string(), name.to_string()))
+            .filter(|c| c.checked.elapsed() < Self::FRESH)
+            .map(|c| c.procedure.clone())
+    }
+
+    /// The cached procedure whatever its age (table functions plan synchronously).
+    pub fn cached(&self, schema: &str, name: &str) -> Option<Arc<Procedure>> {
+        self.cache
+            .lock()
+            .get(&(schema.to_string(), name.to_string()))
+            .map(|c| c.procedure.clone())
+    }
+
+    /// The cached procedure if its definition is still `definition`, marking it checked.
+    pub fn same(&self, schema: &str, name: &str, definition: &str) -> Option<Arc<Procedure>> {
+        let mut cache = self.cache.lock();
+        let c = cache.get_mut(&(schema.to_string(), name.to_string()))?;
+        if c.definition != definition {
+            return None;
+        }
+        c.checked = Instant::now();
+        Some(c.procedure.clone())
+    }
+
+    pub fn insert(&self, procedure: Arc<Procedure>) {
+        self.cache.lock().insert(
+            (procedure.schema.clone(), procedure.name.clone()),
+            Cached {
+                definition: procedure.definition.clone(),
+                procedure,
+                checked: Instant::now(),
+            },
+        );
+    }
+
+    pub fn remove(&self, schema: &str, name: &str) {
+        self.cache
+            .lock()
+            .remove(&(schema.to_string(), name.to_string()));
+    }
+}
