@@ -161,6 +161,13 @@ pub fn qualify_procedure_calls(sql: &str) -> Option<String> {
         else {
             continue;
         };
+        // Functions of the server's own schemas are not procedures.
+        if matches!(
+            s.value.to_lowercase().as_str(),
+            "system" | "pg_catalog" | "information_schema"
+        ) {
+            continue;
+        }
         let closes = sig.get(w + 5).is_some_and(|&i| tokens[i] == Token::RParen);
         let head = format!(
             "{}('{}.{}', ''{}",
