@@ -46,6 +46,8 @@ pub struct App {
     )>,
     pg: Option<PgServer>,
     http: Option<HttpServer>,
+    /// The project folder, whose `views/` is deployed and watched.
+    project_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 }
 
@@ -82,6 +84,7 @@ impl App {
             schedule,
             pg,
             http,
+            project_dir: settings.project_dir.clone(),
             shutdown,
         })
     }
@@ -131,6 +134,11 @@ impl App {
         if let Some(http) = self.http {
             tasks.spawn(http.run());
         }
+        tasks.spawn(crate::models::views::serve(
+            engine.clone(),
+            self.project_dir.clone(),
+            self.shutdown.child_token(),
+        ));
         if let Some((schedule, dir, sources)) = self.schedule.clone() {
             tasks.spawn(crate::models::schedule::serve(
                 engine.clone(),

@@ -283,6 +283,7 @@ pub async fn run(
     }
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
+    let view_engine = engine.clone();
     let started_at = chrono::Utc::now();
     let mut tested: Vec<TestResult> = Vec::new();
     let cancel = CancellationToken::new();
@@ -408,7 +409,19 @@ pub async fn run(
     for e in &errors {
         println!("\nERROR {e}");
     }
-    Ok(if errors.is_empty() && skipped == 0 {
+    // views/: after the models they read.
+    let files = crate::models::views::view_files(&project.paths.dir);
+    let mut view_errors = 0;
+    if !files.is_empty() {
+        let deployed = crate::models::views::deploy(&view_engine, &files).await;
+        let ok: usize = deployed.iter().filter(|d| d.error.is_none()).count();
+        view_errors = deployed.len() - ok;
+        println!("views: {ok} files deployed, {view_errors} failed");
+        for d in deployed.iter().filter_map(|d| d.error.as_ref()) {
+            println!("ERROR {d}");
+        }
+    }
+    Ok(if errors.is_empty() && skipped == 0 && view_errors == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

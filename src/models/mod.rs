@@ -17,6 +17,7 @@ pub mod run;
 pub mod schedule;
 pub mod select;
 pub mod streaming;
+pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

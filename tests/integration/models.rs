@@ -698,3 +698,67 @@ async fn ephemeral_models_are_inlined_as_ctes() {
         vec!["1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_folder_deploys_after_the_models_and_again_on_change() {
+    let dir = project();
+    let p = dir.path();
+    let lake = p.join("lake");
+    write_delta(&lake, "bronze", "orders", orders(10)).await;
+    std::fs::create_dir_all(p.join("views/gold")).expect("mkdir");
+    // a_top.sql reads the view b_revenue.sql defines: deployed after it, by retry.
+    std::fs::write(
+        p.join("views/gold/a_top.sql"),
+        "-- The best customer, over a view of another file.\nCREATE OR REPLACE VIEW top_customer AS\nSELECT customer FROM gold.revenue_view ORDER BY revenue_cents DESC LIMIT 1;\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("views/gold/b_revenue.sql"),
+        "CREATE OR REPLACE VIEW revenue_view AS SELECT customer, revenue_cents FROM gold.customer_revenue;\n\nCREATE OR REPLACE PROCEDURE gold.revenue_of(customer TEXT)\nAS SELECT revenue_cents FROM gold.customer_revenue WHERE customer = :customer;\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("views/gold/c_broken.sql"),
+        "CREATE VIEW fine AS SELECT 1 AS one;\nCREATE VIEW broken AS SELECT nope FROM gold.customer_revenue;\n",
+    )
+    .expect("write");
+
+    let out = tidepool(p, &["run"]);
+    let text = stdout(&out);
+    assert!(
+        !out.status.success(),
+        "a broken views/ file fails the run:\n{text}"
+    );
+    assert!(text.contains("3 ok, 0 errors, 0 skipped"), "{text}");
+    assert!(text.contains("views: 2 files deployed, 1 failed"), "{text}");
+    assert!(
+        text.contains("ERROR views/gold/c_broken.sql:2: "),
+        "the failure names file and line:\n{text}"
+    );
+    assert_eq!(
+        table_rows(&lake, "SELECT customer FROM gold.top_customer").await,
+        vec!["c1"]
+    );
+    assert_eq!(
+        table_rows(&lake, "CALL gold.revenue_of('c1')").await,
+        vec!["3300"]
+    );
+    let listed = table_rows(&lake, "SELECT count(*) FROM information_schema.views WHERE table_name IN ('top_customer', 'revenue_view', 'fine')").await;
+    assert_eq!(listed, vec!["3"]);
+
+    // serve deploys the folder at start and again when a file changes.
+    std::fs::remove_file(p.join("views/gold/c_broken.sql")).expect("rm");
+    let extra = format!("[project]\ndir = {:?}\n", p.display().to_string());
+    let server = TestServer::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        settings(&lake, &extra),
+    )
+    .await;
+    let client = server.connect().await;
+    std::fs::write(
+        p.join("views/gold/b_revenue.sql"),
+        "CREATE OR REPLACE VIEW revenue_view AS SELECT customer, revenue_cents FROM gold.customer_revenue;\n\nCREATE OR REPLACE PROCEDURE gold.revenue_of(customer TEXT)\nAS SELECT revenue_cents * 10 FROM gold.customer_revenue WHERE customer = :customer;\n",
+    )
+    .expect("rewrite");
+    crate::common::wait_for(&client, "CALL gold.revenue_of('c1')", 20, |v| v == 33000).await;
+}
