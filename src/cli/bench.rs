@@ -68,6 +68,15 @@ pub enum BenchWhat {
         #[arg(long, value_enum, default_value = "both")]
         shape: super::bench_models::Shapes,
     },
+    /// Procedure call overhead: CALL of a point lookup against running its body directly
+    Procedures {
+        /// Calls of each form (the median is reported)
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        /// Rows of the gold table
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
     Broker {
@@ -118,6 +127,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     super::bench_models::incremental(rows, new_rows, shape).await?;
                 }
             }
+        }
+        BenchWhat::Procedures { calls, rows } => {
+            super::bench_procedures::run(calls, rows).await?;
         }
         BenchWhat::Broker {
             messages,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_models;
+mod bench_procedures;
 mod ingest;
 mod models;
 mod serve;
