@@ -3,7 +3,6 @@
 //! `CALL`, T-SQL `EXEC` and a table function, in one session of the engine (no network),
 //! each result read to the end; medians and 95th percentiles.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -69,37 +68,31 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
         "tidepool bench procedures: point lookup on gold.fact_orders ({rows} rows, built in {:.2} s), {calls} calls each",
         t.elapsed().as_secs_f64()
     );
-    let forms: [(&str, Box<dyn Fn(usize) -> String>); 4] = [
-        (
-            "body (SELECT ... WHERE order_id = k)",
-            Box::new(|k| format!("SELECT * FROM gold.fact_orders WHERE order_id = {k}")),
-        ),
-        (
-            "CALL gold.order_by_id(k)",
-            Box::new(|k| format!("CALL gold.order_by_id({k})")),
-        ),
-        (
-            "EXEC gold.order_by_id @order_id = k",
-            Box::new(|k| format!("EXEC gold.order_by_id @order_id = {k}")),
-        ),
-        (
-            "SELECT * FROM gold.order_by_id(k)",
-            Box::new(|k| format!("SELECT * FROM gold.order_by_id({k})")),
-        ),
+    let forms = [
+        "body (SELECT ... WHERE order_id = k)",
+        "CALL gold.order_by_id(k)",
+        "EXEC gold.order_by_id @order_id = k",
+        "SELECT * FROM gold.order_by_id(k)",
     ];
+    let sql = |form: usize, k: usize| match form {
+        0 => format!("SELECT * FROM gold.fact_orders WHERE order_id = {k}"),
+        1 => format!("CALL gold.order_by_id({k})"),
+        2 => format!("EXEC gold.order_by_id @order_id = {k}"),
+        _ => format!("SELECT * FROM gold.order_by_id({k})"),
+    };
     // Warm up: plans, caches, file metadata.
-    for (_, sql) in &forms {
+    for form in 0..forms.len() {
         for k in 0..20 {
-            run_sql(&mut session, &sql(k + 1)).await?;
+            run_sql(&mut session, &sql(form, k + 1)).await?;
         }
     }
     // The forms take turns, so drift of the machine hits them alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); forms.len()];
     for c in 0..calls {
         let k = 1 + (c * 7919) % rows.max(1);
-        for (i, (name, sql)) in forms.iter().enumerate() {
+        for (i, name) in forms.iter().enumerate() {
             let t = Instant::now();
-            let n = run_sql(&mut session, &sql(k)).await?;
+            let n = run_sql(&mut session, &sql(i, k)).await?;
             times[i].push(t.elapsed());
             if n != 1 {
                 anyhow::bail!("{name} returned {n} rows for order {k}");
@@ -107,7 +100,7 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
         }
     }
     let mut base = 0.0;
-    for (i, (name, _)) in forms.iter().enumerate() {
+    for (i, name) in forms.iter().enumerate() {
         let (median, p95) = summary(&mut times[i]);
         if i == 0 {
             base = median;
@@ -119,6 +112,5 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
             );
         }
     }
-    drop(Arc::clone(&engine));
     Ok(())
 }
