@@ -150,7 +150,7 @@ impl Engine {
         .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(version_udf());
         let _ = state_cell.set(ctx.state());
-        Ok(Arc::new(Engine {
+        let engine = Arc::new(Engine {
             lake,
             base: ctx,
             parser: SqlParser::new(),
@@ -158,7 +158,14 @@ impl Engine {
             options,
             system,
             procedures: procedures::Registry::default(),
-        }))
+        });
+        engine.system.register_gathered(
+            "procedures",
+            Arc::new(procedures::ProceduresTable {
+                engine: Arc::downgrade(&engine),
+            }),
+        );
+        Ok(engine)
     }
 
     /// Publishes a table in the `system` schema (`system.<name>`).

@@ -19,6 +19,13 @@ pub trait SystemTable: Send + Sync + std::fmt::Debug {
     fn rows(&self) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>;
 }
 
+/// A system table whose rows take I/O to gather.
+#[async_trait]
+pub trait AsyncSystemTable: Send + Sync + std::fmt::Debug {
+    fn schema(&self) -> SchemaRef;
+    async fn rows(&self) -> Result<RecordBatch>;
+}
+
 /// A system table kept as a Delta table of the lake (written by other processes, such
 /// as `tidepool run`): read at its newest version, empty with `schema` until it exists.
 #[derive(Debug, Clone)]
@@ -34,6 +41,7 @@ pub struct DeltaSystemTable {
 pub struct SystemSchema {
     tables: RwLock<BTreeMap<String, Arc<dyn SystemTable>>>,
     delta: RwLock<BTreeMap<String, DeltaSystemTable>>,
+    gathered: RwLock<BTreeMap<String, Arc<dyn AsyncSystemTable>>>,
 }
 
 impl SystemSchema {
@@ -44,6 +52,10 @@ impl SystemSchema {
     pub fn register_delta(&self, name: &str, table: DeltaSystemTable) {
         self.delta.write().insert(name.to_string(), table);
     }
+
+    pub fn register_gathered(&self, name: &str, table: Arc<dyn AsyncSystemTable>) {
+        self.gathered.write().insert(name.to_string(), table);
+    }
 }
 
 #[async_trait]
@@ -51,6 +63,7 @@ impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.read().keys().cloned().collect();
         names.extend(self.delta.read().keys().cloned());
+        names.extend(self.gathered.read().keys().cloned());
         names.sort();
         names
     }
@@ -72,6 +85,14 @@ impl SchemaProvider for SystemSchema {
                 ))),
             };
         }
+        let gathered = self.gathered.read().get(name).cloned();
+        if let Some(g) = gathered {
+            let batch = g.rows().await?;
+            return Ok(Some(Arc::new(MemTable::try_new(
+                g.schema(),
+                vec![vec![batch]],
+            )?)));
+        }
         let Some(t) = self.tables.read().get(name).cloned() else {
             return Ok(None);
         };
@@ -83,6 +104,8 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().contains_key(name) || self.delta.read().contains_key(name)
+        self.tables.read().contains_key(name)
+            || self.delta.read().contains_key(name)
+            || self.gathered.read().contains_key(name)
     }
 }

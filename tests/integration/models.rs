@@ -745,6 +745,14 @@ async fn views_folder_deploys_after_the_models_and_again_on_change() {
     );
     let listed = table_rows(&lake, "SELECT count(*) FROM information_schema.views WHERE table_name IN ('top_customer', 'revenue_view', 'fine')").await;
     assert_eq!(listed, vec!["3"]);
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT signature, returns, file FROM system.procedures WHERE name = 'revenue_of'"
+        )
+        .await,
+        vec!["gold.revenue_of(customer TEXT)|revenue_cents BIGINT|views/gold/b_revenue.sql"]
+    );
 
     // serve deploys the folder at start and again when a file changes.
     std::fs::remove_file(p.join("views/gold/c_broken.sql")).expect("rm");

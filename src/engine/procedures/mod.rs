@@ -143,3 +143,132 @@ impl Registry {
             .remove(&(schema.to_string(), name.to_string()));
     }
 }
+
+/// `system.procedures`: every procedure of the lake with its signature, result columns,
+/// defining file and definition.
+#[derive(Debug)]
+pub struct ProceduresTable {
+    pub engine: std::sync::Weak<super::Engine>,
+}
+
+impl ProceduresTable {
+    fn columns() -> SchemaRef {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        Arc::new(Schema::new(vec![
+            Field::new("schema", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("signature", DataType::Utf8, false),
+            Field::new("parameters", DataType::Utf8, false),
+            Field::new("returns", DataType::Utf8, true),
+            Field::new("statements", DataType::Int64, false),
+            Field::new("file", DataType::Utf8, true),
+            Field::new("definition", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, true),
+        ]))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::system::AsyncSystemTable for ProceduresTable {
+    fn schema(&self) -> SchemaRef {
+        Self::columns()
+    }
+
+    async fn rows(
+        &self,
+    ) -> datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch> {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+        let mut rows: Vec<[Option<String>; 9]> = Vec::new();
+        if let Some(engine) = self.engine.upgrade() {
+            let listing = engine
+                .lake()
+                .listing()
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            for (schema, l) in &listing.schemas {
+                for name in &l.procedures {
+                    let row = match Box::pin(load(&engine, schema, name)).await {
+                        Ok(Some(p)) => [
+                            Some(p.schema.clone()),
+                            Some(p.name.clone()),
+                            Some(p.signature()),
+                            Some(
+                                p.params
+                                    .iter()
+                                    .map(|q| format!("{} {}", q.name, q.sql_type))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ),
+                            p.result.as_ref().map(|s| {
+                                s.fields()
+                                    .iter()
+                                    .map(|f| format!("{} {}", f.name(), sql_type(f.data_type())))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }),
+                            Some(p.body.len().to_string()),
+                            p.file.clone(),
+                            Some(p.definition.clone()),
+                            None,
+                        ],
+                        Ok(None) => continue,
+                        Err(e) => [
+                            Some(schema.clone()),
+                            Some(name.clone()),
+                            Some(format!("{schema}.{name}")),
+                            Some(String::new()),
+                            None,
+                            Some("0".into()),
+                            None,
+                            Some(String::new()),
+                            Some(e.message()),
+                        ],
+                    };
+                    rows.push(row);
+                }
+            }
+        }
+        let text = |k: usize| -> ArrayRef {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[k].clone()).collect::<Vec<_>>(),
+            ))
+        };
+        let statements: ArrayRef = Arc::new(Int64Array::from(
+            rows.iter()
+                .map(|r| r[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0))
+                .collect::<Vec<i64>>(),
+        ));
+        Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+            Self::columns(),
+            vec![
+                text(0),
+                text(1),
+                text(2),
+                text(3),
+                text(4),
+                statements,
+                text(6),
+                text(7),
+                text(8),
+            ],
+        )?)
+    }
+}
+
+/// A column type as SQL names it.
+fn sql_type(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 | DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "REAL".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "TEXT".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Decimal128(p, s) => format!("NUMERIC({p},{s})"),
+        other => other.to_string(),
+    }
+}
