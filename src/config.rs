@@ -337,6 +337,9 @@ pub struct UserConfig {
     pub password_file: Option<PathBuf>,
     /// The password itself; prefer `password_env` or `password_file`.
     pub password: Option<Secret>,
+    /// When given, the user only reads tables and views and calls procedures of these
+    /// schemas (a BI reader); no DDL or writes.
+    pub schemas: Option<Vec<String>>,
 }
 
 /// A string that is never printed.
@@ -364,6 +367,8 @@ impl std::fmt::Debug for Secret {
 pub struct User {
     pub name: String,
     pub password: Secret,
+    /// `schemas = [...]`: a reader of these schemas only.
+    pub schemas: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Settings given on the command line or in `TIDEPOOL_*` variables; they win over the file.
@@ -843,9 +848,24 @@ fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
     if password.expose().is_empty() {
         return Err(invalid(&setting, "password is empty"));
     }
+    let schemas = match &u.schemas {
+        None => None,
+        Some(list) => {
+            let set: std::collections::BTreeSet<String> =
+                list.iter().map(|s| s.to_lowercase()).collect();
+            if let Some(bad) = set.iter().find(|s| !crate::lake::valid_name(s)) {
+                return Err(invalid(
+                    &format!("{setting}.schemas"),
+                    format!("{bad:?} is not a schema name"),
+                ));
+            }
+            Some(set)
+        }
+    };
     Ok(User {
         name: u.name.clone(),
         password,
+        schemas,
     })
 }
 

@@ -158,6 +158,7 @@ fn main() {
                     memory_limit: None,
                     target_partitions: Some(2),
                     max_concurrent_queries: 8,
+                    access: Default::default(),
                 },
             )
             .map_err(|e| e.to_string())?;

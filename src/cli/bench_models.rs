@@ -301,6 +301,7 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
             memory_limit: None,
             target_partitions: None,
             max_concurrent_queries: 4,
+            access: Default::default(),
         },
     )?;
     let run_one = |name: &str, full: bool| {

@@ -46,6 +46,7 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
             memory_limit: None,
             target_partitions: None,
             max_concurrent_queries: 4,
+            access: Default::default(),
         },
     )?;
     let mut session = engine.session("bench");

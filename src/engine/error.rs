@@ -33,6 +33,7 @@ pub enum ErrorKind {
     ResourcesExhausted,
     Cancelled,
     Timeout,
+    InsufficientPrivilege,
     Io,
     Internal,
 }
@@ -77,6 +78,9 @@ pub enum EngineError {
     /// A statement tidepool parses itself that is malformed (42601).
     #[error("{0}")]
     Syntax(String),
+    /// What the user may not touch (42501).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -106,6 +110,7 @@ impl EngineError {
             EngineError::UndefinedFunction(_) => ErrorKind::UndefinedFunction,
             EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
             EngineError::Syntax(_) => ErrorKind::Syntax,
+            EngineError::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
         }
     }
 

@@ -7,6 +7,7 @@
 //! returns rows as a stream that honours cancellation and the statement timeout.
 //! This layer never imports a wire-protocol crate.
 
+mod access;
 mod catalog;
 mod error;
 mod functions;
@@ -30,6 +31,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use tokio::sync::Semaphore;
 
+pub use access::Access;
 pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use parse::SqlParser;
@@ -51,6 +53,8 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
     pub max_concurrent_queries: usize,
+    /// Per-user limits (`schemas = [...]` of `[[users]]`).
+    pub access: Access,
 }
 
 impl From<&Settings> for EngineOptions {
@@ -60,6 +64,13 @@ impl From<&Settings> for EngineOptions {
             memory_limit: s.memory_limit,
             target_partitions: s.target_partitions,
             max_concurrent_queries: s.max_concurrent_queries,
+            access: Access {
+                readers: s
+                    .users
+                    .iter()
+                    .filter_map(|u| u.schemas.clone().map(|sc| (u.name.clone(), sc)))
+                    .collect(),
+            },
         }
     }
 }

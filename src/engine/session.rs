@@ -127,6 +127,24 @@ impl Session {
         }
     }
 
+    /// Fails with 42501 when the user may not run `stmt`.
+    fn authorize(&self, stmt: &DFStatement) -> Result<(), EngineError> {
+        let access = &self.engine.options().access;
+        if !access.readers.contains_key(&self.user) {
+            return Ok(());
+        }
+        let default_schema = self
+            .ctx
+            .state_ref()
+            .read()
+            .config()
+            .options()
+            .catalog
+            .default_schema
+            .clone();
+        access.check(&self.user, stmt, &default_schema)
+    }
+
     /// The user this session belongs to.
     pub fn user(&self) -> &str {
         &self.user
@@ -189,6 +207,7 @@ impl Session {
                 schema,
             });
         }
+        self.authorize(stmt)?;
         if let Some(d) = self.describe_procedure_statement(stmt).await? {
             return Ok(d);
         }
@@ -241,6 +260,7 @@ impl Session {
         if let Some(out) = self.session_statement(&stmt)? {
             return Ok(out);
         }
+        self.authorize(&stmt)?;
         let permit = self
             .engine
             .slots()

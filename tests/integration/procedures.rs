@@ -199,3 +199,64 @@ async fn a_body_of_several_statements_returns_the_last_ones_rows() {
     let (state, _) = code(&client, "CALL gold.log_and_count(1)").await;
     assert_eq!(state, SqlState::UNDEFINED_FUNCTION);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_gold_calls_gold_and_touches_nothing_else() {
+    let server = TestServer::start(
+        "[[users]]\nname = \"admin\"\npassword = \"admin pw\"\n\n[[users]]\nname = \"powerbi\"\npassword = \"reader pw\"\nschemas = [\"gold\"]\n",
+    )
+    .await;
+    let admin =
+        crate::common::connect(&format!("{} password='admin pw'", server.conn_str("admin"))).await;
+    admin.batch_execute(SETUP).await.expect("setup");
+    admin
+        .batch_execute(
+            "CREATE SCHEMA silver;
+             CREATE TABLE silver.raw AS SELECT 1 AS x;
+             CREATE VIEW gold.over_silver AS SELECT x FROM silver.raw;
+             CREATE PROCEDURE silver.secret() AS SELECT x FROM silver.raw;",
+        )
+        .await
+        .expect("admin setup");
+    let reader = crate::common::connect(&format!(
+        "{} password='reader pw'",
+        server.conn_str("powerbi")
+    ))
+    .await;
+    // Allowed: gold tables, views (even over silver), procedures, catalogs.
+    assert_eq!(ids(&reader, "CALL gold.customer_orders(42)").await, vec![1]);
+    assert_eq!(
+        ids(&reader, "SELECT order_id FROM gold.customer_orders(7) o").await,
+        vec![3]
+    );
+    assert_eq!(
+        ids(&reader, "SELECT x FROM gold.over_silver").await,
+        vec![1]
+    );
+    assert_eq!(
+        ids(&reader, "SELECT count(*) FROM gold.orders").await,
+        vec![3]
+    );
+    reader
+        .simple_query("SELECT table_name FROM information_schema.tables")
+        .await
+        .expect("catalogs stay readable");
+    // Denied, with 42501, and the connection stays usable.
+    for sql in [
+        "SELECT * FROM silver.raw",
+        "CALL silver.secret()",
+        "SELECT * FROM silver.secret()",
+        "CREATE TABLE gold.mine AS SELECT 1",
+        "INSERT INTO gold.orders SELECT * FROM gold.orders",
+        "DROP TABLE gold.orders",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM gold.orders o JOIN silver.raw r ON true",
+        "CREATE PROCEDURE gold.p() AS SELECT 1",
+    ] {
+        let (state, message) = code(&reader, sql).await;
+        assert_eq!(state, SqlState::INSUFFICIENT_PRIVILEGE, "{sql}: {message}");
+    }
+    assert_eq!(ids(&reader, "CALL gold.customer_orders(7)").await, vec![3]);
+    // The admin is not limited.
+    assert_eq!(ids(&admin, "SELECT x FROM silver.raw").await, vec![1]);
+}

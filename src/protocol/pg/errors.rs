@@ -8,6 +8,7 @@ use crate::engine::{EngineError, ErrorKind};
 pub fn sqlstate(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Syntax => "42601",
+        ErrorKind::InsufficientPrivilege => "42501",
         ErrorKind::UndefinedTable => "42P01",
         ErrorKind::UndefinedColumn => "42703",
         ErrorKind::UndefinedFunction => "42883",

@@ -1,0 +1,128 @@
+//! Who may touch what. A user configured with `schemas = [...]` is a reader: it may run
+//! queries over the tables and views of those schemas and call their procedures, and
+//! nothing else (no DDL, no writes, no file-reading table functions); the catalogs
+//! (`pg_catalog`, `information_schema`) stay readable for BI tools. Views and procedures
+//! run with their definer's reach, as in Synapse: a reader of `gold` can call a `gold`
+//! procedure or read a `gold` view that reads `silver`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, Statement, TableFactor, Value, Visit, Visitor,
+};
+
+use super::EngineError;
+use super::procedures::table_fn::CALL_FUNCTION;
+
+/// Schemas every reader may read: the catalogs clients query for metadata.
+const CATALOGS: &[&str] = &["pg_catalog", "information_schema"];
+
+/// Per-user limits; users not listed may do everything.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub readers: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Access {
+    /// Checks `stmt` for `user`, whose unqualified names resolve in `default_schema`.
+    pub fn check(
+        &self,
+        user: &str,
+        stmt: &DFStatement,
+        default_schema: &str,
+    ) -> Result<(), EngineError> {
+        let Some(allowed) = self.readers.get(user) else {
+            return Ok(());
+        };
+        let deny = |what: String| {
+            Err(EngineError::PermissionDenied(format!(
+                "permission denied for {what} (user {user} may read {})",
+                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            )))
+        };
+        let DFStatement::Statement(s) = stmt else {
+            return deny("this statement".into());
+        };
+        let schema_of = |name: &ObjectName| -> String {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+                .collect();
+            match parts.len() {
+                0 | 1 => default_schema.to_string(),
+                n => parts[n - 2].clone(),
+            }
+        };
+        let ok = |schema: &str| allowed.contains(schema) || CATALOGS.contains(&schema);
+        match s.as_ref() {
+            Statement::Query(_) | Statement::Explain { .. } => {}
+            Statement::Call(f) => {
+                let schema = schema_of(&f.name);
+                if !allowed.contains(&schema) {
+                    return deny(format!("procedure {}", f.name));
+                }
+                return Ok(());
+            }
+            other => {
+                let words: Vec<String> = other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .map(str::to_uppercase)
+                    .collect();
+                return deny(words.join(" "));
+            }
+        }
+        // Every relation and table function the statement names.
+        struct Names<'a> {
+            denied: Option<String>,
+            ok: &'a dyn Fn(&str) -> bool,
+            schema_of: &'a dyn Fn(&ObjectName) -> String,
+        }
+        impl Visitor for Names<'_> {
+            type Break = ();
+            fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+                if let TableFactor::Table { name, args, .. } = t {
+                    match args {
+                        None => {
+                            if !(self.ok)(&(self.schema_of)(name)) {
+                                self.denied = Some(format!("relation {name}"));
+                                return ControlFlow::Break(());
+                            }
+                        }
+                        Some(args) if name.to_string() == CALL_FUNCTION => {
+                            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) =
+                                args.args.first()
+                                && let Value::SingleQuotedString(p) = &v.value
+                                && let Some((schema, _)) = p.split_once('.')
+                                && (self.ok)(schema)
+                            {
+                                return ControlFlow::Continue(());
+                            }
+                            self.denied = Some("procedure".into());
+                            return ControlFlow::Break(());
+                        }
+                        Some(_) => {
+                            self.denied = Some(format!("function {name}"));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut names = Names {
+            denied: None,
+            ok: &ok,
+            schema_of: &schema_of,
+        };
+        let _ = s.visit(&mut names);
+        match names.denied {
+            Some(what) => deny(what),
+            None => Ok(()),
+        }
+    }
+}
