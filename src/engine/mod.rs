@@ -136,7 +136,7 @@ impl Engine {
         }
         state
             .catalog_list()
-            .register_catalog(CATALOG.to_string(), lake_catalog);
+            .register_catalog(CATALOG.to_string(), lake_catalog.clone());
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(
             "read_delta",
@@ -160,6 +160,10 @@ impl Engine {
         )
         .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(version_udf());
+        let signatures = procedures::pg_proc::Signatures::default();
+        for f in procedures::pg_proc::udfs(&signatures) {
+            ctx.register_udf(f);
+        }
         let _ = state_cell.set(ctx.state());
         let engine = Arc::new(Engine {
             lake,
@@ -170,6 +174,19 @@ impl Engine {
             system,
             procedures: procedures::Registry::default(),
         });
+        {
+            use datafusion::catalog::CatalogProvider;
+            if let Some(inner) = lake_catalog.schema("pg_catalog") {
+                lake_catalog.register_schema(
+                    "pg_catalog",
+                    Arc::new(procedures::pg_proc::PgCatalog {
+                        inner,
+                        engine: Arc::downgrade(&engine),
+                        signatures,
+                    }),
+                )?;
+            }
+        }
         engine.system.register_gathered(
             "procedures",
             Arc::new(procedures::ProceduresTable {

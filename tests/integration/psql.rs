@@ -174,3 +174,32 @@ async fn broken_tls_config_refuses_to_start() {
         .expect("must not start");
     assert!(err.to_string().contains("TLS"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_lists_procedures_and_views() {
+    let server = TestServer::start("").await;
+    write_delta(server.lake.path(), "gold", "fact_orders", orders(5)).await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE VIEW gold.big_orders AS SELECT id, amount FROM gold.fact_orders WHERE amount > 3;
+             CREATE PROCEDURE gold.order_by_id(order_id BIGINT, min_amount DOUBLE DEFAULT 0)
+             AS SELECT id, amount FROM gold.fact_orders WHERE id = :order_id AND amount >= :min_amount",
+        )
+        .await
+        .unwrap();
+    let out = psql(&server, "\\df gold.*").await;
+    assert!(
+        out.contains("order_by_id"),
+        "\\df lists the procedure:\n{out}"
+    );
+    assert!(
+        out.contains("order_id bigint, min_amount double DEFAULT 0"),
+        "\\df shows the arguments:\n{out}"
+    );
+    assert!(out.contains("proc"), "{out}");
+    let out = psql(&server, "\\dv").await;
+    assert!(out.contains("big_orders"), "\\dv lists the view:\n{out}");
+    let out = psql(&server, "CALL gold.order_by_id(4)").await;
+    assert!(out.contains("(1 row)"), "{out}");
+}

@@ -9,6 +9,7 @@
 
 mod bind;
 mod exec;
+pub mod pg_proc;
 pub mod table_fn;
 
 use std::collections::HashMap;

@@ -1,0 +1,266 @@
+//! Procedures where psql, DBeaver and BI tools look: `pg_catalog.pg_proc` gets a row per
+//! procedure (`prokind = 'p'`) next to the built-in functions, and
+//! `pg_get_function_arguments(oid)`, `pg_get_function_identity_arguments(oid)`,
+//! `pg_get_function_result(oid)` and `pg_function_is_visible(oid)` answer for them, so
+//! psql's `\df` lists them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use parking_lot::RwLock;
+
+use crate::engine::Engine;
+
+/// Signature texts by procedure oid, for the `pg_get_function_*` functions.
+pub type Signatures = Arc<RwLock<HashMap<i64, (String, String)>>>;
+
+/// The pg_catalog schema with procedures added to `pg_proc`.
+#[derive(Debug)]
+pub struct PgCatalog {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub engine: Weak<Engine>,
+    pub signatures: Signatures,
+}
+
+/// A stable oid for `schema.name`, above the built-in ones.
+fn oid(schema: &str, name: &str) -> i64 {
+    let mut h: u32 = 2_166_136_261;
+    for b in schema.bytes().chain([b'.']).chain(name.bytes()) {
+        h = (h ^ b as u32).wrapping_mul(16_777_619);
+    }
+    1_000_000 + (h % 1_000_000_000) as i64
+}
+
+async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new();
+    ctx.read_table(t.clone())?.collect().await
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let inner = self.inner.table(name).await?;
+        if name != "pg_proc" {
+            return Ok(inner);
+        }
+        // Gathered when scanned: catalog enumerations (pg_class) open every table.
+        Ok(inner.map(|inner| {
+            Arc::new(ProcTable {
+                inner,
+                catalog: self.inner.clone(),
+                engine: self.engine.clone(),
+                signatures: self.signatures.clone(),
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+}
+
+/// `pg_proc`: the built-in rows and one per procedure.
+#[derive(Debug)]
+struct ProcTable {
+    inner: Arc<dyn TableProvider>,
+    catalog: Arc<dyn SchemaProvider>,
+    engine: Weak<Engine>,
+    signatures: Signatures,
+}
+
+impl ProcTable {
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let inner = self.inner.clone();
+        let Some(engine) = self.engine.upgrade() else {
+            return collect(&inner).await;
+        };
+        let schema = inner.schema();
+        let mut batches = collect(&inner).await?;
+        // Namespace oids as pg_namespace has them.
+        let mut namespaces: HashMap<String, i64> = HashMap::new();
+        if let Some(ns) = self.catalog.table("pg_namespace").await? {
+            for b in collect(&ns).await? {
+                let (Some(o), Some(n)) = (b.column_by_name("oid"), b.column_by_name("nspname"))
+                else {
+                    continue;
+                };
+                let o = cast(o, &DataType::Int64)?;
+                let n = cast(n, &DataType::Utf8)?;
+                let (o, n) = (
+                    o.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+                    n.as_string::<i32>(),
+                );
+                for i in 0..b.num_rows() {
+                    if o.is_valid(i) && n.is_valid(i) {
+                        namespaces.insert(n.value(i).to_string(), o.value(i));
+                    }
+                }
+            }
+        }
+        let listing = engine
+            .lake()
+            .listing()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut rows: Vec<HashMap<&'static str, ScalarValue>> = Vec::new();
+        for (s, l) in &listing.schemas {
+            for n in &l.procedures {
+                let Ok(Some(p)) = Box::pin(super::load(&engine, s, n)).await else {
+                    continue;
+                };
+                let id = oid(s, n);
+                let args = p
+                    .params
+                    .iter()
+                    .map(|q| match &q.default_sql {
+                        Some(d) => format!("{} {} DEFAULT {d}", q.name, q.sql_type.to_lowercase()),
+                        None => format!("{} {}", q.name, q.sql_type.to_lowercase()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let result = match &p.result {
+                    Some(r) => format!(
+                        "TABLE({})",
+                        r.fields()
+                            .iter()
+                            .map(|f| format!(
+                                "{} {}",
+                                f.name(),
+                                super::sql_type(f.data_type()).to_lowercase()
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => String::new(),
+                };
+                self.signatures.write().insert(id, (args, result));
+                let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+                let int = |v: i64| ScalarValue::Int64(Some(v));
+                let mut row = HashMap::new();
+                row.insert("oid", int(id));
+                row.insert("proname", text(n));
+                row.insert("pronamespace", int(namespaces.get(s).copied().unwrap_or(0)));
+                row.insert("prokind", text("p"));
+                row.insert("prolang", int(14));
+                row.insert("pronargs", int(p.params.len() as i64));
+                row.insert(
+                    "pronargdefaults",
+                    int(p.params.iter().filter(|q| q.default.is_some()).count() as i64),
+                );
+                row.insert("proretset", ScalarValue::Boolean(Some(p.result.is_some())));
+                row.insert("provolatile", text("v"));
+                row.insert("prosrc", text(&p.definition));
+                rows.push(row);
+            }
+        }
+        if !rows.is_empty() {
+            let mut columns: Vec<ArrayRef> = Vec::new();
+            for f in schema.fields() {
+                let values: Vec<ScalarValue> = rows
+                    .iter()
+                    .map(|r| match r.get(f.name().as_str()) {
+                        Some(v) => v.cast_to(f.data_type()).unwrap_or_else(|_| {
+                            ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                        }),
+                        None if f.is_nullable() => {
+                            ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                        }
+                        None => {
+                            ScalarValue::new_default(f.data_type()).unwrap_or(ScalarValue::Null)
+                        }
+                    })
+                    .collect();
+                let array = ScalarValue::iter_to_array(values)
+                    .unwrap_or_else(|_| new_null_array(f.data_type(), rows.len()));
+                let array = if array.data_type() == f.data_type() {
+                    array
+                } else {
+                    cast(&array, f.data_type())?
+                };
+                columns.push(array);
+            }
+            batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl TableProvider for ProcTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batches = self.batches().await?;
+        MemTable::try_new(self.inner.schema(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// The `pg_get_function_*` and `pg_function_is_visible` functions over `signatures`
+/// (NULL for built-in functions, which have no entry).
+pub fn udfs(signatures: &Signatures) -> Vec<ScalarUDF> {
+    let text = |name: &str, pick: fn(&(String, String)) -> String| {
+        let s = signatures.clone();
+        create_udf(
+            name,
+            vec![DataType::Int64],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let oids = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let map = s.read();
+                let out: datafusion::arrow::array::StringArray = (0..oids.len())
+                    .map(|i| {
+                        oids.is_valid(i)
+                            .then(|| map.get(&oids.value(i)).map(pick))
+                            .flatten()
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        )
+    };
+    vec![
+        text("pg_get_function_arguments", |s| s.0.clone()),
+        text("pg_get_function_identity_arguments", |s| s.0.clone()),
+        text("pg_get_function_result", |s| s.1.clone()),
+        create_udf(
+            "pg_function_is_visible",
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let out = datafusion::arrow::array::BooleanArray::from(vec![true; arrays[0].len()]);
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        ),
+    ]
+}
