@@ -57,6 +57,11 @@ impl Access {
             }
         };
         let ok = |schema: &str| allowed.contains(schema) || CATALOGS.contains(&schema);
+        // `information_schema.routines` / `parameters`, as the parser rewrote them.
+        let catalog_view = |name: &ObjectName| {
+            let s = name.to_string().to_ascii_lowercase();
+            s == "system.routines" || s == "system.parameters"
+        };
         match s.as_ref() {
             Statement::Query(_) | Statement::Explain { .. } => {}
             Statement::Call(f) => {
@@ -81,6 +86,7 @@ impl Access {
             denied: Option<String>,
             ok: &'a dyn Fn(&str) -> bool,
             schema_of: &'a dyn Fn(&ObjectName) -> String,
+            catalog_view: &'a dyn Fn(&ObjectName) -> bool,
         }
         impl Visitor for Names<'_> {
             type Break = ();
@@ -88,7 +94,7 @@ impl Access {
                 if let TableFactor::Table { name, args, .. } = t {
                     match args {
                         None => {
-                            if !(self.ok)(&(self.schema_of)(name)) {
+                            if !(self.ok)(&(self.schema_of)(name)) && !(self.catalog_view)(name) {
                                 self.denied = Some(format!("relation {name}"));
                                 return ControlFlow::Break(());
                             }
@@ -118,6 +124,7 @@ impl Access {
             denied: None,
             ok: &ok,
             schema_of: &schema_of,
+            catalog_view: &catalog_view,
         };
         let _ = s.visit(&mut names);
         match names.denied {

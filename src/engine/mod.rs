@@ -187,6 +187,21 @@ impl Engine {
                 )?;
             }
         }
+        for (name, kind) in [
+            ("routines", procedures::information_schema::Kind::Routines),
+            (
+                "parameters",
+                procedures::information_schema::Kind::Parameters,
+            ),
+        ] {
+            engine.system.register_gathered(
+                name,
+                Arc::new(procedures::information_schema::InformationTable {
+                    engine: Arc::downgrade(&engine),
+                    kind,
+                }),
+            );
+        }
         engine.system.register_gathered(
             "procedures",
             Arc::new(procedures::ProceduresTable {

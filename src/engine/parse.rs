@@ -143,6 +143,29 @@ struct UnqualifySystemFunctions;
 impl VisitorMut for UnqualifySystemFunctions {
     type Break = ();
 
+    /// `information_schema.routines` / `parameters` are answered by `system.routines` /
+    /// `system.parameters`, which add the procedures to DataFusion's functions.
+    fn pre_visit_relation(
+        &mut self,
+        relation: &mut datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> ControlFlow<()> {
+        let parts: Vec<String> = relation
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+            .collect();
+        if let [.., schema, table] = parts.as_slice()
+            && schema == "information_schema"
+            && (table == "routines" || table == "parameters")
+        {
+            *relation = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                Ident::new("system"),
+                Ident::new(table.as_str()),
+            ]);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         let TableFactor::Table {
             name,

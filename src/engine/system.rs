@@ -89,7 +89,7 @@ impl SchemaProvider for SystemSchema {
         if let Some(g) = gathered {
             let batch = g.rows().await?;
             return Ok(Some(Arc::new(MemTable::try_new(
-                g.schema(),
+                batch.schema(),
                 vec![vec![batch]],
             )?)));
         }

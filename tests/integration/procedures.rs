@@ -241,6 +241,10 @@ async fn a_reader_of_gold_calls_gold_and_touches_nothing_else() {
         .simple_query("SELECT table_name FROM information_schema.tables")
         .await
         .expect("catalogs stay readable");
+    reader
+        .simple_query("SELECT routine_name FROM information_schema.routines")
+        .await
+        .expect("routines stay readable");
     // Denied, with 42501, and the connection stays usable.
     for sql in [
         "SELECT * FROM silver.raw",

@@ -9,6 +9,7 @@
 
 mod bind;
 mod exec;
+pub mod information_schema;
 pub mod pg_proc;
 pub mod table_fn;
 

@@ -167,32 +167,7 @@ impl ProcTable {
             }
         }
         if !rows.is_empty() {
-            let mut columns: Vec<ArrayRef> = Vec::new();
-            for f in schema.fields() {
-                let values: Vec<ScalarValue> = rows
-                    .iter()
-                    .map(|r| match r.get(f.name().as_str()) {
-                        Some(v) => v.cast_to(f.data_type()).unwrap_or_else(|_| {
-                            ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
-                        }),
-                        None if f.is_nullable() => {
-                            ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
-                        }
-                        None => {
-                            ScalarValue::new_default(f.data_type()).unwrap_or(ScalarValue::Null)
-                        }
-                    })
-                    .collect();
-                let array = ScalarValue::iter_to_array(values)
-                    .unwrap_or_else(|_| new_null_array(f.data_type(), rows.len()));
-                let array = if array.data_type() == f.data_type() {
-                    array
-                } else {
-                    cast(&array, f.data_type())?
-                };
-                columns.push(array);
-            }
-            batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+            batches.push(rows_to_batch(&schema, &rows)?);
         }
         Ok(batches)
     }
@@ -263,4 +238,36 @@ pub fn udfs(signatures: &Signatures) -> Vec<ScalarUDF> {
             }),
         ),
     ]
+}
+
+/// A batch of `schema` from rows given as column name -> value; columns a row does not
+/// name are NULL, or the type's default where the column is not nullable.
+pub fn rows_to_batch(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    rows: &[HashMap<&'static str, ScalarValue>],
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for f in schema.fields() {
+        let values: Vec<ScalarValue> = rows
+            .iter()
+            .map(|r| match r.get(f.name().as_str()) {
+                Some(v) => v.cast_to(f.data_type()).unwrap_or_else(|_| {
+                    ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                }),
+                None if f.is_nullable() => {
+                    ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                }
+                None => ScalarValue::new_default(f.data_type()).unwrap_or(ScalarValue::Null),
+            })
+            .collect();
+        let array = ScalarValue::iter_to_array(values)
+            .unwrap_or_else(|_| new_null_array(f.data_type(), rows.len()));
+        let array = if array.data_type() == f.data_type() {
+            array
+        } else {
+            cast(&array, f.data_type())?
+        };
+        columns.push(array);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
