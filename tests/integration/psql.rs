@@ -200,6 +200,12 @@ async fn psql_lists_procedures_and_views() {
     assert!(out.contains("proc"), "{out}");
     let out = psql(&server, "\\dv").await;
     assert!(out.contains("big_orders"), "\\dv lists the view:\n{out}");
+    let out = psql(
+        &server,
+        "SELECT schemaname, viewname FROM pg_catalog.pg_views WHERE viewname = 'big_orders'",
+    )
+    .await;
+    assert!(out.contains("gold       | big_orders"), "pg_views:\n{out}");
     let out = psql(&server, "CALL gold.order_by_id(4)").await;
     assert!(out.contains("(1 row)"), "{out}");
 }

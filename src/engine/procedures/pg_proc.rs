@@ -2,7 +2,7 @@
 //! procedure (`prokind = 'p'`) next to the built-in functions, and
 //! `pg_get_function_arguments(oid)`, `pg_get_function_identity_arguments(oid)`,
 //! `pg_get_function_result(oid)` and `pg_function_is_visible(oid)` answer for them, so
-//! psql's `\df` lists them.
+//! psql's `\df` lists them. `pg_views` lists the lake's views.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -57,6 +57,14 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let inner = self.inner.table(name).await?;
+        if name == "pg_views" {
+            return Ok(inner.map(|inner| {
+                Arc::new(ViewsTable {
+                    inner,
+                    engine: self.engine.clone(),
+                }) as Arc<dyn TableProvider>
+            }));
+        }
         if name != "pg_proc" {
             return Ok(inner);
         }
@@ -192,6 +200,62 @@ impl TableProvider for ProcTable {
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         let batches = self.batches().await?;
         MemTable::try_new(self.inner.schema(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// `pg_views`: the views of the lake with their definitions.
+#[derive(Debug)]
+struct ViewsTable {
+    inner: Arc<dyn TableProvider>,
+    engine: Weak<Engine>,
+}
+
+#[async_trait]
+impl TableProvider for ViewsTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let schema = self.inner.schema();
+        let mut rows: Vec<HashMap<&'static str, ScalarValue>> = Vec::new();
+        if let Some(engine) = self.engine.upgrade() {
+            let lake = engine.lake();
+            let external = |e: crate::lake::LakeError| {
+                datafusion::error::DataFusionError::External(Box::new(e))
+            };
+            let listing = lake.listing().await.map_err(external)?;
+            for (s, l) in &listing.schemas {
+                for v in &l.views {
+                    let definition = lake
+                        .definition(crate::lake::DefinitionKind::View, s, v)
+                        .await
+                        .map_err(external)?
+                        .unwrap_or_default();
+                    let text = |x: &str| ScalarValue::Utf8(Some(x.to_string()));
+                    let mut row = HashMap::new();
+                    row.insert("schemaname", text(s));
+                    row.insert("viewname", text(v));
+                    row.insert("viewowner", text("tidepool"));
+                    row.insert("definition", text(&definition));
+                    rows.push(row);
+                }
+            }
+        }
+        let batch = rows_to_batch(&schema, &rows)?;
+        MemTable::try_new(schema, vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
     }
