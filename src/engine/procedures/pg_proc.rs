@@ -59,10 +59,10 @@ impl SchemaProvider for PgCatalog {
         let inner = self.inner.table(name).await?;
         if name == "pg_views" {
             return Ok(inner.map(|inner| {
-                Arc::new(ViewsTable {
+                Arc::new(Gathered(ViewsTable {
                     inner,
                     engine: self.engine.clone(),
-                }) as Arc<dyn TableProvider>
+                })) as Arc<dyn TableProvider>
             }));
         }
         if name != "pg_proc" {
@@ -70,12 +70,12 @@ impl SchemaProvider for PgCatalog {
         }
         // Gathered when scanned: catalog enumerations (pg_class) open every table.
         Ok(inner.map(|inner| {
-            Arc::new(ProcTable {
+            Arc::new(Gathered(ProcTable {
                 inner,
                 catalog: self.inner.clone(),
                 engine: self.engine.clone(),
                 signatures: self.signatures.clone(),
-            }) as Arc<dyn TableProvider>
+            })) as Arc<dyn TableProvider>
         }))
     }
 }
@@ -181,30 +181,6 @@ impl ProcTable {
     }
 }
 
-#[async_trait]
-impl TableProvider for ProcTable {
-    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        self.inner.schema()
-    }
-
-    fn table_type(&self) -> datafusion::datasource::TableType {
-        self.inner.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[datafusion::logical_expr::Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let batches = self.batches().await?;
-        MemTable::try_new(self.inner.schema(), vec![batches])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
-}
-
 /// `pg_views`: the views of the lake with their definitions.
 #[derive(Debug)]
 struct ViewsTable {
@@ -212,23 +188,8 @@ struct ViewsTable {
     engine: Weak<Engine>,
 }
 
-#[async_trait]
-impl TableProvider for ViewsTable {
-    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        self.inner.schema()
-    }
-
-    fn table_type(&self) -> datafusion::datasource::TableType {
-        self.inner.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[datafusion::logical_expr::Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+impl ViewsTable {
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
         let schema = self.inner.schema();
         let mut rows: Vec<HashMap<&'static str, ScalarValue>> = Vec::new();
         if let Some(engine) = self.engine.upgrade() {
@@ -254,8 +215,59 @@ impl TableProvider for ViewsTable {
                 }
             }
         }
-        let batch = rows_to_batch(&schema, &rows)?;
-        MemTable::try_new(schema, vec![vec![batch]])?
+        Ok(vec![rows_to_batch(&schema, &rows)?])
+    }
+}
+
+/// A catalog table whose rows are gathered when it is scanned.
+#[async_trait]
+trait Gather: std::fmt::Debug + Send + Sync {
+    fn inner(&self) -> &Arc<dyn TableProvider>;
+    async fn batches(&self) -> Result<Vec<RecordBatch>>;
+}
+
+#[async_trait]
+impl Gather for ProcTable {
+    fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        ProcTable::batches(self).await
+    }
+}
+
+#[async_trait]
+impl Gather for ViewsTable {
+    fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        ViewsTable::batches(self).await
+    }
+}
+
+#[derive(Debug)]
+struct Gathered<T: Gather>(T);
+
+#[async_trait]
+impl<T: Gather + 'static> TableProvider for Gathered<T> {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.0.inner().schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.0.inner().table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batches = self.0.batches().await?;
+        MemTable::try_new(self.schema(), vec![batches])?
             .scan(state, projection, filters, limit)
             .await
     }
