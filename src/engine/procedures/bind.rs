@@ -491,3 +491,62 @@ fn literal(e: &Expr, params: Option<&ParamValues>) -> Result<ScalarValue, String
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_get_placeholders_defaults_and_a_final_semicolon() {
+        let out = named_placeholders(
+            "CREATE VIEW v AS SELECT 1;\nCREATE OR REPLACE PROCEDURE gold.p(a BIGINT, b DATE DEFAULT '2010-01-01')\nAS SELECT x::int FROM t WHERE a = :a AND note = 'it''s :a' AND d >= :B",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "CREATE VIEW v AS SELECT 1;\nCREATE OR ALTER PROCEDURE gold.p(a BIGINT, b DATE = '2010-01-01')\nAS SELECT x::int FROM t WHERE a = $a AND note = 'it''s :a' AND d >= $b;"
+        );
+        assert_eq!(named_placeholders("SELECT a[1:b] FROM t"), None);
+    }
+
+    #[test]
+    fn exec_becomes_call() {
+        assert_eq!(
+            exec_to_call("EXEC gold.p @a = 42, @b = 'x, y'").as_deref(),
+            Some("CALL gold.p(a => 42, b => 'x, y')")
+        );
+        assert_eq!(
+            exec_to_call("execute gold.p 1, 'o''k';").as_deref(),
+            Some("CALL gold.p(1, 'o''k')")
+        );
+        assert_eq!(
+            exec_to_call("EXEC gold.p").as_deref(),
+            Some("CALL gold.p()")
+        );
+        assert_eq!(
+            exec_to_call("EXEC gold.p(1)").as_deref(),
+            Some("CALL gold.p(1)")
+        );
+        assert_eq!(exec_to_call("SELECT 1"), None);
+    }
+
+    #[test]
+    fn procedures_in_from_become_the_call_function() {
+        assert_eq!(
+            qualify_procedure_calls("SELECT * FROM gold.p(42) o JOIN gold.q() USING (id)")
+                .as_deref(),
+            Some(
+                "SELECT * FROM __tidepool_call('gold.p', '', 42) o JOIN __tidepool_call('gold.q', '') USING (id)"
+            )
+        );
+        // Tables, scalar functions and the server's own schemas are left alone.
+        assert_eq!(
+            qualify_procedure_calls("SELECT gold.f(1) FROM gold.t, system.table_history('x')"),
+            None
+        );
+        assert_eq!(
+            qualify_procedure_calls("SELECT * FROM pg_catalog.generate_series(1, 2)"),
+            None
+        );
+    }
+}
