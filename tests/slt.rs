@@ -154,11 +154,9 @@ fn main() {
             let engine: Arc<Engine> = Engine::new(
                 lake,
                 EngineOptions {
-                    query_timeout: None,
-                    memory_limit: None,
                     target_partitions: Some(2),
                     max_concurrent_queries: 8,
-                    access: Default::default(),
+                    ..Default::default()
                 },
             )
             .map_err(|e| e.to_string())?;

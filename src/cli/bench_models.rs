@@ -294,16 +294,7 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
         Default::default(),
         Default::default(),
     )?);
-    let engine = crate::engine::Engine::new(
-        lake.clone(),
-        crate::engine::EngineOptions {
-            query_timeout: None,
-            memory_limit: None,
-            target_partitions: None,
-            max_concurrent_queries: 4,
-            access: Default::default(),
-        },
-    )?;
+    let engine = crate::engine::Engine::new(lake.clone(), crate::engine::EngineOptions::default())?;
     let run_one = |name: &str, full: bool| {
         let project = project.clone();
         let engine = engine.clone();

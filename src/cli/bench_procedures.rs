@@ -39,16 +39,7 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
         root: tmp.path().join("lake").display().to_string(),
         ..Default::default()
     })?;
-    let engine = Engine::new(
-        lake,
-        EngineOptions {
-            query_timeout: None,
-            memory_limit: None,
-            target_partitions: None,
-            max_concurrent_queries: 4,
-            access: Default::default(),
-        },
-    )?;
+    let engine = Engine::new(lake, EngineOptions::default())?;
     let mut session = engine.session("bench");
     let t = Instant::now();
     run_sql(

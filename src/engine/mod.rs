@@ -57,6 +57,19 @@ pub struct EngineOptions {
     pub access: Access,
 }
 
+impl Default for EngineOptions {
+    /// No timeout or memory limit, a partition per core, 4 statements at once.
+    fn default() -> Self {
+        EngineOptions {
+            query_timeout: None,
+            memory_limit: None,
+            target_partitions: None,
+            max_concurrent_queries: 4,
+            access: Access::default(),
+        }
+    }
+}
+
 impl From<&Settings> for EngineOptions {
     fn from(s: &Settings) -> Self {
         EngineOptions {

@@ -25,7 +25,7 @@ pub use cloud::LazyStores;
 pub use error::LakeError;
 pub use listing::Listing;
 pub use upsert::{UpsertMode, UpsertOutcome, enable_deletion_vectors, upsert};
-pub use writer::{Layout, WriteMode, WriteOutcome, parse_size};
+pub use writer::{Layout, WriteMode, WriteOptions, WriteOutcome, parse_size};
 
 use crate::config::LakeConfig;
 

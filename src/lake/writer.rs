@@ -88,6 +88,14 @@ pub fn parse_size(v: &str) -> Option<u64> {
     n.checked_mul(unit).filter(|n| *n > 0)
 }
 
+/// What goes with a write besides its rows.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Application transactions and metadata committed with the rows.
+    pub commit: CommitProperties,
+    pub layout: Layout,
+}
+
 impl Lake {
     /// Executes `plan` in `state` and writes its rows to `schema.table`.
     pub async fn write_plan(
@@ -98,21 +106,12 @@ impl Lake {
         state: Arc<SessionState>,
         mode: WriteMode,
     ) -> Result<WriteOutcome, LakeError> {
-        self.write_plan_with(
-            schema,
-            table,
-            plan,
-            state,
-            mode,
-            CommitProperties::default(),
-            &Layout::default(),
-        )
-        .await
+        self.write_plan_with(schema, table, plan, state, mode, &WriteOptions::default())
+            .await
     }
 
     /// [`Lake::write_plan`] with commit properties (application transactions, metadata)
-    /// that land in the same commit as the rows.
-    #[allow(clippy::too_many_arguments)]
+    /// that land in the same commit as the rows, and the table's layout.
     pub async fn write_plan_with(
         &self,
         schema: &str,
@@ -120,9 +119,9 @@ impl Lake {
         plan: LogicalPlan,
         state: Arc<SessionState>,
         mode: WriteMode,
-        commit: CommitProperties,
-        layout: &Layout,
+        options: &WriteOptions,
     ) -> Result<WriteOutcome, LakeError> {
+        let layout = &options.layout;
         check_name(schema)?;
         check_name(table)?;
         let existing = self.table(schema, table).await?;
@@ -151,7 +150,7 @@ impl Lake {
             .with_input_plan(plan)
             .with_session_state(state)
             .with_table_name(table)
-            .with_commit_properties(commit);
+            .with_commit_properties(options.commit.clone());
         if !layout.properties.is_empty() {
             builder = builder.with_configuration(
                 layout

@@ -143,18 +143,18 @@ async fn write_with(
         .snapshot()
         .arrow_schema();
     let source = df.schema().as_arrow().clone();
-    let added: Vec<&str> = source
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| target.field_with_name(n).is_err())
-        .collect();
-    let missing: Vec<&str> = target
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| source.field_with_name(n).is_err())
-        .collect();
+    // Column names of `a` that `b` lacks.
+    let lacking = |a: &'_ datafusion::arrow::datatypes::Schema,
+                   b: &datafusion::arrow::datatypes::Schema|
+     -> Vec<String> {
+        a.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| b.field_with_name(n).is_err())
+            .collect()
+    };
+    let added = lacking(&source, &target);
+    let missing = lacking(&target, &source);
     if on_change == OnSchemaChange::Fail && (!added.is_empty() || !missing.is_empty()) {
         return Err(format!(
             "the model's columns changed (on_schema_change='fail'): new {added:?}, gone {missing:?}; run with --full-refresh or change on_schema_change"

@@ -399,7 +399,10 @@ async fn materialize(
                 df = df.sort(order).map_err(|e| fail(e.to_string()))?;
             }
             let state = Arc::new(session.state());
-            let layout = m.config.layout();
+            let options = crate::lake::WriteOptions {
+                layout: m.config.layout(),
+                ..Default::default()
+            };
             let outcome = tokio::select! {
                 o = lake.write_plan_with(
                     &m.schema,
@@ -407,8 +410,7 @@ async fn materialize(
                     df.logical_plan().clone(),
                     state,
                     WriteMode::Replace,
-                    Default::default(),
-                    &layout,
+                    &options,
                 ) => o.map_err(|e| fail(e.to_string()))?,
                 _ = cancel.cancelled() => return Err(fail("cancelled".to_string())),
             };

@@ -143,8 +143,10 @@ pub async fn run(
                 plan,
                 state,
                 WriteMode::Replace,
-                commit,
-                &m.config.layout(),
+                &crate::lake::WriteOptions {
+                    commit,
+                    layout: m.config.layout(),
+                },
             )
             .await
             .map(|o| Outcome::Wrote(o.rows))

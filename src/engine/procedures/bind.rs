@@ -37,6 +37,38 @@ pub fn render(tokens: &[Token]) -> String {
     out
 }
 
+/// Whether `sql` holds `word`, ignoring case; no allocation (runs on every statement).
+fn contains_word(sql: &str, word: &str) -> bool {
+    sql.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+/// Whether `sql` has `.name(` anywhere: the cheap test before tokenizing for
+/// `schema.proc(...)`, so ordinary statements are not tokenized twice.
+fn might_call(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'.' {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'"') {
+                j += 1;
+            }
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j > i + 1 && b.get(j) == Some(&b'(') {
+                return true;
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 fn tokens(sql: &str) -> Option<Vec<Token>> {
     Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()
 }
@@ -59,8 +91,7 @@ fn keyword(t: &Token) -> Option<Keyword> {
 /// to the end of the text): the text with each `:name` from there on written `$name`,
 /// `DEFAULT` in its parameter list written `=`, and a final `;`. `None` for other text.
 pub fn named_placeholders(sql: &str) -> Option<String> {
-    let upper = sql.to_ascii_uppercase();
-    if !upper.contains("PROCEDURE") || !upper.contains("CREATE") {
+    if !contains_word(sql, "procedure") || !contains_word(sql, "create") {
         return None;
     }
     let mut tokens = tokens(sql)?;
@@ -139,7 +170,7 @@ pub fn named_placeholders(sql: &str) -> Option<String> {
 /// `__tidepool_call('schema.proc', '', args)`; the parser's rewrites would otherwise drop
 /// the schema of a table function. `None` when the text has none.
 pub fn qualify_procedure_calls(sql: &str) -> Option<String> {
-    if !sql.contains('(') || !sql.contains('.') {
+    if !might_call(sql) {
         return None;
     }
     let tokens = tokens(sql)?;

@@ -84,7 +84,6 @@ pub fn file_of(definition: &str) -> Option<String> {
 }
 
 struct Cached {
-    definition: String,
     procedure: Arc<Procedure>,
     checked: Instant,
 }
@@ -121,7 +120,7 @@ impl Registry {
     pub fn same(&self, schema: &str, name: &str, definition: &str) -> Option<Arc<Procedure>> {
         let mut cache = self.cache.lock();
         let c = cache.get_mut(&(schema.to_string(), name.to_string()))?;
-        if c.definition != definition {
+        if c.procedure.definition != definition {
             return None;
         }
         c.checked = Instant::now();
@@ -132,7 +131,6 @@ impl Registry {
         self.cache.lock().insert(
             (procedure.schema.clone(), procedure.name.clone()),
             Cached {
-                definition: procedure.definition.clone(),
                 procedure,
                 checked: Instant::now(),
             },
