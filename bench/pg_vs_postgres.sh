@@ -33,7 +33,7 @@ if [ ! -d "$LAKE/tpch/lineitem/_delta_log" ]; then
   "$BIN" --lake "$LAKE" sql "CREATE SCHEMA tpch; CREATE TABLE tpch.lineitem AS SELECT * FROM read_parquet('$WORK/lineitem.parquet')"
 fi
 PORT=55433
-"$BIN" --lake "$LAKE" serve --pg-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:0 2>"$WORK/serve.log" &
+"$BIN" --lake "$LAKE" serve --pg-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 2>"$WORK/serve.log" &
 TP=$!
 trap 'kill $TP 2>/dev/null || true' EXIT
 for _ in $(seq 100); do "$EX/pg_connect" "host=127.0.0.1 port=$PORT user=tidepool dbname=lake" 1 >/dev/null 2>&1 && break; sleep 0.1; done

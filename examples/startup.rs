@@ -28,6 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &format!("127.0.0.1:{port}"),
                 "--http-listen",
                 "127.0.0.1:0",
+                "--flight-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

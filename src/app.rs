@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::ingest::{Assignment, Ingest, IngestError};
 use crate::lake::{Lake, LakeError};
+use crate::protocol::flight::{FlightServer, FlightServerError};
 use crate::protocol::http::{HttpServer, HttpServerError};
 use crate::protocol::pg::{PgServer, PgServerError};
 
@@ -30,6 +31,8 @@ pub enum AppError {
     Postgres(#[from] PgServerError),
     #[error(transparent)]
     Http(#[from] HttpServerError),
+    #[error(transparent)]
+    Flight(#[from] FlightServerError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
 }
@@ -46,6 +49,7 @@ pub struct App {
     )>,
     pg: Option<PgServer>,
     http: Option<HttpServer>,
+    flight: Option<FlightServer>,
     /// The project folder, whose `views/` is deployed and watched.
     project_dir: std::path::PathBuf,
     shutdown: CancellationToken,
@@ -72,6 +76,12 @@ impl App {
             ),
             None => None,
         };
+        let flight = match settings.flight_listen {
+            Some(addr) => Some(
+                FlightServer::bind(addr, engine.clone(), settings, shutdown.child_token()).await?,
+            ),
+            None => None,
+        };
         let schedule = settings.schedule.clone().map(|s| {
             let sources = settings.sources.iter().map(|x| x.name.clone()).collect();
             let mut paths = crate::models::ProjectPaths::in_dir(&settings.project_dir);
@@ -84,6 +94,7 @@ impl App {
             schedule,
             pg,
             http,
+            flight,
             project_dir: settings.project_dir.clone(),
             shutdown,
         })
@@ -97,6 +108,11 @@ impl App {
     /// The HTTP address, if that listener is enabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
+    /// The Flight SQL address, if that listener is enabled.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight.as_ref().and_then(|f| f.local_addr().ok())
     }
 
     /// True when Postgres clients must give a password.
@@ -133,6 +149,9 @@ impl App {
         }
         if let Some(http) = self.http {
             tasks.spawn(http.run());
+        }
+        if let Some(flight) = self.flight {
+            tasks.spawn(flight.run());
         }
         tasks.spawn(crate::models::views::serve(
             engine.clone(),

@@ -42,6 +42,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub users: Vec<UserConfig>,
     pub http: HttpConfig,
+    pub flight: FlightConfig,
     pub kafka: KafkaConfig,
     pub sources: Vec<SourceConfig>,
     pub maintenance: MaintenanceConfig,
@@ -113,6 +114,26 @@ impl Default for HttpConfig {
             enabled: true,
             listen: "127.0.0.1:8080".to_string(),
             max_body: "16MiB".to_string(),
+        }
+    }
+}
+
+/// The Arrow Flight SQL listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    pub enabled: bool,
+    pub listen: String,
+    /// Bearer tokens from a Handshake expire after this many seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig {
+            enabled: true,
+            listen: "127.0.0.1:50051".to_string(),
+            token_ttl_secs: 3600,
         }
     }
 }
@@ -386,6 +407,9 @@ pub struct Overrides {
     /// HTTP listen address (health, metrics, ingest), e.g. 127.0.0.1:8080
     #[arg(long, global = true, env = "TIDEPOOL_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// Arrow Flight SQL listen address, e.g. 127.0.0.1:50051
+    #[arg(long, global = true, env = "TIDEPOOL_FLIGHT_LISTEN")]
+    pub flight_listen: Option<String>,
     /// Kafka brokers (host:port,...); without them the embedded dev broker runs
     #[arg(long, global = true, env = "TIDEPOOL_BROKERS")]
     pub brokers: Option<String>,
@@ -423,6 +447,9 @@ pub struct Settings {
     pub users: Vec<User>,
     pub http_listen: Option<SocketAddr>,
     pub http_max_body: usize,
+    pub flight_listen: Option<SocketAddr>,
+    /// How long a Flight bearer token stays valid.
+    pub flight_token_ttl: Duration,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.
@@ -509,6 +536,9 @@ impl Config {
         if let Some(listen) = &o.http_listen {
             self.http.listen = listen.clone();
         }
+        if let Some(listen) = &o.flight_listen {
+            self.flight.listen = listen.clone();
+        }
         if let Some(b) = &o.brokers {
             self.kafka.brokers = Some(b.clone());
         }
@@ -592,6 +622,14 @@ impl Config {
             .then(|| listen_addr("http.listen", &self.http.listen, !users.is_empty()))
             .transpose()?;
         let http_max_body = size("http.max_body", &self.http.max_body)?;
+        let flight_listen = self
+            .flight
+            .enabled
+            .then(|| listen_addr("flight.listen", &self.flight.listen, !users.is_empty()))
+            .transpose()?;
+        if self.flight.token_ttl_secs == 0 {
+            return Err(invalid("flight.token_ttl_secs", "must be at least 1"));
+        }
         let sources = resolve_sources(&self.sources, &self.kafka)?;
         if let Some(b) = &self.kafka.brokers
             && b.trim().is_empty()
@@ -643,6 +681,8 @@ impl Config {
             schedule,
             http_listen,
             http_max_body,
+            flight_listen,
+            flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
             brokers: self.kafka.brokers.clone(),
             embedded_partitions: self.kafka.embedded_partitions,
             sources,

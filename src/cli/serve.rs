@@ -37,6 +37,15 @@ pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
             addr.port()
         );
     }
+    if let Some(addr) = app.flight_addr() {
+        let scheme = if app.tls_enabled() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        };
+        tracing::info!(flight = %format!("{scheme}://{addr}"), "Arrow Flight SQL (ADBC, JDBC, pyarrow)");
+        eprintln!("  flight:   adbc_driver_flightsql.dbapi.connect(\"{scheme}://{addr}\")\n");
+    }
     if let Some(addr) = app.http_addr() {
         tracing::info!(http = %addr, "health: /health, metrics: /metrics, ingest: POST /v1/ingest/<source>");
     }

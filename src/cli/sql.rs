@@ -24,9 +24,58 @@ pub struct SqlArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Run on a server over Arrow Flight SQL instead of in-process, e.g.
+    /// grpc://127.0.0.1:50051 (grpc+tls:// for TLS)
+    #[arg(long, value_name = "URL")]
+    pub flight: Option<String>,
+    /// User for --flight (Basic handshake, then a bearer token)
+    #[arg(long, env = "TIDEPOOL_USER")]
+    pub user: Option<String>,
+    /// Password for --flight
+    #[arg(long, env = "TIDEPOOL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to trust for grpc+tls://
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+/// `--flight`: sends the text to a server as one command; the server runs the statements
+/// in order and returns the last one's rows.
+async fn run_remote(url: &str, args: &SqlArgs) -> anyhow::Result<ExitCode> {
+    use crate::protocol::flight::client;
+    let opts = client::ConnectOptions {
+        url: url.to_string(),
+        user: args.user.clone(),
+        password: args.password.clone(),
+        ca: args.tls_ca.clone(),
+    };
+    let mut conn = match client::connect(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match client::query(&mut conn, &args.query).await {
+        Ok((schema, batches)) => {
+            if schema.fields().is_empty() && batches.is_empty() {
+                println!("OK");
+            } else {
+                print(&batches, args.format)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.flight {
+        return run_remote(url, &args).await;
+    }
     let settings = super::settings(overrides)?;
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake, EngineOptions::from(&settings))?;

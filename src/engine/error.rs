@@ -90,6 +90,18 @@ impl From<DataFusionError> for EngineError {
 }
 
 impl EngineError {
+    /// The engine error behind an error a result stream raised (cancel, timeout and
+    /// procedure errors travel through DataFusion as `External`).
+    pub fn from_stream(e: DataFusionError) -> EngineError {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<EngineError>() {
+                Ok(engine) => *engine,
+                Err(other) => EngineError::from(DataFusionError::External(other)),
+            },
+            other => EngineError::from(other),
+        }
+    }
+
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {

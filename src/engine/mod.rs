@@ -239,6 +239,32 @@ impl Engine {
         Session::new(self.clone(), user)
     }
 
+    /// The schemas `user` may read, when it is a reader limited to some.
+    pub fn readable_schemas(&self, user: &str) -> Option<&std::collections::BTreeSet<String>> {
+        self.options.access.readers.get(user)
+    }
+
+    /// Names of the tables in the `system` schema.
+    pub fn system_tables(&self) -> Vec<String> {
+        use datafusion::catalog::SchemaProvider;
+        self.system.table_names()
+    }
+
+    /// The Arrow schema of a table or view of the lake (or `system`), if it exists.
+    pub async fn table_schema(
+        &self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>, EngineError> {
+        let Some(catalog) = self.base.catalog(CATALOG) else {
+            return Ok(None);
+        };
+        let Some(provider) = catalog.schema(schema) else {
+            return Ok(None);
+        };
+        Ok(provider.table(name).await?.map(|t| t.schema()))
+    }
+
     /// The lake this engine serves.
     pub fn lake(&self) -> &Arc<Lake> {
         &self.lake

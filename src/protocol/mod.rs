@@ -1,6 +1,8 @@
 //! Wire protocols: thin adapters that serve the [`crate::engine`] and [`crate::ingest`] to
 //! clients.
 
+pub mod flight;
 pub mod http;
 pub mod pg;
 pub mod tls;
+pub mod users;

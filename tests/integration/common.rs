@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub http: Option<SocketAddr>,
+    pub flight: Option<SocketAddr>,
     /// Bootstrap servers of the sources (the embedded broker when none are configured).
     pub brokers: String,
     pub lake: tempfile::TempDir,
@@ -40,12 +41,14 @@ impl TestServer {
         let app = App::build(&settings).await.expect("app builds");
         let addr = app.pg_addr().expect("postgres enabled");
         let http = app.http_addr();
+        let flight = app.flight_addr();
         let brokers = app.ingest().brokers().to_string();
         let token = CancellationToken::new();
         let handle = tokio::spawn(app.run(token.clone()));
         TestServer {
             addr,
             http,
+            flight,
             brokers,
             lake,
             token,
@@ -103,8 +106,13 @@ pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
     } else {
         "[http]\nlisten = \"127.0.0.1:0\"\n"
     };
+    let flight = if extra_toml.contains("[flight]") {
+        ""
+    } else {
+        "[flight]\nlisten = \"127.0.0.1:0\"\n"
+    };
     let text = format!(
-        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}[lake]\nroot = {root:?}\n{extra_toml}"
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}{flight}[lake]\nroot = {root:?}\n{extra_toml}"
     );
     Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")

@@ -97,7 +97,7 @@ fn free_port() -> u16 {
 fn write_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
     let path = dir.join("tidepool.toml");
     let text = format!(
-        "[postgres]\nenabled = false\n[http]\nenabled = false\n[lake]\nroot = {:?}\n\
+        "[postgres]\nenabled = false\n[http]\nenabled = false\n[flight]\nenabled = false\n[lake]\nroot = {:?}\n\
          [kafka]\nbrokers = \"{brokers}\"\n\
          [[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\nmax_latency_ms = 200\nmax_rows = 5000\n\
          properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n{extra}",

@@ -2,6 +2,7 @@
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
 mod common;
+mod flight;
 mod ingest;
 mod kafka_e2e;
 mod models;

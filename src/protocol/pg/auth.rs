@@ -1,16 +1,13 @@
 //! Postgres startup: trust on loopback without users, SCRAM-SHA-256 with users.
 //!
-//! Salted passwords are computed once at start, so a login costs the server one HMAC
-//! round rather than 4096 PBKDF2 iterations. An unknown user gets a random password, so
-//! the failure looks the same as a wrong password and user names cannot be probed.
+//! Salted passwords come from [`UserDirectory`], computed once at start, so a login costs
+//! the server one HMAC round rather than 4096 PBKDF2 iterations.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Sink;
-use pgwire::api::auth::sasl::scram::gen_salted_password;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
@@ -19,65 +16,16 @@ use pgwire::api::{ClientInfo, PidSecretKeyGenerator, RandomPidSecretKeyGenerator
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::config::User;
+pub use crate::protocol::users::UserDirectory;
 
 /// Iterations clients are told to use for SCRAM.
-pub const SCRAM_ITERATIONS: usize = 4096;
-
-/// A user's salt and salted password.
-type Salted = (Vec<u8>, Vec<u8>);
-
-/// Users and their salted passwords.
-#[derive(Clone)]
-pub struct UserDirectory {
-    users: Arc<HashMap<String, Salted>>,
-    decoy_salt: Vec<u8>,
-}
-
-impl Debug for UserDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserDirectory")
-            .field("users", &self.users.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl UserDirectory {
-    pub fn new(users: &[User]) -> Self {
-        let users = users
-            .iter()
-            .map(|u| {
-                let salt: [u8; 16] = rand::random();
-                let salted = gen_salted_password(u.password.expose(), &salt, SCRAM_ITERATIONS);
-                (u.name.clone(), (salt.to_vec(), salted))
-            })
-            .collect();
-        UserDirectory {
-            users: Arc::new(users),
-            decoy_salt: rand::random::<[u8; 16]>().to_vec(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-}
+pub const SCRAM_ITERATIONS: usize = crate::protocol::users::SALT_ITERATIONS;
 
 #[async_trait]
 impl AuthSource for UserDirectory {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let user = login.user().unwrap_or_default();
-        match self.users.get(user) {
-            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
-            None => {
-                tracing::info!(user, "login attempt for unknown user");
-                let random: [u8; 32] = rand::random();
-                Ok(Password::new(
-                    Some(self.decoy_salt.clone()),
-                    random.to_vec(),
-                ))
-            }
-        }
+        let (salt, salted) = self.salted(login.user().unwrap_or_default());
+        Ok(Password::new(Some(salt), salted))
     }
 }
 

@@ -48,16 +48,5 @@ pub fn to_pg(e: &EngineError) -> PgWireError {
 
 /// An ErrorResponse for an error raised while rows were streaming.
 pub fn stream_error(e: datafusion::error::DataFusionError) -> PgWireError {
-    let e = match e {
-        datafusion::error::DataFusionError::External(inner) => {
-            match inner.downcast::<EngineError>() {
-                Ok(engine) => *engine,
-                Err(other) => {
-                    EngineError::from(datafusion::error::DataFusionError::External(other))
-                }
-            }
-        }
-        other => EngineError::from(other),
-    };
-    to_pg(&e)
+    to_pg(&EngineError::from_stream(e))
 }

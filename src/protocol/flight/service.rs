@@ -1,0 +1,792 @@
+//! The Flight SQL service: each RPC authenticates its caller, then hands the work to the
+//! engine session of that caller and streams Arrow batches back as they are produced.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionEndSavepointRequest, ActionEndTransactionRequest,
+    Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor, FlightEndpoint,
+    FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{Authenticator, Caller};
+use super::errors::{invalid, status, stream_status};
+use super::metadata;
+use super::queries::{Finished, Prepared, Queries, row_params};
+use crate::engine::{Engine, EngineError, Output, QueryControl};
+
+type DoGetStream = <FlightSql as FlightService>::DoGetStream;
+
+/// The Flight SQL service over one engine.
+pub struct FlightSql {
+    engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
+    queries: Arc<Queries>,
+}
+
+/// What running a command left: a parked result stream (its ticket and schema), or a
+/// command that returned no rows.
+enum Ran {
+    Rows {
+        ticket: Vec<u8>,
+        schema: Arc<Schema>,
+    },
+    Done {
+        rows: u64,
+    },
+}
+
+impl FlightSql {
+    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>) -> Self {
+        FlightSql {
+            engine,
+            auth,
+            queries: Arc::new(Queries::default()),
+        }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.auth.caller(request.metadata())
+    }
+
+    /// Runs SQL text (one or more statements) for `caller`. Earlier statements run to
+    /// completion; the last one's rows are parked for a DoGet.
+    async fn run_sql(&self, caller: &Caller, sql: &str) -> Result<Ran, Status> {
+        let session = caller.session(&self.engine);
+        let mut session = session.lock().await;
+        let statements = session.parse(sql).map_err(|e| status(&e))?;
+        if statements.is_empty() {
+            return Err(invalid("empty query"));
+        }
+        let n = statements.len();
+        let cancel = CancellationToken::new();
+        let mut rows = 0u64;
+        for (i, stmt) in statements.into_iter().enumerate() {
+            let control = QueryControl::new(cancel.clone(), session.timeout());
+            let out = session
+                .execute(stmt, None, &control)
+                .await
+                .map_err(|e| status(&e))?;
+            if i + 1 == n {
+                return Ok(self.park(caller, out, cancel));
+            }
+            rows += drain(out).await?;
+        }
+        Ok(Ran::Done { rows })
+    }
+
+    /// Runs a prepared statement with one set of parameter values.
+    async fn run_prepared(
+        &self,
+        caller: &Caller,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output, Status> {
+        let session = caller.session(&self.engine);
+        let mut session = session.lock().await;
+        let control = QueryControl::new(CancellationToken::new(), session.timeout());
+        session
+            .execute(prepared.statement.clone(), params, &control)
+            .await
+            .map_err(|e| status(&e))
+    }
+
+    fn park(&self, caller: &Caller, out: Output, cancel: CancellationToken) -> Ran {
+        match out {
+            Output::Rows { stream, .. } => {
+                let schema = stream.schema();
+                let ticket = self.queries.park(&caller.user, stream, cancel);
+                Ran::Rows { ticket, schema }
+            }
+            Output::Command(tag) => Ran::Done {
+                rows: tag.rows.unwrap_or(0),
+            },
+        }
+    }
+
+    /// The FlightInfo of a command that ran: one endpoint with the ticket of its rows, or
+    /// none when it returned no rows.
+    fn ran_info(ran: Ran, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+        let info = match ran {
+            Ran::Rows { ticket, schema } => {
+                let ticket = TicketStatementQuery {
+                    statement_handle: ticket.into(),
+                };
+                FlightInfo::new()
+                    .try_with_schema(&schema)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .with_endpoint(
+                        FlightEndpoint::new()
+                            .with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+                    )
+            }
+            Ran::Done { .. } => FlightInfo::new()
+                .try_with_schema(&Schema::empty())
+                .map_err(|e| Status::internal(e.to_string()))?,
+        };
+        Ok(Response::new(info.with_descriptor(descriptor)))
+    }
+
+    /// The FlightInfo of a metadata command: its ticket is the command itself.
+    fn metadata_info(
+        cmd: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(cmd.as_any().encode_to_vec())),
+            )
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Every cancellable ticket of a FlightInfo is cancelled; true if any was running.
+    fn cancel_info(&self, caller: &Caller, info: &FlightInfo) -> bool {
+        let mut any = false;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(any_msg) = Any::decode(&*ticket.ticket) else {
+                continue;
+            };
+            let Ok(Some(t)) = any_msg.unpack::<TicketStatementQuery>() else {
+                continue;
+            };
+            if self.queries.cancel(&t.statement_handle, &caller.user) {
+                tracing::info!(user = %caller.user, "flight: query cancelled by client request");
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// Reads a row result to its end; returns the number of rows (or the command's count).
+async fn drain(out: Output) -> Result<u64, Status> {
+    match out {
+        Output::Rows { mut stream, .. } => {
+            let mut rows = 0u64;
+            while let Some(batch) = stream.next().await {
+                rows += batch.map_err(stream_status)?.num_rows() as u64;
+            }
+            Ok(rows)
+        }
+        Output::Command(tag) => Ok(tag.rows.unwrap_or(0)),
+    }
+}
+
+/// Streams result batches as Flight data, batch by batch; `finished` is dropped (and the
+/// query unlisted) when the stream ends or the client goes away.
+fn encode(stream: SendableRecordBatchStream, finished: Option<Finished>) -> DoGetStream {
+    let schema = stream.schema();
+    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(stream_status(e))));
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map(move |item| {
+            let _listed = &finished;
+            item.map_err(flight_status)
+        });
+    Box::pin(data)
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        FlightError::Arrow(e) => status(&EngineError::from(
+            datafusion::error::DataFusionError::from(e),
+        )),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// One batch as a Flight stream (metadata answers).
+fn one_batch(batch: RecordBatch) -> Response<DoGetStream> {
+    let schema = batch.schema();
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(stream::iter([Ok(batch)]))
+        .map_err(flight_status);
+    Response::new(Box::pin(data))
+}
+
+fn arrow_status(e: datafusion::arrow::error::ArrowError) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(arrow_status)?;
+    Ok(bytes)
+}
+
+/// Parameter batches sent with a DoPut, concatenated; `None` when none were sent.
+async fn read_params(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Option<RecordBatch>, Status> {
+    // The first message carries the command; it may hold no Arrow data at all.
+    let data = request
+        .into_inner()
+        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
+        .map_err(|s| FlightError::Tonic(Box::new(s)));
+    let batches: Vec<RecordBatch> =
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)
+            .try_collect()
+            .await
+            .map_err(|e| invalid(format!("cannot read the bound parameters: {e}")))?;
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &batches)
+        .map_err(|e| invalid(format!("cannot read the bound parameters: {e}")))?;
+    Ok(Some(batch))
+}
+
+/// The parameter sets of a prepared statement: one per bound row, or none.
+fn param_sets(
+    prepared: &Prepared,
+    bound: Option<&RecordBatch>,
+) -> Result<Vec<Option<ParamValues>>, Status> {
+    let expected = &prepared.described.params;
+    match bound {
+        None | Some(_) if expected.is_empty() => Ok(vec![None]),
+        None => Err(invalid(format!(
+            "the statement takes {} parameter(s); bind them before executing",
+            expected.len()
+        ))),
+        Some(batch) => (0..batch.num_rows())
+            .map(|row| row_params(batch, row, expected).map(Some))
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let token = self.auth.handshake(request.metadata(), &self.engine)?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("cannot encode the token"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
+        let ran = self.run_sql(&caller, &query.query).await?;
+        Self::ran_info(ran, request.into_inner())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
+        let prepared = self
+            .queries
+            .prepared(&cmd.prepared_statement_handle, &caller.user)?;
+        let bound = prepared.params.lock().clone();
+        let mut sets = param_sets(&prepared, bound.as_ref())?;
+        if sets.len() != 1 {
+            return Err(invalid(format!(
+                "a query runs with one row of parameters; {} were bound",
+                sets.len()
+            )));
+        }
+        let params = sets.pop().flatten();
+        let cancel = CancellationToken::new();
+        let session = caller.session(&self.engine);
+        let out = {
+            let mut session = session.lock().await;
+            let control = QueryControl::new(cancel.clone(), session.timeout());
+            session
+                .execute(prepared.statement.clone(), params, &control)
+                .await
+                .map_err(|e| status(&e))?
+        };
+        let ran = self.park(&caller, out, cancel);
+        Self::ran_info(ran, request.into_inner())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = metadata::SQL_INFO.schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::metadata_info(
+            query,
+            &metadata::primary_keys_schema(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::metadata_info(
+            query,
+            &metadata::foreign_keys_schema(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::metadata_info(
+            query,
+            &metadata::foreign_keys_schema(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::metadata_info(
+            query,
+            &metadata::foreign_keys_schema(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = metadata::XDBC_INFO.schema();
+        Self::metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
+        let (stream, finished) = self.queries.take(&ticket.statement_handle, &caller.user)?;
+        Ok(Response::new(encode(stream, Some(finished))))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        _query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        Ok(one_batch(metadata::catalogs().map_err(arrow_status)?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
+        let batch = metadata::db_schemas(&self.engine, &caller.user, query)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
+        let batch = metadata::tables(&self.engine, &caller.user, query)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let mut b = query.into_builder();
+        for t in metadata::TABLE_TYPES {
+            b.append(t);
+        }
+        Ok(one_batch(b.build().map_err(flight_status)?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let batch = query
+            .into_builder(&metadata::SQL_INFO)
+            .build()
+            .map_err(flight_status)?;
+        Ok(one_batch(batch))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        Ok(one_batch(RecordBatch::new_empty(
+            metadata::primary_keys_schema(),
+        )))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        Ok(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        Ok(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        Ok(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request)?;
+        let batch = query
+            .into_builder(&metadata::XDBC_INFO)
+            .build()
+            .map_err(flight_status)?;
+        Ok(one_batch(batch))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        ticket: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request)?;
+        let rows = match self.run_sql(&caller, &ticket.query).await? {
+            Ran::Done { rows } => rows,
+            Ran::Rows { ticket, .. } => {
+                let (stream, _finished) = self.queries.take(&ticket, &caller.user)?;
+                drain(Output::Rows {
+                    stream,
+                    tag: "SELECT",
+                })
+                .await?
+            }
+        };
+        Ok(rows as i64)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = self.caller(&request)?;
+        let prepared = self
+            .queries
+            .prepared(&query.prepared_statement_handle, &caller.user)?;
+        let bound = read_params(request).await?;
+        *prepared.params.lock() = bound;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request)?;
+        let prepared = self
+            .queries
+            .prepared(&query.prepared_statement_handle, &caller.user)?;
+        let bound = match read_params(request).await? {
+            Some(b) => Some(b),
+            None => prepared.params.lock().clone(),
+        };
+        let mut rows = 0u64;
+        for params in param_sets(&prepared, bound.as_ref())? {
+            let out = self.run_prepared(&caller, &prepared, params).await?;
+            rows += drain(out).await?;
+        }
+        Ok(rows as i64)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = self.caller(&request)?;
+        let session = caller.session(&self.engine);
+        let mut session = session.lock().await;
+        let mut statements = session.parse(&query.query).map_err(|e| status(&e))?;
+        if statements.len() != 1 {
+            return Err(invalid(if statements.is_empty() {
+                "empty query".to_string()
+            } else {
+                "cannot insert multiple commands into a prepared statement".to_string()
+            }));
+        }
+        let statement = statements.remove(0);
+        let described = session.describe(&statement).await.map_err(|e| status(&e))?;
+        drop(session);
+        let dataset = described
+            .schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let parameters = Schema::new(
+            described
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        t.clone().unwrap_or(DataType::Null),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let handle = self.queries.prepare(Prepared {
+            user: caller.user.clone(),
+            statement,
+            described,
+            params: parking_lot::Mutex::new(None),
+        });
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&parameters)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let caller = self.caller(&request)?;
+        self.queries
+            .close(&query.prepared_statement_handle, &caller.user)
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(Status::unimplemented(
+            "transactions are not supported; each statement commits on its own",
+        ))
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented(
+            "transactions are not supported; each statement commits on its own",
+        ))
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        Err(Status::unimplemented("savepoints are not supported"))
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("savepoints are not supported"))
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let caller = self.caller(&request)?;
+        let info = FlightInfo::decode(&*query.info)
+            .map_err(|e| invalid(format!("malformed FlightInfo: {e}")))?;
+        // CancelResult: 1 cancelled, 3 not cancellable (unknown or finished).
+        let result = if self.cancel_info(&caller, &info) {
+            1
+        } else {
+            3
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let caller = self.caller(&request)?;
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(invalid(format!("unknown action {:?}", action.r#type)));
+        }
+        let cancel = CancelFlightInfoRequest::decode(&*action.body)
+            .map_err(|e| invalid(format!("malformed CancelFlightInfoRequest: {e}")))?;
+        let info = cancel.info.unwrap_or_default();
+        // CancelStatus: 1 cancelled, 3 not cancellable (unknown or finished).
+        let status = if self.cancel_info(&caller, &info) {
+            1
+        } else {
+            3
+        };
+        let body = CancelFlightInfoResult { status }.encode_to_vec();
+        Ok(Response::new(Box::pin(stream::iter([Ok(
+            arrow_flight::Result { body: body.into() },
+        )]))))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
