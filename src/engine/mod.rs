@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 pub use access::Access;
 pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
-pub use parse::SqlParser;
+pub use parse::{SqlParser, question_placeholders};
 pub use session::{CommandTag, Described, Output, QueryControl, Session, TxEffect};
 pub use system::{DeltaSystemTable, SystemTable};
 

@@ -25,6 +25,42 @@ pub struct SqlParser {
     compat: PostgresCompatibilityParser,
 }
 
+/// JDBC/ODBC/ADBC-style `?` placeholders as Postgres' `$1, $2, ...`, numbered left to
+/// right, for drivers that bind positionally (the Flight SQL JDBC driver and ADBC send
+/// `?`). `None` when the text has no `?` placeholder or already uses `$n`. A `?` inside a
+/// string, quoted name or comment is left alone.
+pub fn question_placeholders(sql: &str) -> Option<String> {
+    if !sql.contains('?') {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    if tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p.starts_with('$')))
+    {
+        return None;
+    }
+    let mut n = 0;
+    let mut changed = false;
+    let out: Vec<Token> = tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Question => {
+                n += 1;
+                changed = true;
+                Token::Placeholder(format!("${n}"))
+            }
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                changed = true;
+                Token::Placeholder(format!("${n}"))
+            }
+            other => other,
+        })
+        .collect();
+    changed.then(|| super::procedures::render(&out))
+}
+
 /// Table functions that live in the `system` schema.
 const SYSTEM_FUNCTIONS: &[&str] = &["table_history"];
 
@@ -362,6 +398,20 @@ fn take_object_name(out: &mut Vec<Token>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            question_placeholders("SELECT a FROM t WHERE b = ? AND c > ? AND d = '?'").as_deref(),
+            Some("SELECT a FROM t WHERE b = $1 AND c > $2 AND d = '?'")
+        );
+        assert_eq!(
+            question_placeholders("CALL p(?)").as_deref(),
+            Some("CALL p($1)")
+        );
+        assert_eq!(question_placeholders("SELECT $1, '?'"), None);
+        assert_eq!(question_placeholders("SELECT 1"), None);
+    }
 
     #[test]
     fn version_as_of_becomes_read_delta() {

@@ -643,3 +643,40 @@ async fn sql_cli_over_flight() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+/// The Python ADBC Flight SQL driver and pyarrow.flight (installed into .venv by
+/// scripts/test.sh) against a server with users: tests/python/flight_adbc.py.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_adbc_and_pyarrow_end_to_end() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/test.sh`, which installs adbc-driver-flightsql and pyarrow",
+        python.display()
+    );
+    let server =
+        TestServer::start("[[users]]\nname = \"analyst\"\npassword = \"an4lyst pw\"\n").await;
+    let pg = crate::common::connect(&format!(
+        "{} password='an4lyst pw'",
+        server.conn_str("analyst")
+    ))
+    .await;
+    pg.batch_execute(SETUP).await.unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/flight_adbc.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(url(&server))
+        .arg("analyst")
+        .arg("an4lyst pw")
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "adbc test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adbc flight sql: ok"));
+}

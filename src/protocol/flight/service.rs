@@ -659,7 +659,9 @@ impl FlightSqlService for FlightSql {
         let caller = self.caller(&request)?;
         let session = caller.session(&self.engine);
         let mut session = session.lock().await;
-        let mut statements = session.parse(&query.query).map_err(|e| status(&e))?;
+        let sql = crate::engine::question_placeholders(&query.query);
+        let sql = sql.as_deref().unwrap_or(&query.query);
+        let mut statements = session.parse(sql).map_err(|e| status(&e))?;
         if statements.len() != 1 {
             return Err(invalid(if statements.is_empty() {
                 "empty query".to_string()

@@ -1,0 +1,115 @@
+"""End-to-end Flight SQL test with the real Python ADBC driver and pyarrow.
+
+Run by tests/integration/flight.rs against a live tidepool server:
+    python flight_adbc.py grpc://127.0.0.1:PORT USER PASSWORD
+The lake holds gold.orders (order_id, customer_id, status, amount), the view gold.paid and
+the procedure gold.customer_orders(customer_id). Exits non-zero on the first failure.
+"""
+
+import sys
+
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as paflight
+
+uri, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+# Bad credentials are refused at connect time.
+try:
+    flight_sql.connect(uri, db_kwargs={"username": user, "password": "wrong"}).close()
+    raise AssertionError("a wrong password connected")
+except adbc_driver_manager.Error as e:
+    check("UNAUTHENTICATED" in str(e).upper(), f"wrong password error: {e}")
+
+conn = flight_sql.connect(uri, db_kwargs={"username": user, "password": password})
+cur = conn.cursor()
+
+# Queries: Arrow all the way.
+cur.execute("SELECT order_id, status, amount FROM gold.orders ORDER BY order_id")
+table = cur.fetch_arrow_table()
+check(table.num_rows == 3, f"rows: {table.num_rows}")
+check(table.column("order_id").to_pylist() == [1, 2, 3], table.column("order_id"))
+check(pa.types.is_floating(table.schema.field("amount").type) or pa.types.is_decimal(table.schema.field("amount").type), table.schema)
+
+# DB-API rows too.
+cur.execute("SELECT count(*) AS n FROM gold.paid")
+check(cur.fetchone()[0] == 2, "view count")
+
+# A larger result arrives in batches.
+cur.execute("SELECT value FROM generate_series(1, 200000)")
+reader = cur.fetch_record_batch()
+batches = list(reader)
+check(sum(b.num_rows for b in batches) == 200000, "generate_series rows")
+check(len(batches) > 1, f"{len(batches)} batches")
+
+# Prepared statements with parameters (ADBC binds them as an Arrow batch).
+cur.execute("SELECT order_id FROM gold.orders WHERE customer_id = ? ORDER BY order_id", parameters=(42,))
+check([r[0] for r in cur.fetchall()] == [1, 2], "bound query")
+cur.execute("SELECT order_id FROM gold.orders WHERE customer_id = $1 ORDER BY order_id", parameters=(7,))
+check([r[0] for r in cur.fetchall()] == [3], "bound query $1")
+
+# Procedures: CALL, EXEC, table function, and a bound CALL.
+for sql in [
+    "CALL gold.customer_orders(42)",
+    "EXEC gold.customer_orders @customer_id = 42",
+    "SELECT order_id FROM gold.customer_orders(42) o ORDER BY 1",
+]:
+    cur.execute(sql)
+    check([r[0] for r in cur.fetchall()] == [1, 2], sql)
+cur.execute("CALL gold.customer_orders(?)", parameters=(7,))
+check([r[0] for r in cur.fetchall()] == [3], "bound CALL")
+
+# DDL and DML.
+cur.execute("CREATE TABLE gold.adbc_copy AS SELECT * FROM gold.orders")
+cur.execute("INSERT INTO gold.adbc_copy VALUES (9, 1, 'new', 1.5)")
+cur.execute("SELECT count(*) FROM gold.adbc_copy")
+check(cur.fetchone()[0] == 4, "insert landed")
+cur.executemany("INSERT INTO gold.adbc_copy VALUES (?, 2, 'new', 2.5)", [(10,), (11,)])
+cur.execute("SELECT count(*) FROM gold.adbc_copy")
+check(cur.fetchone()[0] == 6, "executemany landed")
+
+# Errors keep the connection usable.
+try:
+    cur.execute("SELECT * FROM gold.nope")
+    cur.fetchall()
+    raise AssertionError("unknown table did not fail")
+except adbc_driver_manager.Error as e:
+    check("nope" in str(e), f"unknown table error: {e}")
+cur.execute("SELECT 1 AS one")
+check(cur.fetchone()[0] == 1, "usable after error")
+
+# Metadata: ADBC's get_objects walks catalogs, schemas, tables and columns.
+objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+catalogs = {c["catalog_name"]: c for c in objects}
+check("lake" in catalogs, f"catalogs: {list(catalogs)}")
+schemas = {s["db_schema_name"]: s for s in catalogs["lake"]["catalog_db_schemas"]}
+check("gold" in schemas, f"schemas: {list(schemas)}")
+tables = {t["table_name"]: t for t in schemas["gold"]["db_schema_tables"]}
+check("orders" in tables and "paid" in tables, f"tables: {list(tables)}")
+check(tables["paid"]["table_type"] == "VIEW", tables["paid"]["table_type"])
+columns = [c["column_name"] for c in tables["orders"]["table_columns"]]
+check(columns == ["order_id", "customer_id", "status", "amount"], columns)
+schema = conn.adbc_get_table_schema("orders", db_schema_filter="gold")
+check(schema.names == ["order_id", "customer_id", "status", "amount"], schema)
+types = conn.adbc_get_table_types()
+check("TABLE" in types and "VIEW" in types, types)
+info = conn.adbc_get_info()
+check(info.get("vendor_name") == "tidepool", info)
+
+cur.close()
+conn.close()
+
+# pyarrow.flight speaks to the same port: handshake, then the bearer token.
+client = paflight.FlightClient(uri)
+token = client.authenticate_basic_token(user, password)
+check(token[0] == b"authorization" and token[1].startswith(b"Bearer "), token)
+actions = [a.type for a in client.list_actions(paflight.FlightCallOptions(headers=[token]))]
+check("CreatePreparedStatement" in actions, actions)
+print("adbc flight sql: ok")
