@@ -75,6 +75,27 @@ fn status_of(e: arrow_flight::error::FlightError) -> tonic::Status {
     }
 }
 
+/// GetTables, fetched: (schema pattern, name pattern, types, include schema).
+async fn tables(
+    c: &mut Client,
+    schema: Option<&str>,
+    name: Option<&str>,
+    types: &[&str],
+    include_schema: bool,
+) -> Vec<RecordBatch> {
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: schema.map(str::to_string),
+            table_name_filter_pattern: name.map(str::to_string),
+            table_types: types.iter().map(|t| t.to_string()).collect(),
+            include_schema,
+        })
+        .await
+        .expect("get_tables");
+    fetch(c, info).await
+}
+
 const SETUP: &str = "CREATE SCHEMA gold;
 CREATE TABLE gold.orders AS SELECT * FROM (VALUES (1, 42, 'new', 10.5), (2, 42, 'paid', 20.0), (3, 7, 'paid', 5.25)) AS t(order_id, customer_id, status, amount);
 CREATE VIEW gold.paid AS SELECT * FROM gold.orders WHERE status = 'paid';
@@ -346,33 +367,13 @@ async fn metadata_rpcs_describe_the_lake() {
     );
 
     // Tables without schemas, all of them.
-    let info = c
-        .get_tables(CommandGetTables {
-            catalog: None,
-            db_schema_filter_pattern: None,
-            table_name_filter_pattern: None,
-            table_types: vec![],
-            include_schema: false,
-        })
-        .await
-        .unwrap();
-    let b = fetch(&mut c, info).await;
+    let b = tables(&mut c, None, None, &[], false).await;
     let names = strings(&b, "table_name");
     for t in ["orders", "paid", "events"] {
         assert!(names.contains(&t.to_string()), "{t} in {names:?}");
     }
     // Filtered by pattern and type, with Arrow schemas.
-    let info = c
-        .get_tables(CommandGetTables {
-            catalog: Some("lake".into()),
-            db_schema_filter_pattern: Some("gold".into()),
-            table_name_filter_pattern: Some("ord%".into()),
-            table_types: vec!["TABLE".into()],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let b = fetch(&mut c, info).await;
+    let b = tables(&mut c, Some("gold"), Some("ord%"), &["TABLE"], true).await;
     assert_eq!(strings(&b, "table_name"), vec!["orders"]);
     let schema_bytes = b[0]
         .column_by_name("table_schema")
@@ -380,24 +381,14 @@ async fn metadata_rpcs_describe_the_lake() {
         .as_binary::<i32>()
         .value(0)
         .to_vec();
-    let decoded = arrow_flight::IpcMessage(schema_bytes.into());
-    let decoded: datafusion::arrow::datatypes::Schema = decoded.try_into().unwrap();
+    let decoded: datafusion::arrow::datatypes::Schema =
+        arrow_flight::IpcMessage(schema_bytes.into())
+            .try_into()
+            .unwrap();
     let cols: Vec<&str> = decoded.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(cols, vec!["order_id", "customer_id", "status", "amount"]);
-    let info = c
-        .get_tables(CommandGetTables {
-            catalog: None,
-            db_schema_filter_pattern: None,
-            table_name_filter_pattern: None,
-            table_types: vec!["VIEW".into()],
-            include_schema: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        strings(&fetch(&mut c, info).await, "table_name"),
-        vec!["paid"]
-    );
+    let b = tables(&mut c, None, None, &["VIEW"], false).await;
+    assert_eq!(strings(&b, "table_name"), vec!["paid"]);
 
     let info = c.get_table_types().await.unwrap();
     let types = strings(&fetch(&mut c, info).await, "table_type");

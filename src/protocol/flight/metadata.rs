@@ -294,7 +294,7 @@ pub async fn tables(
                 }
                 let table_schema: SchemaRef = if include_schema {
                     match engine.table_schema(&schema, &name).await {
-                        Ok(Some(s)) => s,
+                        Ok(Some(s)) => super::columns::client_schema(&s).unwrap_or(s),
                         Ok(None) => continue,
                         Err(e) => {
                             tracing::debug!(%schema, %name, error = %e, "flight: table schema unavailable");

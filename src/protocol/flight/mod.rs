@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod client;
+mod columns;
 pub mod errors;
 mod metadata;
 mod queries;

@@ -35,8 +35,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Caller};
 use super::errors::{invalid, status, stream_status};
-use super::metadata;
 use super::queries::{Finished, Prepared, Queries, row_params};
+use super::{columns, metadata};
 use crate::engine::{Engine, EngineError, Output, QueryControl};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
@@ -133,6 +133,7 @@ impl FlightSql {
     fn ran_info(ran: Ran, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
         let info = match ran {
             Ran::Rows { ticket, schema } => {
+                let schema = columns::client_schema(&schema).unwrap_or(schema);
                 let ticket = TicketStatementQuery {
                     statement_handle: ticket.into(),
                 };
@@ -204,12 +205,21 @@ async fn drain(out: Output) -> Result<u64, Status> {
 }
 
 /// Streams result batches as Flight data, batch by batch; `finished` is dropped (and the
-/// query unlisted) when the stream ends or the client goes away.
+/// query unlisted) when the stream ends or the client goes away. (Encoding on a task of
+/// its own, ahead of the connection task, measured no faster on 2 cores.)
 fn encode(stream: SendableRecordBatchStream, finished: Option<Finished>) -> DoGetStream {
     let schema = stream.schema();
-    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(stream_status(e))));
+    let client = columns::client_schema(&schema);
+    let out_schema = client.clone().unwrap_or(schema);
+    let batches = stream.map(move |b| {
+        let b = b.map_err(|e| FlightError::Tonic(Box::new(stream_status(e))))?;
+        match &client {
+            Some(s) => columns::convert(&b, s).map_err(FlightError::Arrow),
+            None => Ok(b),
+        }
+    });
     let data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
+        .with_schema(out_schema)
         .build(batches)
         .map(move |item| {
             let _listed = &finished;
@@ -672,10 +682,10 @@ impl FlightSqlService for FlightSql {
         let statement = statements.remove(0);
         let described = session.describe(&statement).await.map_err(|e| status(&e))?;
         drop(session);
-        let dataset = described
-            .schema
-            .clone()
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let dataset = match &described.schema {
+            Some(s) => columns::client_schema(s).unwrap_or_else(|| s.clone()),
+            None => Arc::new(Schema::empty()),
+        };
         let parameters = Schema::new(
             described
                 .params
