@@ -10,8 +10,8 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use tidepool::protocol::flight::client::{ConnectOptions, connect};
 
-/// The same allocator as the server (a Rust client's choice; it saves the page faults of
-/// one fresh buffer per batch).
+/// mimalloc (a Rust client's choice): it saves the page faults of one fresh receive buffer
+/// per batch that glibc's allocator takes (client CPU 0.73 s -> 0.58 s per lineitem fetch).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,11 +2,6 @@
 
 use clap::Parser;
 
-/// mimalloc: DataFusion and the protocol encoders allocate and free many large buffers
-/// (one per batch); glibc's allocator returns them to the kernel and page-faults them back.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = tidepool::cli::Cli::parse();
     tidepool::cli::init_tracing(cli.verbose);
