@@ -89,7 +89,7 @@ pub async fn connect(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| connect_err(format!("{e}: {}", source_chain(&e))))?;
+        .map_err(|e| connect_err(root_cause(&e)))?;
     let mut client = FlightSqlServiceClient::new(channel);
     if let Some(user) = &opts.user {
         client
@@ -100,14 +100,14 @@ pub async fn connect(
     Ok(client)
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
+/// The innermost error of a chain ("Connection refused (os error 111)"): transport errors
+/// wrap it in several layers that repeat each other.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
     }
-    out.join(": ")
+    cur.to_string()
 }
 
 /// Runs SQL and streams the batches of its result (every endpoint in order).
