@@ -421,6 +421,22 @@ async fn metadata_rpcs_describe_the_lake() {
     assert_eq!(rows(&fetch(&mut c, info).await), 0);
 
     let info = c
+        .get_cross_reference(arrow_flight::sql::CommandGetCrossReference {
+            pk_catalog: None,
+            pk_db_schema: Some("gold".into()),
+            pk_table: "orders".into(),
+            fk_catalog: None,
+            fk_db_schema: Some("silver".into()),
+            fk_table: "events".into(),
+        })
+        .await
+        .unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(schema.field(0).name(), "pk_catalog_name");
+    assert_eq!(schema.fields().len(), 13);
+    assert_eq!(rows(&fetch(&mut c, info).await), 0);
+
+    let info = c
         .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
         .await
         .unwrap();
