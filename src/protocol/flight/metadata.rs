@@ -17,16 +17,18 @@ use arrow_flight::sql::{
     SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType, XdbcDatetimeSubcode,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use tonic::Status;
 
+use super::errors::status;
 use crate::engine::{CATALOG, Engine, EngineError};
+use crate::lake::Listing;
 
 /// Table types GetTableTypes lists.
 pub const TABLE_TYPES: &[&str] = &["TABLE", "VIEW", "SYSTEM TABLE"];
 
 /// What GetSqlInfo answers.
-pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "tidepool");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -127,14 +129,15 @@ pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
             "make_date",
         ][..],
     );
-    // Built from constants only; a failure would be a bug caught by the unit test.
-    b.build().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "flight: cannot build SqlInfo");
-        SqlInfoDataBuilder::new()
-            .build()
-            .unwrap_or_else(|_| unreachable!())
-    })
+    b.build().map_err(|e| e.to_string())
 });
+
+/// What GetSqlInfo answers (built from constants; the unit test builds it).
+pub fn sql_info() -> Result<&'static SqlInfoData, Status> {
+    SQL_INFO
+        .as_ref()
+        .map_err(|e| Status::internal(format!("cannot build SqlInfo: {e}")))
+}
 
 fn xdbc(
     name: &str,
@@ -184,7 +187,7 @@ fn xdbc(
 }
 
 /// What GetXdbcTypeInfo answers: the SQL types tables can have.
-pub static XDBC_INFO: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
+static XDBC_INFO: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
     let mut b = XdbcTypeInfoDataBuilder::new();
     for info in [
         xdbc("boolean", XdbcDataType::XdbcBit, Some(1), false),
@@ -207,37 +210,39 @@ pub static XDBC_INFO: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
     ] {
         b.append(info);
     }
-    b.build().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "flight: cannot build XdbcTypeInfo");
-        XdbcTypeInfoDataBuilder::new()
-            .build()
-            .unwrap_or_else(|_| unreachable!())
-    })
+    b.build().map_err(|e| e.to_string())
 });
 
+/// What GetXdbcTypeInfo answers (built from constants; the unit test builds it).
+pub fn xdbc_info() -> Result<&'static XdbcTypeInfoData, Status> {
+    XDBC_INFO
+        .as_ref()
+        .map_err(|e| Status::internal(format!("cannot build XdbcTypeInfo: {e}")))
+}
+
 /// The schemas `user` may see, in order: the lake's, then `system`.
-async fn visible_schemas(engine: &Engine, user: &str) -> Result<Vec<String>, EngineError> {
-    let listing = engine.lake().listing().await?;
+fn visible_schemas(listing: &Listing, engine: &Engine, user: &str) -> Vec<String> {
     let mut schemas: Vec<String> = listing.schemas.keys().cloned().collect();
     schemas.push("system".to_string());
-    Ok(match engine.readable_schemas(user) {
+    match engine.readable_schemas(user) {
         Some(allowed) => schemas
             .into_iter()
             .filter(|s| allowed.contains(s))
             .collect(),
         None => schemas,
-    })
+    }
 }
 
 /// GetCatalogs: the one catalog.
-pub fn catalogs() -> Result<RecordBatch, ArrowError> {
+pub fn catalogs() -> Result<RecordBatch, Status> {
     let mut b = GetCatalogsBuilder::new();
     b.append(CATALOG);
-    b.build().map_err(flight_to_arrow)
+    b.build().map_err(built)
 }
 
-fn flight_to_arrow(e: arrow_flight::error::FlightError) -> ArrowError {
-    ArrowError::ExternalError(Box::new(e))
+/// A metadata batch that could not be built (a bug, not bad input).
+fn built(e: arrow_flight::error::FlightError) -> Status {
+    Status::internal(format!("cannot build the metadata answer: {e}"))
 }
 
 /// GetDbSchemas, filtered as the command asks.
@@ -245,77 +250,84 @@ pub async fn db_schemas(
     engine: &Engine,
     user: &str,
     cmd: CommandGetDbSchemas,
-) -> Result<RecordBatch, EngineError> {
-    let schemas = visible_schemas(engine, user).await?;
+) -> Result<RecordBatch, Status> {
+    let listing = engine.lake().listing().await.map_err(lake_status)?;
     let mut b: GetDbSchemasBuilder = cmd.into_builder();
-    for s in &schemas {
+    for s in &visible_schemas(&listing, engine, user) {
         b.append(CATALOG, s);
     }
-    b.build().map_err(|e| {
-        EngineError::from(datafusion::error::DataFusionError::from(flight_to_arrow(e)))
-    })
+    b.build().map_err(built)
 }
 
-/// GetTables, filtered as the command asks, with Arrow schemas when asked for.
+fn lake_status(e: crate::lake::LakeError) -> Status {
+    status(&EngineError::from(e))
+}
+
+/// GetTables, filtered as the command asks, with Arrow schemas when asked for. The
+/// patterns are applied here, before any table is opened for its schema (the builder
+/// would filter again, after the fact).
 pub async fn tables(
     engine: &Engine,
     user: &str,
     cmd: CommandGetTables,
-) -> Result<RecordBatch, EngineError> {
+) -> Result<RecordBatch, Status> {
     let include_schema = cmd.include_schema;
     let schema_pattern = cmd.db_schema_filter_pattern.clone();
     let table_pattern = cmd.table_name_filter_pattern.clone();
     let types: Vec<String> = cmd.table_types.iter().map(|t| t.to_uppercase()).collect();
     let catalog_ok = cmd.catalog.as_deref().is_none_or(|c| c == CATALOG);
     let mut b: GetTablesBuilder = cmd.into_builder();
-    let empty = Schema::empty();
-    if catalog_ok {
-        let listing = engine.lake().listing().await?;
-        for schema in visible_schemas(engine, user).await? {
-            if !schema_pattern.as_deref().is_none_or(|p| like(&schema, p)) {
-                continue;
-            }
-            let mut names: Vec<(String, &str)> = Vec::new();
-            if schema == "system" {
-                for t in engine.system_tables() {
-                    names.push((t, "SYSTEM TABLE"));
-                }
-            } else if let Some(s) = listing.schemas.get(&schema) {
-                names.extend(s.tables.iter().map(|t| (t.clone(), "TABLE")));
-                names.extend(s.external.iter().map(|t| (t.clone(), "TABLE")));
-                names.extend(s.views.iter().map(|t| (t.clone(), "VIEW")));
-            }
-            names.sort();
-            for (name, kind) in names {
-                if !table_pattern.as_deref().is_none_or(|p| like(&name, p))
-                    || !(types.is_empty() || types.iter().any(|t| t == kind))
-                {
-                    continue;
-                }
-                let table_schema: SchemaRef = if include_schema {
-                    match engine.table_schema(&schema, &name).await {
-                        Ok(Some(s)) => super::columns::client_schema(&s).unwrap_or(s),
-                        Ok(None) => continue,
-                        Err(e) => {
-                            tracing::debug!(%schema, %name, error = %e, "flight: table schema unavailable");
-                            Arc::new(empty.clone())
-                        }
-                    }
-                } else {
-                    Arc::new(empty.clone())
-                };
-                b.append(CATALOG, &schema, &name, kind, &table_schema)
-                    .map_err(|e| {
-                        EngineError::from(datafusion::error::DataFusionError::from(
-                            flight_to_arrow(e),
-                        ))
-                    })?;
-            }
-        }
+    if !catalog_ok {
+        return b.build().map_err(built);
     }
-    b.build().map_err(|e| {
-        EngineError::from(datafusion::error::DataFusionError::from(flight_to_arrow(e)))
-    })
+    let listing = engine.lake().listing().await.map_err(lake_status)?;
+    let mut found: Vec<(String, String, &str)> = Vec::new();
+    for schema in visible_schemas(&listing, engine, user) {
+        if !schema_pattern.as_deref().is_none_or(|p| like(&schema, p)) {
+            continue;
+        }
+        let mut names: Vec<(String, &str)> = Vec::new();
+        if schema == "system" {
+            names.extend(
+                engine
+                    .system_tables()
+                    .into_iter()
+                    .map(|t| (t, "SYSTEM TABLE")),
+            );
+        } else if let Some(s) = listing.schemas.get(&schema) {
+            names.extend(s.tables.iter().map(|t| (t.clone(), "TABLE")));
+            names.extend(s.external.iter().map(|t| (t.clone(), "TABLE")));
+            names.extend(s.views.iter().map(|t| (t.clone(), "VIEW")));
+        }
+        names.sort();
+        found.extend(
+            names
+                .into_iter()
+                .filter(|(name, kind)| {
+                    table_pattern.as_deref().is_none_or(|p| like(name, p))
+                        && (types.is_empty() || types.iter().any(|t| t == kind))
+                })
+                .map(|(name, kind)| (schema.clone(), name, kind)),
+        );
+    }
+    let empty: SchemaRef = Arc::new(Schema::empty());
+    for (schema, name, kind) in found {
+        let table_schema = if include_schema {
+            match engine.table_schema(&schema, &name).await {
+                Ok(Some(s)) => super::columns::client_schema(&s).unwrap_or(s),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(%schema, %name, error = %e, "flight: table schema unavailable");
+                    empty.clone()
+                }
+            }
+        } else {
+            empty.clone()
+        };
+        b.append(CATALOG, &schema, &name, kind, &table_schema)
+            .map_err(built)?;
+    }
+    b.build().map_err(built)
 }
 
 /// SQL LIKE with `%` and `_` (no escapes), as Flight SQL filter patterns use.
@@ -380,11 +392,12 @@ mod tests {
 
     #[test]
     fn static_metadata_builds() {
-        let info = SQL_INFO
+        let info = sql_info()
+            .unwrap()
             .record_batch(vec![SqlInfo::FlightSqlServerName as u32])
             .unwrap();
         assert_eq!(info.num_rows(), 1);
-        let types = XDBC_INFO.record_batch(None).unwrap();
+        let types = xdbc_info().unwrap().record_batch(None).unwrap();
         assert_eq!(types.num_rows(), 12);
     }
 }

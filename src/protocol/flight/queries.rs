@@ -117,16 +117,20 @@ impl Queries {
         ))
     }
 
-    /// Cancels the query of a ticket; false when it is unknown or finished.
+    /// Cancels the query of a ticket; false when it is unknown or finished. A query
+    /// whose DoGet has not started is dropped (its ticket then answers NOT_FOUND); a
+    /// streaming one ends with CANCELLED and unlists itself.
     pub fn cancel(&self, ticket: &[u8], user: &str) -> bool {
         let Some(id) = parse_id(ticket, TICKET_PREFIX) else {
             return false;
         };
         let mut pending = self.pending.lock();
-        match pending.get_mut(&id) {
+        match pending.get(&id) {
             Some(p) if p.user == user => {
                 p.cancel.cancel();
-                p.stream = None;
+                if p.stream.is_some() {
+                    pending.remove(&id);
+                }
                 true
             }
             _ => false,

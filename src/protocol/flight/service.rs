@@ -105,10 +105,11 @@ impl FlightSql {
         caller: &Caller,
         prepared: &Prepared,
         params: Option<ParamValues>,
+        cancel: CancellationToken,
     ) -> Result<Output, Status> {
         let session = caller.session(&self.engine);
         let mut session = session.lock().await;
-        let control = QueryControl::new(CancellationToken::new(), session.timeout());
+        let control = QueryControl::new(cancel, session.timeout());
         session
             .execute(prepared.statement.clone(), params, &control)
             .await
@@ -152,12 +153,16 @@ impl FlightSql {
         Ok(Response::new(info.with_descriptor(descriptor)))
     }
 
-    /// The FlightInfo of a metadata command: its ticket is the command itself.
+    /// The FlightInfo of a metadata command for an authenticated caller: its ticket is
+    /// the command itself.
     fn metadata_info(
+        &self,
         cmd: impl ProstMessageExt,
         schema: &Schema,
-        descriptor: FlightDescriptor,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let descriptor = request.into_inner();
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -353,15 +358,9 @@ impl FlightSqlService for FlightSql {
         }
         let params = sets.pop().flatten();
         let cancel = CancellationToken::new();
-        let session = caller.session(&self.engine);
-        let out = {
-            let mut session = session.lock().await;
-            let control = QueryControl::new(cancel.clone(), session.timeout());
-            session
-                .execute(prepared.statement.clone(), params, &control)
-                .await
-                .map_err(|e| status(&e))?
-        };
+        let out = self
+            .run_prepared(&caller, &prepared, params, cancel.clone())
+            .await?;
         let ran = self.park(&caller, out, cancel);
         Self::ran_info(ran, request.into_inner())
     }
@@ -371,9 +370,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request)
     }
 
     async fn get_flight_info_schemas(
@@ -381,9 +379,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request)
     }
 
     async fn get_flight_info_tables(
@@ -391,9 +388,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request)
     }
 
     async fn get_flight_info_table_types(
@@ -401,9 +397,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request)
     }
 
     async fn get_flight_info_sql_info(
@@ -411,9 +406,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        let schema = metadata::SQL_INFO.schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        let schema = metadata::sql_info()?.schema();
+        self.metadata_info(query, &schema, request)
     }
 
     async fn get_flight_info_primary_keys(
@@ -421,12 +415,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::metadata_info(
-            query,
-            &metadata::primary_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &metadata::primary_keys_schema(), request)
     }
 
     async fn get_flight_info_exported_keys(
@@ -434,12 +423,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &metadata::foreign_keys_schema(), request)
     }
 
     async fn get_flight_info_imported_keys(
@@ -447,12 +431,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &metadata::foreign_keys_schema(), request)
     }
 
     async fn get_flight_info_cross_reference(
@@ -460,12 +439,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &metadata::foreign_keys_schema(), request)
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -473,9 +447,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        let schema = metadata::XDBC_INFO.schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        let schema = metadata::xdbc_info()?.schema();
+        self.metadata_info(query, &schema, request)
     }
 
     async fn do_get_statement(
@@ -494,7 +467,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.caller(&request)?;
-        Ok(one_batch(metadata::catalogs().map_err(arrow_status)?))
+        Ok(one_batch(metadata::catalogs()?))
     }
 
     async fn do_get_schemas(
@@ -503,9 +476,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request)?;
-        let batch = metadata::db_schemas(&self.engine, &caller.user, query)
-            .await
-            .map_err(|e| status(&e))?;
+        let batch = metadata::db_schemas(&self.engine, &caller.user, query).await?;
         Ok(one_batch(batch))
     }
 
@@ -515,9 +486,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request)?;
-        let batch = metadata::tables(&self.engine, &caller.user, query)
-            .await
-            .map_err(|e| status(&e))?;
+        let batch = metadata::tables(&self.engine, &caller.user, query).await?;
         Ok(one_batch(batch))
     }
 
@@ -541,7 +510,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         self.caller(&request)?;
         let batch = query
-            .into_builder(&metadata::SQL_INFO)
+            .into_builder(metadata::sql_info()?)
             .build()
             .map_err(flight_status)?;
         Ok(one_batch(batch))
@@ -598,7 +567,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         self.caller(&request)?;
         let batch = query
-            .into_builder(&metadata::XDBC_INFO)
+            .into_builder(metadata::xdbc_info()?)
             .build()
             .map_err(flight_status)?;
         Ok(one_batch(batch))
@@ -655,7 +624,9 @@ impl FlightSqlService for FlightSql {
         };
         let mut rows = 0u64;
         for params in param_sets(&prepared, bound.as_ref())? {
-            let out = self.run_prepared(&caller, &prepared, params).await?;
+            let out = self
+                .run_prepared(&caller, &prepared, params, CancellationToken::new())
+                .await?;
             rows += drain(out).await?;
         }
         Ok(rows as i64)
