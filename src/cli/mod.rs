@@ -2,6 +2,7 @@
 //! [`dispatch`].
 
 mod bench;
+mod bench_connect;
 mod bench_models;
 mod bench_procedures;
 mod ingest;

@@ -60,7 +60,8 @@ impl Access {
         // `information_schema.routines` / `parameters`, as the parser rewrote them.
         let catalog_view = |name: &ObjectName| {
             let s = name.to_string().to_ascii_lowercase();
-            s == "system.routines" || s == "system.parameters"
+            s.strip_prefix("system.")
+                .is_some_and(|t| super::info_schema::REDIRECTED.contains(&t))
         };
         match s.as_ref() {
             Statement::Query(_) | Statement::Explain { .. } => {}

@@ -9,10 +9,13 @@
 
 mod access;
 mod catalog;
+mod compat;
 mod error;
 mod functions;
+mod info_schema;
 mod names;
 mod parse;
+mod pg_types;
 pub mod procedures;
 mod session;
 mod settings;
@@ -173,6 +176,9 @@ impl Engine {
         )
         .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(version_udf());
+        ctx.register_udf(compat::like_escape_udf());
+        // Pool resets (Npgsql) release advisory locks; tidepool takes none.
+        ctx.register_udf(constant_text_udf("pg_advisory_unlock_all", String::new()));
         let signatures = procedures::pg_proc::Signatures::default();
         for f in procedures::pg_proc::udfs(&signatures) {
             ctx.register_udf(f);
@@ -196,6 +202,7 @@ impl Engine {
                         inner,
                         engine: Arc::downgrade(&engine),
                         signatures,
+                        pg_type: Default::default(),
                     }),
                 )?;
             }
@@ -215,6 +222,7 @@ impl Engine {
                 }),
             );
         }
+        info_schema::register(&engine);
         engine.system.register_gathered(
             "procedures",
             Arc::new(procedures::ProceduresTable {

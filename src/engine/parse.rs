@@ -110,6 +110,7 @@ impl SqlParser {
         for s in &mut statements {
             if let DFStatement::Statement(inner) = s {
                 let _ = inner.visit(&mut UnqualifySystemFunctions);
+                super::compat::rewrite(inner);
             }
         }
         Ok(statements)
@@ -179,8 +180,9 @@ struct UnqualifySystemFunctions;
 impl VisitorMut for UnqualifySystemFunctions {
     type Break = ();
 
-    /// `information_schema.routines` / `parameters` are answered by `system.routines` /
-    /// `system.parameters`, which add the procedures to DataFusion's functions.
+    /// `information_schema.routines`, `columns`, `table_constraints` ... are answered by
+    /// `system.<name>` (procedures added to DataFusion's routines, Postgres column types,
+    /// empty key tables; see `info_schema`).
     fn pre_visit_relation(
         &mut self,
         relation: &mut datafusion::sql::sqlparser::ast::ObjectName,
@@ -192,7 +194,7 @@ impl VisitorMut for UnqualifySystemFunctions {
             .collect();
         if let [.., schema, table] = parts.as_slice()
             && schema == "information_schema"
-            && (table == "routines" || table == "parameters")
+            && super::info_schema::REDIRECTED.contains(&table.as_str())
         {
             *relation = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
                 Ident::new("system"),

@@ -612,11 +612,32 @@ impl Session {
                 rows: None,
                 tx: TxEffect::End,
             },
-            Statement::Discard { .. } => {
-                self.settings.reset(None);
-                self.apply_settings()?;
-                CommandTag::new("DISCARD ALL")
+            Statement::Discard { object_type } => {
+                use datafusion::sql::sqlparser::ast::DiscardObject;
+                match object_type {
+                    DiscardObject::ALL => {
+                        self.settings.reset(None);
+                        self.apply_settings()?;
+                        CommandTag::new("DISCARD ALL")
+                    }
+                    // No cached plans, sequences or temporary tables outlive a statement.
+                    DiscardObject::PLANS => CommandTag::new("DISCARD PLANS"),
+                    DiscardObject::SEQUENCES => CommandTag::new("DISCARD SEQUENCES"),
+                    DiscardObject::TEMP => CommandTag::new("DISCARD TEMP"),
+                }
             }
+            // Cursors are not kept across statements, and nothing is ever notified:
+            // pool resets (Npgsql, pgbouncer) send these and expect them to succeed.
+            Statement::Close { cursor } => match cursor {
+                datafusion::sql::sqlparser::ast::CloseCursor::All => {
+                    CommandTag::new("CLOSE CURSOR ALL")
+                }
+                datafusion::sql::sqlparser::ast::CloseCursor::Specific { .. } => {
+                    CommandTag::new("CLOSE CURSOR")
+                }
+            },
+            Statement::LISTEN { .. } => CommandTag::new("LISTEN"),
+            Statement::UNLISTEN { .. } => CommandTag::new("UNLISTEN"),
             Statement::Deallocate { .. } => CommandTag::new("DEALLOCATE"),
             _ => return Ok(None),
         };
@@ -739,6 +760,9 @@ fn is_session_statement(s: &Statement) -> bool {
             | Statement::Rollback { .. }
             | Statement::Discard { .. }
             | Statement::Deallocate { .. }
+            | Statement::Close { .. }
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. }
     )
 }
 

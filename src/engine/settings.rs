@@ -143,8 +143,16 @@ impl SessionSettings {
 
     /// The value of a setting and its display name, or an error for unknown names.
     pub fn get(&self, name: &str) -> Result<(String, String), EngineError> {
+        let key = name.to_ascii_lowercase();
+        // `SHOW TRANSACTION ISOLATION LEVEL` and `SHOW TIME ZONE` (SQLAlchemy, Metabase)
+        // arrive as dotted names.
+        let key = match key.as_str() {
+            "transaction.isolation.level" => "transaction_isolation".to_string(),
+            "time.zone" => "timezone".to_string(),
+            _ => key,
+        };
         self.values
-            .get(&name.to_ascii_lowercase())
+            .get(&key)
             .cloned()
             .ok_or_else(|| EngineError::UnknownSetting(name.to_string()))
     }

@@ -29,6 +29,8 @@ pub struct PgCatalog {
     pub inner: Arc<dyn SchemaProvider>,
     pub engine: Weak<Engine>,
     pub signatures: Signatures,
+    /// `pg_type` with function oids in its regproc columns, built at first use.
+    pub pg_type: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
 }
 
 /// A stable oid for `schema.name`, above the built-in ones.
@@ -56,6 +58,19 @@ impl SchemaProvider for PgCatalog {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_type" {
+            let (Some(types), Some(procs)) = (
+                self.inner.table("pg_type").await?,
+                self.inner.table("pg_proc").await?,
+            ) else {
+                return Ok(None);
+            };
+            let table = self
+                .pg_type
+                .get_or_try_init(|| crate::engine::pg_types::pg_type(&types, &procs))
+                .await?;
+            return Ok(Some(table.clone()));
+        }
         let inner = self.inner.table(name).await?;
         if name == "pg_views" {
             return Ok(inner.map(|inner| {

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod errors;
+pub mod frontend;
 mod handler;
 mod json_columns;
 mod server;

@@ -1,0 +1,333 @@
+//! Rewrites for SQL that drivers and BI tools send, beyond datafusion-pg-catalog's rules.
+//!
+//! Correlated scalar subqueries: Postgres runs `(SELECT rngtypid FROM pg_range WHERE
+//! rngmultitypid = typ.oid)` per outer row and fails only if it finds more than one row;
+//! DataFusion decorrelates such subqueries into joins and needs them aggregated. A
+//! correlated subquery that selects one plain expression becomes `first_value(expr)`, and
+//! one that ends in `ORDER BY ... LIMIT 1` becomes `first_value(expr ORDER BY ...)`: the
+//! same answer whenever Postgres gives one (where Postgres would raise "more than one row
+//! returned by a subquery", the first row is used).
+//!
+//! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
+//! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
+//! bound parameters work too) and the ESCAPE clause dropped.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, LimitClause, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut,
+    VisitorMut, visit_expressions,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// `pg_like_escape(pattern, escape)`: a LIKE pattern escaped with `escape` as the same
+/// pattern escaped with a backslash.
+pub fn like_escape_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use std::sync::Arc;
+    create_udf(
+        "pg_like_escape",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let patterns = cast(&arrays[0], &DataType::Utf8)?;
+            let escapes = cast(&arrays[1], &DataType::Utf8)?;
+            let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
+            let mut out = StringBuilder::with_capacity(patterns.len(), 64);
+            for i in 0..patterns.len() {
+                if patterns.is_null(i) || escapes.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                out.append_value(translate_like(
+                    patterns.value(i),
+                    escapes.value(i).chars().next(),
+                ));
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            Ok(
+                if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(
+                        &array, 0,
+                    )?)
+                } else {
+                    ColumnarValue::Array(array)
+                },
+            )
+        }),
+    )
+}
+
+fn translate_like(pattern: &str, escape: Option<char>) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            match chars.next() {
+                Some(x @ ('%' | '_' | '\\')) => {
+                    out.push('\\');
+                    out.push(x);
+                }
+                Some(x) => out.push(x),
+                None => {}
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Applies every rewrite of this module to `statement`.
+pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut AggregateCorrelatedSubqueries);
+}
+
+struct AggregateCorrelatedSubqueries;
+
+impl VisitorMut for AggregateCorrelatedSubqueries {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Subquery(query) => aggregate_scalar_subquery(query),
+            Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => {
+                if let Some(Value::SingleQuotedString(c)) = escape_char.as_ref().map(|v| &v.value)
+                    && c != "\\"
+                    && let Ok(call) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&format!(
+                            "pg_like_escape({pattern}, '{}')",
+                            c.replace('\'', "''")
+                        ))
+                        .and_then(|mut p| p.parse_expr())
+                {
+                    **pattern = call;
+                    *escape_char = None;
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "first_value",
+    "last_value",
+    "json_agg",
+    "jsonb_agg",
+];
+
+fn aggregate_scalar_subquery(query: &mut Query) {
+    let order_limit_one = match &query.limit_clause {
+        None => false,
+        Some(LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty() && matches!(&v.value, Value::Number(n, _) if n == "1") => true,
+        Some(_) => return,
+    };
+    if query.with.is_some() || query.fetch.is_some() {
+        return;
+    }
+    let order_by = if order_limit_one {
+        match &query.order_by {
+            Some(o) => Some(o.to_string()),
+            None => Some(String::new()),
+        }
+    } else if query.order_by.is_some() {
+        return;
+    } else {
+        None
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1
+        || select.distinct.is_some()
+        || select.having.is_some()
+        || !matches!(
+            &select.group_by,
+            datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty()
+        )
+        || !is_correlated(select)
+    {
+        return;
+    }
+    let (inner, alias) = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) => (e.clone(), None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
+        _ => return,
+    };
+    if has_aggregate(&inner) {
+        return;
+    }
+    let text = match order_by.as_deref() {
+        Some(o) if !o.is_empty() => format!("first_value({inner} {o})"),
+        _ => format!("first_value({inner})"),
+    };
+    let Ok(wrapped) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return;
+    };
+    select.projection[0] = match alias {
+        Some(alias) => SelectItem::ExprWithAlias {
+            expr: wrapped,
+            alias,
+        },
+        None => SelectItem::UnnamedExpr(wrapped),
+    };
+    if order_limit_one {
+        query.order_by = None;
+        query.limit_clause = None;
+    }
+}
+
+fn has_aggregate(expr: &Expr) -> bool {
+    let found = visit_expressions(expr, |e| match e {
+        Expr::Function(f)
+            if f.over.is_none()
+                && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())
+                }) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    found.is_break()
+}
+
+/// Whether the select refers to a qualifier its own FROM does not define.
+fn is_correlated(select: &Select) -> bool {
+    let mut local: HashSet<String> = HashSet::new();
+    for t in &select.from {
+        let factors = std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation));
+        for f in factors {
+            match f {
+                TableFactor::Table { name, alias, .. } => {
+                    if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                        local.insert(last.value.to_ascii_lowercase());
+                    }
+                    if let Some(a) = alias {
+                        local.insert(a.name.value.to_ascii_lowercase());
+                    }
+                }
+                TableFactor::Derived { alias: Some(a), .. }
+                | TableFactor::TableFunction { alias: Some(a), .. }
+                | TableFactor::Function { alias: Some(a), .. } => {
+                    local.insert(a.name.value.to_ascii_lowercase());
+                }
+                _ => return false,
+            }
+        }
+    }
+    let Some(selection) = &select.selection else {
+        return false;
+    };
+    visit_expressions(selection, |e| match e {
+        Expr::CompoundIdentifier(parts)
+            if parts.len() >= 2
+                && !local.contains(&parts[parts.len() - 2].value.to_ascii_lowercase()) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn correlated_subqueries_are_aggregated() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN t.typtype = 'm' THEN (SELECT rngtypid FROM pg_range WHERE rngmultitypid = t.oid) END FROM pg_type AS t"
+            ),
+            "SELECT CASE WHEN t.typtype = 'm' THEN (SELECT first_value(rngtypid) FROM pg_range WHERE rngmultitypid = t.oid) END FROM pg_type AS t"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT d.description FROM pg_description d WHERE d.objoid = c.oid ORDER BY d.objsubid LIMIT 1) AS x FROM pg_class c"
+            ),
+            "SELECT (SELECT first_value(d.description ORDER BY d.objsubid) FROM pg_description d WHERE d.objoid = c.oid) AS x FROM pg_class c"
+        );
+    }
+
+    #[test]
+    fn like_patterns_translate() {
+        assert_eq!(translate_like("pg/_%", Some('/')), "pg\\_%");
+        assert_eq!(translate_like("a//b\\c", Some('/')), "a/b\\\\c");
+        // An empty ESCAPE turns escaping off.
+        assert_eq!(translate_like("a_b", None), "a_b");
+    }
+
+    #[test]
+    fn like_escape_characters_become_backslashes() {
+        assert_eq!(
+            rewritten("SELECT 1 FROM n WHERE n.nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'"),
+            "SELECT 1 FROM n WHERE n.nspname NOT LIKE pg_like_escape('pg/_' || '%', '/')"
+        );
+        let same = "SELECT 1 FROM n WHERE a LIKE 'x\\_%' ESCAPE '\\'";
+        assert_eq!(rewritten(same), same);
+    }
+
+    #[test]
+    fn other_subqueries_are_left_alone() {
+        for sql in [
+            "SELECT (SELECT max(a) FROM t WHERE t.b = u.b) FROM u",
+            "SELECT (SELECT a FROM t WHERE t.b = 1) FROM u",
+            "SELECT (SELECT a FROM t WHERE t.b = u.b LIMIT 2) FROM u",
+            "SELECT (SELECT count(*) + 1 FROM t WHERE t.b = u.b) FROM u",
+        ] {
+            let mut expected = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+                .to_string();
+            expected = expected.replace("  ", " ");
+            assert_eq!(rewritten(sql), expected, "{sql}");
+        }
+    }
+}
