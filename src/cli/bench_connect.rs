@@ -43,7 +43,7 @@ pub async fn run(cycles: usize, addr: Option<SocketAddr>) -> anyhow::Result<Exit
             f.query(
                 "CREATE SCHEMA gold; CREATE TABLE gold.fact_orders AS SELECT value AS order_id, \
                  'c' || (value % 100)::text AS customer, (value % 1000)::decimal(12,2) AS amount, \
-                 TIMESTAMPTZ '2026-01-01 00:00:00+00' + value * INTERVAL '1 minute' AS ordered_at \
+                 TIMESTAMPTZ '2026-01-01 00:00:00+00' + CAST(value || ' minutes' AS INTERVAL) AS ordered_at \
                  FROM generate_series(1, 10000)",
             );
             check(&f.round_trip(1).await?, "creating the sample table")?;

@@ -8,6 +8,16 @@
 //! same answer whenever Postgres gives one (where Postgres would raise "more than one row
 //! returned by a subquery", the first row is used).
 //!
+//! Conditions of such a subquery that read only outer columns (SQLAlchemy's
+//! `WHERE pg_attribute.atthasdef AND ...`) are hoisted into `CASE WHEN cond THEN (subquery)
+//! END`, which DataFusion can decorrelate.
+//!
+//! A scalar subquery over a catalog table that is always empty in tidepool (no sequences,
+//! column defaults, triggers, inheritance, enums: `pg_sequence`, `pg_attrdef`, ...) and
+//! without aggregates is NULL, and is replaced by NULL before planning; SQLAlchemy's
+//! identity-column subquery reads outer columns in its select list, which DataFusion
+//! cannot decorrelate.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -99,7 +109,22 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
-            Expr::Subquery(query) => aggregate_scalar_subquery(query),
+            Expr::Subquery(query) if over_empty_catalog(query) => {
+                *expr = Expr::Value(Value::Null.into());
+            }
+            Expr::Subquery(query) => {
+                if let Some(hoisted) = hoist_outer_conditions(query) {
+                    *expr = hoisted;
+                    if let Expr::Case { conditions, .. } = expr
+                        && let Some(Expr::Subquery(q)) =
+                            conditions.first_mut().map(|w| &mut w.result)
+                    {
+                        aggregate_scalar_subquery(q);
+                    }
+                } else {
+                    aggregate_scalar_subquery(query);
+                }
+            }
             Expr::Like {
                 pattern,
                 escape_char,
@@ -214,23 +239,59 @@ fn aggregate_scalar_subquery(query: &mut Query) {
     }
 }
 
-fn has_aggregate(expr: &Expr) -> bool {
-    let found = visit_expressions(expr, |e| match e {
-        Expr::Function(f)
-            if f.over.is_none()
-                && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                    AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())
-                }) =>
-        {
-            ControlFlow::Break(())
+/// Catalog tables that hold no rows in tidepool.
+const EMPTY_CATALOGS: &[&str] = &[
+    "pg_sequence",
+    "pg_attrdef",
+    "pg_trigger",
+    "pg_inherits",
+    "pg_enum",
+    "pg_statistic_ext",
+    "pg_partitioned_table",
+    "pg_policy",
+];
+
+/// A non-aggregating select whose FROM inner-joins an always-empty catalog table.
+fn over_empty_catalog(query: &Query) -> bool {
+    use datafusion::sql::sqlparser::ast::{JoinOperator, SetExpr};
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let [from] = select.from.as_slice() else {
+        return false;
+    };
+    let empty = |f: &TableFactor| match f {
+        TableFactor::Table { name, .. } => {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+                .collect();
+            match parts.as_slice() {
+                [t] => EMPTY_CATALOGS.contains(&t.as_str()),
+                [s, t] => s == "pg_catalog" && EMPTY_CATALOGS.contains(&t.as_str()),
+                _ => false,
+            }
         }
-        _ => ControlFlow::Continue(()),
+        _ => false,
+    };
+    let inner_joins_only = from.joins.iter().all(|j| {
+        matches!(
+            j.join_operator,
+            JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+        )
     });
-    found.is_break()
+    let any_empty = empty(&from.relation) || from.joins.iter().any(|j| empty(&j.relation));
+    let aggregates = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => true,
+    });
+    inner_joins_only && any_empty && !aggregates && select.having.is_none()
 }
 
-/// Whether the select refers to a qualifier its own FROM does not define.
-fn is_correlated(select: &Select) -> bool {
+/// Names and aliases the select's FROM defines, or None when it has relations this
+/// module does not look into.
+fn local_names(select: &Select) -> Option<HashSet<String>> {
     let mut local: HashSet<String> = HashSet::new();
     for t in &select.from {
         let factors = std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation));
@@ -249,10 +310,115 @@ fn is_correlated(select: &Select) -> bool {
                 | TableFactor::Function { alias: Some(a), .. } => {
                     local.insert(a.name.value.to_ascii_lowercase());
                 }
-                _ => return false,
+                _ => return None,
             }
         }
     }
+    Some(local)
+}
+
+fn conjuncts(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(inner, out)
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+/// Whether `e` reads outer columns only (qualified by names the subquery does not define).
+fn outer_only(e: &Expr, local: &HashSet<String>) -> bool {
+    let mut outer = false;
+    let inner = visit_expressions(e, |x| match x {
+        Expr::Identifier(_) | Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            ControlFlow::Break(())
+        }
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            if local.contains(&parts[parts.len() - 2].value.to_ascii_lowercase()) {
+                ControlFlow::Break(())
+            } else {
+                outer = true;
+                ControlFlow::Continue(())
+            }
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    outer && !inner
+}
+
+/// `(SELECT x FROM t WHERE outer.flag AND t.k = outer.k)` as
+/// `CASE WHEN outer.flag THEN (SELECT x FROM t WHERE t.k = outer.k) END`.
+fn hoist_outer_conditions(query: &Query) -> Option<Expr> {
+    if query.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let local = local_names(select)?;
+    let mut parts = Vec::new();
+    conjuncts(select.selection.as_ref()?, &mut parts);
+    let (outer, rest): (Vec<Expr>, Vec<Expr>) =
+        parts.into_iter().partition(|c| outer_only(c, &local));
+    if outer.is_empty() {
+        return None;
+    }
+    let mut inner = query.clone();
+    if let SetExpr::Select(sel) = inner.body.as_mut() {
+        sel.selection = rest.into_iter().reduce(|a, b| Expr::BinaryOp {
+            left: Box::new(a),
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+            right: Box::new(b),
+        });
+    }
+    let cond = outer
+        .iter()
+        .map(|c| format!("({c})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("CASE WHEN {cond} THEN ({inner}) END"))
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+fn has_aggregate(expr: &Expr) -> bool {
+    let found = visit_expressions(expr, |e| match e {
+        Expr::Function(f)
+            if f.over.is_none()
+                && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())
+                }) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    found.is_break()
+}
+
+/// Whether the select refers to a qualifier its own FROM does not define.
+fn is_correlated(select: &Select) -> bool {
+    let Some(local) = local_names(select) else {
+        return false;
+    };
     let Some(selection) = &select.selection else {
         return false;
     };
@@ -294,6 +460,28 @@ mod tests {
             ),
             "SELECT (SELECT first_value(d.description ORDER BY d.objsubid) FROM pg_description d WHERE d.objoid = c.oid) AS x FROM pg_class c"
         );
+    }
+
+    #[test]
+    fn conditions_on_outer_columns_are_hoisted() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN a.atthasdef THEN (SELECT d.description FROM pg_description d WHERE a.atthasdef AND d.objoid = a.attrelid) END FROM pg_attribute a"
+            ),
+            "SELECT CASE WHEN a.atthasdef THEN CASE WHEN (a.atthasdef) THEN (SELECT first_value(d.description) FROM pg_description d WHERE d.objoid = a.attrelid) END END FROM pg_attribute a"
+        );
+    }
+
+    #[test]
+    fn subqueries_over_empty_catalogs_are_null() {
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT json_build_object('a', a.x) FROM pg_catalog.pg_sequence WHERE seqrelid = a.y) FROM pg_attribute a"
+            ),
+            "SELECT NULL FROM pg_attribute a"
+        );
+        let counted = "SELECT (SELECT count(*) FROM pg_sequence) FROM pg_attribute AS a";
+        assert_eq!(rewritten(counted), counted);
     }
 
     #[test]

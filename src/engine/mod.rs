@@ -15,6 +15,7 @@ mod functions;
 mod info_schema;
 mod names;
 mod parse;
+mod pg_functions;
 mod pg_types;
 pub mod procedures;
 mod session;
@@ -177,8 +178,9 @@ impl Engine {
         .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(version_udf());
         ctx.register_udf(compat::like_escape_udf());
-        // Pool resets (Npgsql) release advisory locks; tidepool takes none.
-        ctx.register_udf(constant_text_udf("pg_advisory_unlock_all", String::new()));
+        for f in pg_functions::udfs() {
+            ctx.register_udf(f);
+        }
         let signatures = procedures::pg_proc::Signatures::default();
         for f in procedures::pg_proc::udfs(&signatures) {
             ctx.register_udf(f);

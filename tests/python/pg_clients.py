@@ -125,7 +125,7 @@ def sqlalchemy_pandas():
     with engine.connect() as conn:
         row = conn.execute(text("select * from gold.fact_orders where order_id = :id"), {"id": 2}).one()
         check_row(row, "psycopg2")
-    print("sqlalchemy+psycopg2+pandas: ok")
+    print("sqlalchemy: ok")
 
 
 async def asyncpg_client():

@@ -1,0 +1,140 @@
+//! Postgres functions that drivers put in their catalog queries and that neither
+//! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
+//! NULL), `pg_collation_is_visible` (true), `pg_advisory_unlock_all` (no advisory locks),
+//! and `json_build_object`, which SQLAlchemy builds identity and collation details with.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+
+/// Every function of this module.
+pub fn udfs() -> Vec<ScalarUDF> {
+    vec![
+        create_udf(
+            "pg_get_serial_sequence",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+        ),
+        create_udf(
+            "pg_collation_is_visible",
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+            }),
+        ),
+        super::constant_text_udf("pg_advisory_unlock_all", String::new()),
+        ScalarUDF::new_from_impl(JsonBuildObject {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }),
+    ]
+}
+
+/// `json_build_object(key, value, ...)` as JSON text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return Err(DataFusionError::Plan(
+                "argument list must have even number of elements".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = StringBuilder::with_capacity(rows, rows * 32);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                if key.is_null() {
+                    return Err(DataFusionError::Execution(
+                        "null value not allowed for object key".into(),
+                    ));
+                }
+                object.insert(scalar_text(&key), json_value(&value));
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+fn scalar_text(v: &ScalarValue) -> String {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if v.is_null() {
+        return Value::Null;
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Int8(Some(n)) => Value::from(*n),
+        ScalarValue::Int16(Some(n)) => Value::from(*n),
+        ScalarValue::Int32(Some(n)) => Value::from(*n),
+        ScalarValue::Int64(Some(n)) => Value::from(*n),
+        ScalarValue::UInt8(Some(n)) => Value::from(*n),
+        ScalarValue::UInt16(Some(n)) => Value::from(*n),
+        ScalarValue::UInt32(Some(n)) => Value::from(*n),
+        ScalarValue::UInt64(Some(n)) => Value::from(*n),
+        ScalarValue::Float32(Some(f)) => Value::from(*f as f64),
+        ScalarValue::Float64(Some(f)) => Value::from(*f),
+        other => Value::String(scalar_text(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn json_build_object_builds_json_text() {
+        let ctx = SessionContext::new();
+        for f in super::udfs() {
+            ctx.register_udf(f);
+        }
+        let batches = ctx
+            .sql("SELECT json_build_object('always', true, 'start', 1, 'name', 'x', 'none', NULL) AS j")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let v = datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0)
+            .unwrap();
+        assert_eq!(v, r#"{"always":true,"name":"x","none":null,"start":1}"#);
+    }
+}
