@@ -18,6 +18,10 @@
 //! identity-column subquery reads outer columns in its select list, which DataFusion
 //! cannot decorrelate.
 //!
+//! `generate_subscripts(a, 1)` (a set-returning function next to `unnest(a)` in
+//! SQLAlchemy's key queries) becomes `unnest(range(1, array_length(a, 1) + 1))`, which
+//! DataFusion unnests in step with `unnest(a)`.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -146,6 +150,24 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                 {
                     **pattern = call;
                     *escape_char = None;
+                }
+            }
+            Expr::Function(f)
+                if f.name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_subscripts")) =>
+            {
+                if let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args
+                    && let [array, dim] = list.args.as_slice()
+                    && let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&format!(
+                            "unnest(range(1, CAST(array_length({array}, {dim}) AS BIGINT) + 1))"
+                        ))
+                        .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = e;
                 }
             }
             _ => {}
@@ -482,6 +504,16 @@ mod tests {
         );
         let counted = "SELECT (SELECT count(*) FROM pg_sequence) FROM pg_attribute AS a";
         assert_eq!(rewritten(counted), counted);
+    }
+
+    #[test]
+    fn generate_subscripts_becomes_unnest_of_a_range() {
+        assert_eq!(
+            rewritten(
+                "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord FROM pg_index i"
+            ),
+            "SELECT unnest(i.indkey) AS attnum, unnest(range(1, CAST(array_length(i.indkey, 1) AS BIGINT) + 1)) AS ord FROM pg_index i"
+        );
     }
 
     #[test]

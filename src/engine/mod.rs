@@ -15,6 +15,7 @@ mod functions;
 mod info_schema;
 mod names;
 mod parse;
+mod pg_attribute;
 mod pg_functions;
 mod pg_types;
 pub mod procedures;

@@ -1,6 +1,7 @@
 //! Postgres functions that drivers put in their catalog queries and that neither
 //! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
-//! NULL), `pg_collation_is_visible` (true), `pg_advisory_unlock_all` (no advisory locks),
+//! NULL), `pg_get_indexdef` / `pg_get_triggerdef` (none exist: NULL),
+//! `pg_collation_is_visible` (true), `pg_advisory_unlock_all` (no advisory locks),
 //! and `json_build_object`, which SQLAlchemy builds identity and collation details with.
 
 use std::sync::Arc;
@@ -33,10 +34,44 @@ pub fn udfs() -> Vec<ScalarUDF> {
             }),
         ),
         super::constant_text_udf("pg_advisory_unlock_all", String::new()),
+        // No indexes or triggers exist, so their definitions are NULL.
+        ScalarUDF::new_from_impl(NullText {
+            name: "pg_get_indexdef",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
+        ScalarUDF::new_from_impl(NullText {
+            name: "pg_get_triggerdef",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
         ScalarUDF::new_from_impl(JsonBuildObject {
             signature: Signature::variadic_any(Volatility::Immutable),
         }),
     ]
+}
+
+/// A function of any arguments that answers NULL text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
 }
 
 /// `json_build_object(key, value, ...)` as JSON text.

@@ -6,7 +6,7 @@ use crate::client_npgsql::sample_lake;
 use crate::common::TestServer;
 
 /// Clients the script runs (its names).
-const CLIENTS: &[&str] = &["psycopg3", "asyncpg"];
+const CLIENTS: &[&str] = &["psycopg3", "sqlalchemy", "asyncpg"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_postgres_clients_end_to_end() {

@@ -72,6 +72,18 @@ impl SchemaProvider for PgCatalog {
             return Ok(Some(table.clone()));
         }
         let inner = self.inner.table(name).await?;
+        if name == "pg_index" || name == "pg_constraint" {
+            return Ok(inner.map(|inner| crate::engine::pg_attribute::no_keys(&inner.schema())));
+        }
+        if name == "pg_attribute" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::engine::pg_attribute::AttributeTable {
+                    inner,
+                    catalog: self.inner.clone(),
+                    engine: self.engine.clone(),
+                })) as Arc<dyn TableProvider>
+            }));
+        }
         if name == "pg_views" {
             return Ok(inner.map(|inner| {
                 Arc::new(Gathered(ViewsTable {
@@ -236,7 +248,7 @@ impl ViewsTable {
 
 /// A catalog table whose rows are gathered when it is scanned.
 #[async_trait]
-trait Gather: std::fmt::Debug + Send + Sync {
+pub(crate) trait Gather: std::fmt::Debug + Send + Sync {
     fn inner(&self) -> &Arc<dyn TableProvider>;
     async fn batches(&self) -> Result<Vec<RecordBatch>>;
 }
@@ -262,7 +274,7 @@ impl Gather for ViewsTable {
 }
 
 #[derive(Debug)]
-struct Gathered<T: Gather>(T);
+pub(crate) struct Gathered<T: Gather>(pub T);
 
 #[async_trait]
 impl<T: Gather + 'static> TableProvider for Gathered<T> {
