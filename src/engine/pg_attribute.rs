@@ -156,7 +156,7 @@ impl Gather for AttributeTable {
             let mut dims = Int16Builder::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
                 let rel = relids.value(i);
-                if !fields.contains_key(&rel) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = fields.entry(rel) {
                     let resolved = match classes.get(&rel) {
                         Some((table, ns)) => match namespaces.get(ns) {
                             Some((schema, _)) => {
@@ -166,7 +166,7 @@ impl Gather for AttributeTable {
                         },
                         None => None,
                     };
-                    fields.insert(rel, resolved);
+                    slot.insert(resolved);
                 }
                 let details = fields
                     .get(&rel)
