@@ -9,6 +9,7 @@
 
 mod access;
 mod catalog;
+mod catalog_cache;
 mod compat;
 mod error;
 mod functions;
@@ -102,6 +103,7 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     system: Arc<system::SystemSchema>,
     procedures: procedures::Registry,
+    catalog_cache: catalog_cache::CatalogCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -195,6 +197,7 @@ impl Engine {
             options,
             system,
             procedures: procedures::Registry::default(),
+            catalog_cache: Default::default(),
         });
         {
             use datafusion::catalog::CatalogProvider;

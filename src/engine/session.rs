@@ -211,7 +211,18 @@ impl Session {
         if let Some(d) = self.describe_procedure_statement(stmt).await? {
             return Ok(d);
         }
-        self.refresh_listing().await?;
+        let listing = self.engine.lake().listing().await?;
+        if let Some(key) = self.catalog_key(stmt)
+            && let Some(hit) =
+                self.engine
+                    .catalog_cache
+                    .get(&key, &listing, self.engine.lake().refresh_interval())
+        {
+            return Ok(Described {
+                params: Vec::new(),
+                schema: Some(hit.schema),
+            });
+        }
         let plan = self.plan(stmt.clone()).await?;
         let mut types = plan.get_parameter_types()?;
         infer_from_casts(&plan, &mut types)?;
@@ -283,6 +294,15 @@ impl Session {
         }
     }
 
+    /// The catalog cache's key for `stmt` in this session, if it may be cached.
+    fn catalog_key(&self, stmt: &DFStatement) -> Option<String> {
+        super::catalog_cache::CatalogCache::key(
+            stmt,
+            self.user(),
+            &self.settings.search_path().join(","),
+        )
+    }
+
     async fn refresh_listing(&self) -> Result<(), EngineError> {
         self.engine.lake().listing().await?;
         Ok(())
@@ -323,7 +343,33 @@ impl Session {
         control: &QueryControl,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Output, EngineError> {
-        self.refresh_listing().await?;
+        let listing = self.engine.lake().listing().await?;
+        let catalog_key = if params.is_none() {
+            self.catalog_key(&stmt)
+        } else {
+            None
+        };
+        if let Some(key) = &catalog_key {
+            let cache = &self.engine.catalog_cache;
+            let ttl = self.engine.lake().refresh_interval();
+            let hit = match cache.get(key, &listing, ttl) {
+                Some(hit) => hit,
+                None => {
+                    let plan = self.plan(stmt).await?;
+                    let df = DataFrame::new(self.ctx.state(), plan);
+                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                    let batches = df.collect().await?;
+                    cache.put(key.clone(), listing, schema.clone(), &batches);
+                    super::catalog_cache::Hit { schema, batches }
+                }
+            };
+            drop(permit);
+            let stream = futures::stream::iter(hit.batches.into_iter().map(Ok)).boxed();
+            return Ok(Output::Rows {
+                stream: Box::pin(RecordBatchStreamAdapter::new(hit.schema, stream)),
+                tag: "SELECT",
+            });
+        }
         let view_query = match &stmt {
             DFStatement::Statement(s) => match s.as_ref() {
                 Statement::CreateView(v) => Some(v.query.to_string()),

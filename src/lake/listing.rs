@@ -10,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 use super::{DefinitionKind, Lake, LakeError, META_DIR, valid_name};
 
 /// What one schema holds.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SchemaListing {
     pub tables: BTreeSet<String>,
     pub views: BTreeSet<String>,
@@ -20,7 +20,7 @@ pub struct SchemaListing {
 }
 
 /// Schemas of the lake by name.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Listing {
     pub schemas: BTreeMap<String, SchemaListing>,
 }

@@ -160,6 +160,11 @@ impl Lake {
         self.refresh().await
     }
 
+    /// How old a listing may get before [`Lake::listing`] lists storage again.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_every
+    }
+
     /// The last listing without touching storage (empty before the first refresh).
     pub fn cached_listing(&self) -> Arc<Listing> {
         self.listing.lock().0.clone()
