@@ -22,6 +22,10 @@
 //! SQLAlchemy's key queries) becomes `unnest(range(1, array_length(a, 1) + 1))`, which
 //! DataFusion unnests in step with `unnest(a)`.
 //!
+//! `'pg_catalog.array_in'::regproc` (pgjdbc) is looked up by datafusion-pg-catalog as
+//! `proname = 'pg_catalog.array_in'`; the schema prefix is dropped from such comparisons
+//! on `proname` and `typname` so the name matches.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -152,6 +156,18 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                     *escape_char = None;
                 }
             }
+            Expr::BinaryOp {
+                left,
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::Eq,
+                right,
+            } if is_catalog_name_column(left) => {
+                if let Expr::Value(v) = right.as_mut()
+                    && let Value::SingleQuotedString(text) = &mut v.value
+                    && let Some(bare) = text.strip_prefix("pg_catalog.")
+                {
+                    *text = bare.to_string();
+                }
+            }
             Expr::Function(f)
                 if f.name
                     .0
@@ -259,6 +275,19 @@ fn aggregate_scalar_subquery(query: &mut Query) {
         query.order_by = None;
         query.limit_clause = None;
     }
+}
+
+/// `proname` / `typname`, bare or qualified.
+fn is_catalog_name_column(e: &Expr) -> bool {
+    let last = match e {
+        Expr::Identifier(i) => &i.value,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => &i.value,
+            None => return false,
+        },
+        _ => return false,
+    };
+    last.eq_ignore_ascii_case("proname") || last.eq_ignore_ascii_case("typname")
 }
 
 /// Catalog tables that hold no rows in tidepool.
@@ -513,6 +542,14 @@ mod tests {
                 "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord FROM pg_index i"
             ),
             "SELECT unnest(i.indkey) AS attnum, unnest(range(1, CAST(array_length(i.indkey, 1) AS BIGINT) + 1)) AS ord FROM pg_index i"
+        );
+    }
+
+    #[test]
+    fn qualified_function_names_match_proname() {
+        assert_eq!(
+            rewritten("SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in'"),
+            "SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'array_in'"
         );
     }
 

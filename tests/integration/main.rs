@@ -3,6 +3,7 @@
 
 mod client_node;
 mod client_npgsql;
+mod client_pgjdbc;
 mod client_python;
 mod common;
 mod flight;

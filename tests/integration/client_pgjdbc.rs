@@ -1,0 +1,128 @@
+//! pgjdbc 42.7 as DBeaver, Metabase, Tableau and DataGrip use it, replayed message by
+//! message: startup with its parameters, `SET extra_float_digits`, then
+//! `DatabaseMetaData.getSchemas/getTables/getColumns` and the type lookup by oid, each an
+//! unnamed extended-protocol statement with varchar parameters (Parse, Bind, Describe,
+//! Execute, Sync), and a query run six times, which the driver turns into a named server
+//! prepared statement from the fifth run (`prepareThreshold`).
+
+use tidepool::protocol::pg::frontend::{Frontend, StatementResult, split_results};
+
+use crate::client_npgsql::sample_lake;
+use crate::common::TestServer;
+
+#[path = "../clients/pgjdbc.rs"]
+mod sql;
+
+/// One metadata statement as pgjdbc sends it; results in text.
+async fn metadata(f: &mut Frontend, text: &str, args: &[&str]) -> StatementResult {
+    let params: Vec<Option<&[u8]>> = args.iter().map(|a| Some(a.as_bytes())).collect();
+    f.parse("", &sql::numbered(text), &vec![1043; args.len()])
+        .bind("", "", &[], &params, &[])
+        .describe_portal("")
+        .execute("", 0)
+        .sync();
+    let replies = f.round_trip(1).await.expect("round trip");
+    let mut results = split_results(&replies);
+    assert_eq!(results.len(), 1, "{text}: {replies:?}");
+    let r = results.remove(0);
+    assert!(r.error.is_none(), "{text}: {:?}", r.error);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_metadata_and_prepared_statements() {
+    let server = TestServer::start("").await;
+    sample_lake(&server.connect().await).await;
+    let mut f = Frontend::connect(server.addr, sql::STARTUP)
+        .await
+        .expect("connects");
+    f.query(sql::INITIAL);
+    let init = split_results(&f.round_trip(1).await.expect("init"));
+    assert!(init.iter().all(|r| r.error.is_none()), "{init:?}");
+
+    let schemas = metadata(&mut f, sql::GET_SCHEMAS, &[]).await;
+    let names: Vec<String> = schemas.texts("TABLE_SCHEM").into_iter().flatten().collect();
+    assert!(names.contains(&"gold".to_string()), "{names:?}");
+
+    let tables = metadata(&mut f, sql::GET_TABLES, &["gold", "%"]).await;
+    let rows: Vec<(String, String)> = tables
+        .texts("TABLE_NAME")
+        .into_iter()
+        .zip(tables.texts("TABLE_TYPE"))
+        .map(|(n, t)| (n.unwrap_or_default(), t.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("fact_orders".to_string(), "TABLE".to_string()),
+            ("paid_orders".to_string(), "VIEW".to_string())
+        ]
+    );
+
+    let cols = metadata(&mut f, sql::GET_COLUMNS, &["gold", "fact_orders", "%"]).await;
+    let got: Vec<(String, String, String, String)> = (0..cols.rows.len())
+        .map(|i| {
+            let v = |c: &str| cols.texts(c)[i].clone().unwrap_or_default();
+            (v("attname"), v("atttypid"), v("atttypmod"), v("attnum"))
+        })
+        .collect();
+    let expected = [
+        ("order_id", "20", "-1"),
+        ("customer", "25", "-1"),
+        ("amount", "1700", "786438"),
+        ("ordered_at", "1184", "-1"),
+        ("order_date", "1082", "-1"),
+        ("paid", "16", "-1"),
+        ("discount", "701", "-1"),
+        ("tags", "1009", "-1"),
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    for (i, (name, oid, typmod)) in expected.iter().enumerate() {
+        assert_eq!(
+            got[i],
+            (
+                name.to_string(),
+                oid.to_string(),
+                typmod.to_string(),
+                (i + 1).to_string()
+            )
+        );
+    }
+
+    let ty = metadata(&mut f, sql::TYPE_BY_OID, &["1700"]).await;
+    assert_eq!(ty.texts("typname"), vec![Some("numeric".to_string())]);
+    assert_eq!(ty.texts("is_array"), vec![Some("f".to_string())]);
+    let arr = metadata(&mut f, sql::TYPE_BY_OID, &["1009"]).await;
+    assert_eq!(arr.texts("is_array"), vec![Some("t".to_string())]);
+
+    // Unnamed four times, then the driver prepares S_1 and reuses it.
+    let query = "SELECT order_id, amount FROM gold.fact_orders WHERE order_id = $1";
+    for run in 1..=6 {
+        let id = b"2";
+        if run < 5 {
+            f.parse("", query, &[20])
+                .bind("", "", &[], &[Some(id)], &[]);
+            f.describe_portal("");
+        } else if run == 5 {
+            f.parse("S_1", query, &[20]).describe_statement("S_1").bind(
+                "",
+                "S_1",
+                &[],
+                &[Some(id)],
+                &[1],
+            );
+        } else {
+            f.bind("", "S_1", &[], &[Some(id)], &[1]);
+        }
+        f.execute("", 0).sync();
+        let replies = f.round_trip(1).await.expect("run");
+        let results = split_results(&replies);
+        assert!(
+            results.len() == 1 && results[0].error.is_none() && results[0].rows.len() == 1,
+            "run {run}: {replies:?}"
+        );
+    }
+    f.close_statement("S_1").sync();
+    let closed = split_results(&f.round_trip(1).await.expect("close"));
+    assert!(closed.iter().all(|r| r.error.is_none()));
+}
