@@ -48,6 +48,8 @@ const VOLATILE: &[&str] = &[
     "pg_conf_load_time",
     "inet_client_addr",
     "inet_client_port",
+    // Session-dependent beyond user and search_path.
+    "current_setting",
 ];
 
 #[derive(Debug)]

@@ -26,6 +26,15 @@
 //! `proname = 'pg_catalog.array_in'`; the schema prefix is dropped from such comparisons
 //! on `proname` and `typname` so the name matches.
 //!
+//! Functions in FROM the Postgres way (Grafana's search-path lookup): a scalar
+//! function such as `string_to_array(...) s` becomes the one-row derived table
+//! `(SELECT string_to_array(...) AS s) AS s`, and `generate_series(...) AS i` names its
+//! column `i` as Postgres does.
+//!
+//! `x IN (SELECT ...)` inside a CASE or a select list (Grafana's search-path check):
+//! DataFusion turns IN-subqueries into joins only where they filter rows, so there it
+//! becomes `array_has((SELECT array_agg(v) FROM (SELECT ...) AS __in(v)), x)`.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -112,11 +121,138 @@ pub fn rewrite(statement: &mut Statement) {
 
 struct AggregateCorrelatedSubqueries;
 
+/// Scalar functions that Postgres lets a FROM clause use as a one-row table.
+const SCALAR_IN_FROM: &[&str] = &[
+    "string_to_array",
+    "regexp_split_to_array",
+    "current_schemas",
+    "parse_ident",
+];
+
+/// Table functions whose single column Postgres names after the alias.
+const ALIAS_NAMES_COLUMN: &[&str] = &["generate_series", "unnest"];
+
+/// `generate_series(...) AS i` whose alias the select uses as a column (`s[i]`), and never
+/// as `i.value` (DataFusion's column name), gets the column list `AS i (i)`.
+fn name_series_columns(select: &mut Select) {
+    let mut bare: HashSet<String> = HashSet::new();
+    let mut qualified: HashSet<String> = HashSet::new();
+    let mut note = |e: &Expr| {
+        let _ = visit_expressions(e, |x| {
+            match x {
+                Expr::Identifier(i) => {
+                    bare.insert(i.value.to_ascii_lowercase());
+                }
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    qualified.insert(parts[parts.len() - 2].value.to_ascii_lowercase());
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    };
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            note(e);
+        }
+    }
+    if let Some(w) = &select.selection {
+        note(w);
+    }
+    for t in &mut select.from {
+        let factors =
+            std::iter::once(&mut t.relation).chain(t.joins.iter_mut().map(|j| &mut j.relation));
+        for f in factors {
+            if let TableFactor::Table {
+                name,
+                alias: Some(alias),
+                args: Some(_),
+                ..
+            } = f
+                && name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    ALIAS_NAMES_COLUMN.contains(&i.value.to_ascii_lowercase().as_str())
+                })
+                && alias.columns.is_empty()
+            {
+                let a = alias.name.value.to_ascii_lowercase();
+                if bare.contains(&a) && !qualified.contains(&a) {
+                    alias.columns = vec![
+                        datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
+                            alias.name.value.clone(),
+                        ),
+                    ];
+                }
+            }
+        }
+    }
+}
+
+fn rewrite_function_in_from(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        alias: Some(alias),
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return;
+    };
+    let Some(fname) = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_lowercase())
+    else {
+        return;
+    };
+    if !SCALAR_IN_FROM.contains(&fname.as_str()) || !alias.columns.is_empty() {
+        return;
+    }
+    let call = format!(
+        "{name}({})",
+        args.args
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let text = format!(
+        "SELECT * FROM (SELECT {call} AS {a}) AS {a}",
+        a = alias.name
+    );
+    if let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, &text)
+        && let Some(Statement::Query(q)) = statements.pop()
+        && let SetExpr::Select(select) = *q.body
+        && let Some(from) = select.from.into_iter().next()
+    {
+        *factor = from.relation;
+    }
+}
+
 impl VisitorMut for AggregateCorrelatedSubqueries {
     type Break = ();
 
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            name_series_columns(select);
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    in_subqueries_as_arrays(e);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        rewrite_function_in_from(factor);
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
+            Expr::Case { .. } => in_subqueries_as_arrays(expr),
             Expr::Subquery(query) if over_empty_catalog(query) => {
                 *expr = Expr::Value(Value::Null.into());
             }
@@ -275,6 +411,30 @@ fn aggregate_scalar_subquery(query: &mut Query) {
         query.order_by = None;
         query.limit_clause = None;
     }
+}
+
+/// Rewrites the IN-subqueries of `e` (not those inside nested subqueries) as `array_has`.
+fn in_subqueries_as_arrays(e: &mut Expr) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
+        if let Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } = x
+        {
+            let text = format!(
+                "{}array_has((SELECT array_agg(__in.__v) FROM ({subquery}) AS __in (__v)), {expr})",
+                if *negated { "NOT " } else { "" }
+            );
+            if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *x = new;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// `proname` / `typname`, bare or qualified.
@@ -551,6 +711,30 @@ mod tests {
             rewritten("SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in'"),
             "SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'array_in'"
         );
+    }
+
+    #[test]
+    fn functions_in_from_become_tables() {
+        assert_eq!(
+            rewritten("SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s"),
+            "SELECT s[i] FROM generate_series(1, 2) AS i (i), (SELECT string_to_array('a,b', ',') AS s) AS s"
+        );
+    }
+
+    #[test]
+    fn in_subqueries_outside_filters_become_array_has() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN a IN (SELECT b FROM t) THEN 1 END, a IN (SELECT b FROM t) FROM u WHERE a IN (SELECT b FROM t)"
+            ),
+            "SELECT CASE WHEN array_has((SELECT array_agg(__in.__v) FROM (SELECT b FROM t) AS __in (__v)), a) THEN 1 END, array_has((SELECT array_agg(__in.__v) FROM (SELECT b FROM t) AS __in (__v)), a) FROM u WHERE a IN (SELECT b FROM t)"
+        );
+    }
+
+    #[test]
+    fn series_aliases_used_as_values_keep_datafusion_names() {
+        let same = "SELECT count(*) FROM generate_series(1, 20) a WHERE a.value % 7 = 0";
+        assert_eq!(rewritten(same), same);
     }
 
     #[test]

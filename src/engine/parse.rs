@@ -98,6 +98,18 @@ impl SqlParser {
                     }
                     other => other,
                 }));
+            } else if chunk.text.contains("current_setting('search_path')") {
+                // datafusion-pg-catalog swaps Grafana's search-path subquery for `''` (from
+                // before `current_setting` existed), which makes every table look off the
+                // path; tidepool answers `current_setting`, so only the rules apply.
+                statements.extend(
+                    datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                        &PostgreSqlDialect {},
+                        &chunk.text,
+                    )?
+                    .into_iter()
+                    .map(|s| DFStatement::Statement(Box::new(self.compat.rewrite(s)))),
+                );
             } else {
                 statements.extend(
                     self.compat

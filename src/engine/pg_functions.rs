@@ -49,6 +49,91 @@ pub fn udfs() -> Vec<ScalarUDF> {
     ]
 }
 
+/// `current_setting(name [, missing_ok])` over a snapshot of one session's settings
+/// (registered again whenever the session's settings change).
+pub fn current_setting_udf(values: std::collections::HashMap<String, String>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(CurrentSetting {
+        values,
+        signature: Signature::variadic_any(Volatility::Stable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct CurrentSetting {
+    values: std::collections::HashMap<String, String>,
+    signature: Signature,
+}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "current_setting".hash(state);
+        let mut keys: Vec<(&String, &String)> = self.values.iter().collect();
+        keys.sort();
+        keys.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.args.is_empty() || args.args.len() > 2 {
+            return Err(DataFusionError::Plan(
+                "current_setting takes a setting name and an optional missing_ok".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = StringBuilder::with_capacity(rows, rows * 8);
+        for row in 0..rows {
+            let name = ScalarValue::try_from_array(&arrays[0], row)?;
+            if name.is_null() {
+                out.append_null();
+                continue;
+            }
+            let name = scalar_text(&name).to_ascii_lowercase();
+            let missing_ok = match arrays.get(1) {
+                Some(a) => matches!(
+                    ScalarValue::try_from_array(a, row)?,
+                    ScalarValue::Boolean(Some(true))
+                ),
+                None => false,
+            };
+            match self.values.get(&name) {
+                Some(v) => out.append_value(v),
+                None if missing_ok => out.append_null(),
+                None => {
+                    return Err(DataFusionError::Execution(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            }
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        Ok(
+            if args
+                .args
+                .iter()
+                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            },
+        )
+    }
+}
+
 /// A function of any arguments that answers NULL text.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NullText {

@@ -119,11 +119,13 @@ impl Session {
                 user: user.to_string(),
             }),
         );
+        let settings = SessionSettings::default();
+        ctx.register_udf(current_setting(&settings));
         Session {
             engine,
             ctx,
             user: user.to_string(),
-            settings: SessionSettings::default(),
+            settings,
         }
     }
 
@@ -191,6 +193,7 @@ impl Session {
         let tz = self.settings.time_zone();
         self.ctx
             .register_udf(super::constant_text_udf("current_schema", schema.clone()));
+        self.ctx.register_udf(current_setting(&self.settings));
         let state = self.ctx.state_ref();
         let mut state = state.write();
         let options = state.config_mut().options_mut();
@@ -794,6 +797,16 @@ fn copy_to(
         stored_as: Some(format),
         options: df_options,
     })
+}
+
+/// `current_setting()` answering from `settings`.
+fn current_setting(settings: &SessionSettings) -> datafusion::logical_expr::ScalarUDF {
+    super::pg_functions::current_setting_udf(
+        settings
+            .all()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
+    )
 }
 
 fn is_session_statement(s: &Statement) -> bool {

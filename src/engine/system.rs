@@ -63,7 +63,14 @@ impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.read().keys().cloned().collect();
         names.extend(self.delta.read().keys().cloned());
-        names.extend(self.gathered.read().keys().cloned());
+        // information_schema tables answered here stay out of listings of `system`.
+        names.extend(
+            self.gathered
+                .read()
+                .keys()
+                .filter(|n| !super::info_schema::REDIRECTED.contains(&n.as_str()))
+                .cloned(),
+        );
         names.sort();
         names
     }

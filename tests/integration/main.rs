@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, real clients (tokio-postgres, psql).
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
+mod client_grafana;
 mod client_node;
 mod client_npgsql;
 mod client_pgjdbc;
