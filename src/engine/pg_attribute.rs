@@ -118,6 +118,73 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
     )))
 }
 
+/// `pg_class` with the columns the bundled one lacks (`reloptions`, `relacl`: NULL, as
+/// for a table without storage options or grants), which SQLAlchemy's index query reads.
+#[derive(Debug)]
+pub struct ClassTable {
+    pub inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl ClassTable {
+    pub fn new(inner: Arc<dyn TableProvider>) -> ClassTable {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let mut fields: Vec<Field> = inner
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for name in ["reloptions", "relacl"] {
+            if inner.schema().index_of(name).is_err() {
+                fields.push(Field::new(
+                    name,
+                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                    true,
+                ));
+            }
+        }
+        ClassTable {
+            inner,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ClassTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let mut batches = Vec::new();
+        for b in collect(&self.inner).await? {
+            let mut columns = b.columns().to_vec();
+            for f in self.schema.fields().iter().skip(columns.len()) {
+                columns.push(datafusion::arrow::array::new_null_array(
+                    f.data_type(),
+                    b.num_rows(),
+                ));
+            }
+            batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        datafusion::catalog::MemTable::try_new(self.schema.clone(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
 #[async_trait]
 impl Gather for AttributeTable {
     fn inner(&self) -> &Arc<dyn TableProvider> {

@@ -114,8 +114,9 @@ def sqlalchemy_pandas():
     check((cols["amount"]["type"].precision, cols["amount"]["type"].scale) == (12, 2), f"numeric(12,2): {cols['amount']}")
     check(insp.get_pk_constraint("fact_orders", schema="gold")["constrained_columns"] == [], "no primary key")
     check(insp.get_foreign_keys("fact_orders", schema="gold") == [], "no foreign keys")
-    # insp.get_indexes() is not covered yet: its query reads pg_class.reloptions, which
-    # tidepool's pg_class lacks (see the README's compatibility table).
+    check(insp.get_indexes("fact_orders", schema="gold") == [], "no indexes")
+    check(insp.get_unique_constraints("fact_orders", schema="gold") == [], "no unique constraints")
+    check(insp.get_check_constraints("fact_orders", schema="gold") == [], "no check constraints")
     check(insp.has_table("fact_orders", schema="gold"), "has_table")
     df = pandas.read_sql("select * from gold.fact_orders order by order_id", engine)
     check(len(df) == 2 and list(df.columns)[0] == "order_id", f"pandas frame {df}")

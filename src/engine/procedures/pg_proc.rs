@@ -75,6 +75,12 @@ impl SchemaProvider for PgCatalog {
         if name == "pg_index" || name == "pg_constraint" {
             return Ok(inner.map(|inner| crate::engine::pg_attribute::no_keys(&inner.schema())));
         }
+        if name == "pg_class" {
+            return Ok(inner.map(|inner| {
+                Arc::new(crate::engine::pg_attribute::ClassTable::new(inner))
+                    as Arc<dyn TableProvider>
+            }));
+        }
         if name == "pg_attribute" {
             return Ok(inner.map(|inner| {
                 Arc::new(Gathered(crate::engine::pg_attribute::AttributeTable {
