@@ -35,6 +35,12 @@
 //! DataFusion turns IN-subqueries into joins only where they filter rows, so there it
 //! becomes `array_has((SELECT array_agg(v) FROM (SELECT ...) AS __in(v)), x)`.
 //!
+//! `information_schema._pg_expandarray(a)` (pgjdbc's key and index queries) returns the
+//! records `(x, n)`: element and position. `(_pg_expandarray(a)).n` becomes
+//! `unnest(range(1, cardinality(a) + 1))`, the bare call `unnest(a)`, and a later `(k).x`
+//! of its alias just `k`; the unnests of one select list advance together, as Postgres'
+//! set-returning functions do. Only in statements that call `_pg_expandarray`.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -116,10 +122,77 @@ fn translate_like(pattern: &str, escape: Option<char>) -> String {
 
 /// Applies every rewrite of this module to `statement`.
 pub fn rewrite(statement: &mut Statement) {
+    if statement.to_string().contains("_pg_expandarray") {
+        let _ = statement.visit(&mut ExpandArray);
+    }
     let _ = statement.visit(&mut AggregateCorrelatedSubqueries);
 }
 
 struct AggregateCorrelatedSubqueries;
+
+struct ExpandArray;
+
+fn expandarray_arg(e: &Expr) -> Option<String> {
+    let Expr::Function(f) = e else {
+        return None;
+    };
+    let named = f
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("_pg_expandarray"));
+    match (&f.args, named) {
+        (datafusion::sql::sqlparser::ast::FunctionArguments::List(list), true)
+            if list.args.len() == 1 =>
+        {
+            Some(list.args[0].to_string())
+        }
+        _ => None,
+    }
+}
+
+impl VisitorMut for ExpandArray {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let text = match &*expr {
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                let field = match access_chain.as_slice() {
+                    [datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(i))] => {
+                        i.value.to_ascii_lowercase()
+                    }
+                    _ => return ControlFlow::Continue(()),
+                };
+                let inner = match root.as_ref() {
+                    Expr::Nested(inner) => inner.as_ref(),
+                    other => other,
+                };
+                match (expandarray_arg(inner), field.as_str(), inner) {
+                    (Some(a), "n", _) => {
+                        format!("unnest(range(1, CAST(cardinality({a}) AS BIGINT) + 1))")
+                    }
+                    (Some(a), "x", _) => format!("unnest({a})"),
+                    (None, "x", Expr::Identifier(_) | Expr::CompoundIdentifier(_)) => {
+                        inner.to_string()
+                    }
+                    _ => return ControlFlow::Continue(()),
+                }
+            }
+            e => match expandarray_arg(e) {
+                Some(a) => format!("unnest({a})"),
+                None => return ControlFlow::Continue(()),
+            },
+        };
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *expr = new;
+        }
+        ControlFlow::Continue(())
+    }
+}
 
 /// Scalar functions that Postgres lets a FROM clause use as a one-row table.
 const SCALAR_IN_FROM: &[&str] = &[
@@ -735,6 +808,16 @@ mod tests {
     fn series_aliases_used_as_values_keep_datafusion_names() {
         let same = "SELECT count(*) FROM generate_series(1, 20) a WHERE a.value % 7 = 0";
         assert_eq!(rewritten(same), same);
+    }
+
+    #[test]
+    fn expandarray_becomes_unnests() {
+        assert_eq!(
+            rewritten(
+                "SELECT (information_schema._pg_expandarray(i.indkey)).n AS k, information_schema._pg_expandarray(i.indkey) AS keys FROM t WHERE r.a = (r.keys).x"
+            ),
+            "SELECT unnest(range(1, CAST(cardinality(i.indkey) AS BIGINT) + 1)) AS k, unnest(i.indkey) AS keys FROM t WHERE r.a = r.keys"
+        );
     }
 
     #[test]

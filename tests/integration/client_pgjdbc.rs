@@ -1,6 +1,7 @@
 //! pgjdbc 42.7 as DBeaver, Metabase, Tableau and DataGrip use it, replayed message by
 //! message: startup with its parameters, `SET extra_float_digits`, then
-//! `DatabaseMetaData.getSchemas/getTables/getColumns` and the type lookup by oid, each an
+//! `DatabaseMetaData.getSchemas/getTables/getColumns/getPrimaryKeys/getIndexInfo` and the
+//! type lookup by oid, each an
 //! unnamed extended-protocol statement with varchar parameters (Parse, Bind, Describe,
 //! Execute, Sync), and a query run six times, which the driver turns into a named server
 //! prepared statement from the fifth run (`prepareThreshold`).
@@ -88,6 +89,18 @@ async fn pgjdbc_metadata_and_prepared_statements() {
             )
         );
     }
+
+    // Lake tables have no keys or indexes: both answer no rows.
+    let pk = metadata(&mut f, sql::GET_PRIMARY_KEYS, &["gold", "fact_orders"]).await;
+    assert!(
+        pk.rows.is_empty() && pk.column("KEY_SEQ").is_some(),
+        "{pk:?}"
+    );
+    let idx = metadata(&mut f, sql::GET_INDEX_INFO, &["gold", "fact_orders"]).await;
+    assert!(
+        idx.rows.is_empty() && idx.column("ASC_OR_DESC").is_some(),
+        "{idx:?}"
+    );
 
     let ty = metadata(&mut f, sql::TYPE_BY_OID, &["1700"]).await;
     assert_eq!(ty.texts("typname"), vec![Some("numeric".to_string())]);
