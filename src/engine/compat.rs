@@ -41,6 +41,9 @@
 //! of its alias just `k`; the unnests of one select list advance together, as Postgres'
 //! set-returning functions do. Only in statements that call `_pg_expandarray`.
 //!
+//! `ARRAY(SELECT ...)` (psql `\d+`, `\du`) becomes
+//! `(SELECT array_agg(__a.__v) FROM (SELECT ...) AS __a (__v))`.
+//!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
 //! bound parameters work too) and the ESCAPE clause dropped.
@@ -375,6 +378,22 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                     && let Some(bare) = text.strip_prefix("pg_catalog.")
                 {
                     *text = bare.to_string();
+                }
+            }
+            Expr::Function(f)
+                if matches!(
+                    &f.args,
+                    datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(_)
+                ) && f.name.to_string().eq_ignore_ascii_case("array") =>
+            {
+                if let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(q) = &f.args
+                    && let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&format!(
+                            "(SELECT array_agg(__a.__v) FROM ({q}) AS __a (__v))"
+                        ))
+                        .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = e;
                 }
             }
             Expr::Function(f)
@@ -817,6 +836,14 @@ mod tests {
                 "SELECT (information_schema._pg_expandarray(i.indkey)).n AS k, information_schema._pg_expandarray(i.indkey) AS keys FROM t WHERE r.a = (r.keys).x"
             ),
             "SELECT unnest(range(1, CAST(cardinality(i.indkey) AS BIGINT) + 1)) AS k, unnest(i.indkey) AS keys FROM t WHERE r.a = r.keys"
+        );
+    }
+
+    #[test]
+    fn array_subqueries_become_array_agg() {
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT a FROM t ORDER BY a) AS x"),
+            "SELECT (SELECT array_agg(__a.__v) FROM (SELECT a FROM t ORDER BY a) AS __a (__v)) AS x"
         );
     }
 

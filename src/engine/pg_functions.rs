@@ -1,7 +1,9 @@
 //! Postgres functions that drivers put in their catalog queries and that neither
 //! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
 //! NULL), `pg_get_indexdef` / `pg_get_triggerdef` (none exist: NULL),
-//! `pg_collation_is_visible` (true), `pg_advisory_unlock_all` (no advisory locks),
+//! `pg_collation_is_visible` / `pg_type_is_visible` (true), `obj_description` (NULL),
+//! `pg_size_pretty`, `pg_table_size` / `pg_indexes_size` / `pg_database_size` (NULL:
+//! not tracked), `pg_advisory_unlock_all` (no advisory locks),
 //! and `json_build_object`, which SQLAlchemy builds identity and collation details with.
 
 use std::sync::Arc;
@@ -34,6 +36,57 @@ pub fn udfs() -> Vec<ScalarUDF> {
             }),
         ),
         super::constant_text_udf("pg_advisory_unlock_all", String::new()),
+        // psql's `+` describe variants.
+        create_udf(
+            "pg_size_pretty",
+            vec![DataType::Int64],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(size_pretty),
+        ),
+        create_udf(
+            "pg_type_is_visible",
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+            }),
+        ),
+        ScalarUDF::new_from_impl(NullText {
+            name: "obj_description",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
+        ScalarUDF::new_from_impl(NullText {
+            name: "shobj_description",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
+        ScalarUDF::new_from_impl(NullText {
+            name: "pg_get_function_sqlbody",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
+        // Sizes tidepool does not track per relation or database: NULL (unknown), not 0.
+        create_udf(
+            "pg_table_size",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+        ),
+        create_udf(
+            "pg_indexes_size",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+        ),
+        create_udf(
+            "pg_database_size",
+            vec![DataType::Utf8],
+            DataType::Int64,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+        ),
         // No indexes or triggers exist, so their definitions are NULL.
         ScalarUDF::new_from_impl(NullText {
             name: "pg_get_indexdef",
@@ -132,6 +185,43 @@ impl ScalarUDFImpl for CurrentSetting {
             },
         )
     }
+}
+
+/// `pg_size_pretty(bytes)`: `8192 bytes`, `12 kB`, `3 MB` ... as Postgres rounds them.
+fn size_pretty(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let sizes = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+    let sizes = datafusion::arrow::array::AsArray::as_primitive::<
+        datafusion::arrow::datatypes::Int64Type,
+    >(&sizes);
+    let mut out = StringBuilder::new();
+    for v in sizes.iter() {
+        out.append_option(v.map(pretty_bytes));
+    }
+    let array: ArrayRef = Arc::new(out.finish());
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        },
+    )
+}
+
+fn pretty_bytes(bytes: i64) -> String {
+    // Postgres switches unit when the value reaches 10240 of the current one and rounds
+    // half up.
+    let mut value = bytes as f64;
+    if value.abs() < 10240.0 {
+        return format!("{bytes} bytes");
+    }
+    for unit in ["kB", "MB", "GB", "TB"] {
+        value /= 1024.0;
+        if value.abs() < 10240.0 || unit == "TB" {
+            return format!("{} {unit}", value.round() as i64);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// A function of any arguments that answers NULL text.
@@ -239,6 +329,14 @@ fn json_value(v: &ScalarValue) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
+
+    #[test]
+    fn sizes_print_like_postgres() {
+        assert_eq!(super::pretty_bytes(8192), "8192 bytes");
+        assert_eq!(super::pretty_bytes(10240), "10 kB");
+        assert_eq!(super::pretty_bytes(5 * 1024 * 1024), "5120 kB");
+        assert_eq!(super::pretty_bytes(50 * 1024 * 1024), "50 MB");
+    }
 
     #[tokio::test]
     async fn json_build_object_builds_json_text() {

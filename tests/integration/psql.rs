@@ -98,6 +98,16 @@ async fn psql_describe_commands() {
     let out = psql(&server, "\\l").await;
     assert!(out.contains("lake"), "{out}");
 
+    // The `+` variants: sizes tidepool does not track print empty.
+    let out = psql(&server, "\\dt+ gold.*").await;
+    assert!(out.contains("fact_orders") && out.contains("Size"), "{out}");
+    let out = psql(&server, "\\dv+ gold.*").await;
+    assert!(out.contains("big_orders"), "{out}");
+    let out = psql(&server, "\\l+").await;
+    assert!(out.contains("lake"), "{out}");
+    let out = psql(&server, "\\dT").await;
+    assert!(out.contains("List of data types"), "{out}");
+
     let out = psql_all(
         &server,
         &[
