@@ -41,8 +41,15 @@
 //! of its alias just `k`; the unnests of one select list advance together, as Postgres'
 //! set-returning functions do. Only in statements that call `_pg_expandarray`.
 //!
-//! `ARRAY(SELECT ...)` (psql `\d+`, `\du`) becomes
-//! `(SELECT array_agg(__a.__v) FROM (SELECT ...) AS __a (__v))`.
+//! `ARRAY(SELECT e FROM ... WHERE <correlated> ORDER BY o)` (psql `\du`, `\dp`) becomes
+//! `(SELECT array_agg(e ORDER BY o) FROM ... WHERE ...)`, which DataFusion decorrelates;
+//! an uncorrelated one `(SELECT array_agg(__a.__v) FROM (SELECT ...) AS __a (__v))`. One
+//! over an always-empty catalog, or unnesting an always-NULL catalog array
+//! (`unnest(tc.reloptions)` in psql `\d+`), is `CAST(NULL AS TEXT[])`.
+//!
+//! `array_to_string(x.nspacl, sep)` over access-privilege columns, which the bundled
+//! catalogs keep as `{...}` text, calls `pg_acl_to_string`; `pg_get_viewdef(oid)` looks
+//! the definition up in `pg_views` by the view's `pg_class` oid.
 //!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
@@ -52,8 +59,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, LimitClause, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut,
-    VisitorMut, visit_expressions,
+    Expr, FunctionArg, FunctionArgExpr, LimitClause, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, Value, VisitMut, VisitorMut, visit_expressions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -387,6 +394,20 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                 ) && f.name.to_string().eq_ignore_ascii_case("array") =>
             {
                 if let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(q) = &f.args
+                    && over_empty_catalog(q)
+                    && let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql("CAST(NULL AS TEXT[])")
+                        .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = e;
+                } else if let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(q) =
+                    &f.args
+                    && let mut q = q.clone()
+                    && aggregate_subquery(&mut q, "array_agg")
+                {
+                    *expr = Expr::Subquery(q);
+                } else if let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(q) =
+                    &f.args
                     && let Ok(e) = Parser::new(&PostgreSqlDialect {})
                         .try_with_sql(&format!(
                             "(SELECT array_agg(__a.__v) FROM ({q}) AS __a (__v))"
@@ -395,6 +416,35 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                 {
                     *expr = e;
                 }
+            }
+            Expr::Function(f)
+                if f.name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_get_viewdef")) =>
+            {
+                // The definition pg_views keeps, looked up by the view's pg_class oid.
+                if let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(view))) =
+                        list.args.first()
+                    && let Ok(Expr::Subquery(mut q)) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&format!(
+                            "(SELECT __v.definition FROM pg_catalog.pg_views AS __v \
+                             JOIN pg_catalog.pg_namespace AS __n ON __n.nspname = __v.schemaname \
+                             JOIN pg_catalog.pg_class AS __c ON __c.relname = __v.viewname \
+                             AND __c.relnamespace = __n.oid WHERE __c.oid = CAST({view} AS BIGINT))"
+                        ))
+                        .and_then(|mut p| p.parse_expr())
+                {
+                    aggregate_scalar_subquery(&mut q);
+                    *expr = Expr::Subquery(q);
+                }
+            }
+            Expr::Function(f) if is_acl_to_string(f) => {
+                f.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                    datafusion::sql::sqlparser::ast::Ident::new("pg_acl_to_string"),
+                ]);
             }
             Expr::Function(f)
                 if f.name
@@ -420,6 +470,27 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
     }
 }
 
+/// `array_to_string(x.nspacl, sep)` over an access-privilege column (`...acl`), which
+/// the bundled catalogs store as text.
+fn is_acl_to_string(f: &datafusion::sql::sqlparser::ast::Function) -> bool {
+    use datafusion::sql::sqlparser::ast::FunctionArguments;
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("array_to_string"))
+        && matches!(&f.args, FunctionArguments::List(list) if matches!(
+            list.args.first(),
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                Expr::CompoundIdentifier(parts)
+            ))) if parts.last().is_some_and(|c| c.value.to_ascii_lowercase().ends_with("acl"))
+        ) || matches!(
+            list.args.first(),
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(c))))
+                if c.value.to_ascii_lowercase().ends_with("acl")
+        ))
+}
+
 const AGGREGATES: &[&str] = &[
     "count",
     "sum",
@@ -438,6 +509,13 @@ const AGGREGATES: &[&str] = &[
 ];
 
 fn aggregate_scalar_subquery(query: &mut Query) {
+    aggregate_subquery(query, "first_value");
+}
+
+/// Turns a correlated one-column select into one aggregating with `func` (`first_value`
+/// for a scalar subquery, `array_agg` for `ARRAY(SELECT ...)`), its ORDER BY moved into
+/// the aggregate; true when rewritten.
+fn aggregate_subquery(query: &mut Query, func: &str) -> bool {
     let order_limit_one = match &query.limit_clause {
         None => false,
         Some(LimitClause::LimitOffset {
@@ -445,23 +523,25 @@ fn aggregate_scalar_subquery(query: &mut Query) {
             offset: None,
             limit_by,
         }) if limit_by.is_empty() && matches!(&v.value, Value::Number(n, _) if n == "1") => true,
-        Some(_) => return,
+        Some(_) => return false,
     };
-    if query.with.is_some() || query.fetch.is_some() {
-        return;
+    if query.with.is_some() || query.fetch.is_some() || (order_limit_one && func != "first_value") {
+        return false;
     }
     let order_by = if order_limit_one {
         match &query.order_by {
             Some(o) => Some(o.to_string()),
             None => Some(String::new()),
         }
+    } else if func != "first_value" {
+        query.order_by.as_ref().map(|o| o.to_string())
     } else if query.order_by.is_some() {
-        return;
+        return false;
     } else {
         None
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return;
+        return false;
     };
     if select.projection.len() != 1
         || select.distinct.is_some()
@@ -472,25 +552,25 @@ fn aggregate_scalar_subquery(query: &mut Query) {
         )
         || !is_correlated(select)
     {
-        return;
+        return false;
     }
     let (inner, alias) = match &select.projection[0] {
         SelectItem::UnnamedExpr(e) => (e.clone(), None),
         SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
-        _ => return,
+        _ => return false,
     };
     if has_aggregate(&inner) {
-        return;
+        return false;
     }
     let text = match order_by.as_deref() {
-        Some(o) if !o.is_empty() => format!("first_value({inner} {o})"),
-        _ => format!("first_value({inner})"),
+        Some(o) if !o.is_empty() => format!("{func}({inner} {o})"),
+        _ => format!("{func}({inner})"),
     };
     let Ok(wrapped) = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
     else {
-        return;
+        return false;
     };
     select.projection[0] = match alias {
         Some(alias) => SelectItem::ExprWithAlias {
@@ -499,10 +579,11 @@ fn aggregate_scalar_subquery(query: &mut Query) {
         },
         None => SelectItem::UnnamedExpr(wrapped),
     };
+    query.order_by = None;
     if order_limit_one {
-        query.order_by = None;
         query.limit_clause = None;
     }
+    true
 }
 
 /// Rewrites the IN-subqueries of `e` (not those inside nested subqueries) as `array_has`.
@@ -552,9 +633,27 @@ const EMPTY_CATALOGS: &[&str] = &[
     "pg_statistic_ext",
     "pg_partitioned_table",
     "pg_policy",
+    // Postgres' own role memberships (pg_monitor ...): none between tidepool's roles.
+    "pg_auth_members",
 ];
 
-/// A non-aggregating select whose FROM inner-joins an always-empty catalog table.
+/// Array columns of catalog tables that are NULL on every row in tidepool (options and
+/// access privileges), so `unnest(c.reloptions)` yields no rows.
+const NULL_CATALOG_COLUMNS: &[&str] = &[
+    "reloptions",
+    "relacl",
+    "nspacl",
+    "proacl",
+    "datacl",
+    "attacl",
+    "typacl",
+    "attoptions",
+    "proconfig",
+    "rolconfig",
+];
+
+/// A non-aggregating select whose FROM inner-joins an always-empty catalog table, or
+/// unnests an always-NULL catalog array.
 fn over_empty_catalog(query: &Query) -> bool {
     use datafusion::sql::sqlparser::ast::{JoinOperator, SetExpr};
     let SetExpr::Select(select) = query.body.as_ref() else {
@@ -564,6 +663,20 @@ fn over_empty_catalog(query: &Query) -> bool {
         return false;
     };
     let empty = |f: &TableFactor| match f {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } => {
+            name.0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"))
+                && matches!(args.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                    Expr::CompoundIdentifier(parts),
+                ))] if parts.last().is_some_and(|c| NULL_CATALOG_COLUMNS
+                    .contains(&c.value.to_ascii_lowercase().as_str())))
+        }
         TableFactor::Table { name, .. } => {
             let parts: Vec<String> = name
                 .0
@@ -844,6 +957,30 @@ mod tests {
         assert_eq!(
             rewritten("SELECT ARRAY(SELECT a FROM t ORDER BY a) AS x"),
             "SELECT (SELECT array_agg(__a.__v) FROM (SELECT a FROM t ORDER BY a) AS __a (__v)) AS x"
+        );
+    }
+
+    #[test]
+    fn correlated_array_subqueries_aggregate_in_place() {
+        assert_eq!(
+            rewritten(
+                "SELECT ARRAY(SELECT attname FROM pg_attribute a WHERE a.attrelid = c.oid ORDER BY attnum) FROM pg_class c"
+            ),
+            "SELECT (SELECT array_agg(attname ORDER BY attnum) FROM pg_attribute a WHERE a.attrelid = c.oid) FROM pg_class c"
+        );
+    }
+
+    #[test]
+    fn unnest_of_always_null_catalog_arrays_is_null() {
+        assert_eq!(
+            rewritten(
+                "SELECT array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_class c"
+            ),
+            "SELECT array_to_string(c.reloptions || CAST(NULL AS TEXT[]), ', ') FROM pg_class c"
+        );
+        assert_eq!(
+            rewritten("SELECT pg_catalog.array_to_string(n.nspacl, E'\\n') FROM pg_namespace n"),
+            "SELECT pg_acl_to_string(n.nspacl, E'\\n') FROM pg_namespace n"
         );
     }
 

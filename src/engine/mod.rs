@@ -18,6 +18,7 @@ mod names;
 mod parse;
 mod pg_attribute;
 mod pg_functions;
+mod pg_roles;
 mod pg_types;
 pub mod procedures;
 mod session;
@@ -61,6 +62,8 @@ pub struct EngineOptions {
     pub max_concurrent_queries: usize,
     /// Per-user limits (`schemas = [...]` of `[[users]]`).
     pub access: Access,
+    /// What `pg_roles` lists.
+    pub roles: pg_roles::Roles,
 }
 
 impl Default for EngineOptions {
@@ -72,6 +75,7 @@ impl Default for EngineOptions {
             target_partitions: None,
             max_concurrent_queries: 4,
             access: Access::default(),
+            roles: pg_roles::Roles::default(),
         }
     }
 }
@@ -88,6 +92,13 @@ impl From<&Settings> for EngineOptions {
                     .users
                     .iter()
                     .filter_map(|u| u.schemas.clone().map(|sc| (u.name.clone(), sc)))
+                    .collect(),
+            },
+            roles: pg_roles::Roles {
+                users: s
+                    .users
+                    .iter()
+                    .map(|u| (u.name.clone(), u.schemas.is_none()))
                     .collect(),
             },
         }
@@ -173,12 +184,8 @@ impl Engine {
             "table_history",
             Arc::new(functions::TableHistory { lake: lake.clone() }),
         );
-        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
-            &ctx,
-            CATALOG,
-            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| EngineError::from(*e))?;
+        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(&ctx, CATALOG, options.roles.clone())
+            .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(version_udf());
         ctx.register_udf(compat::like_escape_udf());
         for f in pg_functions::udfs() {

@@ -1,7 +1,7 @@
 //! Postgres functions that drivers put in their catalog queries and that neither
 //! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
 //! NULL), `pg_get_indexdef` / `pg_get_triggerdef` (none exist: NULL),
-//! `pg_collation_is_visible` / `pg_type_is_visible` (true), `obj_description` (NULL),
+//! `pg_collation_is_visible` / `pg_type_is_visible` (true), `obj_description` / `col_description` (NULL),
 //! `pg_size_pretty`, `pg_table_size` / `pg_indexes_size` / `pg_database_size` (NULL:
 //! not tracked), `pg_advisory_unlock_all` (no advisory locks),
 //! and `json_build_object`, which SQLAlchemy builds identity and collation details with.
@@ -58,6 +58,10 @@ pub fn udfs() -> Vec<ScalarUDF> {
             signature: Signature::variadic_any(Volatility::Stable),
         }),
         ScalarUDF::new_from_impl(NullText {
+            name: "col_description",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
+        ScalarUDF::new_from_impl(NullText {
             name: "shobj_description",
             signature: Signature::variadic_any(Volatility::Stable),
         }),
@@ -99,7 +103,73 @@ pub fn udfs() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(JsonBuildObject {
             signature: Signature::variadic_any(Volatility::Immutable),
         }),
+        ScalarUDF::new_from_impl(AclToString {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }),
     ]
+}
+
+/// `array_to_string(acl, sep)` for the access-privilege columns (`nspacl`, `proacl` ...),
+/// which the bundled catalogs keep as `{a=r/b,c=X/b}` text, not arrays; the SQL
+/// rewrite sends `array_to_string(<...acl>, sep)` here. Arrays are joined as well.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct AclToString {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for AclToString {
+    fn name(&self) -> &str {
+        "pg_acl_to_string"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [acl, sep] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(
+                "array_to_string takes an array and a separator".into(),
+            ));
+        };
+        let rows = args.number_rows;
+        let acl = acl.to_array(rows)?;
+        let sep = sep.to_array(rows)?;
+        let mut out = StringBuilder::with_capacity(rows, rows * 16);
+        for row in 0..rows {
+            let v = ScalarValue::try_from_array(&acl, row)?;
+            let sep = ScalarValue::try_from_array(&sep, row)?;
+            if v.is_null() || sep.is_null() {
+                out.append_null();
+                continue;
+            }
+            let sep = scalar_text(&sep);
+            let items: Vec<String> = match &v {
+                ScalarValue::List(list) => {
+                    let values = list.value(0);
+                    (0..values.len())
+                        .filter(|i| !values.is_null(*i))
+                        .map(|i| ScalarValue::try_from_array(&values, i).map(|x| scalar_text(&x)))
+                        .collect::<Result<_>>()?
+                }
+                other => {
+                    let text = scalar_text(other);
+                    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+                    inner
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.trim_matches('"').to_string())
+                        .collect()
+                }
+            };
+            out.append_value(items.join(&sep));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// `current_setting(name [, missing_ok])` over a snapshot of one session's settings

@@ -107,6 +107,27 @@ async fn psql_describe_commands() {
     assert!(out.contains("lake"), "{out}");
     let out = psql(&server, "\\dT").await;
     assert!(out.contains("List of data types"), "{out}");
+    let out = psql(&server, "\\d+ gold.fact_orders").await;
+    for c in ["Storage", "Description", "customer", "double precision"] {
+        assert!(out.contains(c), "\\d+ table shows {c}:\n{out}");
+    }
+    let out = psql(&server, "\\d+ gold.big_orders").await;
+    assert!(
+        out.contains("View definition:") && out.contains("amount > 3"),
+        "\\d+ view prints its definition:\n{out}"
+    );
+    let out = psql(&server, "\\dn+").await;
+    assert!(
+        out.contains("Access privileges") && out.contains("gold"),
+        "{out}"
+    );
+    let out = psql(&server, "\\du").await;
+    assert!(
+        out.contains("tidepool") && out.contains("Superuser"),
+        "\\du lists the loopback superuser:\n{out}"
+    );
+    let out = psql(&server, "\\dp gold.*").await;
+    assert!(out.contains("fact_orders"), "{out}");
 
     let out = psql_all(
         &server,
@@ -208,6 +229,13 @@ async fn psql_lists_procedures_and_views() {
         "\\df shows the arguments:\n{out}"
     );
     assert!(out.contains("proc"), "{out}");
+    let out = psql(&server, "\\df+ gold.*").await;
+    assert!(
+        out.contains("order_by_id")
+            && out.contains("Source code")
+            && out.contains("AS SELECT id, amount"),
+        "\\df+ shows the procedure's source:\n{out}"
+    );
     let out = psql(&server, "\\dv").await;
     assert!(out.contains("big_orders"), "\\dv lists the view:\n{out}");
     let out = psql(
