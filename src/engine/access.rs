@@ -25,7 +25,33 @@ pub struct Access {
     pub readers: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// Table functions that compute rows without reading the lake or files; readers may use
+/// them (catalog queries of BI tools do).
+const ROW_FUNCTIONS: &[&str] = &["generate_series", "unnest", "range", "generate_subscripts"];
+
+/// Privileges a reader holds on what it may read; writes and DDL stay with full users.
+const READ_PRIVILEGES: &[&str] = &["SELECT", "USAGE", "EXECUTE", "CONNECT", "TEMPORARY", "TEMP"];
+
 impl Access {
+    /// Whether `user` holds `privilege` on an object of `schema` (None: the database, or
+    /// an object given by oid), as the `has_*_privilege` functions answer it.
+    pub fn holds(&self, user: &str, schema: Option<&str>, privilege: &str) -> bool {
+        let Some(allowed) = self.readers.get(user) else {
+            return true;
+        };
+        let privilege = privilege.trim().to_ascii_uppercase();
+        let privilege = privilege
+            .strip_suffix(" WITH GRANT OPTION")
+            .unwrap_or(&privilege);
+        if !READ_PRIVILEGES.contains(&privilege) {
+            return false;
+        }
+        match schema {
+            Some(s) => allowed.contains(s) || CATALOGS.contains(&s),
+            None => true,
+        }
+    }
+
     /// Checks `stmt` for `user`, whose unqualified names resolve in `default_schema`.
     pub fn check(
         &self,
@@ -85,15 +111,36 @@ impl Access {
         // Every relation and table function the statement names.
         struct Names<'a> {
             denied: Option<String>,
+            ctes: std::collections::HashSet<String>,
             ok: &'a dyn Fn(&str) -> bool,
             schema_of: &'a dyn Fn(&ObjectName) -> String,
             catalog_view: &'a dyn Fn(&ObjectName) -> bool,
         }
         impl Visitor for Names<'_> {
             type Break = ();
+            fn pre_visit_query(
+                &mut self,
+                q: &datafusion::sql::sqlparser::ast::Query,
+            ) -> ControlFlow<()> {
+                if let Some(with) = &q.with {
+                    for cte in &with.cte_tables {
+                        self.ctes.insert(cte.alias.name.value.to_lowercase());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
             fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
                 if let TableFactor::Table { name, args, .. } = t {
+                    let bare = match name.0.as_slice() {
+                        [part] => part.as_ident().map(|i| i.value.to_lowercase()),
+                        _ => None,
+                    };
                     match args {
+                        None if bare.is_some_and(|b| self.ctes.contains(&b)) => {}
+                        Some(_)
+                            if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                                ROW_FUNCTIONS.contains(&i.value.to_lowercase().as_str())
+                            }) => {}
                         None => {
                             if !(self.ok)(&(self.schema_of)(name)) && !(self.catalog_view)(name) {
                                 self.denied = Some(format!("relation {name}"));
@@ -123,6 +170,7 @@ impl Access {
         }
         let mut names = Names {
             denied: None,
+            ctes: Default::default(),
             ok: &ok,
             schema_of: &schema_of,
             catalog_view: &catalog_view,

@@ -49,7 +49,9 @@
 //!
 //! `array_to_string(x.nspacl, sep)` over access-privilege columns, which the bundled
 //! catalogs keep as `{...}` text, calls `pg_acl_to_string`; `pg_get_viewdef(oid)` looks
-//! the definition up in `pg_views` by the view's `pg_class` oid.
+//! the definition up in `pg_views` by the view's `pg_class` oid. `col_description` and
+//! `obj_description` are NULL (tidepool stores no comments) without planning their
+//! arguments.
 //!
 //! `LIKE ... ESCAPE 'c'`: DataFusion escapes with a backslash only; SQLAlchemy escapes
 //! with `/`. The pattern is translated by `pg_like_escape(pattern, 'c')` at run time (so
@@ -439,6 +441,21 @@ impl VisitorMut for AggregateCorrelatedSubqueries {
                 {
                     aggregate_scalar_subquery(&mut q);
                     *expr = Expr::Subquery(q);
+                }
+            }
+            Expr::Function(f)
+                if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    i.value.eq_ignore_ascii_case("col_description")
+                        || i.value.eq_ignore_ascii_case("obj_description")
+                }) =>
+            {
+                // No comments are stored: NULL, without planning the arguments (Metabase
+                // passes `format('%I.%I', ...)::regclass` of outer columns).
+                if let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql("CAST(NULL AS TEXT)")
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = e;
                 }
             }
             Expr::Function(f) if is_acl_to_string(f) => {

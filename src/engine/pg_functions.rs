@@ -4,7 +4,7 @@
 //! `pg_collation_is_visible` / `pg_type_is_visible` (true), `obj_description` / `col_description` (NULL),
 //! `pg_size_pretty`, `pg_table_size` / `pg_indexes_size` / `pg_database_size` (NULL:
 //! not tracked), `pg_advisory_unlock_all` (no advisory locks),
-//! and `json_build_object`, which SQLAlchemy builds identity and collation details with.
+//! `format()` (`%s %I %L`), and `json_build_object`, which SQLAlchemy builds identity and collation details with.
 
 use std::sync::Arc;
 
@@ -102,6 +102,9 @@ pub fn udfs() -> Vec<ScalarUDF> {
         }),
         ScalarUDF::new_from_impl(JsonBuildObject {
             signature: Signature::variadic_any(Volatility::Immutable),
+        }),
+        ScalarUDF::new_from_impl(Format {
+            signature: Signature::variadic_any(Volatility::Stable),
         }),
         ScalarUDF::new_from_impl(AclToString {
             signature: Signature::variadic_any(Volatility::Immutable),
@@ -424,5 +427,172 @@ mod tests {
         let v = datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0)
             .unwrap();
         assert_eq!(v, r#"{"always":true,"name":"x","none":null,"start":1}"#);
+    }
+}
+
+/// Postgres' `format(fmt, args...)`: `%s` (NULL prints empty), `%I` (quoted identifier
+/// when needed), `%L` (quoted literal, NULL unquoted), `%%`, and `%n$s` positions.
+/// Metabase builds `format('%I.%I', schema, table)::regclass` with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.args.is_empty() {
+            return Err(DataFusionError::Plan(
+                "format takes a format string and arguments".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = StringBuilder::with_capacity(rows, rows * 16);
+        for row in 0..rows {
+            let values = arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<Result<Vec<_>>>()?;
+            if values[0].is_null() {
+                out.append_null();
+                continue;
+            }
+            let text = |v: &ScalarValue| (!v.is_null()).then(|| scalar_text(v));
+            let rest: Vec<Option<String>> = values[1..].iter().map(text).collect();
+            out.append_value(format_pg(&scalar_text(&values[0]), &rest)?);
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// Formats `fmt` the way Postgres' `format()` does.
+pub fn format_pg(fmt: &str, args: &[Option<String>]) -> Result<String> {
+    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut chars = fmt.chars().peekable();
+    let mut next = 0usize;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let index = if !digits.is_empty() && chars.peek() == Some(&'$') {
+            chars.next();
+            digits
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(|n| n - 1)
+                .ok_or_else(|| DataFusionError::Execution("format: bad argument position".into()))?
+        } else if digits.is_empty() {
+            let i = next;
+            next += 1;
+            i
+        } else {
+            return Err(DataFusionError::Execution(
+                "format: field widths are not supported".into(),
+            ));
+        };
+        let kind = chars.next().ok_or_else(|| {
+            DataFusionError::Execution("format: unterminated format() type specifier".into())
+        })?;
+        if kind == '%' && digits.is_empty() {
+            out.push('%');
+            next -= 1;
+            continue;
+        }
+        let arg = args.get(index).ok_or_else(|| {
+            DataFusionError::Execution("format: too few arguments for format()".into())
+        })?;
+        match (kind, arg) {
+            ('s', Some(v)) => out.push_str(v),
+            ('s', None) => {}
+            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', None) => {
+                return Err(DataFusionError::Execution(
+                    "null values cannot be formatted as an SQL identifier".into(),
+                ));
+            }
+            ('L', Some(v)) => {
+                out.push('\'');
+                out.push_str(&v.replace('\'', "''"));
+                out.push('\'');
+            }
+            ('L', None) => out.push_str("NULL"),
+            (other, _) => {
+                return Err(DataFusionError::Execution(format!(
+                    "unrecognized format() type specifier \"{other}\""
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `quote_ident`: double quotes unless the name is a plain lower-case identifier.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::format_pg;
+
+    fn f(fmt: &str, args: &[Option<&str>]) -> String {
+        let args: Vec<Option<String>> = args.iter().map(|a| a.map(String::from)).collect();
+        format_pg(fmt, &args).unwrap()
+    }
+
+    #[test]
+    fn format_follows_postgres() {
+        assert_eq!(
+            f("%I.%I", &[Some("gold"), Some("Fact Orders")]),
+            "gold.\"Fact Orders\""
+        );
+        assert_eq!(f("%s|%s", &[Some("a"), None]), "a|");
+        assert_eq!(f("%L, %L", &[Some("it's"), None]), "'it''s', NULL");
+        assert_eq!(f("%2$s %1$s 100%%", &[Some("a"), Some("b")]), "b a 100%");
+        assert!(format_pg("%s %s", &[Some("a".into())]).is_err());
+        assert!(format_pg("%I", &[None]).is_err());
     }
 }

@@ -121,6 +121,9 @@ impl Session {
         );
         let settings = SessionSettings::default();
         ctx.register_udf(current_setting(&settings));
+        for f in super::privileges::udfs(&engine.options().access, user, "public") {
+            ctx.register_udf(f);
+        }
         Session {
             engine,
             ctx,
@@ -194,6 +197,9 @@ impl Session {
         self.ctx
             .register_udf(super::constant_text_udf("current_schema", schema.clone()));
         self.ctx.register_udf(current_setting(&self.settings));
+        for f in super::privileges::udfs(&self.engine.options().access, &self.user, &schema) {
+            self.ctx.register_udf(f);
+        }
         let state = self.ctx.state_ref();
         let mut state = state.write();
         let options = state.config_mut().options_mut();

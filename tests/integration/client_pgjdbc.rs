@@ -12,7 +12,7 @@ use crate::client_npgsql::sample_lake;
 use crate::common::TestServer;
 
 #[path = "../clients/pgjdbc.rs"]
-mod sql;
+pub mod sql;
 
 /// One metadata statement as pgjdbc sends it; results in text.
 async fn metadata(f: &mut Frontend, text: &str, args: &[&str]) -> StatementResult {

@@ -2,6 +2,7 @@
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
 mod client_grafana;
+mod client_metabase;
 mod client_node;
 mod client_npgsql;
 mod client_pgjdbc;

@@ -1,0 +1,229 @@
+//! `has_table_privilege`, `has_any_column_privilege`, `has_column_privilege`,
+//! `has_schema_privilege`, `has_database_privilege` and `has_function_privilege` for one
+//! session, answered from `[[users]]`: a reader (`schemas = [...]`) holds SELECT/USAGE/
+//! EXECUTE on its schemas and the catalogs and nothing else, other users hold everything.
+//! Metabase syncs only the tables these report readable. They advise; every statement is
+//! still checked by `access`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::access::Access;
+
+/// The object a privilege function takes, and how many arguments name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Object {
+    Table,
+    Column,
+    Schema,
+    Database,
+    Function,
+}
+
+const FUNCTIONS: &[(&str, Object)] = &[
+    ("has_table_privilege", Object::Table),
+    ("has_any_column_privilege", Object::Table),
+    ("has_column_privilege", Object::Column),
+    ("has_schema_privilege", Object::Schema),
+    ("has_database_privilege", Object::Database),
+    ("has_function_privilege", Object::Function),
+];
+
+/// The privilege functions for `user`, whose unqualified names resolve in `schema`.
+pub fn udfs(access: &Access, user: &str, schema: &str) -> Vec<ScalarUDF> {
+    FUNCTIONS
+        .iter()
+        .map(|(name, object)| {
+            ScalarUDF::new_from_impl(HasPrivilege {
+                name,
+                object: *object,
+                access: Arc::new(access.clone()),
+                user: user.to_string(),
+                schema: schema.to_string(),
+                signature: Signature::variadic_any(Volatility::Stable),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct HasPrivilege {
+    name: &'static str,
+    object: Object,
+    access: Arc<Access>,
+    user: String,
+    schema: String,
+    signature: Signature,
+}
+
+impl PartialEq for HasPrivilege {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.user == other.user && self.schema == other.schema
+    }
+}
+
+impl Eq for HasPrivilege {}
+
+impl std::hash::Hash for HasPrivilege {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.name, &self.user, &self.schema).hash(state);
+    }
+}
+
+/// `"gold"."Fact"` / `gold.fact` / `fact` -> the schema part, or `default`.
+fn schema_of(name: &str, default: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = name.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c if quoted => cur.push(c),
+            c => cur.push(c.to_ascii_lowercase()),
+        }
+    }
+    parts.push(cur);
+    if parts.len() >= 2 {
+        parts[parts.len() - 2].clone()
+    } else {
+        default.to_string()
+    }
+}
+
+impl ScalarUDFImpl for HasPrivilege {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let object_args = if self.object == Object::Column { 2 } else { 1 };
+        let with_user = match args.args.len() {
+            n if n == object_args + 1 => false,
+            n if n == object_args + 2 => true,
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "{} takes [user,] {}, privilege",
+                    self.name,
+                    if self.object == Object::Column {
+                        "table, column"
+                    } else {
+                        "object"
+                    }
+                )));
+            }
+        };
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = BooleanBuilder::with_capacity(rows);
+        for row in 0..rows {
+            let values = arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<Result<Vec<_>>>()?;
+            if values.iter().any(|v| v.is_null()) {
+                out.append_null();
+                continue;
+            }
+            let (user, rest) = if with_user {
+                (text(&values[0]), &values[1..])
+            } else {
+                (self.user.clone(), &values[..])
+            };
+            let privilege = text(&rest[rest.len() - 1]);
+            // Oids cannot be told apart by schema here: the object is "unknown schema".
+            let schema = match (&self.object, &rest[0]) {
+                (Object::Database, _) => None,
+                (_, v) if !is_text(v) => None,
+                (Object::Schema, v) => Some(text(v).to_ascii_lowercase()),
+                (_, v) => Some(schema_of(&text(v), &self.schema)),
+            };
+            let user = if user.chars().all(|c| c.is_ascii_digit()) {
+                self.user.clone()
+            } else {
+                user
+            };
+            let held = privilege
+                .split(',')
+                .any(|p| self.access.holds(&user, schema.as_deref(), p));
+            out.append_value(held);
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+fn is_text(v: &ScalarValue) -> bool {
+    matches!(
+        v,
+        ScalarValue::Utf8(_) | ScalarValue::Utf8View(_) | ScalarValue::LargeUtf8(_)
+    )
+}
+
+fn text(v: &ScalarValue) -> String {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_and_bare_names_give_their_schema() {
+        assert_eq!(schema_of("\"gold\".\"Fact \"\"x\"\"\"", "public"), "gold");
+        assert_eq!(schema_of("Gold.fact", "public"), "gold");
+        assert_eq!(schema_of("fact", "public"), "public");
+        assert_eq!(schema_of("\"My.Schema\".t", "public"), "My.Schema");
+    }
+
+    #[test]
+    fn readers_read_their_schemas_only() {
+        let access = Access {
+            readers: [("bi".to_string(), ["gold".to_string()].into_iter().collect())]
+                .into_iter()
+                .collect(),
+        };
+        assert!(access.holds("bi", Some("gold"), "select"));
+        assert!(access.holds("bi", Some("pg_catalog"), "SELECT"));
+        assert!(!access.holds("bi", Some("silver"), "SELECT"));
+        assert!(!access.holds("bi", Some("gold"), "INSERT"));
+        assert!(access.holds("admin", Some("silver"), "DELETE"));
+    }
+}
