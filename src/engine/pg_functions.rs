@@ -369,7 +369,7 @@ impl ScalarUDFImpl for JsonBuildObject {
     }
 }
 
-fn scalar_text(v: &ScalarValue) -> String {
+pub(super) fn scalar_text(v: &ScalarValue) -> String {
     match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::Utf8View(Some(s))

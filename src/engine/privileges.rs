@@ -16,6 +16,7 @@ use datafusion::logical_expr::{
 };
 
 use super::access::Access;
+use super::pg_functions::scalar_text as text;
 
 /// The object a privilege function takes, and how many arguments name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,15 +191,6 @@ fn is_text(v: &ScalarValue) -> bool {
         v,
         ScalarValue::Utf8(_) | ScalarValue::Utf8View(_) | ScalarValue::LargeUtf8(_)
     )
-}
-
-fn text(v: &ScalarValue) -> String {
-    match v {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::Utf8View(Some(s))
-        | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
