@@ -3,18 +3,21 @@
 //! nothing else (no DDL, no writes, no file-reading table functions); the catalogs
 //! (`pg_catalog`, `information_schema`) stay readable for BI tools. Views and procedures
 //! run with their definer's reach, as in Synapse: a reader of `gold` can call a `gold`
-//! procedure or read a `gold` view that reads `silver`.
+//! procedure or read a `gold` view that reads `silver`. Like any Postgres user, a reader
+//! may create and fill its session's temporary tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, ObjectName, Statement, TableFactor, Value, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, ObjectType, SetExpr, Statement, TableFactor,
+    TableObject, Value, Visit, Visitor,
 };
 
 use super::EngineError;
 use super::procedures::table_fn::CALL_FUNCTION;
+use super::temp_tables::{TEMP_SCHEMA, is_temp_name};
 
 /// Schemas every reader may read: the catalogs clients query for metadata.
 const CATALOGS: &[&str] = &["pg_catalog", "information_schema"];
@@ -82,7 +85,10 @@ impl Access {
                 n => parts[n - 2].clone(),
             }
         };
-        let ok = |schema: &str| allowed.contains(schema) || CATALOGS.contains(&schema);
+        // A session's own temporary tables (`pg_temp`) are open to it, as in Postgres.
+        let ok = |schema: &str| {
+            allowed.contains(schema) || CATALOGS.contains(&schema) || schema == TEMP_SCHEMA
+        };
         // `information_schema.routines` / `parameters`, as the parser rewrote them.
         let catalog_view = |name: &ObjectName| {
             let s = name.to_string().to_ascii_lowercase();
@@ -90,7 +96,24 @@ impl Access {
                 .is_some_and(|t| super::info_schema::REDIRECTED.contains(&t))
         };
         match s.as_ref() {
-            Statement::Query(_) | Statement::Explain { .. } => {}
+            Statement::Query(q) => {
+                // SELECT INTO writes a lake table unless it is temporary.
+                if let SetExpr::Select(select) = q.body.as_ref()
+                    && let Some(into) = &select.into
+                    && !is_temp_name(&into.name)
+                {
+                    return deny("SELECT INTO".into());
+                }
+            }
+            Statement::Explain { .. } => {}
+            Statement::CreateTable(c) if is_temp_name(&c.name) => {}
+            Statement::Insert(i) if matches!(&i.table, TableObject::TableName(n) if is_temp_name(n)) =>
+                {}
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                ..
+            } if names.iter().all(is_temp_name) => return Ok(()),
             Statement::Call(f) => {
                 let schema = schema_of(&f.name);
                 if !allowed.contains(&schema) {

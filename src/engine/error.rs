@@ -21,6 +21,12 @@ pub enum ErrorKind {
     UndefinedObject,
     DuplicateTable,
     DuplicateSchema,
+    /// An unknown cursor name in FETCH or CLOSE (34000).
+    UndefinedCursor,
+    /// DECLARE of a cursor name already open (42P03).
+    DuplicateCursor,
+    /// An operation the object's state does not allow, like FETCH BACKWARD (55000).
+    WrongObjectState,
     AmbiguousColumn,
     DatatypeMismatch,
     DivisionByZero,
@@ -81,6 +87,13 @@ pub enum EngineError {
     /// What the user may not touch (42501).
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("cursor \"{0}\" does not exist")]
+    UndefinedCursor(String),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
+    /// A statement the object's current state does not allow (55000).
+    #[error("{0}")]
+    WrongObjectState(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -123,6 +136,9 @@ impl EngineError {
             EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
             EngineError::Syntax(_) => ErrorKind::Syntax,
             EngineError::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
+            EngineError::UndefinedCursor(_) => ErrorKind::UndefinedCursor,
+            EngineError::DuplicateCursor(_) => ErrorKind::DuplicateCursor,
+            EngineError::WrongObjectState(_) => ErrorKind::WrongObjectState,
         }
     }
 

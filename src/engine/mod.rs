@@ -11,6 +11,7 @@ mod access;
 mod catalog;
 mod catalog_cache;
 mod compat;
+mod cursors;
 mod error;
 mod functions;
 mod info_schema;
@@ -26,6 +27,7 @@ mod session;
 mod settings;
 mod stream;
 mod system;
+mod temp_tables;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -25,8 +25,10 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cursors::{Cursors, fetch_count};
 use super::settings::SessionSettings;
 use super::stream::GuardedStream;
+use super::temp_tables::{self, TempTables};
 use super::{CATALOG, Engine, EngineError};
 use crate::lake::{DefinitionKind, WriteMode};
 
@@ -52,6 +54,14 @@ impl CommandTag {
             tag: tag.to_string(),
             rows: None,
             tx: TxEffect::None,
+        }
+    }
+    /// A tag that begins or ends a transaction block.
+    fn ending(tag: &str, tx: TxEffect) -> Self {
+        CommandTag {
+            tag: tag.to_string(),
+            rows: None,
+            tx,
         }
     }
     fn with_rows(tag: &str, rows: u64) -> Self {
@@ -104,6 +114,9 @@ pub struct Session {
     pub(super) ctx: SessionContext,
     user: String,
     settings: SessionSettings,
+    /// Temporary tables, once the session creates one.
+    temp: Option<TempTables>,
+    cursors: Cursors,
 }
 
 impl Session {
@@ -129,6 +142,8 @@ impl Session {
             ctx,
             user: user.to_string(),
             settings,
+            temp: None,
+            cursors: Cursors::default(),
         }
     }
 
@@ -153,6 +168,11 @@ impl Session {
     /// The user this session belongs to.
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Result columns of an open SQL cursor.
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.schema(name).ok()
     }
 
     /// The engine behind this session.
@@ -210,12 +230,35 @@ impl Session {
 
     /// Describes a statement: parameter types and result columns.
     pub async fn describe(&mut self, stmt: &DFStatement) -> Result<Described, EngineError> {
+        if let DFStatement::Statement(s) = stmt
+            && let Statement::Declare { stmts } = s.as_ref()
+        {
+            // DECLARE returns no rows; its parameters are its query's.
+            let query = match stmts.as_slice() {
+                [d] => d.for_query.clone(),
+                _ => None,
+            };
+            let params = match query {
+                Some(q) => {
+                    let inner = DFStatement::Statement(Box::new(Statement::Query(q)));
+                    Box::pin(self.describe(&inner)).await?.params
+                }
+                None => Vec::new(),
+            };
+            return Ok(Described {
+                params,
+                schema: None,
+            });
+        }
         if let Some(schema) = self.session_statement_schema(stmt)? {
             return Ok(Described {
                 params: Vec::new(),
                 schema,
             });
         }
+        let mut stmt = stmt.clone();
+        self.prepare_temp(&mut stmt)?;
+        let stmt = &stmt;
         self.authorize(stmt)?;
         if let Some(d) = self.describe_procedure_statement(stmt).await? {
             return Ok(d);
@@ -273,13 +316,23 @@ impl Session {
     /// Runs one statement.
     pub async fn execute(
         &mut self,
-        stmt: DFStatement,
+        mut stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
     ) -> Result<Output, EngineError> {
         if let Some(out) = self.session_statement(&stmt)? {
             return Ok(out);
         }
+        if let DFStatement::Statement(s) = &stmt {
+            match s.as_ref() {
+                Statement::Declare { stmts } => return self.declare(stmts, params).await,
+                Statement::Fetch {
+                    name, direction, ..
+                } => return self.fetch(&ident_text(name), direction, control).await,
+                _ => {}
+            }
+        }
+        self.prepare_temp(&mut stmt)?;
         self.authorize(&stmt)?;
         let permit = self
             .engine
@@ -300,6 +353,147 @@ impl Session {
             r = work => r,
             _ = cancelled => Err(EngineError::Cancelled),
             _ = deadline => Err(EngineError::Timeout),
+        }
+    }
+
+    /// `DECLARE name CURSOR FOR query`: starts the query and keeps its stream open.
+    async fn declare(
+        &mut self,
+        stmts: &[datafusion::sql::sqlparser::ast::Declare],
+        params: Option<ParamValues>,
+    ) -> Result<Output, EngineError> {
+        use datafusion::sql::sqlparser::ast::DeclareType;
+        let [decl] = stmts else {
+            return Err(EngineError::NotSupported("DECLARE of several names".into()));
+        };
+        let (Some(DeclareType::Cursor), Some(query), [name]) =
+            (&decl.declare_type, &decl.for_query, decl.names.as_slice())
+        else {
+            return Err(EngineError::NotSupported(
+                "DECLARE other than DECLARE name CURSOR FOR query".into(),
+            ));
+        };
+        let name = ident_text(name);
+        if self.cursors.schema(&name).is_ok() {
+            return Err(EngineError::DuplicateCursor(name));
+        }
+        // The cursor outlives this statement: its query has no deadline of its own (each
+        // FETCH has one) and ends when the cursor closes.
+        let control = QueryControl::new(CancellationToken::new(), None);
+        let inner = DFStatement::Statement(Box::new(Statement::Query(query.clone())));
+        match Box::pin(self.execute(inner, params, &control)).await? {
+            Output::Rows { stream, .. } => {
+                self.cursors
+                    .declare(&name, stream, decl.hold.unwrap_or(false))?;
+                Ok(Output::Command(CommandTag::new("DECLARE CURSOR")))
+            }
+            Output::Command(_) => Err(EngineError::NotSupported(
+                "a cursor over a statement that returns no rows".into(),
+            )),
+        }
+    }
+
+    /// `FETCH n FROM name`: the cursor's next rows, within this statement's cancel and
+    /// deadline.
+    async fn fetch(
+        &mut self,
+        name: &str,
+        direction: &datafusion::sql::sqlparser::ast::FetchDirection,
+        control: &QueryControl,
+    ) -> Result<Output, EngineError> {
+        let count = fetch_count(direction)?;
+        let work = self.cursors.fetch(name, count);
+        let deadline = async {
+            match control.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (schema, batches) = tokio::select! {
+            r = work => r?,
+            _ = control.cancel.cancelled() => return Err(EngineError::Cancelled),
+            _ = deadline => return Err(EngineError::Timeout),
+        };
+        let stream = futures::stream::iter(batches.into_iter().map(Ok)).boxed();
+        Ok(Output::Rows {
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            tag: "FETCH",
+        })
+    }
+
+    /// Qualifies temporary tables in `stmt` and lays `pg_temp` over the catalog the first
+    /// time the session creates one.
+    fn prepare_temp(&mut self, stmt: &mut DFStatement) -> Result<(), EngineError> {
+        let DFStatement::Statement(s) = stmt else {
+            return Ok(());
+        };
+        let names = self.temp.as_ref().map(|t| t.names()).unwrap_or_default();
+        if temp_tables::rewrite(s, &names)? && self.temp.is_none() {
+            let temp = TempTables::default();
+            self.ctx = SessionContext::new_with_state(temp.overlay(self.ctx.state()));
+            self.temp = Some(temp);
+        }
+        Ok(())
+    }
+
+    /// Creates, fills or drops a temporary table.
+    async fn run_temp(&mut self, plan: LogicalPlan) -> Result<Output, EngineError> {
+        let Some(temp) = &self.temp else {
+            return Err(EngineError::UndefinedSchema(
+                temp_tables::TEMP_SCHEMA.to_string(),
+            ));
+        };
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+                let name = c.name.table();
+                if temp.exists(name) && !c.or_replace {
+                    if c.if_not_exists {
+                        return Ok(Output::Command(CommandTag::new("CREATE TABLE")));
+                    }
+                    return Err(EngineError::DuplicateTable(name.to_string()));
+                }
+                let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
+                let mut schema = c.input.schema().as_arrow().clone();
+                if is_ctas {
+                    // Postgres columns are nullable unless declared NOT NULL.
+                    let fields: Vec<_> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect();
+                    schema = datafusion::arrow::datatypes::Schema::new(fields);
+                }
+                let schema = Arc::new(schema);
+                let batches = DataFrame::new(self.ctx.state(), (*c.input).clone())
+                    .collect()
+                    .await?;
+                let batches = batches
+                    .into_iter()
+                    .map(|b| b.with_schema(schema.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(datafusion::error::DataFusionError::from)?;
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+                temp.register(name, Arc::new(table))?;
+                Ok(Output::Command(if is_ctas {
+                    CommandTag::with_rows("SELECT", rows as u64)
+                } else {
+                    CommandTag::new("CREATE TABLE")
+                }))
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+                if !temp.drop(d.name.table())? && !d.if_exists {
+                    return Err(EngineError::UndefinedTable(d.name.to_string()));
+                }
+                Ok(Output::Command(CommandTag::new("DROP TABLE")))
+            }
+            plan => {
+                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                Ok(Output::Command(CommandTag::with_rows(
+                    "INSERT 0",
+                    count_of(&batches),
+                )))
+            }
         }
     }
 
@@ -411,6 +605,10 @@ impl Session {
         control: &QueryControl,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Output, EngineError> {
+        if temp_tables::targets_temp(&plan) {
+            drop(permit);
+            return self.run_temp(plan).await;
+        }
         let lake = self.engine.lake().clone();
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
@@ -540,16 +738,10 @@ impl Session {
             LogicalPlan::Copy(_) => {
                 let df = DataFrame::new(self.ctx.state(), plan);
                 let batches = df.collect().await?;
-                let rows = batches
-                    .first()
-                    .and_then(|b| {
-                        b.column(0)
-                            .as_any()
-                            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                            .map(|a| a.value(0))
-                    })
-                    .unwrap_or(0);
-                Ok(Output::Command(CommandTag::with_rows("COPY", rows)))
+                Ok(Output::Command(CommandTag::with_rows(
+                    "COPY",
+                    count_of(&batches),
+                )))
             }
             LogicalPlan::Statement(s) => Err(EngineError::NotSupported(s.name().to_string())),
             plan => {
@@ -608,6 +800,9 @@ impl Session {
                 };
                 Ok(Some(Some(super::text_batch(&column, vec![])?.schema())))
             }
+            Statement::Fetch { name, .. } => {
+                Ok(Some(Some(self.cursors.schema(&ident_text(name))?)))
+            }
             s if is_session_statement(s) => Ok(Some(None)),
             _ => Ok(None),
         }
@@ -652,42 +847,47 @@ impl Session {
                 self.apply_settings()?;
                 CommandTag::new("RESET")
             }
-            Statement::StartTransaction { .. } => CommandTag {
-                tag: "BEGIN".into(),
-                rows: None,
-                tx: TxEffect::Begin,
-            },
-            Statement::Commit { .. } => CommandTag {
-                tag: "COMMIT".into(),
-                rows: None,
-                tx: TxEffect::End,
-            },
-            Statement::Rollback { .. } => CommandTag {
-                tag: "ROLLBACK".into(),
-                rows: None,
-                tx: TxEffect::End,
-            },
+            Statement::StartTransaction { .. } => CommandTag::ending("BEGIN", TxEffect::Begin),
+            Statement::Commit { .. } => {
+                self.cursors.end_transaction();
+                CommandTag::ending("COMMIT", TxEffect::End)
+            }
+            Statement::Rollback { .. } => {
+                self.cursors.end_transaction();
+                CommandTag::ending("ROLLBACK", TxEffect::End)
+            }
             Statement::Discard { object_type } => {
                 use datafusion::sql::sqlparser::ast::DiscardObject;
                 match object_type {
                     DiscardObject::ALL => {
                         self.settings.reset(None);
                         self.apply_settings()?;
+                        self.cursors.close_all();
+                        if let Some(t) = &self.temp {
+                            t.clear();
+                        }
                         CommandTag::new("DISCARD ALL")
                     }
-                    // No cached plans, sequences or temporary tables outlive a statement.
+                    // No cached plans or sequences outlive a statement.
                     DiscardObject::PLANS => CommandTag::new("DISCARD PLANS"),
                     DiscardObject::SEQUENCES => CommandTag::new("DISCARD SEQUENCES"),
-                    DiscardObject::TEMP => CommandTag::new("DISCARD TEMP"),
+                    DiscardObject::TEMP => {
+                        if let Some(t) = &self.temp {
+                            t.clear();
+                        }
+                        CommandTag::new("DISCARD TEMP")
+                    }
                 }
             }
-            // Cursors are not kept across statements, and nothing is ever notified:
-            // pool resets (Npgsql, pgbouncer) send these and expect them to succeed.
+            // Nothing is ever notified: pool resets (Npgsql, pgbouncer) send UNLISTEN and
+            // expect it to succeed.
             Statement::Close { cursor } => match cursor {
                 datafusion::sql::sqlparser::ast::CloseCursor::All => {
+                    self.cursors.close_all();
                     CommandTag::new("CLOSE CURSOR ALL")
                 }
-                datafusion::sql::sqlparser::ast::CloseCursor::Specific { .. } => {
+                datafusion::sql::sqlparser::ast::CloseCursor::Specific { name } => {
+                    self.cursors.close(&ident_text(name))?;
                     CommandTag::new("CLOSE CURSOR")
                 }
             },
@@ -829,6 +1029,28 @@ fn is_session_statement(s: &Statement) -> bool {
             | Statement::LISTEN { .. }
             | Statement::UNLISTEN { .. }
     )
+}
+
+/// The row count DataFusion's DML and COPY plans return as their one value.
+fn count_of(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> u64 {
+    batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
+}
+
+/// An identifier as Postgres reads it: unquoted names fold to lower case.
+fn ident_text(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
 }
 
 fn ident_name(parts: &[datafusion::sql::sqlparser::ast::Ident]) -> String {

@@ -7,6 +7,7 @@ mod client_node;
 mod client_npgsql;
 mod client_pgjdbc;
 mod client_python;
+mod client_tableau;
 mod common;
 mod flight;
 mod ingest;

@@ -70,6 +70,13 @@ def psycopg3():
         for i in range(7):
             row = conn.execute("select amount from gold.fact_orders where order_id = %s", (1,)).fetchone()
             check(row[0] == decimal.Decimal("12.50"), f"psycopg prepared run {i}: {row}")
+        # Server-side cursor: DECLARE with a bound parameter, Describe of the cursor's
+        # portal by name, then FETCH FORWARD itersize rows at a time.
+        with conn.cursor(name="orders_cur") as cur:
+            cur.itersize = 1
+            cur.execute("select order_id from gold.fact_orders where order_id >= %s order by order_id", (1,))
+            check([r[0] for r in cur] == [1, 2], "psycopg named cursor")
+        conn.commit()
         try:
             conn.execute("select nope from gold.fact_orders")
             check(False, "psycopg: bad column must fail")
@@ -127,6 +134,17 @@ def sqlalchemy_pandas():
     with engine.connect() as conn:
         row = conn.execute(text("select * from gold.fact_orders where order_id = :id"), {"id": 2}).one()
         check_row(row, "psycopg2")
+    # psycopg2 named cursor: DECLARE ... CURSOR WITHOUT HOLD, FETCH FORWARD itersize.
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor(name="orders_cur2")
+        cur.itersize = 1
+        cur.execute("select order_id from gold.fact_orders order by order_id")
+        check([r[0] for r in cur] == [1, 2], "psycopg2 named cursor")
+        cur.close()
+        raw.commit()
+    finally:
+        raw.close()
     print("sqlalchemy: ok")
 
 

@@ -22,10 +22,14 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::InvalidParameterValue
         | ErrorKind::DataException
         | ErrorKind::InvalidName => Code::InvalidArgument,
-        ErrorKind::UndefinedTable | ErrorKind::UndefinedSchema | ErrorKind::UndefinedObject => {
-            Code::NotFound
+        ErrorKind::UndefinedTable
+        | ErrorKind::UndefinedSchema
+        | ErrorKind::UndefinedObject
+        | ErrorKind::UndefinedCursor => Code::NotFound,
+        ErrorKind::DuplicateTable | ErrorKind::DuplicateSchema | ErrorKind::DuplicateCursor => {
+            Code::AlreadyExists
         }
-        ErrorKind::DuplicateTable | ErrorKind::DuplicateSchema => Code::AlreadyExists,
+        ErrorKind::WrongObjectState => Code::FailedPrecondition,
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,
         ErrorKind::NotSupported => Code::Unimplemented,
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
