@@ -30,7 +30,13 @@ pub struct Access {
 
 /// Table functions that compute rows without reading the lake or files; readers may use
 /// them (catalog queries of BI tools do).
-const ROW_FUNCTIONS: &[&str] = &["generate_series", "unnest", "range", "generate_subscripts"];
+const ROW_FUNCTIONS: &[&str] = &[
+    "generate_series",
+    "unnest",
+    "range",
+    "generate_subscripts",
+    super::pg_settings::FUNCTION,
+];
 
 /// Privileges a reader holds on what it may read; writes and DDL stay with full users.
 const READ_PRIVILEGES: &[&str] = &["SELECT", "USAGE", "EXECUTE", "CONNECT", "TEMPORARY", "TEMP"];

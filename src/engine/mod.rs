@@ -20,6 +20,7 @@ mod parse;
 mod pg_attribute;
 mod pg_functions;
 mod pg_roles;
+mod pg_settings;
 mod pg_types;
 mod privileges;
 pub mod procedures;

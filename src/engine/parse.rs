@@ -9,8 +9,8 @@
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectNamePart, TableAlias, TableFactor, Value,
-    VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, TableAlias, TableFactor,
+    TableFunctionArgs, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -217,6 +217,39 @@ impl VisitorMut for UnqualifySystemFunctions {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `pg_settings` is the session's `pg_show_all_settings()`, as in Postgres.
+        if let TableFactor::Table {
+            name,
+            args: args @ None,
+            alias,
+            ..
+        } = factor
+        {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+                .collect();
+            if matches!(parts.as_slice(), [t] | [_, t] if t == "pg_settings")
+                && parts.len() == name.0.len()
+                && (parts.len() == 1 || parts[0] == "pg_catalog")
+            {
+                *name = ObjectName::from(vec![Ident::new(super::pg_settings::FUNCTION)]);
+                *args = Some(TableFunctionArgs {
+                    args: Vec::new(),
+                    settings: None,
+                });
+                if alias.is_none() {
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: Ident::new("pg_settings"),
+                        columns: Vec::new(),
+                        at: None,
+                    });
+                }
+            }
+            return ControlFlow::Continue(());
+        }
         let TableFactor::Table {
             name,
             args: Some(args),

@@ -134,6 +134,10 @@ impl Session {
         );
         let settings = SessionSettings::default();
         ctx.register_udf(current_setting(&settings));
+        match super::pg_settings::ShowAllSettings::new(&settings) {
+            Ok(f) => ctx.register_udtf(super::pg_settings::FUNCTION, Arc::new(f)),
+            Err(e) => tracing::error!("pg_settings: {e}"),
+        }
         for f in super::privileges::udfs(&engine.options().access, user, "public") {
             ctx.register_udf(f);
         }
@@ -217,6 +221,10 @@ impl Session {
         self.ctx
             .register_udf(super::constant_text_udf("current_schema", schema.clone()));
         self.ctx.register_udf(current_setting(&self.settings));
+        self.ctx.register_udtf(
+            super::pg_settings::FUNCTION,
+            Arc::new(super::pg_settings::ShowAllSettings::new(&self.settings)?),
+        );
         for f in super::privileges::udfs(&self.engine.options().access, &self.user, &schema) {
             self.ctx.register_udf(f);
         }

@@ -162,6 +162,18 @@ impl SessionSettings {
         self.values.values().map(|(d, v)| (d.as_str(), v.as_str()))
     }
 
+    /// Every setting as (display name, value, default value if it has one), by name.
+    pub fn with_defaults(&self) -> Vec<(String, String, Option<String>)> {
+        let defaults = defaults();
+        self.values
+            .iter()
+            .map(|(k, (d, v))| {
+                let default = defaults.get(k.as_str()).map(|(_, v)| v.clone());
+                (d.clone(), v.clone(), default)
+            })
+            .collect()
+    }
+
     /// The schemas of `search_path`, in order.
     pub fn search_path(&self) -> Vec<String> {
         let raw = self

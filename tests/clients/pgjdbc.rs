@@ -34,6 +34,25 @@ pub const GET_INDEX_INFO: &str = r#"SELECT     tmp.TABLE_CAT AS "TABLE_CAT",    
 /// `TypeInfoCache.getSQLType(oid)` for a type it has not cached.
 pub const TYPE_BY_OID: &str = r#"SELECT typinput='pg_catalog.array_in'::regproc as is_array, typtype, typname, pg_type.oid   FROM pg_catalog.pg_type   LEFT JOIN (select ns.oid as nspoid, ns.nspname, r.r           from pg_namespace as ns           join ( select s.r, (current_schemas(false))[s.r] as nspname                    from generate_series(1, array_upper(current_schemas(false), 1)) as s(r) ) as r          using ( nspname )        ) as sp     ON sp.nspoid = typnamespace  WHERE pg_type.oid = ?  ORDER BY sp.r, pg_type.oid DESC;"#;
 
+/// `getMaxIndexKeys()`, asked once before the first key lookup.
+pub const MAX_INDEX_KEYS: &str =
+    "SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'";
+
+/// `getImportedExportedKeys` (server 11+): `getImportedKeys(null, schema, table)` filters
+/// the foreign side, `getExportedKeys(null, schema, table)` the primary side.
+pub fn imported_exported_keys(exported: bool) -> String {
+    let head = r#"SELECT current_database() AS "PKTABLE_CAT", pkn.nspname AS "PKTABLE_SCHEM", pkc.relname AS "PKTABLE_NAME", pka.attname AS "PKCOLUMN_NAME", current_database() AS "FKTABLE_CAT", fkn.nspname AS "FKTABLE_SCHEM", fkc.relname AS "FKTABLE_NAME", fka.attname AS "FKCOLUMN_NAME", pos.n AS "KEY_SEQ", CASE con.confupdtype  WHEN 'c' THEN 0 WHEN 'n' THEN 2 WHEN 'd' THEN 4 WHEN 'r' THEN 1 WHEN 'p' THEN 1 WHEN 'a' THEN 3 ELSE NULL END AS "UPDATE_RULE", CASE con.confdeltype  WHEN 'c' THEN 0 WHEN 'n' THEN 2 WHEN 'd' THEN 4 WHEN 'r' THEN 1 WHEN 'p' THEN 1 WHEN 'a' THEN 3 ELSE NULL END AS "DELETE_RULE", con.conname AS "FK_NAME", pkic.relname AS "PK_NAME", CASE  WHEN con.condeferrable AND con.condeferred THEN 5 WHEN con.condeferrable THEN 6 ELSE 7 END AS "DEFERRABILITY"  FROM  pg_catalog.pg_namespace pkn, pg_catalog.pg_class pkc, pg_catalog.pg_attribute pka,  pg_catalog.pg_namespace fkn, pg_catalog.pg_class fkc, pg_catalog.pg_attribute fka,  pg_catalog.pg_constraint con,  pg_catalog.generate_series(1, 32) pos(n),  pg_catalog.pg_class pkic WHERE pkn.oid = pkc.relnamespace AND pkc.oid = pka.attrelid AND pka.attnum = con.confkey[pos.n] AND con.confrelid = pkc.oid  AND fkn.oid = fkc.relnamespace AND fkc.oid = fka.attrelid AND fka.attnum = con.conkey[pos.n] AND con.conrelid = fkc.oid  AND con.contype = 'f' AND (pkic.relkind = 'i' OR pkic.relkind = 'I') AND pkic.oid = con.conindid "#;
+    if exported {
+        format!(
+            "{head} AND pkn.nspname = ? AND pkc.relname = ? ORDER BY fkn.nspname,fkc.relname,con.conname,pos.n"
+        )
+    } else {
+        format!(
+            "{head} AND fkn.nspname = ? AND fkc.relname = ? ORDER BY pkn.nspname,pkc.relname, con.conname,pos.n"
+        )
+    }
+}
+
 /// The text with `?` placeholders numbered as pgjdbc sends it.
 pub fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);

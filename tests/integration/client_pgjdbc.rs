@@ -102,6 +102,21 @@ async fn pgjdbc_metadata_and_prepared_statements() {
         "{idx:?}"
     );
 
+    let max_keys = metadata(&mut f, sql::MAX_INDEX_KEYS, &[]).await;
+    assert_eq!(max_keys.texts("setting"), vec![Some("32".to_string())]);
+    for exported in [false, true] {
+        let keys = metadata(
+            &mut f,
+            &sql::imported_exported_keys(exported),
+            &["gold", "fact_orders"],
+        )
+        .await;
+        assert!(
+            keys.rows.is_empty() && keys.column("DEFERRABILITY").is_some(),
+            "exported={exported}: {keys:?}"
+        );
+    }
+
     let ty = metadata(&mut f, sql::TYPE_BY_OID, &["1700"]).await;
     assert_eq!(ty.texts("typname"), vec![Some("numeric".to_string())]);
     assert_eq!(ty.texts("is_array"), vec![Some("f".to_string())]);
