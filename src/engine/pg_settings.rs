@@ -27,6 +27,15 @@ const FIXED: &[(&str, &str, &str)] = &[
     ("segment_size", "131072", "integer"),
 ];
 
+/// One row of `pg_settings`.
+struct Row {
+    name: String,
+    value: String,
+    context: &'static str,
+    source: &'static str,
+    vartype: &'static str,
+}
+
 /// `pg_show_all_settings()` over a snapshot of one session's settings.
 #[derive(Debug)]
 pub struct ShowAllSettings {
@@ -35,49 +44,51 @@ pub struct ShowAllSettings {
 
 impl ShowAllSettings {
     pub fn new(settings: &SessionSettings) -> Result<Self> {
-        let mut rows: Vec<(String, String, &str, &str, &str)> = settings
+        let mut rows: Vec<Row> = settings
             .with_defaults()
             .into_iter()
-            .map(|(name, value, default)| {
-                let source = if default.as_deref() == Some(value.as_str()) {
+            .map(|(name, value, default)| Row {
+                source: if default.as_deref() == Some(value.as_str()) {
                     "default"
                 } else {
                     "session"
-                };
-                let vartype = vartype(&value);
-                (name, value, "user", source, vartype)
+                },
+                vartype: vartype(&value),
+                context: "user",
+                name,
+                value,
             })
             .collect();
         for (name, value, vartype) in FIXED {
-            rows.push((
-                name.to_string(),
-                value.to_string(),
-                "internal",
-                "default",
+            rows.push(Row {
+                name: name.to_string(),
+                value: value.to_string(),
+                context: "internal",
+                source: "default",
                 vartype,
-            ));
+            });
         }
-        rows.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()));
-        let text = |f: &dyn Fn(&(String, String, &str, &str, &str)) -> Option<String>| {
+        rows.sort_by_key(|r| r.name.to_lowercase());
+        let text = |f: &dyn Fn(&Row) -> Option<String>| {
             Arc::new(rows.iter().map(f).collect::<StringArray>()) as ArrayRef
         };
         let none = || text(&|_| None);
         let n = rows.len();
         let columns: Vec<ArrayRef> = vec![
-            text(&|r| Some(r.0.clone())),
-            text(&|r| Some(r.1.clone())),
+            text(&|r| Some(r.name.clone())),
+            text(&|r| Some(r.value.clone())),
             none(),
             none(),
             none(),
             none(),
-            text(&|r| Some(r.2.to_string())),
-            text(&|r| Some(r.4.to_string())),
-            text(&|r| Some(r.3.to_string())),
+            text(&|r| Some(r.context.to_string())),
+            text(&|r| Some(r.vartype.to_string())),
+            text(&|r| Some(r.source.to_string())),
             none(),
             none(),
             none(),
-            text(&|r| Some(r.1.clone())),
-            text(&|r| Some(r.1.clone())),
+            text(&|r| Some(r.value.clone())),
+            text(&|r| Some(r.value.clone())),
             none(),
             Arc::new(Int32Array::from(vec![None; n])),
             Arc::new(BooleanArray::from(vec![Some(false); n])),
