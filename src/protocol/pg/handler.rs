@@ -149,6 +149,7 @@ fn to_response(
         Output::Rows { stream, tag } => {
             let schema = json_columns::client_schema(&stream.schema());
             let convert = json_columns::needs_conversion(&stream.schema());
+            let iso = options.date_style.trim_start().starts_with("ISO");
             let fields = Arc::new(fields(&schema, format, options)?);
             let encoder_fields = fields.clone();
             let all_text = fields
@@ -168,7 +169,7 @@ fn to_response(
                                 other => other,
                             };
                             match batch {
-                                Ok(b) if all_text && text_rows::applies(&b) => {
+                                Ok(b) if all_text && text_rows::applies(&b, iso) => {
                                     text_rows::encode(&b).into_iter().map(Ok).collect()
                                 }
                                 Ok(b) => {

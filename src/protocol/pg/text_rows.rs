@@ -1,23 +1,30 @@
 //! A fast path for text-format results of common column types.
 //!
 //! arrow-pg formats each value through `ToSqlText` (decimals via rust_decimal, dates via
-//! chrono) into its own buffer. For batches whose columns are all integers, strings, dates
-//! or decimals, this writes the DataRows of a whole batch straight into one buffer instead,
-//! in exactly Postgres' text format. Any other batch takes arrow-pg's path.
+//! chrono) into its own buffer. For batches whose columns are all integers, strings, dates,
+//! timestamps or decimals, this writes the DataRows of a whole batch straight into one
+//! buffer instead, in exactly Postgres' text format (timestamps with DateStyle ISO:
+//! fractional seconds only when non-zero, trailing zeros trimmed, the offset as `+01` or
+//! `+05:30`). Any other batch takes arrow-pg's path.
 
 use bytes::{BufMut, BytesMut};
+use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Decimal128Array, LargeStringArray, StringArray,
     StringViewArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
-    UInt64Type,
+    DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::messages::data::DataRow;
 
-fn supported(t: &DataType) -> bool {
+fn supported(t: &DataType, iso: bool) -> bool {
+    if let DataType::Timestamp(_, tz) = t {
+        return iso && tz.as_ref().is_none_or(|z| z.parse::<Tz>().is_ok());
+    }
     matches!(
         t,
         DataType::Int8
@@ -36,13 +43,14 @@ fn supported(t: &DataType) -> bool {
     )
 }
 
-/// True if every column of `batch` can take the fast path.
-pub fn applies(batch: &RecordBatch) -> bool {
+/// True if every column of `batch` can take the fast path; `iso` when the session's
+/// DateStyle is ISO (the only one the fast path prints).
+pub fn applies(batch: &RecordBatch, iso: bool) -> bool {
     batch
         .schema()
         .fields()
         .iter()
-        .all(|f| supported(f.data_type()))
+        .all(|f| supported(f.data_type(), iso))
 }
 
 /// Encodes every row of `batch` as text DataRows. Call only when [`applies`] is true.
@@ -52,15 +60,23 @@ pub fn encode(batch: &RecordBatch) -> Vec<DataRow> {
     let mut buf = BytesMut::with_capacity(n * (cols * 12 + 16));
     let mut rows = Vec::with_capacity(n);
     let mut itoa = itoa::Buffer::new();
+    let zones: Vec<Option<Tz>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(_, Some(z)) => z.parse().ok(),
+            _ => None,
+        })
+        .collect();
     for row in 0..n {
-        for col in batch.columns() {
+        for (col, zone) in batch.columns().iter().zip(&zones) {
             if col.is_null(row) {
                 buf.put_i32(-1);
                 continue;
             }
             let at = buf.len();
             buf.put_i32(0);
-            write_value(&mut buf, col, row, &mut itoa);
+            write_value(&mut buf, col, row, zone.as_ref(), &mut itoa);
             let len = (buf.len() - at - 4) as i32;
             buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
@@ -69,8 +85,32 @@ pub fn encode(batch: &RecordBatch) -> Vec<DataRow> {
     rows
 }
 
-fn write_value(buf: &mut BytesMut, col: &ArrayRef, row: usize, itoa: &mut itoa::Buffer) {
+fn write_value(
+    buf: &mut BytesMut,
+    col: &ArrayRef,
+    row: usize,
+    zone: Option<&Tz>,
+    itoa: &mut itoa::Buffer,
+) {
     match col.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let micros = match unit {
+                TimeUnit::Second => col
+                    .as_primitive::<TimestampSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => col
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1_000),
+                TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => col
+                    .as_primitive::<TimestampNanosecondType>()
+                    .value(row)
+                    .div_euclid(1_000),
+            };
+            write_timestamp(buf, micros, zone, itoa);
+        }
         DataType::Int8 => buf.put_slice(
             itoa.format(col.as_primitive::<Int8Type>().value(row))
                 .as_bytes(),
@@ -132,11 +172,67 @@ fn write_value(buf: &mut BytesMut, col: &ArrayRef, row: usize, itoa: &mut itoa::
     }
 }
 
-/// `YYYY-MM-DD`, as Postgres prints dates with DateStyle ISO.
-fn write_date(buf: &mut BytesMut, days: i32, itoa: &mut itoa::Buffer) {
-    let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163) else {
+/// Two digits.
+fn put2(buf: &mut BytesMut, v: u32) {
+    buf.put_slice(&[b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]);
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]`, as Postgres prints timestamps with DateStyle ISO;
+/// with a zone, the instant in that zone and its offset.
+fn write_timestamp(buf: &mut BytesMut, micros: i64, zone: Option<&Tz>, itoa: &mut itoa::Buffer) {
+    use chrono::{Offset, TimeZone, Timelike};
+    let Some(utc) = chrono::DateTime::from_timestamp_micros(micros) else {
         return;
     };
+    let (local, offset) = match zone {
+        Some(z) => {
+            let offset = z.offset_from_utc_datetime(&utc.naive_utc()).fix();
+            (utc.naive_utc() + offset, Some(offset.local_minus_utc()))
+        }
+        None => (utc.naive_utc(), None),
+    };
+    write_naive_date(buf, local.date(), itoa);
+    buf.put_u8(b' ');
+    put2(buf, local.hour());
+    buf.put_u8(b':');
+    put2(buf, local.minute());
+    buf.put_u8(b':');
+    put2(buf, local.second());
+    let frac = local.nanosecond() / 1_000;
+    if frac > 0 {
+        let mut digits = [0u8; 6];
+        let mut f = frac;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (f % 10) as u8;
+            f /= 10;
+        }
+        let len = 6 - digits.iter().rev().take_while(|d| **d == b'0').count();
+        buf.put_u8(b'.');
+        buf.put_slice(&digits[..len]);
+    }
+    if let Some(secs) = offset {
+        buf.put_u8(if secs < 0 { b'-' } else { b'+' });
+        let secs = secs.unsigned_abs();
+        put2(buf, secs / 3600);
+        if secs % 3600 != 0 {
+            buf.put_u8(b':');
+            put2(buf, secs / 60 % 60);
+            if secs % 60 != 0 {
+                buf.put_u8(b':');
+                put2(buf, secs % 60);
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD`, as Postgres prints dates with DateStyle ISO.
+fn write_date(buf: &mut BytesMut, days: i32, itoa: &mut itoa::Buffer) {
+    if let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+        write_naive_date(buf, date, itoa);
+    }
+}
+
+fn write_naive_date(buf: &mut BytesMut, date: chrono::NaiveDate, itoa: &mut itoa::Buffer) {
     use chrono::Datelike;
     let (y, m, d) = (date.year(), date.month(), date.day());
     if (0..=9999).contains(&y) {
@@ -207,5 +303,24 @@ mod tests {
         assert_eq!(text(|b, i| write_date(b, 0, i)), "1970-01-01");
         assert_eq!(text(|b, i| write_date(b, 9568, i)), "1996-03-13");
         assert_eq!(text(|b, i| write_date(b, 19782, i)), "2024-02-29");
+    }
+
+    #[test]
+    fn timestamps_print_like_postgres() {
+        let ts = |micros: i64, zone: Option<&str>| {
+            let tz: Option<Tz> = zone.map(|z| z.parse().unwrap());
+            text(|b, i| write_timestamp(b, micros, tz.as_ref(), i))
+        };
+        let t = 1_793_527_200_000_000; // 2026-11-01 10:00:00 UTC
+        assert_eq!(ts(t, None), "2026-11-01 10:00:00");
+        assert_eq!(ts(t + 500_000, None), "2026-11-01 10:00:00.5");
+        assert_eq!(ts(t + 123_456, None), "2026-11-01 10:00:00.123456");
+        assert_eq!(ts(t + 1_020, None), "2026-11-01 10:00:00.00102");
+        assert_eq!(ts(t, Some("UTC")), "2026-11-01 10:00:00+00");
+        assert_eq!(ts(t, Some("+00:00")), "2026-11-01 10:00:00+00");
+        assert_eq!(ts(t, Some("Europe/Berlin")), "2026-11-01 11:00:00+01");
+        assert_eq!(ts(t, Some("Asia/Kolkata")), "2026-11-01 15:30:00+05:30");
+        assert_eq!(ts(t, Some("America/New_York")), "2026-11-01 05:00:00-05");
+        assert_eq!(ts(-1, None), "1969-12-31 23:59:59.999999");
     }
 }
