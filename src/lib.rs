@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod models;

@@ -5,6 +5,7 @@ mod bench;
 mod bench_connect;
 mod bench_models;
 mod bench_procedures;
+mod generate;
 mod ingest;
 mod models;
 mod serve;
@@ -51,6 +52,10 @@ pub enum Command {
     Lineage(models::LineageArgs),
     /// Render the selected models' SQL into target/compiled/
     Compile(models::CompileArgs),
+    /// Send simulated shop events (orders, customers, clicks...) to Kafka or HTTP ingest
+    Generate(generate::GenerateArgs),
+    /// The retail demo: embedded broker, event generator, ingestion, scheduled models, servers
+    Demo(generate::DemoArgs),
     /// Benchmarks (build with --release)
     Bench(bench::BenchArgs),
 }
@@ -94,6 +99,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lineage(args) => runtime.block_on(models::lineage(&cli.overrides, args)),
         Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
+        Command::Generate(args) => runtime.block_on(generate::generate(&cli.overrides, args)),
+        Command::Demo(args) => runtime.block_on(generate::demo(&cli.overrides, args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

@@ -6,12 +6,26 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Overrides;
+use crate::config::{Overrides, Settings};
 
 pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let settings = super::settings(overrides)?;
     let app = App::build(&settings).await?;
+    announce(&app, &settings, started);
+    let token = CancellationToken::new();
+    let signal_token = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal_token.cancel();
+    });
+    app.run(token).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs where everything listens and prints how to connect.
+pub(crate) fn announce(app: &App, settings: &Settings, started: Instant) {
     if let Some(addr) = app.pg_addr() {
         let user = settings
             .users
@@ -59,15 +73,6 @@ pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
     for s in ingest.sources() {
         tracing::info!(source = %s.name, topics = ?s.topics, table = %format!("bronze.{}", s.name), "source");
     }
-    let token = CancellationToken::new();
-    let signal_token = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested");
-        signal_token.cancel();
-    });
-    app.run(token).await;
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) async fn wait_for_signal() {

@@ -1,0 +1,14 @@
+-- One row per order: its latest status, its lines' total and what was paid.
+with lines as (
+    select order_id, count(*) as lines, sum(quantity) as items, sum(amount) as order_total
+    from {{ ref('order_lines') }}
+    group by order_id
+)
+select o.order_id, o.customer_id, o.store_id, o.session_id,
+       cast(o.created_at as date) as date_key,
+       o.created_at, o.updated_at, o.status,
+       o.status in ('CLOSED') as is_closed,
+       l.lines, l.items, l.order_total, o.cost as reported_cost,
+       o.bonus_payment, o.bonus_grant, o.payment_method, o.payment_amount
+from {{ ref('orders') }} o
+join lines l using (order_id)
