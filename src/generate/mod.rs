@@ -287,3 +287,57 @@ pub async fn run(options: Options, cancel: CancellationToken) -> Result<Stats, G
     stats.elapsed = started.elapsed();
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::batch::RawBatch;
+    use crate::ingest::decode::JsonDecoder;
+
+    /// Every well-formed event decodes against its source's bronze schema in
+    /// `sql/bronze/`, and every malformed one is a dead letter.
+    #[test]
+    fn generated_events_fit_the_bronze_schemas() {
+        let start = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut shop = Shop::new(5, start, chrono::Duration::milliseconds(1), Mix::default());
+        let events: Vec<Event> = (0..30_000).map(|_| shop.next_event()).collect();
+        for (source, _) in SOURCES {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("sql/bronze/{source}.schema.json"));
+            let data = crate::ingest::schema::load_declared(&path).unwrap();
+            let mut decoder = JsonDecoder::new(data, true, true, 1 << 20);
+            let mut batch = RawBatch::default();
+            let mut kinds = Vec::new();
+            for (i, e) in events.iter().filter(|e| e.source == *source).enumerate() {
+                let topic = format!("shop.{source}");
+                let (key, value) = (e.key.as_bytes(), e.payload.as_bytes());
+                batch.push(&topic, 0, i as i64, Some(0), Some(key), Some(value), vec![]);
+                kinds.push(e.kind);
+            }
+            let all: Vec<usize> = (0..batch.len()).collect();
+            let decoded = decoder.decode(&batch, &all, 0);
+            let dead: std::collections::BTreeSet<usize> =
+                decoded.dead.iter().map(|d| d.index).collect();
+            for (i, kind) in kinds.iter().enumerate() {
+                let malformed = matches!(kind, Kind::Broken | Kind::WrongType);
+                assert_eq!(
+                    dead.contains(&i),
+                    malformed,
+                    "{source} event {i} ({kind:?}): {:?}",
+                    decoded.dead.iter().find(|d| d.index == i)
+                );
+            }
+            assert!(
+                decoded.row_count() > 50,
+                "{source}: {}",
+                decoded.row_count()
+            );
+            assert!(
+                !dead.is_empty() || *source == "products",
+                "{source}: no dead letters"
+            );
+        }
+    }
+}

@@ -41,6 +41,9 @@ pub struct Deployed {
     pub error: Option<String>,
 }
 
+/// How often `serve` retries files that failed to deploy.
+const RETRY: Duration = Duration::from_secs(3);
+
 /// The files of `<dir>/views/<schema>/*.sql`, sorted by path.
 pub fn view_files(dir: &Path) -> Vec<ViewFile> {
     let root = dir.join("views");
@@ -233,36 +236,53 @@ fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
 pub async fn serve(engine: Arc<Engine>, dir: PathBuf, cancel: CancellationToken) {
     let mut seen = fingerprint(&dir);
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
-    let mut failed: Vec<String> = Vec::new();
+    // Files that failed, with their error: retried every few seconds (a procedure over a
+    // table the schedule has not built yet deploys once it exists), logged again only
+    // when the error changes.
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut first = true;
     loop {
         let files = view_files(&dir);
         let todo: Vec<ViewFile> = files
             .into_iter()
-            .filter(|f| first || texts.get(&f.path) != Some(&f.text) || failed.contains(&f.path))
+            .filter(|f| {
+                first || texts.get(&f.path) != Some(&f.text) || failed.contains_key(&f.path)
+            })
             .collect();
         if !todo.is_empty() {
             let results = deploy(&engine, &todo).await;
-            report(&results);
-            failed = results
+            let fresh: Vec<Deployed> = results
                 .iter()
-                .filter(|r| r.error.is_some())
-                .map(|r| r.path.clone())
+                .filter(|r| match (&r.error, failed.get(&r.path)) {
+                    (Some(e), Some(before)) => e != before,
+                    _ => true,
+                })
+                .cloned()
+                .collect();
+            report(&fresh);
+            failed = results
+                .into_iter()
+                .filter_map(|r| r.error.map(|e| (r.path, e)))
                 .collect();
             for f in todo {
                 texts.insert(f.path, f.text);
             }
         }
         first = false;
-        // Wait for a change.
+        // Wait for a change, or retry what failed.
+        let mut waited = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
+            waited += Duration::from_millis(500);
             let now = fingerprint(&dir);
             if now != seen {
                 seen = now;
+                break;
+            }
+            if !failed.is_empty() && waited >= RETRY {
                 break;
             }
         }

@@ -9,6 +9,7 @@ mod client_pgjdbc;
 mod client_python;
 mod client_tableau;
 mod common;
+mod demo;
 mod flight;
 mod ingest;
 mod kafka_e2e;

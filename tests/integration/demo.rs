@@ -1,0 +1,232 @@
+//! The retail demo end to end: the repository's own project (tidepool.toml, sql/,
+//! views/) served over a temporary lake with the embedded broker, the shop generator
+//! producing a bounded number of events into it, ingestion into bronze, the scheduled
+//! build of silver and gold with their YAML tests; then checks through the Postgres
+//! protocol. Also `tidepool demo` itself, briefly, as a user runs it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tidepool::config::{Config, Overrides};
+use tidepool::generate::{self, Mix, Options, SOURCES, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::TestServer;
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    match c.query_one(sql, &[]).await {
+        Ok(row) => row.get::<_, i64>(0),
+        Err(e) if e.code().map(|s| s.code()) == Some("42P01") => 0,
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// Rows in bronze and the dead letters, over every source.
+async fn landed(c: &tokio_postgres::Client) -> (i64, i64) {
+    let (mut rows, mut dead) = (0, 0);
+    for (source, _) in SOURCES {
+        rows += count(c, &format!("SELECT count(*) FROM bronze.{source}")).await;
+        dead += count(
+            c,
+            &format!("SELECT count(*) FROM bronze.{source}__dead_letters"),
+        )
+        .await;
+    }
+    (rows, dead)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_project_from_events_to_marts() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lake = tempfile::tempdir().expect("tempdir");
+    let config = repo.join("tidepool.toml");
+    let overrides = Overrides {
+        config: Some(config.clone()),
+        lake: Some(lake.path().display().to_string()),
+        pg_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        flight_listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let settings = Config::load(Some(&config))
+        .expect("tidepool.toml loads")
+        .resolve(&overrides)
+        .expect("tidepool.toml is valid");
+    let server = TestServer::start_with(lake, settings).await;
+    let c = server.connect().await;
+
+    let options = Options {
+        rate: 4000,
+        events: Some(20_000),
+        seed: 11,
+        start: chrono::Utc::now() - chrono::Duration::hours(2),
+        first_id: 1,
+        mix: Mix::default(),
+        target: Target::Kafka {
+            brokers: server.brokers.clone(),
+            properties: Vec::new(),
+        },
+    };
+    let stats = generate::run(options, CancellationToken::new())
+        .await
+        .expect("generator runs");
+    assert_eq!(stats.sent, 20_000);
+    assert_eq!(stats.failed, 0);
+    assert!(
+        stats.late > 0 && stats.duplicates > 0 && stats.malformed > 0,
+        "{stats}"
+    );
+
+    // Everything lands exactly once: rows plus dead letters is what was sent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (rows, dead) = landed(&c).await;
+        if rows + dead == stats.sent as i64 {
+            assert_eq!(
+                dead, stats.malformed as i64,
+                "malformed events are the dead letters"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingestion: {rows} rows + {dead} dead letters of {} sent",
+            stats.sent
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // A scheduled build that started after the last event landed, models and tests green.
+    let caught_up = chrono::Utc::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let run = loop {
+        let rows = c
+            .query(
+                "SELECT status, models, tests, errors, started_at FROM system.runs \
+                 WHERE command = 'schedule:build' AND finished_at IS NOT NULL \
+                 ORDER BY started_at DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("system.runs");
+        if let Some(r) = rows.first() {
+            let started: chrono::DateTime<chrono::Utc> = r.get(4);
+            if started > caught_up {
+                break (
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, i64>(3),
+                );
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scheduled build after ingestion caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(run.0, "success", "scheduled build: {run:?}");
+    assert!(run.1 >= 18 && run.2 >= 20 && run.3 == 0, "{run:?}");
+
+    for mart in [
+        "dim_customer",
+        "dim_product",
+        "dim_date",
+        "fact_orders",
+        "fact_order_items",
+        "mart_user_activity",
+        "mart_product_rating",
+        "mart_user_loyalty_points",
+        "mart_average_check",
+        "mart_daily_revenue",
+        "mart_funnel",
+    ] {
+        let n = count(&c, &format!("SELECT count(*) FROM gold.{mart}")).await;
+        assert!(n > 0, "gold.{mart} is empty");
+    }
+    // One row per order, however many times its events came.
+    let orders = count(&c, "SELECT count(DISTINCT order_id) FROM bronze.orders").await;
+    assert!(orders > 100, "{orders}");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM silver.orders").await,
+        orders
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM gold.fact_orders").await,
+        orders
+    );
+    // Late events never overwrite a newer state.
+    let stale = count(
+        &c,
+        "SELECT count(*) FROM silver.orders s \
+         JOIN (SELECT order_id, max(updated_at) AS m FROM bronze.orders GROUP BY order_id) b \
+         USING (order_id) WHERE s.updated_at <> b.m",
+    )
+    .await;
+    assert_eq!(stale, 0, "orders whose latest state lost to a late event");
+    // Order totals are the sum of their lines, and what the order service reported.
+    let mismatched = count(
+        &c,
+        "SELECT count(*) FROM gold.fact_orders f \
+         JOIN (SELECT order_id, sum(amount) AS s FROM gold.fact_order_items GROUP BY order_id) i \
+         USING (order_id) WHERE f.order_total <> i.s OR f.order_total <> f.reported_cost",
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+
+    // Procedures answer (views/ retries them once the gold tables they read exist).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.query("CALL gold.customer_orders(1)", &[]).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "procedures not deployed: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let customer: i64 = c
+        .query_one(
+            "SELECT customer_id FROM gold.fact_orders ORDER BY order_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mine = c
+        .query(&format!("CALL gold.customer_orders({customer})"), &[])
+        .await
+        .expect("customer_orders");
+    assert!(!mine.is_empty());
+    let by_category = c
+        .query(
+            "CALL gold.sales_by_category('2000-01-01', '2100-01-01')",
+            &[],
+        )
+        .await
+        .expect("sales_by_category");
+    assert!(!by_category.is_empty());
+}
+
+/// `tidepool demo` as a user runs it: starts, generates, serves, stops on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_command_runs_and_stops() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lake = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .current_dir(repo)
+        .args(["--lake", &lake.path().display().to_string()])
+        .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--flight-listen", "127.0.0.1:0"])
+        .args(["demo", "--rate", "300", "--seconds", "6"])
+        .output()
+        .await
+        .expect("demo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("connect:  psql"), "{stderr}");
+    assert!(stderr.contains("generator: "), "{stderr}");
+    assert!(
+        lake.path().join("bronze").join("orders").exists(),
+        "{stderr}"
+    );
+}
