@@ -1,4 +1,6 @@
-select l.order_id, l.line_no, l.customer_id, l.product_id, l.order_date as date_key,
-       l.category, p.parent_category, l.status, l.price, l.quantity, l.amount
+-- One row per order line, with the order's status and date from fact_orders.
+select l.order_id, l.line_no, f.customer_id, l.product_id, f.date_key,
+       l.category, p.parent_category, f.status, l.price, l.quantity, l.amount
 from {{ ref('order_lines') }} l
-left join {{ ref('products') }} p using (product_id)
+join {{ ref('fact_orders') }} f using (order_id)
+left join {{ ref('dim_product') }} p using (product_id)

@@ -6,7 +6,9 @@ from (
     select *, row_number() over (partition by event_id order by _offset) as rn
     from {{ source('kafka', 'clicks') }}
     {% if is_incremental() %}
-    where _ingested_at > (select max(_ingested_at) from {{ this }})
+    -- coalesce: a first build over an empty bronze table leaves this table empty
+    where _ingested_at > coalesce((select max(_ingested_at) from {{ this }}),
+                                  TIMESTAMP '1970-01-01 00:00:00Z')
     {% endif %}
 )
 where rn = 1

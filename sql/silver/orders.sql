@@ -13,7 +13,9 @@ with new_events as (
            _ingested_at
     from {{ source('kafka', 'orders') }}
     {% if is_incremental() %}
-    where _ingested_at > (select max(_ingested_at) from {{ this }})
+    -- coalesce: a first build over an empty bronze table leaves this table empty
+    where _ingested_at > coalesce((select max(_ingested_at) from {{ this }}),
+                                  TIMESTAMP '1970-01-01 00:00:00Z')
     {% endif %}
 ),
 candidates as (

@@ -77,6 +77,16 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// The retail demo: time to queryable gold marts, how far they trail the generator
+    /// (run from the repository root)
+    Demo {
+        /// Events per second
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// How long the generator runs
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+    },
     /// Power BI connection cost: Npgsql 4.0's connect + type load + DISCARD ALL + query
     Connect {
         /// Sequential cycles (median, p95 and max are reported)
@@ -136,6 +146,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     super::bench_models::incremental(rows, new_rows, shape).await?;
                 }
             }
+        }
+        BenchWhat::Demo { rate, seconds } => {
+            return super::bench_demo::run(rate, seconds).await;
         }
         BenchWhat::Connect { cycles, addr } => {
             return super::bench_connect::run(cycles, addr).await;

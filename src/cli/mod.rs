@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_connect;
+mod bench_demo;
 mod bench_models;
 mod bench_procedures;
 mod generate;

@@ -149,7 +149,7 @@ async fn demo_project_from_events_to_marts() {
     let orders = count(&c, "SELECT count(DISTINCT order_id) FROM bronze.orders").await;
     assert!(orders > 100, "{orders}");
     assert_eq!(
-        count(&c, "SELECT count(*) FROM silver.orders").await,
+        count(&c, "SELECT count(updated_at) FROM silver.orders").await,
         orders
     );
     assert_eq!(
