@@ -43,10 +43,7 @@ async fn demo_project_from_events_to_marts() {
     let overrides = Overrides {
         config: Some(config.clone()),
         lake: Some(lake.path().display().to_string()),
-        pg_listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        flight_listen: Some("127.0.0.1:0".into()),
-        ..Default::default()
+        ..loopback()
     };
     let settings = Config::load(Some(&config))
         .expect("tidepool.toml loads")
@@ -54,23 +51,103 @@ async fn demo_project_from_events_to_marts() {
         .expect("tidepool.toml is valid");
     let server = TestServer::start_with(lake, settings).await;
     let c = server.connect().await;
+    generate_and_check(&c, &server.brokers, 20_000).await;
+}
 
+/// docker-compose.yml's settings (tidepool.docker.toml: S3 lake on MinIO, an external
+/// Kafka, users) without containers: the same file with the host names and passwords
+/// swapped for a moto S3 server and a tansu broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_settings_on_s3_and_a_real_broker() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let moto = crate::object_store::start_moto("lake").await;
+    let tansu = crate::kafka_e2e::Tansu::start();
+    for (source, _) in SOURCES {
+        tansu.create_topic(&format!("shop.{source}"), 3).await;
+    }
+    let text = std::fs::read_to_string(repo.join("tidepool.docker.toml")).expect("reads");
+    for (from, to) in [
+        ("http://minio:9000", moto.endpoint.as_str()),
+        ("kafka:9092", tansu.brokers.as_str()),
+        (
+            "password_env = \"TIDEPOOL_ANALYST_PASSWORD\"",
+            "password = \"a\"",
+        ),
+        (
+            "password_env = \"TIDEPOOL_POWERBI_PASSWORD\"",
+            "password = \"p\"",
+        ),
+    ] {
+        assert!(text.contains(from), "tidepool.docker.toml has {from}");
+    }
+    let text = text
+        .replace("http://minio:9000", &moto.endpoint)
+        .replace("kafka:9092", &tansu.brokers)
+        .replace(
+            "password_env = \"TIDEPOOL_ANALYST_PASSWORD\"",
+            "password = \"a\"",
+        )
+        .replace(
+            "password_env = \"TIDEPOOL_POWERBI_PASSWORD\"",
+            "password = \"p\"",
+        );
+    let settings = Config::parse(&text, &repo.join("tidepool.docker.toml"))
+        .expect("tidepool.docker.toml parses")
+        .resolve(&loopback())
+        .expect("tidepool.docker.toml is valid");
+    // Same sources as the embedded demo.
+    let local = Config::load(Some(&repo.join("tidepool.toml")))
+        .unwrap()
+        .resolve(&loopback())
+        .unwrap();
+    let names = |s: &tidepool::config::Settings| -> Vec<String> {
+        s.sources
+            .iter()
+            .map(|x| format!("{}:{:?}", x.name, x.topics))
+            .collect()
+    };
+    assert_eq!(names(&settings), names(&local));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), settings).await;
+    let c = crate::common::connect(&format!("{} password=a", server.conn_str("analyst"))).await;
+    generate_and_check(&c, &tansu.brokers, 6_000).await;
+    // The powerbi reader sees gold and nothing else.
+    let bi = crate::common::connect(&format!("{} password=p", server.conn_str("powerbi"))).await;
+    assert!(count(&bi, "SELECT count(*) FROM gold.fact_orders").await > 0);
+    let denied = bi
+        .query_one("SELECT count(*) FROM silver.orders", &[])
+        .await
+        .expect_err("reader");
+    assert_eq!(denied.code().map(|s| s.code()), Some("42501"));
+}
+
+fn loopback() -> Overrides {
+    Overrides {
+        pg_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        flight_listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    }
+}
+
+/// Generates `events` shop events into `brokers`, waits until all landed and a scheduled
+/// build ran after that, then checks the medallion through `c`.
+async fn generate_and_check(c: &tokio_postgres::Client, brokers: &str, events: u64) {
     let options = Options {
         rate: 4000,
-        events: Some(20_000),
+        events: Some(events),
         seed: 11,
         start: chrono::Utc::now() - chrono::Duration::hours(2),
         first_id: 1,
         mix: Mix::default(),
         target: Target::Kafka {
-            brokers: server.brokers.clone(),
+            brokers: brokers.to_string(),
             properties: Vec::new(),
         },
     };
     let stats = generate::run(options, CancellationToken::new())
         .await
         .expect("generator runs");
-    assert_eq!(stats.sent, 20_000);
+    assert_eq!(stats.sent, events);
     assert_eq!(stats.failed, 0);
     assert!(
         stats.late > 0 && stats.duplicates > 0 && stats.malformed > 0,

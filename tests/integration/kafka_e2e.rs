@@ -16,13 +16,13 @@ use crate::common::{TestServer, wait_for};
 use crate::ingest::{order, produce};
 
 /// A tansu broker on a free port; killed when dropped.
-struct Tansu {
+pub(crate) struct Tansu {
     child: Child,
     pub brokers: String,
 }
 
 impl Tansu {
-    fn start() -> Tansu {
+    pub(crate) fn start() -> Tansu {
         let bin = std::env::var("TIDEPOOL_TANSU").unwrap_or_else(|_| {
             panic!("TIDEPOOL_TANSU is not set: run `bash scripts/test.sh`, which installs the tansu broker")
         });
@@ -61,7 +61,7 @@ impl Tansu {
         assert!(ok, "kill {sig}");
     }
 
-    async fn create_topic(&self, name: &str, partitions: i32) {
+    pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .create()

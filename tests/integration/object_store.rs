@@ -5,9 +5,9 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::TestServer;
 
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for Moto {
@@ -29,7 +29,7 @@ fn venv_bin(name: &str) -> std::path::PathBuf {
     path
 }
 
-async fn start_moto(bucket: &str) -> Moto {
+pub(crate) async fn start_moto(bucket: &str) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
