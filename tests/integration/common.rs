@@ -111,8 +111,17 @@ pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
     } else {
         "[flight]\nlisten = \"127.0.0.1:0\"\n"
     };
+    // The repository root is itself a project (views/ would deploy into every test lake):
+    // tests get an empty project folder unless they set one.
+    let project = if extra_toml.contains("[project]") {
+        String::new()
+    } else {
+        let dir = std::env::temp_dir().join("tidepool-tests-empty-project");
+        std::fs::create_dir_all(&dir).expect("empty project folder");
+        format!("[project]\ndir = {:?}\n", dir.display().to_string())
+    };
     let text = format!(
-        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}{flight}[lake]\nroot = {root:?}\n{extra_toml}"
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}{flight}{project}[lake]\nroot = {root:?}\n{extra_toml}"
     );
     Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")

@@ -2,7 +2,7 @@
 //!
 //! arrow-pg formats each value through `ToSqlText` (decimals via rust_decimal, dates via
 //! chrono) into its own buffer. For batches whose columns are all integers, strings, dates,
-//! timestamps or decimals, this writes the DataRows of a whole batch straight into one
+//! timestamps, booleans, floats or decimals, this writes the DataRows of a whole batch straight into one
 //! buffer instead, in exactly Postgres' text format (timestamps with DateStyle ISO:
 //! fractional seconds only when non-zero, trailing zeros trimmed, the offset as `+01` or
 //! `+05:30`). Any other batch takes arrow-pg's path.
@@ -14,9 +14,9 @@ use datafusion::arrow::array::{
     StringViewArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::messages::data::DataRow;
@@ -40,6 +40,9 @@ fn supported(t: &DataType, iso: bool) -> bool {
             | DataType::Utf8View
             | DataType::Date32
             | DataType::Decimal128(..)
+            | DataType::Boolean
+            | DataType::Float32
+            | DataType::Float64
     )
 }
 
@@ -93,6 +96,24 @@ fn write_value(
     itoa: &mut itoa::Buffer,
 ) {
     match col.data_type() {
+        DataType::Boolean => {
+            let v = col.as_boolean().value(row);
+            buf.put_u8(if v { b't' } else { b'f' });
+        }
+        DataType::Float64 => write_float(buf, col.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => {
+            // Shortest text that reads back as the same f32, as Postgres prints float4.
+            let v = col.as_primitive::<Float32Type>().value(row);
+            write_float_text(
+                buf,
+                v.is_nan(),
+                v.is_infinite(),
+                v < 0.0,
+                &format!("{v}"),
+                &format!("{v:e}"),
+                v.abs() as f64,
+            );
+        }
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
                 TimeUnit::Second => col
@@ -169,6 +190,54 @@ fn write_value(
             }
         }
         _ => {}
+    }
+}
+
+/// A double as Postgres prints it (extra_float_digits >= 1: the shortest text that reads
+/// back exactly): `1.5`, `0.1`, `1e+20`, `1.5e-05`, `Infinity`, `NaN`.
+fn write_float(buf: &mut BytesMut, v: f64) {
+    write_float_text(
+        buf,
+        v.is_nan(),
+        v.is_infinite(),
+        v < 0.0,
+        &format!("{v}"),
+        &format!("{v:e}"),
+        v.abs(),
+    );
+}
+
+fn write_float_text(
+    buf: &mut BytesMut,
+    nan: bool,
+    infinite: bool,
+    negative: bool,
+    plain: &str,
+    exp: &str,
+    abs: f64,
+) {
+    if nan {
+        buf.put_slice(b"NaN");
+    } else if infinite {
+        buf.put_slice(if negative { b"-Infinity" } else { b"Infinity" });
+    } else if abs != 0.0 && !(1e-4..1e15).contains(&abs) {
+        // Rust writes `1.5e-5`; Postgres `1.5e-05`: signed, at least two digits.
+        let (mantissa, exponent) = exp.split_once('e').unwrap_or((exp, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exponent),
+        };
+        buf.put_slice(mantissa.as_bytes());
+        buf.put_u8(b'e');
+        buf.put_u8(sign as u8);
+        if digits.len() < 2 {
+            buf.put_u8(b'0');
+        }
+        buf.put_slice(digits.as_bytes());
+    } else if plain == "-0" {
+        buf.put_slice(b"-0");
+    } else {
+        buf.put_slice(plain.as_bytes());
     }
 }
 
@@ -303,6 +372,23 @@ mod tests {
         assert_eq!(text(|b, i| write_date(b, 0, i)), "1970-01-01");
         assert_eq!(text(|b, i| write_date(b, 9568, i)), "1996-03-13");
         assert_eq!(text(|b, i| write_date(b, 19782, i)), "2024-02-29");
+    }
+
+    #[test]
+    fn floats_print_like_postgres() {
+        let f = |v: f64| text(|b, _| write_float(b, v));
+        assert_eq!(f(1.5), "1.5");
+        assert_eq!(f(0.1), "0.1");
+        assert_eq!(f(-2.0), "-2");
+        assert_eq!(f(0.0), "0");
+        assert_eq!(f(123456.789), "123456.789");
+        assert_eq!(f(1e20), "1e+20");
+        assert_eq!(f(1.5e-5), "1.5e-05");
+        assert_eq!(f(-3.25e-120), "-3.25e-120");
+        assert_eq!(f(f64::INFINITY), "Infinity");
+        assert_eq!(f(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(f(f64::NAN), "NaN");
+        assert_eq!(f(0.30000000000000004), "0.30000000000000004");
     }
 
     #[test]
