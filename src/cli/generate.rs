@@ -186,6 +186,9 @@ pub async fn demo(overrides: &Overrides, args: DemoArgs) -> anyhow::Result<ExitC
         options.rate,
         app.ingest().brokers()
     );
+    if let Some(addr) = app.pg_addr() {
+        eprintln!("  power bi: Get Data -> PostgreSQL database, server {addr}, database lake\n");
+    }
     let generator_token = token.child_token();
     let generator = tokio::spawn(generate::run(options, generator_token));
     app.run(token).await;

@@ -194,9 +194,13 @@ impl Shop {
         shop
     }
 
-    /// Starts order, review, session and click ids at `first` (customers and products
-    /// keep theirs: they are the same entities, sent again).
+    /// Starts order, review, session and click ids at `first`, to continue an earlier
+    /// run. Customers and products keep their ids (the same entities); past the first run
+    /// their opening snapshots are not sent again, so stored history is not reset.
     pub fn continue_ids(&mut self, first: u64) {
+        if first > 1 {
+            self.ready.clear();
+        }
         self.next_order = first;
         self.next_review = first;
         self.next_session = first;
