@@ -134,6 +134,14 @@ struct IngestContext {
 impl ClientContext for IngestContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let source = self.shared.source.name.as_str();
+        if fac == "COMMITFAIL" {
+            // A consumer-group offset commit that failed, typically while another source
+            // of the same group joins or leaves (a rebalance). The offsets that count are
+            // in the Delta table; the group's copy is for lag tools and catches up at the
+            // next commit. Not a broker outage.
+            tracing::debug!(source, message, "consumer group offset commit failed");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
