@@ -52,6 +52,40 @@ async fn demo_project_from_events_to_marts() {
     let server = TestServer::start_with(lake, settings).await;
     let c = server.connect().await;
     generate_and_check(&c, &server.brokers, 20_000).await;
+
+    // The same events through the HTTP ingest endpoint (`tidepool generate --http`):
+    // broken JSON is refused at the door, everything else lands.
+    let (rows, dead) = landed(&c).await;
+    let http = server.http.expect("http enabled");
+    let options = Options {
+        rate: 4000,
+        events: Some(4_000),
+        seed: 12,
+        start: chrono::Utc::now(),
+        first_id: 1_000_000,
+        mix: Mix::default(),
+        target: Target::Http {
+            url: format!("http://{http}"),
+            credentials: None,
+        },
+    };
+    let stats = generate::run(options, CancellationToken::new())
+        .await
+        .expect("generator posts");
+    assert_eq!(stats.failed, 0);
+    let expected = rows + dead + stats.sent as i64 - stats.rejected as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (r, d) = landed(&c).await;
+        if r + d == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "http: {r} + {d} of {expected} ({stats})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// docker-compose.yml's settings (tidepool.docker.toml: S3 lake on MinIO, an external
