@@ -1,6 +1,7 @@
 //! Wire protocols: thin adapters that serve the [`crate::engine`] and [`crate::ingest`] to
 //! clients.
 
+pub mod admin;
 pub mod flight;
 pub mod http;
 pub mod pg;

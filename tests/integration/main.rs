@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, real clients (tokio-postgres, psql).
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
+mod admin;
 mod client_grafana;
 mod client_metabase;
 mod client_node;

@@ -6,7 +6,7 @@
 //! users, TLS when `[tls]` is configured (or the listener does not start). Errors map to
 //! gRPC codes in [`errors`], once.
 
-mod auth;
+pub(crate) mod auth;
 pub mod client;
 mod columns;
 pub mod errors;

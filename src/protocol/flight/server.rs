@@ -37,6 +37,8 @@ const CONNECTION_WINDOW: u32 = 32 << 20;
 pub struct FlightServer {
     listener: tokio::net::TcpListener,
     service: FlightSql,
+    /// The admin gRPC API, served on the same port.
+    admin: crate::protocol::admin::AdminService,
     tls: Option<ServerTlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -70,8 +72,15 @@ impl FlightServer {
             UserDirectory::new(&settings.users),
             settings.flight_token_ttl,
         ));
+        let admin = crate::protocol::admin::AdminService::new(
+            engine.clone(),
+            auth.clone(),
+            settings,
+            shutdown.clone(),
+        );
         Ok(FlightServer {
             listener,
+            admin,
             service: FlightSql::new(engine, auth),
             tls,
             shutdown,
@@ -110,8 +119,16 @@ impl FlightServer {
             .max_encoding_message_size(usize::MAX);
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let shutdown = self.shutdown.clone();
-        let serve = builder
-            .add_service(service)
+        let admin = crate::protocol::admin::pb::admin_server::AdminServer::new(self.admin);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::protocol::admin::pb::DESCRIPTOR)
+            .build_v1();
+        let mut router = builder.add_service(service).add_service(admin);
+        match reflection {
+            Ok(r) => router = router.add_service(r),
+            Err(e) => tracing::warn!(error = %e, "admin: gRPC reflection unavailable"),
+        }
+        let serve = router
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
         let grace = self.grace;
         let stop = async {
