@@ -145,3 +145,45 @@ async fn admin_needs_credentials_when_users_exist() {
     let health = admin.health(request).await.unwrap().into_inner();
     assert_eq!(health.status, "serving");
 }
+
+/// Readers may look but not change anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_readers_may_not_call_mutating_rpcs() {
+    let server = TestServer::start(
+        "[[users]]\nname = \"ops\"\npassword = \"ops pw\"\n\n\
+         [[users]]\nname = \"bi\"\npassword = \"bi pw\"\nschemas = [\"gold\"]\n",
+    )
+    .await;
+    let flight = server.flight.expect("flight on");
+    let mut admin = AdminClient::connect(format!("http://{flight}"))
+        .await
+        .expect("admin connects");
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}")
+            )
+        )
+        .parse::<tonic::metadata::MetadataValue<_>>()
+        .unwrap()
+    };
+    let mut request = tonic::Request::new(pb::ListRunsRequest { limit: 1 });
+    request
+        .metadata_mut()
+        .insert("authorization", basic("bi", "bi pw"));
+    admin.list_runs(request).await.expect("readers may read");
+    let mut request = tonic::Request::new(pb::ReloadProjectRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", basic("bi", "bi pw"));
+    let denied = admin.reload_project(request).await.expect_err("reader");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let mut request = tonic::Request::new(pb::ReloadProjectRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", basic("ops", "ops pw"));
+    let full = admin.reload_project(request).await.expect_err("not yet");
+    assert_eq!(full.code(), Code::Unimplemented, "{full:?}");
+}

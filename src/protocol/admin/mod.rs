@@ -4,7 +4,7 @@
 //!
 //! STATUS: Health, ListModels, ListRuns, GetRun and IngestStatus answer; RunModels,
 //! PauseSource, ResumeSource, ReplaySource, Maintain and ReloadProject answer
-//! Unimplemented for now. Reads go through the engine's `system.*` tables, so they
+//! Unimplemented for now (PermissionDenied first for readers: they change the server). Reads go through the engine's `system.*` tables, so they
 //! answer what `psql` would.
 
 use std::collections::BTreeMap;
@@ -66,6 +66,18 @@ impl AdminService {
     /// The calling user, authenticated like a Flight call.
     fn caller<T>(&self, request: &Request<T>) -> Result<String, Status> {
         Ok(self.auth.caller(request.metadata())?.user)
+    }
+
+    /// The caller of a mutating RPC: a full user; readers get PermissionDenied.
+    fn admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let user = self.caller(request)?;
+        if self.engine.options().access.readers.contains_key(&user) {
+            return Err(Status::permission_denied(format!(
+                "user {user} is a reader (schemas = [...]); this RPC changes the server and needs a full user"
+            )));
+        }
+        self.unavailable_when_stopping()?;
+        Ok(user)
     }
 
     fn unavailable_when_stopping(&self) -> Result<(), Status> {
@@ -256,7 +268,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RunModelsRequest>,
     ) -> Result<Response<Self::RunModelsStream>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("RunModels"))
     }
 
@@ -360,7 +372,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SourceRequest>,
     ) -> Result<Response<pb::SourceState>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("PauseSource"))
     }
 
@@ -368,7 +380,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SourceRequest>,
     ) -> Result<Response<pb::SourceState>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("ResumeSource"))
     }
 
@@ -376,7 +388,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ReplaySourceRequest>,
     ) -> Result<Response<pb::ReplaySourceResponse>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("ReplaySource"))
     }
 
@@ -384,7 +396,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::MaintainRequest>,
     ) -> Result<Response<pb::MaintainResponse>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("Maintain"))
     }
 
@@ -392,7 +404,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ReloadProjectRequest>,
     ) -> Result<Response<pb::ReloadProjectResponse>, Status> {
-        self.caller(&request)?;
+        self.admin(&request)?;
         Err(not_yet("ReloadProject"))
     }
 }
