@@ -77,6 +77,15 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Admin API read latency: ListModels on a large project, IngestStatus on many partitions
+    Admin {
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
+        #[arg(long, default_value_t = 100)]
+        partitions: i32,
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+    },
     /// The retail demo: time to queryable gold marts, how far they trail the generator
     /// (run from the repository root)
     Demo {
@@ -146,6 +155,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     super::bench_models::incremental(rows, new_rows, shape).await?;
                 }
             }
+        }
+        BenchWhat::Admin {
+            models,
+            partitions,
+            calls,
+        } => {
+            return super::bench_admin::run(models, partitions, calls).await;
         }
         BenchWhat::Demo { rate, seconds } => {
             return super::bench_demo::run(rate, seconds).await;

@@ -14,7 +14,7 @@ use crate::lake::Lake;
 
 /// Writes a project of `n` models: 50 read the Kafka source, the rest join two earlier
 /// models through `ref()`, use a macro, `var()` and `config()`.
-fn generate_project(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+pub(super) fn generate_project(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("macros"))?;
     std::fs::write(
         dir.join("tidepool.toml"),

@@ -2,6 +2,7 @@
 //! [`dispatch`].
 
 mod bench;
+mod bench_admin;
 mod bench_connect;
 mod bench_demo;
 mod bench_models;

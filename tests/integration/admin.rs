@@ -64,6 +64,21 @@ async fn admin_read_only_rpcs() {
     assert_eq!(models[1].depends_on, vec!["silver.orders".to_string()]);
     assert!(models[1].last_run.is_none());
 
+    // A new model file is seen by the next call (the loaded project is cached per file
+    // times).
+    std::fs::write(
+        dir.path().join("sql/gold/extra.sql"),
+        "select 1 as x from {{ ref('revenue') }}",
+    )
+    .unwrap();
+    let all = admin
+        .list_models(pb::ListModelsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(all.len(), 3, "{all:?}");
+
     let bad = admin
         .list_models(pb::ListModelsRequest {
             selector: "tag:".into(),

@@ -41,6 +41,34 @@ pub struct AdminService {
     lake: String,
     started: Instant,
     shutdown: CancellationToken,
+    /// The loaded project and the file times it was loaded at: ListModels loads again
+    /// only when a model, macro or YAML file changed.
+    project_cache: parking_lot::Mutex<Option<(Fingerprint, Arc<crate::models::Project>)>>,
+}
+
+/// Paths and modification times of the project's files.
+type Fingerprint = Vec<(std::path::PathBuf, std::time::SystemTime)>;
+
+fn fingerprint(paths: &ProjectPaths) -> Fingerprint {
+    fn walk(dir: &std::path::Path, out: &mut Fingerprint) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&path, out),
+                Ok(m) => out.push((path, m.modified().unwrap_or(std::time::UNIX_EPOCH))),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in [&paths.models, &paths.macros, &paths.tests] {
+        walk(dir, &mut out);
+    }
+    out.sort();
+    out
 }
 
 impl AdminService {
@@ -60,6 +88,7 @@ impl AdminService {
             lake: settings.lake.root.clone(),
             started: Instant::now(),
             shutdown,
+            project_cache: parking_lot::Mutex::new(None),
         }
     }
 
@@ -78,6 +107,22 @@ impl AdminService {
         }
         self.unavailable_when_stopping()?;
         Ok(user)
+    }
+
+    /// The project as on disk now, loaded again only when its files changed.
+    fn project(&self) -> Result<Arc<crate::models::Project>, Status> {
+        let now = fingerprint(&self.project);
+        if let Some((seen, project)) = self.project_cache.lock().as_ref()
+            && *seen == now
+        {
+            return Ok(project.clone());
+        }
+        let sources = crate::models::kafka_sources(&self.sources);
+        let project = crate::models::Project::load(self.project.clone(), sources, BTreeMap::new())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let project = Arc::new(project);
+        *self.project_cache.lock() = Some((now, project.clone()));
+        Ok(project)
     }
 
     fn unavailable_when_stopping(&self) -> Result<(), Status> {
@@ -213,9 +258,7 @@ impl Admin for AdminService {
         self.caller(&request)?;
         self.unavailable_when_stopping()?;
         let req = request.into_inner();
-        let sources = crate::models::kafka_sources(&self.sources);
-        let project = crate::models::Project::load(self.project.clone(), sources, BTreeMap::new())
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let project = self.project()?;
         let split = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
         let chosen =
             crate::models::select::select(&project, &split(&req.selector), &split(&req.exclude))
