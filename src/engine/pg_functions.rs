@@ -369,6 +369,39 @@ impl ScalarUDFImpl for JsonBuildObject {
     }
 }
 
+/// A function call's arguments as one row of values per output row, and whether every
+/// argument was a scalar (then the result is one too).
+pub(super) fn row_values(args: &ScalarFunctionArgs) -> Result<(Vec<Vec<ScalarValue>>, bool)> {
+    let n = args.number_rows;
+    let scalar = args
+        .args
+        .iter()
+        .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let arrays = args
+        .args
+        .iter()
+        .map(|a| a.to_array(n))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = (0..n)
+        .map(|row| {
+            arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((rows, scalar))
+}
+
+/// A function's result column, as a scalar when every argument was one.
+pub(super) fn finish(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+    } else {
+        ColumnarValue::Array(array)
+    })
+}
+
 pub(super) fn scalar_text(v: &ScalarValue) -> String {
     match v {
         ScalarValue::Utf8(Some(s))
@@ -457,22 +490,9 @@ impl ScalarUDFImpl for Format {
                 "format takes a format string and arguments".into(),
             ));
         }
-        let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
-        let mut out = StringBuilder::with_capacity(rows, rows * 16);
-        for row in 0..rows {
-            let values = arrays
-                .iter()
-                .map(|a| ScalarValue::try_from_array(a, row))
-                .collect::<Result<Vec<_>>>()?;
+        let (rows, scalar) = row_values(&args)?;
+        let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+        for values in rows {
             if values[0].is_null() {
                 out.append_null();
                 continue;
@@ -481,12 +501,7 @@ impl ScalarUDFImpl for Format {
             let rest: Vec<Option<String>> = values[1..].iter().map(text).collect();
             out.append_value(format_pg(&scalar_text(&values[0]), &rest)?);
         }
-        let array: ArrayRef = Arc::new(out.finish());
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        finish(Arc::new(out.finish()), scalar)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder};
+use datafusion::arrow::array::BooleanBuilder;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
@@ -134,22 +134,9 @@ impl ScalarUDFImpl for HasPrivilege {
                 )));
             }
         };
-        let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
-        let mut out = BooleanBuilder::with_capacity(rows);
-        for row in 0..rows {
-            let values = arrays
-                .iter()
-                .map(|a| ScalarValue::try_from_array(a, row))
-                .collect::<Result<Vec<_>>>()?;
+        let (rows, scalar) = super::pg_functions::row_values(&args)?;
+        let mut out = BooleanBuilder::with_capacity(rows.len());
+        for values in rows {
             if values.iter().any(|v| v.is_null()) {
                 out.append_null();
                 continue;
@@ -177,12 +164,7 @@ impl ScalarUDFImpl for HasPrivilege {
                 .any(|p| self.access.holds(&user, schema.as_deref(), p));
             out.append_value(held);
         }
-        let array: ArrayRef = Arc::new(out.finish());
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::pg_functions::finish(Arc::new(out.finish()), scalar)
     }
 }
 

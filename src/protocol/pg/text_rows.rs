@@ -104,15 +104,7 @@ fn write_value(
         DataType::Float32 => {
             // Shortest text that reads back as the same f32, as Postgres prints float4.
             let v = col.as_primitive::<Float32Type>().value(row);
-            write_float_text(
-                buf,
-                v.is_nan(),
-                v.is_infinite(),
-                v < 0.0,
-                &format!("{v}"),
-                &format!("{v:e}"),
-                v.abs() as f64,
-            );
+            write_float_text(buf, v as f64, &format!("{v}"), &format!("{v:e}"));
         }
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
@@ -196,30 +188,16 @@ fn write_value(
 /// A double as Postgres prints it (extra_float_digits >= 1: the shortest text that reads
 /// back exactly): `1.5`, `0.1`, `1e+20`, `1.5e-05`, `Infinity`, `NaN`.
 fn write_float(buf: &mut BytesMut, v: f64) {
-    write_float_text(
-        buf,
-        v.is_nan(),
-        v.is_infinite(),
-        v < 0.0,
-        &format!("{v}"),
-        &format!("{v:e}"),
-        v.abs(),
-    );
+    write_float_text(buf, v, &format!("{v}"), &format!("{v:e}"));
 }
 
-fn write_float_text(
-    buf: &mut BytesMut,
-    nan: bool,
-    infinite: bool,
-    negative: bool,
-    plain: &str,
-    exp: &str,
-    abs: f64,
-) {
-    if nan {
+/// `v` (widened from f32 or not) printed from its own shortest texts `plain` and `exp`.
+fn write_float_text(buf: &mut BytesMut, v: f64, plain: &str, exp: &str) {
+    let abs = v.abs();
+    if v.is_nan() {
         buf.put_slice(b"NaN");
-    } else if infinite {
-        buf.put_slice(if negative { b"-Infinity" } else { b"Infinity" });
+    } else if v.is_infinite() {
+        buf.put_slice(if v < 0.0 { b"-Infinity" } else { b"Infinity" });
     } else if abs != 0.0 && !(1e-4..1e15).contains(&abs) {
         // Rust writes `1.5e-5`; Postgres `1.5e-05`: signed, at least two digits.
         let (mantissa, exponent) = exp.split_once('e').unwrap_or((exp, "0"));
@@ -234,8 +212,6 @@ fn write_float_text(
             buf.put_u8(b'0');
         }
         buf.put_slice(digits.as_bytes());
-    } else if plain == "-0" {
-        buf.put_slice(b"-0");
     } else {
         buf.put_slice(plain.as_bytes());
     }
