@@ -14,26 +14,19 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
-use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Overrides;
-use crate::engine::{Engine, Output, QueryControl};
+use crate::engine::Engine;
 use crate::generate::{self, Mix, Options, Target};
 
 /// The newest `updated_at` in gold.fact_orders, if the table exists and has rows.
 async fn newest_order(engine: &std::sync::Arc<Engine>) -> Option<chrono::DateTime<Utc>> {
-    let mut session = engine.session("tidepool");
-    let control = QueryControl::new(CancellationToken::new(), None);
-    let stmt = session
-        .parse("SELECT max(updated_at) FROM gold.fact_orders")
-        .ok()?
-        .pop()?;
-    let Ok(Output::Rows { stream, .. }) = session.execute(stmt, None, &control).await else {
-        return None;
-    };
-    let batches: Vec<_> = stream.try_collect().await.ok()?;
+    let batches = engine
+        .query("SELECT max(updated_at) FROM gold.fact_orders")
+        .await
+        .ok()?;
     let col = batches.first()?.column(0).clone();
     let ts = col.as_primitive_opt::<TimestampMicrosecondType>()?;
     if ts.is_empty() || ts.is_null(0) {

@@ -204,22 +204,10 @@ pub async fn demo(overrides: &Overrides, args: DemoArgs) -> anyhow::Result<ExitC
 async fn max_order_id(engine: &std::sync::Arc<crate::engine::Engine>) -> u64 {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int64Type;
-    use futures::TryStreamExt;
-    let mut session = engine.session("tidepool");
-    let control = crate::engine::QueryControl::new(CancellationToken::new(), None);
-    let Ok(mut stmts) = session.parse("SELECT CAST(max(order_id) AS BIGINT) FROM bronze.orders")
-    else {
+    let sql = "SELECT CAST(max(order_id) AS BIGINT) FROM bronze.orders";
+    let Ok(batches) = engine.query(sql).await else {
         return 0;
     };
-    let Some(stmt) = stmts.pop() else {
-        return 0;
-    };
-    let Ok(crate::engine::Output::Rows { stream, .. }) =
-        session.execute(stmt, None, &control).await
-    else {
-        return 0;
-    };
-    let batches: Vec<_> = stream.try_collect().await.unwrap_or_default();
     batches
         .first()
         .filter(|b| b.num_rows() > 0 && b.num_columns() > 0)

@@ -264,6 +264,26 @@ impl Engine {
         Session::new(self.clone(), user)
     }
 
+    /// Runs one query as the built-in user and collects its rows: for the server's own
+    /// reads (admin API, demo, benchmarks), not for client statements.
+    pub async fn query(
+        self: &Arc<Self>,
+        sql: &str,
+    ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, EngineError> {
+        use futures::TryStreamExt;
+        let mut session = self.session("tidepool");
+        let control = QueryControl::new(tokio_util::sync::CancellationToken::new(), None);
+        let stmt = session.parse(sql)?.pop().ok_or_else(|| {
+            EngineError::Syntax("an empty statement where a query was expected".into())
+        })?;
+        match session.execute(stmt, None, &control).await? {
+            Output::Rows { stream, .. } => {
+                stream.try_collect().await.map_err(EngineError::from_stream)
+            }
+            Output::Command(_) => Ok(Vec::new()),
+        }
+    }
+
     /// The schemas `user` may read, when it is a reader limited to some.
     pub fn readable_schemas(&self, user: &str) -> Option<&std::collections::BTreeSet<String>> {
         self.options.access.readers.get(user)

@@ -11,14 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, Output, QueryControl};
+use crate::engine::Engine;
 use crate::models::ProjectPaths;
 
 use super::flight::auth::Authenticator;
@@ -134,25 +133,11 @@ impl AdminService {
 
     /// Rows of a query on the system tables, every value as text.
     async fn rows(&self, sql: &str) -> Result<Vec<BTreeMap<String, Option<String>>>, Status> {
-        let mut session = self.engine.session("tidepool");
-        let control = QueryControl::new(CancellationToken::new(), None);
-        let internal = |e: crate::engine::EngineError| Status::internal(e.message());
-        let stmt = session
-            .parse(sql)
-            .map_err(internal)?
-            .pop()
-            .ok_or_else(|| Status::internal("empty statement"))?;
-        let Output::Rows { stream, .. } = session
-            .execute(stmt, None, &control)
+        let batches = self
+            .engine
+            .query(sql)
             .await
-            .map_err(internal)?
-        else {
-            return Ok(Vec::new());
-        };
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(e.message()))?;
         let mut out = Vec::new();
         for b in batches {
             let schema = b.schema();
