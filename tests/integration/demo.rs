@@ -278,12 +278,14 @@ async fn generate_and_check(c: &tokio_postgres::Client, brokers: &str, events: u
 
     // Procedures answer (views/ retries them once the gold tables they read exist).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while let Err(e) = c.query("CALL gold.customer_orders(1)", &[]).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "procedures not deployed: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    for call in [
+        "CALL gold.customer_orders(1)",
+        "CALL gold.sales_by_category('2000-01-01', '2000-01-02')",
+    ] {
+        while let Err(e) = c.query(call, &[]).await {
+            assert!(tokio::time::Instant::now() < deadline, "{call}: {e}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     let customer: i64 = c
         .query_one(
