@@ -197,8 +197,24 @@ async fn generate_and_check(c: &tokio_postgres::Client, brokers: &str, events: u
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // A scheduled build that started after the last event landed, models and tests green.
-    let caught_up = chrono::Utc::now();
+    // A scheduled build that started after the last bronze commit (Delta commit time, not
+    // when this test noticed: a build may already have started on the last commit),
+    // models and tests green.
+    let mut caught_up = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+    for (source, _) in SOURCES {
+        for table in [source.to_string(), format!("{source}__dead_letters")] {
+            let sql = format!("SELECT max(timestamp) FROM system.table_history('bronze.{table}')");
+            if let Ok(row) = c.query_one(&sql, &[]).await
+                && let Ok(Some(t)) = row.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(0)
+            {
+                caught_up = caught_up.max(t);
+            }
+        }
+    }
+    assert!(
+        caught_up > chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        "no bronze commits seen"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let run = loop {
         let rows = c
@@ -212,7 +228,7 @@ async fn generate_and_check(c: &tokio_postgres::Client, brokers: &str, events: u
             .expect("system.runs");
         if let Some(r) = rows.first() {
             let started: chrono::DateTime<chrono::Utc> = r.get(4);
-            if started > caught_up {
+            if started >= caught_up {
                 break (
                     r.get::<_, String>(0),
                     r.get::<_, i64>(1),
