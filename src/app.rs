@@ -41,12 +41,8 @@ pub enum AppError {
 pub struct App {
     engine: Arc<Engine>,
     ingest: Arc<Ingest>,
-    /// `[schedule]` with the project folder and the source names.
-    schedule: Option<(
-        crate::config::Schedule,
-        crate::models::ProjectPaths,
-        Vec<String>,
-    )>,
+    /// What the admin API and `[schedule]` drive: runs, sources, reloads.
+    control: Arc<crate::control::Control>,
     pg: Option<PgServer>,
     http: Option<HttpServer>,
     flight: Option<FlightServer>,
@@ -64,6 +60,12 @@ impl App {
         engine.register_system_table("ingest", ingest.status());
         crate::models::records::register(&engine);
         let shutdown = CancellationToken::new();
+        let control = crate::control::Control::new(
+            engine.clone(),
+            ingest.clone(),
+            settings,
+            shutdown.clone(),
+        );
         let pg = match settings.pg_listen {
             Some(addr) => {
                 Some(PgServer::bind(addr, engine.clone(), settings, shutdown.child_token()).await?)
@@ -78,20 +80,21 @@ impl App {
         };
         let flight = match settings.flight_listen {
             Some(addr) => Some(
-                FlightServer::bind(addr, engine.clone(), settings, shutdown.child_token()).await?,
+                FlightServer::bind(
+                    addr,
+                    engine.clone(),
+                    control.clone(),
+                    settings,
+                    shutdown.child_token(),
+                )
+                .await?,
             ),
             None => None,
         };
-        let schedule = settings.schedule.clone().map(|s| {
-            let sources = settings.sources.iter().map(|x| x.name.clone()).collect();
-            let mut paths = crate::models::ProjectPaths::in_dir(&settings.project_dir);
-            paths.defaults = settings.model_defaults.clone();
-            (s, paths, sources)
-        });
         Ok(App {
             engine,
             ingest,
-            schedule,
+            control,
             pg,
             http,
             flight,
@@ -158,15 +161,10 @@ impl App {
             self.project_dir.clone(),
             self.shutdown.child_token(),
         ));
-        if let Some((schedule, dir, sources)) = self.schedule.clone() {
-            tasks.spawn(crate::models::schedule::serve(
-                engine.clone(),
-                schedule,
-                dir,
-                sources,
-                self.shutdown.child_token(),
-            ));
-        }
+        tasks.spawn(crate::models::schedule::serve(
+            self.control.clone(),
+            self.shutdown.child_token(),
+        ));
         let ingest_token = self.shutdown.child_token();
         match self
             .ingest

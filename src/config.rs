@@ -54,6 +54,9 @@ pub struct Config {
     /// The folder of the config file (set when it is read).
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
+    /// The config file (set when it is read), which a reload reads again.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// Where the SQL project (models, macros, tests) lives.
@@ -86,7 +89,7 @@ pub struct ScheduleConfig {
 }
 
 /// A validated `[schedule]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub every: Option<Duration>,
     pub cron: Option<String>,
@@ -456,6 +459,10 @@ pub struct Settings {
     pub embedded_partitions: i32,
     pub sources: Vec<Source>,
     pub maintenance: Maintenance,
+    /// The file these settings were read from (a reload reads it again).
+    pub config_file: Option<PathBuf>,
+    /// The command-line overrides applied on top of it.
+    pub overrides: Overrides,
 }
 
 /// A validated source.
@@ -507,6 +514,7 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        config.config_file = Some(path.to_path_buf());
         config.config_dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -558,7 +566,9 @@ impl Config {
             (None, None) => {}
             _ => return Err(invalid("tls", "give both --tls-cert and --tls-key")),
         }
-        self.validate()
+        let mut settings = self.validate()?;
+        settings.overrides = o.clone();
+        Ok(settings)
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
@@ -698,6 +708,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
             tls: self.tls,
             users,
+            config_file: self.config_file,
+            overrides: Overrides::default(),
         })
     }
 }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod generate;
 pub mod ingest;

@@ -188,14 +188,6 @@ async fn record(project: &Project, lake: &Arc<Lake>, rec: &RunRecord) {
     }
 }
 
-fn run_id(started: chrono::DateTime<chrono::Utc>) -> String {
-    format!(
-        "{}-{}",
-        started.format("%Y%m%dT%H%M%S%.3fZ"),
-        std::process::id()
-    )
-}
-
 fn selector_text(sel: &Selection) -> String {
     let mut s = sel.select.join(" ");
     if !sel.exclude.is_empty() {
@@ -254,7 +246,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     }
     println!("\nfinished tests: {passed} passed, {warned} warnings, {failed} failed");
     let rec = RunRecord {
-        run_id: run_id(started_at),
+        run_id: records::run_id(started_at),
         command: "test".into(),
         selector: selector_text(&args.selection),
         started_at,
@@ -378,7 +370,7 @@ pub async fn run(
     }
     let nodes = records::nodes(&lake, &project, &results, &tested).await;
     let rec = RunRecord {
-        run_id: run_id(started_at),
+        run_id: records::run_id(started_at),
         command: if with_tests { "build" } else { "run" }.into(),
         selector: selector_text(&args.selection),
         started_at,

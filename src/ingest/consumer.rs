@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -195,6 +196,10 @@ impl ConsumerContext for IngestContext {
                 };
                 if let Err(e) = r {
                     tracing::error!(source = %self.shared.source.name, error = %e, "assign failed");
+                }
+                // Partitions gained while paused stay paused.
+                if self.shared.status.paused.load(Ordering::Relaxed) {
+                    let _ = consumer.pause(tpl);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -395,10 +400,12 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
     let mut last_group_commit = Instant::now();
     let mut committed_to_group: HashMap<TopicPartition, i64> = HashMap::new();
     let mut last_message = Instant::now();
+    let mut paused = false;
     loop {
         if job.cancel.is_cancelled() {
             break;
         }
+        paused = apply_switches(&consumer, &shared, paused);
         let timeout = {
             let st = shared.state.lock();
             match st.first_at {
@@ -411,6 +418,9 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
         };
         match consumer.poll(timeout) {
             None => {}
+            // Fetched before the pause took hold: dropped unread; `next` does not move,
+            // so resuming seeks back to it.
+            Some(Ok(_)) if paused => {}
             Some(Ok(m)) => {
                 last_message = Instant::now();
                 shared.errors.lock().recovered(&src.name);
@@ -488,6 +498,53 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
         let _ = done.send(());
     }
     Ok(())
+}
+
+/// Applies what the admin API asked of this source: pause (commit what is buffered, stop
+/// fetching, stay in the group), reposition (start offsets read from the lake again, after
+/// a replay rewrote them) and resume (fetch again from the next unread offset). Returns
+/// whether the source is paused now.
+fn apply_switches(consumer: &BaseConsumer<IngestContext>, shared: &Shared, paused: bool) -> bool {
+    let status = &shared.status;
+    let want = status.paused.load(Ordering::Relaxed);
+    if want && !paused {
+        shared.flush_and_wait();
+        if let Ok(tpl) = consumer.assignment() {
+            let _ = consumer.pause(&tpl);
+        }
+        status.pause_applied.store(true, Ordering::Release);
+        tracing::info!(source = %shared.source.name, "paused");
+    }
+    if status.reposition.swap(false, Ordering::AcqRel) {
+        shared.flush_and_wait();
+        if let Ok(mut tpl) = consumer.assignment() {
+            shared.position_from_lake(consumer, &mut tpl);
+        }
+        seek_to_next(consumer, shared);
+    }
+    if !want && paused {
+        if let Ok(tpl) = consumer.assignment() {
+            let _ = consumer.resume(&tpl);
+        }
+        seek_to_next(consumer, shared);
+        status.pause_applied.store(false, Ordering::Release);
+        tracing::info!(source = %shared.source.name, "resumed");
+    }
+    want
+}
+
+/// Points every partition with a known next offset at it.
+fn seek_to_next(consumer: &BaseConsumer<IngestContext>, shared: &Shared) {
+    let next = shared.state.lock().next.clone();
+    let assigned = consumer.assignment().unwrap_or_default();
+    for ((t, p), n) in next {
+        if assigned.find_partition(&t, p).is_none() {
+            continue;
+        }
+        if let Err(e) = consumer.seek(&t, p, Offset::Offset(n), Duration::from_secs(5)) {
+            tracing::warn!(source = %shared.source.name, topic = %t, partition = p, error = %e, "cannot seek");
+        }
+    }
 }
 
 fn caught_up(shared: &Shared) -> bool {

@@ -73,6 +73,79 @@ pub async fn maintain(
     Ok(report)
 }
 
+/// One maintenance operation asked for by name (the admin API's Maintain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Compact small files into files of `target_file_size` (Delta OPTIMIZE).
+    Optimize,
+    /// Delete files no version within the retention references.
+    Vacuum,
+    /// Write a checkpoint of the current version.
+    Checkpoint,
+}
+
+/// Runs `action` on `schema.table` (any lake table: bronze, silver, gold) now, whatever
+/// the thresholds; returns what it did, in words.
+pub async fn apply(
+    lake: &Lake,
+    schema: &str,
+    table: &str,
+    action: Action,
+    m: &Maintenance,
+) -> Result<String, IngestError> {
+    let name = format!("{schema}.{table}");
+    let Some(t) = lake.table(schema, table).await? else {
+        return Err(IngestError::NoTable(name));
+    };
+    let files = t
+        .snapshot()
+        .map_err(IngestError::delta)?
+        .log_data()
+        .num_files();
+    let summary = match action {
+        Action::Optimize => {
+            let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
+            let (t, metrics) = t
+                .optimize()
+                .with_target_size(target)
+                .await
+                .map_err(IngestError::delta)?;
+            format!(
+                "optimized {name}: {files} files before, {} compacted into {}; version {}",
+                metrics.num_files_removed,
+                metrics.num_files_added,
+                t.version().unwrap_or_default()
+            )
+        }
+        Action::Vacuum => {
+            let retention = chrono::Duration::from_std(m.vacuum_retention)
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
+            let (_, metrics) = t
+                .vacuum()
+                .with_retention_period(retention)
+                .with_enforce_retention_duration(false)
+                .await
+                .map_err(IngestError::delta)?;
+            format!(
+                "vacuumed {name}: {} unreferenced files older than {} h deleted",
+                metrics.files_deleted.len(),
+                m.vacuum_retention.as_secs() / 3600
+            )
+        }
+        Action::Checkpoint => {
+            deltalake::checkpoints::create_checkpoint(&t, None)
+                .await
+                .map_err(IngestError::delta)?;
+            format!(
+                "checkpoint of {name} written at version {}",
+                t.version().unwrap_or_default()
+            )
+        }
+    };
+    tracing::info!(table = %name, ?action, %summary, "maintenance on request");
+    Ok(summary)
+}
+
 /// Runs [`maintain`] over `tables` every `m.interval` until cancelled.
 pub async fn run(
     lake: Arc<Lake>,

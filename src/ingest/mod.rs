@@ -15,6 +15,7 @@ pub mod decode;
 pub mod maintenance;
 pub mod pipeline;
 pub mod produce;
+pub mod replay;
 pub mod schema;
 pub mod sink;
 pub mod status;
@@ -39,6 +40,11 @@ pub enum IngestError {
     Schema { path: String, message: String },
     #[error("unknown source {0:?}")]
     UnknownSource(String),
+    #[error("no table {0}")]
+    NoTable(String),
+    /// Not possible in the state the source or the broker is in.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error("Delta: {0}")]

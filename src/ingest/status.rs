@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
@@ -24,13 +24,29 @@ pub struct PartitionStatus {
     pub messages: u64,
     pub dead_letters: u64,
     pub last_commit: Option<DateTime<Utc>>,
+    /// Commits of the last [`RATE_WINDOW`]: when, and how many messages.
+    pub recent: std::collections::VecDeque<(DateTime<Utc>, u64)>,
 }
+
+/// The window `rate` is measured over.
+pub const RATE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 impl PartitionStatus {
     /// Messages on the broker not yet committed to the lake.
     pub fn lag(&self) -> Option<i64> {
         let hw = self.high_watermark?;
         Some((hw - self.committed.map_or(0, |c| c + 1)).max(0))
+    }
+
+    /// Messages (rows and dead letters) committed per second over the last 10 s.
+    pub fn rate(&self, now: DateTime<Utc>) -> f64 {
+        let n: u64 = self
+            .recent
+            .iter()
+            .filter(|(t, _)| now - *t <= RATE_WINDOW)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / RATE_WINDOW.as_seconds_f64()
     }
 }
 
@@ -39,6 +55,12 @@ impl PartitionStatus {
 pub struct SourceStatus {
     pub name: String,
     pub running: AtomicBool,
+    /// Asked to pause (admin API): the consumer commits what it holds and stops fetching.
+    pub paused: AtomicBool,
+    /// The consumer has done so: nothing more is written until resumed.
+    pub pause_applied: AtomicBool,
+    /// Asked to read its start offsets from the lake again (after a replay rewrote them).
+    pub reposition: AtomicBool,
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -66,6 +88,14 @@ impl SourceStatus {
             p.messages += msgs;
             p.dead_letters += dead;
             p.last_commit = Some(now);
+            p.recent.push_back((now, msgs + dead));
+            while p
+                .recent
+                .front()
+                .is_some_and(|(t, _)| now - *t > RATE_WINDOW)
+            {
+                p.recent.pop_front();
+            }
             total += msgs;
             total_dead += dead;
         }
@@ -131,7 +161,9 @@ impl IngestStatus {
             Field::new("messages", DataType::UInt64, false),
             Field::new("dead_letters", DataType::UInt64, false),
             Field::new("last_commit", ts, true),
+            Field::new("rate", DataType::Float64, false),
             Field::new("running", DataType::Boolean, false),
+            Field::new("paused", DataType::Boolean, false),
             Field::new("last_error", DataType::Utf8, true),
         ]))
     }
@@ -147,7 +179,10 @@ impl IngestStatus {
         let mut messages = UInt64Builder::new();
         let mut dead = UInt64Builder::new();
         let mut last = TimestampMicrosecondBuilder::new();
+        let mut rate = Float64Builder::new();
         let mut running = BooleanBuilder::new();
+        let mut paused = BooleanBuilder::new();
+        let now = Utc::now();
         let mut error = StringBuilder::new();
         for s in self.sources() {
             let err = s.last_error.lock().clone();
@@ -161,7 +196,9 @@ impl IngestStatus {
                 messages.append_value(st.messages);
                 dead.append_value(st.dead_letters);
                 last.append_option(st.last_commit.map(|t| t.timestamp_micros()));
+                rate.append_value(st.rate(now));
                 running.append_value(s.running.load(Ordering::Relaxed));
+                paused.append_value(s.paused.load(Ordering::Relaxed));
                 error.append_option(err.as_deref());
             }
         }
@@ -175,7 +212,9 @@ impl IngestStatus {
             Arc::new(messages.finish()),
             Arc::new(dead.finish()),
             Arc::new(last.finish().with_timezone("UTC")),
+            Arc::new(rate.finish()),
             Arc::new(running.finish()),
+            Arc::new(paused.finish()),
             Arc::new(error.finish()),
         ];
         RecordBatch::try_new(Self::schema(), columns)

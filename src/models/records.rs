@@ -313,6 +313,15 @@ pub fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
 
 /// Records of a run's models (files and bytes from each built table's newest commit) and
 /// tests.
+/// A run's id: its start time and the process id.
+pub fn run_id(started: DateTime<Utc>) -> String {
+    format!(
+        "{}-{}",
+        started.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
 pub async fn nodes(
     lake: &Arc<Lake>,
     project: &Project,

@@ -122,6 +122,53 @@ pub enum Event {
     Finished(ModelResult),
 }
 
+/// What a recorded run is called in `system.runs`: `run`, `build`, `schedule:run`...
+/// and the selector it was given.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub command: String,
+    pub selector: String,
+}
+
+/// Runs like [`run`] and returns the results with the run's record (not saved yet: the
+/// caller saves it where it keeps runs).
+pub async fn run_to_record(
+    project: Arc<Project>,
+    engine: Arc<Engine>,
+    selected: &BTreeSet<usize>,
+    options: &RunOptions,
+    label: Label,
+    cancel: CancellationToken,
+    mut progress: impl FnMut(&Event),
+) -> (Vec<ModelResult>, super::records::RunRecord) {
+    let started_at = chrono::Utc::now();
+    let mut tested = Vec::new();
+    let results = run(
+        project.clone(),
+        engine.clone(),
+        selected,
+        options,
+        cancel,
+        |e| {
+            if let Event::Tested(t) = e {
+                tested.push(t.clone());
+            }
+            progress(e);
+        },
+    )
+    .await;
+    let nodes = super::records::nodes(engine.lake(), &project, &results, &tested).await;
+    let record = super::records::RunRecord {
+        run_id: super::records::run_id(started_at),
+        command: label.command,
+        selector: label.selector,
+        started_at,
+        finished_at: chrono::Utc::now(),
+        nodes,
+    };
+    (results, record)
+}
+
 /// Runs the `selected` models of `project` against `engine`.
 pub async fn run(
     project: Arc<Project>,

@@ -9,36 +9,56 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::records::{self, RunRecord};
+use super::records;
 use super::run::{self, RunOptions};
-use super::{Project, ProjectPaths, kafka_sources, select};
+use super::{Project, select};
 use crate::config::Schedule;
+use crate::control::Control;
 use crate::engine::Engine;
 
-/// Runs the schedule until `cancel`.
-pub async fn serve(
-    engine: Arc<Engine>,
-    schedule: Schedule,
-    paths: ProjectPaths,
-    sources: Vec<String>,
-    cancel: CancellationToken,
-) {
-    let cron: Option<croner::Cron> = schedule.cron.as_deref().and_then(|c| c.parse().ok());
-    let next_cron = |after: chrono::DateTime<chrono::Utc>| {
+/// Runs the schedule until `cancel`. The `[schedule]` in force is read at every tick, so
+/// a reload that adds, changes or removes it applies at once; a build waits while a run
+/// asked for through the admin API holds the run slot.
+pub async fn serve(control: Arc<Control>, cancel: CancellationToken) {
+    let mut active: Option<Schedule> = None;
+    let mut cron: Option<croner::Cron> = None;
+    let mut due_timer = None;
+    let mut due_cron = None;
+    // Versions of the tables the models read, as of the last run.
+    let mut seen: Option<BTreeMap<String, i64>> = None;
+    let next_cron = |cron: &Option<croner::Cron>, after: chrono::DateTime<chrono::Utc>| {
         cron.as_ref()
             .and_then(|c| c.find_next_occurrence(&after, false).ok())
     };
-    let mut due_timer = schedule.every.map(|d| Instant::now() + d);
-    let mut due_cron = next_cron(chrono::Utc::now());
-    // Versions of the tables the models read, as of the last run.
-    let mut seen: Option<BTreeMap<String, i64>> = None;
-    tracing::info!(every = ?schedule.every, cron = ?schedule.cron, on_new_data = schedule.on_new_data,
-        "schedule active");
     loop {
+        let current = control.settings().schedule.clone();
+        if current != active {
+            match &current {
+                Some(s) => {
+                    tracing::info!(every = ?s.every, cron = ?s.cron, on_new_data = s.on_new_data,
+                    "schedule active")
+                }
+                None if active.is_some() => tracing::info!("schedule removed"),
+                None => {}
+            }
+            cron = current
+                .as_ref()
+                .and_then(|s| s.cron.as_deref())
+                .and_then(|c| c.parse().ok());
+            due_timer = current
+                .as_ref()
+                .and_then(|s| s.every)
+                .map(|d| Instant::now() + d);
+            due_cron = next_cron(&cron, chrono::Utc::now());
+            active = current;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        let Some(schedule) = active.clone() else {
+            continue;
+        };
         let now = Instant::now();
         let mut why = None;
         if due_timer.is_some_and(|t| now >= t) {
@@ -50,17 +70,18 @@ pub async fn serve(
         if why.is_none() && !schedule.on_new_data {
             continue;
         }
-        let project = match Project::load(paths.clone(), kafka_sources(&sources), BTreeMap::new()) {
+        let project = match control.load_project(BTreeMap::new()) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 tracing::error!(error = %e, "scheduled build: the project does not load");
                 if why.is_some() {
                     due_timer = schedule.every.map(|d| Instant::now() + d);
-                    due_cron = next_cron(chrono::Utc::now());
+                    due_cron = next_cron(&cron, chrono::Utc::now());
                 }
                 continue;
             }
         };
+        let engine = control.engine().clone();
         let versions = if schedule.on_new_data {
             let v = read_versions(&engine, &project).await;
             if seen.as_ref() != Some(&v) && why.is_none() {
@@ -73,10 +94,16 @@ pub async fn serve(
         let Some(why) = why else {
             continue;
         };
+        let what = format!("schedule ({why})");
+        let slot = tokio::select! {
+            _ = cancel.cancelled() => return,
+            slot = control.begin_run(&what) => slot,
+        };
         tracing::info!(trigger = why, "scheduled build starting");
         build(&engine, &project, &schedule, why, &cancel).await;
+        drop(slot);
         due_timer = schedule.every.map(|d| Instant::now() + d);
-        due_cron = next_cron(chrono::Utc::now());
+        due_cron = next_cron(&cron, chrono::Utc::now());
         if versions.is_some() {
             // What the run saw; commits made during the run trigger the next one.
             seen = versions;
@@ -122,35 +149,21 @@ async fn build(
         full_refresh: false,
         tests: schedule.with_tests,
     };
-    let started_at = chrono::Utc::now();
-    let mut tested = Vec::new();
-    let results = run::run(
+    let command = if schedule.with_tests { "build" } else { "run" };
+    let label = run::Label {
+        command: format!("schedule:{command}"),
+        selector: schedule.select.join(" "),
+    };
+    let (results, rec) = run::run_to_record(
         project.clone(),
         engine.clone(),
         &chosen,
         &options,
+        label,
         cancel.child_token(),
-        |e| {
-            if let run::Event::Tested(t) = e {
-                tested.push(t.clone());
-            }
-        },
+        |_| {},
     )
     .await;
-    let nodes = records::nodes(engine.lake(), project, &results, &tested).await;
-    let command = if schedule.with_tests { "build" } else { "run" };
-    let rec = RunRecord {
-        run_id: format!(
-            "{}-{}",
-            started_at.format("%Y%m%dT%H%M%S%.3fZ"),
-            std::process::id()
-        ),
-        command: format!("schedule:{command}"),
-        selector: schedule.select.join(" "),
-        started_at,
-        finished_at: chrono::Utc::now(),
-        nodes,
-    };
     let failed = rec
         .nodes
         .iter()

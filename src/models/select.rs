@@ -141,6 +141,33 @@ fn select_part(project: &Project, part: &Part) -> Result<BTreeSet<usize>, Models
     Ok(grown)
 }
 
+/// The models one term picks (comma-separated parts intersect).
+fn eval_term(project: &Project, term: &str) -> Result<BTreeSet<usize>, ModelsError> {
+    let mut acc: Option<BTreeSet<usize>> = None;
+    for p in term.split(',').filter(|p| !p.is_empty()) {
+        let got = select_part(project, &parse_part(p)?)?;
+        acc = Some(match acc {
+            None => got,
+            Some(a) => a.intersection(&got).copied().collect(),
+        });
+    }
+    Ok(acc.unwrap_or_default())
+}
+
+/// Checks every term of `args` and fails on the first that cannot be read or that picks
+/// no model (a typo, a model that does not exist), naming it. The command line lets such
+/// a term select nothing, as dbt does; the admin API refuses it.
+pub fn check_terms(project: &Project, args: &[String]) -> Result<(), ModelsError> {
+    for term in args.iter().flat_map(|a| a.split_whitespace()) {
+        if eval_term(project, term)?.is_empty() {
+            return Err(ModelsError::Select(format!(
+                "selector {term:?} matches no model"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The models `select` picks minus those `exclude` picks; an empty `select` means all.
 pub fn select(
     project: &Project,
@@ -152,17 +179,7 @@ pub fn select(
             .flat_map(|a| a.split_whitespace().map(str::to_string).collect::<Vec<_>>())
             .collect()
     };
-    let eval = |term: &str| -> Result<BTreeSet<usize>, ModelsError> {
-        let mut acc: Option<BTreeSet<usize>> = None;
-        for p in term.split(',').filter(|p| !p.is_empty()) {
-            let got = select_part(project, &parse_part(p)?)?;
-            acc = Some(match acc {
-                None => got,
-                Some(a) => a.intersection(&got).copied().collect(),
-            });
-        }
-        Ok(acc.unwrap_or_default())
-    };
+    let eval = |term: &str| eval_term(project, term);
     let picked = terms(select);
     let mut chosen: BTreeSet<usize> = if picked.is_empty() {
         (0..project.models.len()).collect()

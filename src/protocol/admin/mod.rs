@@ -2,23 +2,22 @@
 //! port next to Flight SQL, with the same users: Basic credentials or a Flight bearer
 //! token. Readers (users with `schemas`) may call the read-only RPCs.
 //!
-//! STATUS: Health, ListModels, ListRuns, GetRun and IngestStatus answer; RunModels,
-//! PauseSource, ResumeSource, ReplaySource, Maintain and ReloadProject answer
-//! Unimplemented for now (PermissionDenied first for readers: they change the server). Reads go through the engine's `system.*` tables, so they
-//! answer what `psql` would.
+//! Every RPC is a thin translation onto [`Control`](crate::control::Control) (runs,
+//! sources, maintenance, reloads) or a query on the `system.*` tables (runs, ingestion),
+//! so reads answer what `psql` would.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::control::{Control, ControlError, RunRequest, RunUpdate};
+use crate::ingest::replay::ReplayFrom;
 use crate::models::ProjectPaths;
+use crate::models::run::{Event, Status as ModelStatus};
 
 use super::flight::auth::Authenticator;
 
@@ -31,18 +30,14 @@ pub mod pb {
 
 use pb::admin_server::Admin;
 
-/// What the admin service needs from the running server.
+/// The admin service over the running server's control plane.
 pub struct AdminService {
-    engine: Arc<Engine>,
+    control: Arc<Control>,
     auth: Arc<Authenticator>,
-    project: ProjectPaths,
-    sources: Vec<String>,
-    lake: String,
-    started: Instant,
-    shutdown: CancellationToken,
-    /// The loaded project and the file times it was loaded at: ListModels loads again
-    /// only when a model, macro or YAML file changed.
-    project_cache: parking_lot::Mutex<Option<(Fingerprint, Arc<crate::models::Project>)>>,
+    /// The loaded project, the reload generation and the file times it was loaded at:
+    /// ListModels loads again only when a model, macro or YAML file changed or a reload
+    /// applied.
+    project_cache: parking_lot::Mutex<Option<(u64, Fingerprint, Arc<crate::models::Project>)>>,
 }
 
 /// Paths and modification times of the project's files.
@@ -71,22 +66,10 @@ fn fingerprint(paths: &ProjectPaths) -> Fingerprint {
 }
 
 impl AdminService {
-    pub fn new(
-        engine: Arc<Engine>,
-        auth: Arc<Authenticator>,
-        settings: &crate::config::Settings,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let mut project = ProjectPaths::in_dir(&settings.project_dir);
-        project.defaults = settings.model_defaults.clone();
+    pub fn new(control: Arc<Control>, auth: Arc<Authenticator>) -> Self {
         AdminService {
-            engine,
+            control,
             auth,
-            project,
-            sources: settings.sources.iter().map(|s| s.name.clone()).collect(),
-            lake: settings.lake.root.clone(),
-            started: Instant::now(),
-            shutdown,
             project_cache: parking_lot::Mutex::new(None),
         }
     }
@@ -99,7 +82,14 @@ impl AdminService {
     /// The caller of a mutating RPC: a full user; readers get PermissionDenied.
     fn admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let user = self.caller(request)?;
-        if self.engine.options().access.readers.contains_key(&user) {
+        if self
+            .control
+            .engine()
+            .options()
+            .access
+            .readers
+            .contains_key(&user)
+        {
             return Err(Status::permission_denied(format!(
                 "user {user} is a reader (schemas = [...]); this RPC changes the server and needs a full user"
             )));
@@ -110,22 +100,21 @@ impl AdminService {
 
     /// The project as on disk now, loaded again only when its files changed.
     fn project(&self) -> Result<Arc<crate::models::Project>, Status> {
-        let now = fingerprint(&self.project);
-        if let Some((seen, project)) = self.project_cache.lock().as_ref()
+        let generation = self.control.generation();
+        let now = fingerprint(&self.control.project_paths());
+        if let Some((g, seen, project)) = self.project_cache.lock().as_ref()
+            && *g == generation
             && *seen == now
         {
             return Ok(project.clone());
         }
-        let sources = crate::models::kafka_sources(&self.sources);
-        let project = crate::models::Project::load(self.project.clone(), sources, BTreeMap::new())
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let project = Arc::new(project);
-        *self.project_cache.lock() = Some((now, project.clone()));
+        let project = Arc::new(self.control.load_project(BTreeMap::new()).map_err(status)?);
+        *self.project_cache.lock() = Some((generation, now, project.clone()));
         Ok(project)
     }
 
     fn unavailable_when_stopping(&self) -> Result<(), Status> {
-        if self.shutdown.is_cancelled() {
+        if self.control.shutting_down() {
             return Err(Status::unavailable("the server is shutting down"));
         }
         Ok(())
@@ -134,7 +123,8 @@ impl AdminService {
     /// Rows of a query on the system tables, every value as text.
     async fn rows(&self, sql: &str) -> Result<Vec<BTreeMap<String, Option<String>>>, Status> {
         let batches = self
-            .engine
+            .control
+            .engine()
             .query(sql)
             .await
             .map_err(|e| Status::internal(e.message()))?;
@@ -206,10 +196,15 @@ fn run_of(m: &BTreeMap<String, Option<String>>) -> pb::Run {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented yet in this tidepool version"
-    ))
+/// The gRPC status of a refused control call.
+fn status(e: ControlError) -> Status {
+    match e {
+        ControlError::InvalidArgument(m) => Status::invalid_argument(m),
+        ControlError::NotFound(m) => Status::not_found(m),
+        ControlError::FailedPrecondition(m) => Status::failed_precondition(m),
+        ControlError::Unavailable(m) => Status::unavailable(m),
+        ControlError::Internal(m) => Status::internal(m),
+    }
 }
 
 #[tonic::async_trait]
@@ -219,19 +214,19 @@ impl Admin for AdminService {
         request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
         self.caller(&request)?;
-        let models = crate::models::project::model_files(&self.project)
+        let models = crate::models::project::model_files(&self.control.project_paths())
             .map(|f| f.len() as u32)
             .unwrap_or(0);
         Ok(Response::new(pb::HealthResponse {
-            status: if self.shutdown.is_cancelled() {
+            status: if self.control.shutting_down() {
                 "shutting down".into()
             } else {
                 "serving".into()
             },
             version: crate::VERSION.to_string(),
-            lake: self.lake.clone(),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            sources: self.sources.clone(),
+            lake: self.control.settings().lake.root.clone(),
+            uptime_ms: self.control.uptime().as_millis() as u64,
+            sources: self.control.source_names(),
             models,
         }))
     }
@@ -245,14 +240,16 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let project = self.project()?;
         let split = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
-        let chosen =
-            crate::models::select::select(&project, &split(&req.selector), &split(&req.exclude))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (select, exclude) = (split(&req.selector), split(&req.exclude));
+        let invalid = |e: crate::models::ModelsError| Status::invalid_argument(e.to_string());
+        crate::models::select::check_terms(&project, &select).map_err(invalid)?;
+        crate::models::select::check_terms(&project, &exclude).map_err(invalid)?;
+        let chosen = crate::models::select::select(&project, &select, &exclude).map_err(invalid)?;
         // The newest recorded result of each model.
         let last: BTreeMap<String, BTreeMap<String, Option<String>>> = self
             .rows(
                 "SELECT m.*, r.finished_at AS run_finished_at FROM system.run_models m \
-                 JOIN system.runs r USING (run_id) ORDER BY r.started_at",
+                 JOIN system.runs r USING (run_id) WHERE m.kind = 'model' ORDER BY r.started_at",
             )
             .await
             .unwrap_or_default()
@@ -268,7 +265,7 @@ impl Admin for AdminService {
                 let last_run = last.get(&m.relation).map(|r| pb::LastRun {
                     run_id: text(r, "run_id"),
                     status: text(r, "status"),
-                    rows: int(r, "rows", 0),
+                    rows: int(r, "rows_written", -1),
                     duration_s: float(r, "duration_s"),
                     finished_at: text(r, "run_finished_at"),
                     error: text(r, "error"),
@@ -296,8 +293,77 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RunModelsRequest>,
     ) -> Result<Response<Self::RunModelsStream>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("RunModels"))
+        let user = self.admin(&request)?;
+        let req = request.into_inner();
+        let split = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
+        let vars = parse_vars(&req.vars)?;
+        let (project, total, rx) = self
+            .control
+            .run_models(RunRequest {
+                select: split(&req.selector),
+                exclude: split(&req.exclude),
+                full_refresh: req.full_refresh,
+                vars,
+                tests: req.with_tests,
+                threads: if req.threads == 0 {
+                    4
+                } else {
+                    req.threads as usize
+                },
+                user,
+            })
+            .map_err(status)?;
+        let total = total as u32;
+        let state = (rx, project, 0u32);
+        let stream =
+            futures::stream::unfold(state, move |(mut rx, project, mut done)| async move {
+                let update = rx.recv().await?;
+                let event = match update {
+                    RunUpdate::Event(Event::Started { index }) => {
+                        let m = &project.models[index];
+                        pb::run_progress::Event::Started(pb::ModelStarted {
+                            name: m.relation.clone(),
+                            materialized: m.config.materialized.as_str().to_string(),
+                            file: m.file.path.clone(),
+                            total,
+                        })
+                    }
+                    RunUpdate::Event(Event::Tested(t)) => {
+                        pb::run_progress::Event::Test(test_done(&project, &t))
+                    }
+                    RunUpdate::Event(Event::Finished(r)) => {
+                        done += 1;
+                        let m = &project.models[r.index];
+                        let (st, error) = match &r.status {
+                            ModelStatus::Success => ("success", String::new()),
+                            ModelStatus::Error(e) => ("error", e.clone()),
+                            ModelStatus::Skipped(why) => ("skipped", why.clone()),
+                        };
+                        pb::run_progress::Event::Model(pb::ModelDone {
+                            name: m.relation.clone(),
+                            status: st.into(),
+                            rows: r.rows.map_or(-1, |n| n as i64),
+                            duration_s: r.duration.as_secs_f64(),
+                            error,
+                            done,
+                            total,
+                            materialized: m.config.materialized.as_str().to_string(),
+                        })
+                    }
+                    RunUpdate::Finished(rec, saved) => {
+                        let mut run = run_of_record(&rec);
+                        if let Some(e) = saved {
+                            run.status = format!("{} (not recorded: {e})", run.status);
+                        }
+                        pb::run_progress::Event::Finished(run)
+                    }
+                };
+                Some((
+                    Ok(pb::RunProgress { event: Some(event) }),
+                    (rx, project, done),
+                ))
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_run(
@@ -326,11 +392,12 @@ impl Admin for AdminService {
             .map(|m| pb::ModelDone {
                 name: text(m, "name"),
                 status: text(m, "status"),
-                rows: int(m, "rows", 0),
+                rows: int(m, "rows_written", -1),
                 duration_s: float(m, "duration_s"),
                 error: text(m, "error"),
                 done: 0,
                 total: 0,
+                materialized: text(m, "materialized"),
             })
             .collect();
         Ok(Response::new(run))
@@ -362,10 +429,11 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::IngestStatusResponse>, Status> {
         self.caller(&request)?;
         let source = request.into_inner().source;
-        if !source.is_empty() && !self.sources.contains(&source) {
+        let sources = self.control.source_names();
+        if !source.is_empty() && !sources.contains(&source) {
             return Err(Status::not_found(format!(
                 "unknown source {source:?}; sources: {}",
-                self.sources.join(", ")
+                sources.join(", ")
             )));
         }
         let filter = if source.is_empty() {
@@ -391,6 +459,8 @@ impl Admin for AdminService {
                 last_commit: text(m, "last_commit"),
                 running: text(m, "running") == "true",
                 last_error: text(m, "last_error"),
+                rate: float(m, "rate"),
+                paused: text(m, "paused") == "true",
             })
             .collect();
         Ok(Response::new(pb::IngestStatusResponse { partitions }))
@@ -400,39 +470,188 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SourceRequest>,
     ) -> Result<Response<pb::SourceState>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("PauseSource"))
+        self.switch_source(request, true).await
     }
 
     async fn resume_source(
         &self,
         request: Request<pb::SourceRequest>,
     ) -> Result<Response<pb::SourceState>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("ResumeSource"))
+        self.switch_source(request, false).await
     }
 
     async fn replay_source(
         &self,
         request: Request<pb::ReplaySourceRequest>,
     ) -> Result<Response<pb::ReplaySourceResponse>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("ReplaySource"))
+        let user = self.admin(&request)?;
+        let req = request.into_inner();
+        let from = match &req.from {
+            Some(pb::replay_source_request::From::FromOffset(o)) if *o >= 0 => ReplayFrom::Offset(*o),
+            Some(pb::replay_source_request::From::FromOffset(o)) => {
+                return Err(Status::invalid_argument(format!(
+                    "from_offset {o}: offsets start at 0"
+                )));
+            }
+            Some(pb::replay_source_request::From::FromTimestamp(t)) => {
+                ReplayFrom::Timestamp(crate::ingest::replay::parse_time(t).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "from_timestamp {t:?}: give RFC 3339 (2026-11-24T10:00:00Z) or YYYY-MM-DD HH:MM:SS (UTC)"
+                    ))
+                })?)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "say where to replay from: from_offset or from_timestamp",
+                ));
+            }
+        };
+        tracing::info!(user = %user, source = %req.source, ?from, "replay requested");
+        let r = self
+            .control
+            .replay(&req.source, from)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReplaySourceResponse {
+            source: req.source,
+            version: r.version.unwrap_or(-1),
+            rows: r.rows,
+            reset_version: r.reset_version.unwrap_or(-1),
+            removed: r.removed,
+            partitions: r.partitions,
+        }))
     }
 
     async fn maintain(
         &self,
         request: Request<pb::MaintainRequest>,
     ) -> Result<Response<pb::MaintainResponse>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("Maintain"))
+        use crate::ingest::maintenance::Action;
+        use pb::maintain_request::Action as A;
+        let user = self.admin(&request)?;
+        let req = request.into_inner();
+        let action = match A::try_from(req.action) {
+            Ok(A::Optimize) => Action::Optimize,
+            Ok(A::Vacuum) => Action::Vacuum,
+            Ok(A::Checkpoint) => Action::Checkpoint,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "action: OPTIMIZE, VACUUM or CHECKPOINT",
+                ));
+            }
+        };
+        tracing::info!(user = %user, table = %req.table, ?action, "maintenance requested");
+        let summary = self
+            .control
+            .maintain(&req.table, action)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::MaintainResponse {
+            table: req.table,
+            summary,
+        }))
     }
 
     async fn reload_project(
         &self,
         request: Request<pb::ReloadProjectRequest>,
     ) -> Result<Response<pb::ReloadProjectResponse>, Status> {
-        self.admin(&request)?;
-        Err(not_yet("ReloadProject"))
+        let user = self.admin(&request)?;
+        tracing::info!(user = %user, "reload requested");
+        let r = self.control.reload().await.map_err(status)?;
+        *self.project_cache.lock() = None;
+        Ok(Response::new(pb::ReloadProjectResponse {
+            models: r.models as u32,
+            view_files: r.view_files as u32,
+            view_errors: r.view_errors,
+            restart_required: r.restart_required,
+            applied: r.applied,
+        }))
+    }
+}
+
+impl AdminService {
+    async fn switch_source(
+        &self,
+        request: Request<pb::SourceRequest>,
+        paused: bool,
+    ) -> Result<Response<pb::SourceState>, Status> {
+        let user = self.admin(&request)?;
+        let source = request.into_inner().source;
+        tracing::info!(user = %user, source = %source, paused, "source switched");
+        self.control
+            .set_paused(&source, paused)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SourceState { source, paused }))
+    }
+}
+
+/// `--vars` text: a JSON object (YAML is a superset for the simple cases and is read too).
+fn parse_vars(text: &str) -> Result<BTreeMap<String, serde_json::Value>, Status> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let bad =
+        |e: String| Status::invalid_argument(format!("vars must be a JSON or YAML object: {e}"));
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(json) => serde_yaml_ng::from_str(text).map_err(|_| bad(json.to_string())),
+    }
+}
+
+fn test_done(project: &crate::models::Project, r: &crate::models::run::TestResult) -> pb::TestDone {
+    let t = &project.tests[r.test];
+    let status = match (&r.error, r.failures) {
+        (Some(_), _) => "error",
+        (None, 0) => "pass",
+        (None, _) if t.severity == crate::models::datatests::Severity::Warn => "warn",
+        (None, _) => "fail",
+    };
+    pb::TestDone {
+        name: t.name.clone(),
+        path: t.path.clone(),
+        status: status.into(),
+        failures: r.failures,
+        sample: r.sample.clone(),
+        error: r.error.clone().unwrap_or_default(),
+    }
+}
+
+/// A recorded run as the API returns it.
+fn run_of_record(rec: &crate::models::records::RunRecord) -> pb::Run {
+    let count = |f: &dyn Fn(&crate::models::records::NodeRecord) -> bool| {
+        rec.nodes.iter().filter(|n| f(n)).count() as i64
+    };
+    pb::Run {
+        run_id: rec.run_id.clone(),
+        command: rec.command.clone(),
+        selector: rec.selector.clone(),
+        status: rec.status().to_string(),
+        started_at: rec.started_at.to_rfc3339(),
+        finished_at: rec.finished_at.to_rfc3339(),
+        duration_s: (rec.finished_at - rec.started_at).num_milliseconds() as f64 / 1000.0,
+        models: count(&|n| n.kind == "model"),
+        tests: count(&|n| n.kind == "test"),
+        errors: count(&|n| matches!(n.status.as_str(), "error" | "fail")),
+        skipped: count(&|n| n.status == "skipped"),
+        results: rec
+            .nodes
+            .iter()
+            .map(|n| pb::ModelDone {
+                name: n.name.clone(),
+                status: n.status.clone(),
+                rows: n.rows.map_or(-1, |r| r as i64),
+                duration_s: n.seconds,
+                error: n.message.clone().unwrap_or_default(),
+                done: 0,
+                total: 0,
+                materialized: if n.kind == "model" {
+                    n.detail.clone()
+                } else {
+                    String::new()
+                },
+            })
+            .collect(),
     }
 }

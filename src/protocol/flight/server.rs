@@ -49,6 +49,7 @@ impl FlightServer {
     pub async fn bind(
         addr: SocketAddr,
         engine: Arc<Engine>,
+        control: Arc<crate::control::Control>,
         settings: &Settings,
         shutdown: CancellationToken,
     ) -> Result<FlightServer, FlightServerError> {
@@ -72,12 +73,7 @@ impl FlightServer {
             UserDirectory::new(&settings.users),
             settings.flight_token_ttl,
         ));
-        let admin = crate::protocol::admin::AdminService::new(
-            engine.clone(),
-            auth.clone(),
-            settings,
-            shutdown.clone(),
-        );
+        let admin = crate::protocol::admin::AdminService::new(control, auth.clone());
         Ok(FlightServer {
             listener,
             admin,
