@@ -133,6 +133,11 @@ impl App {
         &self.engine
     }
 
+    /// The control plane the admin API drives.
+    pub fn control(&self) -> &Arc<crate::control::Control> {
+        &self.control
+    }
+
     /// Ingestion: sources, broker, status.
     pub fn ingest(&self) -> &Arc<Ingest> {
         &self.ingest

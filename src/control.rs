@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +83,15 @@ impl Drop for RunSlot {
     fn drop(&mut self) {
         *self.current.lock() = None;
     }
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayStart {
+    /// The same offset in every partition.
+    Offset(i64),
+    /// Per partition, the first message the lake holds with a Kafka timestamp at or after it.
+    Timestamp(chrono::DateTime<chrono::Utc>),
 }
 
 /// What a replay did.
@@ -320,9 +332,13 @@ impl Control {
     pub async fn replay(
         &self,
         source: &str,
-        from: ReplayFrom,
+        from: ReplayStart,
     ) -> Result<ReplayReport, ControlError> {
         self.known_source(source)?;
+        let from = match from {
+            ReplayStart::Offset(o) => ReplayFrom::Offset(o),
+            ReplayStart::Timestamp(t) => ReplayFrom::Offsets(self.offsets_since(source, t).await?),
+        };
         let plan = self.ingest.replay_plan(source, from).await?;
         let mut report = ReplayReport {
             partitions: plan
@@ -402,40 +418,81 @@ impl Control {
         Ok(report)
     }
 
-    /// Rows of bronze and its dead letters matching `filter`.
-    async fn count_rows(&self, source: &str, filter: &str) -> Result<u64, ControlError> {
-        let mut total = 0u64;
+    /// The bronze tables of a source that exist: rows, then dead letters.
+    async fn bronze_tables(&self, source: &str) -> Vec<String> {
+        let mut out = Vec::new();
         for table in [source.to_string(), crate::ingest::dead_letter_table(source)] {
-            if self
+            if let Ok(Some(_)) = self
                 .ingest
                 .lake()
                 .table(crate::ingest::BRONZE, &table)
                 .await
-                .ok()
-                .flatten()
-                .is_none()
             {
-                continue;
+                out.push(table);
             }
+        }
+        out
+    }
+
+    /// Rows of bronze and its dead letters matching `filter`.
+    async fn count_rows(&self, source: &str, filter: &str) -> Result<u64, ControlError> {
+        let mut total = 0u64;
+        for table in self.bronze_tables(source).await {
             let sql = format!("SELECT count(*) FROM bronze.\"{table}\" WHERE {filter}");
-            let batches = self
-                .engine
-                .query(&sql)
-                .await
-                .map_err(|e| ControlError::Internal(e.message()))?;
-            total += batches
-                .first()
-                .filter(|b| b.num_rows() > 0)
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                        .map(|a| a.value(0))
-                })
-                .unwrap_or(0)
-                .max(0) as u64;
+            for b in self.query(&sql).await? {
+                if let Some(a) = b.column(0).as_any().downcast_ref::<Int64Array>() {
+                    total += a.iter().flatten().map(|v| v.max(0) as u64).sum::<u64>();
+                }
+            }
         }
         Ok(total)
+    }
+
+    /// Per partition, the first offset the lake holds with a Kafka timestamp at or after
+    /// `since` (rows or dead letters).
+    async fn offsets_since(
+        &self,
+        source: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BTreeMap<(String, i32), i64>, ControlError> {
+        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for table in self.bronze_tables(source).await {
+            let sql = format!(
+                "SELECT \"_topic\", \"_partition\", min(\"_offset\") FROM bronze.\"{table}\" \
+                 WHERE CAST(\"_timestamp\" AS BIGINT) >= {} GROUP BY 1, 2",
+                since.timestamp_micros()
+            );
+            for b in self.query(&sql).await? {
+                // Strings may come back as views or dictionaries.
+                let topics = cast(b.column(0), &DataType::Utf8)
+                    .map_err(|e| ControlError::Internal(e.to_string()))?;
+                let (Some(t), Some(p), Some(o)) = (
+                    topics.as_any().downcast_ref::<StringArray>(),
+                    b.column(1).as_any().downcast_ref::<Int32Array>(),
+                    b.column(2).as_any().downcast_ref::<Int64Array>(),
+                ) else {
+                    return Err(ControlError::Internal(format!(
+                        "unexpected column types in {table}"
+                    )));
+                };
+                for i in 0..b.num_rows() {
+                    let key = (t.value(i).to_string(), p.value(i));
+                    let o = o.value(i);
+                    out.entry(key).and_modify(|v| *v = (*v).min(o)).or_insert(o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ControlError> {
+        self.engine
+            .query(sql)
+            .await
+            .map_err(|e| ControlError::Internal(e.message()))
     }
 
     /// OPTIMIZE, VACUUM or a checkpoint of `schema.table`.

@@ -1,5 +1,6 @@
 //! Pausing, resuming and replaying a running source (the admin API's PauseSource,
-//! ResumeSource and ReplaySource).
+//! ResumeSource and ReplaySource). A replay from a point in time starts, per partition, at
+//! the first offset the lake holds with a Kafka timestamp at or after it.
 //!
 //! A replay re-reads a source from an offset or a point in time: the source is paused
 //! (what its consumer holds is committed first), then one Delta commit per table removes
@@ -9,24 +10,24 @@
 //! nothing is written twice. A replay that would delete rows the broker no longer has
 //! (retention moved past the offset) is refused.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::sink::app_id;
 use super::{BRONZE, Ingest, IngestError, dead_letter_table};
 
 /// Where a replay starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ReplayFrom {
     /// The same offset in every partition.
     Offset(i64),
-    /// The first message at or after this time, per partition.
-    Timestamp(chrono::DateTime<chrono::Utc>),
+    /// An offset per partition; partitions not listed are not replayed.
+    Offsets(BTreeMap<(String, i32), i64>),
 }
 
 /// One partition a replay re-reads.
@@ -106,28 +107,15 @@ impl Ingest {
                     .map_err(|e| IngestError::Kafka(format!("metadata of {topic}: {e}")))?;
                 for t in md.topics() {
                     for p in t.partitions() {
-                        let (low, high) = consumer
+                        let (low, _) = consumer
                             .fetch_watermarks(topic, p.id(), timeout)
                             .map_err(|e| IngestError::Kafka(format!("watermarks: {e}")))?;
-                        let start = match from {
-                            ReplayFrom::Offset(o) => o,
-                            ReplayFrom::Timestamp(ts) => {
-                                let mut tpl = TopicPartitionList::new();
-                                tpl.add_partition_offset(
-                                    topic,
-                                    p.id(),
-                                    Offset::Offset(ts.timestamp_millis()),
-                                )
-                                .map_err(|e| IngestError::Kafka(e.to_string()))?;
-                                let found =
-                                    consumer.offsets_for_times(tpl, timeout).map_err(|e| {
-                                        IngestError::Kafka(format!("offsets for {ts}: {e}"))
-                                    })?;
-                                match found.find_partition(topic, p.id()).map(|e| e.offset()) {
-                                    Some(Offset::Offset(n)) => n,
-                                    _ => high,
-                                }
-                            }
+                        let start = match &from {
+                            ReplayFrom::Offset(o) => *o,
+                            ReplayFrom::Offsets(m) => match m.get(&(topic.clone(), p.id())) {
+                                Some(o) => *o,
+                                None => continue,
+                            },
                         };
                         out.push((topic.clone(), p.id(), low, start));
                     }
@@ -202,6 +190,12 @@ impl Ingest {
         }
         self.set_paused(source, true).await?;
         let result = self.remove_replayed(source, &out.partitions).await;
+        if result.is_ok() {
+            // What the lake holds now; commits of the re-read move it up again.
+            for p in &out.partitions {
+                status.stored(&p.topic, p.partition, Some(p.from - 1));
+            }
+        }
         // Resume either way: after a failed reset the lake still holds what it held.
         status.reposition.store(true, Ordering::Release);
         status.paused.store(false, Ordering::Release);

@@ -1,6 +1,6 @@
 //! The admin gRPC API with its generated tonic client against a real server (the Flight
-//! SQL port). STATUS: the read-only RPCs are covered here; the mutating ones are not
-//! implemented yet (they answer Unimplemented, checked below so that changes).
+//! SQL port): reads, model runs with streamed progress, authentication and permissions.
+//! Sources, maintenance and reloads: admin_sources.rs; the CLI's --server mode: admin_cli.rs.
 
 use tidepool::protocol::admin::pb;
 use tidepool::protocol::admin::pb::admin_client::AdminClient;
@@ -128,13 +128,258 @@ async fn admin_read_only_rpcs() {
         .expect_err("no such run");
     assert_eq!(missing.code(), Code::NotFound);
 
-    let not_yet = admin
-        .pause_source(pb::SourceRequest {
-            source: "orders".into(),
+    let typo = admin
+        .list_models(pb::ListModelsRequest {
+            selector: "+gold.revenue gold.revenu".into(),
+            exclude: String::new(),
         })
         .await
-        .expect_err("not implemented yet");
-    assert_eq!(not_yet.code(), Code::Unimplemented);
+        .expect_err("a term that matches nothing");
+    assert_eq!(typo.code(), Code::InvalidArgument);
+    assert!(typo.message().contains("\"gold.revenu\""), "{typo:?}");
+}
+
+/// A project of lake-only models: silver.base <- gold.a, gold.b; gold.broken fails and
+/// gold.after_broken is skipped.
+fn run_project(with_broken: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in ["sql/silver", "sql/gold"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let w = |path: &str, text: &str| std::fs::write(dir.path().join(path), text).unwrap();
+    w(
+        "sql/silver/base.sql",
+        "{{ config(materialized='table') }}\n\
+         select * from (values (1, 'a'), (2, 'b'), (3, 'c')) as t(id, name) \
+         where id <= {{ var('max_id', 3) }}",
+    );
+    w(
+        "sql/gold/a.sql",
+        "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('base') }}",
+    );
+    w(
+        "sql/gold/b.sql",
+        "{{ config(materialized='view') }}\nselect max(id) as top from {{ ref('base') }}",
+    );
+    w(
+        "sql/gold/schema.yml",
+        "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: n\n        tests: [not_null]\n",
+    );
+    if with_broken {
+        w(
+            "sql/gold/broken.sql",
+            "{{ config(materialized='table') }}\nselect no_such_column from {{ ref('base') }}",
+        );
+        w(
+            "sql/gold/after_broken.sql",
+            "{{ config(materialized='table') }}\nselect * from {{ ref('broken') }}",
+        );
+    }
+    dir
+}
+
+fn project_toml(dir: &tempfile::TempDir) -> String {
+    format!("[project]\ndir = {:?}\n", dir.path().display().to_string())
+}
+
+/// Collects a RunModels stream.
+async fn run_to_end(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    request: pb::RunModelsRequest,
+) -> Vec<pb::run_progress::Event> {
+    let mut stream = admin
+        .run_models(request)
+        .await
+        .expect("run starts")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(msg) = stream.message().await.expect("progress") {
+        events.push(msg.event.expect("an event"));
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_run_models_streams_progress_and_records_the_run() {
+    let dir = run_project(true);
+    let server = TestServer::start(&project_toml(&dir)).await;
+    let flight = server.flight.expect("flight on");
+    let mut admin = AdminClient::connect(format!("http://{flight}"))
+        .await
+        .unwrap();
+
+    // build of everything with vars: models stream start and done, tests in between,
+    // the broken model's descendant is skipped, and the run ends recorded.
+    let events = run_to_end(
+        &mut admin,
+        pb::RunModelsRequest {
+            vars: r#"{"max_id": 2}"#.into(),
+            with_tests: true,
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    use pb::run_progress::Event;
+    let started: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Started(s) => Some(s.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 4, "after_broken never starts: {events:?}");
+    assert_eq!(started[0], "silver.base");
+    let done: Vec<&pb::ModelDone> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Model(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 5);
+    assert_eq!(
+        done.iter().map(|m| m.done).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(done.iter().all(|m| m.total == 5));
+    let by_name = |n: &str| *done.iter().find(|m| m.name == n).expect(n);
+    assert_eq!(by_name("silver.base").status, "success");
+    assert_eq!(by_name("silver.base").rows, 2, "var max_id = 2 applied");
+    assert_eq!(by_name("silver.base").materialized, "table");
+    assert_eq!(by_name("gold.b").materialized, "view");
+    assert_eq!(by_name("gold.broken").status, "error");
+    assert!(by_name("gold.broken").error.contains("no_such_column"));
+    assert_eq!(by_name("gold.after_broken").status, "skipped");
+    let test = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Test(t) => Some(t),
+            _ => None,
+        })
+        .expect("the not_null test ran");
+    assert_eq!(test.status, "pass");
+    // A test result arrives before its model's ModelDone.
+    let test_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Test(_)))
+        .unwrap();
+    let a_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Model(m) if m.name == "gold.a"))
+        .unwrap();
+    assert!(test_at < a_at);
+    let Some(Event::Finished(run)) = events.last() else {
+        panic!("the last event is the recorded run: {events:?}");
+    };
+    assert_eq!(run.command, "admin:build");
+    assert_eq!(run.status, "error");
+    assert_eq!((run.models, run.tests, run.skipped), (5, 1, 1));
+
+    // The run is what GetRun, ListRuns, ListModels and system.runs show.
+    let got = admin
+        .get_run(pb::GetRunRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, "error");
+    assert_eq!(got.results.len(), 6);
+    let base = got
+        .results
+        .iter()
+        .find(|r| r.name == "silver.base")
+        .unwrap();
+    assert_eq!((base.rows, base.materialized.as_str()), (2, "table"));
+    let runs = admin
+        .list_runs(pb::ListRunsRequest { limit: 5 })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(runs[0].run_id, run.run_id);
+    let c = server.connect().await;
+    let n: i64 = c
+        .query_one("SELECT n FROM gold.a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+
+    // A selected run with the graph operator; ListModels shows the new last runs.
+    let events = run_to_end(
+        &mut admin,
+        pb::RunModelsRequest {
+            selector: "+gold.a".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let Some(Event::Finished(run)) = events.last() else {
+        panic!("{events:?}");
+    };
+    assert_eq!((run.status.as_str(), run.models), ("success", 2));
+    assert_eq!(run.selector, "+gold.a");
+    let listed = admin
+        .list_models(pb::ListModelsRequest {
+            selector: "+gold.a".into(),
+            exclude: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    let last = listed[1].last_run.as_ref().expect("gold.a has run");
+    assert_eq!(
+        (last.run_id.as_str(), last.status.as_str(), last.rows),
+        (run.run_id.as_str(), "success", 1)
+    );
+    let n: i64 = c
+        .query_one("SELECT n FROM gold.a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "without vars max_id is 3 again");
+
+    // Bad input: a selector term naming nothing, bad vars, a run while another holds the slot.
+    let err = admin
+        .run_models(pb::RunModelsRequest {
+            selector: "gold.a gold.nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown model");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("\"gold.nope\""), "{err:?}");
+    let err = admin
+        .run_models(pb::RunModelsRequest {
+            vars: "[1, 2".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad vars");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let slot = server
+        .control
+        .try_begin_run("a test holding the slot")
+        .unwrap();
+    let err = admin
+        .run_models(pb::RunModelsRequest::default())
+        .await
+        .expect_err("a run is in progress");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("a test holding the slot"), "{err:?}");
+    drop(slot);
+    let events = run_to_end(
+        &mut admin,
+        pb::RunModelsRequest {
+            selector: "gold.b".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(matches!(events.last(), Some(Event::Finished(r)) if r.status == "success"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,6 +444,30 @@ async fn admin_readers_may_not_call_mutating_rpcs() {
     request
         .metadata_mut()
         .insert("authorization", basic("ops", "ops pw"));
-    let full = admin.reload_project(request).await.expect_err("not yet");
-    assert_eq!(full.code(), Code::Unimplemented, "{full:?}");
+    let full = admin
+        .reload_project(request)
+        .await
+        .expect("full users may reload");
+    assert_eq!(full.into_inner().models, 0);
+    // Every mutating RPC refuses the reader before looking at its arguments.
+    let reader = || basic("bi", "bi pw");
+    let mut calls: Vec<Result<(), tonic::Status>> = Vec::new();
+    let mut r = tonic::Request::new(pb::RunModelsRequest::default());
+    r.metadata_mut().insert("authorization", reader());
+    calls.push(admin.run_models(r).await.map(|_| ()));
+    let mut r = tonic::Request::new(pb::SourceRequest { source: "x".into() });
+    r.metadata_mut().insert("authorization", reader());
+    calls.push(admin.pause_source(r).await.map(|_| ()));
+    let mut r = tonic::Request::new(pb::SourceRequest { source: "x".into() });
+    r.metadata_mut().insert("authorization", reader());
+    calls.push(admin.resume_source(r).await.map(|_| ()));
+    let mut r = tonic::Request::new(pb::ReplaySourceRequest::default());
+    r.metadata_mut().insert("authorization", reader());
+    calls.push(admin.replay_source(r).await.map(|_| ()));
+    let mut r = tonic::Request::new(pb::MaintainRequest::default());
+    r.metadata_mut().insert("authorization", reader());
+    calls.push(admin.maintain(r).await.map(|_| ()));
+    for c in calls {
+        assert_eq!(c.expect_err("reader").code(), Code::PermissionDenied);
+    }
 }

@@ -20,6 +20,8 @@ pub struct TestServer {
     /// Bootstrap servers of the sources (the embedded broker when none are configured).
     pub brokers: String,
     pub lake: tempfile::TempDir,
+    /// The control plane (runs, sources, reloads), for tests that hold the run slot.
+    pub control: Arc<tidepool::control::Control>,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -43,6 +45,7 @@ impl TestServer {
         let http = app.http_addr();
         let flight = app.flight_addr();
         let brokers = app.ingest().brokers().to_string();
+        let control = app.control().clone();
         let token = CancellationToken::new();
         let handle = tokio::spawn(app.run(token.clone()));
         TestServer {
@@ -51,6 +54,7 @@ impl TestServer {
             flight,
             brokers,
             lake,
+            control,
             token,
             handle: Some(handle),
         }
@@ -123,10 +127,13 @@ pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
     let text = format!(
         "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}{flight}{project}[lake]\nroot = {root:?}\n{extra_toml}"
     );
-    Config::parse(&text, std::path::Path::new("test.toml"))
+    let mut settings = Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")
         .resolve(&Overrides::default())
-        .expect("config is valid")
+        .expect("config is valid");
+    // Not read from a file: a reload re-reads only the project.
+    settings.config_file = None;
+    settings
 }
 
 /// Writes `<lake>/<schema>/<table>` with delta-rs, as another process would.

@@ -14,8 +14,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use tonic::{Request, Response, Status};
 
-use crate::control::{Control, ControlError, RunRequest, RunUpdate};
-use crate::ingest::replay::ReplayFrom;
+use crate::control::{Control, ControlError, ReplayStart, RunRequest, RunUpdate};
 use crate::models::ProjectPaths;
 use crate::models::run::{Event, Status as ModelStatus};
 
@@ -487,14 +486,14 @@ impl Admin for AdminService {
         let user = self.admin(&request)?;
         let req = request.into_inner();
         let from = match &req.from {
-            Some(pb::replay_source_request::From::FromOffset(o)) if *o >= 0 => ReplayFrom::Offset(*o),
+            Some(pb::replay_source_request::From::FromOffset(o)) if *o >= 0 => ReplayStart::Offset(*o),
             Some(pb::replay_source_request::From::FromOffset(o)) => {
                 return Err(Status::invalid_argument(format!(
                     "from_offset {o}: offsets start at 0"
                 )));
             }
             Some(pb::replay_source_request::From::FromTimestamp(t)) => {
-                ReplayFrom::Timestamp(crate::ingest::replay::parse_time(t).ok_or_else(|| {
+                ReplayStart::Timestamp(crate::ingest::replay::parse_time(t).ok_or_else(|| {
                     Status::invalid_argument(format!(
                         "from_timestamp {t:?}: give RFC 3339 (2026-11-24T10:00:00Z) or YYYY-MM-DD HH:MM:SS (UTC)"
                     ))
