@@ -10,6 +10,8 @@ mod bench_procedures;
 mod generate;
 mod ingest;
 mod models;
+mod progress;
+mod remote;
 mod serve;
 mod sql;
 
@@ -58,6 +60,18 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// The retail demo: embedded broker, event generator, ingestion, scheduled models, servers
     Demo(generate::DemoArgs),
+    /// Ingestion and the last runs of a running server (--server)
+    Status(remote::StatusArgs),
+    /// Pause a source on a running server: it commits what it holds and stops reading
+    Pause(remote::SourceArgs),
+    /// Resume a paused source on a running server
+    Resume(remote::SourceArgs),
+    /// Re-read a source from an offset or a time into a fresh bronze version (--server)
+    Replay(remote::ReplayArgs),
+    /// OPTIMIZE, VACUUM or checkpoint a table (on a server with --server, else here)
+    Maintain(remote::MaintainArgs),
+    /// Make a running server re-read tidepool.toml, sql/ and views/ (--server)
+    Reload(remote::ReloadArgs),
     /// Benchmarks (build with --release)
     Bench(bench::BenchArgs),
 }
@@ -103,6 +117,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
         Command::Generate(args) => runtime.block_on(generate::generate(&cli.overrides, args)),
         Command::Demo(args) => runtime.block_on(generate::demo(&cli.overrides, args)),
+        Command::Status(args) => runtime.block_on(remote::status(args)),
+        Command::Pause(args) => runtime.block_on(remote::switch(args, true)),
+        Command::Resume(args) => runtime.block_on(remote::switch(args, false)),
+        Command::Replay(args) => runtime.block_on(remote::replay(args)),
+        Command::Maintain(args) => runtime.block_on(remote::maintain(&cli.overrides, args)),
+        Command::Reload(args) => runtime.block_on(remote::reload(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

@@ -1,19 +1,18 @@
 //! `tidepool run | ls | compile`: the dbt-style commands over the project's models.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{ModelLine, RunDisplay};
 use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
 use crate::models::datatests::Severity;
 use crate::models::records::{self, RunRecord};
-use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
+use crate::models::run::{Event, Label, RunOptions, Status, TestResult, run_test};
 use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
@@ -44,6 +43,8 @@ pub struct RunArgs {
     /// Rebuild incremental and streaming models from scratch
     #[arg(long)]
     pub full_refresh: bool,
+    #[command(flatten)]
+    pub remote: super::remote::Remote,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,26 +197,16 @@ fn selector_text(sel: &Selection) -> String {
     s.trim().to_string()
 }
 
-/// One test result as `test` and `build` show it.
-fn test_text(project: &Project, r: &TestResult) -> String {
+/// A test result as the display takes it.
+fn test_line<'a>(project: &'a Project, r: &'a TestResult) -> super::progress::TestLine<'a> {
     let t = &project.tests[r.test];
-    let warn = t.severity == Severity::Warn;
-    match (&r.error, r.failures) {
-        (Some(e), _) => format!("       ERROR {} ({}): {e}", t.name, t.path),
-        (None, 0) => format!("       PASS  {}", t.name),
-        (None, n) => {
-            let mut out = format!(
-                "       {} {} ({}): {n} failing rows",
-                if warn { "WARN " } else { "FAIL " },
-                t.name,
-                t.path
-            );
-            for line in r.sample.lines() {
-                out.push_str("\n           ");
-                out.push_str(line);
-            }
-            out
-        }
+    super::progress::TestLine {
+        name: &t.name,
+        path: &t.path,
+        status: r.status(project),
+        failures: r.failures,
+        sample: &r.sample,
+        error: r.error.as_deref().unwrap_or_default(),
     }
 }
 
@@ -234,7 +225,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     let (mut passed, mut warned, mut failed) = (0, 0, 0);
     for t in picked {
         let r = run_test(&engine, &project, t).await;
-        println!("{}", test_text(&project, &r));
+        println!("{}", super::progress::test_text(&test_line(&project, &r)));
         nodes.push(records::test_node(&project, &r));
         if r.passed() {
             passed += 1;
@@ -266,6 +257,21 @@ pub async fn run(
     args: RunArgs,
     with_tests: bool,
 ) -> anyhow::Result<ExitCode> {
+    if args.remote.url().is_some() {
+        if args.fail_fast {
+            eprintln!(
+                "note: --fail-fast is not available with --server; the server runs every model it can"
+            );
+        }
+        return super::remote::run(
+            &args.remote,
+            &args.selection,
+            args.threads,
+            args.full_refresh,
+            with_tests,
+        )
+        .await;
+    }
     let settings = super::settings(overrides)?;
     let project = Arc::new(load(&settings, &args.selection)?);
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
@@ -276,8 +282,6 @@ pub async fn run(
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
     let view_engine = engine.clone();
-    let started_at = chrono::Utc::now();
-    let mut tested: Vec<TestResult> = Vec::new();
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -285,122 +289,52 @@ pub async fn run(
             ctrl_c.cancel();
         }
     });
-    let total = chosen.len();
-    let started = Instant::now();
-    let mut done = 0usize;
     let options = RunOptions {
         threads: args.threads,
         fail_fast: args.fail_fast,
         full_refresh: args.full_refresh,
         tests: with_tests,
     };
-    println!("running {total} models with {} threads", options.threads);
-    // On a terminal a live bar (models done, what is building, rows/s); plain lines
-    // otherwise (CI logs, pipes).
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let pb = indicatif::ProgressBar::new(total as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.enable_steady_tick(std::time::Duration::from_millis(200));
-        pb
-    });
-    let say = |line: String| match &bar {
-        Some(b) => b.println(line),
-        None => println!("{line}"),
-    };
-    let mut building: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    let mut rows_written = 0u64;
+    let mut display = RunDisplay::new(chosen.len(), options.threads, "");
     let p = project.clone();
-    let results =
-        crate::models::run::run(project.clone(), engine, &chosen, &options, cancel, |e| {
-            match e {
-                Event::Started { index } => {
-                    let m = &p.models[*index];
-                    building.insert(m.relation.clone());
-                    if bar.is_none() {
-                        say(format!(
-                            "  START {} {} ({})",
-                            m.config.materialized.as_str(),
-                            m.relation,
-                            m.file.path
-                        ));
-                    }
-                }
-                Event::Tested(r) => {
-                    say(test_text(&p, r));
-                    tested.push(r.clone());
-                }
-                Event::Finished(r) => {
-                    done += 1;
-                    let m = &p.models[r.index];
-                    building.remove(&m.relation);
-                    rows_written += r.rows.unwrap_or(0);
-                    let rows = r.rows.map(|n| format!(", {n} rows")).unwrap_or_default();
-                    say(match &r.status {
-                        Status::Success => format!(
-                            "{done:>4} of {total} OK    {} {}{rows} in {:.2}s",
-                            m.config.materialized.as_str(),
-                            m.relation,
-                            r.duration.as_secs_f64()
-                        ),
-                        Status::Error(_) => format!(
-                            "{done:>4} of {total} ERROR {} in {:.2}s",
-                            m.relation,
-                            r.duration.as_secs_f64()
-                        ),
-                        Status::Skipped(why) => {
-                            format!("{done:>4} of {total} SKIP  {} ({why})", m.relation)
-                        }
-                    });
-                }
-            }
-            if let Some(b) = &bar {
-                b.set_position(done as u64);
-                let rate = rows_written as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                let now: Vec<&str> = building.iter().map(String::as_str).collect();
-                b.set_message(format!("{} | {rate:.0} rows/s", now.join(", ")));
-            }
-        })
-        .await;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let nodes = records::nodes(&lake, &project, &results, &tested).await;
-    let rec = RunRecord {
-        run_id: records::run_id(started_at),
+    let label = Label {
         command: if with_tests { "build" } else { "run" }.into(),
         selector: selector_text(&args.selection),
-        started_at,
-        finished_at: chrono::Utc::now(),
-        nodes,
     };
+    let (_, rec) = crate::models::run::run_to_record(
+        project.clone(),
+        engine,
+        &chosen,
+        &options,
+        label,
+        cancel,
+        |e| match e {
+            Event::Started { index } => {
+                let m = &p.models[*index];
+                display.started(&m.relation, m.config.materialized.as_str(), &m.file.path);
+            }
+            Event::Tested(r) => display.tested(&test_line(&p, r)),
+            Event::Finished(r) => {
+                let m = &p.models[r.index];
+                let (status, message) = match &r.status {
+                    Status::Success => ("success", ""),
+                    Status::Error(e) => ("error", e.as_str()),
+                    Status::Skipped(why) => ("skipped", why.as_str()),
+                };
+                display.finished(&ModelLine {
+                    relation: &m.relation,
+                    materialized: m.config.materialized.as_str(),
+                    status,
+                    rows: r.rows,
+                    seconds: r.duration.as_secs_f64(),
+                    message,
+                });
+            }
+        },
+    )
+    .await;
     record(&project, &lake, &rec).await;
-    let ok = results
-        .iter()
-        .filter(|r| r.status == Status::Success)
-        .count();
-    let errors: Vec<&String> = results
-        .iter()
-        .filter_map(|r| match &r.status {
-            Status::Error(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let skipped = results
-        .iter()
-        .filter(|r| matches!(r.status, Status::Skipped(_)))
-        .count();
-    println!(
-        "\nfinished {total} models in {:.2}s: {ok} ok, {} errors, {skipped} skipped",
-        started.elapsed().as_secs_f64(),
-        errors.len()
-    );
-    for e in &errors {
-        println!("\nERROR {e}");
-    }
+    let models_ok = display.finish();
     // views/: after the models they read.
     let files = crate::models::views::view_files(&project.paths.dir);
     let mut view_errors = 0;
@@ -413,7 +347,7 @@ pub async fn run(
             println!("ERROR {d}");
         }
     }
-    Ok(if errors.is_empty() && skipped == 0 && view_errors == 0 {
+    Ok(if models_ok && view_errors == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

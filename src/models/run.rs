@@ -41,6 +41,18 @@ impl TestResult {
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.failures == 0
     }
+
+    /// `pass`, `fail`, `warn` (failing rows of a warn-severity test) or `error`.
+    pub fn status(&self, project: &Project) -> &'static str {
+        match (&self.error, self.failures) {
+            (Some(_), _) => "error",
+            (None, 0) => "pass",
+            (None, _) if project.tests[self.test].severity == super::datatests::Severity::Warn => {
+                "warn"
+            }
+            (None, _) => "fail",
+        }
+    }
 }
 
 /// Runs data test `t`.

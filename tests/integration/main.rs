@@ -2,6 +2,7 @@
 //! One test binary, so the suite links DataFusion and delta-rs once.
 
 mod admin;
+mod admin_cli;
 mod admin_sources;
 mod client_grafana;
 mod client_metabase;

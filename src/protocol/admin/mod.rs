@@ -601,16 +601,10 @@ fn parse_vars(text: &str) -> Result<BTreeMap<String, serde_json::Value>, Status>
 
 fn test_done(project: &crate::models::Project, r: &crate::models::run::TestResult) -> pb::TestDone {
     let t = &project.tests[r.test];
-    let status = match (&r.error, r.failures) {
-        (Some(_), _) => "error",
-        (None, 0) => "pass",
-        (None, _) if t.severity == crate::models::datatests::Severity::Warn => "warn",
-        (None, _) => "fail",
-    };
     pb::TestDone {
         name: t.name.clone(),
         path: t.path.clone(),
-        status: status.into(),
+        status: r.status(project).into(),
         failures: r.failures,
         sample: r.sample.clone(),
         error: r.error.clone().unwrap_or_default(),

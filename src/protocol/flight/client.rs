@@ -26,7 +26,9 @@ pub struct ConnectOptions {
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid flight URL {0:?}: use grpc://host:port or grpc+tls://host:port")]
+    #[error(
+        "invalid server URL {0:?}: use grpc://host:port (or http://) or grpc+tls://host:port (or https://)"
+    )]
     Url(String),
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
@@ -53,17 +55,36 @@ impl From<datafusion::arrow::error::ArrowError> for ClientError {
 pub async fn connect(
     opts: &ConnectOptions,
 ) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
-    let (tls, rest) = if let Some(r) = opts.url.strip_prefix("grpc+tls://") {
-        (true, r)
-    } else if let Some(r) = opts.url.strip_prefix("grpcs://") {
-        (true, r)
-    } else if let Some(r) = opts.url.strip_prefix("grpc+tcp://") {
-        (false, r)
-    } else if let Some(r) = opts.url.strip_prefix("grpc://") {
-        (false, r)
-    } else {
-        return Err(ClientError::Url(opts.url.clone()));
-    };
+    let channel = channel(opts).await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(user) = &opts.user {
+        client
+            .handshake(user, opts.password.as_deref().unwrap_or_default())
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: opts.url.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(client)
+}
+
+/// A gRPC channel to the server (Flight SQL and the admin API share the port):
+/// `grpc://` or `http://` in the clear, `grpc+tls://`, `grpcs://` or `https://` with TLS.
+pub async fn channel(opts: &ConnectOptions) -> Result<Channel, ClientError> {
+    let url = opts.url.as_str();
+    let (tls, rest) = [
+        ("grpc+tls://", true),
+        ("grpcs://", true),
+        ("https://", true),
+        ("grpc+tcp://", false),
+        ("grpc://", false),
+        ("http://", false),
+    ]
+    .iter()
+    .find_map(|(prefix, tls)| url.strip_prefix(prefix).map(|r| (*tls, r)))
+    .ok_or_else(|| ClientError::Url(opts.url.clone()))?;
+    let rest = rest.trim_end_matches('/');
     let scheme = if tls { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{rest}"))
         .map_err(|_| ClientError::Url(opts.url.clone()))?
@@ -86,18 +107,10 @@ pub async fn connect(
             .tls_config(config)
             .map_err(|e| connect_err(e.to_string()))?;
     }
-    let channel = endpoint
+    endpoint
         .connect()
         .await
-        .map_err(|e| connect_err(root_cause(&e)))?;
-    let mut client = FlightSqlServiceClient::new(channel);
-    if let Some(user) = &opts.user {
-        client
-            .handshake(user, opts.password.as_deref().unwrap_or_default())
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-    }
-    Ok(client)
+        .map_err(|e| connect_err(root_cause(&e)))
 }
 
 /// The innermost error of a chain ("Connection refused (os error 111)"): transport errors
