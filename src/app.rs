@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminPlacement;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::ingest::{Assignment, Ingest, IngestError};
 use crate::lake::{Lake, LakeError};
-use crate::protocol::flight::{FlightServer, FlightServerError};
+use crate::protocol::flight::{FlightServer, FlightServerError, Services};
 use crate::protocol::http::{HttpServer, HttpServerError};
 use crate::protocol::pg::{PgServer, PgServerError};
 
@@ -46,6 +47,8 @@ pub struct App {
     pg: Option<PgServer>,
     http: Option<HttpServer>,
     flight: Option<FlightServer>,
+    /// The admin API on a port of its own (`[admin] listen`).
+    admin: Option<FlightServer>,
     /// The project folder, whose `views/` is deployed and watched.
     project_dir: std::path::PathBuf,
     shutdown: CancellationToken,
@@ -78,18 +81,32 @@ impl App {
             ),
             None => None,
         };
+        // One authenticator: a bearer token from the Flight handshake works on both ports.
+        let auth = Arc::new(crate::protocol::flight::auth::Authenticator::new(
+            crate::protocol::users::UserDirectory::new(&settings.users),
+            settings.flight_token_ttl,
+        ));
         let flight = match settings.flight_listen {
-            Some(addr) => Some(
-                FlightServer::bind(
-                    addr,
-                    engine.clone(),
-                    control.clone(),
-                    settings,
-                    shutdown.child_token(),
-                )
-                .await?,
-            ),
+            Some(addr) => {
+                let services = Services {
+                    flight: Some(engine.clone()),
+                    admin: (settings.admin == AdminPlacement::FlightPort).then(|| control.clone()),
+                };
+                let token = shutdown.child_token();
+                Some(FlightServer::bind(addr, services, auth.clone(), settings, token).await?)
+            }
             None => None,
+        };
+        let admin = match settings.admin {
+            AdminPlacement::Own(addr) => {
+                let services = Services {
+                    flight: None,
+                    admin: Some(control.clone()),
+                };
+                let token = shutdown.child_token();
+                Some(FlightServer::bind(addr, services, auth, settings, token).await?)
+            }
+            _ => None,
         };
         Ok(App {
             engine,
@@ -98,6 +115,7 @@ impl App {
             pg,
             http,
             flight,
+            admin,
             project_dir: settings.project_dir.clone(),
             shutdown,
         })
@@ -116,6 +134,17 @@ impl App {
     /// The Flight SQL address, if that listener is enabled.
     pub fn flight_addr(&self) -> Option<SocketAddr> {
         self.flight.as_ref().and_then(|f| f.local_addr().ok())
+    }
+
+    /// Where the admin API listens: its own port, else the Flight SQL port if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        match &self.admin {
+            Some(a) => a.local_addr().ok(),
+            None if self.control.settings().admin == crate::config::AdminPlacement::FlightPort => {
+                self.flight_addr()
+            }
+            None => None,
+        }
     }
 
     /// True when Postgres clients must give a password.
@@ -160,6 +189,9 @@ impl App {
         }
         if let Some(flight) = self.flight {
             tasks.spawn(flight.run());
+        }
+        if let Some(admin) = self.admin {
+            tasks.spawn(admin.run());
         }
         tasks.spawn(crate::models::views::serve(
             engine.clone(),

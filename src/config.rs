@@ -43,6 +43,7 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub http: HttpConfig,
     pub flight: FlightConfig,
+    pub admin: AdminConfig,
     pub kafka: KafkaConfig,
     pub sources: Vec<SourceConfig>,
     pub maintenance: MaintenanceConfig,
@@ -139,6 +140,17 @@ impl Default for FlightConfig {
             token_ttl_secs: 3600,
         }
     }
+}
+
+/// The admin gRPC API: on the Flight SQL port unless given a port of its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Set to true to turn the admin API off.
+    pub disabled: bool,
+    /// A listen address of its own, e.g. "127.0.0.1:50052" (to firewall it apart from
+    /// the query port); without it the API shares the Flight SQL port.
+    pub listen: Option<String>,
 }
 
 /// Kafka settings shared by every source.
@@ -451,6 +463,8 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     pub http_max_body: usize,
     pub flight_listen: Option<SocketAddr>,
+    /// Where the admin API is served.
+    pub admin: AdminPlacement,
     /// How long a Flight bearer token stays valid.
     pub flight_token_ttl: Duration,
     /// Broker list; `None` means the embedded dev broker.
@@ -463,6 +477,15 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// The command-line overrides applied on top of it.
     pub overrides: Overrides,
+}
+
+/// Where the admin API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminPlacement {
+    Off,
+    /// On the Flight SQL port (off when Flight SQL is off).
+    FlightPort,
+    Own(SocketAddr),
 }
 
 /// A validated source.
@@ -637,6 +660,13 @@ impl Config {
             .enabled
             .then(|| listen_addr("flight.listen", &self.flight.listen, !users.is_empty()))
             .transpose()?;
+        let admin = match (&self.admin.disabled, &self.admin.listen) {
+            (true, _) => AdminPlacement::Off,
+            (false, Some(l)) => {
+                AdminPlacement::Own(listen_addr("admin.listen", l, !users.is_empty())?)
+            }
+            (false, None) => AdminPlacement::FlightPort,
+        };
         if self.flight.token_ttl_secs == 0 {
             return Err(invalid("flight.token_ttl_secs", "must be at least 1"));
         }
@@ -692,6 +722,7 @@ impl Config {
             http_listen,
             http_max_body,
             flight_listen,
+            admin,
             flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
             brokers: self.kafka.brokers.clone(),
             embedded_partitions: self.kafka.embedded_partitions,

@@ -60,6 +60,10 @@ pub(crate) fn announce(app: &App, settings: &Settings, started: Instant) {
         tracing::info!(flight = %format!("{scheme}://{addr}"), "Arrow Flight SQL (ADBC, JDBC, pyarrow)");
         eprintln!("  flight:   adbc_driver_flightsql.dbapi.connect(\"{scheme}://{addr}\")\n");
     }
+    if let Some(addr) = app.admin_addr() {
+        let scheme = if app.tls_enabled() { "https" } else { "http" };
+        tracing::info!(admin = %format!("{scheme}://{addr}"), "admin API (gRPC): tidepool status|run|pause|resume|replay|maintain|reload --server");
+    }
     if let Some(addr) = app.http_addr() {
         tracing::info!(http = %addr, "health: /health, metrics: /metrics, ingest: POST /v1/ingest/<source>");
     }

@@ -382,6 +382,83 @@ async fn admin_run_models_streams_progress_and_records_the_run() {
     assert!(matches!(events.last(), Some(Event::Finished(r)) if r.status == "success"));
 }
 
+/// The services a gRPC port lists through server reflection (what grpcurl asks).
+async fn reflected_services(addr: std::net::SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("reflection connects");
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let answer = stream.message().await.unwrap().expect("one answer");
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reflection_and_its_own_port() {
+    // Default: admin, Flight SQL and reflection share the port.
+    let server = TestServer::start("").await;
+    assert_eq!(server.admin, server.flight);
+    let services = reflected_services(server.flight.unwrap()).await;
+    assert!(
+        services.contains(&"tidepool.admin.v1.Admin".to_string()),
+        "{services:?}"
+    );
+
+    // [admin] listen: the API moves to its own port; the Flight port no longer has it.
+    let server = TestServer::start("[admin]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (admin_addr, flight) = (server.admin.unwrap(), server.flight.unwrap());
+    assert_ne!(admin_addr, flight);
+    let mut admin = AdminClient::connect(format!("http://{admin_addr}"))
+        .await
+        .unwrap();
+    let health = admin
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, "serving");
+    let services = reflected_services(admin_addr).await;
+    assert!(
+        services.contains(&"tidepool.admin.v1.Admin".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        !services.iter().any(|s| s.contains("FlightService")),
+        "{services:?}"
+    );
+    let mut on_flight = AdminClient::connect(format!("http://{flight}"))
+        .await
+        .unwrap();
+    let err = on_flight
+        .health(pb::HealthRequest {})
+        .await
+        .expect_err("moved");
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    // Off.
+    let server = TestServer::start("[admin]\ndisabled = true\n").await;
+    assert_eq!(server.admin, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_credentials_when_users_exist() {
     let server = TestServer::start("[[users]]\nname = \"ops\"\npassword = \"ops pw\"\n").await;

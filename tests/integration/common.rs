@@ -17,6 +17,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub http: Option<SocketAddr>,
     pub flight: Option<SocketAddr>,
+    /// The admin API (the Flight port unless `[admin] listen` gives it its own).
+    pub admin: Option<SocketAddr>,
     /// Bootstrap servers of the sources (the embedded broker when none are configured).
     pub brokers: String,
     pub lake: tempfile::TempDir,
@@ -44,6 +46,7 @@ impl TestServer {
         let addr = app.pg_addr().expect("postgres enabled");
         let http = app.http_addr();
         let flight = app.flight_addr();
+        let admin = app.admin_addr();
         let brokers = app.ingest().brokers().to_string();
         let control = app.control().clone();
         let token = CancellationToken::new();
@@ -52,6 +55,7 @@ impl TestServer {
             addr,
             http,
             flight,
+            admin,
             brokers,
             lake,
             control,

@@ -6,7 +6,7 @@
 //! users, TLS when `[tls]` is configured (or the listener does not start). Errors map to
 //! gRPC codes in [`errors`], once.
 
-pub(crate) mod auth;
+pub mod auth;
 pub mod client;
 mod columns;
 pub mod errors;
@@ -15,4 +15,4 @@ mod queries;
 mod server;
 mod service;
 
-pub use server::{FlightServer, FlightServerError};
+pub use server::{FlightServer, FlightServerError, Services};

@@ -15,7 +15,6 @@ use super::auth::Authenticator;
 use super::service::FlightSql;
 use crate::config::Settings;
 use crate::engine::Engine;
-use crate::protocol::users::UserDirectory;
 
 /// Why the Flight server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +32,20 @@ pub enum FlightServerError {
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 32 << 20;
 
-/// A bound Flight SQL server, ready to [`run`](FlightServer::run).
+/// What a gRPC listener serves: Flight SQL, the admin API (with reflection), or both.
+pub struct Services {
+    pub flight: Option<Arc<Engine>>,
+    pub admin: Option<Arc<crate::control::Control>>,
+}
+
+/// A bound gRPC listener (Flight SQL, and the admin API unless it has its own port),
+/// ready to [`run`](FlightServer::run).
 pub struct FlightServer {
     listener: tokio::net::TcpListener,
-    service: FlightSql,
-    /// The admin gRPC API, served on the same port.
-    admin: crate::protocol::admin::AdminService,
+    service: Option<FlightSql>,
+    admin: Option<crate::protocol::admin::AdminService>,
+    /// For log lines: "flight" or "admin".
+    name: &'static str,
     tls: Option<ServerTlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -48,8 +55,8 @@ impl FlightServer {
     /// Loads TLS (if configured) and binds `addr`.
     pub async fn bind(
         addr: SocketAddr,
-        engine: Arc<Engine>,
-        control: Arc<crate::control::Control>,
+        services: Services,
+        auth: Arc<Authenticator>,
         settings: &Settings,
         shutdown: CancellationToken,
     ) -> Result<FlightServer, FlightServerError> {
@@ -69,15 +76,18 @@ impl FlightServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| FlightServerError::Bind { addr, source })?;
-        let auth = Arc::new(Authenticator::new(
-            UserDirectory::new(&settings.users),
-            settings.flight_token_ttl,
-        ));
-        let admin = crate::protocol::admin::AdminService::new(control, auth.clone());
+        let name = if services.flight.is_some() {
+            "flight"
+        } else {
+            "admin"
+        };
         Ok(FlightServer {
             listener,
-            admin,
-            service: FlightSql::new(engine, auth),
+            admin: services
+                .admin
+                .map(|c| crate::protocol::admin::AdminService::new(c, auth.clone())),
+            service: services.flight.map(|e| FlightSql::new(e, auth)),
+            name,
             tls,
             shutdown,
             grace: settings.shutdown_grace,
@@ -105,25 +115,38 @@ impl FlightServer {
                 Ok(b) => b,
                 Err(e) => {
                     // Never fall back to plaintext.
-                    tracing::error!(error = %e, "flight: TLS setup failed; not serving");
+                    tracing::error!(listener = self.name, error = %e, "TLS setup failed; not serving");
                     return;
                 }
             };
         }
-        let service = FlightServiceServer::new(self.service)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(usize::MAX);
+        let service = self.service.map(|s| {
+            FlightServiceServer::new(s)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(usize::MAX)
+        });
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let shutdown = self.shutdown.clone();
-        let admin = crate::protocol::admin::pb::admin_server::AdminServer::new(self.admin);
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::protocol::admin::pb::DESCRIPTOR)
-            .build_v1();
-        let mut router = builder.add_service(service).add_service(admin);
-        match reflection {
-            Ok(r) => router = router.add_service(r),
-            Err(e) => tracing::warn!(error = %e, "admin: gRPC reflection unavailable"),
-        }
+        let reflection = match &self.admin {
+            None => None,
+            Some(_) => match tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::protocol::admin::pb::DESCRIPTOR)
+                .build_v1()
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: gRPC reflection unavailable");
+                    None
+                }
+            },
+        };
+        let admin = self
+            .admin
+            .map(crate::protocol::admin::pb::admin_server::AdminServer::new);
+        let router = builder
+            .add_optional_service(service)
+            .add_optional_service(admin)
+            .add_optional_service(reflection);
         let serve = router
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
         let grace = self.grace;
@@ -134,10 +157,10 @@ impl FlightServer {
         tokio::select! {
             r = serve => {
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "flight: server stopped");
+                    tracing::error!(listener = self.name, error = %e, "server stopped");
                 }
             }
-            _ = stop => tracing::info!("flight: grace period over; closing streams"),
+            _ = stop => tracing::info!(listener = self.name, "grace period over; closing streams"),
         }
     }
 }
