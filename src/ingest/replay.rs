@@ -188,7 +188,10 @@ impl Ingest {
         if out.partitions.is_empty() {
             return Ok(out);
         }
-        self.set_paused(source, true).await?;
+        if let Err(e) = self.set_paused(source, true).await {
+            status.paused.store(was_paused, Ordering::Release);
+            return Err(e);
+        }
         let result = self.remove_replayed(source, &out.partitions).await;
         if result.is_ok() {
             // What the lake holds now; commits of the re-read move it up again.
