@@ -46,7 +46,7 @@ pub use access::Access;
 pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use parse::{SqlParser, question_placeholders};
-pub use session::{CommandTag, Described, Output, QueryControl, Session, TxEffect};
+pub use session::{CommandTag, Described, Output, QueryControl, Session, SplitOutput, TxEffect};
 pub use system::{DeltaSystemTable, SystemTable};
 
 use crate::config::Settings;

@@ -83,6 +83,14 @@ pub enum Output {
     Command(CommandTag),
 }
 
+/// What [`Session::execute_split`] returns.
+pub enum SplitOutput {
+    /// Ran as [`Session::execute`] would.
+    One(Output),
+    /// Rows as independent partition streams, in no particular order.
+    Partitions(Vec<SendableRecordBatchStream>),
+}
+
 /// What a statement will take and return, without running it.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -117,6 +125,10 @@ pub struct Session {
     /// Temporary tables, once the session creates one.
     temp: Option<TempTables>,
     cursors: Cursors,
+    /// The next query may return its partitions unmerged ([`Session::execute_split`]).
+    split: bool,
+    /// Where that query left them (behind a lock: streams are not `Sync`, sessions are).
+    split_parts: parking_lot::Mutex<Option<Vec<SendableRecordBatchStream>>>,
 }
 
 impl Session {
@@ -148,6 +160,8 @@ impl Session {
             settings,
             temp: None,
             cursors: Cursors::default(),
+            split: false,
+            split_parts: parking_lot::Mutex::new(None),
         }
     }
 
@@ -754,14 +768,73 @@ impl Session {
             LogicalPlan::Statement(s) => Err(EngineError::NotSupported(s.name().to_string())),
             plan => {
                 let df = DataFrame::new(self.ctx.state(), plan);
+                if std::mem::take(&mut self.split) {
+                    return self.run_split(df, control, permit).await;
+                }
                 let stream = df.execute_stream().await?;
-                let guarded = GuardedStream::new(stream, control, Some(permit));
+                let guarded = GuardedStream::new(stream, control, Some(Arc::new(permit)));
                 Ok(Output::Rows {
                     stream: Box::pin(guarded),
                     tag: "SELECT",
                 })
             }
         }
+    }
+
+    /// Runs a query like [`Session::execute`], but when its plan ends in several
+    /// independent partitions (no ORDER BY, LIMIT or final aggregate merges them), returns
+    /// them as [`Output::Partitions`] instead of merging them: a client that reads them
+    /// at once (Flight SQL endpoints) spreads the encoding over the cores. Only plain
+    /// queries split; everything else runs as `execute` runs it.
+    pub async fn execute_split(
+        &mut self,
+        stmt: DFStatement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+    ) -> Result<SplitOutput, EngineError> {
+        self.split =
+            matches!(&stmt, DFStatement::Statement(s) if matches!(**s, Statement::Query(_)));
+        let out = self.execute(stmt, params, control).await;
+        self.split = false;
+        let parts = self.split_parts.lock().take();
+        let out = out?;
+        Ok(match parts {
+            Some(parts) => SplitOutput::Partitions(parts),
+            None => SplitOutput::One(out),
+        })
+    }
+
+    async fn run_split(
+        &mut self,
+        df: DataFrame,
+        control: &QueryControl,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Output, EngineError> {
+        use datafusion::physical_plan::ExecutionPlanProperties;
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await?;
+        let permit = Arc::new(permit);
+        let guard = |stream| -> SendableRecordBatchStream {
+            Box::pin(GuardedStream::new(stream, control, Some(permit.clone())))
+        };
+        if plan.output_partitioning().partition_count() <= 1 {
+            let stream = datafusion::physical_plan::execute_stream(plan, task)?;
+            return Ok(Output::Rows {
+                stream: guard(stream),
+                tag: "SELECT",
+            });
+        }
+        let schema = plan.schema();
+        let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task)?
+            .into_iter()
+            .map(guard)
+            .collect();
+        *self.split_parts.lock() = Some(streams);
+        // What `execute` returns in their place (execute_split takes the partitions).
+        Ok(Output::Rows {
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())),
+            tag: "SELECT",
+        })
     }
 
     /// Splits a table reference into lake (schema, table), defaulting the schema from

@@ -6,6 +6,7 @@
 //! concurrency limit counts statements until their last row is sent.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -23,14 +24,14 @@ pub struct GuardedStream {
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl GuardedStream {
     pub fn new(
         inner: SendableRecordBatchStream,
         control: &super::QueryControl,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Self {
         GuardedStream {
             inner,

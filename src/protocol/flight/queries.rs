@@ -34,6 +34,8 @@ struct Pending {
     cancel: CancellationToken,
     stream: Option<SendableRecordBatchStream>,
     created: Instant,
+    /// The query the stream belongs to: the partitions of one query share it.
+    group: Id,
 }
 
 /// A prepared statement.
@@ -69,27 +71,44 @@ impl Drop for Finished {
 }
 
 impl Queries {
-    /// Parks a result stream; returns its ticket.
+    /// Parks the result streams of one query (its partitions, or just one); returns
+    /// their tickets. A ticket not taken within [`PENDING_TTL`] is dropped, unless another
+    /// stream of its query is being read (a client reading the endpoints one after another).
     pub fn park(
         &self,
         user: &str,
-        stream: SendableRecordBatchStream,
+        streams: Vec<SendableRecordBatchStream>,
         cancel: CancellationToken,
-    ) -> Vec<u8> {
-        let id: Id = rand::random();
+    ) -> Vec<Vec<u8>> {
+        let group: Id = rand::random();
         let now = Instant::now();
         let mut pending = self.pending.lock();
-        pending.retain(|_, p| p.stream.is_none() || now.duration_since(p.created) < PENDING_TTL);
-        pending.insert(
-            id,
-            Pending {
-                user: user.to_string(),
-                cancel,
-                stream: Some(stream),
-                created: now,
-            },
-        );
-        [TICKET_PREFIX, &id].concat()
+        let reading: std::collections::HashSet<Id> = pending
+            .values()
+            .filter(|p| p.stream.is_none())
+            .map(|p| p.group)
+            .collect();
+        pending.retain(|_, p| {
+            p.stream.is_none()
+                || now.duration_since(p.created) < PENDING_TTL
+                || reading.contains(&p.group)
+        });
+        let mut tickets = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let id: Id = rand::random();
+            pending.insert(
+                id,
+                Pending {
+                    user: user.to_string(),
+                    cancel: cancel.clone(),
+                    stream: Some(stream),
+                    created: now,
+                    group,
+                },
+            );
+            tickets.push([TICKET_PREFIX, &id].concat());
+        }
+        tickets
     }
 
     /// Takes the stream of a ticket for its DoGet.

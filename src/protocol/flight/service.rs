@@ -37,7 +37,7 @@ use super::auth::{Authenticator, Caller};
 use super::errors::{invalid, status, stream_status};
 use super::queries::{Finished, Prepared, Queries, row_params};
 use super::{columns, metadata};
-use crate::engine::{Engine, EngineError, Output, QueryControl};
+use crate::engine::{Engine, EngineError, Output, QueryControl, SplitOutput};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
 
@@ -51,8 +51,10 @@ pub struct FlightSql {
 /// What running a command left: a parked result stream (its ticket and schema), or a
 /// command that returned no rows.
 enum Ran {
+    /// One ticket per stream: several when the query's partitions stream apart (one
+    /// endpoint each, which clients fetch at once).
     Rows {
-        ticket: Vec<u8>,
+        tickets: Vec<Vec<u8>>,
         schema: Arc<Schema>,
     },
     Done {
@@ -87,13 +89,20 @@ impl FlightSql {
         let mut rows = 0u64;
         for (i, stmt) in statements.into_iter().enumerate() {
             let control = QueryControl::new(cancel.clone(), session.timeout());
+            if i + 1 == n {
+                let out = session
+                    .execute_split(stmt, None, &control)
+                    .await
+                    .map_err(|e| status(&e))?;
+                return Ok(match out {
+                    SplitOutput::One(out) => self.park(caller, out, cancel),
+                    SplitOutput::Partitions(streams) => self.park_parts(caller, streams, cancel),
+                });
+            }
             let out = session
                 .execute(stmt, None, &control)
                 .await
                 .map_err(|e| status(&e))?;
-            if i + 1 == n {
-                return Ok(self.park(caller, out, cancel));
-            }
             rows += drain(out).await?;
         }
         Ok(Ran::Done { rows })
@@ -120,8 +129,8 @@ impl FlightSql {
         match out {
             Output::Rows { stream, .. } => {
                 let schema = stream.schema();
-                let ticket = self.queries.park(&caller.user, stream, cancel);
-                Ran::Rows { ticket, schema }
+                let tickets = self.queries.park(&caller.user, vec![stream], cancel);
+                Ran::Rows { tickets, schema }
             }
             Output::Command(tag) => Ran::Done {
                 rows: tag.rows.unwrap_or(0),
@@ -129,22 +138,41 @@ impl FlightSql {
         }
     }
 
-    /// The FlightInfo of a command that ran: one endpoint with the ticket of its rows, or
-    /// none when it returned no rows.
+    /// Parks the partition streams of one query, each under its own ticket; cancelling
+    /// one cancels them all.
+    fn park_parts(
+        &self,
+        caller: &Caller,
+        streams: Vec<SendableRecordBatchStream>,
+        cancel: CancellationToken,
+    ) -> Ran {
+        let schema = match streams.first() {
+            Some(s) => s.schema(),
+            None => Arc::new(Schema::empty()),
+        };
+        let tickets = self.queries.park(&caller.user, streams, cancel);
+        Ran::Rows { tickets, schema }
+    }
+
+    /// The FlightInfo of a command that ran: an endpoint per ticket of its rows (unordered
+    /// when several), or none when it returned no rows.
     fn ran_info(ran: Ran, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
         let info = match ran {
-            Ran::Rows { ticket, schema } => {
+            Ran::Rows { tickets, schema } => {
                 let schema = columns::client_schema(&schema).unwrap_or(schema);
-                let ticket = TicketStatementQuery {
-                    statement_handle: ticket.into(),
-                };
-                FlightInfo::new()
+                let mut info = FlightInfo::new()
                     .try_with_schema(&schema)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .with_endpoint(
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                for ticket in tickets {
+                    let ticket = TicketStatementQuery {
+                        statement_handle: ticket.into(),
+                    };
+                    info = info.with_endpoint(
                         FlightEndpoint::new()
                             .with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
-                    )
+                    );
+                }
+                info
             }
             Ran::Done { .. } => FlightInfo::new()
                 .try_with_schema(&Schema::empty())
@@ -581,13 +609,17 @@ impl FlightSqlService for FlightSql {
         let caller = self.caller(&request)?;
         let rows = match self.run_sql(&caller, &ticket.query).await? {
             Ran::Done { rows } => rows,
-            Ran::Rows { ticket, .. } => {
-                let (stream, _finished) = self.queries.take(&ticket, &caller.user)?;
-                drain(Output::Rows {
-                    stream,
-                    tag: "SELECT",
-                })
-                .await?
+            Ran::Rows { tickets, .. } => {
+                let mut rows = 0;
+                for ticket in tickets {
+                    let (stream, _finished) = self.queries.take(&ticket, &caller.user)?;
+                    rows += drain(Output::Rows {
+                        stream,
+                        tag: "SELECT",
+                    })
+                    .await?;
+                }
+                rows
             }
         };
         Ok(rows as i64)
