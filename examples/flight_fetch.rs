@@ -66,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(r) = readers.join_next().await {
             r?.map_err(|e| e.to_string())?;
         }
-        let (rows, batches) = (rows.load(Ordering::Relaxed), batches.load(Ordering::Relaxed));
+        let (rows, batches) = (
+            rows.load(Ordering::Relaxed),
+            batches.load(Ordering::Relaxed),
+        );
         let secs = start.elapsed().as_secs_f64();
         let bytes = bytes.load(Ordering::Relaxed);
         println!(

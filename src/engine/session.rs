@@ -832,7 +832,10 @@ impl Session {
         *self.split_parts.lock() = Some(streams);
         // What `execute` returns in their place (execute_split takes the partitions).
         Ok(Output::Rows {
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())),
+            stream: Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )),
             tag: "SELECT",
         })
     }

@@ -687,3 +687,89 @@ async fn python_adbc_and_pyarrow_end_to_end() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("adbc flight sql: ok"));
 }
+
+/// A scan whose partitions stream apart answers with one endpoint per partition, read at
+/// once; ORDER BY or LIMIT keep one endpoint; cancelling the query stops every endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_stream_as_separate_endpoints() {
+    let server = TestServer::start("[engine]\ntarget_partitions = 3\n").await;
+    let mut c = connect(&server, None).await.unwrap();
+    for sql in [
+        "CREATE SCHEMA s",
+        "CREATE TABLE s.t AS SELECT v AS id, v % 7 AS k FROM generate_series(1, 40000) AS g(v)",
+        "INSERT INTO s.t SELECT v AS id, v % 7 AS k FROM generate_series(40001, 80000) AS g(v)",
+        "INSERT INTO s.t SELECT v AS id, v % 7 AS k FROM generate_series(80001, 120000) AS g(v)",
+    ] {
+        c.execute_update(sql.into(), None).await.expect(sql);
+    }
+    let info = c
+        .execute("SELECT id, k FROM s.t".into(), None)
+        .await
+        .unwrap();
+    assert!(info.endpoint.len() > 1, "{} endpoints", info.endpoint.len());
+    assert!(!info.ordered);
+    // Read every endpoint at once, as ADBC does.
+    let mut readers = tokio::task::JoinSet::new();
+    for ep in info.endpoint {
+        let mut inner = c.inner_mut().clone();
+        readers.spawn(async move {
+            let stream = inner.do_get(ep.ticket.unwrap()).await.unwrap().into_inner();
+            let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+            );
+            let (mut n, mut sum) = (0i64, 0i64);
+            while let Some(b) = batches.next().await {
+                let b = b.unwrap();
+                n += b.num_rows() as i64;
+                sum += b
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .flatten()
+                    .sum::<i64>();
+            }
+            (n, sum)
+        });
+    }
+    let (mut n, mut sum) = (0, 0);
+    while let Some(r) = readers.join_next().await {
+        let (a, b) = r.unwrap();
+        n += a;
+        sum += b;
+    }
+    assert_eq!((n, sum), (120_000, 120_000 * 120_001 / 2));
+    // One endpoint where order or a single answer matters.
+    for sql in [
+        "SELECT id FROM s.t ORDER BY id",
+        "SELECT id FROM s.t LIMIT 10",
+        "SELECT count(*) FROM s.t",
+    ] {
+        let info = c.execute(sql.into(), None).await.unwrap();
+        assert_eq!(info.endpoint.len(), 1, "{sql}");
+    }
+    // The sequential client helper reads all endpoints too.
+    let (_, batches) = client::query(&mut c, "SELECT id FROM s.t WHERE k = 3")
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), 17_143);
+    // Cancelling the query stops every endpoint: the ones not started are dropped.
+    let info = c
+        .execute("SELECT id, k FROM s.t".into(), None)
+        .await
+        .unwrap();
+    let mut flight = arrow_flight::FlightClient::new_from_inner(c.inner().clone());
+    flight
+        .cancel_flight_info(CancelFlightInfoRequest::new(info.clone()))
+        .await
+        .unwrap();
+    for ep in info.endpoint {
+        let err = match c.do_get(ep.ticket.unwrap()).await {
+            Err(e) => status_of(e),
+            Ok(s) => status_of(s.try_collect::<Vec<_>>().await.unwrap_err()),
+        };
+        assert!(
+            matches!(err.code(), Code::NotFound | Code::Cancelled),
+            "{err:?}"
+        );
+    }
+}
