@@ -21,15 +21,34 @@ pub struct Remote {
     /// port; https:// for TLS)
     #[arg(long, env = "TIDEPOOL_SERVER", value_name = "URL")]
     pub server: Option<String>,
-    /// User for --server
+    #[command(flatten)]
+    pub login: Login,
+}
+
+/// Who calls a server (`--server`, `sql --flight`) and which CA to trust.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Login {
+    /// User to call the server as
     #[arg(long, env = "TIDEPOOL_USER")]
     pub user: Option<String>,
-    /// Password for --server (prefer the environment variable)
+    /// Password (prefer the TIDEPOOL_PASSWORD environment variable)
     #[arg(long, env = "TIDEPOOL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// CA certificate (PEM) to trust for https://
+    /// CA certificate (PEM) to trust for TLS (https://, grpc+tls://)
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
+}
+
+impl Login {
+    /// Connection options for `url` with these credentials.
+    pub fn options(&self, url: String) -> crate::protocol::flight::client::ConnectOptions {
+        crate::protocol::flight::client::ConnectOptions {
+            url,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            ca: self.tls_ca.clone(),
+        }
+    }
 }
 
 impl Remote {
@@ -60,17 +79,12 @@ pub async fn connect(remote: &Remote) -> anyhow::Result<Client> {
         .url()
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("this command needs --server URL (or TIDEPOOL_SERVER)"))?;
-    let opts = crate::protocol::flight::client::ConnectOptions {
-        url,
-        user: remote.user.clone(),
-        password: remote.password.clone(),
-        ca: remote.tls_ca.clone(),
-    };
-    let channel = crate::protocol::flight::client::channel(&opts).await?;
-    let auth = match &remote.user {
+    let login = &remote.login;
+    let channel = crate::protocol::flight::client::channel(&login.options(url)).await?;
+    let auth = match &login.user {
         None => None,
         Some(user) => {
-            let pair = format!("{user}:{}", remote.password.as_deref().unwrap_or_default());
+            let pair = format!("{user}:{}", login.password.as_deref().unwrap_or_default());
             let basic = format!(
                 "Basic {}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair)

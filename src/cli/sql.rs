@@ -28,27 +28,16 @@ pub struct SqlArgs {
     /// grpc://127.0.0.1:50051 (grpc+tls:// for TLS)
     #[arg(long, value_name = "URL")]
     pub flight: Option<String>,
-    /// User for --flight (Basic handshake, then a bearer token)
-    #[arg(long, env = "TIDEPOOL_USER")]
-    pub user: Option<String>,
-    /// Password for --flight
-    #[arg(long, env = "TIDEPOOL_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// CA certificate (PEM) to trust for grpc+tls://
-    #[arg(long)]
-    pub tls_ca: Option<std::path::PathBuf>,
+    /// For --flight (Basic handshake, then a bearer token)
+    #[command(flatten)]
+    pub login: super::remote::Login,
 }
 
 /// `--flight`: sends the text to a server as one command; the server runs the statements
 /// in order and returns the last one's rows.
 async fn run_remote(url: &str, args: &SqlArgs) -> anyhow::Result<ExitCode> {
     use crate::protocol::flight::client;
-    let opts = client::ConnectOptions {
-        url: url.to_string(),
-        user: args.user.clone(),
-        password: args.password.clone(),
-        ca: args.tls_ca.clone(),
-    };
+    let opts = args.login.options(url.to_string());
     let mut conn = match client::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
