@@ -18,7 +18,7 @@ use crate::protocol::admin::pb::admin_client::AdminClient;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Remote {
     /// Drive a running server instead of working here: http://host:50051 (its Flight SQL
-    /// port; https:// for TLS)
+    /// port, or its [admin] listen port; https:// for TLS)
     #[arg(long, env = "TIDEPOOL_SERVER", value_name = "URL")]
     pub server: Option<String>,
     #[command(flatten)]
