@@ -350,19 +350,7 @@ impl Control {
         if plan.is_empty() {
             return Ok(report);
         }
-        let range = plan
-            .iter()
-            .map(|p| {
-                format!(
-                    "(\"_topic\" = '{}' AND \"_partition\" = {} AND \"_offset\" BETWEEN {} AND {})",
-                    p.topic.replace('\'', "''"),
-                    p.partition,
-                    p.from,
-                    p.through
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let range = crate::ingest::replay::rows_filter(&plan, true);
         report.removed = self.count_rows(source, &range).await?;
         let reset = self.ingest.replay_reset(source, plan.clone()).await?;
         report.reset_version = reset.version;
@@ -541,7 +529,7 @@ impl Control {
             ..Default::default()
         };
         let mut applied = (*old).clone();
-        if format!("{:?}", old.schedule) != format!("{:?}", new.schedule) {
+        if old.schedule != new.schedule {
             report.applied.push("schedule".into());
         }
         if old.model_defaults != new.model_defaults {

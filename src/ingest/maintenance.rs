@@ -8,6 +8,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use deltalake::DeltaTable;
 use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
@@ -44,12 +45,7 @@ pub async fn maintain(
         .count();
     report.files_before = files;
     let t = if small >= m.compact_min_files {
-        let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
-        let (t, metrics) = t
-            .optimize()
-            .with_target_size(target)
-            .await
-            .map_err(IngestError::delta)?;
+        let (t, metrics) = optimize(t, m).await?;
         report.files_compacted = metrics.num_files_removed;
         report.files_added = metrics.num_files_added;
         tracing::info!(table = %format!("{schema}.{table}"), removed = metrics.num_files_removed,
@@ -58,6 +54,27 @@ pub async fn maintain(
     } else {
         t
     };
+    report.files_vacuumed = vacuum(t, m).await?;
+    if report.files_vacuumed > 0 {
+        tracing::info!(table = %format!("{schema}.{table}"), files = report.files_vacuumed, "vacuumed");
+    }
+    Ok(report)
+}
+
+/// Delta OPTIMIZE into files of `target_file_size`.
+async fn optimize(
+    t: DeltaTable,
+    m: &Maintenance,
+) -> Result<(DeltaTable, deltalake::operations::optimize::Metrics), IngestError> {
+    let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
+    t.optimize()
+        .with_target_size(target)
+        .await
+        .map_err(IngestError::delta)
+}
+
+/// VACUUM of files older than the retention; returns how many were deleted.
+async fn vacuum(t: DeltaTable, m: &Maintenance) -> Result<usize, IngestError> {
     let retention = chrono::Duration::from_std(m.vacuum_retention)
         .map_err(|e| IngestError::Internal(e.to_string()))?;
     let (_, metrics) = t
@@ -66,11 +83,7 @@ pub async fn maintain(
         .with_enforce_retention_duration(false)
         .await
         .map_err(IngestError::delta)?;
-    report.files_vacuumed = metrics.files_deleted.len();
-    if report.files_vacuumed > 0 {
-        tracing::info!(table = %format!("{schema}.{table}"), files = report.files_vacuumed, "vacuumed");
-    }
-    Ok(report)
+    Ok(metrics.files_deleted.len())
 }
 
 /// One maintenance operation asked for by name (the admin API's Maintain).
@@ -104,12 +117,7 @@ pub async fn apply(
         .num_files();
     let summary = match action {
         Action::Optimize => {
-            let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
-            let (t, metrics) = t
-                .optimize()
-                .with_target_size(target)
-                .await
-                .map_err(IngestError::delta)?;
+            let (t, metrics) = optimize(t, m).await?;
             format!(
                 "optimized {name}: {files} files before, {} compacted into {}; version {}",
                 metrics.num_files_removed,
@@ -117,21 +125,11 @@ pub async fn apply(
                 t.version().unwrap_or_default()
             )
         }
-        Action::Vacuum => {
-            let retention = chrono::Duration::from_std(m.vacuum_retention)
-                .map_err(|e| IngestError::Internal(e.to_string()))?;
-            let (_, metrics) = t
-                .vacuum()
-                .with_retention_period(retention)
-                .with_enforce_retention_duration(false)
-                .await
-                .map_err(IngestError::delta)?;
-            format!(
-                "vacuumed {name}: {} unreferenced files older than {} h deleted",
-                metrics.files_deleted.len(),
-                m.vacuum_retention.as_secs() / 3600
-            )
-        }
+        Action::Vacuum => format!(
+            "vacuumed {name}: {} unreferenced files older than {} h deleted",
+            vacuum(t, m).await?,
+            m.vacuum_retention.as_secs() / 3600
+        ),
         Action::Checkpoint => {
             deltalake::checkpoints::create_checkpoint(&t, None)
                 .await

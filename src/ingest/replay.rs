@@ -212,18 +212,7 @@ impl Ingest {
         plan: &[ReplayedPartition],
     ) -> Result<Option<i64>, IngestError> {
         let prefix = self.prefix(source);
-        let predicate = plan
-            .iter()
-            .map(|p| {
-                format!(
-                    "(\"_topic\" = '{}' AND \"_partition\" = {} AND \"_offset\" >= {})",
-                    p.topic.replace('\'', "''"),
-                    p.partition,
-                    p.from
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let predicate = rows_filter(plan, false);
         let txns: Vec<Transaction> = plan
             .iter()
             .map(|p| Transaction::new(app_id(&prefix, &p.topic, p.partition), p.from - 1))
@@ -253,6 +242,27 @@ impl Ingest {
         let _ = self.lake.refresh().await;
         Ok(version)
     }
+}
+
+/// SQL filter for the rows of `plan` in bronze or its dead letters: from each partition's
+/// start offset on, or only up to the offset the lake held before the replay (`bounded`).
+pub fn rows_filter(plan: &[ReplayedPartition], bounded: bool) -> String {
+    plan.iter()
+        .map(|p| {
+            let upper = if bounded {
+                format!(" AND \"_offset\" <= {}", p.through)
+            } else {
+                String::new()
+            };
+            format!(
+                "(\"_topic\" = '{}' AND \"_partition\" = {} AND \"_offset\" >= {}{upper})",
+                p.topic.replace('\'', "''"),
+                p.partition,
+                p.from
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// Reads a replay start time: RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in UTC.

@@ -39,6 +39,21 @@ fn messages(from: i64, to: i64) -> Vec<(i32, Option<String>, Option<Vec<u8>>)> {
 const ALL: &str = "SELECT (SELECT count(*) FROM bronze.orders) + \
                    (SELECT count(*) FROM bronze.orders__dead_letters)";
 
+/// ReplaySource of `orders`, which must succeed.
+pub async fn replay_orders(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    from: pb::replay_source_request::From,
+) -> pb::ReplaySourceResponse {
+    admin
+        .replay_source(pb::ReplaySourceRequest {
+            source: "orders".into(),
+            from: Some(from),
+        })
+        .await
+        .expect("replay")
+        .into_inner()
+}
+
 async fn paused(c: &tokio_postgres::Client) -> Vec<bool> {
     c.query(
         "SELECT paused FROM system.ingest WHERE source = 'orders' ORDER BY partition",
@@ -125,14 +140,7 @@ async fn admin_pause_resume_and_replay_a_source() {
     .into_iter()
     .max()
     .expect("rows");
-    let replay = admin
-        .replay_source(pb::ReplaySourceRequest {
-            source: "orders".into(),
-            from: Some(pb::replay_source_request::From::FromOffset(100)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = replay_orders(&mut admin, pb::replay_source_request::From::FromOffset(100)).await;
     assert_eq!(replay.removed, 100, "{replay:?}");
     assert_eq!(replay.rows, 100, "{replay:?}");
     assert!(
@@ -170,27 +178,17 @@ async fn admin_pause_resume_and_replay_a_source() {
     assert_eq!(dead, 30);
 
     // From a time before everything: the whole topic; after everything: nothing.
-    let all = admin
-        .replay_source(pb::ReplaySourceRequest {
-            source: "orders".into(),
-            from: Some(pb::replay_source_request::From::FromTimestamp(
-                "2000-01-01T00:00:00Z".into(),
-            )),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let all = replay_orders(
+        &mut admin,
+        pb::replay_source_request::From::FromTimestamp("2000-01-01T00:00:00Z".into()),
+    )
+    .await;
     assert_eq!((all.removed, all.rows), (300, 300), "{all:?}");
-    let none = admin
-        .replay_source(pb::ReplaySourceRequest {
-            source: "orders".into(),
-            from: Some(pb::replay_source_request::From::FromTimestamp(
-                "2999-01-01 00:00:00".into(),
-            )),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let none = replay_orders(
+        &mut admin,
+        pb::replay_source_request::From::FromTimestamp("2999-01-01 00:00:00".into()),
+    )
+    .await;
     assert_eq!(
         (none.removed, none.rows, none.version),
         (0, 0, -1),

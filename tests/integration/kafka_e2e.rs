@@ -358,6 +358,7 @@ async fn sigterm_with_the_broker_frozen_exits() {
 /// removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tansu_pause_resume_and_replay_through_the_admin_api() {
+    use crate::admin_sources::replay_orders;
     use tidepool::protocol::admin::pb;
     let broker = Tansu::start();
     broker.create_topic("orders", 2).await;
@@ -396,14 +397,7 @@ async fn tansu_pause_resume_and_replay_through_the_admin_api() {
     assert_eq!(n, 400, "nothing lands while paused");
     admin.resume_source(source()).await.unwrap();
     wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 500).await;
-    let replay = admin
-        .replay_source(pb::ReplaySourceRequest {
-            source: "orders".into(),
-            from: Some(pb::replay_source_request::From::FromOffset(100)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = replay_orders(&mut admin, pb::replay_source_request::From::FromOffset(100)).await;
     assert_eq!((replay.removed, replay.rows), (300, 300), "{replay:?}");
     let row = c
         .query_one(
@@ -413,16 +407,11 @@ async fn tansu_pause_resume_and_replay_through_the_admin_api() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (500, 500));
-    let all = admin
-        .replay_source(pb::ReplaySourceRequest {
-            source: "orders".into(),
-            from: Some(pb::replay_source_request::From::FromTimestamp(
-                "2000-01-01 00:00:00".into(),
-            )),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let all = replay_orders(
+        &mut admin,
+        pb::replay_source_request::From::FromTimestamp("2000-01-01 00:00:00".into()),
+    )
+    .await;
     assert_eq!((all.removed, all.rows), (500, 500), "{all:?}");
     produce(&p, "orders", batch(500, 510)).await;
     wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 510).await;
