@@ -59,6 +59,11 @@ impl App {
     pub async fn build(settings: &Settings) -> Result<App, AppError> {
         let lake = Lake::open(&settings.lake)?;
         let engine = Engine::new(lake.clone(), EngineOptions::from(settings))?;
+        if settings.users.is_empty() {
+            tracing::warn!(
+                "no [[users]]: trust mode, every client may read and write the lake and any file or URL the server can reach (listeners stay on loopback)"
+            );
+        }
         let ingest = Arc::new(Ingest::new(settings, lake)?);
         engine.register_system_table("ingest", ingest.status());
         crate::models::records::register(&engine);

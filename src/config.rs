@@ -110,6 +110,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest request body `POST /v1/ingest/<source>` accepts, e.g. "16MiB".
     pub max_body: String,
+    /// Serve `/metrics` without credentials (for a scraper that cannot log in).
+    pub metrics_public: bool,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +120,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: "127.0.0.1:8080".to_string(),
             max_body: "16MiB".to_string(),
+            metrics_public: false,
         }
     }
 }
@@ -360,6 +363,9 @@ impl Default for ServerConfig {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Let Postgres clients on loopback log in without TLS (the other ports are TLS only).
+    #[serde(default)]
+    pub plaintext_on_loopback: bool,
 }
 
 /// A user as written in the config file: exactly one password source.
@@ -376,6 +382,10 @@ pub struct UserConfig {
     /// When given, the user only reads tables and views and calls procedures of these
     /// schemas (a BI reader); no DDL or writes.
     pub schemas: Option<Vec<String>>,
+    /// Host paths and object-store URLs outside the lake this user may read and write
+    /// (`["/data/landing/", "s3://landing-bucket/"]`); none when not given.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// A string that is never printed.
@@ -405,6 +415,8 @@ pub struct User {
     pub password: Secret,
     /// `schemas = [...]`: a reader of these schemas only.
     pub schemas: Option<std::collections::BTreeSet<String>>,
+    /// `files = [...]`: path and URL prefixes outside the lake this user may use.
+    pub files: Vec<String>,
 }
 
 /// Settings given on the command line or in `TIDEPOOL_*` variables; they win over the file.
@@ -462,6 +474,7 @@ pub struct Settings {
     pub users: Vec<User>,
     pub http_listen: Option<SocketAddr>,
     pub http_max_body: usize,
+    pub http_metrics_public: bool,
     pub flight_listen: Option<SocketAddr>,
     /// Where the admin API is served.
     pub admin: AdminPlacement,
@@ -584,6 +597,10 @@ impl Config {
                 self.tls = Some(TlsConfig {
                     cert: cert.clone(),
                     key: key.clone(),
+                    plaintext_on_loopback: self
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.plaintext_on_loopback),
                 })
             }
             (None, None) => {}
@@ -721,6 +738,7 @@ impl Config {
             schedule,
             http_listen,
             http_max_body,
+            http_metrics_public: self.http.metrics_public,
             flight_listen,
             admin,
             flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
@@ -900,6 +918,12 @@ fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
     if u.name.is_empty() {
         return Err(invalid("users", "a user has an empty name"));
     }
+    if u.name == crate::engine::authz::SERVER_USER {
+        return Err(invalid(
+            "users",
+            "the name \"tidepool\" is the server's own (its models and deployments run as it)",
+        ));
+    }
     let sources = [
         u.password.is_some(),
         u.password_env.is_some(),
@@ -945,10 +969,16 @@ fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
             Some(set)
         }
     };
+    for f in &u.files {
+        if f.trim().is_empty() {
+            return Err(invalid(&format!("{setting}.files"), "an empty prefix"));
+        }
+    }
     Ok(User {
         name: u.name.clone(),
         password,
         schemas,
+        files: u.files.clone(),
     })
 }
 

@@ -77,6 +77,19 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Authorization cost: the plan walk and decision against whole statements (a point
+    /// lookup and TPC-H q1) run by a reader
+    Authz {
+        /// Statements run (the median is reported; q1 runs a twentieth as often)
+        #[arg(long, default_value_t = 400)]
+        runs: usize,
+        /// Rows of the point-lookup table
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Rows of the generated lineitem for q1
+        #[arg(long, default_value_t = 6_000_000)]
+        lineitem_rows: usize,
+    },
     /// Admin API read latency: ListModels on a large project, IngestStatus on many partitions
     Admin {
         #[arg(long, default_value_t = 1000)]
@@ -171,6 +184,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         BenchWhat::Procedures { calls, rows } => {
             super::bench_procedures::run(calls, rows).await?;
+        }
+        BenchWhat::Authz {
+            runs,
+            rows,
+            lineitem_rows,
+        } => {
+            super::bench_authz::run(runs, rows, lineitem_rows).await?;
         }
         BenchWhat::Broker {
             messages,

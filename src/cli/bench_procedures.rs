@@ -40,7 +40,7 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let engine = Engine::new(lake, EngineOptions::default())?;
-    let mut session = engine.session("bench");
+    let mut session = engine.session(crate::engine::authz::SERVER_USER);
     let t = Instant::now();
     run_sql(
         &mut session,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_admin;
+mod bench_authz;
 mod bench_connect;
 mod bench_demo;
 mod bench_models;

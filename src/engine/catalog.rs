@@ -162,7 +162,9 @@ impl LakeSchema {
         let plan = VIEW_DEPTH
             .scope(depth + 1, state.create_logical_plan(sql))
             .await?;
-        Ok(Arc::new(ViewTable::new(plan, Some(sql.to_string()))))
+        Ok(Arc::new(LakeView {
+            inner: ViewTable::new(plan, Some(sql.to_string())),
+        }))
     }
 
     async fn plan_external(&self, ddl: &str) -> Result<Arc<dyn TableProvider>> {
@@ -186,6 +188,47 @@ impl LakeSchema {
             )));
         };
         create_external(&state, &cmd).await
+    }
+}
+
+/// A stored view. Unlike DataFusion's `ViewTable` it is never inlined into the plan that
+/// reads it: the reader's plan holds one scan of the view, authorized as the view (its
+/// definer's reads were checked when it was created), and the view's own plan is run
+/// inside that scan with filters, projection and limit pushed into it.
+#[derive(Debug)]
+pub struct LakeView {
+    inner: ViewTable,
+}
+
+#[async_trait]
+impl TableProvider for LakeView {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
     }
 }
 

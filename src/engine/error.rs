@@ -159,6 +159,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
         LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
+        LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,
         LakeError::DataFusion(e) => classify_datafusion(e),
         LakeError::Delta(d) => match d {
             deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,

@@ -29,6 +29,8 @@ use datafusion::datasource::listing::{
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 
+use super::authz::Touch;
+use super::authz::guarded::{Touches, admit};
 use crate::lake::{Lake, TableVersion};
 
 /// Runs `f` to completion from synchronous planning code.
@@ -106,8 +108,16 @@ impl TableFunctionImpl for ReadDelta {
                 "read_delta takes a location and an optional version or timestamp".into(),
             ));
         }
+        let touch = match lake_name(&location) {
+            Some((schema, table)) => Touch::Read { schema, table },
+            None => Touch::File {
+                location: location.clone(),
+                write: false,
+            },
+        };
+        admit(args.session(), std::slice::from_ref(&touch))?;
         let lake = self.lake.clone();
-        block_on(async move {
+        let provider = block_on(async move {
             let table = match (lake_name(&location), &at) {
                 (Some((s, t)), Some(at)) => lake.table_at(&s, &t, at).await.map_err(lake_err)?,
                 (Some((s, t)), None) => lake.table(&s, &t).await.map_err(lake_err)?,
@@ -123,7 +133,8 @@ impl TableFunctionImpl for ReadDelta {
                 .table_provider()
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))
-        })?
+        })??;
+        Ok(Touches::wrap(provider, vec![touch]))
     }
 }
 
@@ -162,8 +173,14 @@ impl TableFunctionImpl for ReadFiles {
         }
         let path = string_arg(self.name(), exprs, 0, "path")?;
         let session = args.session();
+        let touch = Touch::File {
+            location: path.clone(),
+            write: false,
+        };
+        admit(session, std::slice::from_ref(&touch))?;
         let kind = self.kind;
-        block_on(listing_table(session, &path, kind))?
+        let provider = block_on(listing_table(session, &path, kind))??;
+        Ok(Touches::wrap(provider, vec![touch]))
     }
 }
 
@@ -224,6 +241,11 @@ impl TableFunctionImpl for TableHistory {
                 "table_history: {name:?} is not a schema.table name"
             ))
         })?;
+        let touch = Touch::Read {
+            schema: schema.clone(),
+            table: table.clone(),
+        };
+        admit(args.session(), std::slice::from_ref(&touch))?;
         let lake = self.lake.clone();
         let (latest, history) =
             block_on(async move { lake.history(&schema, &table).await })?.map_err(lake_err)?;
@@ -272,6 +294,9 @@ impl TableFunctionImpl for TableHistory {
             Arc::new(engine),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        Ok(Touches::wrap(
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+            vec![touch],
+        ))
     }
 }

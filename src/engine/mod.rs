@@ -7,7 +7,7 @@
 //! returns rows as a stream that honours cancellation and the statement timeout.
 //! This layer never imports a wire-protocol crate.
 
-mod access;
+pub mod authz;
 mod catalog;
 mod catalog_cache;
 mod compat;
@@ -42,7 +42,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use tokio::sync::Semaphore;
 
-pub use access::Access;
+pub use authz::Access;
 pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use parse::{SqlParser, question_placeholders};
@@ -92,11 +92,23 @@ impl From<&Settings> for EngineOptions {
             target_partitions: s.target_partitions,
             max_concurrent_queries: s.max_concurrent_queries,
             access: Access {
-                readers: s
+                enforced: !s.users.is_empty(),
+                users: s
                     .users
                     .iter()
-                    .filter_map(|u| u.schemas.clone().map(|sc| (u.name.clone(), sc)))
+                    .map(|u| {
+                        (
+                            u.name.clone(),
+                            authz::UserRights {
+                                schemas: u.schemas.clone(),
+                                files: u.files.clone(),
+                            },
+                        )
+                    })
                     .collect(),
+                lake_root: crate::lake::root_url(&s.lake.root)
+                    .ok()
+                    .map(|u| u.to_string()),
             },
             roles: pg_roles::Roles {
                 users: s
@@ -130,8 +142,16 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds the engine. Cheap: nothing is read from the lake until a statement needs it.
     pub fn new(lake: Arc<Lake>, options: EngineOptions) -> Result<Arc<Engine>, EngineError> {
+        for rights in options.access.users.values() {
+            for prefix in &rights.files {
+                lake.named_stores().name(prefix);
+            }
+        }
         let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(
-            crate::lake::LazyStores::new(lake.storage_options().clone()),
+            crate::lake::LazyStores::new(
+                lake.storage_options().clone(),
+                lake.named_stores().clone(),
+            ),
         ));
         if let Some(limit) = options.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
@@ -190,6 +210,7 @@ impl Engine {
         );
         datafusion_pg_catalog::pg_catalog::setup_pg_catalog(&ctx, CATALOG, options.roles.clone())
             .map_err(|e| EngineError::from(*e))?;
+        guard_table_functions(&ctx);
         ctx.register_udf(version_udf());
         ctx.register_udf(compat::like_escape_udf());
         for f in pg_functions::udfs() {
@@ -286,7 +307,7 @@ impl Engine {
 
     /// The schemas `user` may read, when it is a reader limited to some.
     pub fn readable_schemas(&self, user: &str) -> Option<&std::collections::BTreeSet<String>> {
-        self.options.access.readers.get(user)
+        self.options.access.reader_schemas(user)
     }
 
     /// Names of the tables in the `system` schema.
@@ -340,6 +361,41 @@ impl Engine {
     /// Stops admitting new statements (used on shutdown).
     pub fn close(&self) {
         self.slots.close();
+    }
+}
+
+/// Table functions of ours: they report what they read themselves.
+const OWN_TABLE_FUNCTIONS: &[&str] = &[
+    "read_delta",
+    "read_parquet",
+    "read_csv",
+    "read_json",
+    "table_history",
+];
+
+/// Table functions from DataFusion and the Postgres catalog that compute rows from their
+/// arguments alone.
+const PURE_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "pg_get_keywords"];
+
+/// Marks the pure table functions as reading nothing and removes any other function we do
+/// not know, so that no table function reaches a plan without saying what it reads.
+fn guard_table_functions(ctx: &SessionContext) {
+    let registered: Vec<(String, Arc<dyn datafusion::catalog::TableFunctionImpl>)> = ctx
+        .state()
+        .table_functions()
+        .iter()
+        .map(|(name, f)| (name.clone(), f.function().clone()))
+        .collect();
+    for (name, f) in registered {
+        if OWN_TABLE_FUNCTIONS.contains(&name.as_str()) {
+            continue;
+        }
+        if PURE_TABLE_FUNCTIONS.contains(&name.as_str()) {
+            ctx.register_udtf(&name, Arc::new(authz::guarded::Pure(f)));
+        } else {
+            tracing::debug!(function = %name, "table function not known to authorization: removed");
+            ctx.deregister_udtf(&name);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::access::Access;
+use super::authz::Access;
 use super::pg_functions::scalar_text as text;
 
 /// The object a privilege function takes, and how many arguments name it.
@@ -185,19 +185,5 @@ mod tests {
         assert_eq!(schema_of("Gold.fact", "public"), "gold");
         assert_eq!(schema_of("fact", "public"), "public");
         assert_eq!(schema_of("\"My.Schema\".t", "public"), "My.Schema");
-    }
-
-    #[test]
-    fn readers_read_their_schemas_only() {
-        let access = Access {
-            readers: [("bi".to_string(), ["gold".to_string()].into_iter().collect())]
-                .into_iter()
-                .collect(),
-        };
-        assert!(access.holds("bi", Some("gold"), "select"));
-        assert!(access.holds("bi", Some("pg_catalog"), "SELECT"));
-        assert!(!access.holds("bi", Some("silver"), "SELECT"));
-        assert!(!access.holds("bi", Some("gold"), "INSERT"));
-        assert!(access.holds("admin", Some("silver"), "DELETE"));
     }
 }

@@ -121,6 +121,8 @@ pub struct Session {
     pub(super) engine: Arc<Engine>,
     pub(super) ctx: SessionContext,
     user: String,
+    /// What the user may touch; also in `ctx`'s config for table functions.
+    principal: Arc<super::authz::Principal>,
     settings: SessionSettings,
     /// Temporary tables, once the session creates one.
     temp: Option<TempTables>,
@@ -147,9 +149,17 @@ impl Session {
         let settings = SessionSettings::default();
         ctx.register_udf(current_setting(&settings));
         match super::pg_settings::ShowAllSettings::new(&settings) {
-            Ok(f) => ctx.register_udtf(super::pg_settings::FUNCTION, Arc::new(f)),
+            Ok(f) => ctx.register_udtf(
+                super::pg_settings::FUNCTION,
+                Arc::new(super::authz::guarded::Pure(Arc::new(f))),
+            ),
             Err(e) => tracing::error!("pg_settings: {e}"),
         }
+        let principal = engine.options().access.principal(user);
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(principal.clone());
         for f in super::privileges::udfs(&engine.options().access, user, "public") {
             ctx.register_udf(f);
         }
@@ -157,6 +167,7 @@ impl Session {
             engine,
             ctx,
             user: user.to_string(),
+            principal,
             settings,
             temp: None,
             cursors: Cursors::default(),
@@ -165,22 +176,9 @@ impl Session {
         }
     }
 
-    /// Fails with 42501 when the user may not run `stmt`.
-    fn authorize(&self, stmt: &DFStatement) -> Result<(), EngineError> {
-        let access = &self.engine.options().access;
-        if !access.readers.contains_key(&self.user) {
-            return Ok(());
-        }
-        let default_schema = self
-            .ctx
-            .state_ref()
-            .read()
-            .config()
-            .options()
-            .catalog
-            .default_schema
-            .clone();
-        access.check(&self.user, stmt, &default_schema)
+    /// Who this session acts as.
+    pub fn principal(&self) -> Arc<super::authz::Principal> {
+        self.principal.clone()
     }
 
     /// The user this session belongs to.
@@ -237,7 +235,9 @@ impl Session {
         self.ctx.register_udf(current_setting(&self.settings));
         self.ctx.register_udtf(
             super::pg_settings::FUNCTION,
-            Arc::new(super::pg_settings::ShowAllSettings::new(&self.settings)?),
+            Arc::new(super::authz::guarded::Pure(Arc::new(
+                super::pg_settings::ShowAllSettings::new(&self.settings)?,
+            ))),
         );
         for f in super::privileges::udfs(&self.engine.options().access, &self.user, &schema) {
             self.ctx.register_udf(f);
@@ -281,7 +281,6 @@ impl Session {
         let mut stmt = stmt.clone();
         self.prepare_temp(&mut stmt)?;
         let stmt = &stmt;
-        self.authorize(stmt)?;
         if let Some(d) = self.describe_procedure_statement(stmt).await? {
             return Ok(d);
         }
@@ -355,7 +354,6 @@ impl Session {
             }
         }
         self.prepare_temp(&mut stmt)?;
-        self.authorize(&stmt)?;
         let permit = self
             .engine
             .slots()
@@ -533,8 +531,21 @@ impl Session {
         Ok(())
     }
 
+    /// Plans a statement and authorizes the plan for this session's principal.
     pub(super) async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
-        let state = self.ctx.state();
+        let principal = self.principal.clone();
+        self.plan_as(stmt, principal).await
+    }
+
+    /// Plans a statement as `principal` (a procedure's owner runs its body) and refuses
+    /// it (42501) unless `principal` may touch everything the plan reads and writes.
+    pub(super) async fn plan_as(
+        &self,
+        stmt: DFStatement,
+        principal: Arc<super::authz::Principal>,
+    ) -> Result<LogicalPlan, EngineError> {
+        let mut state = self.ctx.state();
+        state.config_mut().set_extension(principal.clone());
         let stmt = match stmt {
             DFStatement::Statement(inner) => match *inner {
                 Statement::Copy {
@@ -558,7 +569,10 @@ impl Session {
                 Box::pin(super::procedures::load(&self.engine, &schema, &name)).await?;
             }
         }
-        Ok(state.statement_to_plan(stmt).await?)
+        let plan = state.statement_to_plan(stmt).await?;
+        let default_schema = &state.config().options().catalog.default_schema;
+        principal.check_all(&super::authz::plan::touches(&plan, default_schema)?)?;
+        Ok(plan)
     }
 
     async fn execute_planned(
@@ -991,6 +1005,12 @@ impl Session {
                 let name = object_name(variable);
                 let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
                 if name.starts_with("datafusion.") {
+                    // Engine settings are the operator's: readers may not change them.
+                    if self.engine.options().access.is_reader(&self.user) {
+                        return Err(EngineError::PermissionDenied(format!(
+                            "permission denied to set parameter \"{name}\""
+                        )));
+                    }
                     let state = self.ctx.state_ref();
                     let mut state = state.write();
                     state

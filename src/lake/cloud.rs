@@ -117,18 +117,58 @@ pub fn register_delta_handlers() {
     });
 }
 
-/// DataFusion's object store registry, building cloud stores on first use.
+/// The buckets and containers the configuration names (the lake's own, and those of
+/// users' `files` prefixes): the only object stores tidepool will contact, so a URL in a
+/// query never makes the server call another bucket or a credentials endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct NamedStores(Arc<parking_lot::RwLock<Vec<String>>>);
+
+/// `scheme://authority` of a cloud URL, `None` for local files and other schemes.
+fn store_key(url: &Url) -> Option<String> {
+    SCHEMES
+        .contains(&url.scheme())
+        .then(|| format!("{}://{}", url.scheme(), url.authority()))
+}
+
+impl NamedStores {
+    /// Names the store of `location` (a URL or path; paths name nothing).
+    pub fn name(&self, location: &str) {
+        if let Ok(url) = Url::parse(location)
+            && let Some(key) = store_key(&url)
+        {
+            let mut named = self.0.write();
+            if !named.contains(&key) {
+                named.push(key);
+            }
+        }
+    }
+
+    /// Refuses a cloud URL whose bucket the configuration does not name.
+    pub fn check(&self, url: &Url) -> Result<(), crate::lake::LakeError> {
+        match store_key(url) {
+            Some(key) if !self.0.read().contains(&key) => {
+                Err(crate::lake::LakeError::UnnamedStore(key))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// DataFusion's object store registry, building cloud stores on first use, for the
+/// buckets the configuration names only.
 #[derive(Debug)]
 pub struct LazyStores {
     inner: DefaultObjectStoreRegistry,
     options: HashMap<String, String>,
+    named: NamedStores,
 }
 
 impl LazyStores {
-    pub fn new(options: HashMap<String, String>) -> Self {
+    pub fn new(options: HashMap<String, String>, named: NamedStores) -> Self {
         LazyStores {
             inner: DefaultObjectStoreRegistry::new(),
             options,
+            named,
         }
     }
 }
@@ -153,6 +193,9 @@ impl ObjectStoreRegistry for LazyStores {
         if !SCHEMES.contains(&url.scheme()) {
             return self.inner.get_store(url);
         }
+        self.named
+            .check(url)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let store = build_store(url, &self.options)?;
         let bucket = Url::parse(&format!("{}://{}", url.scheme(), url.authority()))
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;

@@ -11,6 +11,10 @@ pub enum LakeError {
         "invalid name {0:?}: lake schema and table names are lower-case letters, digits and _, not starting with _"
     )]
     InvalidName(String),
+    #[error(
+        "object store {0} is not named by the configuration (the lake root or a user's files = [...] prefix)"
+    )]
+    UnnamedStore(String),
     #[error("version {0} does not exist")]
     InvalidVersion(i64),
     #[error("table {0} does not exist")]

@@ -21,7 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use url::Url;
 
-pub use cloud::LazyStores;
+pub use cloud::{LazyStores, NamedStores};
 pub use error::LakeError;
 pub use listing::Listing;
 pub use upsert::{UpsertMode, UpsertOutcome, enable_deletion_vectors, upsert};
@@ -70,6 +70,7 @@ pub struct Lake {
     refresh_every: Duration,
     tables: Mutex<HashMap<(String, String), SharedTable>>,
     listing: Mutex<(Arc<Listing>, Option<Instant>)>,
+    named: cloud::NamedStores,
 }
 
 impl std::fmt::Debug for Lake {
@@ -108,7 +109,10 @@ impl Lake {
             }
         };
         cloud::register_delta_handlers();
+        let named = cloud::NamedStores::default();
+        named.name(root.as_str());
         Ok(Arc::new(Lake {
+            named,
             root,
             store,
             storage_options,
@@ -126,6 +130,11 @@ impl Lake {
     /// The object store the lake lives on.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// The object stores the configuration names; others are never contacted.
+    pub fn named_stores(&self) -> &cloud::NamedStores {
+        &self.named
     }
 
     /// Storage options passed to delta-rs.
@@ -219,6 +228,7 @@ impl Lake {
         at: Option<&TableVersion>,
     ) -> Result<DeltaTable, LakeError> {
         let url = deltalake::ensure_table_uri(location)?;
+        self.named.check(&url)?;
         let mut builder = deltalake::DeltaTableBuilder::from_url(url)?
             .with_storage_options(self.storage_options.clone());
         match at {

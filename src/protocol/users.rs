@@ -92,6 +92,7 @@ mod tests {
             name: "ana".into(),
             password: Secret::new("s3cret"),
             schemas: None,
+            files: Vec::new(),
         }]);
         assert!(dir.verify("ana", "s3cret"));
         assert!(!dir.verify("ana", "s3cre"));

@@ -265,6 +265,10 @@ async fn reader_temp_tables_but_no_select_into_lake() {
         .await
         .expect_err("still no writes");
     assert_eq!(err.code().map(|s| s.code()), Some("42501"), "{err}");
+    admin
+        .batch_execute("CREATE SCHEMA silver; CREATE TABLE silver.x AS SELECT 1 AS order_id")
+        .await
+        .unwrap();
     let err = bi
         .simple_query("SELECT order_id INTO TEMP TABLE t2 FROM silver.x")
         .await

@@ -16,13 +16,13 @@ use tonic::transport::Channel;
 
 use crate::common::TestServer;
 
-type Client = FlightSqlServiceClient<Channel>;
+pub(crate) type Client = FlightSqlServiceClient<Channel>;
 
 fn url(server: &TestServer) -> String {
     format!("grpc://{}", server.flight.expect("flight enabled"))
 }
 
-async fn connect(
+pub(crate) async fn connect(
     server: &TestServer,
     user: Option<(&str, &str)>,
 ) -> Result<Client, client::ClientError> {
@@ -35,7 +35,7 @@ async fn connect(
     .await
 }
 
-async fn fetch(client: &mut Client, info: FlightInfo) -> Vec<RecordBatch> {
+pub(crate) async fn fetch(client: &mut Client, info: FlightInfo) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for ep in info.endpoint {
         let stream = client
@@ -47,7 +47,7 @@ async fn fetch(client: &mut Client, info: FlightInfo) -> Vec<RecordBatch> {
     out
 }
 
-fn rows(batches: &[RecordBatch]) -> usize {
+pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
@@ -65,7 +65,7 @@ fn strings(batches: &[RecordBatch], col: &str) -> Vec<String> {
     out
 }
 
-fn status_of(e: arrow_flight::error::FlightError) -> tonic::Status {
+pub(crate) fn status_of(e: arrow_flight::error::FlightError) -> tonic::Status {
     match e {
         arrow_flight::error::FlightError::Tonic(s) => *s,
         arrow_flight::error::FlightError::Arrow(

@@ -18,6 +18,7 @@ mod ingest;
 mod kafka_e2e;
 mod models;
 mod object_store;
+mod permissions;
 mod pg_protocol;
 mod procedures;
 mod psql;

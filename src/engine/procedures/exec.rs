@@ -16,7 +16,8 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{FILE_MARKER, Param, Procedure, bind_call, file_of};
+use super::{FILE_MARKER, OWNER_MARKER, Param, Procedure, bind_call, file_of, owner_of};
+use crate::engine::authz::{Principal, Touch};
 use crate::engine::session::{CommandTag, Described, Output, QueryControl, Session};
 use crate::engine::{Engine, EngineError};
 use crate::lake::DefinitionKind;
@@ -210,6 +211,7 @@ async fn build(
         body: statements,
         result,
         file: file_of(&definition),
+        owner: owner_of(&definition),
         definition,
     })
 }
@@ -243,6 +245,9 @@ impl Session {
         if let Some(f) = file {
             definition.push_str(&format!("{FILE_MARKER}{f}\n"));
         }
+        if !self.principal().is_trusted() {
+            definition.push_str(&format!("{OWNER_MARKER}{}\n", self.user()));
+        }
         definition.push_str(&stmt.to_string());
         let p = build(self, stmt, definition).await?;
         let lake = self.engine.lake();
@@ -269,7 +274,12 @@ impl Session {
             return Ok(Err(permit));
         };
         match s.as_ref() {
-            Statement::CreateProcedure { .. } => {
+            Statement::CreateProcedure { name, .. } => {
+                let (schema, _) = self.resolve(&reference(name))?;
+                self.principal().check(&Touch::Define {
+                    schema,
+                    what: "CREATE PROCEDURE".into(),
+                })?;
                 self.create_procedure(s, None).await?;
                 Ok(Ok(Output::Command(CommandTag::new("CREATE PROCEDURE"))))
             }
@@ -280,6 +290,10 @@ impl Session {
             } => {
                 for d in proc_desc {
                     let (schema, name) = self.resolve(&reference(&d.name))?;
+                    self.principal().check(&Touch::Define {
+                        schema: schema.clone(),
+                        what: "DROP PROCEDURE".into(),
+                    })?;
                     let dropped = self
                         .engine
                         .lake()
@@ -357,9 +371,14 @@ impl Session {
         }
     }
 
-    /// The procedure a `CALL` names (42883 when there is none).
+    /// The procedure a `CALL` names (42883 when there is none), once this session may
+    /// call it.
     async fn procedure(&self, name: &ObjectName) -> Result<Arc<Procedure>, EngineError> {
         let (schema, pname) = self.resolve(&reference(name))?;
+        self.principal().check(&Touch::Execute {
+            schema: schema.clone(),
+            name: pname.clone(),
+        })?;
         load(&self.engine, &schema, &pname).await?.ok_or_else(|| {
             EngineError::UndefinedFunction(format!("procedure {schema}.{pname} does not exist"))
         })
@@ -392,9 +411,14 @@ impl Session {
             .body
             .split_last()
             .ok_or_else(|| EngineError::Syntax("empty procedure".into()))?;
+        // The body runs with its owner's rights (Synapse and Postgres SECURITY DEFINER).
+        let owner = match &p.owner {
+            Some(user) => self.engine.options().access.principal(user),
+            None => Principal::server(),
+        };
         for s in earlier {
             let plan = self
-                .plan(DFStatement::Statement(Box::new(s.clone())))
+                .plan_as(DFStatement::Statement(Box::new(s.clone())), owner.clone())
                 .await?
                 .with_param_values(values.clone())?;
             // Inside the call's own slot.
@@ -411,7 +435,7 @@ impl Session {
             }
         }
         Ok(self
-            .plan(DFStatement::Statement(Box::new(last.clone())))
+            .plan_as(DFStatement::Statement(Box::new(last.clone())), owner)
             .await?
             .with_param_values(values)?)
     }

@@ -52,6 +52,9 @@ pub struct Procedure {
     pub result: Option<SchemaRef>,
     /// The defining file, when deployed from `views/`.
     pub file: Option<String>,
+    /// The user who created it over SQL, whose rights its body runs with; `None` when
+    /// the server deployed it (from `views/`) or no users are configured.
+    pub owner: Option<String>,
     /// The stored definition.
     pub definition: String,
 }
@@ -73,6 +76,18 @@ impl Procedure {
 
 /// The `-- file: <path>` line a definition deployed from a file starts with.
 pub const FILE_MARKER: &str = "-- file: ";
+
+/// The `-- owner: <user>` line of a definition created over SQL by a configured user.
+pub const OWNER_MARKER: &str = "-- owner: ";
+
+/// The owner named in a definition's leading comment lines, if any.
+pub fn owner_of(definition: &str) -> Option<String> {
+    definition
+        .lines()
+        .take_while(|l| l.starts_with("--"))
+        .find_map(|l| l.strip_prefix(OWNER_MARKER))
+        .map(|o| o.trim().to_string())
+}
 
 /// The file named on a definition's first line, if any.
 pub fn file_of(definition: &str) -> Option<String> {

@@ -18,6 +18,8 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::{Procedure, bind_values};
 use crate::engine::Engine;
+use crate::engine::authz::Touch;
+use crate::engine::authz::guarded::{Touches, admit};
 
 /// Name of the table function procedures in `FROM` become.
 pub const CALL_FUNCTION: &str = "__tidepool_call";
@@ -37,7 +39,25 @@ fn text(e: &Expr) -> Option<String> {
 }
 
 impl TableFunctionImpl for CallFunction {
-    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+    fn call_with_args(
+        &self,
+        args: datafusion::catalog::TableFunctionArgs,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if let Some((schema, name)) = exprs.first().and_then(text).and_then(|n| {
+            n.split_once('.')
+                .map(|(s, p)| (s.to_string(), p.to_string()))
+        }) {
+            let touch = Touch::Execute { schema, name };
+            admit(args.session(), std::slice::from_ref(&touch))?;
+            return Ok(Touches::wrap(self.bind(exprs)?, vec![touch]));
+        }
+        self.bind(exprs)
+    }
+}
+
+impl CallFunction {
+    fn bind(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
         let (Some(name), Some(names)) = (args.first().and_then(text), args.get(1).and_then(text))
         else {
             return plan_err!("{CALL_FUNCTION} takes a procedure name and argument names");

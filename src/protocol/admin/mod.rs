@@ -81,14 +81,7 @@ impl AdminService {
     /// The caller of a mutating RPC: a full user; readers get PermissionDenied.
     fn admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let user = self.caller(request)?;
-        if self
-            .control
-            .engine()
-            .options()
-            .access
-            .readers
-            .contains_key(&user)
-        {
+        if self.control.engine().options().access.is_reader(&user) {
             return Err(Status::permission_denied(format!(
                 "user {user} is a reader (schemas = [...]); this RPC changes the server and needs a full user"
             )));

@@ -39,6 +39,9 @@ pub enum HttpServerError {
 struct HttpState {
     ingest: Arc<Ingest>,
     users: Arc<Vec<User>>,
+    access: Arc<crate::engine::Access>,
+    max_body: usize,
+    metrics_public: bool,
 }
 
 /// A bound HTTP listener.
@@ -69,6 +72,9 @@ impl HttpServer {
         let state = HttpState {
             ingest,
             users: Arc::new(settings.users.clone()),
+            access: Arc::new(crate::engine::EngineOptions::from(settings).access),
+            max_body: settings.http_max_body,
+            metrics_public: settings.http_metrics_public,
         };
         let router = Router::new()
             .route("/health", get(health))
@@ -165,9 +171,11 @@ fn denied() -> Response {
 }
 
 /// True when no users are configured or the request carries valid Basic credentials.
-fn authorized(state: &HttpState, headers: &HeaderMap) -> bool {
+/// The caller: `Some("")` in trust mode (no users), the user for valid Basic
+/// credentials, `None` otherwise.
+fn caller(state: &HttpState, headers: &HeaderMap) -> Option<String> {
     if state.users.is_empty() {
-        return true;
+        return Some(String::new());
     }
     use base64::Engine;
     let decoded = headers
@@ -179,16 +187,27 @@ fn authorized(state: &HttpState, headers: &HeaderMap) -> bool {
                 .decode(e.trim())
                 .ok()
         });
-    let Some(decoded) = decoded else {
-        return false;
-    };
+    let decoded = decoded?;
     let text = String::from_utf8_lossy(&decoded);
-    let Some((name, password)) = text.split_once(':') else {
-        return false;
-    };
-    state.users.iter().any(|u| {
-        u.name == name && constant_time_eq(u.password.expose().as_bytes(), password.as_bytes())
-    })
+    let (name, password) = text.split_once(':')?;
+    state
+        .users
+        .iter()
+        .find(|u| {
+            u.name == name && constant_time_eq(u.password.expose().as_bytes(), password.as_bytes())
+        })
+        .map(|u| u.name.clone())
+}
+
+fn too_large(max: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than [http] max_body ({max} bytes)"),
+    )
+}
+
+fn forbidden(message: impl Into<String>) -> Response {
+    error(StatusCode::FORBIDDEN, message)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -222,8 +241,15 @@ async fn health(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return denied();
+    if !state.metrics_public {
+        let Some(user) = caller(&state, &headers) else {
+            return denied();
+        };
+        if state.access.is_reader(&user) {
+            return forbidden(format!(
+                "user {user} is a reader; /metrics needs a full user (or [http] metrics_public = true)"
+            ));
+        }
     }
     (
         StatusCode::OK,
@@ -244,11 +270,31 @@ async fn ingest_events(
     Path(source): Path<String>,
     Query(params): Query<IngestParams>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    if !authorized(&state, &headers) {
+    // Credentials and the declared size are checked before a byte of the body is read.
+    let Some(user) = caller(&state, &headers) else {
         return denied();
+    };
+    let write = crate::engine::authz::Touch::Write {
+        schema: "bronze".into(),
+        table: source.to_ascii_lowercase(),
+        op: "INSERT",
+    };
+    if let Err(e) = state.access.principal(&user).check(&write) {
+        return forbidden(e.to_string());
     }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body as u64) {
+        return too_large(state.max_body);
+    }
+    let body = match axum::body::to_bytes(body, state.max_body).await {
+        Ok(b) => b,
+        Err(_) => return too_large(state.max_body),
+    };
     let producer = state.ingest.producer();
     let Some(topic) = producer.topic(&source).map(str::to_string) else {
         return error(

@@ -99,7 +99,8 @@ async fn session<'a, C: ClientInfo>(
             .metadata()
             .get(METADATA_USER)
             .cloned()
-            .unwrap_or_else(|| "tidepool".to_string());
+            // Startup always names a user; none would be no user at all, never the server.
+            .unwrap_or_default();
         let mut s = shared.engine.session(&user);
         if let Some(app) = client.metadata().get("application_name") {
             let _ = s.set("application_name", app);

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{TrustStartup, UserDirectory, server_parameters};
+use super::auth::{StartupGate, TlsOnly, TrustStartup, UserDirectory, server_parameters};
 use super::handler::{CancelRegistry, ConnHandler, ConnState};
 use crate::config::{Settings, TlsConfig};
 use crate::engine::Engine;
@@ -50,6 +50,9 @@ pub struct PgShared {
     params: Arc<DefaultServerParameterProvider>,
     users: UserDirectory,
     pids: Arc<RandomPidSecretKeyGenerator>,
+    /// Plaintext startups are refused (`[tls]` configured), except on loopback when
+    /// `plaintext_on_loopback` allows them.
+    tls_only: Option<TlsOnly>,
 }
 
 /// A bound Postgres server, ready to [`run`](PgServer::run).
@@ -80,6 +83,9 @@ impl PgServer {
             params: Arc::new(server_parameters()),
             users: UserDirectory::new(&settings.users),
             pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+            tls_only: settings.tls.as_ref().map(|t| TlsOnly {
+                loopback_exempt: t.plaintext_on_loopback,
+            }),
         });
         Ok(PgServer {
             listener,
@@ -180,7 +186,7 @@ fn load_tls(tls: &TlsConfig) -> Result<TlsAcceptor, PgServerError> {
 /// The handlers of one connection.
 struct PgConn {
     handler: Arc<ConnHandler>,
-    startup: Arc<Startup>,
+    startup: Arc<StartupGate<Startup>>,
     cancel: Arc<CancelByKey>,
 }
 
@@ -202,7 +208,7 @@ impl PgConn {
         };
         PgConn {
             handler: Arc::new(ConnHandler(ConnState::new(shared.clone()))),
-            startup: Arc::new(startup),
+            startup: Arc::new(StartupGate::new(startup, shared.tls_only)),
             cancel: Arc::new(CancelByKey(shared)),
         }
     }
