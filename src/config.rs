@@ -303,6 +303,8 @@ pub struct PostgresConfig {
     pub enabled: bool,
     pub listen: String,
     pub max_connections: usize,
+    /// A client that has not logged in this many seconds after connecting is dropped.
+    pub startup_timeout_secs: u64,
 }
 
 impl Default for PostgresConfig {
@@ -311,6 +313,7 @@ impl Default for PostgresConfig {
             enabled: true,
             listen: "127.0.0.1:5433".to_string(),
             max_connections: 256,
+            startup_timeout_secs: 10,
         }
     }
 }
@@ -465,6 +468,7 @@ pub struct Settings {
     pub schedule: Option<Schedule>,
     pub pg_listen: Option<SocketAddr>,
     pub max_connections: usize,
+    pub pg_startup_timeout: Duration,
     pub query_timeout: Option<Duration>,
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
@@ -749,6 +753,7 @@ impl Config {
             lake: self.lake,
             pg_listen,
             max_connections: self.postgres.max_connections,
+            pg_startup_timeout: Duration::from_secs(self.postgres.startup_timeout_secs.max(1)),
             query_timeout: (self.engine.query_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.engine.query_timeout_secs)),
             memory_limit,

@@ -19,6 +19,7 @@ mod kafka_e2e;
 mod models;
 mod object_store;
 mod permissions;
+mod pg_fuzz;
 mod pg_protocol;
 mod procedures;
 mod psql;

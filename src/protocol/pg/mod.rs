@@ -3,6 +3,7 @@
 //! [`crate::engine`], and SQLSTATEs are chosen once, in [`errors`].
 
 mod auth;
+mod conn;
 pub mod errors;
 pub mod frontend;
 mod handler;

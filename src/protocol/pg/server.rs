@@ -61,6 +61,7 @@ pub struct PgServer {
     shared: Arc<PgShared>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    startup_timeout: Duration,
     grace: Duration,
 }
 
@@ -92,6 +93,7 @@ impl PgServer {
             shared,
             tls,
             max_connections: settings.max_connections,
+            startup_timeout: settings.pg_startup_timeout,
             grace: settings.shutdown_grace,
         })
     }
@@ -121,7 +123,14 @@ impl PgServer {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.listener.accept() => a,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                Some(done) = conns.join_next(), if !conns.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        tracing::error!("a connection task panicked; the connection was closed");
+                    }
+                    continue;
+                }
             };
             let (socket, peer) = match accepted {
                 Ok(a) => a,
@@ -138,11 +147,12 @@ impl PgServer {
             };
             let handlers = PgConn::new(self.shared.clone());
             let tls = self.tls.clone();
+            let startup_timeout = self.startup_timeout;
             conns.spawn(async move {
                 let _permit = permit;
                 let span = tracing::debug_span!("pg_conn", %peer);
                 let _ = span;
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                if let Err(e) = super::conn::serve(socket, tls, handlers, startup_timeout).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
