@@ -92,6 +92,27 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    log_panics();
+}
+
+/// A panic (ours would be a bug; a dependency's, such as delta-rs aborting an already
+/// closed upload after a failed write, is caught where it happens) is one error line in
+/// the log with its place and message, not a backtrace on stderr.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        tracing::error!(%thread, %location, "panicked: {message}");
+    }));
 }
 
 /// Loads and validates the configuration.

@@ -14,6 +14,7 @@ mod client_tableau;
 mod common;
 mod demo;
 mod flight;
+mod full_disk;
 mod ingest;
 mod kafka_e2e;
 mod models;
