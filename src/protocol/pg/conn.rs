@@ -65,6 +65,10 @@ impl Framing {
                 self.remaining -= take as i64;
                 if code.len() == 4 {
                     let c = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                    // TLS was negotiated (or declined) before this stream began.
+                    if c == UNTAGGED_CODES[0] || c == UNTAGGED_CODES[1] {
+                        return Err("a second SSL or GSS encryption request".to_string());
+                    }
                     self.tagged = !UNTAGGED_CODES.contains(&c);
                     self.code = None;
                 }
@@ -310,8 +314,8 @@ mod tests {
         let mut ssl = 8i32.to_be_bytes().to_vec();
         ssl.extend_from_slice(&80877103i32.to_be_bytes());
         let mut f = Framing::new();
-        f.scan(&ssl).unwrap();
-        assert!(!f.tagged, "an SSLRequest keeps the stream untagged");
+        assert!(f.scan(&ssl).is_err(), "TLS was negotiated before: a second request");
+        let mut f = Framing::new();
         f.scan(&startup()).unwrap();
         assert!(f.tagged);
         for declared in [0i32, 4, -1] {
