@@ -62,6 +62,7 @@ pub async fn run(runs: usize, rows: usize, lineitem_rows: usize) -> anyhow::Resu
             enforced: true,
             users,
             lake_root: Some(lake.root().to_string()),
+            security: Default::default(),
         },
         ..Default::default()
     };

@@ -228,6 +228,22 @@ impl TableProvider for LakeView {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        // Row-level security applies inside the view, for the reader scanning it.
+        let principal = crate::engine::authz::guarded::principal_of(state);
+        if principal.filtered_by_policies()
+            && !principal.security().rls.is_empty()
+            && let Some(session) = state.as_any().downcast_ref::<SessionState>()
+        {
+            let plan = crate::engine::authz::rls::apply(
+                self.inner.logical_plan().clone(),
+                &principal,
+                "public",
+                session,
+            )
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let view = ViewTable::new(plan, self.inner.definition().cloned());
+            return view.scan(state, projection, filters, limit).await;
+        }
         self.inner.scan(state, projection, filters, limit).await
     }
 }

@@ -21,6 +21,7 @@ pub enum ErrorKind {
     UndefinedObject,
     DuplicateTable,
     DuplicateSchema,
+    DuplicateObject,
     /// An unknown cursor name in FETCH or CLOSE (34000).
     UndefinedCursor,
     /// DECLARE of a cursor name already open (42P03).
@@ -94,6 +95,12 @@ pub enum EngineError {
     /// A statement the object's current state does not allow (55000).
     #[error("{0}")]
     WrongObjectState(String),
+    /// A role, policy or other named object that does not exist (42704).
+    #[error("{0}")]
+    UndefinedObject(String),
+    /// A policy or other named object that exists already (42710).
+    #[error("{0}")]
+    DuplicateObject(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -136,6 +143,8 @@ impl EngineError {
             EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
             EngineError::Syntax(_) => ErrorKind::Syntax,
             EngineError::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
+            EngineError::UndefinedObject(_) => ErrorKind::UndefinedObject,
+            EngineError::DuplicateObject(_) => ErrorKind::DuplicateObject,
             EngineError::UndefinedCursor(_) => ErrorKind::UndefinedCursor,
             EngineError::DuplicateCursor(_) => ErrorKind::DuplicateCursor,
             EngineError::WrongObjectState(_) => ErrorKind::WrongObjectState,

@@ -109,6 +109,7 @@ impl From<&Settings> for EngineOptions {
                 lake_root: crate::lake::root_url(&s.lake.root)
                     .ok()
                     .map(|u| u.to_string()),
+                security: Default::default(),
             },
             roles: pg_roles::Roles {
                 users: s
@@ -142,6 +143,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds the engine. Cheap: nothing is read from the lake until a statement needs it.
     pub fn new(lake: Arc<Lake>, options: EngineOptions) -> Result<Arc<Engine>, EngineError> {
+        options.access.security.attach(lake.clone());
         for rights in options.access.users.values() {
             for prefix in &rights.files {
                 lake.named_stores().name(prefix);

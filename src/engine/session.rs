@@ -278,6 +278,20 @@ impl Session {
                 schema,
             });
         }
+        if let DFStatement::Statement(s) = stmt
+            && matches!(
+                s.as_ref(),
+                Statement::Grant(_)
+                    | Statement::Revoke(_)
+                    | Statement::CreatePolicy(_)
+                    | Statement::DropPolicy(_)
+            )
+        {
+            return Ok(Described {
+                params: Vec::new(),
+                schema: None,
+            });
+        }
         let mut stmt = stmt.clone();
         self.prepare_temp(&mut stmt)?;
         let stmt = &stmt;
@@ -354,6 +368,9 @@ impl Session {
             }
         }
         self.prepare_temp(&mut stmt)?;
+        if let Some(out) = self.security_statement(&stmt).await? {
+            return Ok(out);
+        }
         let permit = self
             .engine
             .slots()
@@ -534,6 +551,7 @@ impl Session {
     /// Plans a statement and authorizes the plan for this session's principal.
     pub(super) async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
         let principal = self.principal.clone();
+        self.engine.options().access.security.refresh().await?;
         self.plan_as(stmt, principal).await
     }
 
@@ -570,9 +588,10 @@ impl Session {
             }
         }
         let plan = state.statement_to_plan(stmt).await?;
-        let default_schema = &state.config().options().catalog.default_schema;
-        principal.check_all(&super::authz::plan::touches(&plan, default_schema)?)?;
-        Ok(plan)
+        let default_schema = state.config().options().catalog.default_schema.clone();
+        principal.check_all(&super::authz::plan::touches(&plan, &default_schema)?)?;
+        // Policies filter for the session's user, also in bodies run as their owner.
+        super::authz::rls::apply(plan, &self.principal, &default_schema, &state)
     }
 
     async fn execute_planned(

@@ -367,6 +367,23 @@ impl Lake {
         Ok(())
     }
 
+    /// Reads `_tidepool/<name>` (a settings document of the lake); `None` if absent.
+    pub async fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, LakeError> {
+        let path = self.object_path(&format!("{META_DIR}/{name}"));
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `_tidepool/<name>` whole (one put: readers see the old or the new bytes).
+    pub async fn write_meta(&self, name: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
+        let path = self.object_path(&format!("{META_DIR}/{name}"));
+        self.store.put(&path, bytes.into()).await?;
+        Ok(())
+    }
+
     /// Reads a stored definition; `None` if there is none.
     pub async fn definition(
         &self,

@@ -23,6 +23,9 @@
 pub mod guarded;
 pub mod paths;
 pub mod plan;
+pub mod rls;
+pub mod security;
+mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -75,6 +78,8 @@ pub struct Access {
     pub users: BTreeMap<String, UserRights>,
     /// The lake root (`file:///...` or `s3://bucket/prefix/`), ending in `/`.
     pub lake_root: Option<String>,
+    /// GRANTs and row-level security, as stored in the lake.
+    pub security: Arc<security::Store>,
 }
 
 /// Privileges a reader holds on what it may read; writes and DDL stay with full users.
@@ -118,6 +123,7 @@ impl Access {
             user: user.to_string(),
             rights,
             lake_root: self.lake_root.clone(),
+            security: self.security.clone(),
         })
     }
 
@@ -131,6 +137,16 @@ impl Access {
         let privilege = privilege
             .strip_suffix(" WITH GRANT OPTION")
             .unwrap_or(&privilege);
+        if let Some(s) = schema {
+            let doc = self.security.snapshot();
+            if doc
+                .grants
+                .iter()
+                .any(|g| g.user == user && g.schema == s && g.privilege == privilege)
+            {
+                return true;
+            }
+        }
         if !READ_PRIVILEGES.contains(&privilege) {
             return false;
         }
@@ -162,6 +178,7 @@ pub struct Principal {
     pub user: String,
     rights: Rights,
     lake_root: Option<String>,
+    security: Arc<security::Store>,
 }
 
 impl Principal {
@@ -171,7 +188,19 @@ impl Principal {
             user: SERVER_USER.to_string(),
             rights: Rights::Trusted,
             lake_root: None,
+            security: Arc::default(),
         })
+    }
+
+    /// Whether row-level security policies filter what this principal reads (readers);
+    /// full users own the lake's tables and see every row, as owners do in Postgres.
+    pub fn filtered_by_policies(&self) -> bool {
+        matches!(self.rights, Rights::Reader { .. })
+    }
+
+    /// The security document in force.
+    pub fn security(&self) -> Arc<security::Doc> {
+        self.security.snapshot()
     }
 
     /// Whether this principal may do everything in the lake (trust mode or the server).
@@ -202,13 +231,37 @@ impl Principal {
             },
             Rights::Reader { schemas, .. } => match touch {
                 Touch::Read { schema, table } => {
-                    if readable(schemas, schema, table) {
+                    if readable(schemas, schema, table)
+                        || self.security.snapshot().granted(
+                            &self.user,
+                            "SELECT",
+                            schema,
+                            Some(table),
+                        )
+                    {
                         return Ok(());
                     }
                     (Some(schemas), format!("table {schema}.{table}"))
                 }
                 Touch::Write { schema, table, op } => {
                     if schema == TEMP_SCHEMA {
+                        return Ok(());
+                    }
+                    let doc = self.security.snapshot();
+                    let single = [*op];
+                    let needed: &[&str] = match *op {
+                        "MERGE" => &["INSERT", "UPDATE", "DELETE"],
+                        _ => &single,
+                    };
+                    let granted = needed
+                        .iter()
+                        .all(|p| doc.granted(&self.user, p, schema, Some(table)));
+                    if granted && doc.rls_enabled(schema, table) {
+                        return Err(EngineError::PermissionDenied(format!(
+                            "permission denied for {op} on table {schema}.{table}: row-level security is enabled on it, and only its owners write it"
+                        )));
+                    }
+                    if granted {
                         return Ok(());
                     }
                     (Some(schemas), format!("{op} on table {schema}.{table}"))
@@ -221,7 +274,12 @@ impl Principal {
                 }
                 Touch::Database { what } => (Some(schemas), what.clone()),
                 Touch::Execute { schema, name } => {
-                    if schemas.contains(schema) {
+                    if schemas.contains(schema)
+                        || self
+                            .security
+                            .snapshot()
+                            .granted(&self.user, "SELECT", schema, None)
+                    {
                         return Ok(());
                     }
                     (Some(schemas), format!("procedure {schema}.{name}"))
@@ -322,6 +380,7 @@ mod tests {
             enforced: true,
             users,
             lake_root: Some("file:///lake/".into()),
+            security: Arc::default(),
         }
     }
 

@@ -26,9 +26,10 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::UndefinedSchema
         | ErrorKind::UndefinedObject
         | ErrorKind::UndefinedCursor => Code::NotFound,
-        ErrorKind::DuplicateTable | ErrorKind::DuplicateSchema | ErrorKind::DuplicateCursor => {
-            Code::AlreadyExists
-        }
+        ErrorKind::DuplicateTable
+        | ErrorKind::DuplicateSchema
+        | ErrorKind::DuplicateObject
+        | ErrorKind::DuplicateCursor => Code::AlreadyExists,
         ErrorKind::WrongObjectState => Code::FailedPrecondition,
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,
         ErrorKind::NotSupported => Code::Unimplemented,

@@ -314,7 +314,10 @@ mod tests {
         let mut ssl = 8i32.to_be_bytes().to_vec();
         ssl.extend_from_slice(&80877103i32.to_be_bytes());
         let mut f = Framing::new();
-        assert!(f.scan(&ssl).is_err(), "TLS was negotiated before: a second request");
+        assert!(
+            f.scan(&ssl).is_err(),
+            "TLS was negotiated before: a second request"
+        );
         let mut f = Framing::new();
         f.scan(&startup()).unwrap();
         assert!(f.tagged);

@@ -16,6 +16,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::UndefinedObject => "42704",
         ErrorKind::DuplicateTable => "42P07",
         ErrorKind::DuplicateSchema => "42P06",
+        ErrorKind::DuplicateObject => "42710",
         ErrorKind::UndefinedCursor => "34000",
         ErrorKind::DuplicateCursor => "42P03",
         ErrorKind::WrongObjectState => "55000",
