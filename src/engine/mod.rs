@@ -263,6 +263,7 @@ impl Engine {
             );
         }
         info_schema::register(&engine);
+        authz::catalog::register(&engine);
         engine.system.register_gathered(
             "procedures",
             Arc::new(procedures::ProceduresTable {

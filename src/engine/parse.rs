@@ -204,10 +204,17 @@ impl VisitorMut for UnqualifySystemFunctions {
             .iter()
             .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
             .collect();
-        if let [.., schema, table] = parts.as_slice()
-            && schema == "information_schema"
-            && super::info_schema::REDIRECTED.contains(&table.as_str())
-        {
+        let catalog_view = match parts.as_slice() {
+            [.., schema, table] => {
+                (schema == "information_schema"
+                    && (super::info_schema::REDIRECTED.contains(&table.as_str())
+                        || table == "table_privileges"))
+                    || (schema == "pg_catalog" && table == "pg_policies")
+            }
+            [table] => table == "pg_policies",
+            _ => false,
+        };
+        if catalog_view && let Some(table) = parts.last() {
             *relation = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
                 Ident::new("system"),
                 Ident::new(table.as_str()),

@@ -850,6 +850,23 @@ async fn grants_and_row_level_security_per_tenant() {
         .simple_query("INSERT INTO silver.notes VALUES (2, 'm')")
         .await
         .unwrap();
+    // What is in force, where clients look.
+    let rows = admin
+        .simple_query(
+            "SELECT privilege_type FROM information_schema.table_privileges WHERE grantee = 'intern' AND table_name = 'notes'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(first(&rows).as_deref(), Some("INSERT"));
+    assert_eq!(
+        psql(
+            &server,
+            "acme",
+            "acme pw",
+            "SELECT policyname FROM pg_catalog.pg_policies WHERE tablename = 'sales'"
+        ),
+        vec!["by_setting", "own_tenant"]
+    );
     // Readers cannot grant, and unknown roles are 42704.
     let e = intern
         .simple_query("GRANT SELECT ON TABLE gold.sales TO intern")

@@ -20,6 +20,7 @@
 //! creator's reach: a view was checked when created; a procedure's body is checked
 //! against its owner on every call.
 
+pub mod catalog;
 pub mod guarded;
 pub mod paths;
 pub mod plan;
@@ -353,7 +354,9 @@ fn readable(schemas: &BTreeSet<String>, schema: &str, table: &str) -> bool {
         || CATALOGS.contains(&schema)
         || schema == TEMP_SCHEMA
         // `information_schema.routines` and friends, as the parser redirects them.
-        || (schema == "system" && super::info_schema::REDIRECTED.contains(&table))
+        || (schema == "system"
+            && (super::info_schema::REDIRECTED.contains(&table)
+                || catalog::CATALOG_VIEWS.contains(&table)))
 }
 
 #[cfg(test)]

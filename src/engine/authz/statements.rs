@@ -295,10 +295,10 @@ impl Session {
                     .update(|doc| {
                         for o in &ops {
                             match o {
-                                AlterTableOperation::EnableRowLevelSecurity => {
-                                    if !doc.rls.contains(&key) {
-                                        doc.rls.push(key.clone());
-                                    }
+                                AlterTableOperation::EnableRowLevelSecurity
+                                    if !doc.rls.contains(&key) =>
+                                {
+                                    doc.rls.push(key.clone());
                                 }
                                 AlterTableOperation::DisableRowLevelSecurity => {
                                     doc.rls.retain(|t| *t != key)
