@@ -705,6 +705,35 @@ fn psql(server: &TestServer, user: &str, password: &str, sql: &str) -> Vec<Strin
     v
 }
 
+/// Sorted ids of `gold.sales` read with the Python ADBC Flight SQL driver as `user`.
+async fn adbc_ids(server: &TestServer, user: &str, password: &str) -> Vec<String> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run `bash scripts/test.sh` to install ADBC into .venv"
+    );
+    let script = "import sys, adbc_driver_flightsql.dbapi as f\n\
+        c = f.connect(sys.argv[1], db_kwargs={'username': sys.argv[2], 'password': sys.argv[3]})\n\
+        cur = c.cursor(); cur.execute('SELECT id FROM gold.sales')\n\
+        print(' '.join(sorted(str(v) for v in cur.fetch_arrow_table().column('id').to_pylist())))\n";
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(format!("grpc://{}", server.flight.expect("flight")))
+        .args([user, password])
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_and_row_level_security_per_tenant() {
     let server = TestServer::start(TENANTS).await;
@@ -766,6 +795,7 @@ async fn grants_and_row_level_security_per_tenant() {
             .await
             .unwrap();
         assert_eq!(n, ids.len(), "{user} over Flight");
+        assert_eq!(adbc_ids(&server, user, pw).await, ids, "{user} over ADBC");
         // Writes to a table under row-level security stay with its owners.
         let e = pg(&server, user, pw)
             .await

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -167,15 +167,15 @@ fn basic(md: &MetadataMap) -> Result<Option<(String, String)>, Status> {
         return Ok(None);
     };
     let bad = || unauthenticated("malformed Basic credentials");
-    let decoded = STANDARD.decode(encoded).map_err(|_| bad())?;
-    let text = String::from_utf8(decoded).map_err(|_| bad())?;
-    let (user, password) = text.split_once(':').ok_or_else(bad)?;
-    Ok(Some((user.to_string(), password.to_string())))
+    crate::protocol::users::decode_basic(encoded)
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     fn md(value: &str) -> MetadataMap {
         let mut m = MetadataMap::new();

@@ -177,19 +177,11 @@ fn caller(state: &HttpState, headers: &HeaderMap) -> Option<String> {
     if state.users.is_empty() {
         return Some(String::new());
     }
-    use base64::Engine;
-    let decoded = headers
+    let (name, password) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|e| {
-            base64::engine::general_purpose::STANDARD
-                .decode(e.trim())
-                .ok()
-        });
-    let decoded = decoded?;
-    let text = String::from_utf8_lossy(&decoded);
-    let (name, password) = text.split_once(':')?;
+        .and_then(crate::protocol::users::decode_basic)?;
     state
         .users
         .iter()
