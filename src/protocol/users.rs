@@ -81,6 +81,21 @@ impl UserDirectory {
     }
 }
 
+/// Decodes the base64 of a `Basic` authorization header, padded or not (Go's ADBC Flight
+/// SQL driver leaves the padding off).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let decoded = LENIENT.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,19 +121,4 @@ mod tests {
         assert_eq!(decode_basic("Z2xvYmV4Omdsb2JleCBwdw"), want);
         assert_eq!(decode_basic("!!!"), None);
     }
-}
-
-/// Decodes the base64 of a `Basic` authorization header, padded or not (Go's ADBC Flight
-/// SQL driver leaves the padding off).
-pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let decoded = LENIENT.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
