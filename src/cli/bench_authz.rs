@@ -7,25 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
-
+use super::bench_procedures::run_sql;
 use crate::engine::authz::{Access, UserRights, plan::touches};
-use crate::engine::{Engine, EngineOptions, Output, QueryControl, Session};
+use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
-
-async fn run_sql(session: &mut Session, sql: &str) -> anyhow::Result<usize> {
-    let control = QueryControl::new(CancellationToken::new(), None);
-    let mut rows = 0;
-    for stmt in session.parse(sql)? {
-        if let Output::Rows { mut stream, .. } = session.execute(stmt, None, &control).await? {
-            while let Some(b) = stream.next().await {
-                rows += b?.num_rows();
-            }
-        }
-    }
-    Ok(rows)
-}
 
 fn median(times: &mut [Duration]) -> f64 {
     times.sort();

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineOptions, Output, QueryControl, Session};
 use crate::lake::Lake;
 
-async fn run_sql(session: &mut Session, sql: &str) -> anyhow::Result<usize> {
+/// Runs `sql`, reading every row; the rows read.
+pub(super) async fn run_sql(session: &mut Session, sql: &str) -> anyhow::Result<usize> {
     let control = QueryControl::new(CancellationToken::new(), None);
     let mut rows = 0;
     for stmt in session.parse(sql)? {

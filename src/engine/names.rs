@@ -102,6 +102,29 @@ fn type_name(t: &SqlType) -> String {
     .to_string()
 }
 
+/// A table or procedure name as written, as a reference: unquoted parts fold to lower case.
+pub(crate) fn reference(
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+) -> datafusion::common::TableReference {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            p.as_ident()
+                .map(|i| match i.quote_style {
+                    Some(_) => i.value.clone(),
+                    None => i.value.to_lowercase(),
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    match parts.as_slice() {
+        [s, t] => datafusion::common::TableReference::partial(s.as_str(), t.as_str()),
+        [c, s, t] => datafusion::common::TableReference::full(c.as_str(), s.as_str(), t.as_str()),
+        _ => datafusion::common::TableReference::bare(parts.last().cloned().unwrap_or_default()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

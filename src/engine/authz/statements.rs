@@ -2,7 +2,6 @@
 //! ROW LEVEL SECURITY`, as Postgres has them, kept in the lake's security document. Only
 //! full users change them (a reader gets 42501).
 
-use datafusion::common::TableReference;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, CreatePolicyCommand, GrantObjects, Grantee, GranteeName, ObjectName,
@@ -12,27 +11,8 @@ use datafusion::sql::sqlparser::ast::{
 use super::Touch;
 use super::security::{Grant, PRIVILEGES, Policy};
 use crate::engine::EngineError;
+use crate::engine::names::reference;
 use crate::engine::session::{CommandTag, Output, Session};
-
-fn reference(name: &ObjectName) -> TableReference {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| {
-            p.as_ident()
-                .map(|i| match i.quote_style {
-                    Some(_) => i.value.clone(),
-                    None => i.value.to_lowercase(),
-                })
-                .unwrap_or_default()
-        })
-        .collect();
-    match parts.as_slice() {
-        [s, t] => TableReference::partial(s.as_str(), t.as_str()),
-        [c, s, t] => TableReference::full(c.as_str(), s.as_str(), t.as_str()),
-        _ => TableReference::bare(parts.last().cloned().unwrap_or_default()),
-    }
-}
 
 fn schema_name(name: &ObjectName) -> String {
     name.0

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::common::TableReference;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::DataFrame;
@@ -18,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{FILE_MARKER, OWNER_MARKER, Param, Procedure, bind_call, file_of, owner_of};
 use crate::engine::authz::{Principal, Touch};
+use crate::engine::names::reference;
 use crate::engine::session::{CommandTag, Described, Output, QueryControl, Session};
 use crate::engine::{Engine, EngineError};
 use crate::lake::DefinitionKind;
@@ -214,23 +214,6 @@ async fn build(
         owner: owner_of(&definition),
         definition,
     })
-}
-
-fn reference(name: &ObjectName) -> TableReference {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| {
-            p.as_ident()
-                .map(|i| i.value.to_lowercase())
-                .unwrap_or_default()
-        })
-        .collect();
-    match parts.as_slice() {
-        [s, n] => TableReference::partial(s.as_str(), n.as_str()),
-        [c, s, n] => TableReference::full(c.as_str(), s.as_str(), n.as_str()),
-        _ => TableReference::bare(parts.last().cloned().unwrap_or_default()),
-    }
 }
 
 impl Session {
