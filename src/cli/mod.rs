@@ -124,6 +124,7 @@ pub fn settings(overrides: &Overrides) -> anyhow::Result<Settings> {
 /// Runs the chosen subcommand.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::engine::complexity::THREAD_STACK_BYTES)
         .enable_all()
         .build()?;
     match cli.command {

@@ -116,7 +116,7 @@ impl SchemaProvider for LakeSchema {
             .await
             .map_err(external)?
         {
-            return Ok(Some(t.table_provider().await?));
+            return Ok(Some(super::pushdown::delta_provider(&t).await?));
         }
         if let Some(sql) = self
             .lake

@@ -38,6 +38,8 @@ pub enum ErrorKind {
     NotSupported,
     InvalidName,
     ResourcesExhausted,
+    /// A statement nested deeper than the server plans (54001).
+    TooComplex,
     Cancelled,
     Timeout,
     InsufficientPrivilege,
@@ -88,6 +90,8 @@ pub enum EngineError {
     /// What the user may not touch (42501).
     #[error("{0}")]
     PermissionDenied(String),
+    #[error(transparent)]
+    TooComplex(#[from] super::complexity::TooComplex),
     #[error("cursor \"{0}\" does not exist")]
     UndefinedCursor(String),
     #[error("cursor \"{0}\" already exists")]
@@ -125,7 +129,9 @@ impl EngineError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            EngineError::Parse(ParserError::RecursionLimitExceeded) => ErrorKind::TooComplex,
             EngineError::Parse(_) => ErrorKind::Syntax,
+            EngineError::TooComplex(_) => ErrorKind::TooComplex,
             EngineError::DataFusion(e) => classify_datafusion(e),
             EngineError::Lake(e) => classify_lake(e),
             EngineError::UndefinedTable(_) => ErrorKind::UndefinedTable,

@@ -129,8 +129,7 @@ impl TableFunctionImpl for ReadDelta {
             };
             let table = table
                 .ok_or_else(|| DataFusionError::Plan(format!("table '{location}' not found")))?;
-            table
-                .table_provider()
+            super::pushdown::delta_provider(&table)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         })??;

@@ -19,6 +19,8 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use std::ops::ControlFlow;
 
+use super::complexity::PARSER_DEPTH;
+
 /// Parses SQL text into statements tidepool can plan.
 #[derive(Debug, Default)]
 pub struct SqlParser {
@@ -61,6 +63,22 @@ pub fn question_placeholders(sql: &str) -> Option<String> {
     changed.then(|| super::procedures::render(&out))
 }
 
+/// Parses with a recursion limit of [`PARSER_DEPTH`].
+fn parse_deep(
+    sql: &str,
+) -> Result<Vec<datafusion::sql::sqlparser::ast::Statement>, super::EngineError> {
+    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(PARSER_DEPTH)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| match e {
+            ParserError::RecursionLimitExceeded => {
+                super::EngineError::TooComplex(super::complexity::TooComplex)
+            }
+            other => other.into(),
+        })
+}
+
 /// Table functions that live in the `system` schema.
 const SYSTEM_FUNCTIONS: &[&str] = &["table_history"];
 
@@ -75,7 +93,7 @@ impl SqlParser {
     ///
     /// DataFusion's own statements (`CREATE EXTERNAL TABLE`, `COPY ... STORED AS`) are not
     /// Postgres syntax; text holding them is parsed with DataFusion's parser.
-    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, ParserError> {
+    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>, super::EngineError> {
         // Procedures: `:name` parameters in a definition, T-SQL `EXEC p @a = 1` calls.
         let rewritten = super::procedures::named_placeholders(sql)
             .or_else(|| super::procedures::exec_to_call(sql));
@@ -111,9 +129,17 @@ impl SqlParser {
                     .map(|s| DFStatement::Statement(Box::new(self.compat.rewrite(s)))),
                 );
             } else {
+                let parsed = match self.compat.parse(&chunk.text) {
+                    // datafusion-pg-catalog's parser stops at sqlparser's default depth
+                    // (50); nested subqueries get the deeper parser of `parse_deep`.
+                    Err(ParserError::RecursionLimitExceeded) => parse_deep(&chunk.text)?
+                        .into_iter()
+                        .map(|s| self.compat.rewrite(s))
+                        .collect(),
+                    other => other?,
+                };
                 statements.extend(
-                    self.compat
-                        .parse(&chunk.text)?
+                    parsed
                         .into_iter()
                         .map(|s| DFStatement::Statement(Box::new(s))),
                 );
@@ -121,6 +147,7 @@ impl SqlParser {
         }
         for s in &mut statements {
             if let DFStatement::Statement(inner) = s {
+                super::complexity::bound(inner)?;
                 let _ = inner.visit(&mut UnqualifySystemFunctions);
                 super::compat::rewrite(inner);
             }

@@ -84,9 +84,9 @@ impl SchemaProvider for SystemSchema {
                 .join(&format!("{}/", d.path))
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             return match d.lake.open_path(url.as_str(), None).await {
-                Ok(t) => Ok(Some(t.table_provider().await.map_err(|e| {
-                    datafusion::error::DataFusionError::External(Box::new(e))
-                })?)),
+                Ok(t) => Ok(Some(super::pushdown::delta_provider(&t).await.map_err(
+                    |e| datafusion::error::DataFusionError::External(Box::new(e)),
+                )?)),
                 Err(_) => Ok(Some(Arc::new(
                     datafusion::datasource::empty::EmptyTable::new(d.schema.clone()),
                 ))),

@@ -211,3 +211,101 @@ pub fn self_signed_tls(dir: &std::path::Path) -> (rcgen::CertifiedKey<rcgen::Key
     );
     (cert, toml)
 }
+
+/// The real `tidepool serve` process (the binary, its own runtime and stack sizes) over a
+/// temporary lake; killed when dropped.
+pub struct ServeProcess {
+    pub pg: SocketAddr,
+    pub flight: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ServeProcess {
+    /// Starts `tidepool serve` with `extra_toml` after the listeners' sections; waits
+    /// until the Postgres port accepts connections.
+    pub async fn start(extra_toml: &str) -> ServeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let (pg_port, flight_port) = (free_port(), free_port());
+        let config = dir.path().join("tidepool.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[lake]\nroot = {:?}\n[postgres]\nlisten = \"127.0.0.1:{pg_port}\"\n\
+                 [http]\nenabled = false\n[flight]\nlisten = \"127.0.0.1:{flight_port}\"\n\
+                 [admin]\ndisabled = true\n[project]\ndir = {:?}\n{extra_toml}",
+                dir.path().join("lake").display().to_string(),
+                dir.path().display().to_string(),
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
+            .args(["serve", "--config", &config.display().to_string()])
+            .current_dir(dir.path())
+            .env(
+                "RUST_BACKTRACE",
+                std::env::var("TIDEPOOL_FUZZ_BACKTRACE").unwrap_or_else(|_| "0".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tidepool serve starts");
+        let pg: SocketAddr = format!("127.0.0.1:{pg_port}").parse().unwrap();
+        let up = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(pg).await.is_err() {
+            assert!(
+                up.elapsed() < std::time::Duration::from_secs(30),
+                "server did not listen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ServeProcess {
+            pg,
+            flight: format!("127.0.0.1:{flight_port}").parse().unwrap(),
+            dir,
+            child,
+        }
+    }
+
+    pub fn conn_str(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password='{password}' dbname=lake",
+            self.pg.port()
+        )
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the process and returns its log (stderr); fails the test if it held a panic
+    /// or a stack overflow.
+    pub async fn stop_clean(mut self, context: &str) -> String {
+        let _ = self.child.start_kill();
+        let out = self.child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        for bad in ["panicked", "overflowed its stack", "fatal runtime error"] {
+            assert!(
+                !stderr.contains(bad),
+                "{context}: the server log holds {bad:?}:\n{}",
+                stderr
+                    .lines()
+                    .skip_while(|l| !l.contains(bad))
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        stderr
+    }
+}

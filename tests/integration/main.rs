@@ -18,6 +18,7 @@ mod full_disk;
 mod ingest;
 mod kafka_e2e;
 mod models;
+mod never_down;
 mod object_store;
 mod permissions;
 mod pg_fuzz;

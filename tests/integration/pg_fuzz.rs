@@ -5,20 +5,13 @@
 //! before login, truncation). Afterwards the process must still log a real client in, and
 //! its output must hold no panic.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::ServeProcess;
 
 fn packet(tag: Option<u8>, body: &[u8], declared: Option<i32>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -128,42 +121,10 @@ fn conversation(rng: &mut StdRng) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_and_authentication_survive_random_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("tidepool.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[lake]\nroot = {:?}\n[postgres]\nlisten = \"127.0.0.1:{port}\"\n\
-             [http]\nenabled = false\n[flight]\nenabled = false\n[admin]\ndisabled = true\n\
-             [project]\ndir = {:?}\n\
-             [[users]]\nname = \"admin\"\npassword = \"admin pw\"\n",
-            dir.path().join("lake").display().to_string(),
-            dir.path().display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
-        .args(["serve", "--config", &config.display().to_string()])
-        .current_dir(dir.path())
-        .env(
-            "RUST_BACKTRACE",
-            std::env::var("TIDEPOOL_FUZZ_BACKTRACE").unwrap_or_else(|_| "0".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tidepool serve starts");
-    let addr = format!("127.0.0.1:{port}");
-    let up = Instant::now();
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(30),
-            "server did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server =
+        ServeProcess::start("[[users]]\nname = \"admin\"\npassword = \"admin pw\"\n").await;
+    let addr = server.pg;
+    let port = addr.port();
 
     let seed: u64 = std::env::var("TIDEPOOL_FUZZ_SEED")
         .ok()
@@ -205,17 +166,5 @@ async fn startup_and_authentication_survive_random_bytes() {
     let row = client.query_one("SELECT 1 + 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 2);
 
-    child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "seed {seed}: the server panicked:\n{}",
-        stderr
-            .lines()
-            .skip_while(|l| !l.contains("panicked"))
-            .take(60)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    server.stop_clean(&format!("seed {seed}")).await;
 }

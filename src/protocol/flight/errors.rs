@@ -34,6 +34,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,
         ErrorKind::NotSupported => Code::Unimplemented,
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
+        ErrorKind::TooComplex => Code::InvalidArgument,
         ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::Io => Code::Unavailable,

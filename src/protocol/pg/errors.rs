@@ -30,6 +30,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::NotSupported => "0A000",
         ErrorKind::InvalidName => "42602",
         ErrorKind::ResourcesExhausted => "53200",
+        ErrorKind::TooComplex => "54001",
         ErrorKind::Cancelled => "57014",
         ErrorKind::Timeout => "57014",
         ErrorKind::Io => "58030",

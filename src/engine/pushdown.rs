@@ -1,0 +1,121 @@
+//! Lake tables as DataFusion sees them: delta-rs' provider behind a bound on the filters
+//! offered to it. delta-rs turns a pushed-down filter into a kernel predicate by
+//! recursion (an `IN` list becomes a chain of `OR`s), which overflows a thread's stack
+//! for a few thousand values; a filter larger than [`MAX_PUSHDOWN_NODES`] is therefore
+//! kept in DataFusion's own filter (a hash set for `IN` lists) and not offered to the scan.
+//! File skipping by such filters is lost, which costs little: a list that long rarely
+//! prunes files.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+
+/// Largest filter (expression nodes, `IN` list values counted) offered to delta-rs.
+pub const MAX_PUSHDOWN_NODES: usize = 512;
+
+/// The provider of a Delta table, with bounded filter pushdown.
+pub async fn delta_provider(table: &DeltaTable) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
+    Ok(Arc::new(BoundedPushdown {
+        inner: table.table_provider().await?,
+    }))
+}
+
+#[derive(Debug)]
+struct BoundedPushdown {
+    inner: Arc<dyn TableProvider>,
+}
+
+/// Nodes of `expr`, stopping once past the bound.
+fn size(expr: &Expr) -> usize {
+    let mut nodes = 0;
+    let _ = expr.apply(|e| {
+        nodes += 1;
+        if let Expr::InList(list) = e {
+            nodes += list.list.len();
+        }
+        Ok(if nodes > MAX_PUSHDOWN_NODES {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    nodes
+}
+
+#[async_trait]
+impl TableProvider for BoundedPushdown {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let small: Vec<&Expr> = filters
+            .iter()
+            .copied()
+            .filter(|f| size(f) <= MAX_PUSHDOWN_NODES)
+            .collect();
+        let mut answers = self.inner.supports_filters_pushdown(&small)?.into_iter();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if size(f) <= MAX_PUSHDOWN_NODES {
+                    answers
+                        .next()
+                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.insert_into(state, input, insert_op).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn long_in_lists_are_large() {
+        let short = col("a").in_list((0..10).map(lit).collect(), false);
+        let long = col("a").in_list((0..10_000).map(lit).collect(), false);
+        assert!(size(&short) <= MAX_PUSHDOWN_NODES);
+        assert!(size(&long) > MAX_PUSHDOWN_NODES);
+    }
+}
