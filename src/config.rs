@@ -133,6 +133,9 @@ pub struct FlightConfig {
     pub listen: String,
     /// Bearer tokens from a Handshake expire after this many seconds.
     pub token_ttl_secs: u64,
+    /// A result ticket (endpoint) not fetched with DoGet within this many seconds is
+    /// dropped, and the query slot it holds released.
+    pub ticket_ttl_secs: u64,
 }
 
 impl Default for FlightConfig {
@@ -141,6 +144,7 @@ impl Default for FlightConfig {
             enabled: true,
             listen: "127.0.0.1:50051".to_string(),
             token_ttl_secs: 3600,
+            ticket_ttl_secs: 60,
         }
     }
 }
@@ -484,6 +488,8 @@ pub struct Settings {
     pub admin: AdminPlacement,
     /// How long a Flight bearer token stays valid.
     pub flight_token_ttl: Duration,
+    /// How long a Flight result ticket waits for its DoGet.
+    pub flight_ticket_ttl: Duration,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.
@@ -688,6 +694,9 @@ impl Config {
             }
             (false, None) => AdminPlacement::FlightPort,
         };
+        if self.flight.ticket_ttl_secs == 0 {
+            return Err(invalid("flight.ticket_ttl_secs", "must be at least 1"));
+        }
         if self.flight.token_ttl_secs == 0 {
             return Err(invalid("flight.token_ttl_secs", "must be at least 1"));
         }
@@ -746,6 +755,7 @@ impl Config {
             flight_listen,
             admin,
             flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
+            flight_ticket_ttl: Duration::from_secs(self.flight.ticket_ttl_secs),
             brokers: self.kafka.brokers.clone(),
             embedded_partitions: self.kafka.embedded_partitions,
             sources,

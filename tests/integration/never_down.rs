@@ -152,3 +152,59 @@ async fn deep_and_wide_sql_is_answered_or_refused_with_54001() {
     assert!(server.alive(), "the server died");
     server.stop_clean("deep SQL").await;
 }
+
+/// Flight results nobody fetches hold query slots only until their tickets expire, on a
+/// timer: with every slot taken by abandoned GetFlightInfo calls (and then by clients that
+/// read one of two endpoints and vanish), both protocols answer again after the ticket
+/// time to live, without another query having to run first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_flight_tickets_release_their_slots_on_a_timer() {
+    let server = crate::common::TestServer::start(
+        "[engine]\nmax_concurrent_queries = 4\ntarget_partitions = 2\n\
+         [flight]\nlisten = \"127.0.0.1:0\"\nticket_ttl_secs = 2\n",
+    )
+    .await;
+    let pg = server.connect().await;
+    pg.batch_execute(
+        "CREATE SCHEMA s; CREATE TABLE s.t AS SELECT v AS id FROM generate_series(1, 40000) g(v);
+         INSERT INTO s.t SELECT v AS id FROM generate_series(40001, 80000) g(v);
+         INSERT INTO s.t SELECT v AS id FROM generate_series(80001, 120000) g(v);",
+    )
+    .await
+    .unwrap();
+    let bound = Duration::from_secs(30);
+
+    // 1. Four GetFlightInfo without DoGet take all four slots.
+    for _ in 0..4 {
+        let mut f = crate::flight::connect(&server, None).await.unwrap();
+        f.execute("SELECT id FROM s.t".into(), None).await.unwrap();
+    }
+    let answered = tokio::time::timeout(bound, first(&pg, "SELECT 1")).await;
+    assert_eq!(
+        answered
+            .expect("postgres answers after the tickets expire")
+            .unwrap(),
+        "1"
+    );
+
+    // 2. Four clients read the first of several endpoints and vanish.
+    for _ in 0..4 {
+        let mut f = crate::flight::connect(&server, None).await.unwrap();
+        let info = f.execute("SELECT id FROM s.t".into(), None).await.unwrap();
+        assert!(info.endpoint.len() > 1, "{} endpoints", info.endpoint.len());
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        use futures::TryStreamExt;
+        let stream = f.do_get(ticket).await.unwrap();
+        let _: Vec<_> = stream.try_collect().await.unwrap();
+        drop(f);
+    }
+    let mut f = crate::flight::connect(&server, None).await.unwrap();
+    let info = tokio::time::timeout(bound, f.execute("SELECT 2".into(), None))
+        .await
+        .expect("flight answers after the endpoints expire")
+        .unwrap();
+    let batches = crate::flight::fetch(&mut f, info).await;
+    assert_eq!(crate::flight::rows(&batches), 1);
+    let answered = tokio::time::timeout(bound, first(&pg, "SELECT 3")).await;
+    assert_eq!(answered.expect("postgres answers").unwrap(), "3");
+}

@@ -3,9 +3,11 @@
 //!
 //! A query runs when the client asks for its FlightInfo (so SQL errors are reported
 //! there, as clients expect); its lazy result stream waits here under a ticket until the
-//! client's DoGet takes it. A ticket is good for one DoGet; one not taken within
-//! [`PENDING_TTL`] is dropped, which releases the query slot it holds. Running queries stay
-//! listed until their stream ends, so CancelQuery / CancelFlightInfo can find them.
+//! client's DoGet takes it. A ticket is good for one DoGet; one not taken within its
+//! time to live (`[flight] ticket_ttl_secs`) is dropped by a sweeper on a timer, which
+//! releases the query slot it holds whether or not anyone runs another query. Running
+//! queries stay listed until their stream ends (or the reading client goes away), so
+//! CancelQuery / CancelFlightInfo can find them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +22,6 @@ use tonic::Status;
 
 use super::errors::invalid;
 use crate::engine::Described;
-
-/// How long a ticket waits for its DoGet.
-pub const PENDING_TTL: Duration = Duration::from_secs(120);
 
 const TICKET_PREFIX: &[u8] = b"tidepool/q1/";
 const HANDLE_PREFIX: &[u8] = b"tidepool/p1/";
@@ -48,8 +47,8 @@ pub struct Prepared {
 }
 
 /// Queries waiting for or streaming to a DoGet, and prepared statements.
-#[derive(Default)]
 pub struct Queries {
+    ttl: Duration,
     pending: parking_lot::Mutex<HashMap<Id, Pending>>,
     prepared: parking_lot::Mutex<HashMap<Id, Arc<Prepared>>>,
 }
@@ -71,9 +70,63 @@ impl Drop for Finished {
 }
 
 impl Queries {
+    pub fn new(ttl: Duration) -> Queries {
+        Queries {
+            ttl,
+            pending: Default::default(),
+            prepared: Default::default(),
+        }
+    }
+
+    /// Sweeps expired tickets every quarter of their time to live (at least each second)
+    /// until the registry is gone.
+    pub async fn sweep_every(queries: std::sync::Weak<Queries>) {
+        let Some(ttl) = queries.upgrade().map(|q| q.ttl) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(
+            (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match queries.upgrade() {
+                Some(q) => q.sweep(Instant::now()),
+                None => return,
+            }
+        }
+    }
+
+    /// Drops tickets older than the time to live, unless another stream of the same query
+    /// is being read (a client reading the endpoints one after another). Dropping a
+    /// stream releases its query slot and cancels its work.
+    pub fn sweep(&self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut pending = self.pending.lock();
+            let reading: std::collections::HashSet<Id> = pending
+                .values()
+                .filter(|p| p.stream.is_none())
+                .map(|p| p.group)
+                .collect();
+            let ids: Vec<Id> = pending
+                .iter()
+                .filter(|(_, p)| {
+                    p.stream.is_some()
+                        && now.duration_since(p.created) >= self.ttl
+                        && !reading.contains(&p.group)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        // Streams are dropped outside the lock (dropping may run plan teardown).
+        for p in expired {
+            p.cancel.cancel();
+        }
+    }
+
     /// Parks the result streams of one query (its partitions, or just one); returns
-    /// their tickets. A ticket not taken within [`PENDING_TTL`] is dropped, unless another
-    /// stream of its query is being read (a client reading the endpoints one after another).
+    /// their tickets.
     pub fn park(
         &self,
         user: &str,
@@ -83,16 +136,6 @@ impl Queries {
         let group: Id = rand::random();
         let now = Instant::now();
         let mut pending = self.pending.lock();
-        let reading: std::collections::HashSet<Id> = pending
-            .values()
-            .filter(|p| p.stream.is_none())
-            .map(|p| p.group)
-            .collect();
-        pending.retain(|_, p| {
-            p.stream.is_none()
-                || now.duration_since(p.created) < PENDING_TTL
-                || reading.contains(&p.group)
-        });
         let mut tickets = Vec::with_capacity(streams.len());
         for stream in streams {
             let id: Id = rand::random();
@@ -238,7 +281,7 @@ mod tests {
 
     #[test]
     fn handles_belong_to_their_user() {
-        let q = Queries::default();
+        let q = Queries::new(Duration::from_secs(60));
         let stmt = crate::engine::SqlParser::new()
             .parse("select 1")
             .unwrap()

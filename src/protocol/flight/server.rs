@@ -86,7 +86,9 @@ impl FlightServer {
             admin: services
                 .admin
                 .map(|c| crate::protocol::admin::AdminService::new(c, auth.clone())),
-            service: services.flight.map(|e| FlightSql::new(e, auth)),
+            service: services
+                .flight
+                .map(|e| FlightSql::new(e, auth, settings.flight_ticket_ttl)),
             name,
             tls,
             shutdown,

@@ -63,11 +63,19 @@ enum Ran {
 }
 
 impl FlightSql {
-    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>) -> Self {
+    /// The service; tickets not fetched within `ticket_ttl` are dropped by a sweeper
+    /// task that lives as long as the service.
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: Arc<Authenticator>,
+        ticket_ttl: std::time::Duration,
+    ) -> Self {
+        let queries = Arc::new(Queries::new(ticket_ttl));
+        tokio::spawn(Queries::sweep_every(Arc::downgrade(&queries)));
         FlightSql {
             engine,
             auth,
-            queries: Arc::new(Queries::default()),
+            queries,
         }
     }
 
