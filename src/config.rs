@@ -309,6 +309,9 @@ pub struct PostgresConfig {
     pub max_connections: usize,
     /// A client that has not logged in this many seconds after connecting is dropped.
     pub startup_timeout_secs: u64,
+    /// At most this many connections may be logging in at once; a new one pushes the
+    /// oldest out. They take no session slot until their startup message arrives.
+    pub max_startup_connections: usize,
 }
 
 impl Default for PostgresConfig {
@@ -317,7 +320,8 @@ impl Default for PostgresConfig {
             enabled: true,
             listen: "127.0.0.1:5433".to_string(),
             max_connections: 256,
-            startup_timeout_secs: 10,
+            startup_timeout_secs: 5,
+            max_startup_connections: 64,
         }
     }
 }
@@ -473,6 +477,7 @@ pub struct Settings {
     pub pg_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub pg_startup_timeout: Duration,
+    pub pg_max_startup_connections: usize,
     pub query_timeout: Option<Duration>,
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
@@ -764,6 +769,7 @@ impl Config {
             pg_listen,
             max_connections: self.postgres.max_connections,
             pg_startup_timeout: Duration::from_secs(self.postgres.startup_timeout_secs.max(1)),
+            pg_max_startup_connections: self.postgres.max_startup_connections.max(1),
             query_timeout: (self.engine.query_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.engine.query_timeout_secs)),
             memory_limit,

@@ -82,7 +82,7 @@ impl Default for SessionSettings {
 impl SessionSettings {
     /// Sets `name`; unknown names are kept too (drivers set their own), custom
     /// `prefix.name` settings as in Postgres.
-    pub fn set(&mut self, name: &str, value: String) -> Result<(), EngineError> {
+    pub fn set(&mut self, name: &str, mut value: String) -> Result<(), EngineError> {
         let key = name.to_ascii_lowercase();
         match key.as_str() {
             "server_version"
@@ -98,10 +98,11 @@ impl SessionSettings {
                 });
             }
             "statement_timeout" => {
-                parse_timeout(&value).ok_or_else(|| EngineError::InvalidSetting {
+                let d = parse_timeout(&value).ok_or_else(|| EngineError::InvalidSetting {
                     name: name.to_string(),
                     message: format!("{value:?} is not a duration such as 5000, '5s' or '1min'"),
                 })?;
+                value = show_timeout(d);
             }
             "client_encoding" => {
                 let v = value.to_ascii_uppercase().replace('-', "");
@@ -204,6 +205,18 @@ impl SessionSettings {
 }
 
 /// Postgres durations: plain numbers are milliseconds; units ms, s, min, h.
+/// A duration as PostgreSQL shows `statement_timeout`: the largest exact unit.
+fn show_timeout(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}min", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 fn parse_timeout(v: &str) -> Option<Duration> {
     let v = v.trim().trim_matches('\'');
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());

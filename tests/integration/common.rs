@@ -128,9 +128,12 @@ pub fn settings_with_root(root: &str, extra_toml: &str) -> Settings {
         std::fs::create_dir_all(&dir).expect("empty project folder");
         format!("[project]\ndir = {:?}\n", dir.display().to_string())
     };
-    let text = format!(
-        "[postgres]\nlisten = \"127.0.0.1:0\"\n{http}{flight}{project}[lake]\nroot = {root:?}\n{extra_toml}"
-    );
+    let postgres = if extra_toml.contains("[postgres]") {
+        ""
+    } else {
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n"
+    };
+    let text = format!("{postgres}{http}{flight}{project}[lake]\nroot = {root:?}\n{extra_toml}");
     let mut settings = Config::parse(&text, std::path::Path::new("test.toml"))
         .expect("config parses")
         .resolve(&Overrides::default())

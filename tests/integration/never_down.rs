@@ -208,3 +208,105 @@ async fn abandoned_flight_tickets_release_their_slots_on_a_timer() {
     let answered = tokio::time::timeout(bound, first(&pg, "SELECT 3")).await;
     assert_eq!(answered.expect("postgres answers").unwrap(), "3");
 }
+
+/// Sockets that never log in take no session slot and are pushed out by newer
+/// connections; the "too many clients" refusal comes after the SSL answer, as psql expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_do_not_lock_clients_out() {
+    let server = crate::common::TestServer::start(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4\nstartup_timeout_secs = 2\n\
+         max_startup_connections = 16\n",
+    )
+    .await;
+    // 300 sockets that say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Real clients log in at once, up to the four slots.
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let c = tokio::time::timeout(Duration::from_secs(10), async {
+            let (c, conn) =
+                tokio_postgres::connect(&server.conn_str("tidepool"), tokio_postgres::NoTls)
+                    .await
+                    .expect("a real client logs in beside 300 idle sockets");
+            tokio::spawn(conn);
+            c
+        })
+        .await
+        .expect("login is not queued behind idle sockets");
+        assert_eq!(
+            first(&c, &format!("SELECT {i}")).await.unwrap(),
+            i.to_string()
+        );
+        clients.push(c);
+    }
+    // The fifth: 53300 after the startup message, over a plain client and psql's default
+    // sslmode=prefer (SSLRequest answered first).
+    let err = tokio_postgres::connect(&server.conn_str("tidepool"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a fifth session is refused");
+    assert_eq!(code(&err), "53300", "{err}");
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=tidepool dbname=lake sslmode=prefer",
+            server.addr.ip(),
+            server.addr.port()
+        ))
+        .args(["-c", "SELECT 1"])
+        .output()
+        .await
+        .expect("psql runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sorry, too many clients already") && !stderr.contains("SSL"),
+        "{stderr}"
+    );
+    // A slot freed is a slot usable.
+    drop(clients.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = crate::common::connect(&server.conn_str("tidepool")).await;
+    assert_eq!(first(&c, "SELECT 5").await.unwrap(), "5");
+    // The idle sockets were pushed out (16 may wait) or timed out: each one reads EOF.
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for mut s in idle {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 300);
+}
+
+/// Settings in the startup packet's `options` (libpq's `PGOPTIONS`) apply to the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_apply() {
+    let server = crate::common::TestServer::start("").await;
+    let c = server.connect().await;
+    c.batch_execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT 7 AS x")
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new("psql")
+        .arg(server.conn_str("tidepool"))
+        .args([
+            "-AtX",
+            "-c",
+            "SHOW statement_timeout",
+            "-c",
+            "SELECT x FROM t",
+        ])
+        .env("PGOPTIONS", "-c statement_timeout=1500 -c search_path=s")
+        .output()
+        .await
+        .expect("psql runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["1500ms", "7"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

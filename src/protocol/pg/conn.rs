@@ -24,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use super::admission::{Admission, LoggingIn};
+
 /// Largest message a client may declare (pgwire refuses more than 1 GiB as well).
 const MAX_MESSAGE: i64 = 1 << 30;
 /// Startup-phase request codes that keep the stream untagged (SSL, GSS, cancel).
@@ -169,20 +171,31 @@ fn protocol_violation(message: String) -> PgWireError {
     )))
 }
 
-/// Serves one connection until the client leaves; a client that has not logged in within
-/// `startup_timeout` is dropped.
+/// Serves one connection until the client leaves. A client that has not logged in within
+/// `startup_timeout`, or that a newer connection pushed out of the login budget, is
+/// dropped; its startup message takes a session slot of `admission` or is answered with
+/// 53300.
 pub async fn serve<H: PgWireServerHandlers>(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     handlers: H,
     startup_timeout: Duration,
+    admission: Arc<Admission>,
+    login: LoggingIn,
 ) -> io::Result<()> {
+    let mut login = Some(login);
+    let evicted = login
+        .as_ref()
+        .map(|l| l.evicted.clone())
+        .unwrap_or_default();
     let deadline = tokio::time::sleep(startup_timeout);
     tokio::pin!(deadline);
     let negotiated = tokio::select! {
         _ = &mut deadline => return Ok(()),
+        _ = evicted.cancelled() => return Ok(()),
         s = negotiate_tls(tcp, tls) => s?,
     };
+    let mut slot = None;
     let Some(socket) = negotiated else {
         return Ok(());
     };
@@ -218,10 +231,12 @@ pub async fn serve<H: PgWireServerHandlers>(
         );
         if !logging_in {
             logged_in.store(true, Ordering::Release);
+            drop(login.take());
         }
         let next = if logging_in {
             tokio::select! {
                 _ = &mut deadline => None,
+                _ = evicted.cancelled() => None,
                 m = socket.next() => m,
             }
         } else {
@@ -238,6 +253,20 @@ pub async fn serve<H: PgWireServerHandlers>(
         };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
+        }
+        if matches!(message, PgWireFrontendMessage::Startup(_)) && slot.is_none() {
+            slot = admission.slot();
+            if slot.is_none() {
+                tracing::warn!("connection refused: too many connections");
+                let e = PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".to_string(),
+                    "53300".to_string(),
+                    "sorry, too many clients already".to_string(),
+                )));
+                let _ = process_error(&mut socket, e, false).await;
+                let _ = socket.close().await;
+                return Ok(());
+            }
         }
         let extended_query = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,

@@ -102,12 +102,71 @@ async fn session<'a, C: ClientInfo>(
             // Startup always names a user; none would be no user at all, never the server.
             .unwrap_or_default();
         let mut s = shared.engine.session(&user);
-        if let Some(app) = client.metadata().get("application_name") {
-            let _ = s.set("application_name", app);
+        for (name, value) in startup_settings(client.metadata()) {
+            if let Err(e) = s.set(&name, &value) {
+                tracing::warn!(%user, setting = %name, error = %e, "startup setting ignored");
+            }
         }
         *guard = Some(s);
     }
     guard
+}
+
+/// The settings a client gave at startup: its parameters other than the connection's
+/// identity, then each `-c name=value` / `--name=value` of `options` (as `PGOPTIONS`
+/// sends them), in that order as PostgreSQL applies them.
+fn startup_settings(metadata: &std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+    let mut out: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with('_'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.sort();
+    if let Some(options) = metadata.get("options") {
+        out.extend(command_line_settings(options));
+    }
+    out
+}
+
+/// `-c a=1 --b=2 -cc=3` into (name, value) pairs; a backslash escapes the next
+/// character (a space inside a value).
+fn command_line_settings(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let (pair, dashed) = match w.strip_prefix("--") {
+            Some(rest) => (Some(rest.to_string()), true),
+            None if w == "-c" => (words.next(), false),
+            None => (w.strip_prefix("-c").map(str::to_string), false),
+        };
+        if let Some((name, value)) = pair.as_deref().and_then(|p| p.split_once('=')) {
+            let name = if dashed {
+                name.replace('-', "_")
+            } else {
+                name.to_string()
+            };
+            out.push((name, value.to_string()));
+        }
+    }
+    out
 }
 
 fn pg_type(t: &Option<DataType>) -> Type {
@@ -499,5 +558,38 @@ impl CancelRegistry {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_hold_settings_as_libpq_sends_them() {
+        let got = command_line_settings(
+            "-c statement_timeout=1500 --search-path=gold,silver -cwork_mem=4MB -c application_name=a\\ b",
+        );
+        let want = [
+            ("statement_timeout", "1500"),
+            ("search_path", "gold,silver"),
+            ("work_mem", "4MB"),
+            ("application_name", "a b"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+        );
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("user".to_string(), "ann".to_string());
+        meta.insert("application_name".to_string(), "psql".to_string());
+        meta.insert("options".to_string(), "-c search_path=gold".to_string());
+        assert_eq!(
+            startup_settings(&meta),
+            [
+                ("application_name".to_string(), "psql".to_string()),
+                ("search_path".to_string(), "gold".to_string())
+            ]
+        );
     }
 }

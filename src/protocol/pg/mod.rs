@@ -2,6 +2,7 @@
 //! cancel, TLS. Only adapts the engine: parsing, planning and execution live in
 //! [`crate::engine`], and SQLSTATEs are chosen once, in [`errors`].
 
+mod admission;
 mod auth;
 mod conn;
 pub mod errors;

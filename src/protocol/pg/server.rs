@@ -20,11 +20,11 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Admission;
 use super::auth::{StartupGate, TlsOnly, TrustStartup, UserDirectory, server_parameters};
 use super::handler::{CancelRegistry, ConnHandler, ConnState};
 use crate::config::{Settings, TlsConfig};
@@ -61,6 +61,7 @@ pub struct PgServer {
     shared: Arc<PgShared>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    max_logging_in: usize,
     startup_timeout: Duration,
     grace: Duration,
 }
@@ -93,6 +94,7 @@ impl PgServer {
             shared,
             tls,
             max_connections: settings.max_connections,
+            max_logging_in: settings.pg_max_startup_connections,
             startup_timeout: settings.pg_startup_timeout,
             grace: settings.shutdown_grace,
         })
@@ -116,7 +118,7 @@ impl PgServer {
     /// Serves until the shutdown token fires, then gives running statements the grace
     /// period to finish and closes the remaining connections.
     pub async fn run(self) {
-        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let admission = Admission::new(self.max_connections, self.max_logging_in);
         let mut conns = JoinSet::new();
         let shutdown = self.shared.shutdown.clone();
         loop {
@@ -140,19 +142,15 @@ impl PgServer {
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max = self.max_connections, "connection refused: too many connections");
-                conns.spawn(refuse(socket));
-                continue;
-            };
+            let login = admission.arrive();
             let handlers = PgConn::new(self.shared.clone());
             let tls = self.tls.clone();
             let startup_timeout = self.startup_timeout;
+            let admission = admission.clone();
             conns.spawn(async move {
-                let _permit = permit;
-                let span = tracing::debug_span!("pg_conn", %peer);
-                let _ = span;
-                if let Err(e) = super::conn::serve(socket, tls, handlers, startup_timeout).await {
+                let served =
+                    super::conn::serve(socket, tls, handlers, startup_timeout, admission, login);
+                if let Err(e) = served.await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
@@ -175,18 +173,6 @@ impl PgServer {
             while conns.join_next().await.is_some() {}
         }
     }
-}
-
-/// Tells a client over the limit why it is refused (SQLSTATE 53300), then closes.
-async fn refuse(socket: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let mut socket = socket;
-    let msg = b"SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0";
-    let mut buf = Vec::with_capacity(msg.len() + 5);
-    buf.push(b'E');
-    buf.extend_from_slice(&((msg.len() as i32 + 4).to_be_bytes()));
-    buf.extend_from_slice(msg);
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&buf)).await;
 }
 
 fn load_tls(tls: &TlsConfig) -> Result<TlsAcceptor, PgServerError> {
