@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# psql is always brought to the newest 15.x Debian ships: what users install today sends
+# queries older minor versions did not (15.20's \l+ calls pg_has_role), and the suite
+# must not depend on the image's version.
+need_apt=(postgresql-client-15)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -1,7 +1,9 @@
 //! `has_table_privilege`, `has_any_column_privilege`, `has_column_privilege`,
-//! `has_schema_privilege`, `has_database_privilege` and `has_function_privilege` for one
-//! session, answered from `[[users]]`: a reader (`schemas = [...]`) holds SELECT/USAGE/
-//! EXECUTE on its schemas and the catalogs and nothing else, other users hold everything.
+//! `has_schema_privilege`, `has_database_privilege`, `has_function_privilege` and
+//! `pg_has_role` for one session, answered from `[[users]]` and the GRANTs: a reader
+//! (`schemas = [...]`) holds SELECT/USAGE/EXECUTE on its schemas and the catalogs plus what
+//! was granted to it (a table's grant for that table only), and is a member of no role but
+//! itself; other users hold everything, as superusers do.
 //! Metabase syncs only the tables these report readable. They advise; every statement is
 //! still checked by `access`.
 
@@ -26,6 +28,7 @@ enum Object {
     Schema,
     Database,
     Function,
+    Role,
 }
 
 const FUNCTIONS: &[(&str, Object)] = &[
@@ -35,6 +38,7 @@ const FUNCTIONS: &[(&str, Object)] = &[
     ("has_schema_privilege", Object::Schema),
     ("has_database_privilege", Object::Database),
     ("has_function_privilege", Object::Function),
+    ("pg_has_role", Object::Role),
 ];
 
 /// The privilege functions for `user`, whose unqualified names resolve in `schema`.
@@ -78,8 +82,8 @@ impl std::hash::Hash for HasPrivilege {
     }
 }
 
-/// `"gold"."Fact"` / `gold.fact` / `fact` -> the schema part, or `default`.
-fn schema_of(name: &str, default: &str) -> String {
+/// `"gold"."Fact"` / `gold.fact` / `fact` -> the schema part (or `default`) and the last.
+fn schema_of(name: &str, default: &str) -> (String, String) {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -97,10 +101,11 @@ fn schema_of(name: &str, default: &str) -> String {
         }
     }
     parts.push(cur);
+    let last = parts.last().cloned().unwrap_or_default();
     if parts.len() >= 2 {
-        parts[parts.len() - 2].clone()
+        (parts[parts.len() - 2].clone(), last)
     } else {
-        default.to_string()
+        (default.to_string(), last)
     }
 }
 
@@ -147,21 +152,30 @@ impl ScalarUDFImpl for HasPrivilege {
                 (self.user.clone(), &values[..])
             };
             let privilege = text(&rest[rest.len() - 1]);
-            // Oids cannot be told apart by schema here: the object is "unknown schema".
-            let schema = match (&self.object, &rest[0]) {
-                (Object::Database, _) => None,
-                (_, v) if !is_text(v) => None,
-                (Object::Schema, v) => Some(text(v).to_ascii_lowercase()),
-                (_, v) => Some(schema_of(&text(v), &self.schema)),
-            };
             let user = if user.chars().all(|c| c.is_ascii_digit()) {
                 self.user.clone()
             } else {
                 user
             };
+            if self.object == Object::Role {
+                let role = text(&rest[0]);
+                out.append_value(!self.access.is_reader(&user) || role == user);
+                continue;
+            }
+            // Oids cannot be told apart by schema here: the object is "unknown schema".
+            let (schema, table) = match (&self.object, &rest[0]) {
+                (Object::Database, _) => (None, None),
+                (_, v) if !is_text(v) => (None, None),
+                (Object::Schema, v) => (Some(text(v).to_ascii_lowercase()), None),
+                (Object::Function, v) => (Some(schema_of(&text(v), &self.schema).0), None),
+                (_, v) => {
+                    let (s, t) = schema_of(&text(v), &self.schema);
+                    (Some(s), Some(t))
+                }
+            };
             let held = privilege
                 .split(',')
-                .any(|p| self.access.holds(&user, schema.as_deref(), p));
+                .any(|p| self.access.holds(&user, schema.as_deref(), table.as_deref(), p));
             out.append_value(held);
         }
         super::pg_functions::finish(Arc::new(out.finish()), scalar)
@@ -181,9 +195,10 @@ mod tests {
 
     #[test]
     fn quoted_and_bare_names_give_their_schema() {
-        assert_eq!(schema_of("\"gold\".\"Fact \"\"x\"\"\"", "public"), "gold");
-        assert_eq!(schema_of("Gold.fact", "public"), "gold");
-        assert_eq!(schema_of("fact", "public"), "public");
-        assert_eq!(schema_of("\"My.Schema\".t", "public"), "My.Schema");
+        let s = |n: &str| schema_of(n, "public");
+        assert_eq!(s("\"gold\".\"Fact \"\"x\"\"\""), ("gold".into(), "Fact \"x\"".into()));
+        assert_eq!(s("Gold.fact"), ("gold".into(), "fact".into()));
+        assert_eq!(s("fact"), ("public".into(), "fact".into()));
+        assert_eq!(s("\"My.Schema\".t"), ("My.Schema".into(), "t".into()));
     }
 }

@@ -130,7 +130,13 @@ impl Access {
 
     /// Whether `user` holds `privilege` on an object of `schema` (None: the database, or
     /// an object given by oid), as the `has_*_privilege` functions answer it.
-    pub fn holds(&self, user: &str, schema: Option<&str>, privilege: &str) -> bool {
+    pub fn holds(
+        &self,
+        user: &str,
+        schema: Option<&str>,
+        table: Option<&str>,
+        privilege: &str,
+    ) -> bool {
         let Some(allowed) = self.reader_schemas(user) else {
             return true;
         };
@@ -143,7 +149,13 @@ impl Access {
             if doc
                 .grants
                 .iter()
-                .any(|g| g.user == user && g.schema == s && g.privilege == privilege)
+                .any(|g| {
+                    g.user == user
+                        && g.schema == s
+                        && g.privilege == privilege
+                        // a table's grant answers for that table only
+                        && (g.table.is_none() || g.table.as_deref() == table)
+                })
             {
                 return true;
             }
@@ -453,10 +465,10 @@ mod tests {
     #[test]
     fn privileges_as_has_table_privilege_answers_them() {
         let a = access();
-        assert!(a.holds("bi", Some("gold"), "select"));
-        assert!(a.holds("bi", Some("pg_catalog"), "SELECT"));
-        assert!(!a.holds("bi", Some("silver"), "SELECT"));
-        assert!(!a.holds("bi", Some("gold"), "INSERT"));
-        assert!(a.holds("eng", Some("silver"), "DELETE"));
+        assert!(a.holds("bi", Some("gold"), None, "select"));
+        assert!(a.holds("bi", Some("pg_catalog"), None, "SELECT"));
+        assert!(!a.holds("bi", Some("silver"), None, "SELECT"));
+        assert!(!a.holds("bi", Some("gold"), None, "INSERT"));
+        assert!(a.holds("eng", Some("silver"), None, "DELETE"));
     }
 }
