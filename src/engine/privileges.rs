@@ -173,9 +173,10 @@ impl ScalarUDFImpl for HasPrivilege {
                     (Some(s), Some(t))
                 }
             };
-            let held = privilege
-                .split(',')
-                .any(|p| self.access.holds(&user, schema.as_deref(), table.as_deref(), p));
+            let held = privilege.split(',').any(|p| {
+                self.access
+                    .holds(&user, schema.as_deref(), table.as_deref(), p)
+            });
             out.append_value(held);
         }
         super::pg_functions::finish(Arc::new(out.finish()), scalar)
@@ -196,7 +197,10 @@ mod tests {
     #[test]
     fn quoted_and_bare_names_give_their_schema() {
         let s = |n: &str| schema_of(n, "public");
-        assert_eq!(s("\"gold\".\"Fact \"\"x\"\"\""), ("gold".into(), "Fact \"x\"".into()));
+        assert_eq!(
+            s("\"gold\".\"Fact \"\"x\"\"\""),
+            ("gold".into(), "Fact \"x\"".into())
+        );
         assert_eq!(s("Gold.fact"), ("gold".into(), "fact".into()));
         assert_eq!(s("fact"), ("public".into(), "fact".into()));
         assert_eq!(s("\"My.Schema\".t"), ("My.Schema".into(), "t".into()));

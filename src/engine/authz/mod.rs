@@ -146,17 +146,13 @@ impl Access {
             .unwrap_or(&privilege);
         if let Some(s) = schema {
             let doc = self.security.snapshot();
-            if doc
-                .grants
-                .iter()
-                .any(|g| {
-                    g.user == user
+            if doc.grants.iter().any(|g| {
+                g.user == user
                         && g.schema == s
                         && g.privilege == privilege
                         // a table's grant answers for that table only
                         && (g.table.is_none() || g.table.as_deref() == table)
-                })
-            {
+            }) {
                 return true;
             }
         }
