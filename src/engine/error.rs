@@ -40,6 +40,12 @@ pub enum ErrorKind {
     ResourcesExhausted,
     /// A statement nested deeper than the server plans (54001).
     TooComplex,
+    /// A write lost a commit race with another writer; retry (40001).
+    SerializationFailure,
+    /// NULL into a NOT NULL column (23502).
+    NotNullViolation,
+    /// A scalar subquery returned more than one row (21000).
+    CardinalityViolation,
     Cancelled,
     Timeout,
     InsufficientPrivilege,
@@ -128,6 +134,9 @@ impl EngineError {
 
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
+        if let Some(kind) = kind_by_message(&self.to_string()) {
+            return kind;
+        }
         match self {
             EngineError::Parse(ParserError::RecursionLimitExceeded) => ErrorKind::TooComplex,
             EngineError::Parse(_) => ErrorKind::Syntax,
@@ -159,10 +168,37 @@ impl EngineError {
 
     /// The message shown to a user: DataFusion's context wrappers are removed.
     pub fn message(&self) -> String {
-        match self {
+        let message = match self {
             EngineError::DataFusion(e) => datafusion_message(e),
             other => other.to_string(),
+        };
+        match self.kind() {
+            ErrorKind::SerializationFailure => format!(
+                "could not serialize access due to a concurrent write to the same table; \
+                 retry the transaction ({message})"
+            ),
+            ErrorKind::NotNullViolation => {
+                format!("null value violates a not-null constraint ({message})")
+            }
+            _ => message,
         }
+    }
+}
+
+/// Failures recognized by their text wherever they were wrapped (delta-rs and arrow
+/// errors reach us inside DataFusion's, lake and external errors alike).
+fn kind_by_message(message: &str) -> Option<ErrorKind> {
+    if message.contains("Failed to commit transaction")
+        || message.contains("Tried committing existing table version")
+        || message.contains("Delta transaction failed, version")
+    {
+        Some(ErrorKind::SerializationFailure)
+    } else if message.contains("declared as non-nullable but contains null values") {
+        Some(ErrorKind::NotNullViolation)
+    } else if message.contains("Scalar subquery returned more than one row") {
+        Some(ErrorKind::CardinalityViolation)
+    } else {
+        None
     }
 }
 
@@ -298,7 +334,10 @@ fn classify_plan_message(m: &str) -> ErrorKind {
         ErrorKind::UndefinedSchema
     } else if lower.contains("already exists") {
         ErrorKind::DuplicateTable
-    } else if lower.contains("unsupported") || lower.contains("not supported") {
+    } else if lower.contains("unsupported")
+        || lower.contains("not supported")
+        || lower.contains("correlated scalar subquery must be aggregated")
+    {
         ErrorKind::NotSupported
     } else if lower.contains("cannot infer common")
         || lower.contains("cannot be cast")
@@ -318,5 +357,35 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::ArrowError(a, _) => a.to_string(),
         DataFusionError::External(inner) => inner.to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_commit_races_not_null_and_cardinality_have_their_codes() {
+        use deltalake::kernel::transaction::TransactionError;
+        let lost = EngineError::Lake(LakeError::Delta(
+            TransactionError::MaxCommitAttempts(15).into(),
+        ));
+        assert_eq!(lost.kind(), ErrorKind::SerializationFailure);
+        assert!(lost.message().starts_with("could not serialize access"));
+        let exists = EngineError::Lake(LakeError::Delta(
+            TransactionError::VersionAlreadyExists(3).into(),
+        ));
+        assert_eq!(exists.kind(), ErrorKind::SerializationFailure);
+        let wrapped = EngineError::from(DataFusionError::External(Box::new(
+            deltalake::DeltaTableError::from(TransactionError::MaxCommitAttempts(15)),
+        )));
+        assert_eq!(wrapped.kind(), ErrorKind::SerializationFailure);
+        let null = EngineError::from(DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "Column 'id' is declared as non-nullable but contains null values".into(),
+            )),
+            None,
+        ));
+        assert_eq!(null.kind(), ErrorKind::NotNullViolation);
     }
 }

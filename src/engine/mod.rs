@@ -19,6 +19,7 @@ mod info_schema;
 mod names;
 mod parse;
 mod pg_attribute;
+mod pg_compat;
 mod pg_functions;
 mod pg_roles;
 mod pg_settings;
@@ -29,6 +30,7 @@ mod pushdown;
 mod session;
 mod settings;
 mod stream;
+mod subquery_nulls;
 mod system;
 mod temp_tables;
 
@@ -186,6 +188,7 @@ impl Engine {
             "DELTATABLE".to_string(),
             Arc::new(deltalake::delta_datafusion::DeltaTableFactory {}),
         );
+        state.add_analyzer_rule(Arc::new(subquery_nulls::NullableScalarSubqueries));
         datafusion_functions_json::register_all(&mut state)?;
         let lake_catalog = Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone()));
         let system = Arc::new(system::SystemSchema::default());

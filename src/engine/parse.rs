@@ -16,7 +16,6 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use std::ops::ControlFlow;
 
 use super::complexity::PARSER_DEPTH;
@@ -24,7 +23,7 @@ use super::complexity::PARSER_DEPTH;
 /// Parses SQL text into statements tidepool can plan.
 #[derive(Debug, Default)]
 pub struct SqlParser {
-    compat: PostgresCompatibilityParser,
+    compat: super::pg_compat::Compat,
 }
 
 /// JDBC/ODBC/ADBC-style `?` placeholders as Postgres' `$1, $2, ...`, numbered left to
@@ -63,8 +62,34 @@ pub fn question_placeholders(sql: &str) -> Option<String> {
     changed.then(|| super::procedures::render(&out))
 }
 
+/// Syntax sqlparser accepts and DataFusion would silently ignore: refused (0A000) rather
+/// than answered wrongly. `TABLESAMPLE` would return every row.
+fn refuse_unsupported(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+) -> Result<(), super::EngineError> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct Sample;
+    impl Visitor for Sample {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            match t {
+                TableFactor::Table {
+                    sample: Some(_), ..
+                } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match statement.visit(&mut Sample) {
+        ControlFlow::Break(()) => Err(super::EngineError::NotSupported(
+            "TABLESAMPLE (use ORDER BY random() LIMIT n, or WHERE random() < fraction)".into(),
+        )),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
 /// Parses with a recursion limit of [`PARSER_DEPTH`].
-fn parse_deep(
+pub(super) fn parse_deep(
     sql: &str,
 ) -> Result<Vec<datafusion::sql::sqlparser::ast::Statement>, super::EngineError> {
     datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {})
@@ -85,7 +110,7 @@ const SYSTEM_FUNCTIONS: &[&str] = &["table_history"];
 impl SqlParser {
     pub fn new() -> Self {
         SqlParser {
-            compat: PostgresCompatibilityParser::new(),
+            compat: super::pg_compat::Compat::new(),
         }
     }
 
@@ -129,15 +154,7 @@ impl SqlParser {
                     .map(|s| DFStatement::Statement(Box::new(self.compat.rewrite(s)))),
                 );
             } else {
-                let parsed = match self.compat.parse(&chunk.text) {
-                    // datafusion-pg-catalog's parser stops at sqlparser's default depth
-                    // (50); nested subqueries get the deeper parser of `parse_deep`.
-                    Err(ParserError::RecursionLimitExceeded) => parse_deep(&chunk.text)?
-                        .into_iter()
-                        .map(|s| self.compat.rewrite(s))
-                        .collect(),
-                    other => other?,
-                };
+                let parsed = self.compat.parse(&chunk.text)?;
                 statements.extend(
                     parsed
                         .into_iter()
@@ -148,6 +165,7 @@ impl SqlParser {
         for s in &mut statements {
             if let DFStatement::Statement(inner) = s {
                 super::complexity::bound(inner)?;
+                refuse_unsupported(inner)?;
                 let _ = inner.visit(&mut UnqualifySystemFunctions);
                 super::compat::rewrite(inner);
             }

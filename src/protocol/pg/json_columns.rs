@@ -1,8 +1,10 @@
-//! Nested columns as JSON text.
+//! Nested columns as text.
 //!
 //! Postgres clients and BI tools cannot read Arrow structs or maps; tidepool sends any
 //! column holding a struct or map (also inside a list) as `text` holding JSON, the way
-//! `jsonb` values read in most tools. Lists of scalars stay Postgres arrays.
+//! `jsonb` values read in most tools. Lists of scalars stay Postgres arrays; lists of
+//! lists (`make_array(make_array(1, 2), ...)`, `array_agg` of an array column) are sent as
+//! `text` in Postgres' multidimensional array format, `{{1,2},{3,4}}`.
 
 use std::sync::Arc;
 
@@ -11,7 +13,29 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
+fn list_element(t: &DataType) -> Option<&DataType> {
+    match t {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => Some(f.data_type()),
+        _ => None,
+    }
+}
+
+/// A list of lists of scalars (a multidimensional array).
+fn is_multidimensional(t: &DataType) -> bool {
+    match list_element(t) {
+        Some(inner) => list_element(inner).is_some() && !is_nested(inner),
+        None => false,
+    }
+}
+
 fn is_nested(t: &DataType) -> bool {
+    if is_multidimensional(t) {
+        return true;
+    }
     match t {
         DataType::Struct(_) | DataType::Map(..) | DataType::Union(..) => true,
         DataType::List(f)
@@ -54,7 +78,9 @@ pub fn convert(batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch, Ar
         .iter()
         .zip(batch.schema().fields())
         .map(|(col, field)| {
-            if is_nested(field.data_type()) {
+            if is_multidimensional(field.data_type()) {
+                to_array_text(col)
+            } else if is_nested(field.data_type()) {
                 to_json(field, col)
             } else {
                 Ok(col.clone())
@@ -62,6 +88,69 @@ pub fn convert(batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch, Ar
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(target.clone(), columns)
+}
+
+fn to_array_text(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let mut out = StringBuilder::with_capacity(col.len(), col.len() * 8);
+    let mut text = String::new();
+    for i in 0..col.len() {
+        if col.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        text.clear();
+        write_array_value(col.as_ref(), i, &mut text)?;
+        out.append_value(&text);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Element `i` of `array` in Postgres' array text format: lists in braces, NULL bare,
+/// strings quoted when they hold a delimiter, quote, backslash, space or are empty.
+fn write_array_value(array: &dyn Array, i: usize, out: &mut String) -> Result<(), ArrowError> {
+    use datafusion::arrow::array::AsArray;
+    if array.is_null(i) {
+        out.push_str("NULL");
+        return Ok(());
+    }
+    let items: Option<ArrayRef> = match array.data_type() {
+        DataType::List(_) => Some(array.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => Some(array.as_list::<i64>().value(i)),
+        DataType::FixedSizeList(..) => Some(array.as_fixed_size_list().value(i)),
+        _ => None,
+    };
+    if let Some(items) = items {
+        out.push('{');
+        for j in 0..items.len() {
+            if j > 0 {
+                out.push(',');
+            }
+            write_array_value(items.as_ref(), j, out)?;
+        }
+        out.push('}');
+        return Ok(());
+    }
+    let options = datafusion::arrow::util::display::FormatOptions::default();
+    let formatter = datafusion::arrow::util::display::ArrayFormatter::try_new(array, &options)?;
+    let value = formatter.value(i).to_string();
+    let quote = value.is_empty()
+        || value.eq_ignore_ascii_case("null")
+        || value
+            .chars()
+            .any(|c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace());
+    if quote {
+        out.push('"');
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(&value);
+    }
+    Ok(())
 }
 
 fn to_json(field: &Field, col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
@@ -98,6 +187,36 @@ fn to_json(field: &Field, col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, StructArray};
+
+    #[test]
+    fn lists_of_lists_become_array_text() {
+        use datafusion::arrow::array::ListArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let inner = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(1), Some(2)]),
+            Some(vec![Some(3), None]),
+            None,
+        ]);
+        let field = Arc::new(Field::new("item", inner.data_type().clone(), true));
+        let outer = ListArray::new(
+            field,
+            datafusion::arrow::buffer::OffsetBuffer::from_lengths([2, 1]),
+            Arc::new(inner),
+            None,
+        );
+        let col: ArrayRef = Arc::new(outer);
+        let text = to_array_text(&col).unwrap();
+        let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(text.value(0), "{{1,2},{3,NULL}}");
+        assert_eq!(text.value(1), "{NULL}");
+        let strings = StringArray::from(vec!["a b", "", "x", "q\"", "NULL"]);
+        let mut out = String::new();
+        for i in 0..strings.len() {
+            write_array_value(&strings, i, &mut out).unwrap();
+            out.push('|');
+        }
+        assert_eq!(out, "\"a b\"|\"\"|x|\"q\\\"\"|\"NULL\"|");
+    }
 
     #[test]
     fn structs_become_json() {
