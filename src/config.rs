@@ -337,8 +337,12 @@ pub struct EngineConfig {
     pub memory_limit: Option<String>,
     /// Parallelism of a query; defaults to the number of cores.
     pub target_partitions: Option<usize>,
-    /// At most this many statements execute at once; the rest wait.
+    /// At most this many heavy statements execute at once; the rest wait.
     pub max_concurrent_queries: usize,
+    /// Queries reading at most this many rows (by table statistics) are light: they have
+    /// their own slots (twice `max_concurrent_queries`) and do not wait behind heavy
+    /// ones. 0 puts every statement in one lane.
+    pub light_query_rows: u64,
 }
 
 impl Default for EngineConfig {
@@ -348,6 +352,7 @@ impl Default for EngineConfig {
             memory_limit: None,
             target_partitions: None,
             max_concurrent_queries: 64,
+            light_query_rows: 1_000_000,
         }
     }
 }
@@ -482,6 +487,7 @@ pub struct Settings {
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
     pub max_concurrent_queries: usize,
+    pub light_query_rows: u64,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsConfig>,
     pub users: Vec<User>,
@@ -775,6 +781,7 @@ impl Config {
             memory_limit,
             target_partitions: self.engine.target_partitions,
             max_concurrent_queries: self.engine.max_concurrent_queries,
+            light_query_rows: self.engine.light_query_rows,
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
             tls: self.tls,
             users,

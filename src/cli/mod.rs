@@ -127,7 +127,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         .thread_stack_size(crate::engine::complexity::THREAD_STACK_BYTES)
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
         Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
@@ -147,5 +147,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Maintain(args) => runtime.block_on(remote::maintain(&cli.overrides, args)),
         Command::Reload(args) => runtime.block_on(remote::reload(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
-    }
+    };
+    // Whatever still runs has had its grace period (a kernel busy with one huge batch
+    // cannot be interrupted mid-batch): the process ends instead of waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

@@ -14,8 +14,10 @@ mod compat;
 pub mod complexity;
 mod cursors;
 mod error;
+mod executor;
 mod functions;
 mod info_schema;
+pub mod lanes;
 mod names;
 mod parse;
 mod pg_attribute;
@@ -44,7 +46,6 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use tokio::sync::Semaphore;
 
 pub use authz::Access;
 pub use catalog::CATALOG;
@@ -68,6 +69,8 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
     pub max_concurrent_queries: usize,
+    /// Largest light query, in rows read ([`lanes`]); 0 disables the light lane.
+    pub light_query_rows: u64,
     /// Per-user limits (`schemas = [...]` of `[[users]]`).
     pub access: Access,
     /// What `pg_roles` lists.
@@ -82,6 +85,7 @@ impl Default for EngineOptions {
             memory_limit: None,
             target_partitions: None,
             max_concurrent_queries: 4,
+            light_query_rows: 1_000_000,
             access: Access::default(),
             roles: pg_roles::Roles::default(),
         }
@@ -95,6 +99,7 @@ impl From<&Settings> for EngineOptions {
             memory_limit: s.memory_limit,
             target_partitions: s.target_partitions,
             max_concurrent_queries: s.max_concurrent_queries,
+            light_query_rows: s.light_query_rows,
             access: Access {
                 enforced: !s.users.is_empty(),
                 users: s
@@ -132,7 +137,8 @@ pub struct Engine {
     base: SessionContext,
     parser: SqlParser,
     options: EngineOptions,
-    slots: Arc<Semaphore>,
+    lanes: lanes::Lanes,
+    executor: executor::Executor,
     system: Arc<system::SystemSchema>,
     procedures: procedures::Registry,
     catalog_cache: catalog_cache::CatalogCache,
@@ -228,16 +234,21 @@ impl Engine {
             ctx.register_udf(f);
         }
         let _ = state_cell.set(ctx.state());
-        let engine = Arc::new(Engine {
-            lake,
-            base: ctx,
-            parser: SqlParser::new(),
-            slots: Arc::new(Semaphore::new(options.max_concurrent_queries)),
-            options,
-            system,
-            procedures: procedures::Registry::default(),
-            catalog_cache: Default::default(),
-        });
+        let engine =
+            Arc::new(Engine {
+                lake,
+                base: ctx,
+                parser: SqlParser::new(),
+                lanes: lanes::Lanes::new(options.max_concurrent_queries, options.light_query_rows),
+                executor: executor::Executor::new(options.target_partitions.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, |n| n.get())
+                }))
+                .map_err(datafusion::error::DataFusionError::IoError)?,
+                options,
+                system,
+                procedures: procedures::Registry::default(),
+                catalog_cache: Default::default(),
+            });
         {
             use datafusion::catalog::CatalogProvider;
             if let Some(inner) = lake_catalog.schema("pg_catalog") {
@@ -362,13 +373,17 @@ impl Engine {
         &self.options
     }
 
-    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
-        &self.slots
+    pub(crate) fn lanes(&self) -> &lanes::Lanes {
+        &self.lanes
+    }
+
+    pub(crate) fn executor(&self) -> &executor::Executor {
+        &self.executor
     }
 
     /// Stops admitting new statements (used on shutdown).
     pub fn close(&self) {
-        self.slots.close();
+        self.lanes.close();
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cursors::{Cursors, fetch_count};
+use super::lanes::{Lane, Slot};
 use super::settings::SessionSettings;
 use super::stream::GuardedStream;
 use super::temp_tables::{self, TempTables};
@@ -371,14 +372,8 @@ impl Session {
         if let Some(out) = self.security_statement(&stmt).await? {
             return Ok(out);
         }
-        let permit = self
-            .engine
-            .slots()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        let work = self.execute_planned(stmt, params, control, permit);
+        // Waiting for a slot counts against the statement's timeout and can be cancelled.
+        let work = self.execute_planned(stmt, params, control);
         let cancelled = control.cancel.cancelled();
         let deadline = async {
             match control.deadline {
@@ -599,7 +594,6 @@ impl Session {
         stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
-        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Output, EngineError> {
         let listing = self.engine.lake().listing().await?;
         let catalog_key = if params.is_none() {
@@ -613,6 +607,7 @@ impl Session {
             let hit = match cache.get(key, &listing, ttl) {
                 Some(hit) => hit,
                 None => {
+                    let _slot = self.engine.lanes().admit(Lane::Light).await?;
                     let plan = self.plan(stmt).await?;
                     let df = DataFrame::new(self.ctx.state(), plan);
                     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -621,7 +616,6 @@ impl Session {
                     super::catalog_cache::Hit { schema, batches }
                 }
             };
-            drop(permit);
             let stream = futures::stream::iter(hit.batches.into_iter().map(Ok)).boxed();
             return Ok(Output::Rows {
                 stream: Box::pin(RecordBatchStreamAdapter::new(hit.schema, stream)),
@@ -635,33 +629,33 @@ impl Session {
             },
             _ => None,
         };
-        let permit = match self
-            .procedure_statement(&stmt, params.as_ref(), control, permit)
+        if let Some(out) = self
+            .procedure_statement(&stmt, params.as_ref(), control)
             .await?
         {
-            Ok(out) => return Ok(out),
-            Err(permit) => permit,
-        };
+            return Ok(out);
+        }
         let original = stmt.to_string();
         let mut plan = self.plan(stmt).await?;
         if let Some(p) = params {
             plan = plan.with_param_values(p)?;
         }
-        self.run_plan(plan, view_query, original, control, permit)
+        self.run_plan(plan, view_query, original, control, Slot::Unclaimed)
             .await
     }
 
     /// Runs a planned statement: DDL and DML against the lake, queries as a stream.
+    /// Queries take a slot of their lane ([`super::lanes`]) and heavy ones execute on the
+    /// [`super::executor::Executor`]; writes and COPY are heavy.
     pub(super) async fn run_plan(
         &mut self,
         plan: LogicalPlan,
         view_query: Option<String>,
         original: String,
         control: &QueryControl,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        slot: Slot,
     ) -> Result<Output, EngineError> {
         if temp_tables::targets_temp(&plan) {
-            drop(permit);
             return self.run_temp(plan).await;
         }
         let lake = self.engine.lake().clone();
@@ -681,9 +675,15 @@ impl Session {
                     WriteMode::Create
                 };
                 let state = Arc::new(self.ctx.state());
-                let out = lake
-                    .write_plan(&schema, &table, (*c.input).clone(), state, mode)
-                    .await?;
+                let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+                let input = (*c.input).clone();
+                let out =
+                    self.engine
+                        .executor()
+                        .run(async move {
+                            Ok(lake.write_plan(&schema, &table, input, state, mode).await?)
+                        })
+                        .await?;
                 Ok(Output::Command(if is_ctas {
                     CommandTag::with_rows("SELECT", out.rows)
                 } else {
@@ -694,14 +694,16 @@ impl Session {
                 WriteOp::Insert(_) => {
                     let (schema, table) = self.resolve(&dml.table_name)?;
                     let state = Arc::new(self.ctx.state());
-                    let out = lake
-                        .write_plan(
-                            &schema,
-                            &table,
-                            (*dml.input).clone(),
-                            state,
-                            WriteMode::Append,
-                        )
+                    let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+                    let input = (*dml.input).clone();
+                    let out = self
+                        .engine
+                        .executor()
+                        .run(async move {
+                            Ok(lake
+                                .write_plan(&schema, &table, input, state, WriteMode::Append)
+                                .await?)
+                        })
                         .await?;
                     Ok(Output::Command(CommandTag {
                         tag: "INSERT 0".to_string(),
@@ -792,7 +794,12 @@ impl Session {
             LogicalPlan::Ddl(other) => Err(EngineError::NotSupported(other.name().to_string())),
             LogicalPlan::Copy(_) => {
                 let df = DataFrame::new(self.ctx.state(), plan);
-                let batches = df.collect().await?;
+                let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+                let batches = self
+                    .engine
+                    .executor()
+                    .run(async move { Ok(df.collect().await?) })
+                    .await?;
                 Ok(Output::Command(CommandTag::with_rows(
                     "COPY",
                     count_of(&batches),
@@ -801,11 +808,18 @@ impl Session {
             LogicalPlan::Statement(s) => Err(EngineError::NotSupported(s.name().to_string())),
             plan => {
                 let df = DataFrame::new(self.ctx.state(), plan);
+                let task = Arc::new(df.task_ctx());
+                let physical = df.create_physical_plan().await?;
+                let lane = self.engine.lanes().lane(physical.as_ref());
+                let permit = slot.claim(self.engine.lanes(), lane).await?;
                 if std::mem::take(&mut self.split) {
-                    return self.run_split(df, control, permit).await;
+                    return self.run_split(physical, task, lane, control, permit);
                 }
-                let stream = df.execute_stream().await?;
-                let guarded = GuardedStream::new(stream, control, Some(Arc::new(permit)));
+                let stream = match lane {
+                    Lane::Light => datafusion::physical_plan::execute_stream(physical, task)?,
+                    Lane::Heavy => self.engine.executor().stream(physical, task),
+                };
+                let guarded = GuardedStream::new(stream, control, permit);
                 Ok(Output::Rows {
                     stream: Box::pin(guarded),
                     tag: "SELECT",
@@ -837,31 +851,39 @@ impl Session {
         })
     }
 
-    async fn run_split(
+    fn run_split(
         &mut self,
-        df: DataFrame,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        task: Arc<datafusion::execution::TaskContext>,
+        lane: Lane,
         control: &QueryControl,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
     ) -> Result<Output, EngineError> {
         use datafusion::physical_plan::ExecutionPlanProperties;
-        let task = Arc::new(df.task_ctx());
-        let plan = df.create_physical_plan().await?;
-        let permit = Arc::new(permit);
         let guard = |stream| -> SendableRecordBatchStream {
-            Box::pin(GuardedStream::new(stream, control, Some(permit.clone())))
+            Box::pin(GuardedStream::new(stream, control, permit.clone()))
         };
+        let executor = self.engine.executor();
         if plan.output_partitioning().partition_count() <= 1 {
-            let stream = datafusion::physical_plan::execute_stream(plan, task)?;
+            let stream = match lane {
+                Lane::Light => datafusion::physical_plan::execute_stream(plan, task)?,
+                Lane::Heavy => executor.stream(plan, task),
+            };
             return Ok(Output::Rows {
                 stream: guard(stream),
                 tag: "SELECT",
             });
         }
         let schema = plan.schema();
-        let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task)?
-            .into_iter()
-            .map(guard)
-            .collect();
+        let streams = match lane {
+            Lane::Light => datafusion::physical_plan::execute_stream_partitioned(plan, task)?,
+            Lane::Heavy => (0..plan.output_partitioning().partition_count())
+                .map(|i| executor.stream_partition(plan.clone(), i, task.clone()))
+                .collect(),
+        }
+        .into_iter()
+        .map(guard)
+        .collect();
         *self.split_parts.lock() = Some(streams);
         // What `execute` returns in their place (execute_split takes the partitions).
         Ok(Output::Rows {

@@ -44,8 +44,15 @@ impl GuardedStream {
         }
     }
 
+    /// Ends the stream with `e` and drops the execution at once: its spawned tasks are
+    /// aborted now, not when the client gets round to dropping the stream.
     fn fail(&mut self, e: EngineError) -> Poll<Option<Result<RecordBatch>>> {
         self.done = true;
+        let schema = self.inner.schema();
+        self.inner = Box::pin(datafusion::physical_plan::EmptyRecordBatchStream::new(
+            schema,
+        ));
+        self._permit = None;
         Poll::Ready(Some(Err(DataFusionError::External(Box::new(e)))))
     }
 }

@@ -286,6 +286,31 @@ impl ServeProcess {
         )
     }
 
+    /// CPU seconds (user and system) the process has used so far, from `/proc`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.id().expect("the server runs");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the parenthesized command name; utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    /// Sends SIGTERM and waits up to `bound` for the process to exit; how long it took.
+    pub async fn terminate(&mut self, bound: std::time::Duration) -> Option<std::time::Duration> {
+        let pid = self.child.id().expect("the server runs");
+        let sent = std::time::Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(bound, self.child.wait())
+            .await
+            .ok()
+            .map(|_| sent.elapsed())
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -311,4 +336,18 @@ impl ServeProcess {
         }
         stderr
     }
+}
+
+/// The first value of the first row of a simple query ("NULL" for NULL).
+pub async fn first(c: &tokio_postgres::Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let messages = c.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("NULL").to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_default())
 }

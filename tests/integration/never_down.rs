@@ -5,26 +5,13 @@
 use std::time::{Duration, Instant};
 
 use tidepool::protocol::flight::client::{self, ConnectOptions};
-use tokio_postgres::SimpleQueryMessage;
 
-use crate::common::ServeProcess;
+use crate::common::{ServeProcess, first};
 
 const ADMIN: &str = "[[users]]\nname = \"admin\"\npassword = \"admin pw\"\n";
 
 async fn pg(server: &ServeProcess) -> tokio_postgres::Client {
     crate::common::connect(&server.conn_str("admin", "admin pw")).await
-}
-
-/// The first value of the first row of a simple query.
-async fn first(c: &tokio_postgres::Client, sql: &str) -> Result<String, tokio_postgres::Error> {
-    let messages = c.simple_query(sql).await?;
-    Ok(messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
-            _ => None,
-        })
-        .unwrap_or_default())
 }
 
 fn code(e: &tokio_postgres::Error) -> String {
@@ -156,11 +143,12 @@ async fn deep_and_wide_sql_is_answered_or_refused_with_54001() {
 /// Flight results nobody fetches hold query slots only until their tickets expire, on a
 /// timer: with every slot taken by abandoned GetFlightInfo calls (and then by clients that
 /// read one of two endpoints and vanish), both protocols answer again after the ticket
-/// time to live, without another query having to run first.
+/// time to live, without another query having to run first. (One lane, so `SELECT 1`
+/// waits for the same slots.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_flight_tickets_release_their_slots_on_a_timer() {
     let server = crate::common::TestServer::start(
-        "[engine]\nmax_concurrent_queries = 4\ntarget_partitions = 2\n\
+        "[engine]\nmax_concurrent_queries = 4\ntarget_partitions = 2\nlight_query_rows = 0\n\
          [flight]\nlisten = \"127.0.0.1:0\"\nticket_ttl_secs = 2\n",
     )
     .await;
@@ -333,7 +321,7 @@ async fn postgres_answers_and_codes() {
                 .map(|m| {
                     m.iter()
                         .filter_map(|m| match m {
-                            SimpleQueryMessage::Row(r) => Some(
+                            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
                                 (0..r.len())
                                     .map(|i| r.get(i).unwrap_or("NULL").to_string())
                                     .collect::<Vec<_>>()

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::engine::lanes::{Lane, Slot};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::DataFrame;
@@ -13,7 +14,6 @@ use datafusion::sql::sqlparser::ast::{
     Statement, Value,
 };
 use futures::StreamExt;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::{FILE_MARKER, OWNER_MARKER, Param, Procedure, bind_call, file_of, owner_of};
 use crate::engine::authz::{Principal, Touch};
@@ -244,17 +244,16 @@ impl Session {
         Ok(p)
     }
 
-    /// `CREATE PROCEDURE`, `DROP PROCEDURE` and `CALL`; other statements give the permit
-    /// back.
+    /// `CREATE PROCEDURE`, `DROP PROCEDURE` and `CALL`; `None` for other statements. A
+    /// call takes one heavy slot for its whole body.
     pub(in crate::engine) async fn procedure_statement(
         &mut self,
         stmt: &DFStatement,
         params: Option<&ParamValues>,
         control: &QueryControl,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<Result<Output, OwnedSemaphorePermit>, EngineError> {
+    ) -> Result<Option<Output>, EngineError> {
         let DFStatement::Statement(s) = stmt else {
-            return Ok(Err(permit));
+            return Ok(None);
         };
         match s.as_ref() {
             Statement::CreateProcedure { name, .. } => {
@@ -264,7 +263,7 @@ impl Session {
                     what: "CREATE PROCEDURE".into(),
                 })?;
                 self.create_procedure(s, None).await?;
-                Ok(Ok(Output::Command(CommandTag::new("CREATE PROCEDURE"))))
+                Ok(Some(Output::Command(CommandTag::new("CREATE PROCEDURE"))))
             }
             Statement::DropProcedure {
                 if_exists,
@@ -289,15 +288,17 @@ impl Session {
                         )));
                     }
                 }
-                Ok(Ok(Output::Command(CommandTag::new("DROP PROCEDURE"))))
+                Ok(Some(Output::Command(CommandTag::new("DROP PROCEDURE"))))
             }
             Statement::Call(f) => {
                 let p = self.procedure(&f.name).await?;
                 let args = call_args(&f.args)?;
                 let bound = bind_call(&p, &args, params)?;
-                Ok(Ok(self.run_body(&p, &bound, control, permit).await?))
+                let permit = self.engine.lanes().admit(Lane::Heavy).await?;
+                let slot = Slot::Held(Some(Arc::new(permit)));
+                Ok(Some(self.run_body(&p, &bound, control, slot).await?))
             }
-            _ => Ok(Err(permit)),
+            _ => Ok(None),
         }
     }
 
@@ -374,11 +375,11 @@ impl Session {
         p: &Procedure,
         bound: &HashMap<String, ScalarValue>,
         control: &QueryControl,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        slot: Slot,
     ) -> Result<Output, EngineError> {
         let plan = self.body_plan(p, bound, control).await?;
         let original = p.body.last().map(|s| s.to_string()).unwrap_or_default();
-        self.run_plan(plan, None, original, control, permit).await
+        self.run_plan(plan, None, original, control, slot).await
     }
 
     /// Runs all but the last statement of `p`'s body; returns the last one planned with
@@ -405,11 +406,8 @@ impl Session {
                 .await?
                 .with_param_values(values.clone())?;
             // Inside the call's own slot.
-            let permit = Arc::new(tokio::sync::Semaphore::new(1))
-                .try_acquire_owned()
-                .map_err(|_| EngineError::ShuttingDown)?;
             let out = self
-                .run_plan(plan, None, s.to_string(), control, permit)
+                .run_plan(plan, None, s.to_string(), control, Slot::Held(None))
                 .await?;
             if let Output::Rows { mut stream, .. } = out {
                 while let Some(b) = stream.next().await {

@@ -90,6 +90,11 @@ impl SchemaProvider for PgCatalog {
                 })) as Arc<dyn TableProvider>
             }));
         }
+        if name == "pg_namespace" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(NamespacesTable { inner })) as Arc<dyn TableProvider>
+            }));
+        }
         if name == "pg_views" {
             return Ok(inner.map(|inner| {
                 Arc::new(Gathered(ViewsTable {
@@ -211,6 +216,53 @@ impl ProcTable {
             batches.push(rows_to_batch(&schema, &rows)?);
         }
         Ok(batches)
+    }
+}
+
+/// Oid of `information_schema` in the Postgres catalog datafusion-pg-catalog's built-in
+/// `pg_proc` rows were exported from (its functions' `pronamespace`).
+const INFORMATION_SCHEMA_OID: i64 = 13283;
+
+/// `pg_namespace` with `information_schema`, which the built-in `pg_proc` rows name and
+/// datafusion-pg-catalog leaves out.
+#[derive(Debug)]
+struct NamespacesTable {
+    inner: Arc<dyn TableProvider>,
+}
+
+impl NamespacesTable {
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let mut batches = collect(&self.inner).await?;
+        let listed = batches.iter().any(|b| {
+            b.column_by_name("nspname")
+                .and_then(|c| cast(c, &DataType::Utf8).ok())
+                .is_some_and(|c| {
+                    c.as_string::<i32>()
+                        .iter()
+                        .any(|n| n == Some("information_schema"))
+                })
+        });
+        if !listed {
+            let mut row = HashMap::new();
+            row.insert("oid", ScalarValue::Int64(Some(INFORMATION_SCHEMA_OID)));
+            row.insert(
+                "nspname",
+                ScalarValue::Utf8(Some("information_schema".to_string())),
+            );
+            row.insert("nspowner", ScalarValue::Int64(Some(10)));
+            batches.push(rows_to_batch(&self.inner.schema(), &[row])?);
+        }
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl Gather for NamespacesTable {
+    fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        NamespacesTable::batches(self).await
     }
 }
 

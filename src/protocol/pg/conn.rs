@@ -188,6 +188,7 @@ pub async fn serve<H: PgWireServerHandlers>(
         .as_ref()
         .map(|l| l.evicted.clone())
         .unwrap_or_default();
+    let watch = super::client_gone::Watch::new(&tcp);
     let deadline = tokio::time::sleep(startup_timeout);
     tokio::pin!(deadline);
     let negotiated = tokio::select! {
@@ -272,7 +273,7 @@ pub async fn serve<H: PgWireServerHandlers>(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
-        if let Err(mut e) = process_message(
+        let processed = process_message(
             message,
             &mut socket,
             startup.clone(),
@@ -280,9 +281,16 @@ pub async fn serve<H: PgWireServerHandlers>(
             extended.clone(),
             copy.clone(),
             cancel.clone(),
-        )
-        .await
-        {
+        );
+        // A client that went away mid-statement takes its statement with it.
+        let processed = tokio::select! {
+            r = processed => r,
+            _ = watch.gone() => {
+                tracing::debug!("client disconnected during a statement; dropping it");
+                return Ok(());
+            }
+        };
+        if let Err(mut e) = processed {
             use pgwire::api::ErrorHandler;
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;

@@ -4,6 +4,7 @@
 
 mod admission;
 mod auth;
+mod client_gone;
 mod conn;
 pub mod errors;
 pub mod frontend;

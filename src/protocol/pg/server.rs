@@ -170,7 +170,12 @@ impl PgServer {
                 "postgres: grace period over; closing connections"
             );
             conns.abort_all();
-            while conns.join_next().await.is_some() {}
+            // A task inside one long CPU-bound poll ends only when that poll returns; it
+            // is left behind (the runtime's shutdown does not wait for it either).
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while conns.join_next().await.is_some() {}
+            })
+            .await;
         }
     }
 }
