@@ -9,7 +9,6 @@
 //! (in the subquery's ORDER BY) under `LIMIT 1`. DataFusion then decorrelates it into an
 //! outer join. Subqueries whose column itself uses the outer query are left alone.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
@@ -21,14 +20,17 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, LogicalPlanBuilder,
-    Signature, SortExpr, Subquery, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, LogicalPlanBuilder, Signature,
+    SortExpr, Subquery, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
 /// The message Postgres gives (mapped to 21000 in [`super::error`]).
 pub const MORE_THAN_ONE_ROW: &str = "more than one row returned by a subquery used as an \
      expression (Scalar subquery returned more than one row)";
+
+/// The rewritten subquery's column.
+const VALUE: &str = "tidepool_subquery_value";
 
 /// The analyzer rule.
 #[derive(Debug, Default)]
@@ -60,10 +62,32 @@ impl AnalyzerRule for CorrelatedScalarSubqueries {
     }
 }
 
+/// Whether `limit` is `LIMIT 1` (no OFFSET).
+fn limit_one(limit: &datafusion::logical_expr::Limit) -> Result<bool> {
+    Ok(
+        matches!(limit.get_fetch_type()?, FetchType::Literal(Some(1)))
+            && matches!(limit.get_skip_type()?, SkipType::Literal(0)),
+    )
+}
+
 /// The subquery's plan as an aggregate, when it is a projection of one column over rows
-/// that are not aggregated yet.
+/// that are not aggregated yet (under an optional `ORDER BY ... LIMIT 1`).
 fn aggregated(sq: &Subquery) -> Result<Option<LogicalPlan>> {
-    let LogicalPlan::Projection(projection) = sq.subquery.as_ref() else {
+    // `LIMIT 1` and its ORDER BY sit above the projection.
+    let mut plan = sq.subquery.as_ref();
+    let mut first: Option<Vec<SortExpr>> = None;
+    if let LogicalPlan::Limit(limit) = plan {
+        if !limit_one(limit)? {
+            return Ok(None);
+        }
+        plan = limit.input.as_ref();
+        first = Some(Vec::new());
+        if let LogicalPlan::Sort(sort) = plan {
+            plan = sort.input.as_ref();
+            first = Some(sort.expr.clone());
+        }
+    }
+    let LogicalPlan::Projection(projection) = plan else {
         return Ok(None);
     };
     let [column] = projection.expr.as_slice() else {
@@ -73,32 +97,46 @@ fn aggregated(sq: &Subquery) -> Result<Option<LogicalPlan>> {
     if uses_outer || column.exists(|e| Ok(matches!(e, Expr::AggregateFunction(_))))? {
         return Ok(None);
     }
-    let (input, first): (LogicalPlan, Option<Vec<SortExpr>>) = match projection.input.as_ref() {
+    let input = match projection.input.as_ref() {
         LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => return Ok(None),
-        LogicalPlan::Limit(limit) => {
-            let one = matches!(limit.get_fetch_type()?, FetchType::Literal(Some(1)))
-                && matches!(limit.get_skip_type()?, SkipType::Literal(0));
-            if !one {
+        LogicalPlan::Limit(limit) if first.is_none() => {
+            if !limit_one(limit)? {
                 return Ok(None);
             }
             match limit.input.as_ref() {
                 LogicalPlan::Sort(sort) if sort.fetch.is_none() || sort.fetch == Some(1) => {
-                    (sort.input.as_ref().clone(), Some(sort.expr.clone()))
+                    first = Some(sort.expr.clone());
+                    sort.input.as_ref().clone()
                 }
                 LogicalPlan::Sort(_) => return Ok(None),
-                other => (other.clone(), Some(Vec::new())),
+                other => {
+                    first = Some(Vec::new());
+                    other.clone()
+                }
             }
         }
-        other => (other.clone(), None),
+        other => other.clone(),
     };
-    let name = sq.subquery.schema().field(0).name().clone();
+    // An ORDER BY above the projection names its output: order by what it computes.
+    let output = sq.subquery.schema().field(0).name().clone();
     let value = column.clone().unalias();
+    if let Some(order) = first.as_mut() {
+        for s in order.iter_mut() {
+            if let Expr::Column(c) = &s.expr
+                && c.name == output
+                && !input.schema().has_column(c)
+            {
+                s.expr = value.clone();
+            }
+        }
+    }
     let aggregate = match first {
         Some(order) => datafusion::functions_aggregate::first_last::first_value(value, order),
         None => single_value().call(vec![value]),
     };
+    // A name of its own: decorrelation joins it next to the subquery's input columns.
     let plan = LogicalPlanBuilder::from(input)
-        .aggregate(Vec::<Expr>::new(), vec![aggregate.alias(name)])?
+        .aggregate(Vec::<Expr>::new(), vec![aggregate.alias(VALUE)])?
         .build()?;
     Ok(Some(plan))
 }
@@ -116,10 +154,6 @@ struct SingleValue {
 }
 
 impl AggregateUDFImpl for SingleValue {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn name(&self) -> &str {
         "tidepool_single_value"
     }
@@ -174,7 +208,9 @@ impl Single {
 impl Accumulator for Single {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let column = &values[0];
-        self.add(column.len() as u64, || ScalarValue::try_from_array(column, 0))
+        self.add(column.len() as u64, || {
+            ScalarValue::try_from_array(column, 0)
+        })
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
@@ -190,7 +226,10 @@ impl Accumulator for Single {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.value.clone(), ScalarValue::UInt64(Some(self.rows))])
+        Ok(vec![
+            self.value.clone(),
+            ScalarValue::UInt64(Some(self.rows)),
+        ])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {

@@ -12,6 +12,7 @@ mod catalog;
 mod catalog_cache;
 mod compat;
 pub mod complexity;
+mod correlated;
 mod cursors;
 mod error;
 mod executor;
@@ -195,6 +196,7 @@ impl Engine {
             Arc::new(deltalake::delta_datafusion::DeltaTableFactory {}),
         );
         state.add_analyzer_rule(Arc::new(subquery_nulls::NullableScalarSubqueries));
+        state.add_analyzer_rule(Arc::new(correlated::CorrelatedScalarSubqueries));
         datafusion_functions_json::register_all(&mut state)?;
         let lake_catalog = Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone()));
         let system = Arc::new(system::SystemSchema::default());

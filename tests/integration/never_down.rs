@@ -352,6 +352,23 @@ async fn postgres_answers_and_codes() {
             "SELECT id, (SELECT max(t2.name) FROM s.t t2 WHERE t2.id = t.id) FROM s.t t ORDER BY 1",
             &["1|a", "2|b", "3|c"],
         ),
+        // Not aggregated: the value of the one matching row, NULL for none (DataFusion
+        // 55 decorrelates only aggregates); with LIMIT 1 the first in its ORDER BY.
+        (
+            "SELECT id, (SELECT t2.name FROM s.t t2 WHERE t2.id = t.id + 1) FROM s.t t ORDER BY 1",
+            &["1|b", "2|c", "3|NULL"],
+        ),
+        (
+            "SELECT (SELECT t2.name FROM s.t t2 WHERE t2.id = t.id ORDER BY t2.name DESC LIMIT 1) \
+             FROM s.t t ORDER BY 1",
+            &["a", "b", "c"],
+        ),
+        // sqlsmith's catalog query, with an unqualified outer column.
+        (
+            "SELECT (SELECT nspname FROM pg_namespace WHERE oid = pronamespace) \
+             FROM pg_proc WHERE proname = 'abs' LIMIT 1",
+            &["pg_catalog"],
+        ),
     ];
     for (sql, want) in answered {
         assert_eq!(
