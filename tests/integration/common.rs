@@ -351,3 +351,19 @@ pub async fn first(c: &tokio_postgres::Client, sql: &str) -> Result<String, toki
         })
         .unwrap_or_default())
 }
+
+/// The rows of a simple query, each as its values joined by `|` ("NULL" for NULL).
+pub fn rows_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}

@@ -310,17 +310,7 @@ async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
         TestServer::start_with(tempfile::tempdir().expect("tempdir"), settings(lake, "")).await;
     let client = server.connect().await;
     let rows = client.simple_query(sql).await.expect("query");
-    rows.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::common::rows_text(&rows)
 }
 
 /// The incremental fixture project with versions 1 of orders 1..=10 in bronze.

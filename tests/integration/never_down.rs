@@ -318,19 +318,7 @@ async fn postgres_answers_and_codes() {
         async move {
             c.simple_query(sql)
                 .await
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|m| match m {
-                            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                                (0..r.len())
-                                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                                    .collect::<Vec<_>>()
-                                    .join("|"),
-                            ),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>()
-                })
+                .map(|m| crate::common::rows_text(&m))
                 .map_err(|e| code(&e))
         }
     };
