@@ -4,7 +4,8 @@
 //! `table_constraints`, `key_column_usage`, `referential_constraints`,
 //! `constraint_column_usage` and `check_constraints` exist with Postgres' columns and no
 //! rows, since lake tables declare no keys. The parser sends queries of these names to
-//! `system.<name>` (see [`REDIRECTED`]).
+//! `system.<name>` (see [`REDIRECTED`]). `tables` stays DataFusion's (it sees the
+//! session's temporary tables), widened to Postgres' columns by [`tables_view`].
 
 use std::sync::{Arc, Weak};
 
@@ -28,6 +29,31 @@ pub const REDIRECTED: &[&str] = &[
     "constraint_column_usage",
     "check_constraints",
 ];
+
+/// `information_schema.tables` with Postgres' twelve columns: DataFusion's four plus
+/// `is_insertable_into` (base tables outside the catalogs), `is_typed` and NULLs. The
+/// parser puts this in place of a plain `information_schema.tables`.
+pub fn tables_view() -> Box<datafusion::sql::sqlparser::ast::Query> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    const SQL: &str = "SELECT table_catalog, table_schema, table_name, table_type, \
+         CAST(NULL AS VARCHAR) AS self_referencing_column_name, \
+         CAST(NULL AS VARCHAR) AS reference_generation, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_catalog, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_schema, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_name, \
+         CASE WHEN table_type = 'BASE TABLE' \
+              AND table_schema NOT IN ('pg_catalog', 'information_schema', 'system') \
+              THEN 'YES' ELSE 'NO' END AS is_insertable_into, \
+         'NO' AS is_typed, \
+         CAST(NULL AS VARCHAR) AS commit_action \
+         FROM information_schema.tables";
+    match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
+        Ok(Some(Statement::Query(q))) => q,
+        other => unreachable!("constant SQL parses to a query: {other:?}"),
+    }
+}
 
 /// Registers the tables of this module in `system`.
 pub fn register(engine: &Arc<Engine>) {

@@ -10,6 +10,7 @@
 pub mod authz;
 mod catalog;
 mod catalog_cache;
+mod catalog_subqueries;
 mod compat;
 pub mod complexity;
 mod correlated;
@@ -186,6 +187,9 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_optimizer_rule(Arc::new(
+                catalog_subqueries::UndecorrelatedCatalogSubqueries,
+            ))
             .build();
         state.table_factories_mut().insert(
             "DELTA".to_string(),
@@ -261,6 +265,7 @@ impl Engine {
                         engine: Arc::downgrade(&engine),
                         signatures,
                         pg_type: Default::default(),
+                        builtin_procs: Default::default(),
                     }),
                 )?;
             }

@@ -268,6 +268,53 @@ impl VisitorMut for UnqualifySystemFunctions {
         ControlFlow::Continue(())
     }
 
+    /// A plain `information_schema.tables` becomes [`super::info_schema::tables_view`]
+    /// (after its children are visited, so the view's own reference stays as it is).
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            args: None,
+            alias,
+            with_hints,
+            version: None,
+            partitions,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+            .collect();
+        let tables = parts.len() == name.0.len()
+            && with_hints.is_empty()
+            && partitions.is_empty()
+            && match parts.as_slice() {
+                [schema, table] => schema == "information_schema" && table == "tables",
+                [catalog, schema, table] => {
+                    catalog == super::CATALOG && schema == "information_schema" && table == "tables"
+                }
+                _ => false,
+            };
+        if tables {
+            let alias = alias.take().unwrap_or(TableAlias {
+                explicit: true,
+                name: Ident::new("tables"),
+                columns: Vec::new(),
+                at: None,
+            });
+            *factor = TableFactor::Derived {
+                lateral: false,
+                subquery: super::info_schema::tables_view(),
+                alias: Some(alias),
+                sample: None,
+            };
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         // `pg_settings` is the session's `pg_show_all_settings()`, as in Postgres.
         if let TableFactor::Table {

@@ -216,6 +216,12 @@ impl Gather for AttributeTable {
             let relids = relids.as_primitive::<Int64Type>();
             let nums = cast(b.column(attnum), &DataType::Int32)?;
             let nums = nums.as_primitive::<Int32Type>();
+            let attname = schema.index_of("attname").ok();
+            let mut names = datafusion::arrow::array::StringBuilder::new();
+            let old_names = match attname {
+                Some(k) => Some(cast(b.column(k), &DataType::Utf8)?),
+                None => None,
+            };
             let old_typ = cast(b.column(typid), &DataType::Int32)?;
             let old_typ = old_typ.as_primitive::<Int32Type>();
             let mut typ = Int32Builder::with_capacity(b.num_rows());
@@ -235,11 +241,19 @@ impl Gather for AttributeTable {
                     };
                     slot.insert(resolved);
                 }
-                let details = fields
+                let field = fields
                     .get(&rel)
                     .and_then(|s| s.as_ref())
-                    .and_then(|s| s.fields().get((nums.value(i) - 1).max(0) as usize).cloned())
-                    .and_then(|f| type_details(f.data_type()));
+                    .and_then(|s| s.fields().get((nums.value(i) - 1).max(0) as usize).cloned());
+                // The name of the column as the table has it (the bundled rows can differ).
+                if let Some(old) = &old_names {
+                    let old = old.as_string::<i32>();
+                    match &field {
+                        Some(f) if nums.value(i) > 0 => names.append_value(f.name()),
+                        _ => names.append_option(old.is_valid(i).then(|| old.value(i))),
+                    }
+                }
+                let details = field.and_then(|f| type_details(f.data_type()));
                 match details {
                     Some((t, m, d)) => {
                         typ.append_value(t);
@@ -254,6 +268,12 @@ impl Gather for AttributeTable {
                 }
             }
             let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+            if let Some(k) = attname {
+                columns[k] = cast(
+                    &(Arc::new(names.finish()) as ArrayRef),
+                    schema.field(k).data_type(),
+                )?;
+            }
             columns[typid] = cast(
                 &(Arc::new(typ.finish()) as ArrayRef),
                 schema.field(typid).data_type(),

@@ -4,10 +4,12 @@
 //! blacklist), then applies rewrite rules. One rule, `RemoveSubqueryFromProjection`,
 //! replaces every correlated scalar subquery in a select list with `NULL` and adds
 //! `LIMIT 1` to the others: `SELECT id, (SELECT max(x) FROM t2 WHERE t2.k = t.k) FROM t`
-//! silently answered NULL for every row. DataFusion plans such subqueries (as joins), so
-//! tidepool applies every rule but that one, except to statements reading the catalogs:
-//! client catalog queries (psql's `\d`, drivers' metadata) keep the crate's full
-//! treatment, blacklist included, which they were written against.
+//! silently answered NULL for every row, and so did sqlsmith's
+//! `(SELECT nspname FROM pg_namespace WHERE oid = pronamespace)`. DataFusion plans such
+//! subqueries as joins (tidepool's `correlated` rule makes non-aggregated ones
+//! aggregates first), so tidepool applies every rule but that one. Only a statement the
+//! blacklist swapped keeps the crate's whole treatment, which its replacement was
+//! written against.
 
 use std::sync::Arc;
 
@@ -50,22 +52,17 @@ impl Compat {
         }
     }
 
-    /// Applies the rules to a parsed statement (all of the crate's for a catalog query).
+    /// Applies the rules to a parsed statement.
     pub fn rewrite(&self, mut s: Statement) -> Statement {
-        let catalog = reads_catalog(&s);
         for rule in &self.rules {
             s = rule.rewrite(s);
-        }
-        if catalog {
-            s = rules::RemoveSubqueryFromProjection.rewrite(s);
         }
         s
     }
 
-    /// Parses Postgres SQL text. Statements that read the catalogs (the client queries
-    /// the crate's blacklist and rules were written for) get the crate's parse; all
-    /// others are parsed here, bounded (`complexity`) before any rule walks them, and
-    /// rewritten without the dropped rule.
+    /// Parses Postgres SQL text: bounded (`complexity`) before any rule walks it, and
+    /// rewritten without the dropped rule. A statement reading the catalogs that the
+    /// crate's blacklist swaps for another keeps the crate's parse.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, super::EngineError> {
         // The crate's parser stops at sqlparser's default depth (50); this one follows
         // nested subqueries to `PARSER_DEPTH` (54001 beyond).
@@ -78,7 +75,17 @@ impl Compat {
             super::complexity::bound(s)?;
         }
         if plain.iter().any(reads_catalog) {
-            return Ok(self.full.parse(sql)?);
+            // The blacklist swapped something when the crate's parse differs from its
+            // rules applied to the plain parse (spans do not take part in comparisons).
+            let full = self.full.parse(sql)?;
+            let swapped = full.len() != plain.len()
+                || full
+                    .iter()
+                    .zip(&plain)
+                    .any(|(f, p)| *f != self.full.rewrite(p.clone()));
+            if swapped {
+                return Ok(full);
+            }
         }
         Ok(plain.into_iter().map(|s| self.rewrite(s)).collect())
     }
@@ -128,9 +135,19 @@ mod tests {
         // A rule that stays: `version()` is named `version`.
         let s = c.parse("SELECT version()").unwrap();
         assert_eq!(s, c.full.parse("SELECT version()").unwrap());
-        // Catalog queries keep the crate's treatment.
+        // So do those of catalog queries.
         let q = "SELECT c.oid, (SELECT n.nspname FROM pg_catalog.pg_namespace n \
                  WHERE n.oid = c.relnamespace) FROM pg_catalog.pg_class c";
+        assert!(
+            c.parse(q).unwrap()[0]
+                .to_string()
+                .contains("SELECT n.nspname")
+        );
+        // A query the crate's blacklist swaps keeps the crate's parse.
+        let q = "select c.oid,pg_catalog.pg_total_relation_size(c.oid) as total_rel_size,\
+                 pg_catalog.pg_relation_size(c.oid) as rel_size\n     FROM pg_class c\n     \
+                 WHERE c.relnamespace='public'";
+        assert!(c.parse(q).unwrap()[0].to_string().contains("WHERE false"));
         assert_eq!(c.parse(q).unwrap(), c.full.parse(q).unwrap());
     }
 }

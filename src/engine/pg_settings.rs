@@ -130,6 +130,14 @@ fn vartype(value: &str) -> &'static str {
     }
 }
 
+impl ShowAllSettings {
+    /// The rows as a table: what `pg_catalog.pg_settings` is outside a session (its
+    /// columns in `pg_attribute`, a three-part name the parser does not redirect).
+    pub fn table(&self) -> Arc<dyn TableProvider> {
+        self.table.clone()
+    }
+}
+
 impl TableFunctionImpl for ShowAllSettings {
     fn call_with_args(&self, _args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         Ok(self.table.clone())

@@ -26,3 +26,4 @@ mod pg_fuzz;
 mod pg_protocol;
 mod procedures;
 mod psql;
+mod sqlsmith;

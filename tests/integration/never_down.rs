@@ -357,6 +357,32 @@ async fn postgres_answers_and_codes() {
              FROM pg_proc WHERE proname = 'abs' LIMIT 1",
             &["pg_catalog"],
         ),
+        // The catalog queries sqlsmith starts with: proargtypes is an oidvector (sent as
+        // Postgres does, `700 701`) that unnests to oids pg_type has.
+        (
+            "SELECT count(*) FROM (SELECT unnest(proargtypes) AS a FROM pg_proc) p \
+             WHERE a NOT IN (SELECT oid FROM pg_type)",
+            &["0"],
+        ),
+        (
+            "SELECT proargtypes FROM pg_proc WHERE proname = 'aclexplode'",
+            &["1034"],
+        ),
+        (
+            "SELECT table_type, is_insertable_into FROM information_schema.tables \
+             WHERE table_schema = 's' AND table_name = 't'",
+            &["BASE TABLE|YES"],
+        ),
+        (
+            "SELECT nspname FROM pg_namespace n JOIN pg_proc p ON p.pronamespace = n.oid \
+             WHERE p.proname = '_pg_expandarray'",
+            &["information_schema"],
+        ),
+        (
+            "SELECT attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname = 'pg_settings' AND attname LIKE 'boo%'",
+            &["boot_val"],
+        ),
     ];
     for (sql, want) in answered {
         assert_eq!(

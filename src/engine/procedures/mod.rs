@@ -11,6 +11,7 @@ mod bind;
 mod exec;
 pub mod information_schema;
 pub mod pg_proc;
+pub mod proc_arrays;
 pub mod table_fn;
 
 use std::collections::HashMap;

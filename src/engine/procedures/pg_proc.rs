@@ -31,6 +31,8 @@ pub struct PgCatalog {
     pub signatures: Signatures,
     /// `pg_type` with function oids in its regproc columns, built at first use.
     pub pg_type: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+    /// The built-in `pg_proc` rows with their array columns as arrays, built at first use.
+    pub builtin_procs: Arc<tokio::sync::OnceCell<Vec<RecordBatch>>>,
 }
 
 /// A stable oid for `schema.name`, above the built-in ones.
@@ -70,6 +72,13 @@ impl SchemaProvider for PgCatalog {
                 .get_or_try_init(|| crate::engine::pg_types::pg_type(&types, &procs))
                 .await?;
             return Ok(Some(table.clone()));
+        }
+        if name == "pg_settings" {
+            // The crate's own has a `bool_val` column (Postgres: `boot_val`).
+            let settings = crate::engine::settings::SessionSettings::default();
+            return Ok(Some(
+                crate::engine::pg_settings::ShowAllSettings::new(&settings)?.table(),
+            ));
         }
         let inner = self.inner.table(name).await?;
         if name == "pg_index" || name == "pg_constraint" {
@@ -113,6 +122,7 @@ impl SchemaProvider for PgCatalog {
                 catalog: self.inner.clone(),
                 engine: self.engine.clone(),
                 signatures: self.signatures.clone(),
+                builtin: self.builtin_procs.clone(),
             })) as Arc<dyn TableProvider>
         }))
     }
@@ -125,16 +135,31 @@ struct ProcTable {
     catalog: Arc<dyn SchemaProvider>,
     engine: Weak<Engine>,
     signatures: Signatures,
+    builtin: Arc<tokio::sync::OnceCell<Vec<RecordBatch>>>,
 }
 
 impl ProcTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        super::proc_arrays::schema(&self.inner.schema())
+    }
+
     async fn batches(&self) -> Result<Vec<RecordBatch>> {
         let inner = self.inner.clone();
+        let schema = ProcTable::schema(self);
+        let mut batches = self
+            .builtin
+            .get_or_try_init(|| async {
+                collect(&inner)
+                    .await?
+                    .iter()
+                    .map(|b| super::proc_arrays::convert(b, &schema))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?
+            .clone();
         let Some(engine) = self.engine.upgrade() else {
-            return collect(&inner).await;
+            return Ok(batches);
         };
-        let schema = inner.schema();
-        let mut batches = collect(&inner).await?;
         // Namespace oids as pg_namespace has them.
         let mut namespaces: HashMap<String, i64> = HashMap::new();
         if let Some(ns) = self.catalog.table("pg_namespace").await? {
@@ -202,6 +227,25 @@ impl ProcTable {
                 row.insert("prokind", text("p"));
                 row.insert("prolang", int(14));
                 row.insert("pronargs", int(p.params.len() as i64));
+                let types: Vec<i32> = p
+                    .params
+                    .iter()
+                    .map(|q| {
+                        arrow_pg::datatypes::into_pg_type(&q.data_type)
+                            .map(|t| t.oid() as i32)
+                            .unwrap_or(25)
+                    })
+                    .collect();
+                row.insert("proargtypes", super::proc_arrays::oid_list(&types));
+                let names: Vec<ScalarValue> = p
+                    .params
+                    .iter()
+                    .map(|q| ScalarValue::Utf8(Some(q.name.clone())))
+                    .collect();
+                row.insert(
+                    "proargnames",
+                    ScalarValue::List(ScalarValue::new_list_nullable(&names, &DataType::Utf8)),
+                );
                 row.insert(
                     "pronargdefaults",
                     int(p.params.iter().filter(|q| q.default.is_some()).count() as i64),
@@ -308,6 +352,10 @@ impl ViewsTable {
 #[async_trait]
 pub(crate) trait Gather: std::fmt::Debug + Send + Sync {
     fn inner(&self) -> &Arc<dyn TableProvider>;
+    /// The rows' schema: the inner table's unless the table reshapes it.
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner().schema()
+    }
     async fn batches(&self) -> Result<Vec<RecordBatch>>;
 }
 
@@ -315,6 +363,9 @@ pub(crate) trait Gather: std::fmt::Debug + Send + Sync {
 impl Gather for ProcTable {
     fn inner(&self) -> &Arc<dyn TableProvider> {
         &self.inner
+    }
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        ProcTable::schema(self)
     }
     async fn batches(&self) -> Result<Vec<RecordBatch>> {
         ProcTable::batches(self).await
@@ -337,7 +388,7 @@ pub(crate) struct Gathered<T: Gather>(pub T);
 #[async_trait]
 impl<T: Gather + 'static> TableProvider for Gathered<T> {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        self.0.inner().schema()
+        self.0.schema()
     }
 
     fn table_type(&self) -> datafusion::datasource::TableType {

@@ -4,11 +4,13 @@
 //! column holding a struct or map (also inside a list) as `text` holding JSON, the way
 //! `jsonb` values read in most tools. Lists of scalars stay Postgres arrays; lists of
 //! lists (`make_array(make_array(1, 2), ...)`, `array_agg` of an array column) are sent as
-//! `text` in Postgres' multidimensional array format, `{{1,2},{3,4}}`.
+//! `text` in Postgres' multidimensional array format, `{{1,2},{3,4}}`. A list of oids
+//! marked as an `oidvector` (`pg_proc.proargtypes`) is sent in that type's text form,
+//! `700 701`.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -47,9 +49,20 @@ fn is_nested(t: &DataType) -> bool {
     }
 }
 
+fn is_oidvector(f: &Field) -> bool {
+    f.metadata()
+        .contains_key(crate::engine::procedures::proc_arrays::OIDVECTOR_KEY)
+        && list_element(f.data_type()).is_some()
+}
+
+/// Whether a column is sent as text in place of its Arrow type.
+fn as_text(f: &Field) -> bool {
+    is_nested(f.data_type()) || is_oidvector(f)
+}
+
 /// True if some column needs converting.
 pub fn needs_conversion(schema: &Schema) -> bool {
-    schema.fields().iter().any(|f| is_nested(f.data_type()))
+    schema.fields().iter().any(|f| as_text(f))
 }
 
 /// The schema clients see: nested columns become text.
@@ -61,7 +74,7 @@ pub fn client_schema(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| {
-            if is_nested(f.data_type()) {
+            if as_text(f) {
                 Field::new(f.name(), DataType::Utf8, true)
             } else {
                 f.as_ref().clone()
@@ -78,7 +91,9 @@ pub fn convert(batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch, Ar
         .iter()
         .zip(batch.schema().fields())
         .map(|(col, field)| {
-            if is_multidimensional(field.data_type()) {
+            if is_oidvector(field) {
+                to_oidvector_text(col)
+            } else if is_multidimensional(field.data_type()) {
                 to_array_text(col)
             } else if is_nested(field.data_type()) {
                 to_json(field, col)
@@ -88,6 +103,31 @@ pub fn convert(batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch, Ar
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(target.clone(), columns)
+}
+
+/// `700 701`: the oids of each list, space-separated.
+fn to_oidvector_text(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let mut out = StringBuilder::with_capacity(col.len(), col.len() * 8);
+    let options = datafusion::arrow::util::display::FormatOptions::default();
+    for i in 0..col.len() {
+        if col.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let items = match col.data_type() {
+            DataType::List(_) => col.as_list::<i32>().value(i),
+            DataType::LargeList(_) => col.as_list::<i64>().value(i),
+            _ => col.as_fixed_size_list().value(i),
+        };
+        let formatter =
+            datafusion::arrow::util::display::ArrayFormatter::try_new(items.as_ref(), &options)?;
+        let text: Vec<String> = (0..items.len())
+            .filter(|&j| items.is_valid(j))
+            .map(|j| formatter.value(j).to_string())
+            .collect();
+        out.append_value(text.join(" "));
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 fn to_array_text(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
@@ -108,7 +148,6 @@ fn to_array_text(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
 /// Element `i` of `array` in Postgres' array text format: lists in braces, NULL bare,
 /// strings quoted when they hold a delimiter, quote, backslash, space or are empty.
 fn write_array_value(array: &dyn Array, i: usize, out: &mut String) -> Result<(), ArrowError> {
-    use datafusion::arrow::array::AsArray;
     if array.is_null(i) {
         out.push_str("NULL");
         return Ok(());
