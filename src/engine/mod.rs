@@ -34,6 +34,7 @@ mod pushdown;
 mod session;
 mod settings;
 mod stream;
+mod string_agg;
 mod subquery_nulls;
 mod system;
 mod temp_tables;
@@ -231,6 +232,7 @@ impl Engine {
             .map_err(|e| EngineError::from(*e))?;
         guard_table_functions(&ctx);
         ctx.register_udf(version_udf());
+        ctx.register_udaf(string_agg::string_agg());
         ctx.register_udf(compat::like_escape_udf());
         for f in pg_functions::udfs() {
             ctx.register_udf(f);
