@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # queries older minor versions did not (15.20's \l+ calls pg_has_role), and the suite
 # must not depend on the image's version.
 need_apt=(postgresql-client-15)
-# sqlsmith, the random query generator, for the fuzzing test.
+# sqlsmith, the random query generator, for the fuzzing test; pgbench (Debian ships it
+# with the server package) for the soak test.
 command -v sqlsmith >/dev/null 2>&1 || need_apt+=(sqlsmith)
+[ -x /usr/lib/postgresql/15/bin/pgbench ] || need_apt+=(postgresql-15)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

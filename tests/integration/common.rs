@@ -297,6 +297,18 @@ impl ServeProcess {
         ticks / 100.0
     }
 
+    /// Resident memory of the process in MiB, from `/proc`.
+    pub fn rss_mib(&self) -> f64 {
+        let pid = self.child.id().expect("the server runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib / 1024.0
+    }
+
     /// Sends SIGTERM and waits up to `bound` for the process to exit; how long it took.
     pub async fn terminate(&mut self, bound: std::time::Duration) -> Option<std::time::Duration> {
         let pid = self.child.id().expect("the server runs");

@@ -26,4 +26,5 @@ mod pg_fuzz;
 mod pg_protocol;
 mod procedures;
 mod psql;
+mod soak;
 mod sqlsmith;
