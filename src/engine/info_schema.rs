@@ -32,9 +32,9 @@ pub const REDIRECTED: &[&str] = &[
 
 /// `information_schema.tables` with Postgres' twelve columns: DataFusion's four plus
 /// `is_insertable_into` (base tables outside the catalogs), `is_typed` and NULLs. The
-/// parser puts this in place of a plain `information_schema.tables`.
-pub fn tables_view() -> Box<datafusion::sql::sqlparser::ast::Query> {
-    use datafusion::sql::sqlparser::ast::Statement;
+/// parser puts this in place of a plain `information_schema.tables`. Parsed once.
+pub fn tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::{Query, Statement};
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     const SQL: &str = "SELECT table_catalog, table_schema, table_name, table_type, \
@@ -49,10 +49,13 @@ pub fn tables_view() -> Box<datafusion::sql::sqlparser::ast::Query> {
          'NO' AS is_typed, \
          CAST(NULL AS VARCHAR) AS commit_action \
          FROM information_schema.tables";
-    match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
-        Ok(Some(Statement::Query(q))) => q,
-        other => unreachable!("constant SQL parses to a query: {other:?}"),
-    }
+    static VIEW: std::sync::LazyLock<Option<Box<Query>>> = std::sync::LazyLock::new(|| {
+        match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
+            Ok(Some(Statement::Query(q))) => Some(q),
+            _ => None,
+        }
+    });
+    VIEW.clone()
 }
 
 /// Registers the tables of this module in `system`.
@@ -385,6 +388,11 @@ impl AsyncSystemTable for Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tables_view_parses() {
+        assert!(tables_view().is_some());
+    }
 
     #[test]
     fn postgres_names_for_arrow_types() {

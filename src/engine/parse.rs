@@ -298,7 +298,7 @@ impl VisitorMut for UnqualifySystemFunctions {
                 }
                 _ => false,
             };
-        if tables {
+        if tables && let Some(view) = super::info_schema::tables_view() {
             let alias = alias.take().unwrap_or(TableAlias {
                 explicit: true,
                 name: Ident::new("tables"),
@@ -307,7 +307,7 @@ impl VisitorMut for UnqualifySystemFunctions {
             });
             *factor = TableFactor::Derived {
                 lateral: false,
-                subquery: super::info_schema::tables_view(),
+                subquery: view,
                 alias: Some(alias),
                 sample: None,
             };
