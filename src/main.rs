@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    tidepool::cli::allocator::return_freed_memory();
     let cli = tidepool::cli::Cli::parse();
     tidepool::cli::init_tracing(cli.verbose);
     match tidepool::cli::dispatch(cli) {

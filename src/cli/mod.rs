@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. `main` parses, sets up tracing and calls
 //! [`dispatch`].
 
+pub mod allocator;
 mod bench;
 mod bench_admin;
 mod bench_authz;

@@ -8,6 +8,7 @@
 //! This layer never imports a wire-protocol crate.
 
 pub mod authz;
+mod bounded_aggregates;
 mod catalog;
 mod catalog_cache;
 mod catalog_subqueries;
@@ -169,7 +170,25 @@ impl Engine {
             ),
         ));
         if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
+            // Fair, not greedy: every operator that can spill (sorts, hash aggregates,
+            // repartitions) gets its share and spills past it, so one sort cannot take
+            // the whole pool and fail the merge of another (issue 21 item 6).
+            use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(5).expect("5 > 0"),
+            )));
+            // A sort's merge of its spill files reserves memory for every file it opens,
+            // greedily: unbounded, one partition's merge took the whole pool and the other
+            // partition's failed with 53200. Allow each about 8 MiB a file.
+            let partitions = options
+                .target_partitions
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let fan_in = (limit / (partitions.max(1) * (8 << 20))).clamp(4, 64);
+            runtime = runtime.with_disk_manager_builder(
+                datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                    .with_max_spill_merge_fan_in(fan_in),
+            );
         }
         let runtime = runtime.build_arc()?;
         let mut config = SessionConfig::new()
@@ -191,6 +210,11 @@ impl Engine {
             .with_optimizer_rule(Arc::new(
                 catalog_subqueries::UndecorrelatedCatalogSubqueries,
             ))
+            .with_physical_optimizer_rules(
+                bounded_aggregates::BoundedAggregates::with_default_rules(
+                    options.memory_limit.is_some(),
+                ),
+            )
             .build();
         state.table_factories_mut().insert(
             "DELTA".to_string(),

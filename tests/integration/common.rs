@@ -299,13 +299,29 @@ impl ServeProcess {
 
     /// Resident memory of the process in MiB, from `/proc`.
     pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS")
+    }
+
+    /// Peak resident memory in MiB since start or [`ServeProcess::reset_peak`].
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM")
+    }
+
+    /// Resets the peak resident memory to the current one (`clear_refs`, see proc(5)).
+    pub fn reset_peak(&self) {
+        let pid = self.child.id().expect("the server runs");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
+    }
+
+    /// A `kB` line of `/proc/<pid>/status`, in MiB.
+    fn status_mib(&self, field: &str) -> f64 {
         let pid = self.child.id().expect("the server runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
+            .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
         kib / 1024.0
     }
 

@@ -341,7 +341,19 @@ async fn demo_command_runs_and_stops() {
         .await
         .expect("demo runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // What matters comes first: CI output keeps a message's head and tail only.
+    let telling: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("ERROR") || l.starts_with("error:"))
+        .collect();
+    let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
+    assert!(
+        out.status.success(),
+        "demo exited with {:?}\nerrors and panics:\n{}\nlast lines (newest first):\n{}",
+        out.status,
+        telling.join("\n"),
+        tail.join("\n")
+    );
     assert!(stderr.contains("connect:  psql"), "{stderr}");
     assert!(stderr.contains("generator: "), "{stderr}");
     assert!(

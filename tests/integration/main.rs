@@ -18,6 +18,7 @@ mod flight;
 mod full_disk;
 mod ingest;
 mod kafka_e2e;
+mod memory_limit;
 mod models;
 mod never_down;
 mod object_store;
