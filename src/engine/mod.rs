@@ -154,6 +154,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// How many of the largest memory consumers a 53200 error names.
+const TOP_MEMORY_CONSUMERS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(5).unwrap();
+
 impl Engine {
     /// Builds the engine. Cheap: nothing is read from the lake until a statement needs it.
     pub fn new(lake: Arc<Lake>, options: EngineOptions) -> Result<Arc<Engine>, EngineError> {
@@ -176,7 +179,7 @@ impl Engine {
             use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
             runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
                 FairSpillPool::new(limit),
-                std::num::NonZeroUsize::new(5).expect("5 > 0"),
+                TOP_MEMORY_CONSUMERS,
             )));
             // A sort's merge of its spill files reserves memory for every file it opens,
             // greedily: unbounded, one partition's merge took the whole pool and the other
