@@ -35,6 +35,31 @@ async fn landed(c: &tokio_postgres::Client) -> (i64, i64) {
     (rows, dead)
 }
 
+/// Per-partition ingest state (`system.ingest`) and per-source counts, for a failure
+/// message: which consumer stalled, at which offset, with which error.
+async fn ingest_state(c: &tokio_postgres::Client) -> String {
+    let mut out = String::new();
+    for (source, _) in SOURCES {
+        let rows = count(c, &format!("SELECT count(*) FROM bronze.{source}")).await;
+        out.push_str(&format!("{source}={rows} "));
+    }
+    let sql = "SELECT source || '/' || topic || '/' || partition || ' committed=' || \
+               coalesce(CAST(committed_offset AS VARCHAR), '-') || ' hw=' || \
+               coalesce(CAST(high_watermark AS VARCHAR), '-') || ' running=' || \
+               CAST(running AS VARCHAR) || ' paused=' || CAST(paused AS VARCHAR) || \
+               ' error=' || coalesce(last_error, '') FROM system.ingest \
+               ORDER BY source, topic, partition";
+    match c.query(sql, &[]).await {
+        Ok(rows) => {
+            for r in rows {
+                out.push_str(&format!("\n  {}", r.get::<_, String>(0)));
+            }
+        }
+        Err(e) => out.push_str(&format!("\n  system.ingest: {e}")),
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_project_from_events_to_marts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -74,16 +99,18 @@ async fn demo_project_from_events_to_marts() {
         .expect("generator posts");
     assert_eq!(stats.failed, 0);
     let expected = rows + dead + stats.sent as i64 - stats.rejected as i64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (r, d) = landed(&c).await;
         if r + d == expected {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "http: {r} + {d} of {expected} ({stats})"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "http: {r} + {d} of {expected} ({stats}); ingest: {}",
+                ingest_state(&c).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -189,11 +216,13 @@ async fn generate_and_check(c: &tokio_postgres::Client, brokers: &str, events: u
             );
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingestion: {rows} rows + {dead} dead letters of {} sent",
-            stats.sent
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "ingestion: {rows} rows + {dead} dead letters of {} sent; ingest: {}",
+                stats.sent,
+                ingest_state(c).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
