@@ -4,8 +4,9 @@
 # (100 rows), the soak test's mix: point lookups by id (weight 8), a grouped scan (1)
 # and a join (1). PostgreSQL runs twice: without indexes (as the lake has none) and
 # with primary keys. Prints TPS and latency percentiles (from pgbench's per-transaction
-# log) for each. Release build; installs Debian's postgresql when missing.
-# Usage: bash bench/pgbench.sh [seconds per run, default 30]
+# log) for each. Then long IN lists on both (bench/in_list.py: 1,000 to 65,535 values as
+# parameters and as literals). Release build; installs Debian's postgresql when missing.
+# Usage: bash bench/pgbench.sh [seconds per run, default 30; 0 runs only the IN lists]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-30}
@@ -15,6 +16,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-release}
 rm -rf "$WORK"; mkdir -p "$WORK"; chmod 777 "$WORK"
 
 cargo build --release --bin tidepool -q
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
 BIN="$CARGO_TARGET_DIR/release/tidepool"
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/pgbench" ]; then
@@ -37,6 +40,8 @@ EOF
 # run NAME PORT USER DB: pgbench, then TPS and latency percentiles in milliseconds.
 run() {
   local name=$1 port=$2 user=$3 db=$4
+  "$PY" bench/in_list.py "$port" "$user" "$db" "$name"
+  [ "$SECS" = 0 ] && return
   rm -f "$WORK"/pgbench_log.*
   local out
   out=$(cd "$WORK" && "$PG_BIN/pgbench" -n -j 2 -c "$CLIENTS" -T "$SECS" -l \

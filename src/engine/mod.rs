@@ -19,6 +19,7 @@ mod cursors;
 mod error;
 mod executor;
 mod functions;
+mod in_lists;
 mod info_schema;
 pub mod lanes;
 mod names;
@@ -229,6 +230,7 @@ impl Engine {
         );
         state.add_analyzer_rule(Arc::new(subquery_nulls::NullableScalarSubqueries));
         state.add_analyzer_rule(Arc::new(correlated::CorrelatedScalarSubqueries));
+        state.add_analyzer_rule(Arc::new(in_lists::LongInLists));
         datafusion_functions_json::register_all(&mut state)?;
         let lake_catalog = Arc::new(catalog::LakeCatalog::new(lake.clone(), state_cell.clone()));
         let system = Arc::new(system::SystemSchema::default());

@@ -295,12 +295,11 @@ impl Session {
         }
         let mut stmt = stmt.clone();
         self.prepare_temp(&mut stmt)?;
-        let stmt = &stmt;
-        if let Some(d) = self.describe_procedure_statement(stmt).await? {
+        if let Some(d) = self.describe_procedure_statement(&stmt).await? {
             return Ok(d);
         }
         let listing = self.engine.lake().listing().await?;
-        if let Some(key) = self.catalog_key(stmt)
+        if let Some(key) = self.catalog_key(&stmt)
             && let Some(hit) =
                 self.engine
                     .catalog_cache
@@ -311,7 +310,7 @@ impl Session {
                 schema: Some(hit.schema),
             });
         }
-        let plan = self.plan(stmt.clone()).await?;
+        let plan = self.plan(stmt).await?;
         let mut types = plan.get_parameter_types()?;
         infer_from_casts(&plan, &mut types)?;
         let params = ordered_params(types);
