@@ -52,4 +52,4 @@ export TIDEPOOL_TANSU
 
 # Benchmark clients must keep compiling; they hold no tests.
 cargo build --examples
-cargo test --tests "$@"
+cargo test --workspace --tests "$@"

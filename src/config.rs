@@ -277,28 +277,8 @@ impl Default for MaintenanceConfig {
     }
 }
 
-/// Where the lake lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LakeConfig {
-    /// A local folder or an object_store URL (`s3://`, `az://`, `gs://`, `file://`).
-    pub root: String,
-    /// Passed to object_store / delta-rs (credentials, region, endpoint...).
-    pub storage_options: BTreeMap<String, String>,
-    /// How often the table listing of a remote lake is refreshed; a local lake is
-    /// listed before every statement.
-    pub refresh_ms: u64,
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        LakeConfig {
-            root: "./lake".to_string(),
-            storage_options: BTreeMap::new(),
-            refresh_ms: 1000,
-        }
-    }
-}
+/// Where the lake lives: the lake crate owns its settings.
+pub use tidepool_lake::LakeConfig;
 
 /// The Postgres wire protocol listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -870,7 +850,7 @@ fn resolve_sources(
     let mut out = Vec::new();
     for s in sources {
         let setting = format!("sources.{}", s.name);
-        if !crate::lake::valid_name(&s.name) || s.name.contains("__") {
+        if !tidepool_lake::valid_name(&s.name) || s.name.contains("__") {
             return Err(invalid(
                 &setting,
                 "a source name is lower-case letters, digits and single _ (it names bronze.<name>)",
@@ -988,7 +968,7 @@ fn resolve_user(u: &UserConfig) -> Result<User, ConfigError> {
         Some(list) => {
             let set: std::collections::BTreeSet<String> =
                 list.iter().map(|s| s.to_lowercase()).collect();
-            if let Some(bad) = set.iter().find(|s| !crate::lake::valid_name(s)) {
+            if let Some(bad) = set.iter().find(|s| !tidepool_lake::valid_name(s)) {
                 return Err(invalid(
                     &format!("{setting}.schemas"),
                     format!("{bad:?} is not a schema name"),

@@ -12,7 +12,8 @@ pub mod control;
 pub mod engine;
 pub mod generate;
 pub mod ingest;
-pub mod lake;
+/// Storage and the Delta protocol: the `tidepool-lake` crate.
+pub use tidepool_lake as lake;
 pub mod models;
 pub mod protocol;
 

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_cli;
 mod admin_sources;
+mod architecture;
 mod bounded_work;
 mod client_grafana;
 mod client_metabase;

@@ -1,13 +1,15 @@
-//! The lake: object storage laid out as `<root>/<schema>/<table>/` Delta tables.
+//! tidepool-lake: object storage laid out as `<root>/<schema>/<table>/` Delta tables.
 //!
-//! This module owns storage and the Delta protocol: where tables live, listing schemas and
+//! This crate owns storage and the Delta protocol: where tables live, listing schemas and
 //! tables, opening a table at its newest (or an older) version, writing from a DataFusion
 //! plan, dropping, and the small text files in `<root>/_tidepool/` that keep view and
-//! external-table definitions. It knows nothing about SQL sessions or wire protocols.
+//! external-table definitions. Its Cargo.toml is the proof that it knows nothing of SQL
+//! sessions or wire protocols.
 
 mod cloud;
 mod error;
 mod listing;
+mod settings;
 mod upsert;
 mod writer;
 
@@ -24,10 +26,9 @@ use url::Url;
 pub use cloud::{LazyStores, NamedStores};
 pub use error::LakeError;
 pub use listing::Listing;
+pub use settings::LakeConfig;
 pub use upsert::{UpsertMode, UpsertOutcome, enable_deletion_vectors, upsert};
 pub use writer::{Layout, WriteMode, WriteOptions, WriteOutcome, parse_size};
-
-use crate::config::LakeConfig;
 
 /// Schema and table names stored in the lake are lower-case identifiers.
 pub fn valid_name(name: &str) -> bool {

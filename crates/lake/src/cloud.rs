@@ -144,11 +144,9 @@ impl NamedStores {
     }
 
     /// Refuses a cloud URL whose bucket the configuration does not name.
-    pub fn check(&self, url: &Url) -> Result<(), crate::lake::LakeError> {
+    pub fn check(&self, url: &Url) -> Result<(), crate::LakeError> {
         match store_key(url) {
-            Some(key) if !self.0.read().contains(&key) => {
-                Err(crate::lake::LakeError::UnnamedStore(key))
-            }
+            Some(key) if !self.0.read().contains(&key) => Err(crate::LakeError::UnnamedStore(key)),
             _ => Ok(()),
         }
     }
