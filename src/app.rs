@@ -58,7 +58,11 @@ impl App {
     /// Opens the lake, builds the engine, prepares ingestion and binds the listeners.
     pub async fn build(settings: &Settings) -> Result<App, AppError> {
         let lake = Lake::open(&settings.lake)?;
-        let engine = Engine::new(lake.clone(), EngineOptions::from(settings))?;
+        let engine = Engine::new(
+            lake.clone(),
+            EngineOptions::from(settings),
+            settings.dialect(),
+        )?;
         if settings.users.is_empty() {
             tracing::warn!(
                 "no [[users]]: trust mode, every client may read and write the lake and any file or URL the server can reach (listeners stay on loopback)"

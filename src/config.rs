@@ -529,6 +529,53 @@ pub struct Maintenance {
     pub checkpoint_interval: u64,
 }
 
+impl Settings {
+    /// The SQL dialect the engine speaks: PostgreSQL, with the configured users in
+    /// `pg_roles` (readers as plain login roles, the others as superusers).
+    pub fn dialect(&self) -> std::sync::Arc<crate::pgcompat::PgCompat> {
+        crate::pgcompat::PgCompat::new(crate::pgcompat::Roles {
+            users: self
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.schemas.is_none()))
+                .collect(),
+        })
+    }
+}
+
+/// The engine's limits and rights from the resolved settings.
+impl From<&Settings> for crate::engine::EngineOptions {
+    fn from(s: &Settings) -> Self {
+        crate::engine::EngineOptions {
+            query_timeout: s.query_timeout,
+            memory_limit: s.memory_limit,
+            target_partitions: s.target_partitions,
+            max_concurrent_queries: s.max_concurrent_queries,
+            light_query_rows: s.light_query_rows,
+            access: crate::engine::Access {
+                enforced: !s.users.is_empty(),
+                users: s
+                    .users
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.name.clone(),
+                            crate::engine::authz::UserRights {
+                                schemas: u.schemas.clone(),
+                                files: u.files.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+                lake_root: tidepool_lake::root_url(&s.lake.root)
+                    .ok()
+                    .map(|u| u.to_string()),
+                security: Default::default(),
+            },
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, or `./tidepool.toml` if it exists, or starts from the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {

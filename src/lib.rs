@@ -9,7 +9,10 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod engine;
+/// The SQL engine: the `tidepool-engine` crate.
+pub use tidepool_engine as engine;
+/// The PostgreSQL emulation plugged into it: the `tidepool-pgcompat` crate.
+pub use tidepool_pgcompat as pgcompat;
 pub mod generate;
 pub mod ingest;
 /// Storage and the Delta protocol: the `tidepool-lake` crate.
@@ -18,4 +21,4 @@ pub mod models;
 pub mod protocol;
 
 /// Version string of this build, shown in `version()` and the Postgres `server_version`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = tidepool_engine::VERSION;

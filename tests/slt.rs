@@ -158,6 +158,7 @@ fn main() {
                     max_concurrent_queries: 8,
                     ..Default::default()
                 },
+                tidepool::pgcompat::PgCompat::new(Default::default()),
             )
             .map_err(|e| e.to_string())?;
             let mut runner = sqllogictest::Runner::new(|| {

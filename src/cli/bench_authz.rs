@@ -51,7 +51,11 @@ pub async fn run(runs: usize, rows: usize, lineitem_rows: usize) -> anyhow::Resu
         },
         ..Default::default()
     };
-    let engine = Engine::new(lake, options)?;
+    let engine = Engine::new(
+        lake,
+        options,
+        crate::pgcompat::PgCompat::new(Default::default()),
+    )?;
     let mut server = engine.session(crate::engine::authz::SERVER_USER);
     let t = Instant::now();
     run_sql(

@@ -294,7 +294,11 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
         Default::default(),
         Default::default(),
     )?);
-    let engine = crate::engine::Engine::new(lake.clone(), crate::engine::EngineOptions::default())?;
+    let engine = crate::engine::Engine::new(
+        lake.clone(),
+        crate::engine::EngineOptions::default(),
+        crate::pgcompat::PgCompat::new(Default::default()),
+    )?;
     let run_one = |name: &str, full: bool| {
         let project = project.clone();
         let engine = engine.clone();

@@ -40,7 +40,11 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
         root: tmp.path().join("lake").display().to_string(),
         ..Default::default()
     })?;
-    let engine = Engine::new(lake, EngineOptions::default())?;
+    let engine = Engine::new(
+        lake,
+        EngineOptions::default(),
+        crate::pgcompat::PgCompat::new(Default::default()),
+    )?;
     let mut session = engine.session(crate::engine::authz::SERVER_USER);
     let t = Instant::now();
     run_sql(

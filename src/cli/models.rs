@@ -93,7 +93,7 @@ pub async fn docs(overrides: &Overrides, args: DocsArgs) -> anyhow::Result<ExitC
     let settings = super::settings(overrides)?;
     let project = load(&settings, &args.selection)?;
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
     records::register(&engine);
     let facts = crate::models::docs::facts(&engine, &project).await;
     let dir = project.paths.target.join("docs");
@@ -215,7 +215,11 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
+    let engine = Engine::new(
+        lake.clone(),
+        EngineOptions::from(&settings),
+        settings.dialect(),
+    )?;
     let started_at = chrono::Utc::now();
     let mut nodes = Vec::new();
     let picked: Vec<usize> = (0..project.tests.len())
@@ -280,7 +284,11 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake.clone(), EngineOptions::from(&settings))?;
+    let engine = Engine::new(
+        lake.clone(),
+        EngineOptions::from(&settings),
+        settings.dialect(),
+    )?;
     let view_engine = engine.clone();
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();

@@ -67,7 +67,7 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
     }
     let settings = super::settings(overrides)?;
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings))?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
     crate::models::records::register(&engine);
     let mut session = engine.session("tidepool");
     let statements = session.parse(&args.query)?;

@@ -282,10 +282,11 @@ mod tests {
     #[test]
     fn handles_belong_to_their_user() {
         let q = Queries::new(Duration::from_secs(60));
-        let stmt = crate::engine::SqlParser::new()
-            .parse("select 1")
-            .unwrap()
-            .remove(0);
+        let stmt =
+            crate::engine::SqlParser::new(crate::pgcompat::PgCompat::new(Default::default()))
+                .parse("select 1")
+                .unwrap()
+                .remove(0);
         let h = q.prepare(Prepared {
             user: "ana".into(),
             statement: stmt,

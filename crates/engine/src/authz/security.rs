@@ -1,0 +1,150 @@
+//! Grants and row-level security, stored in the lake (`_tidepool/security.json`) so every
+//! process serving it applies them. [`Store`] keeps the document in memory and reads it
+//! again when it is older than the lake's refresh interval; a change is written whole
+//! (one put), under a lock within the process. Two processes changing grants at the same
+//! moment: the later write wins.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+use tidepool_lake::Lake;
+
+const FILE: &str = "security.json";
+
+/// One granted privilege: `privilege` on `schema` (every table, now and later) or on
+/// `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub user: String,
+    pub privilege: String,
+    pub schema: String,
+    pub table: Option<String>,
+}
+
+/// A row-level security policy: rows of `schema.table` where `using` holds are visible to
+/// `roles` (`public`: everyone) for `command` (`ALL` or `SELECT`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub schema: String,
+    pub table: String,
+    pub command: String,
+    pub roles: Vec<String>,
+    pub using: String,
+}
+
+/// The stored document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Doc {
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// Tables with row-level security enabled, as `schema.table`.
+    #[serde(default)]
+    pub rls: Vec<String>,
+}
+
+/// Privileges a grant may name.
+pub const PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"];
+
+impl Doc {
+    /// Whether `user` was granted `privilege` on `schema.table` (or on all of `schema`).
+    pub fn granted(&self, user: &str, privilege: &str, schema: &str, table: Option<&str>) -> bool {
+        self.grants.iter().any(|g| {
+            g.user == user
+                && g.privilege == privilege
+                && g.schema == schema
+                && (g.table.is_none() || g.table.as_deref() == table)
+        })
+    }
+
+    /// Whether `user` holds any privilege on something in `schema`.
+    pub fn any_in_schema(&self, user: &str, schema: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.user == user && g.schema == schema)
+    }
+
+    pub fn rls_enabled(&self, schema: &str, table: &str) -> bool {
+        self.rls.iter().any(|t| *t == format!("{schema}.{table}"))
+    }
+
+    /// The `USING` predicates that let `user` read rows of `schema.table`.
+    pub fn read_predicates(&self, user: &str, schema: &str, table: &str) -> Vec<&str> {
+        self.policies
+            .iter()
+            .filter(|p| p.schema == schema && p.table == table)
+            .filter(|p| p.command == "ALL" || p.command == "SELECT")
+            .filter(|p| p.roles.iter().any(|r| r == "public" || r == user))
+            .map(|p| p.using.as_str())
+            .collect()
+    }
+}
+
+/// The lake's security document, cached.
+#[derive(Debug, Default)]
+pub struct Store {
+    lake: OnceLock<Arc<Lake>>,
+    doc: RwLock<(Arc<Doc>, Option<Instant>)>,
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Binds the store to its lake (once, when the engine starts).
+    pub fn attach(&self, lake: Arc<Lake>) {
+        let _ = self.lake.set(lake);
+    }
+
+    /// The document as last read.
+    pub fn snapshot(&self) -> Arc<Doc> {
+        self.doc.read().0.clone()
+    }
+
+    /// Reads the document again when it is older than the lake's refresh interval.
+    pub async fn refresh(&self) -> Result<Arc<Doc>, EngineError> {
+        let Some(lake) = self.lake.get() else {
+            return Ok(self.snapshot());
+        };
+        {
+            let d = self.doc.read();
+            if d.1.is_some_and(|at| at.elapsed() < lake.refresh_interval()) {
+                return Ok(d.0.clone());
+            }
+        }
+        let doc = Arc::new(read(lake).await?);
+        *self.doc.write() = (doc.clone(), Some(Instant::now()));
+        Ok(doc)
+    }
+
+    /// Changes the document: reads the stored one, applies `change`, writes it back.
+    pub async fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Doc) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let Some(lake) = self.lake.get() else {
+            return Err(EngineError::NotSupported("grants without a lake".into()));
+        };
+        let _one_at_a_time = self.write.lock().await;
+        let mut doc = read(lake).await?;
+        let out = change(&mut doc)?;
+        let bytes = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| EngineError::InvalidArgument(format!("security document: {e}")))?;
+        lake.write_meta(FILE, bytes).await?;
+        *self.doc.write() = (Arc::new(doc), Some(Instant::now()));
+        Ok(out)
+    }
+}
+
+async fn read(lake: &Lake) -> Result<Doc, EngineError> {
+    match lake.read_meta(FILE).await? {
+        None => Ok(Doc::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            EngineError::InvalidArgument(format!("_tidepool/{FILE} cannot be read: {e}"))
+        }),
+    }
+}

@@ -1,0 +1,391 @@
+//! Errors of the engine layer and their protocol-neutral classification.
+//!
+//! [`EngineError::kind`] says what class of failure a statement hit (syntax, unknown table,
+//! data exception...). Protocol adapters turn a kind into their own code (a SQLSTATE for
+//! Postgres, a gRPC status for Flight) in one place each.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+
+use tidepool_lake::LakeError;
+
+/// The class of an error, independent of the protocol that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Syntax,
+    UndefinedTable,
+    UndefinedColumn,
+    UndefinedFunction,
+    UndefinedSchema,
+    UndefinedObject,
+    DuplicateTable,
+    DuplicateSchema,
+    DuplicateObject,
+    /// An unknown cursor name in FETCH or CLOSE (34000).
+    UndefinedCursor,
+    /// DECLARE of a cursor name already open (42P03).
+    DuplicateCursor,
+    /// An operation the object's state does not allow, like FETCH BACKWARD (55000).
+    WrongObjectState,
+    AmbiguousColumn,
+    DatatypeMismatch,
+    DivisionByZero,
+    NumericOutOfRange,
+    InvalidTextRepresentation,
+    InvalidParameterValue,
+    DataException,
+    NotSupported,
+    InvalidName,
+    ResourcesExhausted,
+    /// A statement nested deeper than the server plans (54001).
+    TooComplex,
+    /// A write lost a commit race with another writer; retry (40001).
+    SerializationFailure,
+    /// NULL into a NOT NULL column (23502).
+    NotNullViolation,
+    /// A scalar subquery returned more than one row (21000).
+    CardinalityViolation,
+    Cancelled,
+    Timeout,
+    InsufficientPrivilege,
+    Io,
+    Internal,
+}
+
+/// Why a statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("syntax error: {0}")]
+    Parse(#[from] ParserError),
+    #[error("{0}")]
+    DataFusion(Box<DataFusionError>),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+    #[error("schema \"{0}\" does not exist")]
+    UndefinedSchema(String),
+    #[error("schema \"{0}\" already exists")]
+    DuplicateSchema(String),
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    #[error("invalid value for parameter \"{name}\": {message}")]
+    InvalidSetting { name: String, message: String },
+    #[error("{0} is not supported")]
+    NotSupported(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("canceling statement due to user request")]
+    Cancelled,
+    #[error("canceling statement due to statement timeout")]
+    Timeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// An unknown procedure, or arguments that match no signature (42883).
+    #[error("{0}")]
+    UndefinedFunction(String),
+    /// A value that does not convert to the declared type (22P02).
+    #[error("{0}")]
+    InvalidText(String),
+    /// A statement tidepool parses itself that is malformed (42601).
+    #[error("{0}")]
+    Syntax(String),
+    /// What the user may not touch (42501).
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    TooComplex(#[from] super::complexity::TooComplex),
+    #[error("cursor \"{0}\" does not exist")]
+    UndefinedCursor(String),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
+    /// A statement the object's current state does not allow (55000).
+    #[error("{0}")]
+    WrongObjectState(String),
+    /// A role, policy or other named object that does not exist (42704).
+    #[error("{0}")]
+    UndefinedObject(String),
+    /// A policy or other named object that exists already (42710).
+    #[error("{0}")]
+    DuplicateObject(String),
+}
+
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
+        EngineError::DataFusion(Box::new(e))
+    }
+}
+
+impl EngineError {
+    /// The engine error behind an error a result stream raised (cancel, timeout and
+    /// procedure errors travel through DataFusion as `External`).
+    pub fn from_stream(e: DataFusionError) -> EngineError {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<EngineError>() {
+                Ok(engine) => *engine,
+                Err(other) => EngineError::from(DataFusionError::External(other)),
+            },
+            other => EngineError::from(other),
+        }
+    }
+
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        if let Some(kind) = kind_by_message(&self.to_string()) {
+            return kind;
+        }
+        match self {
+            EngineError::Parse(ParserError::RecursionLimitExceeded) => ErrorKind::TooComplex,
+            EngineError::Parse(_) => ErrorKind::Syntax,
+            EngineError::TooComplex(_) => ErrorKind::TooComplex,
+            EngineError::DataFusion(e) => classify_datafusion(e),
+            EngineError::Lake(e) => classify_lake(e),
+            EngineError::UndefinedTable(_) => ErrorKind::UndefinedTable,
+            EngineError::DuplicateTable(_) => ErrorKind::DuplicateTable,
+            EngineError::UndefinedSchema(_) => ErrorKind::UndefinedSchema,
+            EngineError::DuplicateSchema(_) => ErrorKind::DuplicateSchema,
+            EngineError::UnknownSetting(_) => ErrorKind::UndefinedObject,
+            EngineError::InvalidSetting { .. } => ErrorKind::InvalidParameterValue,
+            EngineError::NotSupported(_) => ErrorKind::NotSupported,
+            EngineError::InvalidArgument(_) => ErrorKind::InvalidParameterValue,
+            EngineError::Cancelled => ErrorKind::Cancelled,
+            EngineError::Timeout => ErrorKind::Timeout,
+            EngineError::ShuttingDown => ErrorKind::ResourcesExhausted,
+            EngineError::UndefinedFunction(_) => ErrorKind::UndefinedFunction,
+            EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
+            EngineError::Syntax(_) => ErrorKind::Syntax,
+            EngineError::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
+            EngineError::UndefinedObject(_) => ErrorKind::UndefinedObject,
+            EngineError::DuplicateObject(_) => ErrorKind::DuplicateObject,
+            EngineError::UndefinedCursor(_) => ErrorKind::UndefinedCursor,
+            EngineError::DuplicateCursor(_) => ErrorKind::DuplicateCursor,
+            EngineError::WrongObjectState(_) => ErrorKind::WrongObjectState,
+        }
+    }
+
+    /// The message shown to a user: DataFusion's context wrappers are removed.
+    pub fn message(&self) -> String {
+        let message = match self {
+            EngineError::DataFusion(e) => datafusion_message(e),
+            other => other.to_string(),
+        };
+        match self.kind() {
+            ErrorKind::SerializationFailure => format!(
+                "could not serialize access due to a concurrent write to the same table; \
+                 retry the transaction ({message})"
+            ),
+            ErrorKind::NotNullViolation => {
+                format!("null value violates a not-null constraint ({message})")
+            }
+            _ => message,
+        }
+    }
+}
+
+/// Failures recognized by their text wherever they were wrapped (delta-rs and arrow
+/// errors reach us inside DataFusion's, lake and external errors alike).
+fn kind_by_message(message: &str) -> Option<ErrorKind> {
+    if message.contains("Failed to commit transaction")
+        || message.contains("Tried committing existing table version")
+        || message.contains("Delta transaction failed, version")
+    {
+        Some(ErrorKind::SerializationFailure)
+    } else if message.contains("declared as non-nullable but contains null values") {
+        Some(ErrorKind::NotNullViolation)
+    } else if message.contains("Scalar subquery returned more than one row") {
+        Some(ErrorKind::CardinalityViolation)
+    } else {
+        None
+    }
+}
+
+fn classify_lake(e: &LakeError) -> ErrorKind {
+    match e {
+        LakeError::TableNotFound(_) => ErrorKind::UndefinedTable,
+        LakeError::TableExists(_) => ErrorKind::DuplicateTable,
+        LakeError::InvalidName(_) => ErrorKind::InvalidName,
+        LakeError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
+        LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
+        LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
+        LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,
+        LakeError::DataFusion(e) => classify_datafusion(e),
+        LakeError::Delta(d) => match d {
+            deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,
+            deltalake::DeltaTableError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
+            deltalake::DeltaTableError::Arrow { source } => classify_arrow(source),
+            _ => ErrorKind::Io,
+        },
+        LakeError::Arrow(a) => classify_arrow(a),
+        LakeError::Store(_) | LakeError::Io { .. } | LakeError::Parquet(_) => ErrorKind::Io,
+        LakeError::InvalidRoot(_) => ErrorKind::Internal,
+    }
+}
+
+/// Strips `Context`, `Shared` and diagnostic wrappers.
+fn innermost(e: &DataFusionError) -> &DataFusionError {
+    match e {
+        DataFusionError::Context(_, inner) => innermost(inner),
+        DataFusionError::Shared(inner) => innermost(inner),
+        DataFusionError::Diagnostic(_, inner) => innermost(inner),
+        DataFusionError::Collection(errs) if !errs.is_empty() => innermost(&errs[0]),
+        other => other,
+    }
+}
+
+fn classify_arrow(e: &ArrowError) -> ErrorKind {
+    match e {
+        ArrowError::DivideByZero => ErrorKind::DivisionByZero,
+        ArrowError::ArithmeticOverflow(_) => ErrorKind::NumericOutOfRange,
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+            ErrorKind::InvalidTextRepresentation
+        }
+        ArrowError::ComputeError(_) | ArrowError::InvalidArgumentError(_) => {
+            ErrorKind::DataException
+        }
+        ArrowError::MemoryError(_) => ErrorKind::ResourcesExhausted,
+        ArrowError::NotYetImplemented(_) => ErrorKind::NotSupported,
+        ArrowError::IoError(..) => ErrorKind::Io,
+        ArrowError::ExternalError(inner) => classify_external(inner.as_ref()),
+        _ => ErrorKind::Internal,
+    }
+}
+
+fn classify_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ErrorKind {
+    if let Some(df) = e.downcast_ref::<DataFusionError>() {
+        return classify_datafusion(df);
+    }
+    if let Some(a) = e.downcast_ref::<ArrowError>() {
+        return classify_arrow(a);
+    }
+    if let Some(l) = e.downcast_ref::<LakeError>() {
+        return classify_lake(l);
+    }
+    if let Some(en) = e.downcast_ref::<EngineError>() {
+        return en.kind();
+    }
+    if let Some(d) = e.downcast_ref::<deltalake::DeltaTableError>() {
+        return match d {
+            deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,
+            _ => ErrorKind::Io,
+        };
+    }
+    ErrorKind::Internal
+}
+
+/// Classifies a DataFusion error by its variant and, for plan errors, its message (DataFusion
+/// reports unknown tables, columns and functions as plan errors with stable wording).
+pub fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
+    use datafusion::common::SchemaError;
+    match innermost(e) {
+        DataFusionError::SQL(..) => ErrorKind::Syntax,
+        DataFusionError::ArrowError(a, _) => classify_arrow(a),
+        DataFusionError::ParquetError(_) | DataFusionError::IoError(_) => ErrorKind::Io,
+        DataFusionError::ObjectStore(o) => match o.as_ref() {
+            object_store::Error::NotFound { .. } => ErrorKind::UndefinedTable,
+            _ => ErrorKind::Io,
+        },
+        DataFusionError::NotImplemented(_) => ErrorKind::NotSupported,
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { .. } => ErrorKind::UndefinedColumn,
+            SchemaError::AmbiguousReference { .. } => ErrorKind::AmbiguousColumn,
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => ErrorKind::AmbiguousColumn,
+        },
+        DataFusionError::Plan(m) => classify_plan_message(m),
+        DataFusionError::Configuration(_) => ErrorKind::InvalidParameterValue,
+        DataFusionError::Execution(m) => {
+            let lower = m.to_ascii_lowercase();
+            if lower.contains("divide by zero") || lower.contains("division by zero") {
+                ErrorKind::DivisionByZero
+            } else if lower.contains("overflow") {
+                ErrorKind::NumericOutOfRange
+            } else if lower.contains("cast") || lower.contains("parse") {
+                ErrorKind::InvalidTextRepresentation
+            } else if lower.contains("not found") && lower.contains("table") {
+                ErrorKind::UndefinedTable
+            } else {
+                ErrorKind::DataException
+            }
+        }
+        DataFusionError::ExecutionJoin(_) => ErrorKind::Internal,
+        DataFusionError::External(inner) => classify_external(inner.as_ref()),
+        DataFusionError::Substrait(_) => ErrorKind::NotSupported,
+        DataFusionError::Internal(_) => ErrorKind::Internal,
+        _ => ErrorKind::Internal,
+    }
+}
+
+fn classify_plan_message(m: &str) -> ErrorKind {
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("table") && lower.contains("not found") {
+        ErrorKind::UndefinedTable
+    } else if lower.contains("invalid function")
+        || lower.contains("no function matches")
+        || lower.contains("function") && lower.contains("not found")
+        || lower.contains("does not support") && lower.contains("argument")
+        || lower.contains("failed to coerce arguments")
+    {
+        ErrorKind::UndefinedFunction
+    } else if lower.contains("schema") && lower.contains("not found") {
+        ErrorKind::UndefinedSchema
+    } else if lower.contains("already exists") {
+        ErrorKind::DuplicateTable
+    } else if lower.contains("unsupported")
+        || lower.contains("not supported")
+        || lower.contains("correlated scalar subquery must be aggregated")
+    {
+        ErrorKind::NotSupported
+    } else if lower.contains("cannot infer common")
+        || lower.contains("cannot be cast")
+        || lower.contains("mismatch")
+        || lower.contains("type coercion")
+    {
+        ErrorKind::DatatypeMismatch
+    } else {
+        ErrorKind::Syntax
+    }
+}
+
+fn datafusion_message(e: &DataFusionError) -> String {
+    match innermost(e) {
+        DataFusionError::Plan(m) | DataFusionError::Execution(m) => m.clone(),
+        DataFusionError::SQL(p, _) => format!("syntax error: {p}"),
+        DataFusionError::ArrowError(a, _) => a.to_string(),
+        DataFusionError::External(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_commit_races_not_null_and_cardinality_have_their_codes() {
+        use deltalake::kernel::transaction::TransactionError;
+        let lost = EngineError::Lake(LakeError::Delta(
+            TransactionError::MaxCommitAttempts(15).into(),
+        ));
+        assert_eq!(lost.kind(), ErrorKind::SerializationFailure);
+        assert!(lost.message().starts_with("could not serialize access"));
+        let exists = EngineError::Lake(LakeError::Delta(
+            TransactionError::VersionAlreadyExists(3).into(),
+        ));
+        assert_eq!(exists.kind(), ErrorKind::SerializationFailure);
+        let wrapped = EngineError::from(DataFusionError::External(Box::new(
+            deltalake::DeltaTableError::from(TransactionError::MaxCommitAttempts(15)),
+        )));
+        assert_eq!(wrapped.kind(), ErrorKind::SerializationFailure);
+        let null = EngineError::from(DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "Column 'id' is declared as non-nullable but contains null values".into(),
+            )),
+            None,
+        ));
+        assert_eq!(null.kind(), ErrorKind::NotNullViolation);
+    }
+}

@@ -1,0 +1,411 @@
+//! `information_schema` tables that BI tools read and DataFusion answers differently or
+//! not at all. `columns` reports Postgres types (`bigint`, `numeric`, `timestamp with time
+//! zone`, `ARRAY`, with `udt_name`, precision and scale) instead of Arrow type names;
+//! `table_constraints`, `key_column_usage`, `referential_constraints`,
+//! `constraint_column_usage` and `check_constraints` exist with Postgres' columns and no
+//! rows, since lake tables declare no keys. The parser sends queries of these names to
+//! `system.<name>` (see [`INFORMATION_SCHEMA_VIEWS`]). `tables` stays DataFusion's (it sees the
+//! session's temporary tables), widened to Postgres' columns by [`tables_view`].
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Int32Builder, RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
+use pgwire::api::Type;
+
+use tidepool_engine::system::{AsyncSystemTable, INFORMATION_SCHEMA_VIEWS};
+use tidepool_engine::{CATALOG, Engine};
+
+/// `information_schema.tables` with Postgres' twelve columns: DataFusion's four plus
+/// `is_insertable_into` (base tables outside the catalogs), `is_typed` and NULLs. The
+/// parser puts this in place of a plain `information_schema.tables`. Parsed once.
+pub fn tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::{Query, Statement};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    const SQL: &str = "SELECT table_catalog, table_schema, table_name, table_type, \
+         CAST(NULL AS VARCHAR) AS self_referencing_column_name, \
+         CAST(NULL AS VARCHAR) AS reference_generation, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_catalog, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_schema, \
+         CAST(NULL AS VARCHAR) AS user_defined_type_name, \
+         CASE WHEN table_type = 'BASE TABLE' \
+              AND table_schema NOT IN ('pg_catalog', 'information_schema', 'system') \
+              THEN 'YES' ELSE 'NO' END AS is_insertable_into, \
+         'NO' AS is_typed, \
+         CAST(NULL AS VARCHAR) AS commit_action \
+         FROM information_schema.tables";
+    static VIEW: std::sync::LazyLock<Option<Box<Query>>> = std::sync::LazyLock::new(|| {
+        match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
+            Ok(Some(Statement::Query(q))) => Some(q),
+            _ => None,
+        }
+    });
+    VIEW.clone()
+}
+
+/// Registers the tables of this module in `system`.
+pub fn register(engine: &Arc<Engine>) {
+    engine.register_gathered_system_table(
+        "columns",
+        Arc::new(Columns {
+            engine: Arc::downgrade(engine),
+        }),
+    );
+    for (name, columns) in [
+        (
+            "table_constraints",
+            &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+                "nulls_distinct",
+            ][..],
+        ),
+        (
+            "key_column_usage",
+            &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "ordinal_position:int",
+                "position_in_unique_constraint:int",
+            ][..],
+        ),
+        (
+            "referential_constraints",
+            &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "unique_constraint_catalog",
+                "unique_constraint_schema",
+                "unique_constraint_name",
+                "match_option",
+                "update_rule",
+                "delete_rule",
+            ][..],
+        ),
+        (
+            "constraint_column_usage",
+            &[
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+            ][..],
+        ),
+        (
+            "check_constraints",
+            &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "check_clause",
+            ][..],
+        ),
+    ] {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| match c.strip_suffix(":int") {
+                Some(name) => Field::new(name, DataType::Int32, true),
+                None => Field::new(*c, DataType::Utf8, true),
+            })
+            .collect();
+        engine.register_gathered_system_table(
+            name,
+            Arc::new(NoRows {
+                schema: Arc::new(Schema::new(fields)),
+            }),
+        );
+    }
+}
+
+/// A catalog table with columns and no rows.
+#[derive(Debug)]
+struct NoRows {
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl AsyncSystemTable for NoRows {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        Ok(RecordBatch::new_empty(self.schema.clone()))
+    }
+}
+
+/// How a column's type reads in `information_schema.columns`.
+#[derive(Debug, Default, PartialEq)]
+pub struct ColumnType {
+    pub data_type: String,
+    pub udt_name: String,
+    pub numeric_precision: Option<i32>,
+    pub numeric_precision_radix: Option<i32>,
+    pub numeric_scale: Option<i32>,
+    pub datetime_precision: Option<i32>,
+}
+
+/// The Postgres description of an Arrow type, as the wire protocol sends it.
+pub fn column_type(t: &DataType) -> ColumnType {
+    let pg = arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT);
+    let data_type = match pg {
+        Type::BOOL => "boolean",
+        Type::INT2 => "smallint",
+        Type::INT4 => "integer",
+        Type::INT8 => "bigint",
+        Type::FLOAT4 => "real",
+        Type::FLOAT8 => "double precision",
+        Type::NUMERIC => "numeric",
+        Type::TEXT => "text",
+        Type::VARCHAR => "character varying",
+        Type::BPCHAR => "character",
+        Type::CHAR => "\"char\"",
+        Type::BYTEA => "bytea",
+        Type::DATE => "date",
+        Type::TIME => "time without time zone",
+        Type::TIMETZ => "time with time zone",
+        Type::TIMESTAMP => "timestamp without time zone",
+        Type::TIMESTAMPTZ => "timestamp with time zone",
+        Type::INTERVAL => "interval",
+        Type::JSON => "json",
+        Type::JSONB => "jsonb",
+        Type::UUID => "uuid",
+        Type::OID => "oid",
+        ref other if other.name().starts_with('_') => "ARRAY",
+        _ => "USER-DEFINED",
+    }
+    .to_string();
+    let mut out = ColumnType {
+        data_type,
+        udt_name: pg.name().to_string(),
+        ..Default::default()
+    };
+    let binary = |bits: i32| (Some(bits), Some(2), Some(0));
+    let (p, r, s) = match (&pg, t) {
+        (&Type::INT2, _) => binary(16),
+        (&Type::INT4, _) => binary(32),
+        (&Type::INT8, _) => binary(64),
+        (&Type::FLOAT4, _) => (Some(24), Some(2), None),
+        (&Type::FLOAT8, _) => (Some(53), Some(2), None),
+        (&Type::NUMERIC, DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) => {
+            (Some(*p as i32), Some(10), Some(*s as i32))
+        }
+        (&Type::NUMERIC, _) => (None, Some(10), None),
+        _ => (None, None, None),
+    };
+    out.numeric_precision = p;
+    out.numeric_precision_radix = r;
+    out.numeric_scale = s;
+    out.datetime_precision = match t {
+        DataType::Date32 | DataType::Date64 => Some(0),
+        DataType::Timestamp(unit, _) | DataType::Time64(unit) | DataType::Time32(unit) => {
+            Some(match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond | TimeUnit::Nanosecond => 6,
+            })
+        }
+        _ => None,
+    };
+    out
+}
+
+/// `information_schema.columns` over the lake's tables, views and external tables and
+/// `system`.
+#[derive(Debug)]
+struct Columns {
+    engine: Weak<Engine>,
+}
+
+const COLUMNS: &[(&str, bool)] = &[
+    ("table_catalog", false),
+    ("table_schema", false),
+    ("table_name", false),
+    ("column_name", false),
+    ("ordinal_position", true),
+    ("column_default", false),
+    ("is_nullable", false),
+    ("data_type", false),
+    ("character_maximum_length", true),
+    ("character_octet_length", true),
+    ("numeric_precision", true),
+    ("numeric_precision_radix", true),
+    ("numeric_scale", true),
+    ("datetime_precision", true),
+    ("udt_catalog", false),
+    ("udt_schema", false),
+    ("udt_name", false),
+    ("is_identity", false),
+    ("is_generated", false),
+    ("is_updatable", false),
+];
+
+#[async_trait]
+impl AsyncSystemTable for Columns {
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            COLUMNS
+                .iter()
+                .map(|(n, int)| {
+                    Field::new(
+                        *n,
+                        if *int {
+                            DataType::Int32
+                        } else {
+                            DataType::Utf8
+                        },
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        let schema = self.schema();
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(RecordBatch::new_empty(schema));
+        };
+        let listing = engine
+            .lake()
+            .listing()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut relations: Vec<(String, String, bool)> = Vec::new();
+        for (s, l) in &listing.schemas {
+            for t in l.tables.iter().chain(&l.external) {
+                relations.push((s.clone(), t.clone(), true));
+            }
+            for v in &l.views {
+                relations.push((s.clone(), v.clone(), false));
+            }
+        }
+        for t in engine.system_tables() {
+            relations.push(("system".into(), t, false));
+        }
+        let mut text: Vec<StringBuilder> =
+            (0..COLUMNS.len()).map(|_| StringBuilder::new()).collect();
+        let mut ints: Vec<Int32Builder> = (0..COLUMNS.len()).map(|_| Int32Builder::new()).collect();
+        for (s, t, updatable) in relations {
+            if s == "system" && INFORMATION_SCHEMA_VIEWS.contains(&t.as_str()) {
+                continue;
+            }
+            let fields = match engine.table_schema(&s, &t).await {
+                Ok(Some(schema)) => schema,
+                // A table that cannot be opened (being written, broken) is left out
+                // rather than failing the whole listing.
+                Ok(None) | Err(_) => continue,
+            };
+            for (i, f) in fields.fields().iter().enumerate() {
+                let ty = column_type(f.data_type());
+                let texts: [Option<&str>; 20] = [
+                    Some(CATALOG),
+                    Some(&s),
+                    Some(&t),
+                    Some(f.name()),
+                    None,
+                    None,
+                    Some(if f.is_nullable() { "YES" } else { "NO" }),
+                    Some(&ty.data_type),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(CATALOG),
+                    Some("pg_catalog"),
+                    Some(&ty.udt_name),
+                    Some("NO"),
+                    Some("NEVER"),
+                    Some(if updatable { "YES" } else { "NO" }),
+                ];
+                let numbers: [Option<i32>; 20] = {
+                    let mut n = [None; 20];
+                    n[4] = Some(i as i32 + 1);
+                    n[10] = ty.numeric_precision;
+                    n[11] = ty.numeric_precision_radix;
+                    n[12] = ty.numeric_scale;
+                    n[13] = ty.datetime_precision;
+                    n
+                };
+                for (c, (_, int)) in COLUMNS.iter().enumerate() {
+                    if *int {
+                        ints[c].append_option(numbers[c]);
+                    } else {
+                        text[c].append_option(texts[c]);
+                    }
+                }
+            }
+        }
+        let columns: Vec<ArrayRef> = COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(c, (_, int))| -> ArrayRef {
+                if *int {
+                    Arc::new(ints[c].finish())
+                } else {
+                    Arc::new(text[c].finish())
+                }
+            })
+            .collect();
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_view_parses() {
+        assert!(tables_view().is_some());
+    }
+
+    #[test]
+    fn postgres_names_for_arrow_types() {
+        let ty = column_type(&DataType::Decimal128(12, 2));
+        assert_eq!(
+            (
+                ty.data_type.as_str(),
+                ty.udt_name.as_str(),
+                ty.numeric_precision,
+                ty.numeric_scale
+            ),
+            ("numeric", "numeric", Some(12), Some(2))
+        );
+        let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(column_type(&tz).data_type, "timestamp with time zone");
+        assert_eq!(column_type(&tz).datetime_precision, Some(6));
+        assert_eq!(column_type(&DataType::Utf8View).data_type, "text");
+        assert_eq!(column_type(&DataType::Int64).udt_name, "int8");
+        let list = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+        assert_eq!(
+            (
+                column_type(&list).data_type.as_str(),
+                column_type(&list).udt_name.as_str()
+            ),
+            ("ARRAY", "_text")
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The PostgreSQL emulation, plugged into the engine as its [`Extension`].
+//!
+//! Clients (psql, pgjdbc, Npgsql/Power BI, DBeaver, SQLAlchemy...) read Postgres' catalogs
+//! and call Postgres' functions before and around every query. This crate answers them:
+//! `pg_catalog` (datafusion-pg-catalog's tables, with tidepool's procedures in `pg_proc`,
+//! lake columns in `pg_attribute`, function oids in `pg_type`), `information_schema` in
+//! Postgres' shape, `pg_settings`, `pg_roles`, the privilege-inquiry and other Postgres
+//! functions, the rewrites that make client catalog queries plannable, and which catalog
+//! answers the engine may cache. The engine knows none of it; it is the only crate above
+//! the engine that depends on pgwire (through arrow-pg's type mapping).
+
+mod cache_key;
+mod catalog_subqueries;
+mod catalog_views;
+mod compat;
+mod gathered;
+mod info_schema;
+mod parser;
+mod pg_attribute;
+mod pg_functions;
+mod pg_proc;
+mod pg_roles;
+mod pg_settings;
+mod pg_types;
+mod privileges;
+pub mod proc_arrays;
+mod routines;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Statement, VisitMut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use tidepool_engine::authz::Access;
+use tidepool_engine::{CATALOG, Engine, EngineError, Extension, SessionView};
+
+pub use pg_roles::{Roles, TRUST_USER};
+
+/// The PostgreSQL dialect: catalogs, functions and rewrites.
+#[derive(Debug, Default)]
+pub struct PgCompat {
+    parser: parser::Compat,
+    roles: Roles,
+    /// Signature texts of procedures, shared by `pg_proc` and the `pg_get_function_*`
+    /// functions.
+    signatures: pg_proc::Signatures,
+}
+
+impl PgCompat {
+    /// The dialect with `roles` in `pg_roles` (configuration order).
+    pub fn new(roles: Roles) -> Arc<PgCompat> {
+        Arc::new(PgCompat {
+            parser: parser::Compat::new(),
+            roles,
+            signatures: Default::default(),
+        })
+    }
+}
+
+impl Extension for PgCompat {
+    fn configure(&self, state: SessionStateBuilder) -> SessionStateBuilder {
+        state.with_optimizer_rule(Arc::new(
+            catalog_subqueries::UndecorrelatedCatalogSubqueries,
+        ))
+    }
+
+    fn register(&self, ctx: &SessionContext, _access: &Access) -> Result<(), EngineError> {
+        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(ctx, CATALOG, self.roles.clone())
+            .map_err(|e| EngineError::from(*e))?;
+        ctx.register_udf(compat::like_escape_udf());
+        for f in pg_functions::udfs() {
+            ctx.register_udf(f);
+        }
+        for f in pg_proc::udfs(&self.signatures) {
+            ctx.register_udf(f);
+        }
+        Ok(())
+    }
+
+    fn pure_table_functions(&self) -> &[&str] {
+        &["pg_get_keywords"]
+    }
+
+    fn attach(&self, engine: &Arc<Engine>) -> Result<(), EngineError> {
+        if let Some(lake) = engine.base().catalog(CATALOG)
+            && let Some(inner) = lake.schema("pg_catalog")
+        {
+            lake.register_schema(
+                "pg_catalog",
+                Arc::new(pg_proc::PgCatalog {
+                    inner,
+                    engine: Arc::downgrade(engine),
+                    signatures: self.signatures.clone(),
+                    pg_type: Default::default(),
+                    builtin_procs: Default::default(),
+                }),
+            )?;
+        }
+        for (name, kind) in [
+            ("routines", routines::Kind::Routines),
+            ("parameters", routines::Kind::Parameters),
+        ] {
+            engine.register_gathered_system_table(
+                name,
+                Arc::new(routines::InformationTable {
+                    engine: Arc::downgrade(engine),
+                    kind,
+                }),
+            );
+        }
+        info_schema::register(engine);
+        Ok(())
+    }
+
+    fn parse(&self, sql: &str) -> Result<Vec<Statement>, EngineError> {
+        if sql.contains("current_setting('search_path')") {
+            // datafusion-pg-catalog swaps Grafana's search-path subquery for `''` (from
+            // before `current_setting` existed), which makes every table look off the
+            // path; tidepool answers `current_setting`, so only the rules apply.
+            return Ok(datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &PostgreSqlDialect {},
+                sql,
+            )?
+            .into_iter()
+            .map(|s| self.parser.rewrite(s))
+            .collect());
+        }
+        self.parser.parse(sql)
+    }
+
+    fn rewrite_parsed(&self, statement: Statement) -> Statement {
+        self.parser.rewrite(statement)
+    }
+
+    fn rewrite(&self, statement: &mut Statement) -> Result<(), EngineError> {
+        let _ = statement.visit(&mut catalog_views::CatalogViews);
+        compat::rewrite(statement);
+        Ok(())
+    }
+
+    fn session_functions(
+        &self,
+        ctx: &SessionContext,
+        session: SessionView<'_>,
+    ) -> Result<(), EngineError> {
+        ctx.register_udf(pg_functions::current_setting_udf(
+            session
+                .settings
+                .all()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+        ));
+        ctx.register_udtf(
+            pg_settings::FUNCTION,
+            Arc::new(tidepool_engine::authz::guarded::Pure(Arc::new(
+                pg_settings::ShowAllSettings::new(session.settings)?,
+            ))),
+        );
+        for f in privileges::udfs(session.access, session.user, session.schema) {
+            ctx.register_udf(f);
+        }
+        Ok(())
+    }
+
+    fn cache_key(&self, statement: &DFStatement, session: SessionView<'_>) -> Option<String> {
+        cache_key::key(
+            statement,
+            session.user,
+            &session.settings.search_path().join(","),
+        )
+    }
+}

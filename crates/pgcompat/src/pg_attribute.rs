@@ -1,0 +1,310 @@
+//! `pg_catalog.pg_attribute` with the type details drivers read: datafusion-pg-catalog
+//! lists every column of every table but reports `atttypmod = -1` and text for most
+//! arrays. Each row is matched back to its table's Arrow field (through `pg_class` and
+//! `pg_namespace`) and gets the type oid the wire protocol sends, `atttypmod` for
+//! `numeric(p,s)` (`((p << 16) | s) + 4`, so `format_type` prints `numeric(12,2)` and
+//! SQLAlchemy reads precision and scale) and `attndims` for arrays.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int16Builder, Int32Builder, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::Result;
+use datafusion::prelude::SessionContext;
+
+use crate::gathered::Gather;
+use tidepool_engine::Engine;
+
+#[derive(Debug)]
+pub struct AttributeTable {
+    pub inner: Arc<dyn TableProvider>,
+    pub catalog: Arc<dyn SchemaProvider>,
+    pub engine: Weak<Engine>,
+}
+
+async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+    SessionContext::new().read_table(t.clone())?.collect().await
+}
+
+/// `oid -> text column` of a catalog table.
+async fn names(
+    catalog: &Arc<dyn SchemaProvider>,
+    table: &str,
+    column: &str,
+    extra: Option<&str>,
+) -> Result<HashMap<i64, (String, i64)>> {
+    let mut out = HashMap::new();
+    let Some(t) = catalog.table(table).await? else {
+        return Ok(out);
+    };
+    for b in collect(&t).await? {
+        let (Some(oid), Some(name)) = (b.column_by_name("oid"), b.column_by_name(column)) else {
+            continue;
+        };
+        let oid = cast(oid, &DataType::Int64)?;
+        let name = cast(name, &DataType::Utf8)?;
+        let extra = match extra.and_then(|e| b.column_by_name(e)) {
+            Some(e) => Some(cast(e, &DataType::Int64)?),
+            None => None,
+        };
+        let (oid, name) = (oid.as_primitive::<Int64Type>(), name.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            if oid.is_valid(i) && name.is_valid(i) {
+                let x = extra
+                    .as_ref()
+                    .map(|e| e.as_primitive::<Int64Type>().value(i))
+                    .unwrap_or(0);
+                out.insert(oid.value(i), (name.value(i).to_string(), x));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Type oid, typmod and array dimensions of a column of `t`.
+fn type_details(t: &DataType) -> Option<(i32, i32, i16)> {
+    let pg = arrow_pg::datatypes::into_pg_type(t).ok()?;
+    let typmod = match t {
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *s >= 0 => {
+            ((i32::from(*p) << 16) | i32::from(*s)) + 4
+        }
+        _ => -1,
+    };
+    let dims = match t {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => 1,
+        _ => 0,
+    };
+    Some((pg.oid() as i32, typmod, dims))
+}
+
+/// Array columns of `pg_index` and `pg_constraint` (int2vector, oidvector, int2[], oid[]).
+const KEY_ARRAYS: &[(&str, DataType)] = &[
+    ("indkey", DataType::Int16),
+    ("indoption", DataType::Int16),
+    ("indcollation", DataType::Int32),
+    ("indclass", DataType::Int32),
+    ("conkey", DataType::Int16),
+    ("confkey", DataType::Int16),
+    ("confdelsetcols", DataType::Int16),
+    ("conpfeqop", DataType::Int32),
+    ("conppeqop", DataType::Int32),
+    ("conffeqop", DataType::Int32),
+    ("conexclop", DataType::Int32),
+];
+
+/// `pg_index` / `pg_constraint`: no rows, since lake tables have no keys or indexes (the
+/// bundled rows describe Postgres' own system catalogs), with their key columns typed as
+/// arrays so `unnest(indkey)` and `conkey[1]` plan.
+pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match KEY_ARRAYS.iter().find(|(n, _)| n == f.name()) {
+            Some((_, item)) => Field::new(
+                f.name(),
+                DataType::List(Arc::new(Field::new("item", item.clone(), true))),
+                true,
+            ),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
+        Schema::new(fields),
+    )))
+}
+
+/// `pg_class` with the columns the bundled one lacks (`reloptions`, `relacl`: NULL, as
+/// for a table without storage options or grants), which SQLAlchemy's index query reads.
+#[derive(Debug)]
+pub struct ClassTable {
+    pub inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl ClassTable {
+    pub fn new(inner: Arc<dyn TableProvider>) -> ClassTable {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let mut fields: Vec<Field> = inner
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for name in ["reloptions", "relacl"] {
+            if inner.schema().index_of(name).is_err() {
+                fields.push(Field::new(
+                    name,
+                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                    true,
+                ));
+            }
+        }
+        ClassTable {
+            inner,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ClassTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let mut batches = Vec::new();
+        for b in collect(&self.inner).await? {
+            let mut columns = b.columns().to_vec();
+            for f in self.schema.fields().iter().skip(columns.len()) {
+                columns.push(datafusion::arrow::array::new_null_array(
+                    f.data_type(),
+                    b.num_rows(),
+                ));
+            }
+            batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        datafusion::catalog::MemTable::try_new(self.schema.clone(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl Gather for AttributeTable {
+    fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+
+    async fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let batches = collect(&self.inner).await?;
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(batches);
+        };
+        let classes = names(&self.catalog, "pg_class", "relname", Some("relnamespace")).await?;
+        let namespaces = names(&self.catalog, "pg_namespace", "nspname", None).await?;
+        let mut fields: HashMap<i64, Option<SchemaRef>> = HashMap::new();
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let schema = b.schema();
+            let (Some(relid), Some(attnum), Some(typid), Some(typmod), Some(ndims)) = (
+                schema.index_of("attrelid").ok(),
+                schema.index_of("attnum").ok(),
+                schema.index_of("atttypid").ok(),
+                schema.index_of("atttypmod").ok(),
+                schema.index_of("attndims").ok(),
+            ) else {
+                out.push(b);
+                continue;
+            };
+            let relids = cast(b.column(relid), &DataType::Int64)?;
+            let relids = relids.as_primitive::<Int64Type>();
+            let nums = cast(b.column(attnum), &DataType::Int32)?;
+            let nums = nums.as_primitive::<Int32Type>();
+            let attname = schema.index_of("attname").ok();
+            let mut names = datafusion::arrow::array::StringBuilder::new();
+            let old_names = match attname {
+                Some(k) => Some(cast(b.column(k), &DataType::Utf8)?),
+                None => None,
+            };
+            let old_typ = cast(b.column(typid), &DataType::Int32)?;
+            let old_typ = old_typ.as_primitive::<Int32Type>();
+            let mut typ = Int32Builder::with_capacity(b.num_rows());
+            let mut modifier = Int32Builder::with_capacity(b.num_rows());
+            let mut dims = Int16Builder::with_capacity(b.num_rows());
+            for i in 0..b.num_rows() {
+                let rel = relids.value(i);
+                if let std::collections::hash_map::Entry::Vacant(slot) = fields.entry(rel) {
+                    let resolved = match classes.get(&rel) {
+                        Some((table, ns)) => match namespaces.get(ns) {
+                            Some((schema, _)) => {
+                                engine.table_schema(schema, table).await.ok().flatten()
+                            }
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    slot.insert(resolved);
+                }
+                let field = fields
+                    .get(&rel)
+                    .and_then(|s| s.as_ref())
+                    .and_then(|s| s.fields().get((nums.value(i) - 1).max(0) as usize).cloned());
+                // The name of the column as the table has it (the bundled rows can differ).
+                if let Some(old) = &old_names {
+                    let old = old.as_string::<i32>();
+                    match &field {
+                        Some(f) if nums.value(i) > 0 => names.append_value(f.name()),
+                        _ => names.append_option(old.is_valid(i).then(|| old.value(i))),
+                    }
+                }
+                let details = field.and_then(|f| type_details(f.data_type()));
+                match details {
+                    Some((t, m, d)) => {
+                        typ.append_value(t);
+                        modifier.append_value(m);
+                        dims.append_value(d);
+                    }
+                    None => {
+                        typ.append_option(old_typ.is_valid(i).then(|| old_typ.value(i)));
+                        modifier.append_value(-1);
+                        dims.append_value(0);
+                    }
+                }
+            }
+            let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+            if let Some(k) = attname {
+                columns[k] = cast(
+                    &(Arc::new(names.finish()) as ArrayRef),
+                    schema.field(k).data_type(),
+                )?;
+            }
+            columns[typid] = cast(
+                &(Arc::new(typ.finish()) as ArrayRef),
+                schema.field(typid).data_type(),
+            )?;
+            columns[typmod] = cast(
+                &(Arc::new(modifier.finish()) as ArrayRef),
+                schema.field(typmod).data_type(),
+            )?;
+            columns[ndims] = cast(
+                &(Arc::new(dims.finish()) as ArrayRef),
+                schema.field(ndims).data_type(),
+            )?;
+            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn numeric_typmod_and_array_dims() {
+        assert_eq!(
+            type_details(&DataType::Decimal128(12, 2)),
+            Some((1700, (12 << 16 | 2) + 4, 0))
+        );
+        assert_eq!(type_details(&DataType::Int64), Some((20, -1, 0)));
+        let list = DataType::List(Arc::new(Field::new("element", DataType::Int64, true)));
+        assert_eq!(type_details(&list), Some((1016, -1, 1)));
+    }
+}
