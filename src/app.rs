@@ -68,8 +68,8 @@ impl App {
                 "no [[users]]: trust mode, every client may read and write the lake and any file or URL the server can reach (listeners stay on loopback)"
             );
         }
-        let ingest = Arc::new(Ingest::new(settings, lake)?);
-        engine.register_system_table("ingest", ingest.status());
+        let ingest = Arc::new(Ingest::new(&settings.ingest(), lake)?);
+        engine.register_system_table("ingest", Arc::new(IngestTable(ingest.status())));
         crate::models::records::register(&engine);
         let shutdown = CancellationToken::new();
         let control = crate::control::Control::new(
@@ -253,5 +253,22 @@ impl App {
         engine.close();
         drop(self.ingest);
         tracing::info!("stopped");
+    }
+}
+
+/// `system.ingest`: the ingest layer's live status as a table of the engine.
+#[derive(Debug)]
+struct IngestTable(Arc<crate::ingest::status::IngestStatus>);
+
+impl crate::engine::SystemTable for IngestTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        crate::ingest::status::IngestStatus::schema()
+    }
+
+    fn rows(
+        &self,
+    ) -> Result<datafusion::arrow::record_batch::RecordBatch, datafusion::arrow::error::ArrowError>
+    {
+        self.0.batch()
     }
 }

@@ -185,15 +185,6 @@ impl Default for KafkaConfig {
     }
 }
 
-/// Where a source starts when its bronze table holds no offsets for a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StartOffset {
-    #[default]
-    Earliest,
-    Latest,
-}
-
 /// One Kafka source landing in `bronze.<name>`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +269,7 @@ impl Default for MaintenanceConfig {
 }
 
 /// Where the lake lives: the lake crate owns its settings.
+pub use tidepool_ingest::{IngestConfig, Maintenance, Source, StartOffset};
 pub use tidepool_lake::LakeConfig;
 
 /// The Postgres wire protocol listener.
@@ -502,34 +494,17 @@ pub enum AdminPlacement {
     Own(SocketAddr),
 }
 
-/// A validated source.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub name: String,
-    pub topics: Vec<String>,
-    pub start: StartOffset,
-    pub schema: Option<PathBuf>,
-    pub raw: bool,
-    pub max_rows: usize,
-    pub max_bytes: usize,
-    pub max_latency: Duration,
-    pub max_message_bytes: usize,
-    pub group_id: String,
-    /// `kafka.properties` overlaid with the source's own.
-    pub properties: BTreeMap<String, String>,
-}
-
-/// Validated maintenance settings.
-#[derive(Debug, Clone)]
-pub struct Maintenance {
-    pub compact_min_files: usize,
-    pub interval: Option<Duration>,
-    pub target_file_size: u64,
-    pub vacuum_retention: Duration,
-    pub checkpoint_interval: u64,
-}
-
 impl Settings {
+    /// What the ingest layer runs: the sources, their brokers, maintenance.
+    pub fn ingest(&self) -> IngestConfig {
+        IngestConfig {
+            brokers: self.brokers.clone(),
+            embedded_partitions: self.embedded_partitions,
+            sources: self.sources.clone(),
+            maintenance: self.maintenance.clone(),
+        }
+    }
+
     /// The SQL dialect the engine speaks: PostgreSQL, with the configured users in
     /// `pg_roles` (readers as plain login roles, the others as superusers).
     pub fn dialect(&self) -> std::sync::Arc<crate::pgcompat::PgCompat> {

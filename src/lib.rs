@@ -14,7 +14,8 @@ pub use tidepool_engine as engine;
 /// The PostgreSQL emulation plugged into it: the `tidepool-pgcompat` crate.
 pub use tidepool_pgcompat as pgcompat;
 pub mod generate;
-pub mod ingest;
+/// Kafka into bronze: the `tidepool-ingest` crate.
+pub use tidepool_ingest as ingest;
 /// Storage and the Delta protocol: the `tidepool-lake` crate.
 pub use tidepool_lake as lake;
 pub mod models;

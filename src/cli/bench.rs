@@ -286,7 +286,7 @@ async fn start_source(
     CancellationToken,
 )> {
     let settings = settings(lake, brokers, topic, 1000)?;
-    let ingest = Ingest::new(&settings, Lake::open(&settings.lake)?)?;
+    let ingest = Ingest::new(&settings.ingest(), Lake::open(&settings.lake)?)?;
     let cancel = CancellationToken::new();
     let runs = ingest
         .start(&[], Assignment::All, false, cancel.clone())

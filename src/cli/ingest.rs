@@ -28,7 +28,7 @@ pub async fn run(overrides: &Overrides, args: IngestArgs) -> anyhow::Result<Exit
         anyhow::bail!("no [[sources]] in the configuration: nothing to ingest");
     }
     let lake = Lake::open(&settings.lake)?;
-    let ingest = Ingest::new(&settings, lake)?;
+    let ingest = Ingest::new(&settings.ingest(), lake)?;
     if ingest.embedded() {
         tracing::info!(
             bootstrap = ingest.brokers(),

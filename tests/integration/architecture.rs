@@ -316,42 +316,71 @@ fn no_new_import_cycles_between_modules() {
     assert!(found.is_empty(), "new import cycles:\n{report}");
 }
 
-/// The engine serves every protocol and knows none: no wire-protocol crate anywhere in
-/// its dependency tree (the PostgreSQL dialect, which needs pgwire's types, is
-/// `tidepool-pgcompat`, plugged in through `tidepool_engine::Extension`).
-#[test]
-fn engine_depends_on_no_wire_protocol_crate() {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-p",
+/// What each layer's crate may not depend on, anywhere in its tree: the engine serves
+/// every protocol and knows none (the PostgreSQL dialect, which needs pgwire's types, is
+/// `tidepool-pgcompat`, plugged in through `tidepool_engine::Extension`); ingestion
+/// knows neither the SQL engine nor a protocol.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "tidepool-engine",
+        &[
+            "pgwire",
+            "tonic",
+            "axum",
+            "arrow-flight",
+            "arrow-pg",
+            "tidepool-pgcompat",
+        ],
+    ),
+    (
+        "tidepool-ingest",
+        &["pgwire", "tonic", "axum", "arrow-flight", "tidepool-engine"],
+    ),
+    (
+        "tidepool-lake",
+        &[
+            "pgwire",
+            "tonic",
+            "axum",
+            "arrow-flight",
             "tidepool-engine",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(tree.contains("datafusion v"), "unexpected tree:\n{tree}");
-    for forbidden in ["pgwire", "tonic", "axum", "arrow-flight", "arrow-pg"] {
-        let found: Vec<&str> = tree
-            .lines()
-            .filter(|l| l.split(' ').next() == Some(forbidden))
-            .collect();
+            "rdkafka",
+        ],
+    ),
+];
+
+#[test]
+fn layers_depend_only_on_what_they_may() {
+    for (krate, forbidden) in FORBIDDEN {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                krate,
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
         assert!(
-            found.is_empty(),
-            "tidepool-engine depends on {forbidden}: {found:?}"
+            out.status.success(),
+            "cargo tree -p {krate} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(tree.contains("deltalake v"), "unexpected tree:\n{tree}");
+        for name in *forbidden {
+            let found: Vec<&str> = tree
+                .lines()
+                .filter(|l| l.split(' ').next() == Some(*name))
+                .collect();
+            assert!(found.is_empty(), "{krate} depends on {name}: {found:?}");
+        }
     }
 }

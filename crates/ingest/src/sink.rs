@@ -16,7 +16,7 @@ use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 
 use super::IngestError;
-use crate::lake::Lake;
+use tidepool_lake::Lake;
 
 /// Identifies the `txn` of one partition of one source.
 pub fn app_id(prefix: &str, topic: &str, partition: i32) -> String {

@@ -6,7 +6,8 @@
 //! cannot become rows go to `bronze.<source>__dead_letters`. [`Ingest`] owns the sources,
 //! the embedded dev broker ([`broker`]) when no brokers are configured, the producer the
 //! HTTP endpoint uses ([`produce`]) and the live status ([`status`]) behind
-//! `system.ingest` and `/metrics`. This layer never imports a wire-protocol crate.
+//! `system.ingest` and `/metrics`. This crate depends on the lake alone, no SQL engine and
+//! no wire protocol (its Cargo.toml shows it); its settings are [`IngestConfig`].
 
 pub mod batch;
 pub mod broker;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod produce;
 pub mod replay;
 pub mod schema;
+mod settings;
 pub mod sink;
 pub mod status;
 
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Maintenance, Settings, Source};
-use crate::lake::{Lake, LakeError};
+pub use settings::{IngestConfig, Maintenance, Source, StartOffset};
+use tidepool_lake::{Lake, LakeError};
 
 pub use consumer::Assignment;
 pub use status::{IngestStatus, SourceStatus};
@@ -135,7 +137,7 @@ impl SourceRun {
 impl Ingest {
     /// Prepares ingestion: starts the embedded broker when no brokers are configured and
     /// there are sources, validates declared schemas.
-    pub fn new(settings: &Settings, lake: Arc<Lake>) -> Result<Ingest, IngestError> {
+    pub fn new(settings: &IngestConfig, lake: Arc<Lake>) -> Result<Ingest, IngestError> {
         let mut declared = std::collections::HashMap::new();
         for s in &settings.sources {
             if let Some(p) = &s.schema {

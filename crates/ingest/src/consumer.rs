@@ -28,7 +28,7 @@ use super::IngestError;
 use super::batch::RawBatch;
 use super::pipeline::{Command, GroupOffsets, TopicPartition};
 use super::status::SourceStatus;
-use crate::config::{Source, StartOffset};
+use crate::settings::{Source, StartOffset};
 
 /// How partitions are obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

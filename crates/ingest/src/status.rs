@@ -272,13 +272,3 @@ impl IngestStatus {
         out
     }
 }
-
-impl crate::engine::SystemTable for IngestStatus {
-    fn schema(&self) -> SchemaRef {
-        IngestStatus::schema()
-    }
-
-    fn rows(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        self.batch()
-    }
-}

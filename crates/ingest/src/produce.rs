@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::IngestError;
-use crate::config::Source;
+use crate::settings::Source;
 
 /// One event to produce.
 #[derive(Debug, Clone)]

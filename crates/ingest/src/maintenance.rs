@@ -12,8 +12,8 @@ use deltalake::DeltaTable;
 use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
-use crate::config::Maintenance;
-use crate::lake::Lake;
+use crate::settings::Maintenance;
+use tidepool_lake::Lake;
 
 /// What one pass over a table did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
