@@ -355,7 +355,6 @@ fn layers_depend_only_on_what_they_may() {
         let out = std::process::Command::new(env!("CARGO"))
             .args([
                 "tree",
-                "--offline",
                 "-p",
                 krate,
                 "-e",
