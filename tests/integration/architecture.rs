@@ -354,15 +354,7 @@ fn layers_depend_only_on_what_they_may() {
     for (krate, forbidden) in FORBIDDEN {
         let out = std::process::Command::new(env!("CARGO"))
             .args([
-                "tree",
-                "-p",
-                krate,
-                "-e",
-                "normal",
-                "--prefix",
-                "none",
-                "--format",
-                "{p}",
+                "tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
