@@ -152,15 +152,16 @@ impl Extension for PgCompat {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
                 .collect(),
         ));
+        for f in privileges::udfs(session.access, session.user, session.schema) {
+            ctx.register_udf(f);
+        }
+        // Last: the only step that can fail leaves the functions above registered.
         ctx.register_udtf(
             pg_settings::FUNCTION,
             Arc::new(tidepool_engine::authz::guarded::Pure(Arc::new(
                 pg_settings::ShowAllSettings::new(session.settings)?,
             ))),
         );
-        for f in privileges::udfs(session.access, session.user, session.schema) {
-            ctx.register_udf(f);
-        }
         Ok(())
     }
 
