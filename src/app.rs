@@ -207,7 +207,7 @@ impl App {
             self.project_dir.clone(),
             self.shutdown.child_token(),
         ));
-        tasks.spawn(crate::models::schedule::serve(
+        tasks.spawn(crate::control::schedule::serve(
             self.control.clone(),
             self.shutdown.child_token(),
         ));

@@ -18,7 +18,8 @@ pub mod generate;
 pub use tidepool_ingest as ingest;
 /// Storage and the Delta protocol: the `tidepool-lake` crate.
 pub use tidepool_lake as lake;
-pub mod models;
+/// SQL models, dbt style: the `tidepool-models` crate.
+pub use tidepool_models as models;
 pub mod protocol;
 
 /// Version string of this build, shown in `version()` and the Postgres `server_version`.

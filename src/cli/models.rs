@@ -11,8 +11,9 @@ use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
 use crate::models::datatests::Severity;
+use crate::models::records::Label;
 use crate::models::records::{self, RunRecord};
-use crate::models::run::{Event, Label, RunOptions, Status, TestResult, run_test};
+use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
 use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
@@ -206,7 +207,7 @@ fn test_line<'a>(project: &'a Project, r: &'a TestResult) -> super::progress::Te
         status: r.status(project),
         failures: r.failures,
         sample: &r.sample,
-        error: r.error.as_deref().unwrap_or_default(),
+        error: r.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
     }
 }
 
@@ -309,7 +310,7 @@ pub async fn run(
         command: if with_tests { "build" } else { "run" }.into(),
         selector: selector_text(&args.selection),
     };
-    let (_, rec) = crate::models::run::run_to_record(
+    let (_, rec) = crate::models::records::run_to_record(
         project.clone(),
         engine,
         &chosen,
@@ -325,9 +326,9 @@ pub async fn run(
             Event::Finished(r) => {
                 let m = &p.models[r.index];
                 let (status, message) = match &r.status {
-                    Status::Success => ("success", ""),
-                    Status::Error(e) => ("error", e.as_str()),
-                    Status::Skipped(why) => ("skipped", why.as_str()),
+                    Status::Success => ("success", String::new()),
+                    Status::Error(e) => ("error", e.to_string()),
+                    Status::Skipped(why) => ("skipped", why.clone()),
                 };
                 display.finished(&ModelLine {
                     relation: &m.relation,
@@ -335,7 +336,7 @@ pub async fn run(
                     status,
                     rows: r.rows,
                     seconds: r.duration.as_secs_f64(),
-                    message,
+                    message: &message,
                 });
             }
         },

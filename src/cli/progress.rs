@@ -26,7 +26,7 @@ pub struct TestLine<'a> {
     pub status: &'a str,
     pub failures: u64,
     pub sample: &'a str,
-    pub error: &'a str,
+    pub error: String,
 }
 
 /// One test result as `test` and `build` show it.

@@ -148,7 +148,7 @@ pub async fn run(
                         status: &t.status,
                         failures: t.failures,
                         sample: &t.sample,
-                        error: &t.error,
+                        error: t.error.clone(),
                     });
                 }
             }

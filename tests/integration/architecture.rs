@@ -18,11 +18,6 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["cli::bench", "cli::bench_admin", "cli::bench_models"],
     ),
     ("tidepool", &["cli::models", "cli::remote"]),
-    ("tidepool", &["control", "models"]),
-    (
-        "tidepool",
-        &["models::records", "models::run", "models::streaming"],
-    ),
     ("tidepool", &["protocol::admin", "protocol::flight"]),
     (
         "tidepool",
@@ -319,7 +314,8 @@ fn no_new_import_cycles_between_modules() {
 /// What each layer's crate may not depend on, anywhere in its tree: the engine serves
 /// every protocol and knows none (the PostgreSQL dialect, which needs pgwire's types, is
 /// `tidepool-pgcompat`, plugged in through `tidepool_engine::Extension`); ingestion
-/// knows neither the SQL engine nor a protocol.
+/// knows neither the SQL engine nor a protocol; models know the engine and the lake but
+/// not Kafka, the PostgreSQL dialect or the scheduler (`croner` is `control`'s).
 const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "tidepool-engine",
@@ -335,6 +331,20 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "tidepool-ingest",
         &["pgwire", "tonic", "axum", "arrow-flight", "tidepool-engine"],
+    ),
+    (
+        "tidepool-models",
+        &[
+            "pgwire",
+            "tonic",
+            "axum",
+            "arrow-flight",
+            "arrow-pg",
+            "tidepool-pgcompat",
+            "tidepool-ingest",
+            "rdkafka",
+            "croner",
+        ],
     ),
     (
         "tidepool-lake",

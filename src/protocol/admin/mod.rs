@@ -328,7 +328,7 @@ impl Admin for AdminService {
                         let m = &project.models[r.index];
                         let (st, error) = match &r.status {
                             ModelStatus::Success => ("success", String::new()),
-                            ModelStatus::Error(e) => ("error", e.clone()),
+                            ModelStatus::Error(e) => ("error", e.to_string()),
                             ModelStatus::Skipped(why) => ("skipped", why.clone()),
                         };
                         pb::run_progress::Event::Model(pb::ModelDone {
@@ -600,7 +600,7 @@ fn test_done(project: &crate::models::Project, r: &crate::models::run::TestResul
         status: r.status(project).into(),
         failures: r.failures,
         sample: r.sample.clone(),
-        error: r.error.clone().unwrap_or_default(),
+        error: r.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod datatests;
 pub mod docs;
 mod ephemeral;
+mod error;
 pub mod graph;
 pub mod incremental;
 pub mod lineage;
@@ -14,7 +15,6 @@ pub mod project;
 pub mod records;
 pub mod render;
 pub mod run;
-pub mod schedule;
 pub mod select;
 pub mod streaming;
 pub mod views;
@@ -25,24 +25,10 @@ use std::sync::Arc;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+pub use error::ModelsError;
 pub use graph::Graph;
 pub use project::{ModelFile, ProjectPaths};
 pub use render::{Reference, RenderOptions, Rendered, Resolver, Templates};
-
-/// Errors of loading, selecting and running models.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelsError {
-    #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Project(String),
-    #[error("{0}")]
-    Render(String),
-    #[error("{0}")]
-    Select(String),
-    #[error("{0}")]
-    Config(String),
-}
 
 /// How a model is materialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +81,7 @@ pub const KEYED_ROW_GROUP: usize = 128 * 1024;
 impl ModelConfig {
     /// The Delta layout of the model's table: `tblproperties`, and for models merged on a
     /// `unique_key` a `delta.targetFileSize` of [`KEYED_FILE_SIZE`] unless given.
-    pub fn layout(&self) -> crate::lake::Layout {
+    pub fn layout(&self) -> tidepool_lake::Layout {
         let mut properties = self.tblproperties.clone();
         if !self.unique_key.is_empty() && self.strategy != incremental::Strategy::Append {
             properties
@@ -108,12 +94,12 @@ impl ModelConfig {
         }
         // Stored in bytes, the form every Delta reader parses.
         if let Some(v) = properties.get_mut("delta.targetFileSize")
-            && let Some(n) = crate::lake::parse_size(v)
+            && let Some(n) = tidepool_lake::parse_size(v)
         {
             *v = n.to_string();
         }
         let keyed = !self.unique_key.is_empty() && self.strategy != incremental::Strategy::Append;
-        crate::lake::Layout {
+        tidepool_lake::Layout {
             properties,
             row_group_rows: keyed.then_some(KEYED_ROW_GROUP),
         }
@@ -170,7 +156,7 @@ impl ModelConfig {
             Some(_) => return Err(bad("enabled", "true or false")),
         };
         if let Some(s) = raw.get("schema")
-            && !s.as_str().is_some_and(crate::lake::valid_name)
+            && !s.as_str().is_some_and(tidepool_lake::valid_name)
         {
             return Err(bad("schema", "a schema name (letters, digits, _)"));
         }
@@ -230,7 +216,7 @@ impl ModelConfig {
             Some(_) => return Err(bad("tblproperties", "a map of names to values")),
         }
         if let Some(v) = tblproperties.get("delta.targetFileSize")
-            && crate::lake::parse_size(v).is_none()
+            && tidepool_lake::parse_size(v).is_none()
         {
             return Err(bad(
                 "tblproperties",
@@ -307,6 +293,20 @@ pub fn kafka_sources(names: &[String]) -> BTreeMap<(String, String), String> {
 }
 
 impl Project {
+    /// Keeps the SQL a run executes in `target/run/<path>`, as dbt does, for reading errors.
+    pub(crate) fn write_run_sql(&self, i: usize, sql: &str) {
+        let path = self
+            .paths
+            .target
+            .join("run")
+            .join(&self.models[i].file.path);
+        if let Some(dir) = path.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = std::fs::write(&path, sql);
+        }
+    }
+
     /// Reads, renders and checks every model of the project in `paths`.
     pub fn load(
         paths: ProjectPaths,
@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(c.cluster_by, vec!["id"]);
 
         let plain = config(serde_json::json!({"materialized": "table"})).unwrap();
-        assert_eq!(plain.layout(), crate::lake::Layout::default());
+        assert_eq!(plain.layout(), tidepool_lake::Layout::default());
 
         let err = config(serde_json::json!({"tblproperties": {"delta.targetFileSize": "big"}}))
             .unwrap_err()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ModelsError;
-use crate::lake::valid_name;
+use tidepool_lake::valid_name;
 
 /// Where a project's files live.
 #[derive(Debug, Clone)]
@@ -76,7 +76,10 @@ pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> 
             .map(|s| s.to_string_lossy().to_lowercase())
             .unwrap_or_default();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", dir.display())))?
+            .map_err(|e| ModelsError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "sql"))
@@ -93,8 +96,10 @@ pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> 
                     "{path}: model files are sql/<schema>/<name>.sql with schema and name made of letters, digits and _"
                 )));
             }
-            let source = std::fs::read_to_string(&file)
-                .map_err(|e| ModelsError::Io(format!("cannot read {path}: {e}")))?;
+            let source = std::fs::read_to_string(&file).map_err(|e| ModelsError::Io {
+                path: path.to_string(),
+                source: e,
+            })?;
             out.push(ModelFile {
                 schema: schema.clone(),
                 name,
@@ -121,8 +126,10 @@ pub fn test_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
     found
         .into_iter()
         .map(|p| {
-            let source = std::fs::read_to_string(&p)
-                .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", p.display())))?;
+            let source = std::fs::read_to_string(&p).map_err(|e| ModelsError::Io {
+                path: p.display().to_string(),
+                source: e,
+            })?;
             Ok(ModelFile {
                 schema: "tests".to_string(),
                 name: p
@@ -144,8 +151,10 @@ pub fn macro_files(paths: &ProjectPaths) -> Result<Vec<(String, String)>, Models
     found
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| ModelsError::Io(format!("cannot read {}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(&p).map_err(|e| ModelsError::Io {
+                path: p.display().to_string(),
+                source: e,
+            })?;
             Ok((paths.relative(&p), text))
         })
         .collect()

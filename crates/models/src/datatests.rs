@@ -97,7 +97,7 @@ pub fn read_sources(dir: &Path, project_dir: &Path) -> Result<YamlSources, Model
                             .clone()
                             .unwrap_or_else(|| t.name.clone())
                             .to_lowercase();
-                        if !crate::lake::valid_name(&schema) || !crate::lake::valid_name(&id) {
+                        if !tidepool_lake::valid_name(&schema) || !tidepool_lake::valid_name(&id) {
                             return Err(ModelsError::Project(format!(
                                 "{rel}: source {}.{}: {schema}.{id} is not a lake table name",
                                 src.name, t.name
@@ -190,10 +190,15 @@ fn yaml_files(dir: &Path, project_dir: &Path) -> Result<Vec<(String, SchemaFile)
                 .unwrap_or(&f)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| ModelsError::Io(format!("cannot read {rel}: {e}")))?;
-            let parsed: SchemaFile = serde_yaml_ng::from_str(&text)
-                .map_err(|e| ModelsError::Project(format!("{rel}: {e}")))?;
+            let text = std::fs::read_to_string(&f).map_err(|e| ModelsError::Io {
+                path: rel.to_string(),
+                source: e,
+            })?;
+            let parsed: SchemaFile =
+                serde_yaml_ng::from_str(&text).map_err(|e| ModelsError::Yaml {
+                    path: rel.to_string(),
+                    source: e,
+                })?;
             Ok((rel, parsed))
         })
         .collect()

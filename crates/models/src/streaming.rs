@@ -24,8 +24,10 @@ use deltalake::kernel::transaction::CommitProperties;
 
 use super::incremental;
 use super::{Materialized, Project};
-use crate::engine::Engine;
-use crate::lake::{Lake, WriteMode};
+use crate::ModelsError;
+use tidepool_engine::Engine;
+use tidepool_engine::EngineError;
+use tidepool_lake::{Lake, WriteMode};
 
 /// The `txn` app id recording how far a streaming model read `upstream`.
 fn app_id(upstream: &str) -> String {
@@ -45,35 +47,34 @@ pub async fn run(
     project: &Project,
     i: usize,
     full_refresh: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ModelsError> {
     let m = &project.models[i];
     let lake = engine.lake();
     let mut upstream: Vec<(String, String)> = Vec::new();
     for r in &m.reads {
         let (s, t) = r.split_once('.').ok_or_else(|| {
-            format!(
+            ModelsError::Invalid(format!(
                 "a streaming model names the tables it reads as schema.table; {r} has no schema"
-            )
+            ))
         })?;
         upstream.push((s.to_string(), t.to_string()));
     }
     for &d in &project.graph.deps[i] {
         let dm = &project.models[d];
         if dm.config.materialized == Materialized::View {
-            return Err(format!(
+            return Err(ModelsError::Invalid(format!(
                 "a streaming model reads Delta tables; {} is a view (make it a table, or read what it reads)",
                 dm.relation
-            ));
+            )));
         }
         upstream.push((dm.schema.clone(), dm.name.clone()));
     }
     if upstream.is_empty() {
-        return Err("a streaming model must read at least one Delta table".into());
+        return Err(ModelsError::Invalid(
+            "a streaming model must read at least one Delta table".into(),
+        ));
     }
-    let target = lake
-        .table(&m.schema, &m.name)
-        .await
-        .map_err(|e| e.to_string())?;
+    let target = lake.table(&m.schema, &m.name).await?;
     let incremental = target.is_some() && !full_refresh;
 
     // Each upstream pinned at its newest version: the whole table for a full build, the
@@ -85,17 +86,15 @@ pub async fn run(
         let name = format!("{s}.{t}");
         let u = lake
             .table(s, t)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{name} is not a Delta table of the lake"))?;
+            .await?
+            .ok_or_else(|| EngineError::UndefinedTable(name.clone()))?;
         let current = u.version().unwrap_or(0) as i64;
-        let whole = u.table_provider().await.map_err(|e| e.to_string())?;
+        let whole = u.table_provider().await?;
         let last = match (&target, incremental) {
             (Some(tt), true) => {
-                let snap = tt.snapshot().map_err(|e| e.to_string())?;
+                let snap = tt.snapshot()?;
                 snap.transaction_version(tt.log_store().as_ref(), &app_id(&name))
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
             }
             _ => None,
         };
@@ -117,15 +116,10 @@ pub async fn run(
     if !anything_new {
         return Ok(Outcome::NothingNew);
     }
-    let sql = project
-        .render_for_run(i, incremental)
-        .map_err(|e| e.to_string())?;
-    super::run::write_run_sql(project, i, &sql);
+    let sql = project.render_for_run(i, incremental)?;
+    project.write_run_sql(i, &sql);
     let session = engine.session("tidepool");
-    let df = session
-        .dataframe(sql.trim().trim_end_matches(';'))
-        .await
-        .map_err(|e| e.message())?;
+    let df = session.dataframe(sql.trim().trim_end_matches(';')).await?;
     let plan = replace_scans(df.logical_plan().clone(), &providers)?;
     let state = Arc::new(session.state());
     let commit = CommitProperties::default().with_application_transactions(txns);
@@ -143,14 +137,14 @@ pub async fn run(
                 plan,
                 state,
                 WriteMode::Replace,
-                &crate::lake::WriteOptions {
+                &tidepool_lake::WriteOptions {
                     commit,
                     layout: m.config.layout(),
                 },
             )
             .await
             .map(|o| Outcome::Wrote(o.rows))
-            .map_err(|e| e.to_string()),
+            .map_err(ModelsError::from),
     }
 }
 
@@ -162,21 +156,20 @@ async fn appended_files(
     table: &str,
     after: i64,
     upto: i64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ModelsError> {
     let mut files = Vec::new();
     for v in after + 1..=upto {
-        let Some(bytes) = lake
-            .log_entry(schema, table, v)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!(
+        let Some(bytes) = lake.log_entry(schema, table, v).await? else {
+            return Err(ModelsError::Invalid(format!(
                 "{schema}.{table}: the log no longer has version {v} (log retention); run with --full-refresh"
-            ));
+            )));
         };
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| format!("{schema}.{table} version {v}: unreadable log entry ({e})"))?;
+            let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+                ModelsError::Invalid(format!(
+                    "{schema}.{table} version {v}: unreadable log entry ({e})"
+                ))
+            })?;
             let changes = |a: &serde_json::Value| {
                 a.get("dataChange")
                     .and_then(|d| d.as_bool())
@@ -188,25 +181,26 @@ async fn appended_files(
                     .and_then(|p| p.as_object())
                     .is_some_and(|p| !p.is_empty())
                 {
-                    return Err(format!(
+                    return Err(ModelsError::Invalid(format!(
                         "{schema}.{table} is partitioned; streaming models read unpartitioned tables for now"
-                    ));
+                    )));
                 }
                 if add.get("deletionVector").is_some_and(|d| !d.is_null()) {
-                    return Err(format!(
+                    return Err(ModelsError::Invalid(format!(
                         "{schema}.{table} version {v} uses deletion vectors; streaming models cannot read them yet"
-                    ));
+                    )));
                 }
-                let path = add
-                    .get("path")
-                    .and_then(|p| p.as_str())
-                    .ok_or_else(|| format!("{schema}.{table} version {v}: add without a path"))?;
+                let path = add.get("path").and_then(|p| p.as_str()).ok_or_else(|| {
+                    ModelsError::Invalid(format!(
+                        "{schema}.{table} version {v}: add without a path"
+                    ))
+                })?;
                 files.push(path.to_string());
             }
             if action.get("remove").is_some_and(changes) {
-                return Err(format!(
+                return Err(ModelsError::Invalid(format!(
                     "{schema}.{table} version {v} deleted or rewrote rows; a streaming model reads append-only tables: run it with --full-refresh"
-                ));
+                )));
             }
         }
     }
@@ -219,32 +213,32 @@ fn files_provider(
     table: &str,
     files: &[String],
     table_schema: arrow::datatypes::SchemaRef,
-) -> Result<Arc<dyn TableProvider>, String> {
+) -> Result<Arc<dyn TableProvider>, ModelsError> {
     if files.is_empty() {
         return Ok(Arc::new(EmptyTable::new(table_schema)));
     }
-    let base = lake.table_url(schema, table).map_err(|e| e.to_string())?;
+    let base = lake.table_url(schema, table)?;
     let urls = files
         .iter()
         .map(|f| {
-            let url = base.join(f).map_err(|e| e.to_string())?;
-            ListingTableUrl::parse(url.as_str()).map_err(|e| e.to_string())
+            let url = base
+                .join(f)
+                .map_err(|e| ModelsError::Invalid(format!("{schema}.{table}: file {f}: {e}")))?;
+            Ok(ListingTableUrl::parse(url.as_str())?)
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, ModelsError>>()?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()));
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(table_schema);
-    Ok(Arc::new(
-        ListingTable::try_new(config).map_err(|e| e.to_string())?,
-    ))
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// The plan with every scan of an upstream table reading `providers`' instead.
 fn replace_scans(
     plan: LogicalPlan,
     providers: &HashMap<(String, String), Arc<dyn TableProvider>>,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, ModelsError> {
     plan.transform_up_with_subqueries(|node| match node {
         LogicalPlan::TableScan(mut scan) => {
             let key = (
@@ -262,5 +256,5 @@ fn replace_scans(
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
-    .map_err(|e| e.to_string())
+    .map_err(ModelsError::from)
 }

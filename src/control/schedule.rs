@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::records;
-use super::run::{self, RunOptions};
-use super::{Project, select};
+use super::Control;
 use crate::config::Schedule;
-use crate::control::Control;
 use crate::engine::Engine;
+use crate::models::records;
+use crate::models::run::RunOptions;
+use crate::models::{Project, select};
 
 /// Runs the schedule until `cancel`. The `[schedule]` in force is read at every tick, so
 /// a reload that adds, changes or removes it applies at once; a build waits while a run
@@ -150,11 +150,11 @@ async fn build(
         tests: schedule.with_tests,
     };
     let command = if schedule.with_tests { "build" } else { "run" };
-    let label = run::Label {
+    let label = records::Label {
         command: format!("schedule:{command}"),
         selector: schedule.select.join(" "),
     };
-    let (results, rec) = run::run_to_record(
+    let (results, rec) = records::run_to_record(
         project.clone(),
         engine.clone(),
         &chosen,

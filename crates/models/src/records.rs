@@ -3,6 +3,7 @@
 //! as `system.runs` and `system.run_models` by any tidepool process serving that lake; and
 //! writes `target/run_results.json` in dbt's shape.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -13,10 +14,13 @@ use chrono::{DateTime, Utc};
 use deltalake::protocol::SaveMode;
 
 use super::datatests::Severity;
-use super::run::{ModelResult, Status, TestResult};
+use super::run::{Event, ModelResult, RunOptions, Status, TestResult};
 use super::{Materialized, Project};
-use crate::engine::{DeltaSystemTable, Engine};
-use crate::lake::Lake;
+use tidepool_engine::{DeltaSystemTable, Engine};
+use tidepool_lake::Lake;
+use tokio_util::sync::CancellationToken;
+
+use crate::ModelsError;
 
 const RUNS: &str = "_tidepool/runs";
 const RUN_MODELS: &str = "_tidepool/run_models";
@@ -127,8 +131,55 @@ fn opt(v: Option<u64>) -> Option<i64> {
     v.map(|n| n as i64)
 }
 
+/// What a recorded run is called in `system.runs`: `run`, `build`, `schedule:run`...
+/// and the selector it was given.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub command: String,
+    pub selector: String,
+}
+
+/// Runs like [`run`](super::run::run) and returns the results with the run's record (not saved yet: the
+/// caller saves it where it keeps runs).
+pub async fn run_to_record(
+    project: Arc<Project>,
+    engine: Arc<Engine>,
+    selected: &BTreeSet<usize>,
+    options: &RunOptions,
+    label: Label,
+    cancel: CancellationToken,
+    mut progress: impl FnMut(&Event),
+) -> (Vec<ModelResult>, RunRecord) {
+    let started_at = chrono::Utc::now();
+    let mut tested = Vec::new();
+    let results = super::run::run(
+        project.clone(),
+        engine.clone(),
+        selected,
+        options,
+        cancel,
+        |e| {
+            if let Event::Tested(t) = e {
+                tested.push(t.clone());
+            }
+            progress(e);
+        },
+    )
+    .await;
+    let nodes = nodes(engine.lake(), &project, &results, &tested).await;
+    let record = RunRecord {
+        run_id: run_id(started_at),
+        command: label.command,
+        selector: label.selector,
+        started_at,
+        finished_at: chrono::Utc::now(),
+        nodes,
+    };
+    (results, record)
+}
+
 /// Appends the record to the lake's run tables.
-pub async fn save(lake: &Arc<Lake>, r: &RunRecord) -> Result<(), String> {
+pub async fn save(lake: &Arc<Lake>, r: &RunRecord) -> Result<(), ModelsError> {
     let count = |p: &dyn Fn(&NodeRecord) -> bool| r.nodes.iter().filter(|n| p(n)).count() as i64;
     let runs: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![r.run_id.clone()])),
@@ -187,43 +238,38 @@ pub async fn save(lake: &Arc<Lake>, r: &RunRecord) -> Result<(), String> {
                 .with_timezone("UTC"),
         ),
     ];
-    append(
-        lake,
-        RUNS,
-        RecordBatch::try_new(runs_schema(), runs).map_err(|e| e.to_string())?,
-    )
-    .await?;
+    append(lake, RUNS, RecordBatch::try_new(runs_schema(), runs)?).await?;
     if !n.is_empty() {
         append(
             lake,
             RUN_MODELS,
-            RecordBatch::try_new(run_models_schema(), nodes).map_err(|e| e.to_string())?,
+            RecordBatch::try_new(run_models_schema(), nodes)?,
         )
         .await?;
     }
     Ok(())
 }
 
-async fn append(lake: &Arc<Lake>, path: &str, batch: RecordBatch) -> Result<(), String> {
+async fn append(lake: &Arc<Lake>, path: &str, batch: RecordBatch) -> Result<(), ModelsError> {
     let url = lake
         .root()
         .join(&format!("{path}/"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| tidepool_lake::LakeError::InvalidRoot(e.to_string()))?;
     if let Ok(dir) = url.to_file_path() {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| ModelsError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
     }
     let table = deltalake::DeltaTable::try_from_url_with_storage_options(
         url,
         lake.storage_options().clone(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     table
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(())
 }
 
@@ -307,7 +353,7 @@ pub fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
         bytes: None,
         failures: Some(r.failures),
         seconds: r.duration.as_secs_f64(),
-        message: r.error.clone(),
+        message: r.error.as_ref().map(|e| e.to_string()),
     }
 }
 
@@ -333,10 +379,10 @@ pub async fn nodes(
         let m = &project.models[r.index];
         let (status, message) = match &r.status {
             Status::Success => ("success", None),
-            Status::Error(e) => ("error", Some(e.clone())),
+            Status::Error(e) => ("error", Some(e.to_string())),
             Status::Skipped(why) => ("skipped", Some(why.clone())),
         };
-        let stats = if r.status == Status::Success && m.config.materialized != Materialized::View {
+        let stats = if r.status.is_success() && m.config.materialized != Materialized::View {
             last_commit_files(lake, &m.schema, &m.name).await
         } else {
             None

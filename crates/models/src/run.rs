@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Materialized, Project};
-use crate::engine::{Engine, Output, QueryControl};
-use crate::lake::{DefinitionKind, WriteMode};
+use crate::ModelsError;
+use tidepool_engine::{Engine, Output, QueryControl};
+use tidepool_lake::{DefinitionKind, WriteMode};
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct TestResult {
     /// The first failing rows, formatted as a table.
     pub sample: String,
     /// The test could not run (its SQL failed).
-    pub error: Option<String>,
+    pub error: Option<Arc<ModelsError>>,
     pub duration: Duration,
 }
 
@@ -62,13 +63,7 @@ pub async fn run_test(engine: &Arc<Engine>, project: &Project, t: usize) -> Test
     let session = engine.session("tidepool");
     let count = async {
         let sql = format!("SELECT count(*) FROM ({}) AS failing", test.sql);
-        let batches = session
-            .dataframe(&sql)
-            .await
-            .map_err(|e| e.message())?
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let batches = session.dataframe(&sql).await?.collect().await?;
         let n = batches
             .first()
             .filter(|b| b.num_rows() > 0)
@@ -93,11 +88,11 @@ pub async fn run_test(engine: &Arc<Engine>, project: &Project, t: usize) -> Test
                 sample = text.to_string();
             }
         }
-        Ok::<(u64, String), String>((n.max(0) as u64, sample))
+        Ok::<(u64, String), ModelsError>((n.max(0) as u64, sample))
     };
     let (failures, sample, error) = match count.await {
         Ok((n, s)) => (n, s, None),
-        Err(e) => (0, String::new(), Some(e)),
+        Err(e) => (0, String::new(), Some(Arc::new(e))),
     };
     TestResult {
         test: t,
@@ -109,11 +104,17 @@ pub async fn run_test(engine: &Arc<Engine>, project: &Project, t: usize) -> Test
 }
 
 /// What became of one model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Status {
     Success,
-    Error(String),
+    Error(Arc<ModelsError>),
     Skipped(String),
+}
+
+impl Status {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Status::Success)
+    }
 }
 
 /// The result of one model of a run.
@@ -132,53 +133,6 @@ pub enum Event {
     Started { index: usize },
     Tested(TestResult),
     Finished(ModelResult),
-}
-
-/// What a recorded run is called in `system.runs`: `run`, `build`, `schedule:run`...
-/// and the selector it was given.
-#[derive(Debug, Clone)]
-pub struct Label {
-    pub command: String,
-    pub selector: String,
-}
-
-/// Runs like [`run`] and returns the results with the run's record (not saved yet: the
-/// caller saves it where it keeps runs).
-pub async fn run_to_record(
-    project: Arc<Project>,
-    engine: Arc<Engine>,
-    selected: &BTreeSet<usize>,
-    options: &RunOptions,
-    label: Label,
-    cancel: CancellationToken,
-    mut progress: impl FnMut(&Event),
-) -> (Vec<ModelResult>, super::records::RunRecord) {
-    let started_at = chrono::Utc::now();
-    let mut tested = Vec::new();
-    let results = run(
-        project.clone(),
-        engine.clone(),
-        selected,
-        options,
-        cancel,
-        |e| {
-            if let Event::Tested(t) = e {
-                tested.push(t.clone());
-            }
-            progress(e);
-        },
-    )
-    .await;
-    let nodes = super::records::nodes(engine.lake(), &project, &results, &tested).await;
-    let record = super::records::RunRecord {
-        run_id: super::records::run_id(started_at),
-        command: label.command,
-        selector: label.selector,
-        started_at,
-        finished_at: chrono::Utc::now(),
-        nodes,
-    };
-    (results, record)
 }
 
 /// Runs the `selected` models of `project` against `engine`.
@@ -232,11 +186,10 @@ pub async fn run(
                         .map(|r| p.tests[r.test].name.as_str())
                         .collect();
                     if !failed.is_empty() {
-                        outcome = Err(format!(
-                            "{}: tests failed: {}",
-                            p.models[i].relation,
-                            failed.join(", ")
-                        ));
+                        outcome = Err(ModelsError::TestsFailed {
+                            relation: p.models[i].relation.clone(),
+                            tests: failed.into_iter().map(str::to_string).collect(),
+                        });
                     }
                 }
                 (i, outcome, started.elapsed(), tested)
@@ -259,9 +212,9 @@ pub async fn run(
                 rows,
                 duration,
             },
-            Err(msg) => ModelResult {
+            Err(e) => ModelResult {
                 index: i,
-                status: Status::Error(msg),
+                status: Status::Error(Arc::new(e)),
                 rows: None,
                 duration,
             },
@@ -271,7 +224,7 @@ pub async fn run(
             progress(&Event::Tested(t));
         }
         progress(&Event::Finished(result.clone()));
-        if result.status == Status::Success {
+        if result.status.is_success() {
             for &c in &project.graph.children[i] {
                 if selected.contains(&c) && !settled.contains(&c) {
                     waiting[c] -= 1;
@@ -325,34 +278,16 @@ async fn execute(
     engine: &Arc<Engine>,
     sql: &str,
     cancel: &CancellationToken,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, ModelsError> {
     let mut session = engine.session("tidepool");
-    let mut statements = session.parse(sql).map_err(|e| e.message())?;
+    let mut statements = session.parse(sql)?;
     let Some(stmt) = statements.pop() else {
         return Ok(None);
     };
     let control = QueryControl::new(cancel.clone(), None);
-    match session
-        .execute(stmt, None, &control)
-        .await
-        .map_err(|e| e.message())?
-    {
+    match session.execute(stmt, None, &control).await? {
         Output::Command(tag) => Ok(tag.rows),
         Output::Rows { .. } => Ok(None),
-    }
-}
-
-/// Keeps the SQL a run executes in `target/run/<path>`, as dbt does, for reading errors.
-pub(super) fn write_run_sql(project: &Project, i: usize, sql: &str) {
-    let path = project
-        .paths
-        .target
-        .join("run")
-        .join(&project.models[i].file.path);
-    if let Some(dir) = path.parent()
-        && std::fs::create_dir_all(dir).is_ok()
-    {
-        let _ = std::fs::write(&path, sql);
     }
 }
 
@@ -363,19 +298,14 @@ async fn materialize(
     i: usize,
     full_refresh: bool,
     cancel: CancellationToken,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, ModelsError> {
     let m = &project.models[i];
     if m.config.materialized == Materialized::Ephemeral {
         // Nothing to build: the models that ref() it carry its SQL as a CTE.
         return Ok(None);
     }
     let lake = engine.lake();
-    let fail = |e: String| {
-        format!(
-            "{} ({}, as run: target/run/{}): {e}",
-            m.relation, m.file.path, m.file.path
-        )
-    };
+    let fail = |e: ModelsError| e.in_model(&m.relation, &m.file.path);
     execute(
         engine,
         &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
@@ -386,15 +316,15 @@ async fn materialize(
     let is_view = lake
         .definition(DefinitionKind::View, &m.schema, &m.name)
         .await
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.into()))?
         .is_some();
     let drop_view = || async {
         if is_view {
             lake.drop_definition(DefinitionKind::View, &m.schema, &m.name)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.into()))?;
         }
-        Ok::<(), String>(())
+        Ok::<(), ModelsError>(())
     };
     if m.config.materialized == Materialized::Streaming {
         let outcome = super::streaming::run(engine, project, i, full_refresh)
@@ -409,13 +339,11 @@ async fn materialize(
     let lake_table = lake
         .table(&m.schema, &m.name)
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.into()))?;
     let incremental =
         m.config.materialized == Materialized::Incremental && lake_table.is_some() && !full_refresh;
-    let sql = project
-        .render_for_run(i, incremental)
-        .map_err(|e| e.to_string())?;
-    write_run_sql(project, i, &sql);
+    let sql = project.render_for_run(i, incremental)?;
+    project.write_run_sql(i, &sql);
     let body = sql.trim().trim_end_matches(';');
     if incremental {
         return super::incremental::write(engine, lake, (&m.schema, &m.name), body, &m.config)
@@ -429,7 +357,7 @@ async fn materialize(
             if is_table {
                 lake.drop_table(&m.schema, &m.name)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(e.into()))?;
             }
             execute(
                 engine,
@@ -444,10 +372,7 @@ async fn materialize(
         Materialized::Table | Materialized::Incremental => {
             // Planned before anything is dropped: a model whose SQL fails leaves the view.
             let session = engine.session("tidepool");
-            let mut df = session
-                .dataframe(body)
-                .await
-                .map_err(|e| fail(e.message()))?;
+            let mut df = session.dataframe(body).await.map_err(|e| fail(e.into()))?;
             if !m.config.cluster_by.is_empty() {
                 let order = m
                     .config
@@ -455,10 +380,10 @@ async fn materialize(
                     .iter()
                     .map(|c| datafusion::prelude::col(format!("\"{c}\"")).sort(true, false))
                     .collect();
-                df = df.sort(order).map_err(|e| fail(e.to_string()))?;
+                df = df.sort(order).map_err(|e| fail(e.into()))?;
             }
             let state = Arc::new(session.state());
-            let options = crate::lake::WriteOptions {
+            let options = tidepool_lake::WriteOptions {
                 layout: m.config.layout(),
                 ..Default::default()
             };
@@ -470,8 +395,8 @@ async fn materialize(
                     state,
                     WriteMode::Replace,
                     &options,
-                ) => o.map_err(|e| fail(e.to_string()))?,
-                _ = cancel.cancelled() => return Err(fail("cancelled".to_string())),
+                ) => o.map_err(|e| fail(e.into()))?,
+                _ = cancel.cancelled() => return Err(fail(ModelsError::Cancelled)),
             };
             drop_view().await?;
             Ok(Some(outcome.rows))

@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, ErrorKind, QueryControl};
+use tidepool_engine::{Engine, ErrorKind, QueryControl};
 
 /// One file of `views/`.
 #[derive(Debug, Clone)]

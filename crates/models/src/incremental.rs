@@ -19,8 +19,10 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
-use crate::engine::Engine;
-use crate::lake::{Lake, UpsertMode, enable_deletion_vectors, upsert};
+use crate::ModelsError;
+use tidepool_engine::Engine;
+use tidepool_engine::EngineError;
+use tidepool_lake::{Lake, UpsertMode, enable_deletion_vectors, upsert};
 
 /// How new rows reach an incremental model's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,18 +85,17 @@ pub async fn write(
     (schema, name): (&str, &str),
     sql: &str,
     config: &super::ModelConfig,
-) -> Result<u64, String> {
+) -> Result<u64, ModelsError> {
     let started = std::time::Instant::now();
     let session = engine.session("tidepool");
-    let df = session.dataframe(sql).await.map_err(|e| e.message())?;
+    let df = session.dataframe(sql).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "incremental: planned");
     let df = inline_scalar_subqueries(df).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "incremental: subqueries inlined");
     let table = lake
         .table(schema, name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{schema}.{name} does not exist"))?;
+        .await?
+        .ok_or_else(|| EngineError::UndefinedTable(format!("{schema}.{name}")))?;
     let state = Arc::new(session.state());
     tracing::debug!(elapsed = ?started.elapsed(), "incremental: table loaded");
     write_df(df, table, state, config, CommitProperties::default()).await
@@ -108,7 +109,7 @@ pub async fn write_df(
     state: Arc<SessionState>,
     config: &super::ModelConfig,
     commit: CommitProperties,
-) -> Result<u64, String> {
+) -> Result<u64, ModelsError> {
     let layout = config.layout();
     let how = How {
         strategy: config.strategy,
@@ -124,7 +125,7 @@ struct How<'a> {
     strategy: Strategy,
     unique_key: &'a [String],
     on_change: OnSchemaChange,
-    layout: &'a crate::lake::Layout,
+    layout: &'a tidepool_lake::Layout,
 }
 
 /// [`write_df`]; `pruned`: try the key-pruned upsert before a Delta MERGE.
@@ -135,13 +136,9 @@ async fn write_with(
     how: &How<'_>,
     commit: CommitProperties,
     pruned: bool,
-) -> Result<u64, String> {
+) -> Result<u64, ModelsError> {
     let (strategy, unique_key, on_change) = (how.strategy, how.unique_key, how.on_change);
-    let target = table
-        .snapshot()
-        .map_err(|e| e.to_string())?
-        .snapshot()
-        .arrow_schema();
+    let target = table.snapshot()?.snapshot().arrow_schema();
     let source = df.schema().as_arrow().clone();
     // Column names of `a` that `b` lacks.
     let lacking = |a: &'_ datafusion::arrow::datatypes::Schema,
@@ -156,15 +153,15 @@ async fn write_with(
     let added = lacking(&source, &target);
     let missing = lacking(&target, &source);
     if on_change == OnSchemaChange::Fail && (!added.is_empty() || !missing.is_empty()) {
-        return Err(format!(
+        return Err(ModelsError::Invalid(format!(
             "the model's columns changed (on_schema_change='fail'): new {added:?}, gone {missing:?}; run with --full-refresh or change on_schema_change"
-        ));
+        )));
     }
     for k in unique_key {
         if source.field_with_name(k).is_err() {
-            return Err(format!(
+            return Err(ModelsError::Invalid(format!(
                 "unique_key column {k:?} is not a column of the model"
-            ));
+            )));
         }
     }
     // The rows in the table's column order; NULL for columns the model no longer has,
@@ -180,7 +177,7 @@ async fn write_with(
     if on_change == OnSchemaChange::AppendNewColumns {
         exprs.extend(added.iter().map(|n| unqualified(n)));
     }
-    let df = df.select(exprs).map_err(|e| e.to_string())?;
+    let df = df.select(exprs)?;
     let merge_schema = on_change == OnSchemaChange::AppendNewColumns && !added.is_empty();
     let columns: Vec<String> = df
         .schema()
@@ -210,9 +207,7 @@ async fn write_with(
                 Strategy::Merge => UpsertMode::Merge,
                 _ => UpsertMode::DeleteInsert,
             };
-            let table = enable_deletion_vectors(table)
-                .await
-                .map_err(|e| e.to_string())?;
+            let table = enable_deletion_vectors(table).await?;
             let out = upsert(
                 &table,
                 batches.clone(),
@@ -222,15 +217,13 @@ async fn write_with(
                 how.layout,
             )
             .await;
-            if let Some(out) = out.map_err(|e| e.to_string())? {
+            if let Some(out) = out? {
                 tracing::debug!(?out, "key-pruned upsert");
                 return Ok(out.rows);
             }
-            let mem = MemTable::try_new(df.schema().inner().clone(), vec![batches])
-                .map_err(|e| e.to_string())?;
+            let mem = MemTable::try_new(df.schema().inner().clone(), vec![batches])?;
             let plan = LogicalPlanBuilder::scan("s", provider_as_source(Arc::new(mem)), None)
-                .and_then(|b| b.build())
-                .map_err(|e| e.to_string())?;
+                .and_then(|b| b.build())?;
             let df = DataFrame::new(state.as_ref().clone(), plan);
             return Box::pin(write_with(df, table, state, how, commit, false)).await;
         }
@@ -246,12 +239,14 @@ async fn write_with(
             if merge_schema {
                 b = b.with_schema_mode(SchemaMode::Merge);
             }
-            let written = b.await.map_err(|e| e.to_string())?;
+            let written = b.await?;
             Ok(last_metric(&written, "num_added_rows").await)
         }
         Strategy::Merge => {
             if unique_key.is_empty() {
-                return Err("incremental_strategy='merge' needs unique_key".into());
+                return Err(ModelsError::Invalid(
+                    "incremental_strategy='merge' needs unique_key".into(),
+                ));
             }
             let (_, metrics) = table
                 .merge(df, on(None))
@@ -273,15 +268,15 @@ async fn write_with(
                         }
                         i
                     })
-                })
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
+                })?
+                .await?;
             Ok((metrics.num_target_rows_inserted + metrics.num_target_rows_updated) as u64)
         }
         Strategy::DeleteInsert => {
             if unique_key.is_empty() {
-                return Err("incremental_strategy='delete+insert' needs unique_key".into());
+                return Err(ModelsError::Invalid(
+                    "incremental_strategy='delete+insert' needs unique_key".into(),
+                ));
             }
             // One MERGE: the distinct keys, tagged `delete`, match and delete every
             // target row with that key; the rows, tagged `insert`, never match and are
@@ -306,12 +301,11 @@ async fn write_with(
                     let mut e: Vec<Expr> = columns.iter().map(|c| unqualified(c)).collect();
                     e.push(lit("delete").alias(OP));
                     k.select(e)
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
             let mut e: Vec<Expr> = columns.iter().map(|c| unqualified(c)).collect();
             e.push(lit("insert").alias(OP));
-            let rows = df.select(e).map_err(|e| e.to_string())?;
-            let source = keys.union(rows).map_err(|e| e.to_string())?;
+            let rows = df.select(e)?;
+            let source = keys.union(rows)?;
             let (_, metrics) = table
                 .merge(source, on(Some(qualified(SOURCE, OP).eq(lit("delete")))))
                 .with_source_alias(SOURCE)
@@ -328,10 +322,8 @@ async fn write_with(
                         }
                         i
                     })
-                })
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
+                })?
+                .await?;
             Ok(metrics.num_target_rows_inserted as u64)
         }
     }
@@ -341,7 +333,7 @@ async fn write_with(
 /// the usual incremental filter) replaced by its value. As a literal, the filter reaches
 /// the scans, and Delta file statistics skip every file older than the new rows; as a
 /// subquery it is a join that reads the whole upstream table.
-async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
+async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, ModelsError> {
     use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
     let (state, plan) = df.into_parts();
     let mut found: Vec<Arc<LogicalPlan>> = Vec::new();
@@ -356,8 +348,7 @@ async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
                 Ok(TreeNodeRecursion::Continue)
             })
         })
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     if found.is_empty() {
         return Ok(DataFrame::new(state, plan));
     }
@@ -365,17 +356,14 @@ async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
     for q in found {
         let batches = DataFrame::new(state.clone(), q.as_ref().clone())
             .collect()
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let value = match batches.iter().find(|b| b.num_rows() > 0) {
             // More than one row is DataFusion's error to raise: left as a subquery.
             _ if rows > 1 => continue,
-            Some(b) if b.num_columns() == 1 => {
-                ScalarValue::try_from_array(b.column(0), 0).map_err(|e| e.to_string())?
-            }
+            Some(b) if b.num_columns() == 1 => ScalarValue::try_from_array(b.column(0), 0)?,
             None if q.schema().fields().len() == 1 => {
-                ScalarValue::try_from(q.schema().field(0).data_type()).map_err(|e| e.to_string())?
+                ScalarValue::try_from(q.schema().field(0).data_type())?
             }
             _ => continue,
         };
@@ -394,8 +382,7 @@ async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
                     _ => Ok(Transformed::no(e)),
                 })
             })
-        })
-        .map_err(|e| e.to_string())?
+        })?
         .data;
     Ok(DataFrame::new(state, plan))
 }
@@ -404,17 +391,13 @@ async fn inline_scalar_subqueries(df: DataFrame) -> Result<DataFrame, String> {
 const SOURCE_IN_MEMORY: usize = 512 << 20;
 
 /// The rows of `df`, or `None` once they pass [`SOURCE_IN_MEMORY`].
-async fn collect_bounded(df: &DataFrame) -> Result<Option<Vec<RecordBatch>>, String> {
+async fn collect_bounded(df: &DataFrame) -> Result<Option<Vec<RecordBatch>>, ModelsError> {
     use futures::StreamExt;
-    let mut stream = df
-        .clone()
-        .execute_stream()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = df.clone().execute_stream().await?;
     let mut batches = Vec::new();
     let mut bytes = 0;
     while let Some(b) = stream.next().await {
-        let b = b.map_err(|e| e.to_string())?;
+        let b = b?;
         bytes += b.get_array_memory_size();
         if bytes > SOURCE_IN_MEMORY {
             return Ok(None);

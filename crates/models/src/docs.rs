@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use super::Project;
-use crate::engine::Engine;
+use tidepool_engine::Engine;
 
 /// What the page shows of one model besides the project's own data.
 #[derive(Debug, Clone, Default)]

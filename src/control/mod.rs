@@ -3,6 +3,8 @@
 //! maintenance and reloading the project and `tidepool.toml` without a restart. The admin
 //! service only translates between protobuf and these calls.
 
+pub mod schedule;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +21,9 @@ use crate::config::{Config, Settings};
 use crate::engine::Engine;
 use crate::ingest::replay::ReplayFrom;
 use crate::ingest::{Ingest, IngestError};
+use crate::models::records::Label;
 use crate::models::records::{self, RunRecord};
-use crate::models::run::{self, Event, Label, RunOptions};
+use crate::models::run::{Event, RunOptions};
 use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Why a control call was refused; each maps to one gRPC status code.
@@ -69,8 +72,8 @@ pub struct RunRequest {
 #[derive(Debug)]
 pub enum RunUpdate {
     Event(Event),
-    /// The run is over and recorded (or the record failed: the message says why).
-    Finished(Box<RunRecord>, Option<String>),
+    /// The run is over and recorded (or the record failed: the error says why).
+    Finished(Box<RunRecord>, Option<crate::models::ModelsError>),
 }
 
 /// Holding it means running models; released on drop.
@@ -295,7 +298,7 @@ impl Control {
             let _slot = slot;
             let events = tx.clone();
             let (_, rec) =
-                run::run_to_record(p, engine.clone(), &chosen, &options, label, cancel, |e| {
+                records::run_to_record(p, engine.clone(), &chosen, &options, label, cancel, |e| {
                     let _ = events.send(RunUpdate::Event(e.clone()));
                 })
                 .await;
