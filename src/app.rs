@@ -49,6 +49,8 @@ pub struct App {
     flight: Option<FlightServer>,
     /// The admin API on a port of its own (`[admin] listen`).
     admin: Option<FlightServer>,
+    /// Where the admin API is served.
+    admin_placement: crate::config::AdminPlacement,
     /// The project folder, whose `views/` is deployed and watched.
     project_dir: std::path::PathBuf,
     shutdown: CancellationToken,
@@ -75,7 +77,10 @@ impl App {
         let control = crate::control::Control::new(
             engine.clone(),
             ingest.clone(),
-            settings,
+            settings.control(),
+            Box::new(crate::config::ConfigReloader {
+                start: settings.clone(),
+            }),
             shutdown.clone(),
         );
         let pg = match settings.pg_listen {
@@ -118,6 +123,7 @@ impl App {
             _ => None,
         };
         Ok(App {
+            admin_placement: settings.admin,
             engine,
             ingest,
             control,
@@ -149,7 +155,7 @@ impl App {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         match &self.admin {
             Some(a) => a.local_addr().ok(),
-            None if self.control.settings().admin == crate::config::AdminPlacement::FlightPort => {
+            None if self.admin_placement == crate::config::AdminPlacement::FlightPort => {
                 self.flight_addr()
             }
             None => None,

@@ -89,18 +89,7 @@ pub struct ScheduleConfig {
     pub threads: Option<usize>,
 }
 
-/// A validated `[schedule]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Schedule {
-    pub every: Option<Duration>,
-    pub cron: Option<String>,
-    pub on_new_data: bool,
-    /// True for `build`, false for `run`.
-    pub with_tests: bool,
-    pub select: Vec<String>,
-    pub exclude: Vec<String>,
-    pub threads: usize,
-}
+pub use tidepool_control::Schedule;
 
 /// The HTTP listener: health, metrics and the ingest endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +490,18 @@ impl Settings {
             brokers: self.brokers.clone(),
             embedded_partitions: self.embedded_partitions,
             sources: self.sources.clone(),
+            maintenance: self.maintenance.clone(),
+        }
+    }
+
+    /// What the control plane reads: the project, `[schedule]`, `[models]` defaults,
+    /// maintenance; a reload replaces these.
+    pub fn control(&self) -> tidepool_control::ControlSettings {
+        tidepool_control::ControlSettings {
+            lake: self.lake.root.clone(),
+            project_dir: self.project_dir.clone(),
+            model_defaults: self.model_defaults.clone(),
+            schedule: self.schedule.clone(),
             maintenance: self.maintenance.clone(),
         }
     }
@@ -1031,6 +1032,96 @@ pub fn parse_bytes(s: &str) -> Option<usize> {
         _ => return None,
     };
     Some((num * mult) as usize)
+}
+
+/// Reads `tidepool.toml` again, with the start's command-line overrides, for a reload
+/// (`ReloadProject`); settings only read at start are reported, not applied.
+pub struct ConfigReloader {
+    /// The settings the process started with.
+    pub start: Settings,
+}
+
+impl tidepool_control::Reloader for ConfigReloader {
+    fn reload(
+        &self,
+    ) -> Result<tidepool_control::Reloaded, Box<dyn std::error::Error + Send + Sync>> {
+        let new = match &self.start.config_file {
+            Some(file) => {
+                Config::load(Some(file)).and_then(|c| c.resolve(&self.start.overrides))?
+            }
+            None => self.start.clone(),
+        };
+        Ok(tidepool_control::Reloaded {
+            restart_required: restart_required(&self.start, &new),
+            settings: new.control(),
+        })
+    }
+}
+
+/// Settings that differ between `old` and `new` and are only read at start.
+fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut out = Vec::new();
+    let checks: [(&str, bool); 11] = [
+        ("lake", differs(&old.lake, &new.lake)),
+        ("project.dir", old.project_dir != new.project_dir),
+        (
+            "postgres",
+            differs(
+                &(old.pg_listen, old.max_connections),
+                &(new.pg_listen, new.max_connections),
+            ),
+        ),
+        (
+            "http",
+            differs(
+                &(old.http_listen, old.http_max_body),
+                &(new.http_listen, new.http_max_body),
+            ),
+        ),
+        (
+            "flight",
+            differs(
+                &(old.flight_listen, old.flight_token_ttl),
+                &(new.flight_listen, new.flight_token_ttl),
+            ),
+        ),
+        ("tls", differs(&old.tls, &new.tls)),
+        ("users", differs(&old.users, &new.users)),
+        (
+            "engine",
+            differs(
+                &(
+                    old.query_timeout,
+                    old.memory_limit,
+                    old.target_partitions,
+                    old.max_concurrent_queries,
+                ),
+                &(
+                    new.query_timeout,
+                    new.memory_limit,
+                    new.target_partitions,
+                    new.max_concurrent_queries,
+                ),
+            ),
+        ),
+        (
+            "kafka",
+            differs(
+                &(&old.brokers, old.embedded_partitions),
+                &(&new.brokers, new.embedded_partitions),
+            ),
+        ),
+        ("sources", differs(&old.sources, &new.sources)),
+        ("server", old.shutdown_grace != new.shutdown_grace),
+    ];
+    for (name, changed) in checks {
+        if changed {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod control;
+/// The control plane: the `tidepool-control` crate.
+pub use tidepool_control as control;
 /// The SQL engine: the `tidepool-engine` crate.
 pub use tidepool_engine as engine;
 /// The PostgreSQL emulation plugged into it: the `tidepool-pgcompat` crate.

@@ -1,6 +1,5 @@
 //! `tidepool run | ls | compile`: the dbt-style commands over the project's models.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -119,11 +118,8 @@ fn project_paths(settings: &Settings) -> ProjectPaths {
 }
 
 fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {
-    let vars: BTreeMap<String, serde_json::Value> = match &sel.vars {
-        None => BTreeMap::new(),
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| anyhow::anyhow!("--vars must be a JSON object ({e})"))?,
-    };
+    let vars = crate::models::parse_vars(sel.vars.as_deref().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("--vars: {e}"))?;
     let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
     Ok(Project::load(
         project_paths(settings),

@@ -274,8 +274,8 @@ impl Shared {
             let result = match asked {
                 Ok(()) => answer
                     .blocking_recv()
-                    .unwrap_or_else(|_| Err(IngestError::Internal("pipeline stopped".into()))),
-                Err(_) => Err(IngestError::Internal("pipeline stopped".into())),
+                    .unwrap_or_else(|_| Err(IngestError::Stopped)),
+                Err(_) => Err(IngestError::Stopped),
             };
             match result {
                 Ok(s) => break s,

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod bronze;
 pub mod consumer;
 pub mod decode;
 pub mod maintenance;
@@ -53,8 +54,31 @@ pub enum IngestError {
     Delta(Box<deltalake::DeltaTableError>),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A directory of a table on a local lake that cannot be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A source's consumer thread could not start, or panicked.
+    #[error("consumer thread of source {source_name}: {why}")]
+    Thread { source_name: String, why: String },
+    /// The pipeline of a source ended while a call waited on it (shutdown, a fatal error).
+    #[error("the ingest pipeline stopped")]
+    Stopped,
+    /// A call that did not complete in the time it waits (it completes later).
+    #[error("{0}")]
+    Timeout(String),
+    /// A setting out of the range its use allows.
+    #[error("{0}")]
+    InvalidSetting(String),
+    /// An asynchronous task of a call failed (it panicked or was cancelled).
+    #[error("task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A query over a bronze table (replay counts and positions).
+    #[error("query over bronze: {0}")]
+    Query(Box<datafusion::error::DataFusionError>),
 }
 
 impl IngestError {
@@ -128,9 +152,10 @@ impl SourceRun {
             tracing::warn!(source = %self.name, "the Kafka consumer did not close within 10 s (broker unreachable?); leaving it behind");
             return Ok(());
         }
-        self.consumer
-            .join()
-            .map_err(|_| IngestError::Internal("consumer thread panicked".into()))?
+        self.consumer.join().map_err(|_| IngestError::Thread {
+            source_name: self.name.clone(),
+            why: "panicked".into(),
+        })?
     }
 }
 
@@ -294,7 +319,10 @@ impl Ingest {
         let consumer = std::thread::Builder::new()
             .name(format!("ingest-{}", src.name))
             .spawn(move || consumer::run(job))
-            .map_err(|e| IngestError::Internal(format!("cannot start consumer thread: {e}")))?;
+            .map_err(|e| IngestError::Thread {
+                source_name: src.name.clone(),
+                why: format!("cannot start: {e}"),
+            })?;
         tracing::info!(source = %src.name, topics = ?src.topics, table = %format!("{BRONZE}.{}", src.name), "ingesting");
         Ok(SourceRun {
             name: src.name.clone(),

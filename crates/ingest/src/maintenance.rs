@@ -76,7 +76,7 @@ async fn optimize(
 /// VACUUM of files older than the retention; returns how many were deleted.
 async fn vacuum(t: DeltaTable, m: &Maintenance) -> Result<usize, IngestError> {
     let retention = chrono::Duration::from_std(m.vacuum_retention)
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
+        .map_err(|e| IngestError::InvalidSetting(format!("vacuum_retention: {e}")))?;
     let (_, metrics) = t
         .vacuum()
         .with_retention_period(retention)

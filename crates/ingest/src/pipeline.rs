@@ -195,10 +195,7 @@ impl Pipeline {
             let mut rows = Vec::new();
             for (r, idx) in decoded.rows.iter().zip(&decoded.indices) {
                 let mask: arrow::array::BooleanArray = idx.iter().map(|&i| Some(keep(i))).collect();
-                rows.push(
-                    arrow::compute::filter_record_batch(r, &mask)
-                        .map_err(|e| IngestError::Internal(format!("cannot filter rows: {e}")))?,
-                );
+                rows.push(arrow::compute::filter_record_batch(r, &mask)?);
             }
             let dead = decoded
                 .dead

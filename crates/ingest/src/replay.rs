@@ -70,7 +70,7 @@ impl Ingest {
         let deadline = tokio::time::Instant::now() + PAUSE_WAIT;
         while !status.pause_applied.load(Ordering::Acquire) {
             if tokio::time::Instant::now() >= deadline {
-                return Err(IngestError::Internal(format!(
+                return Err(IngestError::Timeout(format!(
                     "source {source} did not pause within {} s (a commit retrying?); it pauses once it can",
                     PAUSE_WAIT.as_secs()
                 )));
@@ -123,8 +123,7 @@ impl Ingest {
             }
             Ok(out)
         })
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))??;
+        .await??;
         let ids: Vec<String> = facts
             .iter()
             .map(|(t, p, _, _)| app_id(&self.prefix(source), t, *p))

@@ -112,7 +112,7 @@ impl Sink {
             self.create(schema).await?;
         }
         let Some(table) = self.table.as_mut() else {
-            return Err(IngestError::Internal("table missing after create".into()));
+            return Err(IngestError::NoTable(self.qualified()));
         };
         let current = table
             .snapshot()
@@ -160,15 +160,14 @@ impl Sink {
     async fn create(&mut self, schema: &SchemaRef) -> Result<(), IngestError> {
         let url = self.lake.table_url(&self.schema, &self.name)?;
         if let Ok(path) = url.to_file_path() {
-            std::fs::create_dir_all(&path).map_err(|e| {
-                IngestError::Internal(format!("cannot create {}: {e}", path.display()))
+            std::fs::create_dir_all(&path).map_err(|e| IngestError::Io {
+                path: path.display().to_string(),
+                source: e,
             })?;
         }
-        let st = StructType::try_from_arrow(schema.as_ref()).map_err(|e| {
-            IngestError::Internal(format!(
-                "schema of {} is not storable: {e}",
-                self.qualified()
-            ))
+        let st = StructType::try_from_arrow(schema.as_ref()).map_err(|e| IngestError::Schema {
+            path: self.qualified(),
+            message: format!("not storable in Delta: {e}"),
         })?;
         let created =
             DeltaTable::try_from_url_with_storage_options(url, self.lake.storage_options().clone())

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
@@ -130,6 +130,27 @@ impl SourceStatus {
 /// A Prometheus counter: name, help text, how to read it.
 type Counter = (&'static str, &'static str, fn(&SourceStatus) -> u64);
 
+/// One partition of one source as `system.ingest` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRow {
+    pub source: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Last offset committed to bronze.
+    pub committed: Option<i64>,
+    pub high_watermark: Option<i64>,
+    pub lag: Option<i64>,
+    pub messages: u64,
+    pub dead_letters: u64,
+    pub last_commit: Option<DateTime<Utc>>,
+    /// Messages per second over the recent commits.
+    pub rate: f64,
+    pub running: bool,
+    pub paused: bool,
+    /// The source's last error, on each of its partitions.
+    pub last_error: Option<String>,
+}
+
 /// Every source of this process.
 #[derive(Debug, Default)]
 pub struct IngestStatus {
@@ -168,54 +189,68 @@ impl IngestStatus {
         ]))
     }
 
-    /// The rows of `system.ingest`.
-    pub fn batch(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut source = StringBuilder::new();
-        let mut topic = StringBuilder::new();
-        let mut partition = Int32Builder::new();
-        let mut committed = Int64Builder::new();
-        let mut hw = Int64Builder::new();
-        let mut lag = Int64Builder::new();
-        let mut messages = UInt64Builder::new();
-        let mut dead = UInt64Builder::new();
-        let mut last = TimestampMicrosecondBuilder::new();
-        let mut rate = Float64Builder::new();
-        let mut running = BooleanBuilder::new();
-        let mut paused = BooleanBuilder::new();
+    /// One row per partition of every source, as `system.ingest` shows them.
+    pub fn rows(&self) -> Vec<PartitionRow> {
         let now = Utc::now();
-        let mut error = StringBuilder::new();
+        let mut out = Vec::new();
         for s in self.sources() {
-            let err = s.last_error.lock().clone();
-            for ((t, p), st) in s.partitions.lock().iter() {
-                source.append_value(&s.name);
-                topic.append_value(t);
-                partition.append_value(*p);
-                committed.append_option(st.committed);
-                hw.append_option(st.high_watermark);
-                lag.append_option(st.lag());
-                messages.append_value(st.messages);
-                dead.append_value(st.dead_letters);
-                last.append_option(st.last_commit.map(|t| t.timestamp_micros()));
-                rate.append_value(st.rate(now));
-                running.append_value(s.running.load(Ordering::Relaxed));
-                paused.append_value(s.paused.load(Ordering::Relaxed));
-                error.append_option(err.as_deref());
+            let error = s.last_error.lock().clone();
+            for ((topic, partition), st) in s.partitions.lock().iter() {
+                out.push(PartitionRow {
+                    source: s.name.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: st.committed,
+                    high_watermark: st.high_watermark,
+                    lag: st.lag(),
+                    messages: st.messages,
+                    dead_letters: st.dead_letters,
+                    last_commit: st.last_commit,
+                    rate: st.rate(now),
+                    running: s.running.load(Ordering::Relaxed),
+                    paused: s.paused.load(Ordering::Relaxed),
+                    last_error: error.clone(),
+                });
             }
         }
+        out
+    }
+
+    /// The rows of `system.ingest`.
+    pub fn batch(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let rows = self.rows();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(source.finish()),
-            Arc::new(topic.finish()),
-            Arc::new(partition.finish()),
-            Arc::new(committed.finish()),
-            Arc::new(hw.finish()),
-            Arc::new(lag.finish()),
-            Arc::new(messages.finish()),
-            Arc::new(dead.finish()),
-            Arc::new(last.finish().with_timezone("UTC")),
-            Arc::new(rate.finish()),
-            Arc::new(running.finish()),
-            Arc::new(paused.finish()),
-            Arc::new(error.finish()),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| &r.source),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.topic))),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.partition),
+            )),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.committed))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.high_watermark))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.lag))),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.messages),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.dead_letters),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    rows.iter()
+                        .map(|r| r.last_commit.map(|t| t.timestamp_micros())),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.rate))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.running)),
+            )),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.paused)))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.last_error.as_deref()),
+            )),
         ];
         RecordBatch::try_new(Self::schema(), columns)
     }

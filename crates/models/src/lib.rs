@@ -9,6 +9,7 @@ pub mod docs;
 mod ephemeral;
 mod error;
 pub mod graph;
+pub mod history;
 pub mod incremental;
 pub mod lineage;
 pub mod project;
@@ -29,6 +30,18 @@ pub use error::ModelsError;
 pub use graph::Graph;
 pub use project::{ModelFile, ProjectPaths};
 pub use render::{Reference, RenderOptions, Rendered, Resolver, Templates};
+
+/// `var()` values as text: a JSON object, or YAML (a superset for the simple cases, as
+/// dbt's `--vars` takes it). Empty text is no values.
+pub fn parse_vars(text: &str) -> Result<BTreeMap<String, serde_json::Value>, ModelsError> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    serde_json::from_str(text).or_else(|json| {
+        serde_yaml_ng::from_str(text)
+            .map_err(|_| ModelsError::Config(format!("vars must be a JSON or YAML object: {json}")))
+    })
+}
 
 /// How a model is materialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ const RUN_MODELS: &str = "_tidepool/run_models";
 #[derive(Debug, Clone)]
 pub struct NodeRecord {
     /// `model` or `test`.
-    pub kind: &'static str,
+    pub kind: String,
     /// `schema.name` of a model, the test's name.
     pub name: String,
     pub path: String,
@@ -57,7 +57,47 @@ pub struct RunRecord {
     pub nodes: Vec<NodeRecord>,
 }
 
+/// One row of `system.runs`: a run without its nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub command: String,
+    pub selector: String,
+    /// `success` or `error`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_s: f64,
+    pub models: i64,
+    pub tests: i64,
+    /// Models in error and tests that failed or errored.
+    pub errors: i64,
+    pub skipped: i64,
+}
+
 impl RunRecord {
+    /// What `system.runs` records of this run.
+    pub fn summary(&self) -> RunSummary {
+        let count =
+            |p: &dyn Fn(&NodeRecord) -> bool| self.nodes.iter().filter(|n| p(n)).count() as i64;
+        RunSummary {
+            run_id: self.run_id.clone(),
+            command: self.command.clone(),
+            selector: self.selector.clone(),
+            status: self.status().to_string(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            duration_s: (self.finished_at - self.started_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6,
+            models: count(&|n| n.kind == "model"),
+            tests: count(&|n| n.kind == "test"),
+            errors: count(&|n| matches!(n.status.as_str(), "error" | "fail")),
+            skipped: count(&|n| n.status == "skipped"),
+        }
+    }
+
     /// `success` when nothing failed or was skipped.
     pub fn status(&self) -> &'static str {
         if self
@@ -180,39 +220,34 @@ pub async fn run_to_record(
 
 /// Appends the record to the lake's run tables.
 pub async fn save(lake: &Arc<Lake>, r: &RunRecord) -> Result<(), ModelsError> {
-    let count = |p: &dyn Fn(&NodeRecord) -> bool| r.nodes.iter().filter(|n| p(n)).count() as i64;
+    let sum = r.summary();
     let runs: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![r.run_id.clone()])),
-        Arc::new(StringArray::from(vec![r.command.clone()])),
+        Arc::new(StringArray::from(vec![sum.run_id])),
+        Arc::new(StringArray::from(vec![sum.command])),
         Arc::new(StringArray::from(vec![
-            Some(r.selector.clone()).filter(|s| !s.is_empty()),
+            Some(sum.selector).filter(|s| !s.is_empty()),
         ])),
-        Arc::new(StringArray::from(vec![r.status()])),
+        Arc::new(StringArray::from(vec![sum.status])),
         Arc::new(
-            TimestampMicrosecondArray::from(vec![r.started_at.timestamp_micros()])
+            TimestampMicrosecondArray::from(vec![sum.started_at.timestamp_micros()])
                 .with_timezone("UTC"),
         ),
         Arc::new(
-            TimestampMicrosecondArray::from(vec![r.finished_at.timestamp_micros()])
+            TimestampMicrosecondArray::from(vec![sum.finished_at.timestamp_micros()])
                 .with_timezone("UTC"),
         ),
-        Arc::new(Float64Array::from(vec![
-            (r.finished_at - r.started_at)
-                .num_microseconds()
-                .unwrap_or(0) as f64
-                / 1e6,
-        ])),
-        Arc::new(Int64Array::from(vec![count(&|n| n.kind == "model")])),
-        Arc::new(Int64Array::from(vec![count(&|n| n.kind == "test")])),
-        Arc::new(Int64Array::from(vec![count(&|n| {
-            matches!(n.status.as_str(), "error" | "fail")
-        })])),
-        Arc::new(Int64Array::from(vec![count(&|n| n.status == "skipped")])),
+        Arc::new(Float64Array::from(vec![sum.duration_s])),
+        Arc::new(Int64Array::from(vec![sum.models])),
+        Arc::new(Int64Array::from(vec![sum.tests])),
+        Arc::new(Int64Array::from(vec![sum.errors])),
+        Arc::new(Int64Array::from(vec![sum.skipped])),
     ];
     let n = &r.nodes;
     let nodes: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![r.run_id.clone(); n.len()])),
-        Arc::new(StringArray::from_iter_values(n.iter().map(|x| x.kind))),
+        Arc::new(StringArray::from_iter_values(
+            n.iter().map(|x| x.kind.as_str()),
+        )),
         Arc::new(StringArray::from_iter_values(
             n.iter().map(|x| x.name.as_str()),
         )),
@@ -340,7 +375,7 @@ pub fn test_node(project: &Project, r: &TestResult) -> NodeRecord {
         (None, _, Severity::Error) => "fail",
     };
     NodeRecord {
-        kind: "test",
+        kind: "test".into(),
         name: t.name.clone(),
         path: t.path.clone(),
         detail: match t.severity {
@@ -388,7 +423,7 @@ pub async fn nodes(
             None
         };
         nodes.push(NodeRecord {
-            kind: "model",
+            kind: "model".into(),
             name: m.relation.clone(),
             path: m.file.path.clone(),
             detail: m.config.materialized.as_str().into(),

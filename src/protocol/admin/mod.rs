@@ -2,20 +2,16 @@
 //! port next to Flight SQL, with the same users: Basic credentials or a Flight bearer
 //! token. Readers (users with `schemas`) may call the read-only RPCs.
 //!
-//! Every RPC is a thin translation onto [`Control`](crate::control::Control) (runs,
-//! sources, maintenance, reloads) or a query on the `system.*` tables (runs, ingestion),
-//! so reads answer what `psql` would.
+//! Every RPC is a translation between protobuf and a typed call on
+//! [`Control`](crate::control::Control) (models, runs, ingestion, sources, maintenance,
+//! reloads), and [`status`] maps a [`ControlError`] to a gRPC status in one place.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use tonic::{Request, Response, Status};
 
-use crate::control::{Control, ControlError, ReplayStart, RunRequest, RunUpdate};
-use crate::models::ProjectPaths;
+use crate::control::{Class, Control, ControlError, ReplayStart, RunRequest, RunUpdate};
+use crate::models::records::{NodeRecord, RunRecord, RunSummary};
 use crate::models::run::{Event, Status as ModelStatus};
 
 use super::flight::auth::Authenticator;
@@ -33,44 +29,11 @@ use pb::admin_server::Admin;
 pub struct AdminService {
     control: Arc<Control>,
     auth: Arc<Authenticator>,
-    /// The loaded project, the reload generation and the file times it was loaded at:
-    /// ListModels loads again only when a model, macro or YAML file changed or a reload
-    /// applied.
-    project_cache: parking_lot::Mutex<Option<(u64, Fingerprint, Arc<crate::models::Project>)>>,
-}
-
-/// Paths and modification times of the project's files.
-type Fingerprint = Vec<(std::path::PathBuf, std::time::SystemTime)>;
-
-fn fingerprint(paths: &ProjectPaths) -> Fingerprint {
-    fn walk(dir: &std::path::Path, out: &mut Fingerprint) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&path, out),
-                Ok(m) => out.push((path, m.modified().unwrap_or(std::time::UNIX_EPOCH))),
-                Err(_) => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for dir in [&paths.models, &paths.macros, &paths.tests] {
-        walk(dir, &mut out);
-    }
-    out.sort();
-    out
 }
 
 impl AdminService {
     pub fn new(control: Arc<Control>, auth: Arc<Authenticator>) -> Self {
-        AdminService {
-            control,
-            auth,
-            project_cache: parking_lot::Mutex::new(None),
-        }
+        AdminService { control, auth }
     }
 
     /// The calling user, authenticated like a Flight call.
@@ -86,116 +49,62 @@ impl AdminService {
                 "user {user} is a reader (schemas = [...]); this RPC changes the server and needs a full user"
             )));
         }
-        self.unavailable_when_stopping()?;
+        if self.control.shutting_down() {
+            return Err(status(ControlError::ShuttingDown));
+        }
         Ok(user)
     }
+}
 
-    /// The project as on disk now, loaded again only when its files changed.
-    fn project(&self) -> Result<Arc<crate::models::Project>, Status> {
-        let generation = self.control.generation();
-        let now = fingerprint(&self.control.project_paths());
-        if let Some((g, seen, project)) = self.project_cache.lock().as_ref()
-            && *g == generation
-            && *seen == now
-        {
-            return Ok(project.clone());
-        }
-        let project = Arc::new(self.control.load_project(BTreeMap::new()).map_err(status)?);
-        *self.project_cache.lock() = Some((generation, now, project.clone()));
-        Ok(project)
-    }
-
-    fn unavailable_when_stopping(&self) -> Result<(), Status> {
-        if self.control.shutting_down() {
-            return Err(Status::unavailable("the server is shutting down"));
-        }
-        Ok(())
-    }
-
-    /// Rows of a query on the system tables, every value as text.
-    async fn rows(&self, sql: &str) -> Result<Vec<BTreeMap<String, Option<String>>>, Status> {
-        let batches = self
-            .control
-            .engine()
-            .query(sql)
-            .await
-            .map_err(|e| Status::internal(e.message()))?;
-        let mut out = Vec::new();
-        for b in batches {
-            let schema = b.schema();
-            let texts: Vec<_> = b
-                .columns()
-                .iter()
-                .map(|c| cast(c, &DataType::Utf8))
-                .collect::<Result<_, _>>()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            for row in 0..b.num_rows() {
-                let mut m = BTreeMap::new();
-                for (f, col) in schema.fields().iter().zip(&texts) {
-                    let s = col
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::StringArray>()
-                        .filter(|a| !a.is_null(row))
-                        .map(|a| a.value(row).to_string());
-                    m.insert(f.name().clone(), s);
-                }
-                out.push(m);
-            }
-        }
-        Ok(out)
+/// The gRPC status of a failed control call.
+fn status(e: ControlError) -> Status {
+    let message = e.to_string();
+    match e.class() {
+        Class::InvalidArgument => Status::invalid_argument(message),
+        Class::NotFound => Status::not_found(message),
+        Class::FailedPrecondition => Status::failed_precondition(message),
+        Class::Unavailable => Status::unavailable(message),
+        Class::DeadlineExceeded => Status::deadline_exceeded(message),
+        Class::Internal => Status::internal(message),
     }
 }
 
-fn text(m: &BTreeMap<String, Option<String>>, k: &str) -> String {
-    m.get(k).cloned().flatten().unwrap_or_default()
+/// Selector text as the CLI sends it: words.
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
 }
 
-fn int(m: &BTreeMap<String, Option<String>>, k: &str, default: i64) -> i64 {
-    m.get(k)
-        .cloned()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn float(m: &BTreeMap<String, Option<String>>, k: &str) -> f64 {
-    m.get(k)
-        .cloned()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// A quoted SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn run_of(m: &BTreeMap<String, Option<String>>) -> pb::Run {
+fn run_of(r: &RunSummary) -> pb::Run {
     pb::Run {
-        run_id: text(m, "run_id"),
-        command: text(m, "command"),
-        selector: text(m, "selector"),
-        status: text(m, "status"),
-        started_at: text(m, "started_at"),
-        finished_at: text(m, "finished_at"),
-        duration_s: float(m, "duration_s"),
-        models: int(m, "models", 0),
-        tests: int(m, "tests", 0),
-        errors: int(m, "errors", 0),
-        skipped: int(m, "skipped", 0),
+        run_id: r.run_id.clone(),
+        command: r.command.clone(),
+        selector: r.selector.clone(),
+        status: r.status.clone(),
+        started_at: r.started_at.to_rfc3339(),
+        finished_at: r.finished_at.to_rfc3339(),
+        duration_s: r.duration_s,
+        models: r.models,
+        tests: r.tests,
+        errors: r.errors,
+        skipped: r.skipped,
         results: Vec::new(),
     }
 }
 
-/// The gRPC status of a refused control call.
-fn status(e: ControlError) -> Status {
-    match e {
-        ControlError::InvalidArgument(m) => Status::invalid_argument(m),
-        ControlError::NotFound(m) => Status::not_found(m),
-        ControlError::FailedPrecondition(m) => Status::failed_precondition(m),
-        ControlError::Unavailable(m) => Status::unavailable(m),
-        ControlError::Internal(m) => Status::internal(m),
+fn node_done(n: &NodeRecord) -> pb::ModelDone {
+    pb::ModelDone {
+        name: n.name.clone(),
+        status: n.status.clone(),
+        rows: n.rows.map_or(-1, |r| r as i64),
+        duration_s: n.seconds,
+        error: n.message.clone().unwrap_or_default(),
+        done: 0,
+        total: 0,
+        materialized: if n.kind == "model" {
+            n.detail.clone()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -206,9 +115,7 @@ impl Admin for AdminService {
         request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
         self.caller(&request)?;
-        let models = crate::models::project::model_files(&self.control.project_paths())
-            .map(|f| f.len() as u32)
-            .unwrap_or(0);
+        let models = self.control.model_files() as u32;
         Ok(Response::new(pb::HealthResponse {
             status: if self.control.shutting_down() {
                 "shutting down".into()
@@ -216,7 +123,7 @@ impl Admin for AdminService {
                 "serving".into()
             },
             version: crate::VERSION.to_string(),
-            lake: self.control.settings().lake.root.clone(),
+            lake: self.control.settings().lake.clone(),
             uptime_ms: self.control.uptime().as_millis() as u64,
             sources: self.control.source_names(),
             models,
@@ -228,39 +135,25 @@ impl Admin for AdminService {
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         self.caller(&request)?;
-        self.unavailable_when_stopping()?;
         let req = request.into_inner();
-        let project = self.project()?;
-        let split = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
-        let (select, exclude) = (split(&req.selector), split(&req.exclude));
-        let invalid = |e: crate::models::ModelsError| Status::invalid_argument(e.to_string());
-        crate::models::select::check_terms(&project, &select).map_err(invalid)?;
-        crate::models::select::check_terms(&project, &exclude).map_err(invalid)?;
-        let chosen = crate::models::select::select(&project, &select, &exclude).map_err(invalid)?;
-        // The newest recorded result of each model.
-        let last: BTreeMap<String, BTreeMap<String, Option<String>>> = self
-            .rows(
-                "SELECT m.*, r.finished_at AS run_finished_at FROM system.run_models m \
-                 JOIN system.runs r USING (run_id) WHERE m.kind = 'model' ORDER BY r.started_at",
-            )
+        let list = self
+            .control
+            .list_models(&words(&req.selector), &words(&req.exclude))
             .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| (text(&m, "name"), m))
-            .collect();
-        let models = project
-            .graph
-            .order(&chosen)
-            .into_iter()
-            .map(|i| {
+            .map_err(status)?;
+        let project = &list.project;
+        let models = list
+            .order
+            .iter()
+            .map(|&i| {
                 let m = &project.models[i];
-                let last_run = last.get(&m.relation).map(|r| pb::LastRun {
-                    run_id: text(r, "run_id"),
-                    status: text(r, "status"),
-                    rows: int(r, "rows_written", -1),
-                    duration_s: float(r, "duration_s"),
-                    finished_at: text(r, "run_finished_at"),
-                    error: text(r, "error"),
+                let last_run = list.last.get(&m.relation).map(|r| pb::LastRun {
+                    run_id: r.run_id.clone(),
+                    status: r.node.status.clone(),
+                    rows: r.node.rows.map_or(-1, |n| n as i64),
+                    duration_s: r.node.seconds,
+                    finished_at: r.run_finished_at.to_rfc3339(),
+                    error: r.node.message.clone().unwrap_or_default(),
                 });
                 pb::Model {
                     relation: m.relation.clone(),
@@ -287,13 +180,13 @@ impl Admin for AdminService {
     ) -> Result<Response<Self::RunModelsStream>, Status> {
         let user = self.admin(&request)?;
         let req = request.into_inner();
-        let split = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
-        let vars = parse_vars(&req.vars)?;
+        let vars =
+            crate::models::parse_vars(&req.vars).map_err(|e| status(ControlError::Models(e)))?;
         let (project, total, rx) = self
             .control
             .run_models(RunRequest {
-                select: split(&req.selector),
-                exclude: split(&req.exclude),
+                select: words(&req.selector),
+                exclude: words(&req.exclude),
                 full_refresh: req.full_refresh,
                 vars,
                 tests: req.with_tests,
@@ -364,34 +257,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Run>, Status> {
         self.caller(&request)?;
         let id = request.into_inner().run_id;
-        let runs = self
-            .rows(&format!(
-                "SELECT * FROM system.runs WHERE run_id = {}",
-                literal(&id)
-            ))
-            .await?;
-        let Some(r) = runs.first() else {
-            return Err(Status::not_found(format!("no run {id:?} (see ListRuns)")));
-        };
-        let mut run = run_of(r);
-        run.results = self
-            .rows(&format!(
-                "SELECT * FROM system.run_models WHERE run_id = {}",
-                literal(&id)
-            ))
-            .await?
-            .iter()
-            .map(|m| pb::ModelDone {
-                name: text(m, "name"),
-                status: text(m, "status"),
-                rows: int(m, "rows_written", -1),
-                duration_s: float(m, "duration_s"),
-                error: text(m, "error"),
-                done: 0,
-                total: 0,
-                materialized: text(m, "materialized"),
-            })
-            .collect();
+        let (summary, nodes) = self.control.run(&id).await.map_err(status)?;
+        let mut run = run_of(&summary);
+        run.results = nodes.iter().map(node_done).collect();
         Ok(Response::new(run))
     }
 
@@ -405,10 +273,10 @@ impl Admin for AdminService {
             n => n.min(10_000),
         };
         let runs = self
-            .rows(&format!(
-                "SELECT * FROM system.runs ORDER BY started_at DESC LIMIT {limit}"
-            ))
-            .await?
+            .control
+            .runs(limit as usize)
+            .await
+            .map_err(status)?
             .iter()
             .map(run_of)
             .collect();
@@ -421,38 +289,25 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::IngestStatusResponse>, Status> {
         self.caller(&request)?;
         let source = request.into_inner().source;
-        let sources = self.control.source_names();
-        if !source.is_empty() && !sources.contains(&source) {
-            return Err(Status::not_found(format!(
-                "unknown source {source:?}; sources: {}",
-                sources.join(", ")
-            )));
-        }
-        let filter = if source.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE source = {}", literal(&source))
-        };
         let partitions = self
-            .rows(&format!(
-                "SELECT * FROM system.ingest{filter} ORDER BY source, topic, partition"
-            ))
-            .await?
-            .iter()
-            .map(|m| pb::PartitionStatus {
-                source: text(m, "source"),
-                topic: text(m, "topic"),
-                partition: int(m, "partition", 0) as i32,
-                committed_offset: int(m, "committed_offset", -1),
-                high_watermark: int(m, "high_watermark", -1),
-                lag: int(m, "lag", 0),
-                messages: int(m, "messages", 0) as u64,
-                dead_letters: int(m, "dead_letters", 0) as u64,
-                last_commit: text(m, "last_commit"),
-                running: text(m, "running") == "true",
-                last_error: text(m, "last_error"),
-                rate: float(m, "rate"),
-                paused: text(m, "paused") == "true",
+            .control
+            .ingest_status(Some(source.as_str()).filter(|s| !s.is_empty()))
+            .map_err(status)?
+            .into_iter()
+            .map(|r| pb::PartitionStatus {
+                source: r.source,
+                topic: r.topic,
+                partition: r.partition,
+                committed_offset: r.committed.unwrap_or(-1),
+                high_watermark: r.high_watermark.unwrap_or(-1),
+                lag: r.lag.unwrap_or(0),
+                messages: r.messages,
+                dead_letters: r.dead_letters,
+                last_commit: r.last_commit.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                running: r.running,
+                last_error: r.last_error.unwrap_or_default(),
+                rate: r.rate,
+                paused: r.paused,
             })
             .collect();
         Ok(Response::new(pb::IngestStatusResponse { partitions }))
@@ -551,7 +406,6 @@ impl Admin for AdminService {
         let user = self.admin(&request)?;
         tracing::info!(user = %user, "reload requested");
         let r = self.control.reload().await.map_err(status)?;
-        *self.project_cache.lock() = None;
         Ok(Response::new(pb::ReloadProjectResponse {
             models: r.models as u32,
             view_files: r.view_files as u32,
@@ -579,19 +433,6 @@ impl AdminService {
     }
 }
 
-/// `--vars` text: a JSON object (YAML is a superset for the simple cases and is read too).
-fn parse_vars(text: &str) -> Result<BTreeMap<String, serde_json::Value>, Status> {
-    if text.trim().is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let bad =
-        |e: String| Status::invalid_argument(format!("vars must be a JSON or YAML object: {e}"));
-    match serde_json::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(json) => serde_yaml_ng::from_str(text).map_err(|_| bad(json.to_string())),
-    }
-}
-
 fn test_done(project: &crate::models::Project, r: &crate::models::run::TestResult) -> pb::TestDone {
     let t = &project.tests[r.test];
     pb::TestDone {
@@ -605,39 +446,8 @@ fn test_done(project: &crate::models::Project, r: &crate::models::run::TestResul
 }
 
 /// A recorded run as the API returns it.
-fn run_of_record(rec: &crate::models::records::RunRecord) -> pb::Run {
-    let count = |f: &dyn Fn(&crate::models::records::NodeRecord) -> bool| {
-        rec.nodes.iter().filter(|n| f(n)).count() as i64
-    };
-    pb::Run {
-        run_id: rec.run_id.clone(),
-        command: rec.command.clone(),
-        selector: rec.selector.clone(),
-        status: rec.status().to_string(),
-        started_at: rec.started_at.to_rfc3339(),
-        finished_at: rec.finished_at.to_rfc3339(),
-        duration_s: (rec.finished_at - rec.started_at).num_milliseconds() as f64 / 1000.0,
-        models: count(&|n| n.kind == "model"),
-        tests: count(&|n| n.kind == "test"),
-        errors: count(&|n| matches!(n.status.as_str(), "error" | "fail")),
-        skipped: count(&|n| n.status == "skipped"),
-        results: rec
-            .nodes
-            .iter()
-            .map(|n| pb::ModelDone {
-                name: n.name.clone(),
-                status: n.status.clone(),
-                rows: n.rows.map_or(-1, |r| r as i64),
-                duration_s: n.seconds,
-                error: n.message.clone().unwrap_or_default(),
-                done: 0,
-                total: 0,
-                materialized: if n.kind == "model" {
-                    n.detail.clone()
-                } else {
-                    String::new()
-                },
-            })
-            .collect(),
-    }
+fn run_of_record(rec: &RunRecord) -> pb::Run {
+    let mut run = run_of(&rec.summary());
+    run.results = rec.nodes.iter().map(node_done).collect();
+    run
 }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Control;
-use crate::config::Schedule;
-use crate::engine::Engine;
-use crate::models::records;
-use crate::models::run::RunOptions;
-use crate::models::{Project, select};
+use tidepool_engine::Engine;
+use tidepool_models::records;
+use tidepool_models::run::RunOptions;
+use tidepool_models::{Project, select};
+
+use super::{Control, Schedule};
 
 /// Runs the schedule until `cancel`. The `[schedule]` in force is read at every tick, so
 /// a reload that adds, changes or removes it applies at once; a build waits while a run

@@ -4,53 +4,105 @@
 //! service only translates between protobuf and these calls.
 
 pub mod schedule;
+mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use parking_lot::{Mutex, RwLock};
+use tidepool_engine::{Engine, EngineError, ErrorKind};
+use tidepool_ingest::maintenance::Action;
+use tidepool_ingest::replay::ReplayFrom;
+use tidepool_ingest::status::PartitionRow;
+use tidepool_ingest::{Ingest, IngestError};
+use tidepool_models::history::{self, LastResult};
+use tidepool_models::records::{self, Label, RunRecord, RunSummary};
+use tidepool_models::run::{Event, RunOptions};
+use tidepool_models::{ModelsError, Project, ProjectPaths, kafka_sources, select};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Settings};
-use crate::engine::Engine;
-use crate::ingest::replay::ReplayFrom;
-use crate::ingest::{Ingest, IngestError};
-use crate::models::records::Label;
-use crate::models::records::{self, RunRecord};
-use crate::models::run::{Event, RunOptions};
-use crate::models::{Project, ProjectPaths, kafka_sources, select};
+pub use settings::{ControlSettings, Fixed, Reloaded, Reloader, Schedule};
 
-/// Why a control call was refused; each maps to one gRPC status code.
+/// Why a control call failed. [`ControlError::class`] says which of a few outcomes it
+/// is; the admin service turns that into a gRPC status in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// A request that names nothing or holds a value out of range.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An unknown source, run or table.
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    /// The run slot is held.
+    #[error("a run is in progress ({0}); try again when it has finished (ListRuns)")]
+    Busy(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The project on disk does not load.
+    #[error("the project does not load: {0}")]
+    Project(#[source] ModelsError),
+    /// A reload found a configuration or project that does not validate; nothing changed.
+    #[error("{0}; the running configuration is kept")]
+    Reload(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A selector, `vars` value or other models input.
+    #[error(transparent)]
+    Models(#[from] ModelsError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("{}", .0.message())]
+    Engine(#[from] EngineError),
+    /// A replay still reading after the time a call waits.
+    #[error(
+        "the replay is under way (bronze version {version:?}) but not finished after {secs} s; watch system.ingest"
+    )]
+    ReplayUnfinished { version: Option<i64>, secs: u64 },
 }
 
-impl From<IngestError> for ControlError {
-    fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::UnknownSource(_) | IngestError::NoTable(_) => {
-                ControlError::NotFound(e.to_string())
-            }
-            IngestError::Refused(m) => ControlError::FailedPrecondition(m),
-            other => ControlError::Internal(other.to_string()),
+/// What became of a control call that failed, protocol-neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    DeadlineExceeded,
+    Internal,
+}
+
+impl ControlError {
+    pub fn class(&self) -> Class {
+        match self {
+            ControlError::InvalidArgument(_) | ControlError::Reload(_) => Class::InvalidArgument,
+            ControlError::NotFound(_) => Class::NotFound,
+            ControlError::Busy(_) | ControlError::Project(_) => Class::FailedPrecondition,
+            ControlError::ShuttingDown => Class::Unavailable,
+            ControlError::ReplayUnfinished { .. } => Class::DeadlineExceeded,
+            ControlError::Models(e) => match e.kind() {
+                ErrorKind::InvalidParameterValue | ErrorKind::Syntax => Class::InvalidArgument,
+                ErrorKind::UndefinedTable => Class::NotFound,
+                _ => Class::Internal,
+            },
+            ControlError::Ingest(e) => match e {
+                IngestError::UnknownSource(_) | IngestError::NoTable(_) => Class::NotFound,
+                IngestError::Refused(_) => Class::FailedPrecondition,
+                IngestError::Timeout(_) | IngestError::Stopped => Class::Unavailable,
+                _ => Class::Internal,
+            },
+            ControlError::Engine(_) => Class::Internal,
         }
     }
+}
+
+/// The models a selector picks, in build order, with their newest recorded results.
+pub struct ModelList {
+    pub project: Arc<Project>,
+    /// Indexes into `project.models`, in DAG order.
+    pub order: Vec<usize>,
+    /// By relation.
+    pub last: BTreeMap<String, LastResult>,
 }
 
 /// A model run asked for remotely.
@@ -73,7 +125,7 @@ pub struct RunRequest {
 pub enum RunUpdate {
     Event(Event),
     /// The run is over and recorded (or the record failed: the error says why).
-    Finished(Box<RunRecord>, Option<crate::models::ModelsError>),
+    Finished(Box<RunRecord>, Option<ModelsError>),
 }
 
 /// Holding it means running models; released on drop.
@@ -124,11 +176,43 @@ pub struct ReloadReport {
     pub applied: Vec<String>,
 }
 
+/// The loaded project, the reload generation and the file times it was loaded at.
+type CachedProject = (u64, Fingerprint, Arc<Project>);
+
+/// Paths and modification times of the project's files.
+type Fingerprint = Vec<(std::path::PathBuf, std::time::SystemTime)>;
+
+fn fingerprint(paths: &ProjectPaths) -> Fingerprint {
+    fn walk(dir: &std::path::Path, out: &mut Fingerprint) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&path, out),
+                Ok(m) => out.push((path, m.modified().unwrap_or(std::time::UNIX_EPOCH))),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in [&paths.models, &paths.macros, &paths.tests] {
+        walk(dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
 /// The running server, as the admin API drives it.
 pub struct Control {
     engine: Arc<Engine>,
     ingest: Arc<Ingest>,
-    settings: RwLock<Arc<Settings>>,
+    settings: RwLock<Arc<ControlSettings>>,
+    reloader: Box<dyn Reloader>,
+    /// ListModels loads the project again only when a model, macro or YAML file changed
+    /// or a reload applied.
+    project_cache: Mutex<Option<CachedProject>>,
     /// Bumped by every reload.
     generation: AtomicU64,
     runs: Arc<tokio::sync::Mutex<()>>,
@@ -145,13 +229,16 @@ impl Control {
     pub fn new(
         engine: Arc<Engine>,
         ingest: Arc<Ingest>,
-        settings: &Settings,
+        settings: ControlSettings,
+        reloader: Box<dyn Reloader>,
         shutdown: CancellationToken,
     ) -> Arc<Control> {
         Arc::new(Control {
             engine,
             ingest,
-            settings: RwLock::new(Arc::new(settings.clone())),
+            settings: RwLock::new(Arc::new(settings)),
+            reloader,
+            project_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
             runs: Arc::new(tokio::sync::Mutex::new(())),
             current: Arc::new(Mutex::new(None)),
@@ -169,7 +256,7 @@ impl Control {
     }
 
     /// The settings in force (the start's, or the last good reload's).
-    pub fn settings(&self) -> Arc<Settings> {
+    pub fn settings(&self) -> Arc<ControlSettings> {
         self.settings.read().clone()
     }
 
@@ -212,7 +299,91 @@ impl Control {
             kafka_sources(&self.source_names()),
             vars,
         )
-        .map_err(|e| ControlError::FailedPrecondition(format!("the project does not load: {e}")))
+        .map_err(ControlError::Project)
+    }
+
+    /// The project as on disk now, loaded again only when its files changed or a reload
+    /// applied.
+    pub fn project(&self) -> Result<Arc<Project>, ControlError> {
+        let generation = self.generation();
+        let now = fingerprint(&self.project_paths());
+        if let Some((g, seen, project)) = self.project_cache.lock().as_ref()
+            && *g == generation
+            && *seen == now
+        {
+            return Ok(project.clone());
+        }
+        let project = Arc::new(self.load_project(BTreeMap::new())?);
+        *self.project_cache.lock() = Some((generation, now, project.clone()));
+        Ok(project)
+    }
+
+    /// How many model files the project has (0 when its folder cannot be read).
+    pub fn model_files(&self) -> usize {
+        tidepool_models::project::model_files(&self.project_paths()).map_or(0, |f| f.len())
+    }
+
+    /// The models `select` and `exclude` (dbt selectors) pick, with their last results.
+    pub async fn list_models(
+        &self,
+        select: &[String],
+        exclude: &[String],
+    ) -> Result<ModelList, ControlError> {
+        self.refuse_when_stopping()?;
+        let project = self.project()?;
+        select::check_terms(&project, select)?;
+        select::check_terms(&project, exclude)?;
+        let chosen = select::select(&project, select, exclude)?;
+        // Runs recorded by another process may be unreadable for a moment; the list
+        // stands without them.
+        let last = history::last_model_results(&self.engine)
+            .await
+            .unwrap_or_default();
+        Ok(ModelList {
+            order: project.graph.order(&chosen),
+            project,
+            last,
+        })
+    }
+
+    /// The `limit` most recent recorded runs, newest first.
+    pub async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, ControlError> {
+        Ok(history::recent(&self.engine, limit).await?)
+    }
+
+    /// A recorded run with its models and tests.
+    pub async fn run(
+        &self,
+        run_id: &str,
+    ) -> Result<(RunSummary, Vec<records::NodeRecord>), ControlError> {
+        history::find(&self.engine, run_id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("no run {run_id:?} (see ListRuns)")))
+    }
+
+    /// Ingestion by partition, of every source or of `source`.
+    pub fn ingest_status(&self, source: Option<&str>) -> Result<Vec<PartitionRow>, ControlError> {
+        if let Some(s) = source {
+            self.known_source(s)?;
+        }
+        let mut rows: Vec<PartitionRow> = self
+            .ingest
+            .status()
+            .rows()
+            .into_iter()
+            .filter(|r| source.is_none_or(|s| r.source == s))
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.source, &a.topic, a.partition).cmp(&(&b.source, &b.topic, b.partition))
+        });
+        Ok(rows)
+    }
+
+    fn refuse_when_stopping(&self) -> Result<(), ControlError> {
+        if self.shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        Ok(())
     }
 
     /// The run slot, now or never: FailedPrecondition says what holds it.
@@ -231,9 +402,7 @@ impl Control {
                     .lock()
                     .clone()
                     .unwrap_or_else(|| "another run".into());
-                Err(ControlError::FailedPrecondition(format!(
-                    "a run is in progress ({who}); try again when it has finished (ListRuns)"
-                )))
+                Err(ControlError::Busy(who))
             }
         }
     }
@@ -255,17 +424,11 @@ impl Control {
         self: &Arc<Self>,
         req: RunRequest,
     ) -> Result<(Arc<Project>, usize, mpsc::UnboundedReceiver<RunUpdate>), ControlError> {
-        if self.shutting_down() {
-            return Err(ControlError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
+        self.refuse_when_stopping()?;
         let project = Arc::new(self.load_project(req.vars.clone())?);
-        let invalid = |e: crate::models::ModelsError| ControlError::InvalidArgument(e.to_string());
-        select::check_terms(&project, &req.select).map_err(invalid)?;
-        select::check_terms(&project, &req.exclude).map_err(invalid)?;
-        let chosen: BTreeSet<usize> =
-            select::select(&project, &req.select, &req.exclude).map_err(invalid)?;
+        select::check_terms(&project, &req.select)?;
+        select::check_terms(&project, &req.exclude)?;
+        let chosen: BTreeSet<usize> = select::select(&project, &req.select, &req.exclude)?;
         let command = if req.tests { "build" } else { "run" };
         let mut selector = req.select.join(" ");
         if !req.exclude.is_empty() {
@@ -340,7 +503,9 @@ impl Control {
         self.known_source(source)?;
         let from = match from {
             ReplayStart::Offset(o) => ReplayFrom::Offset(o),
-            ReplayStart::Timestamp(t) => ReplayFrom::Offsets(self.offsets_since(source, t).await?),
+            ReplayStart::Timestamp(t) => ReplayFrom::Offsets(
+                tidepool_ingest::bronze::offsets_since(self.ingest.lake(), source, t).await?,
+            ),
         };
         let plan = self.ingest.replay_plan(source, from).await?;
         let mut report = ReplayReport {
@@ -353,8 +518,8 @@ impl Control {
         if plan.is_empty() {
             return Ok(report);
         }
-        let range = crate::ingest::replay::rows_filter(&plan, true);
-        report.removed = self.count_rows(source, &range).await?;
+        let lake = self.ingest.lake().clone();
+        report.removed = tidepool_ingest::bronze::rows_in(&lake, source, &plan).await?;
         let reset = self.ingest.replay_reset(source, plan.clone()).await?;
         report.reset_version = reset.version;
         // Done when every partition committed its old last offset again.
@@ -378,16 +543,14 @@ impl Control {
                 break;
             }
             if self.shutting_down() {
-                return Err(ControlError::Unavailable(
-                    "the server is shutting down; the replay goes on at the next start".into(),
-                ));
+                // The replay goes on at the next start.
+                return Err(ControlError::ShuttingDown);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ControlError::Internal(format!(
-                    "the replay is under way (bronze version {:?}) but not finished after {} s; watch system.ingest",
-                    reset.version,
-                    REPLAY_WAIT.as_secs()
-                )));
+                return Err(ControlError::ReplayUnfinished {
+                    version: reset.version,
+                    secs: REPLAY_WAIT.as_secs(),
+                });
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -397,101 +560,18 @@ impl Control {
                 "the source was paused before the replay and is running now"
             );
         }
-        report.rows = self.count_rows(source, &range).await?;
-        report.version = self
-            .ingest
-            .lake()
-            .table(crate::ingest::BRONZE, source)
+        report.rows = tidepool_ingest::bronze::rows_in(&lake, source, &plan).await?;
+        report.version = lake
+            .table(tidepool_ingest::BRONZE, source)
             .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(IngestError::from)?
             .and_then(|t| t.version())
             .map(|v| v as i64);
         Ok(report)
     }
 
-    /// The bronze tables of a source that exist: rows, then dead letters.
-    async fn bronze_tables(&self, source: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for table in [source.to_string(), crate::ingest::dead_letter_table(source)] {
-            if let Ok(Some(_)) = self
-                .ingest
-                .lake()
-                .table(crate::ingest::BRONZE, &table)
-                .await
-            {
-                out.push(table);
-            }
-        }
-        out
-    }
-
-    /// Rows of bronze and its dead letters matching `filter`.
-    async fn count_rows(&self, source: &str, filter: &str) -> Result<u64, ControlError> {
-        let mut total = 0u64;
-        for table in self.bronze_tables(source).await {
-            let sql = format!("SELECT count(*) FROM bronze.\"{table}\" WHERE {filter}");
-            for b in self.query(&sql).await? {
-                if let Some(a) = b.column(0).as_any().downcast_ref::<Int64Array>() {
-                    total += a.iter().flatten().map(|v| v.max(0) as u64).sum::<u64>();
-                }
-            }
-        }
-        Ok(total)
-    }
-
-    /// Per partition, the first offset the lake holds with a Kafka timestamp at or after
-    /// `since` (rows or dead letters).
-    async fn offsets_since(
-        &self,
-        source: &str,
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<BTreeMap<(String, i32), i64>, ControlError> {
-        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for table in self.bronze_tables(source).await {
-            let sql = format!(
-                "SELECT \"_topic\", \"_partition\", min(\"_offset\") FROM bronze.\"{table}\" \
-                 WHERE CAST(\"_timestamp\" AS BIGINT) >= {} GROUP BY 1, 2",
-                since.timestamp_micros()
-            );
-            for b in self.query(&sql).await? {
-                // Strings may come back as views or dictionaries.
-                let topics = cast(b.column(0), &DataType::Utf8)
-                    .map_err(|e| ControlError::Internal(e.to_string()))?;
-                let (Some(t), Some(p), Some(o)) = (
-                    topics.as_any().downcast_ref::<StringArray>(),
-                    b.column(1).as_any().downcast_ref::<Int32Array>(),
-                    b.column(2).as_any().downcast_ref::<Int64Array>(),
-                ) else {
-                    return Err(ControlError::Internal(format!(
-                        "unexpected column types in {table}"
-                    )));
-                };
-                for i in 0..b.num_rows() {
-                    let key = (t.value(i).to_string(), p.value(i));
-                    let o = o.value(i);
-                    out.entry(key).and_modify(|v| *v = (*v).min(o)).or_insert(o);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn query(
-        &self,
-        sql: &str,
-    ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ControlError> {
-        self.engine
-            .query(sql)
-            .await
-            .map_err(|e| ControlError::Internal(e.message()))
-    }
-
     /// OPTIMIZE, VACUUM or a checkpoint of `schema.table`.
-    pub async fn maintain(
-        &self,
-        table: &str,
-        action: crate::ingest::maintenance::Action,
-    ) -> Result<String, ControlError> {
+    pub async fn maintain(&self, table: &str, action: Action) -> Result<String, ControlError> {
         let (schema, name) = table.split_once('.').ok_or_else(|| {
             ControlError::InvalidArgument(format!(
                 "table {table:?}: give schema.name, e.g. bronze.orders"
@@ -499,7 +579,8 @@ impl Control {
         })?;
         let m = self.settings().maintenance.clone();
         let summary =
-            crate::ingest::maintenance::apply(self.ingest.lake(), schema, name, action, &m).await?;
+            tidepool_ingest::maintenance::apply(self.ingest.lake(), schema, name, action, &m)
+                .await?;
         let _ = self.ingest.lake().refresh().await;
         Ok(summary)
     }
@@ -510,25 +591,17 @@ impl Control {
     /// now, `views/` is deployed, and settings that need a restart are listed.
     pub async fn reload(&self) -> Result<ReloadReport, ControlError> {
         let old = self.settings();
-        let new = match &old.config_file {
-            Some(file) => Config::load(Some(file))
-                .and_then(|c| c.resolve(&old.overrides))
-                .map_err(|e| {
-                    ControlError::InvalidArgument(format!("{e}; the running configuration is kept"))
-                })?,
-            None => (*old).clone(),
-        };
+        let Reloaded {
+            settings: new,
+            restart_required,
+        } = self.reloader.reload().map_err(ControlError::Reload)?;
         let mut paths = ProjectPaths::in_dir(&old.project_dir);
         paths.defaults = new.model_defaults.clone();
         let project = Project::load(paths, kafka_sources(&self.source_names()), BTreeMap::new())
-            .map_err(|e| {
-                ControlError::InvalidArgument(format!(
-                    "the project does not load: {e}; the running configuration is kept"
-                ))
-            })?;
+            .map_err(|e| ControlError::Reload(format!("the project does not load: {e}").into()))?;
         let mut report = ReloadReport {
             models: project.models.len(),
-            restart_required: restart_required(&old, &new),
+            restart_required,
             ..Default::default()
         };
         let mut applied = (*old).clone();
@@ -546,9 +619,10 @@ impl Control {
         applied.maintenance = new.maintenance.clone();
         *self.settings.write() = Arc::new(applied);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let files = crate::models::views::view_files(&old.project_dir);
+        *self.project_cache.lock() = None;
+        let files = tidepool_models::views::view_files(&old.project_dir);
         report.view_files = files.len();
-        report.view_errors = crate::models::views::deploy(&self.engine, &files)
+        report.view_errors = tidepool_models::views::deploy(&self.engine, &files)
             .await
             .into_iter()
             .filter_map(|d| d.error)
@@ -557,70 +631,4 @@ impl Control {
             restart_required = ?report.restart_required, "project reloaded");
         Ok(report)
     }
-}
-
-/// Settings that differ between `old` and `new` and are only read at start.
-fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut out = Vec::new();
-    let checks: [(&str, bool); 11] = [
-        ("lake", differs(&old.lake, &new.lake)),
-        ("project.dir", old.project_dir != new.project_dir),
-        (
-            "postgres",
-            differs(
-                &(old.pg_listen, old.max_connections),
-                &(new.pg_listen, new.max_connections),
-            ),
-        ),
-        (
-            "http",
-            differs(
-                &(old.http_listen, old.http_max_body),
-                &(new.http_listen, new.http_max_body),
-            ),
-        ),
-        (
-            "flight",
-            differs(
-                &(old.flight_listen, old.flight_token_ttl),
-                &(new.flight_listen, new.flight_token_ttl),
-            ),
-        ),
-        ("tls", differs(&old.tls, &new.tls)),
-        ("users", differs(&old.users, &new.users)),
-        (
-            "engine",
-            differs(
-                &(
-                    old.query_timeout,
-                    old.memory_limit,
-                    old.target_partitions,
-                    old.max_concurrent_queries,
-                ),
-                &(
-                    new.query_timeout,
-                    new.memory_limit,
-                    new.target_partitions,
-                    new.max_concurrent_queries,
-                ),
-            ),
-        ),
-        (
-            "kafka",
-            differs(
-                &(&old.brokers, old.embedded_partitions),
-                &(&new.brokers, new.embedded_partitions),
-            ),
-        ),
-        ("sources", differs(&old.sources, &new.sources)),
-        ("server", old.shutdown_grace != new.shutdown_grace),
-    ];
-    for (name, changed) in checks {
-        if changed {
-            out.push(name.to_string());
-        }
-    }
-    out
 }
