@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-target}
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-  files=(src/protocol/pg/handler.rs src/models/render.rs crates/engine/src/functions.rs)
-  # Before the engine crate (ebf3c2c and earlier) the engine file was src/engine/functions.rs.
+  files=(src/protocol/pg/handler.rs crates/models/src/render.rs crates/engine/src/functions.rs)
+  # Before the engine and models crates the files were under src/engine and src/models.
   [ -f crates/engine/src/functions.rs ] || files[2]=src/engine/functions.rs
+  [ -f crates/models/src/render.rs ] || files[1]=src/models/render.rs
 fi
 cargo build --bin tidepool -q && cargo test --workspace --no-run --tests -q 2>/dev/null
 echo "== incremental dev rebuilds after a one-function edit, $(nproc) cores, $(git rev-parse --short HEAD)"

@@ -2,13 +2,6 @@
 //! [`dispatch`].
 
 pub mod allocator;
-mod bench;
-mod bench_admin;
-mod bench_authz;
-mod bench_connect;
-mod bench_demo;
-mod bench_models;
-mod bench_procedures;
 mod generate;
 mod ingest;
 mod models;
@@ -74,8 +67,6 @@ pub enum Command {
     Maintain(remote::MaintainArgs),
     /// Make a running server re-read tidepool.toml, sql/ and views/ (--server)
     Reload(remote::ReloadArgs),
-    /// Benchmarks (build with --release)
-    Bench(bench::BenchArgs),
 }
 
 /// Starts tracing to stderr.
@@ -147,7 +138,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => runtime.block_on(remote::replay(args)),
         Command::Maintain(args) => runtime.block_on(remote::maintain(&cli.overrides, args)),
         Command::Reload(args) => runtime.block_on(remote::reload(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
     };
     // Whatever still runs has had its grace period (a kernel busy with one huge batch
     // cannot be interrupted mid-batch): the process ends instead of waiting for it.

@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 
 /// Cycles present when the check was written (crate directory, then the modules).
 const KNOWN: &[(&str, &[&str])] = &[
-    (
-        "tidepool",
-        &["cli::bench", "cli::bench_admin", "cli::bench_models"],
-    ),
     ("tidepool", &["cli::models", "cli::remote"]),
     ("tidepool", &["protocol::admin", "protocol::flight"]),
     (

@@ -2,13 +2,12 @@
 //! query, then the query editor's version, schema, table and column lookups as unnamed
 //! extended-protocol statements.
 
-use tidepool::protocol::pg::frontend::{Frontend, Reply, StatementResult, split_results};
+use tidepool_testkit::frontend::{Frontend, Reply, StatementResult, split_results};
 
 use crate::client_npgsql::sample_lake;
 use crate::common::TestServer;
 
-#[path = "../clients/grafana.rs"]
-mod sql;
+use tidepool_testkit::clients::grafana as sql;
 
 async fn extended(f: &mut Frontend, text: &str) -> StatementResult {
     f.extended(text, &[], 0).sync();

@@ -3,14 +3,13 @@
 //! table-privileges CTE, tables with row estimates, fields with Postgres type names and
 //! positions, foreign keys and enum types. Then the privileges as a reader user sees them.
 
-use tidepool::protocol::pg::frontend::{Frontend, StatementResult, split_results};
+use tidepool_testkit::frontend::{Frontend, StatementResult, split_results};
 
 use crate::client_npgsql::sample_lake;
 use crate::client_pgjdbc::sql as pgjdbc;
 use crate::common::TestServer;
 
-#[path = "../clients/metabase.rs"]
-mod sql;
+use tidepool_testkit::clients::metabase as sql;
 
 /// A parameter as pgjdbc binds it: strings as varchar text, longs as binary int8.
 enum Param<'a> {

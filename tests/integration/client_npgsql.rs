@@ -13,13 +13,12 @@
 
 use std::collections::HashSet;
 
-use tidepool::protocol::pg::frontend::{Frontend, Reply, StatementResult, split_results};
+use tidepool_testkit::frontend::{Frontend, Reply, StatementResult, split_results};
 
 use crate::common::TestServer;
 
-#[path = "../clients/npgsql.rs"]
-mod sql;
 pub use sql::*;
+use tidepool_testkit::clients::npgsql as sql;
 
 /// A lake with the column types analysts meet: numeric, timestamptz, date, text, bool,
 /// bigint, double, an array.

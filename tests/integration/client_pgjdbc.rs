@@ -6,13 +6,12 @@
 //! Execute, Sync), and a query run six times, which the driver turns into a named server
 //! prepared statement from the fifth run (`prepareThreshold`).
 
-use tidepool::protocol::pg::frontend::{Frontend, StatementResult, split_results};
+use tidepool_testkit::frontend::{Frontend, StatementResult, split_results};
 
 use crate::client_npgsql::sample_lake;
 use crate::common::TestServer;
 
-#[path = "../clients/pgjdbc.rs"]
-pub mod sql;
+pub use tidepool_testkit::clients::pgjdbc as sql;
 
 /// One metadata statement as pgjdbc sends it; results in text.
 async fn metadata(f: &mut Frontend, text: &str, args: &[&str]) -> StatementResult {

@@ -354,7 +354,7 @@ pub fn client_config(source: &Source, brokers: &str) -> ClientConfig {
             },
         )
         // Prefetch and fetch size bound the consumer's memory: with a backlog both fill up.
-        // 16 MiB each reads ~850k msg/s from the embedded broker (`tidepool bench ingest`).
+        // 16 MiB each reads ~850k msg/s from the embedded broker (`tidepool-bench ingest`).
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.max.bytes", "16777216")
         // librdkafka 2.x waits 1 s by default before fetching again once the prefetch

@@ -7,7 +7,6 @@ mod auth;
 mod client_gone;
 mod conn;
 pub mod errors;
-pub mod frontend;
 mod handler;
 mod json_columns;
 mod server;

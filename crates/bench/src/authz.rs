@@ -1,4 +1,4 @@
-//! `tidepool bench authz`: what authorization adds to a statement. A reader's session (a
+//! `tidepool-bench authz`: what authorization adds to a statement. A reader's session (a
 //! `[[users]]` entry with `schemas = ["gold"]`) runs a point lookup on a gold table of N
 //! rows and TPC-H q1 over a generated `gold.lineitem`, end to end in the engine (parse,
 //! plan, authorize, execute, read every row); separately, the authorization step alone
@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::bench_procedures::run_sql;
-use crate::engine::authz::{Access, UserRights, plan::touches};
-use crate::engine::{Engine, EngineOptions};
-use crate::lake::Lake;
+use crate::procedures::run_sql;
+use tidepool::engine::authz::{Access, UserRights, plan::touches};
+use tidepool::engine::{Engine, EngineOptions};
+use tidepool::lake::Lake;
 
 fn median(times: &mut [Duration]) -> f64 {
     times.sort();
@@ -30,7 +30,7 @@ ORDER BY l_returnflag, l_linestatus";
 
 pub async fn run(runs: usize, rows: usize, lineitem_rows: usize) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let lake = Lake::open(&crate::config::LakeConfig {
+    let lake = Lake::open(&tidepool::config::LakeConfig {
         root: tmp.path().join("lake").display().to_string(),
         ..Default::default()
     })?;
@@ -54,9 +54,9 @@ pub async fn run(runs: usize, rows: usize, lineitem_rows: usize) -> anyhow::Resu
     let engine = Engine::new(
         lake,
         options,
-        crate::pgcompat::PgCompat::new(Default::default()),
+        tidepool::pgcompat::PgCompat::new(Default::default()),
     )?;
-    let mut server = engine.session(crate::engine::authz::SERVER_USER);
+    let mut server = engine.session(tidepool::engine::authz::SERVER_USER);
     let t = Instant::now();
     run_sql(
         &mut server,
@@ -79,7 +79,7 @@ pub async fn run(runs: usize, rows: usize, lineitem_rows: usize) -> anyhow::Resu
     )
     .await?;
     println!(
-        "tidepool bench authz: reader of gold; gold.fact_orders {rows} rows, gold.lineitem {lineitem_rows} rows (built in {:.2} s), {runs} runs each",
+        "tidepool-bench authz: reader of gold; gold.fact_orders {rows} rows, gold.lineitem {lineitem_rows} rows (built in {:.2} s), {runs} runs each",
         t.elapsed().as_secs_f64()
     );
     let mut reader = engine.session("bi");

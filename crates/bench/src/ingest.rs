@@ -1,9 +1,8 @@
-//! `tidepool bench ingest`: the ingestion benchmark. Pre-produces order events (about 300
+//! `tidepool-bench ingest`: the ingestion benchmark. Pre-produces order events (about 300
 //! bytes, nested items and statuses) to the embedded broker and measures, in one run:
 //! end-to-end ingestion into committed Delta, the decode+write path alone (no broker),
 //! memory, and the produce-to-queryable latency at a steady 1,000 msg/s.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,193 +11,37 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Overrides, Settings};
-use crate::ingest::batch::RawBatch;
-use crate::ingest::broker::EmbeddedBroker;
-use crate::ingest::decode::JsonDecoder;
-use crate::ingest::sink::Sink;
-use crate::ingest::{Assignment, Ingest};
-use crate::lake::Lake;
+use tidepool::config::{Config, Overrides, Settings};
+use tidepool::ingest::batch::RawBatch;
+use tidepool::ingest::broker::EmbeddedBroker;
+use tidepool::ingest::decode::JsonDecoder;
+use tidepool::ingest::sink::Sink;
+use tidepool::ingest::{Assignment, Ingest};
+use tidepool::lake::Lake;
 
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchWhat {
-    /// Kafka to Delta: end to end, decode+write alone, RSS, latency
-    Ingest {
-        /// Messages to pre-produce and ingest
-        #[arg(long, default_value_t = 1_000_000)]
-        messages: usize,
-        /// Seconds of the steady 1,000 msg/s latency run (0 skips it)
-        #[arg(long, default_value_t = 20)]
-        latency_seconds: u64,
-        /// Folder for the benchmark lakes [default: a temporary folder]
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-        /// Producer compression of the pre-produced backlog (none, lz4, zstd, ...)
-        #[arg(long, default_value = "none")]
-        compression: String,
-        /// Rows per commit of the ingest source (`max_rows`)
-        #[arg(long, default_value_t = 100_000)]
-        max_rows: usize,
-        /// librdkafka consumer property for the ingest source, `key=value` (repeatable)
-        #[arg(long = "consumer-property")]
-        properties: Vec<String>,
-    },
-    /// Planning overhead of models: `ls` and `compile` on a generated project
-    Models {
-        /// Models in the generated project
-        #[arg(long, default_value_t = 1000)]
-        models: usize,
-        /// Runs of each command (the median is reported)
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Bronze rows for the incremental cost run (0 skips it)
-        #[arg(long, default_value_t = 5_000_000)]
-        rows: usize,
-        /// New bronze rows before the incremental runs (a fifth update existing keys)
-        #[arg(long, default_value_t = 50_000)]
-        new_rows: usize,
-        /// Bronze rows of the incremental run: `orders` (order events as ingested from
-        /// Kafka, ~300-byte JSON), `narrow` (four columns), or `both`
-        #[arg(long, value_enum, default_value = "both")]
-        shape: super::bench_models::Shapes,
-    },
-    /// Procedure call overhead: CALL of a point lookup against running its body directly
-    Procedures {
-        /// Calls of each form (the median is reported)
-        #[arg(long, default_value_t = 1000)]
-        calls: usize,
-        /// Rows of the gold table
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: usize,
-    },
-    /// Authorization cost: the plan walk and decision against whole statements (a point
-    /// lookup and TPC-H q1) run by a reader
-    Authz {
-        /// Statements run (the median is reported; q1 runs a twentieth as often)
-        #[arg(long, default_value_t = 400)]
-        runs: usize,
-        /// Rows of the point-lookup table
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: usize,
-        /// Rows of the generated lineitem for q1
-        #[arg(long, default_value_t = 6_000_000)]
-        lineitem_rows: usize,
-    },
-    /// Admin API read latency: ListModels on a large project, IngestStatus on many partitions
-    Admin {
-        #[arg(long, default_value_t = 1000)]
-        models: usize,
-        #[arg(long, default_value_t = 100)]
-        partitions: i32,
-        #[arg(long, default_value_t = 50)]
-        calls: usize,
-    },
-    /// The retail demo: time to queryable gold marts, how far they trail the generator
-    /// (run from the repository root)
-    Demo {
-        /// Events per second
-        #[arg(long, default_value_t = 2000)]
-        rate: u64,
-        /// How long the generator runs
-        #[arg(long, default_value_t = 120)]
-        seconds: u64,
-    },
-    /// Power BI connection cost: Npgsql 4.0's connect + type load + DISCARD ALL + query
-    Connect {
-        /// Sequential cycles (median, p95 and max are reported)
-        #[arg(long, default_value_t = 200)]
-        cycles: usize,
-        /// A running server's Postgres address [default: a server started on a temporary lake]
-        #[arg(long)]
-        addr: Option<std::net::SocketAddr>,
-    },
-    /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
-    #[command(hide = true)]
-    Broker {
-        #[arg(long)]
-        messages: usize,
-        #[arg(long)]
-        partitions: i32,
-        #[arg(long)]
-        compression: String,
-    },
-}
-
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    match args.what {
-        BenchWhat::Ingest {
-            messages,
-            latency_seconds,
-            dir,
-            compression,
-            properties,
-            max_rows,
-        } => {
-            MAX_ROWS.set(max_rows).ok();
-            let tmp = tempfile::tempdir()?;
-            let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let props = properties
-                .iter()
-                .map(|p| match p.split_once('=') {
-                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
-                    None => Err(anyhow::anyhow!(
-                        "--consumer-property wants key=value, not {p:?}"
-                    )),
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            PROPS.set(props).ok();
-            bench_ingest(messages, latency_seconds, &dir, &compression).await?;
-        }
-        BenchWhat::Models {
-            models,
-            runs,
-            rows,
-            new_rows,
-            shape: shapes,
-        } => {
-            super::bench_models::planning(models, runs)?;
-            if rows > 0 {
-                for shape in shapes.shapes() {
-                    super::bench_models::incremental(rows, new_rows, shape).await?;
-                }
-            }
-        }
-        BenchWhat::Admin {
-            models,
-            partitions,
-            calls,
-        } => {
-            return super::bench_admin::run(models, partitions, calls).await;
-        }
-        BenchWhat::Demo { rate, seconds } => {
-            return super::bench_demo::run(rate, seconds).await;
-        }
-        BenchWhat::Connect { cycles, addr } => {
-            return super::bench_connect::run(cycles, addr).await;
-        }
-        BenchWhat::Procedures { calls, rows } => {
-            super::bench_procedures::run(calls, rows).await?;
-        }
-        BenchWhat::Authz {
-            runs,
-            rows,
-            lineitem_rows,
-        } => {
-            super::bench_authz::run(runs, rows, lineitem_rows).await?;
-        }
-        BenchWhat::Broker {
-            messages,
-            partitions,
-            compression,
-        } => broker_process(messages, partitions, &compression).await?,
-    }
-    Ok(ExitCode::SUCCESS)
+/// `tidepool-bench ingest`.
+pub async fn run(
+    messages: usize,
+    latency_seconds: u64,
+    dir: Option<std::path::PathBuf>,
+    compression: &str,
+    properties: &[String],
+    max_rows: usize,
+) -> anyhow::Result<()> {
+    MAX_ROWS.set(max_rows).ok();
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let props = properties
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(anyhow::anyhow!(
+                "--consumer-property wants key=value, not {p:?}"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    PROPS.set(props).ok();
+    bench_ingest(messages, latency_seconds, &dir, compression).await
 }
 
 /// One order event of about 300 bytes.
@@ -281,8 +124,8 @@ async fn start_source(
     topic: &str,
 ) -> anyhow::Result<(
     Ingest,
-    Vec<crate::ingest::SourceRun>,
-    Arc<crate::ingest::SourceStatus>,
+    Vec<tidepool::ingest::SourceRun>,
+    Arc<tidepool::ingest::SourceStatus>,
     CancellationToken,
 )> {
     let settings = settings(lake, brokers, topic, 1000)?;
@@ -316,7 +159,7 @@ async fn bench_ingest(
     compression: &str,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("tidepool bench ingest: {messages} order events, {cores} cores");
+    println!("tidepool-bench ingest: {messages} order events, {cores} cores");
     let avg = (0..1000u64).map(|i| order_event(i).len()).sum::<usize>() as f64 / 1000.0;
     println!("  average event size: {avg:.0} bytes");
 
@@ -397,7 +240,7 @@ async fn bench_ingest(
 
 async fn decode_write(messages: usize, dir: &std::path::Path) -> anyhow::Result<()> {
     let events: Vec<String> = (0..messages as u64).map(order_event).collect();
-    let lake = Lake::open(&crate::config::LakeConfig {
+    let lake = Lake::open(&tidepool::config::LakeConfig {
         root: dir.join("decode_write").display().to_string(),
         ..Default::default()
     })?;
@@ -455,14 +298,14 @@ async fn decode_write(messages: usize, dir: &std::path::Path) -> anyhow::Result<
 
 /// Reads every message of `bench.orders` as the ingest consumer does, and nothing more.
 fn consume_only(
-    source: &crate::config::Source,
+    source: &tidepool::config::Source,
     brokers: &str,
     partitions: i32,
     messages: usize,
 ) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer =
-        crate::ingest::consumer::client_config(source, brokers).create()?;
+        tidepool::ingest::consumer::client_config(source, brokers).create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset("bench.orders", p, rdkafka::Offset::Beginning)?;
@@ -510,7 +353,7 @@ impl BrokerChild {
     async fn spawn(messages: usize, partitions: i32, compression: &str) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["bench", "broker", "--messages", &messages.to_string()])
+            .args(["broker", "--messages", &messages.to_string()])
             .args(["--partitions", &partitions.to_string()])
             .args(["--compression", compression])
             .stdin(std::process::Stdio::piped())
@@ -546,7 +389,11 @@ impl BrokerChild {
 
 /// Starts an embedded broker, pre-produces the backlog, says `ready <bootstrap> <secs>` on
 /// stdout and runs until stdin closes (the benchmark ended or died).
-async fn broker_process(messages: usize, partitions: i32, compression: &str) -> anyhow::Result<()> {
+pub async fn broker_process(
+    messages: usize,
+    partitions: i32,
+    compression: &str,
+) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start(&["bench.orders".to_string()], partitions)?;
     let p: FutureProducer = producer_config(broker.bootstrap())
         .set("compression.type", compression)

@@ -1,4 +1,4 @@
-//! `tidepool bench procedures`: what a procedure call adds over running its body. A point
+//! `tidepool-bench procedures`: what a procedure call adds over running its body. A point
 //! lookup on a gold table of N rows, run `--calls` times as the body's own `SELECT` and as
 //! `CALL`, T-SQL `EXEC` and a table function, in one session of the engine (no network),
 //! each result read to the end; medians and 95th percentiles.
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineOptions, Output, QueryControl, Session};
-use crate::lake::Lake;
+use tidepool::engine::{Engine, EngineOptions, Output, QueryControl, Session};
+use tidepool::lake::Lake;
 
 /// Runs `sql`, reading every row; the rows read.
 pub(super) async fn run_sql(session: &mut Session, sql: &str) -> anyhow::Result<usize> {
@@ -36,16 +36,16 @@ fn summary(times: &mut [Duration]) -> (f64, f64) {
 
 pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let lake = Lake::open(&crate::config::LakeConfig {
+    let lake = Lake::open(&tidepool::config::LakeConfig {
         root: tmp.path().join("lake").display().to_string(),
         ..Default::default()
     })?;
     let engine = Engine::new(
         lake,
         EngineOptions::default(),
-        crate::pgcompat::PgCompat::new(Default::default()),
+        tidepool::pgcompat::PgCompat::new(Default::default()),
     )?;
-    let mut session = engine.session(crate::engine::authz::SERVER_USER);
+    let mut session = engine.session(tidepool::engine::authz::SERVER_USER);
     let t = Instant::now();
     run_sql(
         &mut session,
@@ -62,7 +62,7 @@ pub async fn run(calls: usize, rows: usize) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "tidepool bench procedures: point lookup on gold.fact_orders ({rows} rows, built in {:.2} s), {calls} calls each",
+        "tidepool-bench procedures: point lookup on gold.fact_orders ({rows} rows, built in {:.2} s), {calls} calls each",
         t.elapsed().as_secs_f64()
     );
     let forms = [

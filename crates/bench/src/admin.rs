@@ -1,4 +1,4 @@
-//! `tidepool bench admin`: latency of the admin API's read RPCs on a large project:
+//! `tidepool-bench admin`: latency of the admin API's read RPCs on a large project:
 //! `ListModels` over a generated project of `--models` models and `IngestStatus` over one
 //! source with `--partitions` partitions, against a server started here (embedded broker,
 //! Flight port on loopback), `--calls` sequential calls each.
@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::config::{Config, Overrides};
-use crate::protocol::admin::pb;
-use crate::protocol::admin::pb::admin_client::AdminClient;
+use tidepool::app::App;
+use tidepool::config::{Config, Overrides};
+use tidepool::protocol::admin::pb;
+use tidepool::protocol::admin::pb::admin_client::AdminClient;
 
 fn summary(name: &str, mut times: Vec<f64>) {
     times.sort_by(f64::total_cmp);
@@ -27,7 +27,7 @@ fn summary(name: &str, mut times: Vec<f64>) {
 
 pub async fn run(models: usize, partitions: i32, calls: usize) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
-    super::bench_models::generate_project(tmp.path(), models)?;
+    crate::models::generate_project(tmp.path(), models)?;
     let config = tmp.path().join("tidepool.toml");
     std::fs::write(
         &config,
@@ -49,7 +49,7 @@ pub async fn run(models: usize, partitions: i32, calls: usize) -> anyhow::Result
     let token = CancellationToken::new();
     let server = tokio::spawn(app.run(token.clone()));
     let mut admin = AdminClient::connect(format!("http://{addr}")).await?;
-    println!("tidepool bench admin: {models} models, 1 source with {partitions} partitions");
+    println!("tidepool-bench admin: {models} models, 1 source with {partitions} partitions");
 
     let listed = admin
         .list_models(pb::ListModelsRequest::default())

@@ -1,4 +1,4 @@
-//! `tidepool bench connect`: what a Power BI refresh costs per connection. Each cycle
+//! `tidepool-bench connect`: what a Power BI refresh costs per connection. Each cycle
 //! replays Npgsql 4.0 (bundled with Power BI Desktop) message by message: connect and
 //! start up, load types (three statements pipelined, text results, CRLF), then the pooled
 //! connection's `DISCARD ALL` pipelined with a small binary-result query, then Terminate.
@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::config::{Config, Overrides};
-use crate::protocol::pg::frontend::{Frontend, Reply, split_results};
+use tidepool::app::App;
+use tidepool::config::{Config, Overrides};
+use tidepool_testkit::frontend::{Frontend, Reply, split_results};
 
-#[path = "../../tests/clients/npgsql.rs"]
-#[allow(dead_code)]
-mod npgsql;
+use tidepool_testkit::clients::npgsql;
 
 const QUERY: &str = "select \"_\".\"order_id\", \"_\".\"customer\", \"_\".\"amount\", \"_\".\"ordered_at\" from \"gold\".\"fact_orders\" \"_\" limit 1000";
 

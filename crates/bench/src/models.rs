@@ -1,4 +1,4 @@
-//! `tidepool bench models`: planning overhead (`ls`, `compile`, `lineage` on a generated
+//! `tidepool-bench models`: planning overhead (`ls`, `compile`, `lineage` on a generated
 //! project of N models) and the cost of incremental runs (streaming and merge models after
 //! new bronze rows) against a full refresh of the same models.
 
@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::batch::RawBatch;
-use crate::ingest::decode::JsonDecoder;
-use crate::ingest::sink::Sink;
-use crate::lake::Lake;
+use tidepool::ingest::batch::RawBatch;
+use tidepool::ingest::decode::JsonDecoder;
+use tidepool::ingest::sink::Sink;
+use tidepool::lake::Lake;
 
 /// Writes a project of `n` models: 50 read the Kafka source, the rest join two earlier
 /// models through `ref()`, use a macro, `var()` and `config()`.
@@ -43,16 +43,28 @@ pub(super) fn generate_project(dir: &std::path::Path, n: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// The `tidepool` binary next to this one (cargo builds both into one folder).
+fn tidepool_exe() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?.with_file_name("tidepool");
+    if !exe.exists() {
+        anyhow::bail!(
+            "{} is missing: build it too (cargo build --release --workspace --bins)",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
 pub fn planning(n: usize, runs: usize) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     generate_project(tmp.path(), n)?;
-    println!("tidepool bench models: a generated project of {n} models");
+    println!("tidepool-bench models: a generated project of {n} models");
     let config = tmp.path().join("tidepool.toml");
     for cmd in [&["ls"][..], &["compile"][..], &["lineage"][..]] {
         let mut times = Vec::new();
         for _ in 0..runs.max(1) {
             let started = Instant::now();
-            let out = std::process::Command::new(std::env::current_exe()?)
+            let out = std::process::Command::new(tidepool_exe()?)
                 .arg("--config")
                 .arg(&config)
                 .arg("--lake")
@@ -213,7 +225,7 @@ impl Bronze {
                 };
                 let mut batch = RawBatch::default();
                 for i in from..to {
-                    let mut e = super::bench::order_event(i as u64);
+                    let mut e = crate::ingest::order_event(i as u64);
                     if update {
                         e = e.replacen(r#""status":"OPEN""#, r#""status":"PAID""#, 1);
                     }
@@ -252,7 +264,7 @@ impl Bronze {
 /// `--full-refresh`, then run again after `new_rows` more (a fifth of them new versions of
 /// existing keys).
 pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::Result<()> {
-    use crate::models::run::{RunOptions, Status};
+    use tidepool::models::run::{RunOptions, Status};
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("sql/silver"))?;
@@ -260,7 +272,7 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
     for (name, sql) in models {
         std::fs::write(dir.join(format!("sql/silver/{name}.sql")), sql)?;
     }
-    let lake = Lake::open(&crate::config::LakeConfig {
+    let lake = Lake::open(&tidepool::config::LakeConfig {
         root: dir.join("lake").display().to_string(),
         ..Default::default()
     })?;
@@ -289,15 +301,15 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
         start = end;
     }
     println!("    bronze written in {:.2} s", t.elapsed().as_secs_f64());
-    let project = Arc::new(crate::models::Project::load(
-        crate::models::ProjectPaths::in_dir(dir),
+    let project = Arc::new(tidepool::models::Project::load(
+        tidepool::models::ProjectPaths::in_dir(dir),
         Default::default(),
         Default::default(),
     )?);
-    let engine = crate::engine::Engine::new(
+    let engine = tidepool::engine::Engine::new(
         lake.clone(),
-        crate::engine::EngineOptions::default(),
-        crate::pgcompat::PgCompat::new(Default::default()),
+        tidepool::engine::EngineOptions::default(),
+        tidepool::pgcompat::PgCompat::new(Default::default()),
     )?;
     let run_one = |name: &str, full: bool| {
         let project = project.clone();
@@ -316,7 +328,7 @@ pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::
                 tests: false,
             };
             let t = Instant::now();
-            let results = crate::models::run::run(
+            let results = tidepool::models::run::run(
                 project,
                 engine,
                 &std::collections::BTreeSet::from([i]),

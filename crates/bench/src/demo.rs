@@ -1,4 +1,4 @@
-//! `tidepool bench demo`: how soon the retail demo's gold marts are queryable, and how far
+//! `tidepool-bench demo`: how soon the retail demo's gold marts are queryable, and how far
 //! they trail the event generator while it runs.
 //!
 //! Runs what `tidepool demo` runs, in this process, from the project in the current
@@ -16,10 +16,10 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::config::Overrides;
-use crate::engine::Engine;
-use crate::generate::{self, Mix, Options, Target};
+use tidepool::app::App;
+use tidepool::config::Overrides;
+use tidepool::engine::Engine;
+use tidepool::generate::{self, Mix, Options, Target};
 
 /// The newest `updated_at` in gold.fact_orders, if the table exists and has rows.
 async fn newest_order(engine: &std::sync::Arc<Engine>) -> Option<chrono::DateTime<Utc>> {
@@ -52,7 +52,7 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<ExitCode> {
         flight_listen: Some("127.0.0.1:0".into()),
         ..Default::default()
     };
-    let settings = super::settings(&overrides)?;
+    let settings = tidepool::cli::settings(&overrides)?;
     anyhow::ensure!(
         settings.sources.iter().any(|s| s.name == "orders") && settings.schedule.is_some(),
         "run from the repository root: the demo project's tidepool.toml (sources and [schedule]) is needed"

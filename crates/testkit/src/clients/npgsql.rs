@@ -1,6 +1,6 @@
 //! What Npgsql sends, verbatim: type loading of Npgsql 4.0 (bundled with Power BI Desktop)
 //! and Npgsql 8, Npgsql 8's pool reset, and the INFORMATION_SCHEMA queries of Power BI's
-//! PostgreSQL connector. Shared by the Npgsql compatibility test and `tidepool bench
+//! PostgreSQL connector. Shared by the Npgsql compatibility test and `tidepool-bench
 //! connect`. Npgsql texts are from its `PostgresDatabaseInfo` and `NpgsqlConnector` (tags
 //! v4.0.17, v8.0.9), with the options Power BI leaves at their defaults. The Power BI
 //! browsing queries are reconstructed from its query traces as quoted in public issue

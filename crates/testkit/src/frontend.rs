@@ -3,7 +3,7 @@
 //! Drivers differ in how they talk, not only in what they ask: Npgsql pipelines a `Query`
 //! (`DISCARD ALL`) in front of Parse/Bind/Describe/Execute with one Sync, pgjdbc describes
 //! statements before binding, asyncpg asks for every result in binary. Client libraries
-//! hide those patterns, so `tidepool bench connect` and the driver compatibility tests
+//! hide those patterns, so `tidepool-bench connect` and the driver compatibility tests
 //! replay them with this frontend, message by message, and read back every reply.
 //! Authentication: trust, cleartext and SCRAM-SHA-256 are not handled here (trust only,
 //! which is what a loopback server without `[[users]]` offers).
