@@ -92,6 +92,36 @@ pub enum SplitOutput {
     Partitions(Vec<SendableRecordBatchStream>),
 }
 
+impl SplitOutput {
+    /// One output: partitions are read as one stream, in whatever order they produce.
+    pub fn into_output(self) -> Output {
+        match self {
+            SplitOutput::One(out) => out,
+            SplitOutput::Partitions(streams) => {
+                let schema = streams
+                    .first()
+                    .map(|s| s.schema())
+                    .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+                Output::Rows {
+                    stream: Box::pin(RecordBatchStreamAdapter::new(
+                        schema,
+                        futures::stream::select_all(streams),
+                    )),
+                    tag: "SELECT",
+                }
+            }
+        }
+    }
+}
+
+/// Whether a query's partitions are merged into one stream (every protocol but one) or
+/// returned apart ([`Session::execute_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Merged,
+    Partitioned,
+}
+
 /// What a statement will take and return, without running it.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -128,10 +158,6 @@ pub struct Session {
     /// Temporary tables, once the session creates one.
     temp: Option<TempTables>,
     cursors: Cursors,
-    /// The next query may return its partitions unmerged ([`Session::execute_split`]).
-    split: bool,
-    /// Where that query left them (behind a lock: streams are not `Sync`, sessions are).
-    split_parts: parking_lot::Mutex<Option<Vec<SendableRecordBatchStream>>>,
 }
 
 impl Session {
@@ -172,8 +198,6 @@ impl Session {
             settings,
             temp: None,
             cursors: Cursors::default(),
-            split: false,
-            split_parts: parking_lot::Mutex::new(None),
         }
     }
 
@@ -350,28 +374,65 @@ impl Session {
     /// Runs one statement.
     pub async fn execute(
         &mut self,
-        mut stmt: DFStatement,
+        stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
     ) -> Result<Output, EngineError> {
+        self.execute_shaped(stmt, params, control, Shape::Merged)
+            .await
+            .map(SplitOutput::into_output)
+    }
+
+    /// Runs a query like [`Session::execute`], but when its plan ends in several
+    /// independent partitions (no ORDER BY, LIMIT or final aggregate merges them), returns
+    /// them apart: a client that reads them at once (Flight SQL endpoints) spreads the
+    /// encoding over the cores. Only plain queries split; everything else runs as
+    /// `execute` runs it.
+    pub async fn execute_split(
+        &mut self,
+        stmt: DFStatement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+    ) -> Result<SplitOutput, EngineError> {
+        let shape = match &stmt {
+            DFStatement::Statement(s) if matches!(**s, Statement::Query(_)) => Shape::Partitioned,
+            _ => Shape::Merged,
+        };
+        self.execute_shaped(stmt, params, control, shape).await
+    }
+
+    async fn execute_shaped(
+        &mut self,
+        mut stmt: DFStatement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+        shape: Shape,
+    ) -> Result<SplitOutput, EngineError> {
         if let Some(out) = self.session_statement(&stmt)? {
-            return Ok(out);
+            return Ok(SplitOutput::One(out));
         }
         if let DFStatement::Statement(s) = &stmt {
             match s.as_ref() {
-                Statement::Declare { stmts } => return self.declare(stmts, params).await,
+                Statement::Declare { stmts } => {
+                    return self.declare(stmts, params).await.map(SplitOutput::One);
+                }
                 Statement::Fetch {
                     name, direction, ..
-                } => return self.fetch(&ident_text(name), direction, control).await,
+                } => {
+                    return self
+                        .fetch(&ident_text(name), direction, control)
+                        .await
+                        .map(SplitOutput::One);
+                }
                 _ => {}
             }
         }
         self.prepare_temp(&mut stmt)?;
         if let Some(out) = self.security_statement(&stmt).await? {
-            return Ok(out);
+            return Ok(SplitOutput::One(out));
         }
         // Waiting for a slot counts against the statement's timeout and can be cancelled.
-        let work = self.execute_planned(stmt, params, control);
+        let work = self.execute_planned(stmt, params, control, shape);
         let cancelled = control.cancel.cancelled();
         let deadline = async {
             match control.deadline {
@@ -605,7 +666,8 @@ impl Session {
         stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
-    ) -> Result<Output, EngineError> {
+        shape: Shape,
+    ) -> Result<SplitOutput, EngineError> {
         let listing = self.engine.lake().listing().await?;
         let catalog_key = if params.is_none() {
             self.catalog_key(&stmt)
@@ -628,10 +690,10 @@ impl Session {
                 }
             };
             let stream = futures::stream::iter(hit.batches.into_iter().map(Ok)).boxed();
-            return Ok(Output::Rows {
+            return Ok(SplitOutput::One(Output::Rows {
                 stream: Box::pin(RecordBatchStreamAdapter::new(hit.schema, stream)),
                 tag: "SELECT",
-            });
+            }));
         }
         let view_query = match &stmt {
             DFStatement::Statement(s) => match s.as_ref() {
@@ -644,15 +706,41 @@ impl Session {
             .procedure_statement(&stmt, params.as_ref(), control)
             .await?
         {
-            return Ok(out);
+            return Ok(SplitOutput::One(out));
         }
         let original = stmt.to_string();
         let mut plan = self.plan(stmt).await?;
         if let Some(p) = params {
             plan = plan.with_param_values(p)?;
         }
-        self.run_plan(plan, view_query, original, control, Slot::Unclaimed)
+        self.run_plan_shaped(plan, view_query, original, control, Slot::Unclaimed, shape)
             .await
+    }
+
+    /// [`Session::run_plan`], with a query's partitions apart when `shape` asks for it.
+    async fn run_plan_shaped(
+        &mut self,
+        plan: LogicalPlan,
+        view_query: Option<String>,
+        original: String,
+        control: &QueryControl,
+        slot: Slot,
+        shape: Shape,
+    ) -> Result<SplitOutput, EngineError> {
+        let plain_query = !temp_tables::targets_temp(&plan)
+            && !matches!(
+                plan,
+                LogicalPlan::Dml(_)
+                    | LogicalPlan::Ddl(_)
+                    | LogicalPlan::Copy(_)
+                    | LogicalPlan::Statement(_)
+            );
+        if shape == Shape::Partitioned && plain_query {
+            return self.run_query(plan, control, slot, shape).await;
+        }
+        self.run_plan(plan, view_query, original, control, slot)
+            .await
+            .map(SplitOutput::One)
     }
 
     /// Runs a planned statement: DDL and DML against the lake, queries as a stream.
@@ -817,93 +905,52 @@ impl Session {
                 )))
             }
             LogicalPlan::Statement(s) => Err(EngineError::NotSupported(s.name().to_string())),
-            plan => {
-                let df = DataFrame::new(self.ctx.state(), plan);
-                let task = Arc::new(df.task_ctx());
-                let physical = df.create_physical_plan().await?;
-                let lane = self.engine.lanes().lane(physical.as_ref());
-                let permit = slot.claim(self.engine.lanes(), lane).await?;
-                if std::mem::take(&mut self.split) {
-                    return self.run_split(physical, task, lane, control, permit);
-                }
-                let stream = match lane {
-                    Lane::Light => datafusion::physical_plan::execute_stream(physical, task)?,
-                    Lane::Heavy => self.engine.executor().stream(physical, task),
-                };
-                let guarded = GuardedStream::new(stream, control, permit);
-                Ok(Output::Rows {
-                    stream: Box::pin(guarded),
-                    tag: "SELECT",
-                })
-            }
+            plan => self
+                .run_query(plan, control, slot, Shape::Merged)
+                .await
+                .map(SplitOutput::into_output),
         }
     }
 
-    /// Runs a query like [`Session::execute`], but when its plan ends in several
-    /// independent partitions (no ORDER BY, LIMIT or final aggregate merges them), returns
-    /// them as [`Output::Partitions`] instead of merging them: a client that reads them
-    /// at once (Flight SQL endpoints) spreads the encoding over the cores. Only plain
-    /// queries split; everything else runs as `execute` runs it.
-    pub async fn execute_split(
+    /// A query, as one stream, or (`Shape::Partitioned`, with several output
+    /// partitions) as one stream per partition.
+    async fn run_query(
         &mut self,
-        stmt: DFStatement,
-        params: Option<ParamValues>,
+        plan: LogicalPlan,
         control: &QueryControl,
+        slot: Slot,
+        shape: Shape,
     ) -> Result<SplitOutput, EngineError> {
-        self.split =
-            matches!(&stmt, DFStatement::Statement(s) if matches!(**s, Statement::Query(_)));
-        let out = self.execute(stmt, params, control).await;
-        self.split = false;
-        let parts = self.split_parts.lock().take();
-        let out = out?;
-        Ok(match parts {
-            Some(parts) => SplitOutput::Partitions(parts),
-            None => SplitOutput::One(out),
-        })
-    }
-
-    fn run_split(
-        &mut self,
-        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        task: Arc<datafusion::execution::TaskContext>,
-        lane: Lane,
-        control: &QueryControl,
-        permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
-    ) -> Result<Output, EngineError> {
         use datafusion::physical_plan::ExecutionPlanProperties;
+        let df = DataFrame::new(self.ctx.state(), plan);
+        let task = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        let lane = self.engine.lanes().lane(physical.as_ref());
+        let permit = slot.claim(self.engine.lanes(), lane).await?;
         let guard = |stream| -> SendableRecordBatchStream {
             Box::pin(GuardedStream::new(stream, control, permit.clone()))
         };
         let executor = self.engine.executor();
-        if plan.output_partitioning().partition_count() <= 1 {
+        let partitions = physical.output_partitioning().partition_count();
+        if shape == Shape::Merged || partitions <= 1 {
             let stream = match lane {
-                Lane::Light => datafusion::physical_plan::execute_stream(plan, task)?,
-                Lane::Heavy => executor.stream(plan, task),
+                Lane::Light => datafusion::physical_plan::execute_stream(physical, task)?,
+                Lane::Heavy => executor.stream(physical, task),
             };
-            return Ok(Output::Rows {
+            return Ok(SplitOutput::One(Output::Rows {
                 stream: guard(stream),
                 tag: "SELECT",
-            });
+            }));
         }
-        let schema = plan.schema();
         let streams = match lane {
-            Lane::Light => datafusion::physical_plan::execute_stream_partitioned(plan, task)?,
-            Lane::Heavy => (0..plan.output_partitioning().partition_count())
-                .map(|i| executor.stream_partition(plan.clone(), i, task.clone()))
+            Lane::Light => datafusion::physical_plan::execute_stream_partitioned(physical, task)?,
+            Lane::Heavy => (0..partitions)
+                .map(|i| executor.stream_partition(physical.clone(), i, task.clone()))
                 .collect(),
-        }
-        .into_iter()
-        .map(guard)
-        .collect();
-        *self.split_parts.lock() = Some(streams);
-        // What `execute` returns in their place (execute_split takes the partitions).
-        Ok(Output::Rows {
-            stream: Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::empty(),
-            )),
-            tag: "SELECT",
-        })
+        };
+        Ok(SplitOutput::Partitions(
+            streams.into_iter().map(guard).collect(),
+        ))
     }
 
     /// Splits a table reference into lake (schema, table), defaulting the schema from
@@ -1276,4 +1323,79 @@ fn ordered_params(types: HashMap<String, Option<DataType>>) -> Vec<Option<DataTy
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::{EngineOptions, NoExtension};
+
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let lake = tidepool_lake::Lake::open(&tidepool_lake::LakeConfig {
+            root: dir.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let options = EngineOptions {
+            target_partitions: Some(4),
+            ..Default::default()
+        };
+        Engine::new(lake, options, Arc::new(NoExtension)).unwrap()
+    }
+
+    async fn rows(stream: SendableRecordBatchStream) -> usize {
+        stream
+            .map(|b| b.unwrap().num_rows())
+            .fold(0, |a, n| async move { a + n })
+            .await
+    }
+
+    const QUERY: &str = "SELECT value FROM generate_series(1, 200000) WHERE value % 2 = 0";
+
+    #[tokio::test]
+    async fn a_split_query_returns_its_partitions_as_a_value_and_execute_merges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let mut session = engine.session("tidepool");
+        let control = QueryControl::new(CancellationToken::new(), None);
+        let stmt = session.parse(QUERY).unwrap().remove(0);
+        let SplitOutput::Partitions(parts) = session
+            .execute_split(stmt.clone(), None, &control)
+            .await
+            .unwrap()
+        else {
+            panic!("a filtered scan over 4 target partitions stays split");
+        };
+        assert!(parts.len() > 1, "{} partitions", parts.len());
+        let mut total = 0;
+        for p in parts {
+            total += rows(p).await;
+        }
+        assert_eq!(total, 100_000);
+        let Output::Rows { stream, .. } = session.execute(stmt, None, &control).await.unwrap()
+        else {
+            panic!("a query returns rows");
+        };
+        assert_eq!(rows(stream).await, 100_000);
+    }
+
+    #[tokio::test]
+    async fn statements_other_than_queries_do_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let mut session = engine.session("tidepool");
+        let control = QueryControl::new(CancellationToken::new(), None);
+        let stmt = session.parse("SET search_path = gold").unwrap().remove(0);
+        let out = session.execute_split(stmt, None, &control).await.unwrap();
+        assert!(matches!(out, SplitOutput::One(Output::Command(_))));
+        // An ordered query merges in the plan: one stream.
+        let stmt = session
+            .parse(&format!("{QUERY} ORDER BY value"))
+            .unwrap()
+            .remove(0);
+        let out = session.execute_split(stmt, None, &control).await.unwrap();
+        assert!(matches!(out, SplitOutput::One(Output::Rows { .. })));
+    }
 }
