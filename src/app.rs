@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::ingest::{Assignment, Ingest, IngestError};
 use crate::lake::{Lake, LakeError};
-use crate::protocol::flight::{FlightServer, FlightServerError, Services};
+use crate::protocol::grpc::{FlightServer, FlightServerError, Services};
 use crate::protocol::http::{HttpServer, HttpServerError};
 use crate::protocol::pg::{PgServer, PgServerError};
 

@@ -264,9 +264,15 @@ pub async fn run(
                 "note: --fail-fast is not available with --server; the server runs every model it can"
             );
         }
+        let sel = &args.selection;
+        let models = super::remote::Models {
+            select: &sel.select,
+            exclude: &sel.exclude,
+            vars: sel.vars.as_deref(),
+        };
         return super::remote::run(
             &args.remote,
-            &args.selection,
+            models,
             args.threads,
             args.full_refresh,
             with_tests,

@@ -105,10 +105,17 @@ fn failed(e: tonic::Status) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// What a remote run builds: dbt selectors and `var()` values as given.
+pub struct Models<'a> {
+    pub select: &'a [String],
+    pub exclude: &'a [String],
+    pub vars: Option<&'a str>,
+}
+
 /// `run` / `build --server`: the run happens on the server; progress streams back.
 pub async fn run(
     remote: &Remote,
-    selection: &super::models::Selection,
+    selection: Models<'_>,
     threads: usize,
     full_refresh: bool,
     with_tests: bool,
@@ -118,7 +125,7 @@ pub async fn run(
         selector: selection.select.join(" "),
         exclude: selection.exclude.join(" "),
         full_refresh,
-        vars: selection.vars.clone().unwrap_or_default(),
+        vars: selection.vars.unwrap_or_default().to_string(),
         with_tests,
         threads: threads as u32,
     };

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod flight;
+pub mod grpc;
 pub mod http;
 pub mod pg;
 pub mod tls;

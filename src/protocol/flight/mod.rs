@@ -12,7 +12,6 @@ mod columns;
 pub mod errors;
 mod metadata;
 mod queries;
-mod server;
 mod service;
 
-pub use server::{FlightServer, FlightServerError, Services};
+pub(crate) use service::FlightSql;

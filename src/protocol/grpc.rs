@@ -1,6 +1,7 @@
-//! The Flight SQL listener: binds before serving (port 0 in tests), TLS through tonic
-//! (with ALPN h2, which gRPC clients require), graceful shutdown with the server's grace
-//! period for running streams.
+//! The gRPC listener: Flight SQL and the admin API on one tonic server (or the admin API
+//! on a port of its own). Binds before serving (port 0 in tests), TLS through tonic (with
+//! ALPN h2, which gRPC clients require), graceful shutdown with the server's grace period
+//! for running streams. Both services share one authenticator.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use super::auth::Authenticator;
-use super::service::FlightSql;
+use super::flight::FlightSql;
+use super::flight::auth::Authenticator;
 use crate::config::Settings;
 use crate::engine::Engine;
 
