@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors::{stream_error, to_pg};
 use super::json_columns;
-use super::server::PgShared;
+use super::shared::{Cancellable, PgShared};
 use super::text_rows;
 use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect};
 
@@ -68,9 +68,8 @@ impl ConnState {
         if reg.is_none() {
             let (pid, key) = client.pid_and_secret_key();
             let key = key.to_bytes();
-            self.shared
-                .cancels
-                .register(pid, key.clone(), Arc::downgrade(self));
+            let conn: Weak<dyn Cancellable> = Arc::downgrade(self) as Weak<ConnState>;
+            self.shared.cancels.register(pid, key.clone(), conn);
             *reg = Some((pid, key));
         }
         let token = CancellationToken::new();
@@ -529,35 +528,9 @@ impl ExtendedQueryHandler for ConnHandler {
     }
 }
 
-/// Connections that can be cancelled, by (pid, secret key).
-#[derive(Default)]
-pub struct CancelRegistry {
-    conns: parking_lot::Mutex<std::collections::HashMap<(i32, bytes::Bytes), Weak<ConnState>>>,
-}
-
-impl CancelRegistry {
-    fn register(&self, pid: i32, key: bytes::Bytes, conn: Weak<ConnState>) {
-        self.conns.lock().insert((pid, key), conn);
-    }
-
-    fn unregister(&self, pid: i32, key: &bytes::Bytes) {
-        self.conns.lock().remove(&(pid, key.clone()));
-    }
-
-    /// Cancels the running statement of the connection with this pid and key, if any.
-    pub fn cancel(&self, pid: i32, key: &bytes::Bytes) -> bool {
-        let conn = self
-            .conns
-            .lock()
-            .get(&(pid, key.clone()))
-            .and_then(|w| w.upgrade());
-        match conn {
-            Some(c) => {
-                c.cancel_current();
-                true
-            }
-            None => false,
-        }
+impl Cancellable for ConnState {
+    fn cancel_current(&self) {
+        ConnState::cancel_current(self);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod errors;
 mod handler;
 mod json_columns;
 mod server;
+mod shared;
 mod text_rows;
 
 pub use server::{PgServer, PgServerError};

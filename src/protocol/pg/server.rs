@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::auth::{StartupGate, TlsOnly, TrustStartup, UserDirectory, server_parameters};
-use super::handler::{CancelRegistry, ConnHandler, ConnState};
+use super::handler::{ConnHandler, ConnState};
+use super::shared::{CancelRegistry, PgShared};
 use crate::config::{Settings, TlsConfig};
 use crate::engine::Engine;
 
@@ -40,19 +41,6 @@ pub enum PgServerError {
     },
     #[error("TLS is configured but cannot start: {0}")]
     Tls(String),
-}
-
-/// What every connection shares.
-pub struct PgShared {
-    pub(super) engine: Arc<Engine>,
-    pub(super) cancels: CancelRegistry,
-    pub(super) shutdown: CancellationToken,
-    params: Arc<DefaultServerParameterProvider>,
-    users: UserDirectory,
-    pids: Arc<RandomPidSecretKeyGenerator>,
-    /// Plaintext startups are refused (`[tls]` configured), except on loopback when
-    /// `plaintext_on_loopback` allows them.
-    tls_only: Option<TlsOnly>,
 }
 
 /// A bound Postgres server, ready to [`run`](PgServer::run).
