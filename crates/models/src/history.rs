@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -89,54 +91,48 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, ModelsError> {
-    let c = b.column_by_name(name).ok_or_else(|| {
-        EngineError::InvalidArgument(format!("the run records have no column {name}"))
-    })?;
-    Ok(cast(c, to)?)
+/// Column `name` of `b`, cast to `A`'s type `to`, as its values.
+fn values<A, T>(
+    b: &RecordBatch,
+    name: &str,
+    to: &DataType,
+    read: impl Fn(&A) -> Vec<Option<T>>,
+) -> Result<Vec<Option<T>>, ModelsError>
+where
+    A: Array + 'static,
+{
+    let bad =
+        || EngineError::InvalidArgument(format!("the run records' column {name} is unreadable"));
+    let c = cast(b.column_by_name(name).ok_or_else(bad)?, to)?;
+    let a = c.as_any().downcast_ref::<A>().ok_or_else(bad)?;
+    Ok(read(a))
 }
 
 fn texts(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ModelsError> {
-    let c = column(b, name, &DataType::Utf8)?;
-    let a = c
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8");
-    Ok(a.iter().map(|v| v.map(str::to_string)).collect())
+    values(b, name, &DataType::Utf8, |a: &StringArray| {
+        a.iter().map(|v| v.map(str::to_string)).collect()
+    })
 }
 
 fn ints(b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, ModelsError> {
-    let c = column(b, name, &DataType::Int64)?;
-    let a = c
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("cast to Int64");
-    Ok(a.iter().collect())
+    values(b, name, &DataType::Int64, |a: &Int64Array| {
+        a.iter().collect()
+    })
 }
 
 fn floats(b: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, ModelsError> {
-    let c = column(b, name, &DataType::Float64)?;
-    let a = c
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .expect("cast to Float64");
-    Ok(a.iter().collect())
+    values(b, name, &DataType::Float64, |a: &Float64Array| {
+        a.iter().collect()
+    })
 }
 
 fn times(b: &RecordBatch, name: &str) -> Result<Vec<Option<DateTime<Utc>>>, ModelsError> {
-    let c = column(
-        b,
-        name,
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    )?;
-    let c = cast(&c, &DataType::Int64)?;
-    let a = c
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("cast to Int64");
-    Ok(a.iter()
-        .map(|v| v.and_then(DateTime::from_timestamp_micros))
-        .collect())
+    let micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    values(b, name, &micros, |a: &TimestampMicrosecondArray| {
+        a.iter()
+            .map(|v| v.and_then(DateTime::from_timestamp_micros))
+            .collect()
+    })
 }
 
 fn summaries(batches: &[RecordBatch]) -> Result<Vec<RunSummary>, ModelsError> {
