@@ -10,6 +10,7 @@ mod remote;
 mod serve;
 mod sql;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,9 +25,61 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(flatten)]
-    pub overrides: Overrides,
+    pub overrides: OverrideArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The flags and `TIDEPOOL_*` variables that win over the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OverrideArgs {
+    /// Config file [default: ./tidepool.toml when present]
+    #[arg(long, global = true, env = "TIDEPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Lake root: a folder or an object store URL
+    #[arg(long, global = true, env = "TIDEPOOL_LAKE")]
+    pub lake: Option<String>,
+    /// Postgres listen address, e.g. 127.0.0.1:5433
+    #[arg(long, global = true, env = "TIDEPOOL_PG_LISTEN")]
+    pub pg_listen: Option<String>,
+    /// HTTP listen address (health, metrics, ingest), e.g. 127.0.0.1:8080
+    #[arg(long, global = true, env = "TIDEPOOL_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Arrow Flight SQL listen address, e.g. 127.0.0.1:50051
+    #[arg(long, global = true, env = "TIDEPOOL_FLIGHT_LISTEN")]
+    pub flight_listen: Option<String>,
+    /// Kafka brokers (host:port,...); without them the embedded dev broker runs
+    #[arg(long, global = true, env = "TIDEPOOL_BROKERS")]
+    pub brokers: Option<String>,
+    /// Per-statement timeout in seconds (0 = none)
+    #[arg(long, global = true, env = "TIDEPOOL_QUERY_TIMEOUT")]
+    pub query_timeout: Option<u64>,
+    /// Query memory limit, e.g. 4GiB
+    #[arg(long, global = true, env = "TIDEPOOL_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// TLS certificate (PEM)
+    #[arg(long, global = true, env = "TIDEPOOL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, global = true, env = "TIDEPOOL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl From<&OverrideArgs> for Overrides {
+    fn from(a: &OverrideArgs) -> Self {
+        Overrides {
+            config: a.config.clone(),
+            lake: a.lake.clone(),
+            pg_listen: a.pg_listen.clone(),
+            http_listen: a.http_listen.clone(),
+            flight_listen: a.flight_listen.clone(),
+            brokers: a.brokers.clone(),
+            query_timeout: a.query_timeout,
+            memory_limit: a.memory_limit.clone(),
+            tls_cert: a.tls_cert.clone(),
+            tls_key: a.tls_key.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,24 +172,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         .thread_stack_size(crate::engine::complexity::THREAD_STACK_BYTES)
         .enable_all()
         .build()?;
+    let overrides = Overrides::from(&cli.overrides);
     let result = match cli.command {
-        Command::Serve => runtime.block_on(serve::run(&cli.overrides)),
-        Command::Sql(args) => runtime.block_on(sql::run(&cli.overrides, args)),
-        Command::Ingest(args) => runtime.block_on(ingest::run(&cli.overrides, args)),
-        Command::Run(args) => runtime.block_on(models::run(&cli.overrides, args, false)),
-        Command::Build(args) => runtime.block_on(models::run(&cli.overrides, args, true)),
-        Command::Test(args) => runtime.block_on(models::test(&cli.overrides, args)),
-        Command::Docs(args) => runtime.block_on(models::docs(&cli.overrides, args)),
-        Command::Lineage(args) => runtime.block_on(models::lineage(&cli.overrides, args)),
-        Command::Ls(args) => runtime.block_on(models::ls(&cli.overrides, args)),
-        Command::Compile(args) => runtime.block_on(models::compile(&cli.overrides, args)),
-        Command::Generate(args) => runtime.block_on(generate::generate(&cli.overrides, args)),
-        Command::Demo(args) => runtime.block_on(generate::demo(&cli.overrides, args)),
+        Command::Serve => runtime.block_on(serve::run(&overrides)),
+        Command::Sql(args) => runtime.block_on(sql::run(&overrides, args)),
+        Command::Ingest(args) => runtime.block_on(ingest::run(&overrides, args)),
+        Command::Run(args) => runtime.block_on(models::run(&overrides, args, false)),
+        Command::Build(args) => runtime.block_on(models::run(&overrides, args, true)),
+        Command::Test(args) => runtime.block_on(models::test(&overrides, args)),
+        Command::Docs(args) => runtime.block_on(models::docs(&overrides, args)),
+        Command::Lineage(args) => runtime.block_on(models::lineage(&overrides, args)),
+        Command::Ls(args) => runtime.block_on(models::ls(&overrides, args)),
+        Command::Compile(args) => runtime.block_on(models::compile(&overrides, args)),
+        Command::Generate(args) => runtime.block_on(generate::generate(&overrides, args)),
+        Command::Demo(args) => runtime.block_on(generate::demo(&overrides, args)),
         Command::Status(args) => runtime.block_on(remote::status(args)),
         Command::Pause(args) => runtime.block_on(remote::switch(args, true)),
         Command::Resume(args) => runtime.block_on(remote::switch(args, false)),
         Command::Replay(args) => runtime.block_on(remote::replay(args)),
-        Command::Maintain(args) => runtime.block_on(remote::maintain(&cli.overrides, args)),
+        Command::Maintain(args) => runtime.block_on(remote::maintain(&overrides, args)),
         Command::Reload(args) => runtime.block_on(remote::reload(args)),
     };
     // Whatever still runs has had its grace period (a kernel busy with one huge batch

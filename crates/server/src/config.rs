@@ -397,37 +397,28 @@ pub struct User {
 }
 
 /// Settings given on the command line or in `TIDEPOOL_*` variables; they win over the file.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// The `tidepool` command line fills these in (its flags mirror the fields).
+#[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// Config file [default: ./tidepool.toml when present]
-    #[arg(long, global = true, env = "TIDEPOOL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Lake root: a folder or an object store URL
-    #[arg(long, global = true, env = "TIDEPOOL_LAKE")]
     pub lake: Option<String>,
     /// Postgres listen address, e.g. 127.0.0.1:5433
-    #[arg(long, global = true, env = "TIDEPOOL_PG_LISTEN")]
     pub pg_listen: Option<String>,
     /// HTTP listen address (health, metrics, ingest), e.g. 127.0.0.1:8080
-    #[arg(long, global = true, env = "TIDEPOOL_HTTP_LISTEN")]
     pub http_listen: Option<String>,
     /// Arrow Flight SQL listen address, e.g. 127.0.0.1:50051
-    #[arg(long, global = true, env = "TIDEPOOL_FLIGHT_LISTEN")]
     pub flight_listen: Option<String>,
     /// Kafka brokers (host:port,...); without them the embedded dev broker runs
-    #[arg(long, global = true, env = "TIDEPOOL_BROKERS")]
     pub brokers: Option<String>,
     /// Per-statement timeout in seconds (0 = none)
-    #[arg(long, global = true, env = "TIDEPOOL_QUERY_TIMEOUT")]
     pub query_timeout: Option<u64>,
     /// Query memory limit, e.g. 4GiB
-    #[arg(long, global = true, env = "TIDEPOOL_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// TLS certificate (PEM)
-    #[arg(long, global = true, env = "TIDEPOOL_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
-    #[arg(long, global = true, env = "TIDEPOOL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 
