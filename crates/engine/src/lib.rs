@@ -262,9 +262,27 @@ impl Engine {
         self.system.register_delta(name, table);
     }
 
-    /// Opens a session for `user`.
+    /// Opens a session for `user`, with procedures callable in `FROM` as that user.
     pub fn session(self: &Arc<Self>, user: &str) -> Session {
-        Session::new(self.clone(), user)
+        let session = Session::new(self.clone(), user);
+        session.ctx.register_udtf(
+            procedures::table_fn::CALL_FUNCTION,
+            Arc::new(procedures::table_fn::CallFunction {
+                engine: Arc::downgrade(self),
+                user: user.to_string(),
+            }),
+        );
+        session
+    }
+
+    /// The procedure `schema.name`, from the registry or the lake; `None` when there is
+    /// none.
+    pub async fn procedure(
+        self: &Arc<Self>,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<procedures::Procedure>>, EngineError> {
+        session::load_procedure(self, schema, name).await
     }
 
     /// Runs one query as the built-in user and collects its rows: for the server's own

@@ -125,6 +125,14 @@ pub(crate) fn reference(
     }
 }
 
+/// An identifier as Postgres reads it: unquoted names fold to lower case.
+pub(crate) fn ident_text(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,8 +190,7 @@ impl ProcTable {
         let mut rows: Vec<HashMap<&'static str, ScalarValue>> = Vec::new();
         for (s, l) in &listing.schemas {
             for n in &l.procedures {
-                let Ok(Some(p)) = Box::pin(tidepool_engine::procedures::load(&engine, s, n)).await
-                else {
+                let Ok(Some(p)) = Box::pin(engine.procedure(s, n)).await else {
                     continue;
                 };
                 let id = oid(s, n);

@@ -26,7 +26,6 @@ pub mod paths;
 pub mod plan;
 pub mod rls;
 pub mod security;
-mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

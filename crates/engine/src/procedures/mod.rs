@@ -8,7 +8,6 @@
 //! placeholders replaced by the call's arguments, never by splicing text.
 
 mod bind;
-mod exec;
 pub mod table_fn;
 
 use std::collections::HashMap;
@@ -23,7 +22,6 @@ use parking_lot::Mutex;
 pub use bind::{
     bind_call, bind_values, exec_to_call, named_placeholders, qualify_procedure_calls, render,
 };
-pub use exec::{load, param_values};
 
 /// One parameter of a procedure.
 #[derive(Debug, Clone)]
@@ -200,7 +198,7 @@ impl super::system::AsyncSystemTable for ProceduresTable {
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             for (schema, l) in &listing.schemas {
                 for name in &l.procedures {
-                    let row = match Box::pin(load(&engine, schema, name)).await {
+                    let row = match Box::pin(engine.procedure(schema, name)).await {
                         Ok(Some(p)) => [
                             Some(p.schema.clone()),
                             Some(p.name.clone()),

@@ -1,5 +1,6 @@
 //! Procedures inside a session: `CREATE PROCEDURE`, `DROP PROCEDURE`, `CALL` (and `EXEC`,
-//! rewritten to `CALL` by the parser), and describing a `CALL` for prepared statements.
+//! rewritten to `CALL` by the parser), describing a `CALL` for prepared statements, and
+//! building a procedure from its definition (which plans its body in a session).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,15 +16,18 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 
-use super::{FILE_MARKER, OWNER_MARKER, Param, Procedure, bind_call, file_of, owner_of};
+use super::output::{CommandTag, Described, Output, QueryControl, Shape, SplitOutput};
+use super::{Session, Source};
 use crate::authz::{Principal, Touch};
 use crate::names::reference;
-use crate::session::{CommandTag, Described, Output, QueryControl, Session};
+use crate::procedures::{
+    FILE_MARKER, OWNER_MARKER, Param, Procedure, bind_call, file_of, owner_of,
+};
 use crate::{Engine, EngineError};
 use tidepool_lake::DefinitionKind;
 
 /// A call's values for the body's placeholders (`$1..$n`, in parameter order).
-pub fn param_values(params: &[Param], bound: &HashMap<String, ScalarValue>) -> ParamValues {
+fn param_values(params: &[Param], bound: &HashMap<String, ScalarValue>) -> ParamValues {
     ParamValues::List(
         params
             .iter()
@@ -244,16 +248,16 @@ impl Session {
         Ok(p)
     }
 
-    /// `CREATE PROCEDURE`, `DROP PROCEDURE` and `CALL`; `None` for other statements. A
-    /// call takes one heavy slot for its whole body.
-    pub(crate) async fn procedure_statement(
+    /// `CREATE PROCEDURE`, `DROP PROCEDURE` and `CALL`. A call takes one heavy slot for
+    /// its whole body.
+    pub(super) async fn run_procedure(
         &mut self,
         stmt: &DFStatement,
         params: Option<&ParamValues>,
         control: &QueryControl,
-    ) -> Result<Option<Output>, EngineError> {
+    ) -> Result<Output, EngineError> {
         let DFStatement::Statement(s) = stmt else {
-            return Ok(None);
+            return Err(EngineError::NotSupported(stmt.to_string()));
         };
         match s.as_ref() {
             Statement::CreateProcedure { name, .. } => {
@@ -263,7 +267,7 @@ impl Session {
                     what: "CREATE PROCEDURE".into(),
                 })?;
                 self.create_procedure(s, None).await?;
-                Ok(Some(Output::Command(CommandTag::new("CREATE PROCEDURE"))))
+                Ok(Output::Command(CommandTag::new("CREATE PROCEDURE")))
             }
             Statement::DropProcedure {
                 if_exists,
@@ -288,7 +292,7 @@ impl Session {
                         )));
                     }
                 }
-                Ok(Some(Output::Command(CommandTag::new("DROP PROCEDURE"))))
+                Ok(Output::Command(CommandTag::new("DROP PROCEDURE")))
             }
             Statement::Call(f) => {
                 let p = self.procedure(&f.name).await?;
@@ -296,27 +300,26 @@ impl Session {
                 let bound = bind_call(&p, &args, params)?;
                 let permit = self.engine.lanes().admit(Lane::Heavy).await?;
                 let slot = Slot::Held(Some(Arc::new(permit)));
-                Ok(Some(self.run_body(&p, &bound, control, slot).await?))
+                self.run_body(&p, &bound, control, slot).await
             }
-            _ => Ok(None),
+            other => Err(EngineError::NotSupported(other.to_string())),
         }
     }
 
-    /// Parameter types and result columns of a `CALL`.
-    pub(crate) async fn describe_procedure_statement(
+    /// Parameter types and result columns of a `CALL`; none of `CREATE` and `DROP
+    /// PROCEDURE`.
+    pub(super) async fn describe_procedure(
         &mut self,
         stmt: &DFStatement,
-    ) -> Result<Option<Described>, EngineError> {
+    ) -> Result<Described, EngineError> {
+        let none = Described {
+            params: Vec::new(),
+            schema: None,
+        };
         let DFStatement::Statement(s) = stmt else {
-            return Ok(None);
+            return Ok(none);
         };
         match s.as_ref() {
-            Statement::CreateProcedure { .. } | Statement::DropProcedure { .. } => {
-                Ok(Some(Described {
-                    params: Vec::new(),
-                    schema: None,
-                }))
-            }
             Statement::Call(f) => {
                 let p = self.procedure(&f.name).await?;
                 let args = call_args(&f.args)?;
@@ -346,12 +349,12 @@ impl Session {
                         types[n - 1] = Some(param.data_type.clone());
                     }
                 }
-                Ok(Some(Described {
+                Ok(Described {
                     params: types,
                     schema: p.result.clone(),
-                }))
+                })
             }
-            _ => Ok(None),
+            _ => Ok(none),
         }
     }
 
@@ -378,8 +381,13 @@ impl Session {
         slot: Slot,
     ) -> Result<Output, EngineError> {
         let plan = self.body_plan(p, bound, control).await?;
-        let original = p.body.last().map(|s| s.to_string()).unwrap_or_default();
-        self.run_plan(plan, None, original, control, slot).await
+        let source = Source {
+            sql: p.body.last().map(|s| s.to_string()).unwrap_or_default(),
+            view_query: None,
+        };
+        self.run_plan(plan, &source, control, slot, Shape::Merged)
+            .await
+            .map(SplitOutput::into_output)
     }
 
     /// Runs all but the last statement of `p`'s body; returns the last one planned with
@@ -406,9 +414,14 @@ impl Session {
                 .await?
                 .with_param_values(values.clone())?;
             // Inside the call's own slot.
+            let source = Source {
+                sql: s.to_string(),
+                view_query: None,
+            };
             let out = self
-                .run_plan(plan, None, s.to_string(), control, Slot::Held(None))
-                .await?;
+                .run_plan(plan, &source, control, Slot::Held(None), Shape::Merged)
+                .await?
+                .into_output();
             if let Output::Rows { mut stream, .. } = out {
                 while let Some(b) = stream.next().await {
                     b?;

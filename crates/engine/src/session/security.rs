@@ -2,17 +2,17 @@
 //! ROW LEVEL SECURITY`, as Postgres has them, kept in the lake's security document. Only
 //! full users change them (a reader gets 42501).
 
-use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, CreatePolicyCommand, GrantObjects, Grantee, GranteeName, ObjectName,
     Owner, Privileges, Statement,
 };
 
-use super::Touch;
-use super::security::{Grant, PRIVILEGES, Policy};
+use super::Session;
+use super::output::{CommandTag, Output};
 use crate::EngineError;
+use crate::authz::Touch;
+use crate::authz::security::{Grant, PRIVILEGES, Policy};
 use crate::names::reference;
-use crate::session::{CommandTag, Output, Session};
 
 fn schema_name(name: &ObjectName) -> String {
     name.0
@@ -90,16 +90,10 @@ impl Session {
         }
     }
 
-    /// Runs a security statement; `None` when `stmt` is not one.
-    pub(crate) async fn security_statement(
-        &mut self,
-        stmt: &DFStatement,
-    ) -> Result<Option<Output>, EngineError> {
-        let DFStatement::Statement(s) = stmt else {
-            return Ok(None);
-        };
+    /// Runs a security statement ([`Kind::Security`](super::kind::Kind::Security)).
+    pub(super) async fn run_security(&mut self, stmt: &Statement) -> Result<Output, EngineError> {
         let store = self.engine.options().access.security.clone();
-        let tag = match s.as_ref() {
+        let tag = match stmt {
             Statement::Grant(g) => {
                 self.principal().check(&Touch::Database {
                     what: "GRANT".into(),
@@ -236,18 +230,9 @@ impl Session {
                     .await?;
                 "DROP POLICY"
             }
-            Statement::AlterTable(a)
-                if !a.operations.is_empty()
-                    && a.operations.iter().all(|o| {
-                        matches!(
-                            o,
-                            AlterTableOperation::EnableRowLevelSecurity
-                                | AlterTableOperation::DisableRowLevelSecurity
-                                | AlterTableOperation::ForceRowLevelSecurity
-                                | AlterTableOperation::NoForceRowLevelSecurity
-                        )
-                    }) =>
-            {
+            // Only ALTER TABLE ... [NO FORCE | ENABLE | DISABLE] ROW LEVEL SECURITY is
+            // classified here (Kind::of).
+            Statement::AlterTable(a) => {
                 let (schema, table) = self.resolve(&reference(&a.name))?;
                 self.principal().check(&Touch::Define {
                     schema: schema.clone(),
@@ -293,8 +278,8 @@ impl Session {
                     .await?;
                 "ALTER TABLE"
             }
-            _ => return Ok(None),
+            other => return Err(EngineError::NotSupported(other.to_string())),
         };
-        Ok(Some(Output::Command(CommandTag::new(tag))))
+        Ok(Output::Command(CommandTag::new(tag)))
     }
 }

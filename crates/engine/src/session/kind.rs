@@ -1,0 +1,108 @@
+//! The one classification of a statement that both [`Session::execute`] and
+//! [`Session::describe`] go by, so a statement is described as it runs.
+//!
+//! [`Session::execute`]: super::Session::execute
+//! [`Session::describe`]: super::Session::describe
+
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{AlterTableOperation, Statement};
+
+/// What a statement is, by who carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// SET, SHOW, RESET, BEGIN, COMMIT, ROLLBACK, DISCARD, CLOSE, LISTEN, UNLISTEN,
+    /// DEALLOCATE: the session's own state ([`super::variables`]).
+    Variable,
+    /// `DECLARE name CURSOR FOR query` ([`super::cursor`]).
+    Declare,
+    /// `FETCH n FROM name` ([`super::cursor`]).
+    Fetch,
+    /// GRANT, REVOKE, CREATE/DROP POLICY, ALTER TABLE ... ROW LEVEL SECURITY: the lake's
+    /// security document ([`super::security`]).
+    Security,
+    /// CREATE PROCEDURE, DROP PROCEDURE, CALL ([`super::procedure`]).
+    Procedure,
+    /// Everything else: DataFusion plans it, then it runs as a lake write
+    /// ([`super::lake`]), on a temporary table ([`super::temp`]) or as a query
+    /// ([`super::query`]).
+    Planned,
+}
+
+impl Kind {
+    pub(super) fn of(stmt: &DFStatement) -> Kind {
+        let DFStatement::Statement(s) = stmt else {
+            return Kind::Planned;
+        };
+        match s.as_ref() {
+            Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::Reset(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Close { .. }
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. } => Kind::Variable,
+            Statement::Declare { .. } => Kind::Declare,
+            Statement::Fetch { .. } => Kind::Fetch,
+            Statement::Grant(_)
+            | Statement::Revoke(_)
+            | Statement::CreatePolicy(_)
+            | Statement::DropPolicy(_) => Kind::Security,
+            Statement::AlterTable(a)
+                if !a.operations.is_empty()
+                    && a.operations.iter().all(|o| {
+                        matches!(
+                            o,
+                            AlterTableOperation::EnableRowLevelSecurity
+                                | AlterTableOperation::DisableRowLevelSecurity
+                                | AlterTableOperation::ForceRowLevelSecurity
+                                | AlterTableOperation::NoForceRowLevelSecurity
+                        )
+                    }) =>
+            {
+                Kind::Security
+            }
+            Statement::CreateProcedure { .. }
+            | Statement::DropProcedure { .. }
+            | Statement::Call(_) => Kind::Procedure,
+            _ => Kind::Planned,
+        }
+    }
+
+    /// Whether the statement runs under the statement's cancel and deadline after
+    /// waiting for the lake listing (the others only touch session or security state).
+    pub(super) fn is_bounded(self) -> bool {
+        matches!(self, Kind::Procedure | Kind::Planned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(sql: &str) -> Kind {
+        let parser = crate::SqlParser::new(std::sync::Arc::new(crate::NoExtension));
+        Kind::of(&parser.parse(sql).unwrap().remove(0))
+    }
+
+    #[test]
+    fn statements_are_classified_by_who_carries_them_out() {
+        assert_eq!(kind("SET search_path = gold"), Kind::Variable);
+        assert_eq!(kind("SHOW timezone"), Kind::Variable);
+        assert_eq!(kind("COMMIT"), Kind::Variable);
+        assert_eq!(kind("DECLARE c CURSOR FOR SELECT 1"), Kind::Declare);
+        assert_eq!(kind("FETCH 5 FROM c"), Kind::Fetch);
+        assert_eq!(kind("GRANT SELECT ON gold.t TO bob"), Kind::Security);
+        assert_eq!(
+            kind("ALTER TABLE gold.t ENABLE ROW LEVEL SECURITY"),
+            Kind::Security
+        );
+        assert_eq!(kind("ALTER TABLE gold.t RENAME TO u"), Kind::Planned);
+        assert_eq!(kind("CALL gold.p(1)"), Kind::Procedure);
+        assert_eq!(kind("SELECT 1"), Kind::Planned);
+        assert_eq!(kind("INSERT INTO gold.t VALUES (1)"), Kind::Planned);
+    }
+}

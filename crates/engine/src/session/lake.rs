@@ -1,0 +1,216 @@
+//! Planned statements that write the lake: CREATE TABLE [AS], INSERT, CREATE VIEW, CREATE
+//! EXTERNAL TABLE, DROP TABLE/VIEW, CREATE/DROP SCHEMA and COPY TO. Writes and COPY are
+//! heavy: they take a heavy slot and run on the [`crate::executor::Executor`].
+
+use std::sync::Arc;
+
+use datafusion::common::TableReference;
+use datafusion::logical_expr::{
+    CreateExternalTable, CreateMemoryTable, CreateView, DdlStatement, DmlStatement, LogicalPlan,
+    WriteOp,
+};
+use datafusion::prelude::DataFrame;
+use tidepool_lake::{DefinitionKind, WriteMode};
+
+use super::output::{CommandTag, Output, count_of};
+use super::{Session, Source};
+use crate::EngineError;
+use crate::lanes::{Lane, Slot};
+
+impl Session {
+    /// Carries out a planned lake write (a DDL, DML or COPY plan).
+    pub(super) async fn run_write(
+        &mut self,
+        plan: LogicalPlan,
+        source: &Source,
+        slot: Slot,
+    ) -> Result<Output, EngineError> {
+        let tag = match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+                self.create_table(c, slot).await?
+            }
+            LogicalPlan::Dml(dml) => self.insert(dml, slot).await?,
+            LogicalPlan::Ddl(DdlStatement::CreateView(v)) => self.create_view(v, source).await?,
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+                self.create_external(&cmd, source).await?
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+                self.drop_relation(&d.name, d.if_exists, DefinitionKind::External)
+                    .await?
+            }
+            LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+                self.drop_relation(&d.name, d.if_exists, DefinitionKind::View)
+                    .await?
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(c)) => {
+                let lake = self.engine.lake();
+                let name = c.schema_name.rsplit('.').next().unwrap_or(&c.schema_name);
+                let exists = lake.cached_listing().schemas.contains_key(name);
+                if exists && !c.if_not_exists {
+                    return Err(EngineError::DuplicateSchema(name.to_string()));
+                }
+                lake.create_schema(name).await?;
+                CommandTag::new("CREATE SCHEMA")
+            }
+            LogicalPlan::Ddl(DdlStatement::DropCatalogSchema(d)) => {
+                let lake = self.engine.lake();
+                let name = d.name.schema_name().to_string();
+                if !lake.cached_listing().schemas.contains_key(&name) {
+                    if !d.if_exists {
+                        return Err(EngineError::UndefinedSchema(name));
+                    }
+                } else {
+                    lake.drop_schema(&name).await?;
+                }
+                CommandTag::new("DROP SCHEMA")
+            }
+            LogicalPlan::Ddl(other) => {
+                return Err(EngineError::NotSupported(other.name().to_string()));
+            }
+            LogicalPlan::Copy(_) => {
+                let df = DataFrame::new(self.ctx.state(), plan);
+                let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+                let batches = self
+                    .engine
+                    .executor()
+                    .run(async move { Ok(df.collect().await?) })
+                    .await?;
+                CommandTag::with_rows("COPY", count_of(&batches))
+            }
+            other => {
+                return Err(EngineError::NotSupported(format!(
+                    "{} as a lake write",
+                    other.display()
+                )));
+            }
+        };
+        Ok(Output::Command(tag))
+    }
+
+    /// CREATE [OR REPLACE] TABLE [IF NOT EXISTS] ... [AS query].
+    async fn create_table(
+        &self,
+        c: CreateMemoryTable,
+        slot: Slot,
+    ) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake().clone();
+        let (schema, table) = self.resolve(&c.name)?;
+        if lake.cached_listing().contains(&schema, &table) && !c.or_replace {
+            if c.if_not_exists {
+                return Ok(CommandTag::new("CREATE TABLE"));
+            }
+            return Err(EngineError::DuplicateTable(format!("{schema}.{table}")));
+        }
+        let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
+        let mode = if c.or_replace {
+            WriteMode::Replace
+        } else {
+            WriteMode::Create
+        };
+        let state = Arc::new(self.ctx.state());
+        let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+        let input = (*c.input).clone();
+        let out = self
+            .engine
+            .executor()
+            .run(async move { Ok(lake.write_plan(&schema, &table, input, state, mode).await?) })
+            .await?;
+        Ok(if is_ctas {
+            CommandTag::with_rows("SELECT", out.rows)
+        } else {
+            CommandTag::new("CREATE TABLE")
+        })
+    }
+
+    /// INSERT INTO a lake table (other DML is not carried out yet).
+    async fn insert(&self, dml: DmlStatement, slot: Slot) -> Result<CommandTag, EngineError> {
+        if !matches!(dml.op, WriteOp::Insert(_)) {
+            return Err(EngineError::NotSupported(format!(
+                "{} on lake tables (use CREATE OR REPLACE TABLE ... AS, or a model)",
+                dml.op
+            )));
+        }
+        let lake = self.engine.lake().clone();
+        let (schema, table) = self.resolve(&dml.table_name)?;
+        let state = Arc::new(self.ctx.state());
+        let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+        let input = (*dml.input).clone();
+        let out = self
+            .engine
+            .executor()
+            .run(async move {
+                Ok(lake
+                    .write_plan(&schema, &table, input, state, WriteMode::Append)
+                    .await?)
+            })
+            .await?;
+        Ok(CommandTag::with_rows("INSERT 0", out.rows))
+    }
+
+    /// CREATE [OR REPLACE] VIEW: the query is kept as written.
+    async fn create_view(&self, v: CreateView, source: &Source) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake();
+        let (schema, name) = self.resolve(&v.name)?;
+        let taken = lake.table(&schema, &name).await?.is_some()
+            || (!v.or_replace
+                && lake
+                    .definition(DefinitionKind::View, &schema, &name)
+                    .await?
+                    .is_some());
+        if taken {
+            return Err(EngineError::DuplicateTable(format!("{schema}.{name}")));
+        }
+        let sql = source
+            .view_query
+            .as_deref()
+            .ok_or_else(|| EngineError::NotSupported("this form of CREATE VIEW".to_string()))?;
+        lake.put_definition(DefinitionKind::View, &schema, &name, sql)
+            .await?;
+        Ok(CommandTag::new("CREATE VIEW"))
+    }
+
+    /// CREATE EXTERNAL TABLE: registered now, its statement kept for other sessions.
+    async fn create_external(
+        &self,
+        cmd: &CreateExternalTable,
+        source: &Source,
+    ) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake();
+        let (schema, name) = self.resolve(&cmd.name)?;
+        if lake.cached_listing().contains(&schema, &name) {
+            if cmd.if_not_exists {
+                return Ok(CommandTag::new("CREATE EXTERNAL TABLE"));
+            }
+            if !cmd.or_replace {
+                return Err(EngineError::DuplicateTable(format!("{schema}.{name}")));
+            }
+        }
+        crate::catalog::create_external(&self.ctx.state(), cmd).await?;
+        lake.put_definition(DefinitionKind::External, &schema, &name, &source.sql)
+            .await?;
+        Ok(CommandTag::new("CREATE EXTERNAL TABLE"))
+    }
+
+    /// DROP TABLE (a Delta table or an external table) or DROP VIEW (`kind` names the
+    /// stored definition besides the Delta table: External or View).
+    async fn drop_relation(
+        &self,
+        name: &TableReference,
+        if_exists: bool,
+        kind: DefinitionKind,
+    ) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake();
+        let (schema, name) = self.resolve(name)?;
+        let view = kind == DefinitionKind::View;
+        let dropped = (!view && lake.drop_table(&schema, &name).await?)
+            || lake.drop_definition(kind, &schema, &name).await?;
+        if !dropped && !if_exists {
+            return Err(EngineError::UndefinedTable(format!("{schema}.{name}")));
+        }
+        Ok(CommandTag::new(if view {
+            "DROP VIEW"
+        } else {
+            "DROP TABLE"
+        }))
+    }
+}
