@@ -12,7 +12,6 @@
 mod cache_key;
 mod catalog_subqueries;
 mod catalog_views;
-mod compat;
 mod gathered;
 mod info_schema;
 mod parser;
@@ -25,6 +24,7 @@ mod pg_types;
 mod privileges;
 pub mod proc_arrays;
 mod routines;
+mod rules;
 
 use std::sync::Arc;
 
@@ -69,7 +69,7 @@ impl Extension for PgCompat {
     fn register(&self, ctx: &SessionContext, _access: &Access) -> Result<(), EngineError> {
         datafusion_pg_catalog::pg_catalog::setup_pg_catalog(ctx, CATALOG, self.roles.clone())
             .map_err(|e| EngineError::from(*e))?;
-        ctx.register_udf(compat::like_escape_udf());
+        ctx.register_udf(rules::like_escape_udf());
         for f in pg_functions::udfs() {
             ctx.register_udf(f);
         }
@@ -136,8 +136,7 @@ impl Extension for PgCompat {
 
     fn rewrite(&self, statement: &mut Statement) -> Result<(), EngineError> {
         let _ = statement.visit(&mut catalog_views::CatalogViews);
-        compat::rewrite(statement);
-        Ok(())
+        rules::rewrite(statement)
     }
 
     fn session_functions(

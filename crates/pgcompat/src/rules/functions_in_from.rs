@@ -1,0 +1,167 @@
+//! Functions in FROM the Postgres way (Grafana's search-path lookup): a scalar function
+//! such as `string_to_array(...) s` becomes the one-row derived table
+//! `(SELECT string_to_array(...) AS s) AS s`, and `generate_series(...) AS i` names its
+//! column `i` as Postgres does.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArgumentList, FunctionArguments, Query, Select, SelectItem, SetExpr, Statement,
+    TableAliasColumnDef, TableFactor, VisitMut, VisitorMut, visit_expressions,
+};
+use datafusion::sql::sqlparser::parser::ParserError;
+
+use super::template::Template;
+use super::{Rule, finish, last_name};
+
+/// Scalar functions that Postgres lets a FROM clause use as a one-row table.
+const SCALAR_IN_FROM: &[&str] = &[
+    "string_to_array",
+    "regexp_split_to_array",
+    "current_schemas",
+    "parse_ident",
+];
+
+/// Table functions whose single column Postgres names after the alias.
+const ALIAS_NAMES_COLUMN: &[&str] = &["generate_series", "unnest"];
+
+/// The one-row table; the call and the column alias are set on the skeleton.
+pub(super) static ONE_ROW: Template = Template::new("(SELECT __call() AS __alias)");
+
+pub(crate) struct FunctionsInFrom;
+
+impl Rule for FunctionsInFrom {
+    fn name(&self) -> &'static str {
+        "functions in FROM"
+    }
+
+    fn rewrite(&self, statement: &mut Statement) -> Result<(), ParserError> {
+        finish(statement.visit(&mut InFrom))
+    }
+}
+
+struct InFrom;
+
+impl VisitorMut for InFrom {
+    type Break = ParserError;
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<ParserError> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            name_series_columns(select);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<ParserError> {
+        match scalar_as_table(factor) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+/// `generate_series(...) AS i` whose alias the select uses as a column (`s[i]`), and never
+/// as `i.value` (DataFusion's column name), gets the column list `AS i (i)`.
+fn name_series_columns(select: &mut Select) {
+    let mut bare: HashSet<String> = HashSet::new();
+    let mut qualified: HashSet<String> = HashSet::new();
+    let mut note = |e: &Expr| {
+        let _ = visit_expressions(e, |x| {
+            match x {
+                Expr::Identifier(i) => {
+                    bare.insert(i.value.to_ascii_lowercase());
+                }
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    qualified.insert(parts[parts.len() - 2].value.to_ascii_lowercase());
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    };
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            note(e);
+        }
+    }
+    if let Some(w) = &select.selection {
+        note(w);
+    }
+    for t in &mut select.from {
+        let factors =
+            std::iter::once(&mut t.relation).chain(t.joins.iter_mut().map(|j| &mut j.relation));
+        for f in factors {
+            if let TableFactor::Table {
+                name,
+                alias: Some(alias),
+                args: Some(_),
+                ..
+            } = f
+                && last_name(name).is_some_and(|n| ALIAS_NAMES_COLUMN.contains(&n.as_str()))
+                && alias.columns.is_empty()
+            {
+                let a = alias.name.value.to_ascii_lowercase();
+                if bare.contains(&a) && !qualified.contains(&a) {
+                    alias.columns = vec![TableAliasColumnDef::from_name(alias.name.value.clone())];
+                }
+            }
+        }
+    }
+}
+
+/// `f(args) AS a`, `f` a scalar function, as `(SELECT f(args) AS a) AS a`.
+fn scalar_as_table(factor: &mut TableFactor) -> Result<(), ParserError> {
+    let TableFactor::Table {
+        name,
+        alias: Some(alias),
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return Ok(());
+    };
+    if !last_name(name).is_some_and(|n| SCALAR_IN_FROM.contains(&n.as_str()))
+        || !alias.columns.is_empty()
+    {
+        return Ok(());
+    }
+    let Expr::Subquery(mut query) = ONE_ROW.fill(&[], &[])? else {
+        return Err(shape("a subquery"));
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(shape("a SELECT"));
+    };
+    let [
+        SelectItem::ExprWithAlias {
+            expr,
+            alias: column,
+        },
+    ] = select.projection.as_mut_slice()
+    else {
+        return Err(shape("one aliased column"));
+    };
+    let Expr::Function(call) = expr else {
+        return Err(shape("a function call"));
+    };
+    call.name = name.clone();
+    call.args = FunctionArguments::List(FunctionArgumentList {
+        duplicate_treatment: None,
+        args: args.args.clone(),
+        clauses: Vec::new(),
+    });
+    *column = alias.name.clone();
+    let mut alias = alias.clone();
+    alias.explicit = true;
+    *factor = TableFactor::Derived {
+        lateral: false,
+        subquery: query,
+        alias: Some(alias),
+        sample: None,
+    };
+    Ok(())
+}
+
+fn shape(what: &str) -> ParserError {
+    ParserError::ParserError(format!("the one-row table skeleton is not {what}"))
+}
