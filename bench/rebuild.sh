@@ -8,26 +8,27 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-target}
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
- Before the engine and models crates the files were under src/engine and src/models.files=(crates/server/src/protocol/pg/handler.rs crates/models/src/render.rs crates/engine/src/functions.rs)
- Before the engine and models crates the files were under src/engine and src/models.# Before the engine and models crates the files were under src/engine and src/models.
- Before the engine and models crates the files were under src/engine and src/models.[ -f crates/engine/src/functions.rs ] || files[2]=src/engine/functions.rs
- Before the engine and models crates the files were under src/engine and src/models.[ -f crates/models/src/render.rs ] || files[1]=src/models/render.rs
+  files=(crates/server/src/protocol/pg/handler.rs crates/models/src/render.rs crates/engine/src/functions.rs)
+  # Before the crates were cut the files were under src/.
+  [ -f crates/server/src/protocol/pg/handler.rs ] || files[0]=src/protocol/pg/handler.rs
+  [ -f crates/engine/src/functions.rs ] || files[2]=src/engine/functions.rs
+  [ -f crates/models/src/render.rs ] || files[1]=src/models/render.rs
 fi
 cargo build --bin tidepool -q && cargo test --workspace --no-run --tests -q 2>/dev/null
 echo "== incremental dev rebuilds after a one-function edit, $(nproc) cores, $(git rev-parse --short HEAD)"
 for f in "${files[@]}"; do
- Before the engine and models crates the files were under src/engine and src/models.cp "$f" "$f.orig"
- Before the engine and models crates the files were under src/engine and src/models.trap 'mv "$f.orig" "$f"' EXIT
- Before the engine and models crates the files were under src/engine and src/models.for target in "build --bin tidepool" "test --workspace --no-run --tests"; do
- Before the engine and models crates the files were under src/engine and src/models.  printf '\n#[allow(dead_code)]\nfn rebuild_probe_%s() -> u64 {\n    %s\n}\n' "$RANDOM" "$RANDOM" >> "$f"
- Before the engine and models crates the files were under src/engine and src/models.  start=$(date +%s.%N)
- Before the engine and models crates the files were under src/engine and src/models.  # shellcheck disable=SC2086
- Before the engine and models crates the files were under src/engine and src/models.  cargo $target -q 2>/dev/null
- Before the engine and models crates the files were under src/engine and src/models.  printf "%-32s cargo %-36s %6.1f s\n" "$f" "$target" \
- Before the engine and models crates the files were under src/engine and src/models.    "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')"
- Before the engine and models crates the files were under src/engine and src/models.done
- Before the engine and models crates the files were under src/engine and src/models.mv "$f.orig" "$f"
- Before the engine and models crates the files were under src/engine and src/models.trap - EXIT
+  cp "$f" "$f.orig"
+  trap 'mv "$f.orig" "$f"' EXIT
+  for target in "build --bin tidepool" "test --workspace --no-run --tests"; do
+    printf '\n#[allow(dead_code)]\nfn rebuild_probe_%s() -> u64 {\n    %s\n}\n' "$RANDOM" "$RANDOM" >> "$f"
+    start=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    cargo $target -q 2>/dev/null
+    printf "%-32s cargo %-36s %6.1f s\n" "$f" "$target" \
+      "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')"
+  done
+  mv "$f.orig" "$f"
+  trap - EXIT
 done
 # Leave the target folder matching the sources again.
 cargo build --bin tidepool -q
