@@ -183,7 +183,7 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
         ("CREATE SCHEMA gold", SqlState::DUPLICATE_SCHEMA),
         ("DROP SCHEMA nope", SqlState::INVALID_SCHEMA_NAME),
         (
-            "UPDATE gold.orders SET amount = 0",
+            "MERGE INTO gold.orders t USING gold.orders s ON t.id = s.id WHEN MATCHED THEN DELETE",
             SqlState::FEATURE_NOT_SUPPORTED,
         ),
     ];
@@ -405,4 +405,84 @@ async fn graceful_shutdown_lets_running_statements_finish() {
     );
     assert_eq!(running.await.unwrap().unwrap(), 20000000 / 7);
     stopped.await.unwrap();
+}
+
+/// DELETE and UPDATE over the wire: command tags with row counts in both protocols,
+/// prepared with parameters (Describe answers NoData), one Delta version each, and a
+/// refused statement writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_update_report_rows_and_commit_once() {
+    let server = TestServer::start("").await;
+    let client = server.connect().await;
+    write_delta(server.lake.path(), "gold", "orders", orders(20)).await;
+    let history = "SELECT count(*) FROM table_history('gold.orders')";
+    let versions = client
+        .query_one(history, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+
+    // Simple protocol: the tag carries the count.
+    let n = client
+        .execute(
+            "UPDATE gold.orders SET amount = amount * 2 WHERE id < 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+    // Extended protocol with a parameter.
+    let stmt = client
+        .prepare("DELETE FROM gold.orders WHERE id >= $1")
+        .await
+        .unwrap();
+    assert!(stmt.columns().is_empty(), "a DELETE describes as NoData");
+    assert_eq!(client.execute(&stmt, &[&15i64]).await.unwrap(), 6);
+    assert_eq!(client.execute(&stmt, &[&15i64]).await.unwrap(), 0);
+    let row = client
+        .query_one(
+            "SELECT count(*), sum(amount) FROM gold.orders WHERE id < 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 4);
+    // orders(n) has amount = id * 1.5; doubled: 3 * (1+2+3+4) = 30.
+    assert_eq!(row.get::<_, f64>(1), 30.0);
+    let total = client
+        .query_one("SELECT count(*) FROM gold.orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(total.get::<_, i64>(0), 14);
+
+    // A refused statement (correlated subquery) writes nothing: no new version.
+    let before = client
+        .query_one(history, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    let err = client
+        .execute(
+            "DELETE FROM gold.orders WHERE EXISTS \
+             (SELECT 1 FROM gold.orders o WHERE o.id = orders.id + 1)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    let after = client
+        .query_one(history, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(before, after);
+    // Two writes, two versions (the zero-row DELETE commits nothing or one version).
+    assert!(
+        after >= versions + 2 && after <= versions + 3,
+        "{versions} -> {after}"
+    );
 }

@@ -7,6 +7,7 @@
 //! sessions or wire protocols.
 
 mod cloud;
+mod dml;
 mod error;
 mod listing;
 mod settings;
@@ -24,6 +25,7 @@ use parking_lot::Mutex;
 use url::Url;
 
 pub use cloud::{LazyStores, NamedStores};
+pub use dml::DmlOutcome;
 pub use error::LakeError;
 pub use listing::Listing;
 pub use settings::LakeConfig;

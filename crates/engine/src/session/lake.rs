@@ -1,4 +1,5 @@
-//! Planned statements that write the lake: CREATE TABLE [AS], INSERT, CREATE VIEW, CREATE
+//! Planned statements that write the lake: CREATE TABLE [AS], INSERT, DELETE and UPDATE
+//! ([`super::dml`]), CREATE VIEW, CREATE
 //! EXTERNAL TABLE, DROP TABLE/VIEW, CREATE/DROP SCHEMA and COPY TO. Writes and COPY are
 //! heavy: they take a heavy slot and run on the [`crate::executor::Executor`].
 
@@ -29,7 +30,13 @@ impl Session {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
                 self.create_table(c, slot).await?
             }
-            LogicalPlan::Dml(dml) => self.insert(dml, slot).await?,
+            LogicalPlan::Dml(dml) => match dml.op {
+                WriteOp::Insert(_) => self.insert(dml, slot).await?,
+                WriteOp::Delete | WriteOp::Update => self.delete_or_update(dml, slot).await?,
+                op => {
+                    return Err(EngineError::NotSupported(format!("{op} on lake tables")));
+                }
+            },
             LogicalPlan::Ddl(DdlStatement::CreateView(v)) => self.create_view(v, source).await?,
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
                 self.create_external(&cmd, source).await?
@@ -122,14 +129,8 @@ impl Session {
         })
     }
 
-    /// INSERT INTO a lake table (other DML is not carried out yet).
+    /// INSERT INTO a lake table.
     async fn insert(&self, dml: DmlStatement, slot: Slot) -> Result<CommandTag, EngineError> {
-        if !matches!(dml.op, WriteOp::Insert(_)) {
-            return Err(EngineError::NotSupported(format!(
-                "{} on lake tables (use CREATE OR REPLACE TABLE ... AS, or a model)",
-                dml.op
-            )));
-        }
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
         let state = Arc::new(self.ctx.state());

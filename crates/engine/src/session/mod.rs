@@ -11,6 +11,7 @@
 mod copy;
 mod cursor;
 mod describe;
+mod dml;
 mod kind;
 mod lake;
 mod output;

@@ -1,0 +1,80 @@
+//! `DELETE` and `UPDATE` on a lake table, each one Delta commit: delta-rs skips files whose
+//! statistics rule the predicate out and rewrites only the files that hold matching rows
+//! (copying their other rows); readers see the table before or after, never in between.
+//! Predicates and new values are DataFusion expressions over the table's own columns,
+//! unqualified; the caller has resolved anything else (subqueries) to values.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+
+use crate::{Lake, LakeError};
+
+/// What a DELETE or UPDATE did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DmlOutcome {
+    /// Rows deleted or updated.
+    pub rows: u64,
+    /// Data files removed (rewritten) and added.
+    pub files_removed: u64,
+    pub files_added: u64,
+}
+
+impl Lake {
+    /// Deletes the rows of `schema.table` that `predicate` holds for (every row without
+    /// one).
+    pub async fn delete_where(
+        &self,
+        schema: &str,
+        table: &str,
+        predicate: Option<Expr>,
+        state: Arc<SessionState>,
+    ) -> Result<DmlOutcome, LakeError> {
+        let target = self
+            .table(schema, table)
+            .await?
+            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))?;
+        let mut builder = target.delete().with_session_state(state);
+        if let Some(p) = predicate {
+            builder = builder.with_predicate(p);
+        }
+        let (_, metrics) = builder.await?;
+        self.refresh().await?;
+        Ok(DmlOutcome {
+            rows: metrics.num_deleted_rows.unwrap_or(0) as u64,
+            files_removed: metrics.num_removed_files as u64,
+            files_added: metrics.num_added_files as u64,
+        })
+    }
+
+    /// Sets `assignments` (column, new value) on the rows of `schema.table` that
+    /// `predicate` holds for (every row without one).
+    pub async fn update_where(
+        &self,
+        schema: &str,
+        table: &str,
+        predicate: Option<Expr>,
+        assignments: Vec<(String, Expr)>,
+        state: Arc<SessionState>,
+    ) -> Result<DmlOutcome, LakeError> {
+        let target = self
+            .table(schema, table)
+            .await?
+            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))?;
+        let mut builder = target.update().with_session_state(state);
+        if let Some(p) = predicate {
+            builder = builder.with_predicate(p);
+        }
+        for (column, value) in assignments {
+            builder = builder.with_update(column, value);
+        }
+        let (_, metrics) = builder.await?;
+        self.refresh().await?;
+        Ok(DmlOutcome {
+            rows: metrics.num_updated_rows as u64,
+            files_removed: metrics.num_removed_files as u64,
+            files_added: metrics.num_added_files as u64,
+        })
+    }
+}
