@@ -131,6 +131,12 @@ def sqlalchemy_pandas():
         text("select order_id, amount from gold.fact_orders where order_id = :id"), engine, params={"id": 2}
     )
     check(df["order_id"].tolist() == [2], f"pandas params {df}")
+    # pandas.to_sql creates FLOAT(53) columns: double precision, values back exactly.
+    frame = pandas.DataFrame({"id": [1, 2], "x": [1 / 3, 2.5e-300], "n": [1.5, None]})
+    frame.to_sql("pd_floats", engine, schema="gold", if_exists="replace", index=False)
+    back = pandas.read_sql("select id, x, n from gold.pd_floats order by id", engine)
+    check(back["x"].tolist() == [1 / 3, 2.5e-300], f"to_sql floats {back}")
+    check(back["n"].isna().tolist() == [False, True], f"to_sql NULL {back}")
     with engine.connect() as conn:
         row = conn.execute(text("select * from gold.fact_orders where order_id = :id"), {"id": 2}).one()
         check_row(row, "psycopg2")

@@ -5,6 +5,7 @@
 //! is; a replacement it cannot build is an error, never a silently skipped rewrite.
 //!
 //! The rules, in the order they run:
+//! - [`types::PostgresTypes`]: `float(p)` as PostgreSQL sizes it.
 //! - [`expand_array::ExpandArray`]: pgjdbc's `information_schema._pg_expandarray`.
 //! - [`functions_in_from::FunctionsInFrom`]: scalar functions used as tables, and
 //!   `generate_series(...) AS i` naming its column `i`.
@@ -24,6 +25,7 @@ mod in_subqueries;
 pub(crate) mod like_escape;
 mod subqueries;
 mod template;
+mod types;
 
 use std::ops::ControlFlow;
 
@@ -44,6 +46,7 @@ pub(crate) trait Rule: Sync {
 
 /// Every rule, in the order they run.
 const RULES: &[&dyn Rule] = &[
+    &types::PostgresTypes,
     &expand_array::ExpandArray,
     &functions_in_from::FunctionsInFrom,
     &in_subqueries::InSubqueriesAsArrays,

@@ -221,3 +221,15 @@ fn other_subqueries_are_left_alone() {
         assert_eq!(rewritten(sql), expected, "{sql}");
     }
 }
+
+#[test]
+fn float_precision_follows_postgres() {
+    assert_eq!(
+        rewritten("CREATE TABLE t (a FLOAT(53), b FLOAT, c FLOAT(24), d FLOAT(1), e FLOAT(53)[])"),
+        "CREATE TABLE t (a DOUBLE PRECISION, b DOUBLE PRECISION, c REAL, d REAL, e DOUBLE PRECISION[])"
+    );
+    assert_eq!(
+        rewritten("SELECT CAST(x AS FLOAT(30)), y::float FROM t"),
+        "SELECT CAST(x AS DOUBLE PRECISION), y::DOUBLE PRECISION FROM t"
+    );
+}
