@@ -422,6 +422,25 @@ async fn delete_and_update_report_rows_and_commit_once() {
         .unwrap()
         .get::<_, i64>(0);
 
+    // A prepared INSERT reports its rows (pgjdbc's executeBatch counts come from this).
+    let insert = client
+        .prepare("INSERT INTO gold.orders VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    for id in [21i64, 22] {
+        let n = client
+            .execute(&insert, &[&id, &"c9", &1.0f64])
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "INSERT of one row reports 1");
+    }
+    assert_eq!(
+        client
+            .execute("DELETE FROM gold.orders WHERE id > 20", &[])
+            .await
+            .unwrap(),
+        2
+    );
     // Simple protocol: the tag carries the count.
     let n = client
         .execute(
@@ -480,9 +499,10 @@ async fn delete_and_update_report_rows_and_commit_once() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(before, after);
-    // Two writes, two versions (the zero-row DELETE commits nothing or one version).
+    // Five writes (two INSERTs, three DELETE/UPDATE), five versions; the zero-row DELETE
+    // commits nothing or one version.
     assert!(
-        after >= versions + 2 && after <= versions + 3,
+        after >= versions + 5 && after <= versions + 6,
         "{versions} -> {after}"
     );
 }
