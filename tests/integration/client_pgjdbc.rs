@@ -6,7 +6,7 @@
 //! Execute, Sync), and a query run six times, which the driver turns into a named server
 //! prepared statement from the fifth run (`prepareThreshold`).
 
-use tidepool_testkit::frontend::{Frontend, StatementResult, split_results};
+use tidepool_testkit::frontend::{Frontend, Reply, StatementResult, split_results};
 
 use crate::client_npgsql::sample_lake;
 use crate::common::TestServer;
@@ -152,4 +152,59 @@ async fn pgjdbc_metadata_and_prepared_statements() {
     f.close_statement("S_1").sync();
     let closed = split_results(&f.round_trip(1).await.expect("close"));
     assert!(closed.iter().all(|r| r.error.is_none()));
+}
+
+/// pgjdbc's `PreparedStatement.executeBatch()` of INSERTs, as it sends it (seen with the
+/// real driver, 42.5.5): Parse with the driver's types + Describe statement + Sync, then
+/// Bind/Describe portal/Execute per row and one Sync. A statement without rows must
+/// describe as ParameterDescription + NoData (a RowDescription of zero columns made the
+/// driver report the batch as [0, 0, 0]) with the driver's own parameter types, and each
+/// Execute completes with `INSERT 0 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_inserts_describe_as_no_data_and_count_rows() {
+    let server = TestServer::start("").await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE SCHEMA gold; CREATE TABLE gold.jb (id BIGINT, name TEXT)")
+        .await
+        .unwrap();
+    let mut f = Frontend::connect(server.addr, sql::STARTUP)
+        .await
+        .expect("connects");
+    // int8 and varchar, as pgjdbc binds a long and a String.
+    f.parse("S_1", "INSERT INTO gold.jb VALUES ($1, $2)", &[20, 1043])
+        .describe_statement("S_1")
+        .sync();
+    let replies = f.round_trip(1).await.expect("describe");
+    assert_eq!(
+        replies,
+        vec![
+            Reply::ParseComplete,
+            Reply::ParameterDescription(vec![20, 1043]),
+            Reply::NoData,
+            Reply::Ready(b'I'),
+        ]
+    );
+    for id in 0..3i64 {
+        let id = id.to_string();
+        f.bind("", "S_1", &[], &[Some(id.as_bytes()), Some(b"n")], &[])
+            .describe_portal("")
+            .execute("", 1);
+    }
+    f.sync();
+    let replies = f.round_trip(1).await.expect("batch");
+    let tags: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| matches!(r, Reply::CommandComplete(_)))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![&Reply::CommandComplete("INSERT 0 1".into()); 3],
+        "{replies:?}"
+    );
+    let n = client
+        .query_one("SELECT count(*) FROM gold.jb", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 3);
 }

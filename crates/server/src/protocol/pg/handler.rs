@@ -20,7 +20,10 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -433,6 +436,27 @@ impl ExtendedQueryHandler for ConnHandler {
                 )?;
                 return send_describe_response(client, &DescribePortalResponse::new(fields)).await;
             }
+        }
+        // A statement that returns no rows describes as ParameterDescription + NoData.
+        // pgwire 0.41's send_describe_response sends NoData only when there are no
+        // parameters either, and a RowDescription of zero columns otherwise, which makes
+        // pgjdbc count a batch of INSERTs as [0, 0, ...].
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
+            && let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name)
+            && stmt.statement.described.schema.is_none()
+        {
+            // The client's types from Parse where it gave them, else the server's.
+            let described = self.do_describe_statement(client, &stmt).await?;
+            let oids = described.parameters.iter().map(|t| t.oid()).collect();
+            client
+                .send(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(oids),
+                ))
+                .await?;
+            client
+                .send(PgWireBackendMessage::NoData(NoData::new()))
+                .await?;
+            return Ok(());
         }
         self._on_describe(client, message).await
     }
