@@ -31,10 +31,7 @@ impl Lake {
         predicate: Option<Expr>,
         state: Arc<SessionState>,
     ) -> Result<DmlOutcome, LakeError> {
-        let target = self
-            .table(schema, table)
-            .await?
-            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))?;
+        let target = self.existing(schema, table).await?;
         let mut builder = target.delete().with_session_state(state);
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
@@ -58,10 +55,7 @@ impl Lake {
         assignments: Vec<(String, Expr)>,
         state: Arc<SessionState>,
     ) -> Result<DmlOutcome, LakeError> {
-        let target = self
-            .table(schema, table)
-            .await?
-            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))?;
+        let target = self.existing(schema, table).await?;
         let mut builder = target.update().with_session_state(state);
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
@@ -76,5 +70,16 @@ impl Lake {
             files_removed: metrics.num_removed_files as u64,
             files_added: metrics.num_added_files as u64,
         })
+    }
+
+    /// The Delta table `schema.table`, or 42P01.
+    async fn existing(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<deltalake::DeltaTable, LakeError> {
+        self.table(schema, table)
+            .await?
+            .ok_or_else(|| LakeError::TableNotFound(format!("{schema}.{table}")))
     }
 }
