@@ -202,6 +202,9 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
     }
 }
 
+/// delta-rs's words for a target row matched by two source rows.
+const MERGE_TWICE: &str = "MERGE matched a target row with multiple source rows";
+
 fn classify_lake(e: &LakeError) -> ErrorKind {
     match e {
         LakeError::TableNotFound(_) => ErrorKind::UndefinedTable,
@@ -209,6 +212,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::InvalidName(_) => ErrorKind::InvalidName,
         LakeError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
         LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
+        LakeError::InvalidMerge(_) => ErrorKind::Syntax,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
         LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,
         LakeError::DataFusion(e) => classify_datafusion(e),
@@ -216,6 +220,11 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
             deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,
             deltalake::DeltaTableError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
             deltalake::DeltaTableError::Arrow { source } => classify_arrow(source),
+            // delta-rs says so only in words: PostgreSQL's "MERGE command cannot affect
+            // row a second time".
+            deltalake::DeltaTableError::Generic(m) if m.contains(MERGE_TWICE) => {
+                ErrorKind::CardinalityViolation
+            }
             _ => ErrorKind::Io,
         },
         LakeError::Arrow(a) => classify_arrow(a),

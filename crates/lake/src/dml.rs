@@ -21,6 +21,16 @@ pub struct DmlOutcome {
     pub files_added: u64,
 }
 
+impl DmlOutcome {
+    pub(crate) fn deleted(m: &deltalake::operations::delete::DeleteMetrics) -> DmlOutcome {
+        DmlOutcome {
+            rows: m.num_deleted_rows.unwrap_or(0) as u64,
+            files_removed: m.num_removed_files as u64,
+            files_added: m.num_added_files as u64,
+        }
+    }
+}
+
 impl Lake {
     /// Deletes the rows of `schema.table` that `predicate` holds for (every row without
     /// one).
@@ -38,11 +48,7 @@ impl Lake {
         }
         let (_, metrics) = builder.await?;
         self.refresh().await?;
-        Ok(DmlOutcome {
-            rows: metrics.num_deleted_rows.unwrap_or(0) as u64,
-            files_removed: metrics.num_removed_files as u64,
-            files_added: metrics.num_added_files as u64,
-        })
+        Ok(DmlOutcome::deleted(&metrics))
     }
 
     /// Sets `assignments` (column, new value) on the rows of `schema.table` that
@@ -73,7 +79,7 @@ impl Lake {
     }
 
     /// The Delta table `schema.table`, or 42P01.
-    async fn existing(
+    pub(crate) async fn existing(
         &self,
         schema: &str,
         table: &str,

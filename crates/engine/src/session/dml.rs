@@ -114,7 +114,7 @@ impl Session {
     /// Runs the uncorrelated subqueries of `e` and puts their values in their place:
     /// `x IN (SELECT ...)` becomes `x IN (v1, v2, ...)`, a scalar subquery its value,
     /// `EXISTS (...)` true or false.
-    async fn resolve_subqueries(&self, e: Expr) -> Result<Expr, EngineError> {
+    pub(super) async fn resolve_subqueries(&self, e: Expr) -> Result<Expr, EngineError> {
         let mut found: Vec<Subquery> = Vec::new();
         e.apply(|x| {
             match x {
@@ -132,7 +132,7 @@ impl Session {
         for s in &found {
             if !s.outer_ref_columns.is_empty() {
                 return Err(EngineError::NotSupported(
-                    "a correlated subquery in UPDATE or DELETE on a lake table (use MERGE)".into(),
+                    "a correlated subquery in UPDATE, DELETE or MERGE on a lake table (join it into MERGE's source)".into(),
                 ));
             }
             values.push(self.subquery_values(s).await?);

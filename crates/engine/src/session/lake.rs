@@ -1,5 +1,5 @@
 //! Planned statements that write the lake: CREATE TABLE [AS], INSERT, DELETE and UPDATE
-//! ([`super::dml`]), CREATE VIEW, CREATE
+//! ([`super::dml`]), MERGE and TRUNCATE ([`super::merge`]), CREATE VIEW, CREATE
 //! EXTERNAL TABLE, DROP TABLE/VIEW, CREATE/DROP SCHEMA and COPY TO. Writes and COPY are
 //! heavy: they take a heavy slot and run on the [`crate::executor::Executor`].
 
@@ -33,6 +33,8 @@ impl Session {
             LogicalPlan::Dml(dml) => match dml.op {
                 WriteOp::Insert(_) => self.insert(dml, slot).await?,
                 WriteOp::Delete | WriteOp::Update => self.delete_or_update(dml, slot).await?,
+                WriteOp::MergeInto(ref op) => self.merge(&dml, op, slot).await?,
+                WriteOp::Truncate => self.truncate(&dml).await?,
                 op => {
                     return Err(EngineError::NotSupported(format!("{op} on lake tables")));
                 }

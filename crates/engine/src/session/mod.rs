@@ -14,6 +14,7 @@ mod describe;
 mod dml;
 mod kind;
 mod lake;
+mod merge;
 mod output;
 mod procedure;
 mod query;
