@@ -22,6 +22,8 @@ pub enum ErrorKind {
     DuplicateTable,
     DuplicateSchema,
     DuplicateObject,
+    /// ADD COLUMN of a name the table has (42701).
+    DuplicateColumn,
     /// An unknown cursor name in FETCH or CLOSE (34000).
     UndefinedCursor,
     /// DECLARE of a cursor name already open (42P03).
@@ -213,6 +215,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
         LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
         LakeError::InvalidMerge(_) => ErrorKind::Syntax,
+        LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
         LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,
         LakeError::DataFusion(e) => classify_datafusion(e),

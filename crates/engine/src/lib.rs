@@ -8,6 +8,7 @@
 //! This crate never depends on a wire-protocol crate (its Cargo.toml shows it): the
 //! PostgreSQL emulation plugs in through [`Extension`] (the `tidepool-pgcompat` crate).
 
+pub mod alter;
 pub mod authz;
 mod bounded_aggregates;
 mod catalog;

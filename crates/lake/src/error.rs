@@ -21,6 +21,8 @@ pub enum LakeError {
     TableNotFound(String),
     #[error("table {0} already exists")]
     TableExists(String),
+    #[error("column {0} already exists")]
+    ColumnExists(String),
     #[error("invalid MERGE: {0}")]
     InvalidMerge(String),
     #[error("schema {0} is not empty")]

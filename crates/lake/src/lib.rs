@@ -6,6 +6,7 @@
 //! external-table definitions. Its Cargo.toml is the proof that it knows nothing of SQL
 //! sessions or wire protocols.
 
+mod alter;
 mod cloud;
 mod dml;
 mod error;

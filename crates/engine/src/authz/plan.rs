@@ -94,6 +94,10 @@ fn node_touches(node: &LogicalPlan, default_schema: &str, out: &mut Vec<Touch>) 
             write: true,
         }),
         LogicalPlan::Ddl(ddl) => ddl_touches(ddl, default_schema, out),
+        LogicalPlan::Extension(_) => match crate::alter::alter_node(node) {
+            Some(a) => out.push(define(&a.name, default_schema, "ALTER TABLE")),
+            None => out.push(Touch::Unknown(format!("plan node {}", node.display()))),
+        },
         _ => {}
     }
 }

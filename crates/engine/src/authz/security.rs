@@ -53,6 +53,39 @@ pub struct Doc {
 pub const PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"];
 
 impl Doc {
+    /// Whether a grant, a policy or the row-level security switch names `schema.table`.
+    pub fn mentions(&self, schema: &str, table: &str) -> bool {
+        let qualified = format!("{schema}.{table}");
+        self.grants
+            .iter()
+            .any(|g| g.schema == schema && g.table.as_deref() == Some(table))
+            || self
+                .policies
+                .iter()
+                .any(|p| p.schema == schema && p.table == table)
+            || self.rls.contains(&qualified)
+    }
+
+    /// Carries what names `schema.from` over to `schema.to` (ALTER TABLE ... RENAME TO).
+    pub fn rename(&mut self, schema: &str, from: &str, to: &str) {
+        for g in &mut self.grants {
+            if g.schema == schema && g.table.as_deref() == Some(from) {
+                g.table = Some(to.to_string());
+            }
+        }
+        for p in &mut self.policies {
+            if p.schema == schema && p.table == from {
+                p.table = to.to_string();
+            }
+        }
+        let old = format!("{schema}.{from}");
+        for r in &mut self.rls {
+            if *r == old {
+                *r = format!("{schema}.{to}");
+            }
+        }
+    }
+
     /// Whether `user` was granted `privilege` on `schema.table` (or on all of `schema`).
     pub fn granted(&self, user: &str, privilege: &str, schema: &str, table: Option<&str>) -> bool {
         self.grants.iter().any(|g| {
@@ -146,5 +179,41 @@ async fn read(lake: &Lake) -> Result<Doc, EngineError> {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             EngineError::InvalidArgument(format!("_tidepool/{FILE} cannot be read: {e}"))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rename_carries_grants_policies_and_the_rls_switch() {
+        let grant = |table: Option<&str>| Grant {
+            user: "bob".into(),
+            privilege: "SELECT".into(),
+            schema: "gold".into(),
+            table: table.map(str::to_string),
+        };
+        let mut doc = Doc {
+            grants: vec![grant(Some("t")), grant(None), grant(Some("other"))],
+            policies: vec![Policy {
+                name: "mine".into(),
+                schema: "gold".into(),
+                table: "t".into(),
+                command: "SELECT".into(),
+                roles: vec!["bob".into()],
+                using: "owner = current_user".into(),
+            }],
+            rls: vec!["gold.t".into()],
+        };
+        assert!(doc.mentions("gold", "t"));
+        assert!(!doc.mentions("silver", "t"));
+        doc.rename("gold", "t", "u");
+        assert!(!doc.mentions("gold", "t"));
+        assert!(doc.granted("bob", "SELECT", "gold", Some("u")));
+        assert_eq!(doc.grants[1].table, None, "a schema-wide grant stays");
+        assert_eq!(doc.grants[2].table.as_deref(), Some("other"));
+        assert_eq!(doc.policies[0].table, "u");
+        assert!(doc.rls_enabled("gold", "u"));
     }
 }

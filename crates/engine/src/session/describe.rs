@@ -73,6 +73,7 @@ impl Session {
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
             LogicalPlan::Statement(_) => None,
+            p if crate::alter::alter_node(p).is_some() => None,
             p => Some(Arc::new(p.schema().as_arrow().clone())),
         };
         Ok(Described { params, schema })

@@ -26,6 +26,9 @@ impl Session {
         source: &Source,
         slot: Slot,
     ) -> Result<Output, EngineError> {
+        if let Some(node) = crate::alter::alter_node(&plan) {
+            return Ok(Output::Command(self.alter_table(node).await?));
+        }
         let tag = match plan {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
                 self.create_table(c, slot).await?

@@ -8,6 +8,7 @@
 //! plan: lake writes ([`lake`]), temporary tables ([`temp`]) and queries, whose rows
 //! stream back batch by batch ([`query`]).
 
+mod alter;
 mod copy;
 mod cursor;
 mod describe;
@@ -346,7 +347,13 @@ impl Session {
                 Box::pin(procedure::load(&self.engine, &schema, &name)).await?;
             }
         }
-        let plan = state.statement_to_plan(stmt).await?;
+        let plan = if let DFStatement::Statement(s) = &stmt
+            && let Statement::AlterTable(a) = s.as_ref()
+        {
+            crate::alter::plan(a, &state)?
+        } else {
+            state.statement_to_plan(stmt).await?
+        };
         let default_schema = state.config().options().catalog.default_schema.clone();
         principal.check_all(&crate::authz::plan::touches(&plan, &default_schema)?)?;
         // Policies filter for the session's user, also in bodies run as their owner.
@@ -370,6 +377,10 @@ impl Session {
         }
         match plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => self
+                .run_write(plan, source, slot)
+                .await
+                .map(SplitOutput::One),
+            ref p if crate::alter::alter_node(p).is_some() => self
                 .run_write(plan, source, slot)
                 .await
                 .map(SplitOutput::One),

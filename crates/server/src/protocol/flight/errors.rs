@@ -29,6 +29,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::DuplicateTable
         | ErrorKind::DuplicateSchema
         | ErrorKind::DuplicateObject
+        | ErrorKind::DuplicateColumn
         | ErrorKind::DuplicateCursor => Code::AlreadyExists,
         ErrorKind::WrongObjectState => Code::FailedPrecondition,
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,

@@ -17,6 +17,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::DuplicateTable => "42P07",
         ErrorKind::DuplicateSchema => "42P06",
         ErrorKind::DuplicateObject => "42710",
+        ErrorKind::DuplicateColumn => "42701",
         ErrorKind::UndefinedCursor => "34000",
         ErrorKind::DuplicateCursor => "42P03",
         ErrorKind::WrongObjectState => "55000",

@@ -1,0 +1,168 @@
+//! `ALTER TABLE` as a logical plan node, so it goes through the one planning step every
+//! statement takes: [`crate::authz::plan::touches`] sees its target (a Define in the
+//! table's schema, as for CREATE and DROP) and [`crate::Session`] carries it out as a
+//! lake write. DataFusion 55 does not plan ALTER TABLE itself.
+//!
+//! What is done: `RENAME TO` (tables, views and external tables; dbt renames its
+//! `__dbt_tmp` relations into place this way, views included), `ADD [COLUMN] [IF NOT
+//! EXISTS] name type [NOT NULL]` (one Delta metadata commit; existing rows read NULL) and
+//! `ALTER [COLUMN] c DROP NOT NULL`. Other operations answer 0A000 before anything is
+//! written.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
+};
+use datafusion::sql::sqlparser::ast::{
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, RenameTableNameKind,
+};
+
+use crate::EngineError;
+use crate::names::{ident_text, reference};
+
+/// One change to a table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub enum AlterAction {
+    /// `RENAME TO name` (same schema).
+    RenameTo(String),
+    /// `ADD COLUMN`.
+    AddColumn {
+        name: String,
+        data_type: DataType,
+        nullable: bool,
+        if_not_exists: bool,
+    },
+    /// `ALTER COLUMN c DROP NOT NULL`.
+    DropNotNull(String),
+}
+
+/// `ALTER TABLE name action, ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct AlterTableNode {
+    pub name: TableReference,
+    pub if_exists: bool,
+    pub actions: Vec<AlterAction>,
+}
+
+static EMPTY: LazyLock<DFSchemaRef> = LazyLock::new(|| Arc::new(DFSchema::empty()));
+
+impl UserDefinedLogicalNodeCore for AlterTableNode {
+    fn name(&self) -> &str {
+        "AlterTable"
+    }
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        Vec::new()
+    }
+    fn schema(&self) -> &DFSchemaRef {
+        &EMPTY
+    }
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "AlterTable: {} {:?}", self.name, self.actions)
+    }
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> datafusion::error::Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// The ALTER TABLE node of `plan`, if it is one.
+pub fn alter_node(plan: &LogicalPlan) -> Option<&AlterTableNode> {
+    match plan {
+        LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<AlterTableNode>(),
+        _ => None,
+    }
+}
+
+/// Plans `ALTER TABLE`; column types are read as a cast to them would be.
+pub fn plan(a: &AlterTable, state: &SessionState) -> Result<LogicalPlan, EngineError> {
+    if a.operations.is_empty() {
+        return Err(EngineError::NotSupported(
+            "ALTER TABLE without an action".into(),
+        ));
+    }
+    let mut actions = Vec::with_capacity(a.operations.len());
+    for op in &a.operations {
+        actions.push(action(op, state)?);
+    }
+    if actions.len() > 1
+        && actions
+            .iter()
+            .any(|x| matches!(x, AlterAction::RenameTo(_)))
+    {
+        return Err(EngineError::Syntax(
+            "RENAME TO cannot be combined with other ALTER TABLE actions".into(),
+        ));
+    }
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(AlterTableNode {
+            name: reference(&a.name),
+            if_exists: a.if_exists,
+            actions,
+        }),
+    }))
+}
+
+fn action(op: &AlterTableOperation, state: &SessionState) -> Result<AlterAction, EngineError> {
+    match op {
+        AlterTableOperation::RenameTable { table_name } => {
+            let (RenameTableNameKind::To(name) | RenameTableNameKind::As(name)) = table_name;
+            if name.0.len() > 1 {
+                // PostgreSQL: the new name is unqualified; the table stays in its schema.
+                return Err(EngineError::Syntax(format!(
+                    "the new name of ALTER TABLE ... RENAME TO is a bare name, not {name}"
+                )));
+            }
+            Ok(AlterAction::RenameTo(reference(name).table().to_string()))
+        }
+        AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def,
+            column_position: None,
+            ..
+        } => {
+            let mut nullable = true;
+            for o in &column_def.options {
+                match &o.option {
+                    ColumnOption::NotNull => nullable = false,
+                    ColumnOption::Null => nullable = true,
+                    other => {
+                        return Err(EngineError::NotSupported(format!(
+                            "ALTER TABLE ... ADD COLUMN with {other}"
+                        )));
+                    }
+                }
+            }
+            Ok(AlterAction::AddColumn {
+                name: ident_text(&column_def.name),
+                data_type: type_of(&column_def.data_type.to_string(), state)?,
+                nullable,
+                if_not_exists: *if_not_exists,
+            })
+        }
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::DropNotNull,
+        } => Ok(AlterAction::DropNotNull(ident_text(column_name))),
+        other => Err(EngineError::NotSupported(format!(
+            "ALTER TABLE ... {other}"
+        ))),
+    }
+}
+
+/// The Arrow type DataFusion gives `CAST(NULL AS sql_type)`.
+fn type_of(sql_type: &str, state: &SessionState) -> Result<DataType, EngineError> {
+    let empty = DFSchema::empty();
+    let e = state.create_logical_expr(&format!("CAST(NULL AS {sql_type})"), &empty)?;
+    Ok(e.get_type(&empty)?)
+}

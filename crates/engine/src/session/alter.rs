@@ -1,0 +1,95 @@
+//! Carries out a planned `ALTER TABLE` ([`crate::alter`]) on the lake. A rename moves the
+//! relation (a Delta table, a view or an external table: PostgreSQL lets ALTER TABLE
+//! rename any of them, and dbt does) and carries its grants and row-level security
+//! policies to the new name, as PostgreSQL's privileges follow the object.
+
+use datafusion::arrow::datatypes::Field;
+use tidepool_lake::DefinitionKind;
+
+use super::Session;
+use super::output::CommandTag;
+use crate::EngineError;
+use crate::alter::{AlterAction, AlterTableNode};
+
+impl Session {
+    pub(super) async fn alter_table(
+        &self,
+        node: &AlterTableNode,
+    ) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake().clone();
+        let (schema, name) = self.resolve(&node.name)?;
+        let listing = lake.refresh().await?;
+        let Some(listed) = listing.schemas.get(&schema).filter(|s| {
+            s.tables.contains(&name) || s.views.contains(&name) || s.external.contains(&name)
+        }) else {
+            if node.if_exists {
+                return Ok(CommandTag::new("ALTER TABLE"));
+            }
+            return Err(EngineError::UndefinedTable(format!("{schema}.{name}")));
+        };
+        let is_table = listed.tables.contains(&name);
+        let kind = if listed.views.contains(&name) {
+            DefinitionKind::View
+        } else {
+            DefinitionKind::External
+        };
+        for action in &node.actions {
+            match action {
+                AlterAction::RenameTo(to) => {
+                    if is_table {
+                        lake.rename_table(&schema, &name, to).await?;
+                    } else {
+                        lake.rename_definition(kind, &schema, &name, to).await?;
+                    }
+                    self.rename_security(&schema, &name, to).await?;
+                }
+                AlterAction::AddColumn { .. } | AlterAction::DropNotNull(_) if !is_table => {
+                    return Err(EngineError::NotSupported(format!(
+                        "ALTER TABLE ... {} on a view or external table ({schema}.{name})",
+                        if matches!(action, AlterAction::AddColumn { .. }) {
+                            "ADD COLUMN"
+                        } else {
+                            "DROP NOT NULL"
+                        }
+                    )));
+                }
+                AlterAction::AddColumn {
+                    name: column,
+                    data_type,
+                    nullable,
+                    if_not_exists,
+                } => {
+                    if !nullable {
+                        return Err(EngineError::NotSupported(format!(
+                            "ADD COLUMN {column} ... NOT NULL: rows already in {schema}.{name} \
+                             would hold NULL in it (add it nullable)"
+                        )));
+                    }
+                    let field = Field::new(column, data_type.clone(), true);
+                    lake.add_column(&schema, &name, field, *if_not_exists)
+                        .await?;
+                }
+                AlterAction::DropNotNull(column) => {
+                    lake.drop_not_null(&schema, &name, column).await?;
+                }
+            }
+        }
+        lake.refresh().await?;
+        Ok(CommandTag::new("ALTER TABLE"))
+    }
+
+    /// Moves grants, policies and the row-level security switch of `schema.from` to
+    /// `schema.to`.
+    async fn rename_security(&self, schema: &str, from: &str, to: &str) -> Result<(), EngineError> {
+        let store = &self.engine.options().access.security;
+        if !store.refresh().await?.mentions(schema, from) {
+            return Ok(());
+        }
+        store
+            .update(|doc| {
+                doc.rename(schema, from, to);
+                Ok(())
+            })
+            .await
+    }
+}
