@@ -43,6 +43,14 @@ fi
 if ! .venv/bin/python -c 'import psycopg, psycopg2, sqlalchemy, pandas, asyncpg' 2>/dev/null; then
   .venv/bin/pip install -q 'psycopg[binary]' 'psycopg2-binary' 'sqlalchemy>=2' 'pandas' 'asyncpg'
 fi
+# dbt-core with the dbt-postgres adapter, in a venv of their own (dbt pins its own
+# versions of protobuf, Jinja and friends). 1.11.16 is the newest dbt-core that installs
+# from PyPI alone: 1.12 fetches its parser binary from GitHub while installing.
+[ -x .venv-dbt/bin/python ] || python3 -m venv .venv-dbt
+if ! .venv-dbt/bin/dbt --version 2>/dev/null | grep -q '1.11.16'; then
+  .venv-dbt/bin/pip install -q --upgrade pip
+  .venv-dbt/bin/pip install -q 'dbt-core==1.11.16' 'dbt-postgres==1.11.0'
+fi
 # node-postgres for the Node.js client test.
 if [ ! -d tests/node/node_modules/pg ]; then
   (cd tests/node && npm install --silent --no-audit --no-fund)

@@ -53,6 +53,7 @@ pub use parse::{SqlParser, question_placeholders};
 pub use session::{CommandTag, Described, Output, QueryControl, Session, SplitOutput, TxEffect};
 pub use settings::SessionSettings;
 pub use system::{AsyncSystemTable, DeltaSystemTable, SystemTable};
+pub use temp_tables::TEMP_SCHEMA;
 
 use tidepool_lake::Lake;
 

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::Result;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::RwLock;
 
 /// A table whose rows are computed on every read.
@@ -19,11 +22,61 @@ pub trait SystemTable: Send + Sync + std::fmt::Debug {
     fn rows(&self) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>;
 }
 
-/// A system table whose rows take I/O to gather.
+/// A system table whose rows take I/O to gather. Gathered when a statement scans it,
+/// with the scanning session (its temporary tables, its principal).
 #[async_trait]
 pub trait AsyncSystemTable: Send + Sync + std::fmt::Debug {
     fn schema(&self) -> SchemaRef;
-    async fn rows(&self) -> Result<RecordBatch>;
+    async fn rows(&self, session: &dyn Session) -> Result<RecordBatch>;
+}
+
+/// The session's temporary tables with their schemas (`pg_temp`), for catalog tables
+/// that list them as PostgreSQL does.
+pub async fn temp_tables(session: &dyn Session) -> Vec<(String, SchemaRef)> {
+    let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+        return Vec::new();
+    };
+    let Some(schema) = state
+        .catalog_list()
+        .catalog(crate::CATALOG)
+        .and_then(|c| c.schema(crate::temp_tables::TEMP_SCHEMA))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in schema.table_names() {
+        if let Ok(Some(t)) = schema.table(&name).await {
+            out.push((name, t.schema()));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// An [`AsyncSystemTable`] as a table: its rows are gathered at scan time.
+#[derive(Debug)]
+struct GatheredTable(Arc<dyn AsyncSystemTable>);
+
+#[async_trait]
+impl TableProvider for GatheredTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.0.rows(state).await?;
+        MemTable::try_new(batch.schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
 }
 
 /// A system table kept as a Delta table of the lake (written by other processes, such
@@ -107,11 +160,7 @@ impl SchemaProvider for SystemSchema {
         }
         let gathered = self.gathered.read().get(name).cloned();
         if let Some(g) = gathered {
-            let batch = g.rows().await?;
-            return Ok(Some(Arc::new(MemTable::try_new(
-                batch.schema(),
-                vec![vec![batch]],
-            )?)));
+            return Ok(Some(Arc::new(GatheredTable(g))));
         }
         let Some(t) = self.tables.read().get(name).cloned() else {
             return Ok(None);

@@ -68,9 +68,7 @@ impl Lake {
                 field.name()
             )));
         }
-        let field: StructField = (&field)
-            .try_into_kernel()
-            .map_err(LakeError::Arrow)?;
+        let field: StructField = (&field).try_into_kernel().map_err(LakeError::Arrow)?;
         target.add_columns().with_fields([field]).await?;
         Ok(true)
     }

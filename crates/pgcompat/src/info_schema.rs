@@ -149,7 +149,7 @@ impl AsyncSystemTable for NoRows {
         self.schema.clone()
     }
 
-    async fn rows(&self) -> Result<RecordBatch> {
+    async fn rows(&self, _session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
         Ok(RecordBatch::new_empty(self.schema.clone()))
     }
 }
@@ -281,7 +281,7 @@ impl AsyncSystemTable for Columns {
         ))
     }
 
-    async fn rows(&self) -> Result<RecordBatch> {
+    async fn rows(&self, session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
         let schema = self.schema();
         let Some(engine) = self.engine.upgrade() else {
             return Ok(RecordBatch::new_empty(schema));
@@ -306,16 +306,24 @@ impl AsyncSystemTable for Columns {
         let mut text: Vec<StringBuilder> =
             (0..COLUMNS.len()).map(|_| StringBuilder::new()).collect();
         let mut ints: Vec<Int32Builder> = (0..COLUMNS.len()).map(|_| Int32Builder::new()).collect();
+        let mut schemas = Vec::with_capacity(relations.len());
         for (s, t, updatable) in relations {
             if s == "system" && INFORMATION_SCHEMA_VIEWS.contains(&t.as_str()) {
                 continue;
             }
-            let fields = match engine.table_schema(&s, &t).await {
-                Ok(Some(schema)) => schema,
+            match engine.table_schema(&s, &t).await {
+                Ok(Some(schema)) => schemas.push((s, t, updatable, schema)),
                 // A table that cannot be opened (being written, broken) is left out
                 // rather than failing the whole listing.
                 Ok(None) | Err(_) => continue,
-            };
+            }
+        }
+        // The session's temporary tables, as PostgreSQL lists them (dbt reads the
+        // columns of its temporary relations here, by name alone).
+        for (t, schema) in tidepool_engine::system::temp_tables(session).await {
+            schemas.push((tidepool_engine::TEMP_SCHEMA.to_string(), t, true, schema));
+        }
+        for (s, t, updatable, fields) in schemas {
             for (i, f) in fields.fields().iter().enumerate() {
                 let ty = column_type(f.data_type());
                 let texts: [Option<&str>; 20] = [

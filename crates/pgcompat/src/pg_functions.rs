@@ -1,7 +1,7 @@
 //! Postgres functions that drivers put in their catalog queries and that neither
 //! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
 //! NULL), `pg_get_indexdef` / `pg_get_triggerdef` (none exist: NULL),
-//! `pg_collation_is_visible` / `pg_type_is_visible` (true), `obj_description` / `col_description` (NULL),
+//! `pg_collation_is_visible` / `pg_type_is_visible` (true), `pg_is_other_temp_schema` (false), `obj_description` / `col_description` (NULL),
 //! `pg_size_pretty`, `pg_table_size` / `pg_indexes_size` / `pg_database_size` (NULL:
 //! not tracked), `pg_advisory_unlock_all` (no advisory locks),
 //! `format()` (`%s %I %L`), and `json_build_object`, which SQLAlchemy builds identity and collation details with.
@@ -16,6 +16,19 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
 
+/// `name(oid) -> boolean` that always answers `value`.
+fn constant_bool(name: &str, value: bool) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(value))))
+        }),
+    )
+}
+
 /// Every function of this module.
 pub fn udfs() -> Vec<ScalarUDF> {
     vec![
@@ -26,15 +39,10 @@ pub fn udfs() -> Vec<ScalarUDF> {
             Volatility::Stable,
             Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
         ),
-        create_udf(
-            "pg_collation_is_visible",
-            vec![DataType::Int64],
-            DataType::Boolean,
-            Volatility::Stable,
-            Arc::new(|_args: &[ColumnarValue]| {
-                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
-            }),
-        ),
+        constant_bool("pg_collation_is_visible", true),
+        // dbt docs generate: temporary schemas are the session's own (`pg_temp`), never
+        // another backend's.
+        constant_bool("pg_is_other_temp_schema", false),
         tidepool_engine::constant_text_udf("pg_advisory_unlock_all", String::new()),
         // psql's `+` describe variants.
         create_udf(

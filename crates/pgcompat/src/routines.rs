@@ -35,7 +35,7 @@ impl tidepool_engine::system::AsyncSystemTable for InformationTable {
         Arc::new(Schema::empty())
     }
 
-    async fn rows(&self) -> Result<RecordBatch> {
+    async fn rows(&self, _session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(RecordBatch::new_empty(self.schema()));
         };

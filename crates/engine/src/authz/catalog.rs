@@ -74,7 +74,7 @@ impl AsyncSystemTable for CatalogView {
         })
     }
 
-    async fn rows(&self) -> Result<RecordBatch> {
+    async fn rows(&self, _session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
         let engine = self
             .engine
             .upgrade()

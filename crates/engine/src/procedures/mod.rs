@@ -187,6 +187,7 @@ impl super::system::AsyncSystemTable for ProceduresTable {
 
     async fn rows(
         &self,
+        _session: &dyn datafusion::catalog::Session,
     ) -> datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch> {
         use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
         let mut rows: Vec<[Option<String>; 9]> = Vec::new();

@@ -15,6 +15,8 @@ use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::logical_expr::dml::{MergeIntoAction, MergeIntoClauseKind, MergeIntoOp};
 use datafusion::logical_expr::{DmlStatement, Expr};
 use datafusion::prelude::DataFrame;
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
+use datafusion::sql::sqlparser::ast::{self, Statement};
 use tidepool_lake::{MERGE_SOURCE, MERGE_TARGET, MergeAction, MergeClause, MergeWhen};
 
 use super::Session;
@@ -28,6 +30,7 @@ impl Session {
         &self,
         dml: &DmlStatement,
         op: &MergeIntoOp,
+        update_from: bool,
         slot: Slot,
     ) -> Result<CommandTag, EngineError> {
         let source_plan = dml.input.as_ref().clone();
@@ -102,7 +105,12 @@ impl Session {
                     .await?)
             })
             .await?;
-        Ok(CommandTag::with_rows("MERGE", out.rows()))
+        // An `UPDATE ... FROM` is carried out as a MERGE and answers as an UPDATE.
+        Ok(if update_from {
+            CommandTag::with_rows("UPDATE", out.updated)
+        } else {
+            CommandTag::with_rows("MERGE", out.rows())
+        })
     }
 
     async fn assignments(
@@ -160,4 +168,68 @@ impl Names {
         })?;
         Ok(renamed.data)
     }
+}
+
+/// `UPDATE t [AS x] SET c = v, ... FROM s [, ...] WHERE cond` as PostgreSQL means it:
+/// `MERGE INTO t [AS x] USING (s CROSS JOIN ...) ON cond WHEN MATCHED THEN UPDATE SET
+/// c = v, ...` (dbt's snapshots close old rows this way). A target row that two source
+/// rows match fails with 21000 where PostgreSQL would pick one of them unpredictably.
+/// `None` for an UPDATE without FROM.
+pub(super) fn update_from_as_merge(u: &ast::Update) -> Result<Option<Statement>, EngineError> {
+    let Some(ast::UpdateTableFromKind::AfterSet(from) | ast::UpdateTableFromKind::BeforeSet(from)) =
+        &u.from
+    else {
+        return Ok(None);
+    };
+    if !u.table.joins.is_empty() || u.limit.is_some() || !u.order_by.is_empty() {
+        return Err(EngineError::NotSupported(
+            "UPDATE of a join, or with ORDER BY or LIMIT".into(),
+        ));
+    }
+    if u.returning.is_some() {
+        return Err(EngineError::NotSupported("UPDATE ... RETURNING".into()));
+    }
+    let source = match from.as_slice() {
+        [one] if one.joins.is_empty() => one.relation.clone(),
+        [first, rest @ ..] => {
+            let mut joined = first.clone();
+            for t in rest {
+                joined.joins.push(ast::Join {
+                    relation: t.relation.clone(),
+                    global: false,
+                    join_operator: ast::JoinOperator::CrossJoin(ast::JoinConstraint::None),
+                });
+                joined.joins.extend(t.joins.iter().cloned());
+            }
+            ast::TableFactor::NestedJoin {
+                table_with_joins: Box::new(joined),
+                alias: None,
+            }
+        }
+        [] => return Ok(None),
+    };
+    let on = u
+        .selection
+        .clone()
+        .unwrap_or_else(|| ast::Expr::Value(ast::Value::Boolean(true).into()));
+    Ok(Some(Statement::Merge(ast::Merge {
+        merge_token: AttachedToken::empty(),
+        optimizer_hints: Vec::new(),
+        into: true,
+        table: u.table.relation.clone(),
+        source,
+        on: Box::new(on),
+        clauses: vec![ast::MergeClause {
+            when_token: AttachedToken::empty(),
+            clause_kind: ast::MergeClauseKind::Matched,
+            predicate: None,
+            action: ast::MergeAction::Update(ast::MergeUpdateExpr {
+                update_token: AttachedToken::empty(),
+                assignments: u.assignments.clone(),
+                update_predicate: None,
+                delete_predicate: None,
+            }),
+        }],
+        output: None,
+    })))
 }

@@ -51,10 +51,12 @@ pub(crate) struct Source {
     pub sql: String,
     /// `CREATE VIEW`'s query.
     pub view_query: Option<String>,
+    /// An `UPDATE ... FROM`, planned as a MERGE, tagged as an UPDATE.
+    pub update_from: bool,
 }
 
 impl Source {
-    fn of(stmt: &DFStatement) -> Source {
+    pub(super) fn of(stmt: &DFStatement) -> Source {
         let view_query = match stmt {
             DFStatement::Statement(s) => match s.as_ref() {
                 Statement::CreateView(v) => Some(v.query.to_string()),
@@ -62,9 +64,12 @@ impl Source {
             },
             _ => None,
         };
+        let update_from = matches!(stmt, DFStatement::Statement(s)
+            if matches!(s.as_ref(), Statement::Update(u) if u.from.is_some()));
         Source {
             sql: stmt.to_string(),
             view_query,
+            update_from,
         }
     }
 }
@@ -351,6 +356,13 @@ impl Session {
             && let Statement::AlterTable(a) = s.as_ref()
         {
             crate::alter::plan(a, &state)?
+        } else if let DFStatement::Statement(s) = &stmt
+            && let Statement::Update(u) = s.as_ref()
+            && let Some(merge) = merge::update_from_as_merge(u)?
+        {
+            state
+                .statement_to_plan(DFStatement::Statement(Box::new(merge)))
+                .await?
         } else {
             state.statement_to_plan(stmt).await?
         };

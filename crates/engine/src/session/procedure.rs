@@ -381,9 +381,9 @@ impl Session {
         slot: Slot,
     ) -> Result<Output, EngineError> {
         let plan = self.body_plan(p, bound, control).await?;
-        let source = Source {
-            sql: p.body.last().map(|s| s.to_string()).unwrap_or_default(),
-            view_query: None,
+        let source = match p.body.last() {
+            Some(s) => Source::of(&DFStatement::Statement(Box::new(s.clone()))),
+            None => Source::default(),
         };
         self.run_plan(plan, &source, control, slot, Shape::Merged)
             .await
@@ -414,10 +414,7 @@ impl Session {
                 .await?
                 .with_param_values(values.clone())?;
             // Inside the call's own slot.
-            let source = Source {
-                sql: s.to_string(),
-                view_query: None,
-            };
+            let source = Source::of(&DFStatement::Statement(Box::new(s.clone())));
             let out = self
                 .run_plan(plan, &source, control, Slot::Held(None), Shape::Merged)
                 .await?
