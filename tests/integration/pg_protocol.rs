@@ -183,7 +183,7 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
         ("CREATE SCHEMA gold", SqlState::DUPLICATE_SCHEMA),
         ("DROP SCHEMA nope", SqlState::INVALID_SCHEMA_NAME),
         (
-            "MERGE INTO gold.orders t USING gold.orders s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            "ALTER TABLE gold.orders DROP COLUMN id",
             SqlState::FEATURE_NOT_SUPPORTED,
         ),
     ];
@@ -504,5 +504,44 @@ async fn delete_and_update_report_rows_and_commit_once() {
     assert!(
         after >= versions + 5 && after <= versions + 6,
         "{versions} -> {after}"
+    );
+
+    // MERGE over the extended protocol: NoData on describe, the count in the tag, one
+    // version; a target row matched twice is 21000 and adds no version.
+    let merge = client
+        .prepare(
+            "MERGE INTO gold.orders t USING (SELECT id, amount FROM gold.orders WHERE id < $1) s \
+             ON t.id = s.id WHEN MATCHED THEN UPDATE SET amount = s.amount + 1",
+        )
+        .await
+        .unwrap();
+    assert!(merge.columns().is_empty(), "a MERGE describes as NoData");
+    assert_eq!(client.execute(&merge, &[&3i64]).await.unwrap(), 2);
+    let merged = client
+        .query_one(history, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(merged, after + 1);
+    let err = client
+        .execute(
+            "MERGE INTO gold.orders t USING (SELECT 1 AS id UNION ALL SELECT 1) s ON t.id = s.id \
+             WHEN MATCHED THEN UPDATE SET amount = 0",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::CARDINALITY_VIOLATION),
+        "{err:?}"
+    );
+    assert_eq!(
+        client
+            .query_one(history, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        merged
     );
 }

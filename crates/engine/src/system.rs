@@ -27,6 +27,10 @@ pub trait SystemTable: Send + Sync + std::fmt::Debug {
 #[async_trait]
 pub trait AsyncSystemTable: Send + Sync + std::fmt::Debug {
     fn schema(&self) -> SchemaRef;
+    /// The schema when the table is looked up, for tables that learn it then.
+    async fn schema_now(&self) -> Result<SchemaRef> {
+        Ok(self.schema())
+    }
     async fn rows(&self, session: &dyn Session) -> Result<RecordBatch>;
 }
 
@@ -55,12 +59,15 @@ pub async fn temp_tables(session: &dyn Session) -> Vec<(String, SchemaRef)> {
 
 /// An [`AsyncSystemTable`] as a table: its rows are gathered at scan time.
 #[derive(Debug)]
-struct GatheredTable(Arc<dyn AsyncSystemTable>);
+struct GatheredTable {
+    table: Arc<dyn AsyncSystemTable>,
+    schema: SchemaRef,
+}
 
 #[async_trait]
 impl TableProvider for GatheredTable {
     fn schema(&self) -> SchemaRef {
-        self.0.schema()
+        self.schema.clone()
     }
     fn table_type(&self) -> TableType {
         TableType::View
@@ -72,7 +79,7 @@ impl TableProvider for GatheredTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.0.rows(state).await?;
+        let batch = self.table.rows(state).await?;
         MemTable::try_new(batch.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
@@ -160,7 +167,8 @@ impl SchemaProvider for SystemSchema {
         }
         let gathered = self.gathered.read().get(name).cloned();
         if let Some(g) = gathered {
-            return Ok(Some(Arc::new(GatheredTable(g))));
+            let schema = g.schema_now().await?;
+            return Ok(Some(Arc::new(GatheredTable { table: g, schema })));
         }
         let Some(t) = self.tables.read().get(name).cloned() else {
             return Ok(None);

@@ -29,20 +29,38 @@ pub struct InformationTable {
     pub kind: Kind,
 }
 
+impl InformationTable {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Routines => "routines",
+            Kind::Parameters => "parameters",
+        }
+    }
+}
+
 #[async_trait]
 impl tidepool_engine::system::AsyncSystemTable for InformationTable {
     fn schema(&self) -> SchemaRef {
         Arc::new(Schema::empty())
     }
 
+    /// DataFusion's `information_schema.<name>` columns, which the rows extend.
+    async fn schema_now(&self) -> Result<SchemaRef> {
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(self.schema());
+        };
+        let ctx = SessionContext::new_with_state(engine.base().state());
+        let df = ctx
+            .sql(&format!("SELECT * FROM information_schema.{}", self.name()))
+            .await?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
     async fn rows(&self, _session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(RecordBatch::new_empty(self.schema()));
         };
-        let name = match self.kind {
-            Kind::Routines => "routines",
-            Kind::Parameters => "parameters",
-        };
+        let name = self.name();
         let ctx = SessionContext::new_with_state(engine.base().state());
         let df = ctx
             .sql(&format!("SELECT * FROM information_schema.{name}"))
