@@ -945,3 +945,63 @@ async fn grants_and_row_level_security_per_tenant() {
         vec!["1", "2", "3"]
     );
 }
+
+/// MERGE, and the statements that run as one (INSERT ... ON CONFLICT, UPDATE ... FROM),
+/// need the privilege of each action they can take, as in PostgreSQL: an upsert needs
+/// INSERT and UPDATE, not DELETE; a MERGE that can delete needs DELETE too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_needs_the_privileges_of_its_actions() {
+    let server = TestServer::start(TENANTS).await;
+    let admin = pg(&server, "admin", "admin pw").await;
+    admin
+        .batch_execute(
+            "CREATE SCHEMA gold;
+             CREATE TABLE gold.kv AS SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS x(k, v);
+             GRANT SELECT, INSERT ON gold.kv TO acme",
+        )
+        .await
+        .unwrap();
+    let acme = pg(&server, "acme", "acme pw").await;
+    let upsert = "INSERT INTO gold.kv VALUES (2, 'B'), (3, 'c') \
+                  ON CONFLICT (k) DO UPDATE SET v = excluded.v";
+    let err = acme.batch_execute(upsert).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    // DO NOTHING only inserts.
+    acme.batch_execute("INSERT INTO gold.kv VALUES (2, 'x'), (4, 'd') ON CONFLICT (k) DO NOTHING")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("GRANT UPDATE ON gold.kv TO acme")
+        .await
+        .unwrap();
+    acme.batch_execute(upsert).await.unwrap();
+    let err = acme
+        .batch_execute(
+            "MERGE INTO gold.kv t USING (VALUES (1)) AS s(k) ON t.k = s.k WHEN MATCHED THEN DELETE",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    let rows = admin
+        .query("SELECT k, v FROM gold.kv ORDER BY k", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "a".to_string()),
+            (2, "B".to_string()),
+            (3, "c".to_string()),
+            (4, "d".to_string())
+        ]
+    );
+}

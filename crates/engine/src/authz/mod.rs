@@ -256,14 +256,7 @@ impl Principal {
                         return Ok(());
                     }
                     let doc = self.security.snapshot();
-                    let single = [*op];
-                    let needed: &[&str] = match *op {
-                        "MERGE" => &["INSERT", "UPDATE", "DELETE"],
-                        _ => &single,
-                    };
-                    let granted = needed
-                        .iter()
-                        .all(|p| doc.granted(&self.user, p, schema, Some(table)));
+                    let granted = doc.granted(&self.user, op, schema, Some(table));
                     if granted && doc.rls_enabled(schema, table) {
                         return Err(EngineError::PermissionDenied(format!(
                             "permission denied for {op} on table {schema}.{table}: row-level security is enabled on it, and only its owners write it"

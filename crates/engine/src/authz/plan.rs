@@ -11,6 +11,7 @@
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::dml::MergeIntoAction;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 
 use super::Touch;
@@ -73,6 +74,31 @@ fn node_touches(node: &LogicalPlan, default_schema: &str, out: &mut Vec<Touch>) 
                 |schema, table| Touch::Read { schema, table },
             ));
         }
+        // MERGE (and what runs as one: UPDATE ... FROM, INSERT ... ON CONFLICT) needs
+        // the privilege of each action it can take, as in PostgreSQL.
+        LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::MergeInto(_)) => {
+            let WriteOp::MergeInto(m) = &dml.op else {
+                return;
+            };
+            let mut ops: Vec<&'static str> = m
+                .clauses
+                .iter()
+                .map(|c| match c.action {
+                    MergeIntoAction::Insert { .. } => "INSERT",
+                    MergeIntoAction::Update(_) => "UPDATE",
+                    MergeIntoAction::Delete => "DELETE",
+                })
+                .collect();
+            ops.sort_unstable();
+            ops.dedup();
+            for op in ops {
+                out.push(relation(
+                    &dml.table_name,
+                    default_schema,
+                    |schema, table| Touch::Write { schema, table, op },
+                ));
+            }
+        }
         LogicalPlan::Dml(dml) => {
             let op = match &dml.op {
                 WriteOp::Insert(_) => "INSERT",
@@ -80,7 +106,6 @@ fn node_touches(node: &LogicalPlan, default_schema: &str, out: &mut Vec<Touch>) 
                 WriteOp::Update => "UPDATE",
                 WriteOp::Ctas => "CREATE TABLE AS",
                 WriteOp::Truncate => "TRUNCATE",
-                WriteOp::MergeInto(_) => "MERGE",
                 _ => "WRITE",
             };
             out.push(relation(

@@ -36,9 +36,7 @@ impl Session {
             LogicalPlan::Dml(dml) => match dml.op {
                 WriteOp::Insert(_) => self.insert(dml, slot).await?,
                 WriteOp::Delete | WriteOp::Update => self.delete_or_update(dml, slot).await?,
-                WriteOp::MergeInto(ref op) => {
-                    self.merge(&dml, op, source.update_from, slot).await?
-                }
+                WriteOp::MergeInto(ref op) => self.merge(&dml, op, source.written_as, slot).await?,
                 WriteOp::Truncate => self.truncate(&dml).await?,
                 op => {
                     return Err(EngineError::NotSupported(format!("{op} on lake tables")));

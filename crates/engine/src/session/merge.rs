@@ -23,6 +23,7 @@ use super::Session;
 use super::output::CommandTag;
 use crate::EngineError;
 use crate::lanes::{Lane, Slot};
+use crate::names::reference;
 
 impl Session {
     /// MERGE INTO a lake table; the tag carries the rows inserted, updated and deleted.
@@ -30,7 +31,7 @@ impl Session {
         &self,
         dml: &DmlStatement,
         op: &MergeIntoOp,
-        update_from: bool,
+        written_as: WrittenAs,
         slot: Slot,
     ) -> Result<CommandTag, EngineError> {
         let source_plan = dml.input.as_ref().clone();
@@ -105,11 +106,11 @@ impl Session {
                     .await?)
             })
             .await?;
-        // An `UPDATE ... FROM` is carried out as a MERGE and answers as an UPDATE.
-        Ok(if update_from {
-            CommandTag::with_rows("UPDATE", out.updated)
-        } else {
-            CommandTag::with_rows("MERGE", out.rows())
+        // UPDATE ... FROM and INSERT ... ON CONFLICT run as a MERGE and answer as written.
+        Ok(match written_as {
+            WrittenAs::UpdateFrom => CommandTag::with_rows("UPDATE", out.updated),
+            WrittenAs::InsertOnConflict => CommandTag::with_rows("INSERT 0", out.rows()),
+            WrittenAs::Merge => CommandTag::with_rows("MERGE", out.rows()),
         })
     }
 
@@ -170,12 +171,61 @@ impl Names {
     }
 }
 
+/// Which statement a MERGE plan was written as, for its tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum WrittenAs {
+    #[default]
+    Merge,
+    /// `UPDATE ... FROM`: `UPDATE n`.
+    UpdateFrom,
+    /// `INSERT ... ON CONFLICT`: `INSERT 0 n`, n the rows inserted or updated.
+    InsertOnConflict,
+}
+
+impl WrittenAs {
+    pub(super) fn of(s: &Statement) -> WrittenAs {
+        match s {
+            Statement::Update(u) if u.from.is_some() => WrittenAs::UpdateFrom,
+            Statement::Insert(i) if matches!(i.on, Some(ast::OnInsert::OnConflict(_))) => {
+                WrittenAs::InsertOnConflict
+            }
+            _ => WrittenAs::Merge,
+        }
+    }
+}
+
+impl Session {
+    /// The MERGE an `UPDATE ... FROM` or an `INSERT ... ON CONFLICT` stands for; `None`
+    /// for every other statement.
+    pub(super) async fn as_merge(&self, s: &Statement) -> Result<Option<Statement>, EngineError> {
+        match (s, WrittenAs::of(s)) {
+            (Statement::Update(u), WrittenAs::UpdateFrom) => update_from_as_merge(u),
+            (Statement::Insert(i), WrittenAs::InsertOnConflict) => {
+                let mut columns = Vec::new();
+                if i.columns.is_empty()
+                    && let ast::TableObject::TableName(name) = &i.table
+                {
+                    let provider = self.ctx.table_provider(reference(name)).await?;
+                    columns = provider
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
+                }
+                insert_on_conflict_as_merge(i, &columns)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// `UPDATE t [AS x] SET c = v, ... FROM s [, ...] WHERE cond` as PostgreSQL means it:
 /// `MERGE INTO t [AS x] USING (s CROSS JOIN ...) ON cond WHEN MATCHED THEN UPDATE SET
 /// c = v, ...` (dbt's snapshots close old rows this way). A target row that two source
 /// rows match fails with 21000 where PostgreSQL would pick one of them unpredictably.
 /// `None` for an UPDATE without FROM.
-pub(super) fn update_from_as_merge(u: &ast::Update) -> Result<Option<Statement>, EngineError> {
+fn update_from_as_merge(u: &ast::Update) -> Result<Option<Statement>, EngineError> {
     let Some(ast::UpdateTableFromKind::AfterSet(from) | ast::UpdateTableFromKind::BeforeSet(from)) =
         &u.from
     else {
@@ -230,6 +280,174 @@ pub(super) fn update_from_as_merge(u: &ast::Update) -> Result<Option<Statement>,
                 delete_predicate: None,
             }),
         }],
+        output: None,
+    })))
+}
+
+/// `INSERT INTO t [AS x] [(cols)] query ON CONFLICT (keys) DO UPDATE SET ... [WHERE ...]
+/// | DO NOTHING` as the MERGE it means: `MERGE INTO t AS x USING (query) AS excluded(cols)
+/// ON x.k = excluded.k AND ... WHEN MATCHED [AND where] THEN UPDATE SET ... WHEN NOT
+/// MATCHED THEN INSERT (cols) VALUES (excluded.cols)`. Unqualified columns in SET and
+/// WHERE are the target's, as in PostgreSQL. The conflict columns stand in for the unique
+/// index PostgreSQL requires (lake tables declare no keys yet). `columns` are the
+/// target's columns, for an INSERT without a column list. `None` for a plain INSERT.
+fn insert_on_conflict_as_merge(
+    i: &ast::Insert,
+    table_columns: &[String],
+) -> Result<Option<Statement>, EngineError> {
+    let Some(ast::OnInsert::OnConflict(conflict)) = &i.on else {
+        return Ok(None);
+    };
+    let ast::TableObject::TableName(table) = &i.table else {
+        return Err(EngineError::NotSupported(
+            "INSERT ... ON CONFLICT into a function".into(),
+        ));
+    };
+    if i.returning.is_some() {
+        return Err(EngineError::NotSupported(
+            "INSERT ... ON CONFLICT ... RETURNING".into(),
+        ));
+    }
+    let keys = match &conflict.conflict_target {
+        Some(ast::ConflictTarget::Columns(keys)) if !keys.is_empty() => keys.clone(),
+        _ => {
+            return Err(EngineError::NotSupported(
+                "ON CONFLICT without a column list, or ON CONSTRAINT: lake tables declare no \
+                 unique constraints yet; name the key columns, ON CONFLICT (id)"
+                    .into(),
+            ));
+        }
+    };
+    let Some(source) = &i.source else {
+        return Err(EngineError::NotSupported(
+            "INSERT ... DEFAULT VALUES ON CONFLICT".into(),
+        ));
+    };
+    let columns: Vec<ast::Ident> = if i.columns.is_empty() {
+        table_columns
+            .iter()
+            .map(|c| ast::Ident::with_quote('"', c))
+            .collect()
+    } else {
+        i.columns
+            .iter()
+            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).cloned())
+            .collect()
+    };
+    let alias = i
+        .table_alias
+        .as_ref()
+        .map(|a| a.alias.clone())
+        .or_else(|| table.0.last().and_then(|p| p.as_ident()).cloned())
+        .unwrap_or_else(|| ast::Ident::new("t"));
+    let excluded = ast::Ident::new("excluded");
+    let column =
+        |q: &ast::Ident, c: &ast::Ident| ast::Expr::CompoundIdentifier(vec![q.clone(), c.clone()]);
+    let on = keys
+        .iter()
+        .map(|k| ast::Expr::BinaryOp {
+            left: Box::new(column(&alias, k)),
+            op: ast::BinaryOperator::Eq,
+            right: Box::new(column(&excluded, k)),
+        })
+        .reduce(|a, b| ast::Expr::BinaryOp {
+            left: Box::new(a),
+            op: ast::BinaryOperator::And,
+            right: Box::new(b),
+        })
+        .ok_or_else(|| EngineError::Syntax("ON CONFLICT needs key columns".into()))?;
+    let mut clauses = Vec::with_capacity(2);
+    if let ast::OnConflictAction::DoUpdate(update) = &conflict.action {
+        let targeted = |e: &ast::Expr| {
+            let mut e = e.clone();
+            let _ = ast::visit_expressions_mut(&mut e, |x| {
+                if let ast::Expr::Identifier(id) = x {
+                    *x = column(&alias, id);
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            e
+        };
+        clauses.push(ast::MergeClause {
+            when_token: AttachedToken::empty(),
+            clause_kind: ast::MergeClauseKind::Matched,
+            predicate: update.selection.as_ref().map(targeted),
+            action: ast::MergeAction::Update(ast::MergeUpdateExpr {
+                update_token: AttachedToken::empty(),
+                assignments: update
+                    .assignments
+                    .iter()
+                    .map(|a| ast::Assignment {
+                        target: a.target.clone(),
+                        value: targeted(&a.value),
+                    })
+                    .collect(),
+                update_predicate: None,
+                delete_predicate: None,
+            }),
+        });
+    }
+    clauses.push(ast::MergeClause {
+        when_token: AttachedToken::empty(),
+        clause_kind: ast::MergeClauseKind::NotMatched,
+        predicate: None,
+        action: ast::MergeAction::Insert(ast::MergeInsertExpr {
+            insert_token: AttachedToken::empty(),
+            columns: columns
+                .iter()
+                .map(|c| ast::ObjectName::from(vec![c.clone()]))
+                .collect(),
+            kind_token: AttachedToken::empty(),
+            kind: ast::MergeInsertKind::Values(ast::Values {
+                explicit_row: false,
+                value_keyword: false,
+                rows: vec![ast::Parens::with_empty_span(
+                    columns.iter().map(|c| column(&excluded, c)).collect(),
+                )],
+            }),
+            insert_predicate: None,
+        }),
+    });
+    Ok(Some(Statement::Merge(ast::Merge {
+        merge_token: AttachedToken::empty(),
+        optimizer_hints: Vec::new(),
+        into: true,
+        table: ast::TableFactor::Table {
+            name: table.clone(),
+            alias: Some(ast::TableAlias {
+                explicit: true,
+                name: alias.clone(),
+                columns: Vec::new(),
+                at: None,
+            }),
+            args: None,
+            with_hints: Vec::new(),
+            version: None,
+            with_ordinality: false,
+            partitions: Vec::new(),
+            json_path: None,
+            sample: None,
+            index_hints: Vec::new(),
+        },
+        source: ast::TableFactor::Derived {
+            lateral: false,
+            subquery: source.clone(),
+            alias: Some(ast::TableAlias {
+                explicit: true,
+                name: excluded,
+                columns: columns
+                    .iter()
+                    .map(|c| ast::TableAliasColumnDef {
+                        name: c.clone(),
+                        data_type: None,
+                    })
+                    .collect(),
+                at: None,
+            }),
+            sample: None,
+        },
+        on: Box::new(on),
+        clauses,
         output: None,
     })))
 }

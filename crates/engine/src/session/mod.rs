@@ -51,8 +51,9 @@ pub(crate) struct Source {
     pub sql: String,
     /// `CREATE VIEW`'s query.
     pub view_query: Option<String>,
-    /// An `UPDATE ... FROM`, planned as a MERGE, tagged as an UPDATE.
-    pub update_from: bool,
+    /// The statement a MERGE plan was written as (`UPDATE ... FROM`, `INSERT ... ON
+    /// CONFLICT`), for its tag.
+    pub written_as: merge::WrittenAs,
 }
 
 impl Source {
@@ -64,12 +65,14 @@ impl Source {
             },
             _ => None,
         };
-        let update_from = matches!(stmt, DFStatement::Statement(s)
-            if matches!(s.as_ref(), Statement::Update(u) if u.from.is_some()));
+        let written_as = match stmt {
+            DFStatement::Statement(s) => merge::WrittenAs::of(s),
+            _ => merge::WrittenAs::Merge,
+        };
         Source {
             sql: stmt.to_string(),
             view_query,
-            update_from,
+            written_as,
         }
     }
 }
@@ -357,8 +360,7 @@ impl Session {
         {
             crate::alter::plan(a, &state)?
         } else if let DFStatement::Statement(s) = &stmt
-            && let Statement::Update(u) = s.as_ref()
-            && let Some(merge) = merge::update_from_as_merge(u)?
+            && let Some(merge) = self.as_merge(s).await?
         {
             state
                 .statement_to_plan(DFStatement::Statement(Box::new(merge)))
