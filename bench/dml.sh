@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# DML benchmark (issue 23: UPDATE, DELETE, MERGE), release build, one run, side by side with
+# PostgreSQL 15 (Debian) on this machine. The table: ROWS rows (default 10M) of
+# (id BIGINT, k BIGINT, amount DOUBLE, note TEXT), written in FILES inserts of ids in
+# order, so tidepool holds FILES data files clustered by id (file statistics can rule
+# files out). Each statement is timed end to end through psql (connect + run):
+#   full rewrite    UPDATE of every row (the cost the others are measured against)
+#   delete 1% clustered   DELETE WHERE id <= ROWS/100 (one file's range)
+#   update 1% clustered   UPDATE ... WHERE id in the next 1% range
+#   delete 1% scattered   DELETE WHERE id % 100 = 7 (every file holds some)
+#   merge 100k            MERGE of 100k source rows: 50k updates of existing ids, 50k new
+# Installs Debian's postgresql if missing. Work files: $WORK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-10000000}
+FILES=${FILES:-40}
+WORK=${WORK:-/tmp/tidepool-dml-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-release}
+rm -rf "$WORK" && mkdir -p "$WORK"
+
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin tidepool -q
+  BIN="$CARGO_TARGET_DIR/release/tidepool"
+fi
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$PG_BIN" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+
+PCT=$((ROWS / 100))
+CHUNK=$((ROWS / FILES))
+MERGE_SRC="SELECT value AS id, value % 1000 AS k, -1.0 AS amount, 'merged' AS note FROM generate_series($((ROWS - 50000 + 1)), $((ROWS + 50000))) AS g(value)"
+STATEMENTS=(
+  "full rewrite|UPDATE bench.t SET amount = amount + 1"
+  "delete 1% clustered|DELETE FROM bench.t WHERE id <= $PCT"
+  "update 1% clustered|UPDATE bench.t SET note = 'changed' WHERE id > $PCT AND id <= $((2 * PCT))"
+  "delete 1% scattered|DELETE FROM bench.t WHERE id % 100 = 7"
+  "merge 100k (50k upd)|MERGE INTO bench.t AS t USING ($MERGE_SRC) AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET amount = s.amount, note = s.note WHEN NOT MATCHED THEN INSERT (id, k, amount, note) VALUES (s.id, s.k, s.amount, s.note)"
+)
+
+# Runs "$@" (a psql command line) and prints the wall time in milliseconds.
+timed() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null
+  t1=$(date +%s%N)
+  echo $(((t1 - t0) / 1000000))
+}
+
+declare -A TP_MS PG_MS
+
+# --- tidepool
+LAKE="$WORK/lake"
+PORT=55433
+"$BIN" --lake "$LAKE" serve --pg-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:0 \
+  --flight-listen 127.0.0.1:0 2>"$WORK/serve.log" &
+TP=$!
+trap 'kill $TP 2>/dev/null || true' EXIT
+TPSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PORT -U tidepool -d lake)
+for _ in $(seq 100); do "${TPSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
+"${TPSQL[@]}" -c "CREATE SCHEMA bench" \
+  -c "CREATE TABLE bench.t (id BIGINT, k BIGINT, amount DOUBLE PRECISION, note TEXT)"
+load_ms=$(
+  t0=$(date +%s%N)
+  for i in $(seq 0 $((FILES - 1))); do
+    "${TPSQL[@]}" -c "INSERT INTO bench.t SELECT value AS id, value % 1000 AS k, value * 0.5 AS amount, 'note ' || value AS note FROM generate_series($((i * CHUNK + 1)), $(((i + 1) * CHUNK))) AS g(value)"
+  done
+  echo $((($(date +%s%N) - t0) / 1000000))
+)
+echo "== tidepool $(git rev-parse --short HEAD): $ROWS rows in $FILES files, loaded in ${load_ms} ms, $(nproc) cores"
+for s in "${STATEMENTS[@]}"; do
+  label=${s%%|*}
+  TP_MS[$label]=$(timed "${TPSQL[@]}" -c "${s#*|}")
+done
+echo "rows after: $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.t')"
+echo "tidepool peak RSS: $(grep VmHWM /proc/$TP/status | awk '{print int($2/1024)}') MiB"
+kill $TP; wait $TP 2>/dev/null || true
+
+# --- PostgreSQL, same table and statements
+PGDATA="$WORK/pgdata"
+PGPORT=55434
+mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod o+rx "$WORK"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -o "-p $PGPORT -k /tmp" -l "$PGDATA/server.log" -w start >/dev/null
+trap 'runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null || true' EXIT
+PGSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PGPORT -U postgres -d postgres)
+"${PGSQL[@]}" -c "CREATE SCHEMA bench" \
+  -c "CREATE TABLE bench.t AS SELECT value AS id, value % 1000 AS k, value * 0.5::float8 AS amount, 'note ' || value AS note FROM generate_series(1::bigint, $ROWS) AS g(value)" \
+  -c "CREATE UNIQUE INDEX ON bench.t (id)" -c "VACUUM ANALYZE bench.t"
+for s in "${STATEMENTS[@]}"; do
+  label=${s%%|*}
+  PG_MS[$label]=$(timed "${PGSQL[@]}" -c "${s#*|}")
+done
+echo "== PostgreSQL $("${PGSQL[@]}" -At -c 'show server_version') (unique index on id, default settings)"
+echo "rows after: $("${PGSQL[@]}" -At -c 'SELECT count(*) FROM bench.t')"
+
+full_tp=${TP_MS["full rewrite"]}
+printf '%-22s %12s %10s %14s\n' "statement" "tidepool ms" "% rewrite" "PostgreSQL ms"
+for s in "${STATEMENTS[@]}"; do
+  label=${s%%|*}
+  printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
+    "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS[$label]}"
+done
