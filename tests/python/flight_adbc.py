@@ -74,6 +74,33 @@ check(cur.fetchone()[0] == 4, "insert landed")
 cur.executemany("INSERT INTO gold.adbc_copy VALUES (?, 2, 'new', 2.5)", [(10,), (11,)])
 cur.execute("SELECT count(*) FROM gold.adbc_copy")
 check(cur.fetchone()[0] == 6, "executemany landed")
+# UPDATE, DELETE, MERGE, upsert and ALTER through Flight SQL's CommandStatementUpdate
+# (ADBC's execute_update), with their row counts.
+def update(sql):
+    stmt = cur.adbc_statement
+    stmt.set_sql_query(sql)
+    return stmt.execute_update()
+
+
+n = update("UPDATE gold.adbc_copy SET status = 'seen' WHERE order_id >= 10")
+check(n == 2, f"update count {n}")
+n = update(
+    "MERGE INTO gold.adbc_copy t USING (VALUES (11, 'merged'), (12, 'added')) AS s(id, st) "
+    "ON t.order_id = s.id WHEN MATCHED THEN UPDATE SET status = s.st "
+    "WHEN NOT MATCHED THEN INSERT (order_id, customer_id, status, amount) VALUES (s.id, 3, s.st, 0.5)"
+)
+check(n == 2, f"merge count {n}")
+n = update(
+    "INSERT INTO gold.adbc_copy VALUES (12, 3, 'upserted', 0.5), (13, 3, 'new', 0.5) "
+    "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status"
+)
+check(n == 2, f"upsert count {n}")
+n = update("DELETE FROM gold.adbc_copy WHERE order_id = 9")
+check(n == 1, f"delete count {n}")
+update("ALTER TABLE gold.adbc_copy RENAME TO adbc_moved")
+cur.execute("SELECT order_id, status FROM gold.adbc_moved WHERE order_id >= 10 ORDER BY order_id")
+got = [tuple(r) for r in cur.fetchall()]
+check(got == [(10, "seen"), (11, "merged"), (12, "upserted"), (13, "new")], f"after DML: {got}")
 
 # Errors keep the connection usable.
 try:
