@@ -22,6 +22,7 @@ mod extension;
 mod functions;
 mod in_lists;
 pub mod lanes;
+mod merge_do_nothing;
 pub mod names;
 pub mod parse;
 pub mod procedures;

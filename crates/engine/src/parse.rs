@@ -126,6 +126,8 @@ impl SqlParser {
         let sql = qualified.as_deref().unwrap_or(sql);
         let text = rewrite_time_travel(sql)?;
         let text = text.as_deref().unwrap_or(sql);
+        let merged = super::merge_do_nothing::rewrite(text)?;
+        let text = merged.as_deref().unwrap_or(text);
         let mut statements = Vec::new();
         for chunk in split_statements(text)? {
             if chunk.datafusion_syntax {
