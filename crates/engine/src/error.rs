@@ -195,8 +195,13 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
         || message.contains("Delta transaction failed, version")
     {
         Some(ErrorKind::SerializationFailure)
-    } else if message.contains("declared as non-nullable but contains null values") {
+    } else if message.contains("declared as non-nullable but contains null values")
+        // delta-rs's check of a write against the table's NOT NULL columns.
+        || message.contains("rows failed validation check")
+    {
         Some(ErrorKind::NotNullViolation)
+    } else if message.contains("too large to store in a Decimal") {
+        Some(ErrorKind::NumericOutOfRange)
     } else if message.contains("Scalar subquery returned more than one row") {
         Some(ErrorKind::CardinalityViolation)
     } else {
@@ -399,5 +404,17 @@ mod tests {
             None,
         ));
         assert_eq!(null.kind(), ErrorKind::NotNullViolation);
+        // What delta-rs 1.1 says when an INSERT puts NULL in a NOT NULL column, and when a
+        // value does not fit numeric(p, s).
+        let checked = EngineError::Lake(LakeError::Delta(deltalake::DeltaTableError::Generic(
+            "External error: Invalid data found: 1 rows failed validation check.".into(),
+        )));
+        assert_eq!(checked.kind(), ErrorKind::NotNullViolation);
+        let decimal = EngineError::Lake(LakeError::Delta(deltalake::DeltaTableError::Generic(
+            "Optimizer rule 'simplify_expressions' failed caused by Arrow error: Invalid \
+             argument error: 12345.60 is too large to store in a Decimal128 of precision 5."
+                .into(),
+        )));
+        assert_eq!(decimal.kind(), ErrorKind::NumericOutOfRange);
     }
 }
