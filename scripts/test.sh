@@ -47,7 +47,7 @@ fi
 # versions of protobuf, Jinja and friends). 1.11.16 is the newest dbt-core that installs
 # from PyPI alone: 1.12 fetches its parser binary from GitHub while installing.
 [ -x .venv-dbt/bin/python ] || python3 -m venv .venv-dbt
-if ! .venv-dbt/bin/dbt --version 2>/dev/null | grep -q '1.11.16'; then
+if ! .venv-dbt/bin/python -c 'import importlib.metadata as m; assert m.version("dbt-core") == "1.11.16" and m.version("dbt-postgres") == "1.11.0"' 2>/dev/null; then
   .venv-dbt/bin/pip install -q --upgrade pip
   .venv-dbt/bin/pip install -q 'dbt-core==1.11.16' 'dbt-postgres==1.11.0'
 fi
