@@ -202,15 +202,15 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
         Some(ErrorKind::NotNullViolation)
     } else if message.contains("too large to store in a Decimal") {
         Some(ErrorKind::NumericOutOfRange)
-    } else if message.contains("Scalar subquery returned more than one row") {
+    } else if message.contains("Scalar subquery returned more than one row")
+        // delta-rs's words for PostgreSQL's "MERGE command cannot affect row a second time".
+        || message.contains("MERGE matched a target row with multiple source rows")
+    {
         Some(ErrorKind::CardinalityViolation)
     } else {
         None
     }
 }
-
-/// delta-rs's words for a target row matched by two source rows.
-const MERGE_TWICE: &str = "MERGE matched a target row with multiple source rows";
 
 fn classify_lake(e: &LakeError) -> ErrorKind {
     match e {
@@ -228,11 +228,6 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
             deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,
             deltalake::DeltaTableError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
             deltalake::DeltaTableError::Arrow { source } => classify_arrow(source),
-            // delta-rs says so only in words: PostgreSQL's "MERGE command cannot affect
-            // row a second time".
-            deltalake::DeltaTableError::Generic(m) if m.contains(MERGE_TWICE) => {
-                ErrorKind::CardinalityViolation
-            }
             _ => ErrorKind::Io,
         },
         LakeError::Arrow(a) => classify_arrow(a),

@@ -82,6 +82,7 @@ pub(crate) fn rewrite(sql: &str) -> Result<Option<String>, ParserError> {
             .copied()
             .find(|&e| e > starts[s])
             .unwrap_or(tokens.len());
+        let run_start = starts[s];
         let mut run = Vec::new();
         while s < starts.len() && starts[s] < stop {
             let end = starts
@@ -96,14 +97,7 @@ pub(crate) fn rewrite(sql: &str) -> Result<Option<String>, ParserError> {
             changed = true;
             rebuild(run, &mut out);
         } else {
-            for c in run {
-                out.extend(c.head);
-                if let Some(cond) = c.cond {
-                    out.push(Token::make_keyword("AND"));
-                    out.extend(cond);
-                }
-                out.extend(c.action);
-            }
+            out.extend_from_slice(&tokens[run_start..stop]);
         }
         i = stop;
     }

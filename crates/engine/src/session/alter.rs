@@ -18,7 +18,8 @@ impl Session {
     ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
         let (schema, name) = self.resolve(&node.name)?;
-        let listing = lake.refresh().await?;
+        // The statement's listing (refreshed before it ran); a rename checks storage again.
+        let listing = lake.listing().await?;
         let Some(listed) = listing.schemas.get(&schema).filter(|s| {
             s.tables.contains(&name) || s.views.contains(&name) || s.external.contains(&name)
         }) else {
@@ -74,7 +75,6 @@ impl Session {
                 }
             }
         }
-        lake.refresh().await?;
         Ok(CommandTag::new("ALTER TABLE"))
     }
 
