@@ -25,6 +25,10 @@ pub enum LakeError {
     ColumnExists(String),
     #[error("invalid MERGE: {0}")]
     InvalidMerge(String),
+    #[error("could not serialize access due to concurrent update ({0})")]
+    SerializationFailure(String),
+    #[error("commit: {0}")]
+    Commit(String),
     #[error("schema {0} is not empty")]
     SchemaNotEmpty(String),
     #[error("{path}: {source}")]

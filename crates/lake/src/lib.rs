@@ -13,6 +13,7 @@ mod error;
 mod listing;
 mod merge;
 mod settings;
+pub mod txn;
 mod upsert;
 mod writer;
 
@@ -155,7 +156,7 @@ impl Lake {
             .map_err(|e| LakeError::InvalidRoot(e.to_string()))
     }
 
-    fn object_path(&self, rel: &str) -> ObjectPath {
+    pub(crate) fn object_path(&self, rel: &str) -> ObjectPath {
         let base = self.root.path().trim_end_matches('/');
         let full = format!("{base}/{rel}");
         ObjectPath::from_url_path(&full).unwrap_or_else(|_| ObjectPath::from(full))
@@ -195,7 +196,24 @@ impl Lake {
     /// Opens `schema.table` at its newest committed version; `None` if there is no Delta
     /// table there. Opened tables are cached and brought up to date incrementally, so a
     /// table written by another process is seen at its newest version on the next call.
+    ///
+    /// Inside a transaction ([`txn::scope`]) the table is the transaction's view: pinned at
+    /// its first read, with the transaction's own writes.
     pub async fn table(&self, schema: &str, table: &str) -> Result<Option<DeltaTable>, LakeError> {
+        if let Some(txn) = txn::current()
+            && txn.serves(self)
+        {
+            return txn.table(self, schema, table).await;
+        }
+        self.real_table(schema, table).await
+    }
+
+    /// `schema.table` at its newest committed version, whatever transaction is running.
+    pub(crate) async fn real_table(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<DeltaTable>, LakeError> {
         let key = (schema.to_string(), table.to_string());
         let cached = self.tables.lock().get(&key).cloned();
         if let Some(cached) = cached {

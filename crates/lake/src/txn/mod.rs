@@ -1,0 +1,523 @@
+//! Transactions over several statements and tables: `BEGIN ... COMMIT`.
+//!
+//! A [`Txn`] pins each table at the version it first reads (snapshot isolation per
+//! table) and stages its writes: every delta-rs operation inside the transaction commits
+//! into an [`overlay::Overlay`] of the table's log, so later statements read the
+//! transaction's own writes and nobody else sees them. `COMMIT` folds each table's staged
+//! commits into one Delta commit ([`squash::Squashed`]), checks it against what others
+//! committed since the snapshot (two writers of the same rows' file: the later gets
+//! [`LakeError::SerializationFailure`], SQLSTATE 40001), and publishes. `ROLLBACK` forgets
+//! the staged commits and deletes the data files only they named; a savepoint is a mark in
+//! each table's staged log.
+//!
+//! Statements find their transaction through a task-local ([`scope`], [`current`]):
+//! [`crate::Lake::table`] answers from the transaction's view inside one, so every write
+//! path of the lake takes part without a transaction argument.
+
+mod overlay;
+mod squash;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::logstore::{CommitOrBytes, LogStore, StorageConfig, default_logstore};
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde_json::Value;
+
+use crate::{Lake, LakeError};
+use overlay::{Overlay, Pin};
+use squash::Squashed;
+
+tokio::task_local! {
+    static CURRENT: Arc<Txn>;
+}
+
+/// The transaction the running statement belongs to, if any.
+pub fn current() -> Option<Arc<Txn>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Runs `fut` inside `txn` (or outside any when `None`).
+pub async fn scope<F: Future>(txn: Option<Arc<Txn>>, fut: F) -> F::Output {
+    match txn {
+        Some(t) => CURRENT.scope(t, fut).await,
+        None => fut.await,
+    }
+}
+
+/// One table as the transaction sees it.
+struct Entry {
+    /// The table's `_delta_log` path in the store.
+    log: String,
+    /// The table's folder in the store.
+    dir: String,
+    base: u64,
+    /// The real table at `base`: its log store publishes.
+    real: DeltaTable,
+    /// The table through the overlay, brought up to date on each read.
+    view: DeltaTable,
+}
+
+impl Entry {
+    fn fresh_view(&self, overlay: &Arc<Overlay>) -> Result<DeltaTable, LakeError> {
+        let url = self.real.table_url().clone();
+        let root: Arc<dyn ObjectStore> = overlay.clone();
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
+            root.clone(),
+            ObjectPath::from(self.dir.as_str()),
+        ));
+        let store = default_logstore(prefixed, root, &url, &StorageConfig::default());
+        let mut view = DeltaTable::new(store);
+        view.state = self.real.state.clone();
+        Ok(view)
+    }
+
+    /// The staged commits, oldest first.
+    async fn staged(&self, overlay: &Overlay) -> Result<Vec<Bytes>, LakeError> {
+        let mut out = Vec::new();
+        let mut v = self.base + 1;
+        while let Some(c) = overlay.staged_commit(&self.log, v).await? {
+            out.push(c);
+            v += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// A mark to roll back to: each table's newest staged version at the time.
+#[derive(Debug, Clone, Default)]
+pub struct Savepoint(BTreeMap<(String, String), u64>);
+
+/// What a commit published.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// `(schema, table, version)` of each table's new commit.
+    pub tables: Vec<(String, String, u64)>,
+}
+
+/// A transaction over one lake.
+pub struct Txn {
+    id: String,
+    root: url::Url,
+    overlay: Arc<Overlay>,
+    tables: tokio::sync::Mutex<BTreeMap<(String, String), Entry>>,
+}
+
+impl std::fmt::Debug for Txn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn").field("id", &self.id).finish()
+    }
+}
+
+impl Lake {
+    /// Starts a transaction over this lake.
+    pub fn begin(&self) -> Arc<Txn> {
+        Arc::new(Txn {
+            id: uuid::Uuid::new_v4().to_string(),
+            root: self.root.clone(),
+            overlay: Arc::new(Overlay::new(self.store.clone())),
+            tables: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+impl Txn {
+    /// The transaction's id (written into each commit it publishes).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether this transaction belongs to `lake`.
+    pub(crate) fn serves(&self, lake: &Lake) -> bool {
+        self.root == lake.root
+    }
+
+    /// `schema.table` as the transaction sees it: pinned at its first read, with the
+    /// transaction's staged writes. `None` if there is no such Delta table.
+    pub(crate) async fn table(
+        &self,
+        lake: &Lake,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<DeltaTable>, LakeError> {
+        let key = (schema.to_string(), table.to_string());
+        let mut tables = self.tables.lock().await;
+        if let Some(e) = tables.get_mut(&key) {
+            e.view.update_incremental(None).await?;
+            return Ok(Some(e.view.clone()));
+        }
+        let Some(real) = lake.real_table(schema, table).await? else {
+            return Ok(None);
+        };
+        let base = real.version().unwrap_or(0) as u64;
+        let dir = lake.object_path(&format!("{schema}/{table}")).to_string();
+        let log = format!("{dir}/_delta_log");
+        self.overlay.pin(&log, Pin { base });
+        let mut entry = Entry {
+            log,
+            dir,
+            base,
+            view: real.clone(),
+            real,
+        };
+        entry.view = entry.fresh_view(&self.overlay)?;
+        let view = entry.view.clone();
+        tables.insert(key, entry);
+        Ok(Some(view))
+    }
+
+    /// Whether the transaction has staged any write.
+    pub async fn has_writes(&self) -> bool {
+        let tables = self.tables.lock().await;
+        for e in tables.values() {
+            if matches!(
+                self.overlay.staged_commit(&e.log, e.base + 1).await,
+                Ok(Some(_))
+            ) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Lets go of tables the transaction has not written, so their next read takes the
+    /// newest version (after a statement that ran outside the transaction changed them).
+    pub async fn unpin_unwritten(&self) {
+        let mut tables = self.tables.lock().await;
+        let mut clean = Vec::new();
+        for (k, e) in tables.iter() {
+            if !matches!(
+                self.overlay.staged_commit(&e.log, e.base + 1).await,
+                Ok(Some(_))
+            ) {
+                clean.push(k.clone());
+            }
+        }
+        for k in clean {
+            tables.remove(&k);
+        }
+    }
+
+    /// A mark [`Txn::rollback_to`] returns to.
+    pub async fn savepoint(&self) -> Savepoint {
+        let tables = self.tables.lock().await;
+        let mut marks = BTreeMap::new();
+        for (k, e) in tables.iter() {
+            let staged = e.staged(&self.overlay).await.map(|s| s.len()).unwrap_or(0);
+            marks.insert(k.clone(), e.base + staged as u64);
+        }
+        Savepoint(marks)
+    }
+
+    /// Forgets what the transaction wrote after `mark`.
+    pub async fn rollback_to(&self, mark: &Savepoint) -> Result<(), LakeError> {
+        let mut tables = self.tables.lock().await;
+        for (k, e) in tables.iter_mut() {
+            let keep = mark.0.get(k).copied().unwrap_or(e.base);
+            let dropped = self.overlay.unstage_from(&e.log, keep + 1).await?;
+            self.delete_new_files(&e.dir, &dropped).await;
+            e.view = e.fresh_view(&self.overlay)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything the transaction wrote and deletes the data files only it named.
+    pub async fn rollback(&self) -> Result<(), LakeError> {
+        self.rollback_to(&Savepoint::default()).await
+    }
+
+    /// Data files that staged commits wrote (an add without a deletion vector names a
+    /// file the commit created), deleted best-effort: nothing references them.
+    async fn delete_new_files(&self, dir: &str, commits: &[Bytes]) {
+        for c in commits {
+            let Ok(actions) = squash::actions(c) else {
+                continue;
+            };
+            for (kind, a) in actions {
+                let fresh = kind == "add"
+                    && a.get("deletionVector")
+                        .is_none_or(serde_json::Value::is_null);
+                if let (true, Some(p)) = (fresh, a.get("path").and_then(Value::as_str)) {
+                    self.delete_file(dir, p).await;
+                }
+            }
+        }
+    }
+
+    async fn delete_file(&self, dir: &str, relative: &str) {
+        let path = ObjectPath::from_url_path(format!("{dir}/{relative}"))
+            .unwrap_or_else(|_| ObjectPath::from(format!("{dir}/{relative}")));
+        if let Err(e) = self.overlay_real().delete(&path).await {
+            tracing::debug!("transaction cleanup of {path}: {e}");
+        }
+    }
+
+    fn overlay_real(&self) -> Arc<dyn ObjectStore> {
+        self.overlay.real()
+    }
+
+    /// Publishes the transaction: per table, one Delta commit of everything it staged.
+    /// Every table is checked against concurrent commits before any is published; a
+    /// conflict found while publishing undoes the tables already published.
+    pub async fn commit(&self) -> Result<Published, LakeError> {
+        let mut tables = self.tables.lock().await;
+        let mut work: Vec<((String, String), Squashed)> = Vec::new();
+        for (k, e) in tables.iter() {
+            let staged = e.staged(&self.overlay).await?;
+            if staged.is_empty() {
+                continue;
+            }
+            let s = Squashed::of(&staged)?;
+            if !s.is_empty() {
+                work.push((k.clone(), s));
+            }
+        }
+        for (k, s) in &work {
+            let e = tables.get_mut(k).expect("entry of staged work");
+            check(e, s, &format!("{}.{}", k.0, k.1)).await?;
+        }
+        let now = now_ms();
+        let mut published: Vec<(String, String, u64, &Squashed)> = Vec::new();
+        for (k, s) in &work {
+            let e = tables.get_mut(k).expect("entry of staged work");
+            let bytes = Bytes::from(s.commit_bytes(&self.id, now));
+            match publish(e, s, bytes, &format!("{}.{}", k.0, k.1)).await {
+                Ok(v) => published.push((k.0.clone(), k.1.clone(), v, s)),
+                Err(err) => {
+                    for (schema, table, _, s) in &published {
+                        if let Some(e) = tables.get_mut(&(schema.clone(), table.clone())) {
+                            undo(e, s, &self.id).await;
+                        }
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        for (k, s) in &work {
+            if let Some(e) = tables.get(k) {
+                for p in &s.cancelled {
+                    self.delete_file(&e.dir, p).await;
+                }
+            }
+        }
+        Ok(Published {
+            tables: published
+                .into_iter()
+                .map(|(s, t, v, _)| (s, t, v))
+                .collect(),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Brings `e.real` to the newest version and fails with 40001 if what others committed
+/// since the transaction's snapshot conflicts with `s`.
+async fn check(e: &mut Entry, s: &Squashed, name: &str) -> Result<(), LakeError> {
+    e.real.update_incremental(None).await?;
+    let latest = e.real.version().unwrap_or(0) as u64;
+    if latest <= e.base {
+        return Ok(());
+    }
+    let store = e.real.log_store();
+    let mut theirs = Vec::new();
+    for v in e.base + 1..=latest {
+        if let Some(c) = store.read_commit_entry(v).await? {
+            theirs.push(c);
+        }
+    }
+    match s.conflict_with(&theirs)? {
+        Some(why) => Err(LakeError::SerializationFailure(format!("{name}: {why}"))),
+        None => {
+            e.base = latest;
+            Ok(())
+        }
+    }
+}
+
+/// Writes `bytes` as the next version of the real table, re-checking against commits that
+/// land in between.
+async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Result<u64, LakeError> {
+    loop {
+        let version = e.real.version().unwrap_or(0) as u64 + 1;
+        let store = e.real.log_store();
+        match store
+            .write_commit_entry(
+                version,
+                CommitOrBytes::LogBytes(bytes.clone()),
+                uuid::Uuid::new_v4(),
+            )
+            .await
+        {
+            Ok(()) => {
+                e.real.update_incremental(None).await?;
+                if version % 100 == 0
+                    && let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
+                {
+                    tracing::warn!("checkpoint of {name} at version {version}: {err}");
+                }
+                return Ok(version);
+            }
+            Err(TransactionError::VersionAlreadyExists(_)) => check(e, s, name).await?,
+            Err(other) => return Err(LakeError::Delta(other.into())),
+        }
+    }
+}
+
+/// Publishes the inverse of `s` (its adds removed, its removes added back) after a later
+/// table of the same transaction failed to publish. Logged, not raised: the caller is
+/// already reporting the failure.
+async fn undo(e: &mut Entry, s: &Squashed, txn: &str) {
+    let inverse = s.inverse();
+    let bytes = Bytes::from(inverse.commit_bytes(&format!("{txn} (undone)"), now_ms()));
+    if let Err(err) = publish(e, &inverse, bytes, "undo").await {
+        tracing::error!("transaction {txn}: undoing a published table failed: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::{col, lit};
+
+    use super::scope;
+    use crate::{Lake, LakeConfig, LakeError};
+
+    fn batch(ids: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids))]).unwrap()
+    }
+
+    async fn lake(dir: &std::path::Path, tables: &[&str]) -> Arc<Lake> {
+        let lake = Lake::open(&LakeConfig {
+            root: dir.display().to_string(),
+            ..LakeConfig::default()
+        })
+        .unwrap();
+        for t in tables {
+            std::fs::create_dir_all(dir.join("gold").join(t)).unwrap();
+            let url = lake.table_url("gold", t).unwrap();
+            let table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+            table.write(vec![batch(vec![1, 2, 3])]).await.unwrap();
+        }
+        lake
+    }
+
+    async fn rows(lake: &Lake, table: &str) -> i64 {
+        let t = lake.table("gold", table).await.unwrap().unwrap();
+        t.snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.num_records().unwrap_or(0) as i64)
+            .sum::<i64>()
+            - t.snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| {
+                    f.deletion_vector_descriptor()
+                        .map(|d| d.cardinality)
+                        .unwrap_or(0)
+                })
+                .sum::<i64>()
+    }
+
+    async fn append(lake: &Lake, table: &str, ids: Vec<i64>) {
+        let t = lake.table("gold", table).await.unwrap().unwrap();
+        t.write(vec![batch(ids)]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_of_several_tables_appear_together_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path(), &["a", "b"]).await;
+        let txn = lake.begin();
+        scope(Some(txn.clone()), async {
+            append(&lake, "a", vec![4]).await;
+            append(&lake, "a", vec![5]).await;
+            append(&lake, "b", vec![6]).await;
+            // The transaction reads its own writes.
+            assert_eq!(rows(&lake, "a").await, 5);
+        })
+        .await;
+        // Nobody else does.
+        assert_eq!(rows(&lake, "a").await, 3);
+        assert_eq!(rows(&lake, "b").await, 3);
+        let published = txn.commit().await.unwrap();
+        assert_eq!(published.tables.len(), 2);
+        assert_eq!(rows(&lake, "a").await, 5);
+        assert_eq!(rows(&lake, "b").await, 4);
+        // Two appends became one Delta commit.
+        let t = lake.table("gold", "a").await.unwrap().unwrap();
+        assert_eq!(t.version(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn rollback_and_savepoints_forget_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path(), &["a"]).await;
+        let txn = lake.begin();
+        scope(Some(txn.clone()), async {
+            append(&lake, "a", vec![4]).await;
+            let mark = txn.savepoint().await;
+            append(&lake, "a", vec![5, 6]).await;
+            assert_eq!(rows(&lake, "a").await, 6);
+            txn.rollback_to(&mark).await.unwrap();
+            assert_eq!(rows(&lake, "a").await, 4);
+            append(&lake, "a", vec![7]).await;
+        })
+        .await;
+        txn.commit().await.unwrap();
+        assert_eq!(rows(&lake, "a").await, 5);
+        let txn = lake.begin();
+        scope(Some(txn.clone()), append(&lake, "a", vec![8])).await;
+        txn.rollback().await.unwrap();
+        assert_eq!(rows(&lake, "a").await, 5);
+        assert!(!txn.has_writes().await);
+    }
+
+    #[tokio::test]
+    async fn concurrent_deletes_of_the_same_rows_conflict_and_appends_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path(), &["a"]).await;
+        let first = lake.begin();
+        let second = lake.begin();
+        for t in [&first, &second] {
+            scope(Some(t.clone()), async {
+                let table = lake.table("gold", "a").await.unwrap().unwrap();
+                table
+                    .delete()
+                    .with_predicate(col("id").eq(lit(2i64)))
+                    .await
+                    .unwrap();
+            })
+            .await;
+        }
+        first.commit().await.unwrap();
+        let err = second.commit().await.unwrap_err();
+        assert!(matches!(err, LakeError::SerializationFailure(_)), "{err}");
+        assert_eq!(rows(&lake, "a").await, 2);
+        // Appends commute.
+        let (x, y) = (lake.begin(), lake.begin());
+        scope(Some(x.clone()), append(&lake, "a", vec![10])).await;
+        scope(Some(y.clone()), append(&lake, "a", vec![11])).await;
+        x.commit().await.unwrap();
+        y.commit().await.unwrap();
+        assert_eq!(rows(&lake, "a").await, 4);
+    }
+}
