@@ -155,7 +155,7 @@ impl Txn {
         let Some(real) = lake.real_table(schema, table).await? else {
             return Ok(None);
         };
-        let base = real.version().unwrap_or(0) as u64;
+        let base = real.version().unwrap_or(0);
         let dir = lake.object_path(&format!("{schema}/{table}")).to_string();
         let log = format!("{dir}/_delta_log");
         self.overlay.pin(&log, Pin { base });
@@ -326,7 +326,7 @@ fn now_ms() -> i64 {
 /// since the transaction's snapshot conflicts with `s`.
 async fn check(e: &mut Entry, s: &Squashed, name: &str) -> Result<(), LakeError> {
     e.real.update_incremental(None).await?;
-    let latest = e.real.version().unwrap_or(0) as u64;
+    let latest = e.real.version().unwrap_or(0);
     if latest <= e.base {
         return Ok(());
     }
@@ -350,7 +350,7 @@ async fn check(e: &mut Entry, s: &Squashed, name: &str) -> Result<(), LakeError>
 /// land in between.
 async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Result<u64, LakeError> {
     loop {
-        let version = e.real.version().unwrap_or(0) as u64 + 1;
+        let version = e.real.version().unwrap_or(0) + 1;
         let store = e.real.log_store();
         match store
             .write_commit_entry(
@@ -362,7 +362,7 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
         {
             Ok(()) => {
                 e.real.update_incremental(None).await?;
-                if version % 100 == 0
+                if version.is_multiple_of(100)
                     && let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
                 {
                     tracing::warn!("checkpoint of {name} at version {version}: {err}");
