@@ -29,12 +29,15 @@ struct Cursor {
     /// Rows read from the stream but not yet fetched.
     pending: Option<RecordBatch>,
     hold: bool,
+    /// Order of declaration, for closing what a rolled-back transaction declared.
+    serial: u64,
 }
 
 /// The open cursors of one session, by name.
 #[derive(Default)]
 pub struct Cursors {
     open: HashMap<String, Cursor>,
+    declared: u64,
 }
 
 impl Cursors {
@@ -57,6 +60,7 @@ impl Cursors {
             return Err(EngineError::DuplicateCursor(name.to_string()));
         }
         let schema = stream.schema();
+        self.declared += 1;
         self.open.insert(
             name.to_string(),
             Cursor {
@@ -64,6 +68,7 @@ impl Cursors {
                 schema,
                 pending: None,
                 hold,
+                serial: self.declared,
             },
         );
         Ok(())
@@ -118,6 +123,17 @@ impl Cursors {
     /// At COMMIT or ROLLBACK: cursors declared without HOLD close.
     pub fn end_transaction(&mut self) {
         self.open.retain(|_, c| c.hold);
+    }
+
+    /// A mark for [`Cursors::close_since`]: cursors declared from now on come after it.
+    pub fn mark(&self) -> u64 {
+        self.declared
+    }
+
+    /// At ROLLBACK (TO SAVEPOINT): cursors declared after `mark` close, held or not, as
+    /// in PostgreSQL.
+    pub fn close_since(&mut self, mark: u64) {
+        self.open.retain(|_, c| c.serial <= mark);
     }
 }
 

@@ -46,6 +46,14 @@ pub enum ErrorKind {
     SerializationFailure,
     /// NULL into a NOT NULL column (23502).
     NotNullViolation,
+    /// A statement after an error in a transaction block, before ROLLBACK (25P02).
+    InFailedTransaction,
+    /// A statement a transaction block that has written does not allow (25001).
+    ActiveTransaction,
+    /// SAVEPOINT and friends outside a transaction block (25P01).
+    NoActiveTransaction,
+    /// ROLLBACK TO or RELEASE of a savepoint that does not exist (3B001).
+    UndefinedSavepoint,
     /// A scalar subquery returned more than one row (21000).
     CardinalityViolation,
     Cancelled,
@@ -113,6 +121,16 @@ pub enum EngineError {
     /// A policy or other named object that exists already (42710).
     #[error("{0}")]
     DuplicateObject(String),
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A statement a transaction block that has written does not allow (25001).
+    #[error("{0}")]
+    ActiveTransaction(String),
+    /// A statement that needs a transaction block outside one (25P01).
+    #[error("{0} can only be used in transaction blocks")]
+    NoActiveTransaction(String),
+    #[error("savepoint \"{0}\" does not exist")]
+    UndefinedSavepoint(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -165,6 +183,10 @@ impl EngineError {
             EngineError::UndefinedCursor(_) => ErrorKind::UndefinedCursor,
             EngineError::DuplicateCursor(_) => ErrorKind::DuplicateCursor,
             EngineError::WrongObjectState(_) => ErrorKind::WrongObjectState,
+            EngineError::InFailedTransaction => ErrorKind::InFailedTransaction,
+            EngineError::ActiveTransaction(_) => ErrorKind::ActiveTransaction,
+            EngineError::NoActiveTransaction(_) => ErrorKind::NoActiveTransaction,
+            EngineError::UndefinedSavepoint(_) => ErrorKind::UndefinedSavepoint,
         }
     }
 
@@ -221,6 +243,8 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
         LakeError::InvalidMerge(_) => ErrorKind::Syntax,
         LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
+        LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
+        LakeError::Commit(_) => ErrorKind::Internal,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
         LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,
         LakeError::DataFusion(e) => classify_datafusion(e),

@@ -110,7 +110,9 @@ impl Executor {
         &self,
         work: impl Future<Output = Result<T, EngineError>> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let task = AbortOnDropHandle::new(self.handle.spawn(work));
+        // The work runs on another runtime: it takes the statement's transaction along.
+        let txn = tidepool_lake::txn::current();
+        let task = AbortOnDropHandle::new(self.handle.spawn(tidepool_lake::txn::scope(txn, work)));
         match task.await {
             Ok(r) => r,
             Err(e) if e.is_panic() => Err(DataFusionError::Execution(format!(

@@ -51,7 +51,9 @@ pub use catalog::CATALOG;
 pub use error::{EngineError, ErrorKind};
 pub use extension::{Extension, NoExtension, SessionView};
 pub use parse::{SqlParser, question_placeholders};
-pub use session::{CommandTag, Described, Output, QueryControl, Session, SplitOutput, TxEffect};
+pub use session::{
+    CommandTag, Described, Output, QueryControl, Session, SplitOutput, TxEffect, TxStatus,
+};
 pub use settings::SessionSettings;
 pub use system::{AsyncSystemTable, DeltaSystemTable, SystemTable};
 pub use temp_tables::TEMP_SCHEMA;

@@ -27,6 +27,16 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::{CATALOG, EngineError};
 
+/// The temporary tables of a session at one moment (see [`TempTables::snapshot`]).
+#[derive(Debug, Default, Clone)]
+pub struct TempSnapshot(
+    Vec<(
+        String,
+        datafusion::arrow::datatypes::SchemaRef,
+        Vec<datafusion::arrow::record_batch::RecordBatch>,
+    )>,
+);
+
 /// The schema that holds a session's temporary tables.
 pub const TEMP_SCHEMA: &str = "pg_temp";
 
@@ -56,6 +66,34 @@ impl TempTables {
     /// Drops a temporary table; false when there was none.
     pub fn drop(&self, name: &str) -> Result<bool> {
         Ok(self.schema.deregister_table(name)?.is_some())
+    }
+
+    /// Every temporary table with its rows as they are now, for a transaction to return
+    /// to ([`TempTables::restore`]). Rows are Arrow arrays shared with the live table,
+    /// so this copies no data.
+    pub async fn snapshot(&self, state: &SessionState) -> Result<TempSnapshot> {
+        let mut tables = Vec::new();
+        for name in self.schema.table_names() {
+            let Some(table) = self.schema.table(&name).await? else {
+                continue;
+            };
+            let plan = table.scan(state, None, &[], None).await?;
+            let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+            tables.push((name, table.schema(), batches));
+        }
+        Ok(TempSnapshot(tables))
+    }
+
+    /// Puts the temporary tables back as `snapshot` saw them: tables created since are
+    /// dropped, rows written since are gone.
+    pub fn restore(&self, snapshot: &TempSnapshot) -> Result<()> {
+        self.clear();
+        for (name, schema, batches) in &snapshot.0 {
+            let table =
+                datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches.clone()])?;
+            self.register(name, Arc::new(table))?;
+        }
+        Ok(())
     }
 
     /// Drops every temporary table (`DISCARD TEMP`).

@@ -10,9 +10,11 @@ use datafusion::sql::sqlparser::ast::{AlterTableOperation, Statement};
 /// What a statement is, by who carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// SET, SHOW, RESET, BEGIN, COMMIT, ROLLBACK, DISCARD, CLOSE, LISTEN, UNLISTEN,
-    /// DEALLOCATE: the session's own state ([`super::variables`]).
+    /// SET, SHOW, RESET, DISCARD, CLOSE, LISTEN, UNLISTEN, DEALLOCATE: the session's own
+    /// state ([`super::variables`]).
     Variable,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE, ROLLBACK TO ([`super::transaction`]).
+    Transaction,
     /// `DECLARE name CURSOR FOR query` ([`super::cursor`]).
     Declare,
     /// `FETCH n FROM name` ([`super::cursor`]).
@@ -37,14 +39,16 @@ impl Kind {
             Statement::Set(_)
             | Statement::ShowVariable { .. }
             | Statement::Reset(_)
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
             | Statement::Discard { .. }
             | Statement::Deallocate { .. }
             | Statement::Close { .. }
             | Statement::LISTEN { .. }
             | Statement::UNLISTEN { .. } => Kind::Variable,
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => Kind::Transaction,
             Statement::Declare { .. } => Kind::Declare,
             Statement::Fetch { .. } => Kind::Fetch,
             Statement::Grant(_)
@@ -92,7 +96,10 @@ mod tests {
     fn statements_are_classified_by_who_carries_them_out() {
         assert_eq!(kind("SET search_path = gold"), Kind::Variable);
         assert_eq!(kind("SHOW timezone"), Kind::Variable);
-        assert_eq!(kind("COMMIT"), Kind::Variable);
+        assert_eq!(kind("COMMIT"), Kind::Transaction);
+        assert_eq!(kind("SAVEPOINT s"), Kind::Transaction);
+        assert_eq!(kind("ROLLBACK TO SAVEPOINT s"), Kind::Transaction);
+        assert_eq!(kind("RELEASE SAVEPOINT s"), Kind::Transaction);
         assert_eq!(kind("DECLARE c CURSOR FOR SELECT 1"), Kind::Declare);
         assert_eq!(kind("FETCH 5 FROM c"), Kind::Fetch);
         assert_eq!(kind("GRANT SELECT ON gold.t TO bob"), Kind::Security);

@@ -19,8 +19,37 @@ use crate::EngineError;
 use crate::lanes::{Lane, Slot};
 
 impl Session {
-    /// Carries out a planned lake write (a DDL, DML or COPY plan).
+    /// Carries out a planned lake write (a DDL, DML or COPY plan). In a transaction block,
+    /// DML is staged in the block's transaction; DDL runs outside it, and only before the
+    /// block has written ([`Session::ddl_allowed`]).
     pub(super) async fn run_write(
+        &mut self,
+        plan: LogicalPlan,
+        source: &Source,
+        slot: Slot,
+    ) -> Result<Output, EngineError> {
+        let ddl = matches!(plan, LogicalPlan::Ddl(_)) || crate::alter::alter_node(&plan).is_some();
+        let Some(txn) = self.current_txn().filter(|_| ddl) else {
+            return self.run_write_now(plan, source, slot).await;
+        };
+        let what = match &plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => "CREATE TABLE",
+            LogicalPlan::Ddl(DdlStatement::CreateView(_)) => "CREATE VIEW",
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => "CREATE EXTERNAL TABLE",
+            LogicalPlan::Ddl(DdlStatement::DropTable(_)) => "DROP TABLE",
+            LogicalPlan::Ddl(DdlStatement::DropView(_)) => "DROP VIEW",
+            LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(_)) => "CREATE SCHEMA",
+            LogicalPlan::Ddl(DdlStatement::DropCatalogSchema(_)) => "DROP SCHEMA",
+            LogicalPlan::Ddl(_) => "DDL",
+            _ => "ALTER TABLE",
+        };
+        self.ddl_allowed(what).await?;
+        let out = tidepool_lake::txn::scope(None, self.run_write_now(plan, source, slot)).await;
+        txn.unpin_unwritten().await;
+        out
+    }
+
+    async fn run_write_now(
         &mut self,
         plan: LogicalPlan,
         source: &Source,

@@ -21,6 +21,7 @@ mod procedure;
 mod query;
 mod security;
 mod temp;
+mod transaction;
 mod variables;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use kind::Kind;
 pub(crate) use output::Shape;
 pub use output::{CommandTag, Described, Output, QueryControl, SplitOutput, TxEffect};
 pub(crate) use procedure::load as load_procedure;
+pub use transaction::TxStatus;
 
 /// What of a statement's SQL text outlives its plan: a view's query and an external
 /// table's statement are stored as written.
@@ -88,6 +90,8 @@ pub struct Session {
     /// Temporary tables, once the session creates one.
     temp: Option<TempTables>,
     cursors: Cursors,
+    /// The open transaction block, if any.
+    tx: Option<transaction::Transaction>,
 }
 
 impl Session {
@@ -121,6 +125,7 @@ impl Session {
             settings,
             temp: None,
             cursors: Cursors::default(),
+            tx: None,
         }
     }
 
@@ -253,20 +258,51 @@ impl Session {
         self.execute_shaped(stmt, params, control, shape).await
     }
 
+    /// Runs a statement in the session's transaction block, if one is open: a failed
+    /// block refuses everything but its end (25P02), and an error fails the block.
     async fn execute_shaped(
         &mut self,
-        mut stmt: DFStatement,
+        stmt: DFStatement,
         params: Option<ParamValues>,
         control: &QueryControl,
         shape: Shape,
     ) -> Result<SplitOutput, EngineError> {
         let kind = Kind::of(&stmt);
+        if let (Kind::Transaction, DFStatement::Statement(s)) = (kind, &stmt) {
+            return self.run_transaction(s).await.map(SplitOutput::One);
+        }
+        if self.transaction_status() == TxStatus::Failed {
+            return Err(EngineError::InFailedTransaction);
+        }
+        let txn = self.current_txn();
+        let out = tidepool_lake::txn::scope(
+            txn,
+            self.execute_statement(kind, stmt, params, control, shape),
+        )
+        .await;
+        match out {
+            Ok(out) => Ok(self.watch_rows(out)),
+            Err(e) => {
+                self.fail_transaction();
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute_statement(
+        &mut self,
+        kind: Kind,
+        mut stmt: DFStatement,
+        params: Option<ParamValues>,
+        control: &QueryControl,
+        shape: Shape,
+    ) -> Result<SplitOutput, EngineError> {
         if let DFStatement::Statement(s) = &stmt {
             let out = match kind {
                 Kind::Variable => Some(self.run_variable(s)?),
                 Kind::Declare => Some(self.declare(s, params.clone()).await?),
                 Kind::Fetch => Some(self.fetch(s, control).await?),
-                Kind::Security | Kind::Procedure | Kind::Planned => None,
+                Kind::Security | Kind::Procedure | Kind::Planned | Kind::Transaction => None,
             };
             if let Some(out) = out {
                 return Ok(SplitOutput::One(out));

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 
 use super::Session;
-use super::output::{CommandTag, Output, TxEffect};
+use super::output::{CommandTag, Output};
 use crate::EngineError;
 
 impl Session {
@@ -70,15 +70,6 @@ impl Session {
                 }
                 self.apply_settings()?;
                 CommandTag::new("RESET")
-            }
-            Statement::StartTransaction { .. } => CommandTag::ending("BEGIN", TxEffect::Begin),
-            Statement::Commit { .. } => {
-                self.cursors.end_transaction();
-                CommandTag::ending("COMMIT", TxEffect::End)
-            }
-            Statement::Rollback { .. } => {
-                self.cursors.end_transaction();
-                CommandTag::ending("ROLLBACK", TxEffect::End)
             }
             Statement::Discard { object_type } => {
                 use datafusion::sql::sqlparser::ast::DiscardObject;

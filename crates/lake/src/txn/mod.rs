@@ -35,20 +35,18 @@ use overlay::{Overlay, Pin};
 use squash::Squashed;
 
 tokio::task_local! {
-    static CURRENT: Arc<Txn>;
+    static CURRENT: Option<Arc<Txn>>;
 }
 
 /// The transaction the running statement belongs to, if any.
 pub fn current() -> Option<Arc<Txn>> {
-    CURRENT.try_with(Arc::clone).ok()
+    CURRENT.try_with(Clone::clone).ok().flatten()
 }
 
-/// Runs `fut` inside `txn` (or outside any when `None`).
+/// Runs `fut` inside `txn`, or outside any transaction (even within an outer scope) when
+/// `None`.
 pub async fn scope<F: Future>(txn: Option<Arc<Txn>>, fut: F) -> F::Output {
-    match txn {
-        Some(t) => CURRENT.scope(t, fut).await,
-        None => fut.await,
-    }
+    CURRENT.scope(txn, fut).await
 }
 
 /// One table as the transaction sees it.

@@ -31,7 +31,11 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::DuplicateObject
         | ErrorKind::DuplicateColumn
         | ErrorKind::DuplicateCursor => Code::AlreadyExists,
-        ErrorKind::WrongObjectState => Code::FailedPrecondition,
+        ErrorKind::WrongObjectState
+        | ErrorKind::InFailedTransaction
+        | ErrorKind::ActiveTransaction
+        | ErrorKind::NoActiveTransaction => Code::FailedPrecondition,
+        ErrorKind::UndefinedSavepoint => Code::NotFound,
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,
         ErrorKind::NotSupported => Code::Unimplemented,
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,

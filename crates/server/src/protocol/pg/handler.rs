@@ -10,8 +10,12 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::parser::Statement;
 use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::copy;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_describe_response, send_execution_response,
+    send_query_response, send_ready_for_query,
+};
 use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
@@ -22,8 +26,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Describe, Execute, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +37,7 @@ use super::errors::{stream_error, to_pg};
 use super::json_columns;
 use super::shared::{Cancellable, PgShared};
 use super::text_rows;
-use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect};
+use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect, TxStatus};
 
 /// The engine session of a connection, created at its first statement.
 pub type SessionCell = tokio::sync::Mutex<Option<Session>>;
@@ -281,6 +287,52 @@ pub struct ConnHandler(pub Arc<ConnState>);
 
 #[async_trait]
 impl SimpleQueryHandler for ConnHandler {
+    /// Runs a Query message and ends it with ReadyForQuery carrying the session's own
+    /// transaction state. pgwire's default derives that state from the kinds of the
+    /// responses, which cannot express a ROLLBACK TO SAVEPOINT taking a failed block back
+    /// to a good one (psqlODBC recovers from errors that way).
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let empty = query.query.chars().all(|c| c == ';' || c.is_whitespace());
+        let responses = if empty {
+            vec![Response::EmptyQuery]
+        } else {
+            match SimpleQueryHandler::do_query(self, client, &query.query).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // pgwire reports it (ErrorResponse, ReadyForQuery): the block fails.
+                    self.session_status(client, true).await;
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return Err(e);
+                }
+            }
+        };
+        let sent = send_responses(client, responses).await;
+        if let Err(e) = sent {
+            // A row failed while streaming: pgwire reports it, and the block fails.
+            self.session_status(client, true).await;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            return Err(e);
+        }
+        if matches!(sent, Ok(true)) {
+            client.set_state(PgWireConnectionState::CopyInProgress(false));
+        } else {
+            let status = self.session_status(client, false).await;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -297,7 +349,10 @@ impl SimpleQueryHandler for ConnHandler {
         };
         let statements = match session.parse(query) {
             Ok(s) => s,
-            Err(e) => return Err(to_pg(&e)),
+            Err(e) => {
+                session.fail_transaction();
+                return Err(to_pg(&e));
+            }
         };
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -325,6 +380,46 @@ impl SimpleQueryHandler for ConnHandler {
         }
         Ok(responses)
     }
+}
+
+/// Sends the responses of a Query message; true when one started a COPY.
+async fn send_responses<C>(client: &mut C, responses: Vec<Response>) -> PgWireResult<bool>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let mut copying = false;
+    for r in responses {
+        match r {
+            Response::EmptyQuery => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            Response::Query(results) => send_query_response(client, results, true).await?,
+            Response::Execution(tag)
+            | Response::TransactionStart(tag)
+            | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+            Response::Error(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                    .await?;
+            }
+            Response::CopyIn(c) => {
+                copy::send_copy_in_response(client, c).await?;
+                copying = true;
+            }
+            Response::CopyOut(c) => copy::send_copy_out_response(client, c).await?,
+            Response::CopyBoth(c) => {
+                copy::send_copy_both_response(client, c).await?;
+                copying = true;
+            }
+        }
+    }
+    Ok(copying)
 }
 
 /// A statement prepared through the extended protocol.
@@ -409,6 +504,27 @@ impl ExtendedQueryHandler for ConnHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.0.parser.clone()
+    }
+
+    /// ReadyForQuery after Sync carries the session's transaction state (see `on_query`).
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        // An error in this Parse..Sync cycle left pgwire waiting for this Sync.
+        let failed = matches!(client.state(), PgWireConnectionState::AwaitingSync);
+        let status = self.session_status(client, failed).await;
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
     }
 
     /// Describe of a portal that is a SQL cursor (`DECLARE name CURSOR ...`): psycopg 3's
@@ -549,6 +665,34 @@ impl ExtendedQueryHandler for ConnHandler {
             .await
             .map_err(|e| to_pg(&e))?;
         to_response(out, &portal.result_column_format, options)
+    }
+}
+
+impl ConnHandler {
+    /// The session's transaction state for ReadyForQuery, recorded as pgwire's too. An
+    /// error pgwire raised itself (`failed_outside`) fails an open block as any error
+    /// does.
+    async fn session_status<C: ClientInfo>(
+        &self,
+        client: &mut C,
+        failed_outside: bool,
+    ) -> TransactionStatus {
+        let mut guard = self.0.session.lock().await;
+        let status = match guard.as_mut() {
+            Some(s) => {
+                if failed_outside {
+                    s.fail_transaction();
+                }
+                match s.transaction_status() {
+                    TxStatus::Idle => TransactionStatus::Idle,
+                    TxStatus::InBlock => TransactionStatus::Transaction,
+                    TxStatus::Failed => TransactionStatus::Error,
+                }
+            }
+            None => TransactionStatus::Idle,
+        };
+        client.set_transaction_status(status);
+        status
     }
 }
 
