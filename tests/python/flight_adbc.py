@@ -102,6 +102,32 @@ cur.execute("SELECT order_id, status FROM gold.adbc_moved WHERE order_id >= 10 O
 got = [tuple(r) for r in cur.fetchall()]
 check(got == [(10, "seen"), (11, "merged"), (12, "upserted"), (13, "new")], f"after DML: {got}")
 
+# Transactions: with autocommit off, ADBC begins a Flight SQL transaction; statements run
+# in it and nothing is visible to another connection until commit; rollback discards.
+tx = flight_sql.connect(
+    uri, db_kwargs={"username": user, "password": password}, autocommit=False
+)
+txcur = tx.cursor()
+txcur.execute("INSERT INTO gold.adbc_moved VALUES (20, 3, 'in-tx', 1.0)")
+txcur.execute("DELETE FROM gold.adbc_moved WHERE order_id = 10")
+txcur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id IN (10, 20)")
+check(txcur.fetchone()[0] == 1, "the transaction reads its own writes")
+cur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id IN (10, 20)")
+check(cur.fetchone()[0] == 1, "others see the table as before")
+cur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id = 20")
+check(cur.fetchone()[0] == 0, "uncommitted insert invisible to others")
+tx.commit()
+cur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id IN (10, 20)")
+check(cur.fetchone()[0] == 1, "committed")
+cur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id = 20")
+check(cur.fetchone()[0] == 1, "committed insert visible")
+txcur.execute("INSERT INTO gold.adbc_moved VALUES (21, 3, 'rolled back', 1.0)")
+tx.rollback()
+cur.execute("SELECT count(*) FROM gold.adbc_moved WHERE order_id = 21")
+check(cur.fetchone()[0] == 0, "rolled back")
+txcur.close()
+tx.close()
+
 # Errors keep the connection usable.
 try:
     cur.execute("SELECT * FROM gold.nope")

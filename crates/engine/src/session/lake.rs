@@ -20,8 +20,8 @@ use crate::lanes::{Lane, Slot};
 
 impl Session {
     /// Carries out a planned lake write (a DDL, DML or COPY plan). In a transaction block,
-    /// DML is staged in the block's transaction; DDL runs outside it, and only before the
-    /// block has written ([`Session::ddl_allowed`]).
+    /// DML is staged in the block's transaction; DDL runs outside it, after committing
+    /// what the block wrote ([`Session::commit_before_ddl`]).
     pub(super) async fn run_write(
         &mut self,
         plan: LogicalPlan,
@@ -29,23 +29,14 @@ impl Session {
         slot: Slot,
     ) -> Result<Output, EngineError> {
         let ddl = matches!(plan, LogicalPlan::Ddl(_)) || crate::alter::alter_node(&plan).is_some();
-        let Some(txn) = self.current_txn().filter(|_| ddl) else {
+        if !ddl || self.current_txn().is_none() {
             return self.run_write_now(plan, source, slot).await;
-        };
-        let what = match &plan {
-            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => "CREATE TABLE",
-            LogicalPlan::Ddl(DdlStatement::CreateView(_)) => "CREATE VIEW",
-            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => "CREATE EXTERNAL TABLE",
-            LogicalPlan::Ddl(DdlStatement::DropTable(_)) => "DROP TABLE",
-            LogicalPlan::Ddl(DdlStatement::DropView(_)) => "DROP VIEW",
-            LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(_)) => "CREATE SCHEMA",
-            LogicalPlan::Ddl(DdlStatement::DropCatalogSchema(_)) => "DROP SCHEMA",
-            LogicalPlan::Ddl(_) => "DDL",
-            _ => "ALTER TABLE",
-        };
-        self.ddl_allowed(what).await?;
+        }
+        self.commit_before_ddl().await?;
         let out = tidepool_lake::txn::scope(None, self.run_write_now(plan, source, slot)).await;
-        txn.unpin_unwritten().await;
+        if let Some(txn) = self.current_txn() {
+            txn.unpin_unwritten().await;
+        }
         out
     }
 

@@ -274,6 +274,7 @@ impl Session {
         if self.transaction_status() == TxStatus::Failed {
             return Err(EngineError::InFailedTransaction);
         }
+        self.next_statement().await;
         let txn = self.current_txn();
         let out = tidepool_lake::txn::scope(
             txn,

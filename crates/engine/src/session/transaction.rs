@@ -8,15 +8,17 @@
 //! answers 25P02 until ROLLBACK (COMMIT then rolls back too) or a ROLLBACK TO SAVEPOINT.
 //! Cursors declared in a rolled-back block (or after the savepoint rolled back to) close,
 //! held or not; temporary tables return to how they were. DDL (CREATE, DROP, ALTER,
-//! views, schemas) is not transactional: it runs at once, and only before the block has
-//! written (25001 after).
+//! views, schemas) is not transactional: it commits what the block wrote first (an
+//! implicit commit, as in MySQL and Oracle) and runs at once. READ COMMITTED (the
+//! default) reads tables the block has not written at their newest version in each
+//! statement; REPEATABLE READ and SERIALIZABLE read each as of its first read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Statement, TransactionIsolationLevel, TransactionMode};
 use futures::TryStreamExt;
 use tidepool_lake::txn::{Savepoint, Txn};
 
@@ -33,9 +35,41 @@ struct Mark {
     temp: Option<TempSnapshot>,
 }
 
+/// How a block reads tables it has not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Each statement reads the newest committed version (PostgreSQL's default).
+    ReadCommitted,
+    /// The block reads each table as of its first read (REPEATABLE READ; SERIALIZABLE is
+    /// taken as this: snapshot isolation).
+    RepeatableRead,
+}
+
+impl Isolation {
+    fn of(modes: &[TransactionMode]) -> Option<Isolation> {
+        modes.iter().rev().find_map(|m| match m {
+            TransactionMode::IsolationLevel(
+                TransactionIsolationLevel::ReadUncommitted
+                | TransactionIsolationLevel::ReadCommitted,
+            ) => Some(Isolation::ReadCommitted),
+            TransactionMode::IsolationLevel(_) => Some(Isolation::RepeatableRead),
+            TransactionMode::AccessMode(_) => None,
+        })
+    }
+
+    /// From a `default_transaction_isolation` value.
+    fn named(value: &str) -> Isolation {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "repeatable read" | "serializable" => Isolation::RepeatableRead,
+            _ => Isolation::ReadCommitted,
+        }
+    }
+}
+
 /// An open transaction block.
 pub(crate) struct Transaction {
     pub(super) txn: Arc<Txn>,
+    isolation: Isolation,
     /// An error happened: only ROLLBACK (or ROLLBACK TO) is accepted.
     pub(super) failed: bool,
     /// Set by a result stream of the block that failed after its statement returned.
@@ -128,11 +162,18 @@ impl Session {
     /// Runs a [`super::kind::Kind::Transaction`] statement.
     pub(super) async fn run_transaction(&mut self, s: &Statement) -> Result<Output, EngineError> {
         let tag = match s {
-            Statement::StartTransaction { .. } => {
+            Statement::StartTransaction { modes, .. } => {
                 if self.tx.is_none() {
                     let txn = self.engine.lake().begin();
                     let begin = self.mark("", Savepoint::default()).await?;
+                    let isolation = Isolation::of(modes).unwrap_or_else(|| {
+                        self.settings
+                            .get("default_transaction_isolation")
+                            .map(|(_, v)| Isolation::named(&v))
+                            .unwrap_or(Isolation::ReadCommitted)
+                    });
                     self.tx = Some(Transaction {
+                        isolation,
                         txn,
                         failed: false,
                         streamed_failure: Arc::default(),
@@ -244,17 +285,41 @@ impl Session {
         rolled.map_err(EngineError::from)
     }
 
-    /// Refuses DDL in a block that has written (25001); otherwise the caller runs it
-    /// outside the transaction, and tables the block pinned without writing are read
-    /// fresh afterwards.
-    pub(super) async fn ddl_allowed(&self, what: &str) -> Result<(), EngineError> {
+    /// `SET TRANSACTION ISOLATION LEVEL ...` in a block.
+    pub(super) fn set_isolation(&mut self, modes: &[TransactionMode]) {
+        if let (Some(tx), Some(level)) = (&mut self.tx, Isolation::of(modes)) {
+            tx.isolation = level;
+        }
+    }
+
+    /// Before each statement of a READ COMMITTED block: tables it has not written are
+    /// read at their newest committed version again.
+    pub(super) async fn next_statement(&self) {
         if let Some(tx) = &self.tx
-            && tx.txn.has_writes().await
+            && tx.isolation == Isolation::ReadCommitted
         {
-            return Err(EngineError::ActiveTransaction(format!(
-                "{what} cannot run inside a transaction block that has written rows \
-                 (tidepool runs DDL outside transactions: COMMIT or ROLLBACK first)"
-            )));
+            tx.txn.unpin_unwritten().await;
+        }
+    }
+
+    /// DDL is not transactional: in a block that has written, it first commits the
+    /// block's writes (an implicit commit, as MySQL and Oracle do) and the block goes on
+    /// in a fresh transaction; the caller then runs the DDL outside the block. A failed
+    /// implicit commit fails the block.
+    pub(super) async fn commit_before_ddl(&mut self) -> Result<(), EngineError> {
+        let Some(tx) = &mut self.tx else {
+            return Ok(());
+        };
+        if tx.txn.has_writes().await {
+            if let Err(e) = tx.txn.commit().await {
+                let _ = tx.txn.rollback().await;
+                tx.failed = true;
+                return Err(e.into());
+            }
+            tx.txn = self.engine.lake().begin();
+            tx.savepoints.clear();
+        } else {
+            tx.txn.unpin_unwritten().await;
         }
         Ok(())
     }

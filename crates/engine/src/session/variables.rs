@@ -152,8 +152,28 @@ impl Session {
                 self.settings
                     .set("client_encoding", charset_name.value.clone())?;
             }
-            // Roles, session authorization and transaction modes are accepted; tidepool
-            // sessions have one user and autocommit semantics.
+            Set::SetTransaction {
+                modes,
+                session: false,
+                ..
+            } => self.set_isolation(modes),
+            Set::SetTransaction {
+                modes,
+                session: true,
+                ..
+            } => {
+                // SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ...
+                for m in modes {
+                    if let datafusion::sql::sqlparser::ast::TransactionMode::IsolationLevel(l) = m {
+                        self.settings.set(
+                            "default_transaction_isolation",
+                            l.to_string().to_lowercase(),
+                        )?;
+                    }
+                }
+            }
+            // Roles and session authorization are accepted; tidepool sessions have one
+            // user.
             _ => {}
         }
         self.apply_settings()

@@ -38,7 +38,7 @@ static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
     b.append(
         SqlInfo::FlightSqlServerTransaction,
-        SqlSupportedTransaction::None as i32,
+        SqlSupportedTransaction::Savepoint as i32,
     );
     b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
@@ -74,7 +74,7 @@ static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
     b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
     b.append(SqlInfo::SqlStoredProceduresSupported, true);
-    b.append(SqlInfo::SqlTransactionsSupported, false);
+    b.append(SqlInfo::SqlTransactionsSupported, true);
     b.append(SqlInfo::SqlMaxColumnNameLength, 63i64);
     b.append(
         SqlInfo::SqlKeywords,

@@ -13,5 +13,6 @@ pub mod errors;
 mod metadata;
 mod queries;
 mod service;
+mod transactions;
 
 pub(crate) use service::FlightSql;

@@ -44,6 +44,8 @@ pub struct Prepared {
     pub described: Described,
     /// The last parameter batch bound with DoPut.
     pub params: parking_lot::Mutex<Option<RecordBatch>>,
+    /// The transaction it was prepared in: it runs there.
+    pub transaction: Option<Vec<u8>>,
 }
 
 /// Queries waiting for or streaming to a DoGet, and prepared statements.
@@ -295,6 +297,7 @@ mod tests {
                 schema: None,
             },
             params: parking_lot::Mutex::new(None),
+            transaction: None,
         });
         assert!(q.prepared(&h, "ana").is_ok());
         assert!(q.prepared(&h, "bob").is_err());

@@ -17,7 +17,7 @@ use arrow_flight::sql::{
     CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
     CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    DoPutPreparedStatementResult, EndTransaction, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor, FlightEndpoint,
@@ -36,6 +36,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Authenticator, Caller};
 use super::errors::{invalid, status, stream_status};
 use super::queries::{Finished, Prepared, Queries, row_params};
+use super::transactions::Transactions;
 use super::{columns, metadata};
 use crate::engine::{Engine, EngineError, Output, QueryControl, SplitOutput};
 
@@ -46,6 +47,7 @@ pub struct FlightSql {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
     queries: Arc<Queries>,
+    transactions: Transactions,
 }
 
 /// What running a command left: a parked result stream (its ticket and schema), or a
@@ -76,6 +78,7 @@ impl FlightSql {
             engine,
             auth,
             queries,
+            transactions: Transactions::default(),
         }
     }
 
@@ -124,6 +127,9 @@ impl FlightSql {
         params: Option<ParamValues>,
         cancel: CancellationToken,
     ) -> Result<Output, Status> {
+        let caller = self
+            .transactions
+            .caller_in(caller.clone(), prepared.transaction.as_deref())?;
         let session = caller.session(&self.engine);
         let mut session = session.lock().await;
         let control = QueryControl::new(cancel, session.timeout());
@@ -370,7 +376,9 @@ impl FlightSqlService for FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self
+            .transactions
+            .caller_in(self.caller(&request)?, query.transaction_id.as_deref())?;
         let ran = self.run_sql(&caller, &query.query).await?;
         Self::ran_info(ran, request.into_inner())
     }
@@ -614,7 +622,9 @@ impl FlightSqlService for FlightSql {
         ticket: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self
+            .transactions
+            .caller_in(self.caller(&request)?, ticket.transaction_id.as_deref())?;
         let rows = match self.run_sql(&caller, &ticket.query).await? {
             Ran::Done { rows } => rows,
             Ran::Rows { tickets, .. } => {
@@ -677,7 +687,9 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self
+            .transactions
+            .caller_in(self.caller(&request)?, query.transaction_id.as_deref())?;
         let session = caller.session(&self.engine);
         let mut session = session.lock().await;
         let sql = crate::engine::question_placeholders(&query.query);
@@ -716,6 +728,7 @@ impl FlightSqlService for FlightSql {
             statement,
             described,
             params: parking_lot::Mutex::new(None),
+            transaction: query.transaction_id.map(|t| t.to_vec()),
         });
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
@@ -737,37 +750,61 @@ impl FlightSqlService for FlightSql {
     async fn do_action_begin_transaction(
         &self,
         _query: ActionBeginTransactionRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        Err(Status::unimplemented(
-            "transactions are not supported; each statement commits on its own",
-        ))
+        let caller = self.caller(&request)?;
+        let id = self.transactions.begin(&self.engine, &caller.user).await?;
+        Ok(ActionBeginTransactionResult {
+            transaction_id: id.into(),
+        })
     }
 
     async fn do_action_end_transaction(
         &self,
-        _query: ActionEndTransactionRequest,
-        _request: Request<Action>,
+        query: ActionEndTransactionRequest,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        Err(Status::unimplemented(
-            "transactions are not supported; each statement commits on its own",
-        ))
+        let caller = self.caller(&request)?;
+        let commit = match EndTransaction::try_from(query.action) {
+            Ok(EndTransaction::Commit) => true,
+            Ok(EndTransaction::Rollback) => false,
+            _ => return Err(invalid("EndTransaction needs COMMIT or ROLLBACK")),
+        };
+        self.transactions
+            .end(&query.transaction_id, &caller.user, commit)
+            .await
     }
 
     async fn do_action_begin_savepoint(
         &self,
-        _query: ActionBeginSavepointRequest,
-        _request: Request<Action>,
+        query: ActionBeginSavepointRequest,
+        request: Request<Action>,
     ) -> Result<ActionBeginSavepointResult, Status> {
-        Err(Status::unimplemented("savepoints are not supported"))
+        let caller = self.caller(&request)?;
+        let id = self
+            .transactions
+            .savepoint(&query.transaction_id, &caller.user)
+            .await?;
+        Ok(ActionBeginSavepointResult {
+            savepoint_id: id.into(),
+        })
     }
 
     async fn do_action_end_savepoint(
         &self,
-        _query: ActionEndSavepointRequest,
-        _request: Request<Action>,
+        query: ActionEndSavepointRequest,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        Err(Status::unimplemented("savepoints are not supported"))
+        let caller = self.caller(&request)?;
+        // EndSavepoint (not re-exported by arrow-flight): 1 RELEASE, 2 ROLLBACK.
+        let release = match query.action {
+            1 => true,
+            2 => false,
+            _ => return Err(invalid("EndSavepoint needs RELEASE or ROLLBACK")),
+        };
+        self.transactions
+            .end_savepoint(&query.savepoint_id, &caller.user, release)
+            .await
     }
 
     async fn do_action_cancel_query(
