@@ -15,18 +15,9 @@ cd "$(dirname "$0")/.."
 ROWS=${ROWS:-10000000}
 FILES=${FILES:-40}
 WORK=${WORK:-/tmp/tidepool-dml-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-release}
 rm -rf "$WORK" && mkdir -p "$WORK"
-
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --bin tidepool -q
-  BIN="$CARGO_TARGET_DIR/release/tidepool"
-fi
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$PG_BIN" ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
-  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 PCT=$((ROWS / 100))
 CHUNK=$((ROWS / FILES))
@@ -53,12 +44,7 @@ declare -A TP_MS PG_MS
 # --- tidepool
 LAKE="$WORK/lake"
 PORT=55433
-"$BIN" --lake "$LAKE" serve --pg-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:0 \
-  --flight-listen 127.0.0.1:0 2>"$WORK/serve.log" &
-TP=$!
-trap 'kill $TP 2>/dev/null || true' EXIT
-TPSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PORT -U tidepool -d lake)
-for _ in $(seq 100); do "${TPSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
+start_tidepool "$LAKE" $PORT
 "${TPSQL[@]}" -c "CREATE SCHEMA bench" \
   -c "CREATE TABLE bench.t (id BIGINT, k BIGINT, amount DOUBLE PRECISION, note TEXT)"
 load_ms=$(
@@ -74,17 +60,12 @@ for s in "${STATEMENTS[@]}"; do
   TP_MS[$label]=$(timed "${TPSQL[@]}" -c "${s#*|}")
 done
 echo "rows after: $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.t')"
-echo "tidepool peak RSS: $(grep VmHWM /proc/$TP/status | awk '{print int($2/1024)}') MiB"
-kill $TP; wait $TP 2>/dev/null || true
+stop_tidepool
 
 # --- PostgreSQL, same table and statements
 PGDATA="$WORK/pgdata"
 PGPORT=55434
-mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod o+rx "$WORK"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >/dev/null
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -o "-p $PGPORT -k /tmp" -l "$PGDATA/server.log" -w start >/dev/null
-trap 'runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null || true' EXIT
-PGSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PGPORT -U postgres -d postgres)
+start_postgres "$PGDATA" $PGPORT
 "${PGSQL[@]}" -c "CREATE SCHEMA bench" \
   -c "CREATE TABLE bench.t AS SELECT value AS id, value % 1000 AS k, value * 0.5::float8 AS amount, 'note ' || value AS note FROM generate_series(1::bigint, $ROWS) AS g(value)" \
   -c "CREATE UNIQUE INDEX ON bench.t (id)" -c "VACUUM ANALYZE bench.t"

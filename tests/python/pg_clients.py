@@ -151,7 +151,53 @@ def sqlalchemy_pandas():
         raw.commit()
     finally:
         raw.close()
+    sqlalchemy_orm(engine)
     print("sqlalchemy: ok")
+
+
+def sqlalchemy_orm(engine):
+    """ORM inserts, updates and deletes in sessions that commit and roll back."""
+    import sqlalchemy
+    from sqlalchemy import text
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "orm_items"
+        __table_args__ = {"schema": "gold"}
+        id: Mapped[int] = mapped_column(sqlalchemy.BigInteger, primary_key=True, autoincrement=False)
+        name: Mapped[str] = mapped_column(sqlalchemy.Text)
+        qty: Mapped[int] = mapped_column(sqlalchemy.BigInteger)
+
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS gold.orm_items"))
+        conn.execute(text("CREATE TABLE gold.orm_items (id BIGINT, name TEXT, qty BIGINT)"))
+    with Session(engine) as s:
+        s.add_all([Item(id=1, name="apple", qty=3), Item(id=2, name="pear", qty=5)])
+        s.commit()
+    with Session(engine) as s:
+        apple = s.get(Item, 1)
+        apple.qty = 10
+        s.delete(s.get(Item, 2))
+        s.add(Item(id=3, name="plum", qty=1))
+        # Inside the session's transaction the changes are visible...
+        s.flush()
+        check(s.execute(text("select count(*) from gold.orm_items")).scalar() == 2, "orm flush")
+        # ...and to nobody else until commit.
+        with engine.connect() as other:
+            n = other.execute(text("select count(*) from gold.orm_items where id = 2")).scalar()
+            check(n == 1, "orm: uncommitted delete invisible to others")
+        s.commit()
+    with Session(engine) as s:
+        s.add(Item(id=4, name="fig", qty=7))
+        s.get(Item, 1).qty = 99
+        s.flush()
+        s.rollback()
+    with engine.connect() as conn:
+        rows = conn.execute(text("select id, name, qty from gold.orm_items order by id")).all()
+        check([tuple(r) for r in rows] == [(1, "apple", 10), (3, "plum", 1)], f"orm rows {rows}")
 
 
 async def asyncpg_client():

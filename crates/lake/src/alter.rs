@@ -150,14 +150,10 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-    use crate::{Lake, LakeConfig};
+    use crate::Lake;
 
     async fn lake_with_table(dir: &std::path::Path) -> Arc<Lake> {
-        let lake = Lake::open(&LakeConfig {
-            root: dir.display().to_string(),
-            ..LakeConfig::default()
-        })
-        .unwrap();
+        let lake = crate::test_lake(dir);
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
@@ -170,13 +166,7 @@ mod tests {
     }
 
     async fn rows(lake: &Lake, table: &str) -> i64 {
-        let t = lake.table("gold", table).await.unwrap().unwrap();
-        t.snapshot()
-            .unwrap()
-            .log_data()
-            .iter()
-            .map(|f| f.num_records().unwrap_or(0) as i64)
-            .sum()
+        crate::file_rows(&lake.table("gold", table).await.unwrap().unwrap())
     }
 
     #[tokio::test]

@@ -47,7 +47,6 @@ impl Lake {
             builder = builder.with_predicate(p);
         }
         let (_, metrics) = builder.await?;
-        self.refresh().await?;
         Ok(DmlOutcome::deleted(&metrics))
     }
 
@@ -70,7 +69,6 @@ impl Lake {
             builder = builder.with_update(column, value);
         }
         let (_, metrics) = builder.await?;
-        self.refresh().await?;
         Ok(DmlOutcome {
             rows: metrics.num_updated_rows as u64,
             files_removed: metrics.num_removed_files as u64,

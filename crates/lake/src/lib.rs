@@ -205,7 +205,11 @@ impl Lake {
         {
             return txn.table(self, schema, table).await;
         }
-        self.real_table(schema, table).await
+        let t = self.real_table(schema, table).await?;
+        if let Some(t) = &t {
+            txn::note_read(schema, table, t.version().unwrap_or(0));
+        }
+        Ok(t)
     }
 
     /// `schema.table` at its newest committed version, whatever transaction is running.
@@ -459,6 +463,27 @@ impl Lake {
         let history = t.history(None).try_collect().await?;
         Ok((t.version().unwrap_or(0) as i64, history))
     }
+}
+
+/// A lake on a local folder, for tests.
+#[cfg(test)]
+pub(crate) fn test_lake(dir: &std::path::Path) -> Arc<Lake> {
+    Lake::open(&LakeConfig {
+        root: dir.display().to_string(),
+        ..LakeConfig::default()
+    })
+    .expect("a lake on a temporary folder")
+}
+
+/// Rows in a table's data files (deletion vectors not subtracted), for tests.
+#[cfg(test)]
+pub(crate) fn file_rows(t: &DeltaTable) -> i64 {
+    t.snapshot()
+        .expect("a loaded table")
+        .log_data()
+        .iter()
+        .map(|f| f.num_records().unwrap_or(0) as i64)
+        .sum()
 }
 
 /// An older version of a table, by number or by time.

@@ -131,7 +131,6 @@ impl Lake {
             };
         }
         let (_, metrics) = builder.await?;
-        self.refresh().await?;
         Ok(MergeOutcome {
             inserted: metrics.num_target_rows_inserted as u64,
             updated: metrics.num_target_rows_updated as u64,
@@ -147,7 +146,6 @@ impl Lake {
     pub async fn truncate(&self, schema: &str, table: &str) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
         let (_, metrics) = target.delete().await?;
-        self.refresh().await?;
         Ok(DmlOutcome::deleted(&metrics))
     }
 }

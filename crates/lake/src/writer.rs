@@ -13,7 +13,6 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use futures::TryStreamExt;
 
 use super::{Lake, LakeError, check_name};
 
@@ -174,21 +173,30 @@ impl Lake {
         };
         let written = builder.await?;
         let outcome = outcome_of(&written).await?;
-        self.refresh().await?;
+        // Rows change no listing; a new (or replaced) table does.
+        if mode != WriteMode::Append {
+            self.refresh().await?;
+        }
         Ok(outcome)
     }
 }
 
 async fn outcome_of(table: &DeltaTable) -> Result<WriteOutcome, LakeError> {
-    let version = table.version().unwrap_or(0) as i64;
-    let mut last: Vec<_> = table.history(Some(1)).try_collect().await?;
-    let metrics = last
-        .first_mut()
-        .and_then(|c| c.info.remove("operationMetrics"))
-        .unwrap_or_default();
+    let version = table.version().unwrap_or(0);
+    // The commit just written, read by its version (one read, no log listing).
+    let commit = table.log_store().read_commit_entry(version).await?;
+    let mut metrics = serde_json::Map::new();
+    for line in commit.as_deref().unwrap_or_default().split(|b| *b == b'\n') {
+        if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(line)
+            && let Some(serde_json::Value::Object(mut info)) = m.remove("commitInfo")
+            && let Some(serde_json::Value::Object(op)) = info.remove("operationMetrics")
+        {
+            metrics = op;
+        }
+    }
     let get = |k: &str| metrics.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     Ok(WriteOutcome {
-        version,
+        version: version as i64,
         rows: get("num_added_rows"),
         files: get("num_added_files"),
     })

@@ -353,11 +353,31 @@ impl Session {
             .await
     }
 
-    /// Plans a statement and authorizes the plan for this session's principal.
+    /// Plans a statement and authorizes the plan for this session's principal. A
+    /// statement that read two or more tables in the middle of another transaction's
+    /// multi-table publish is planned again a moment later, so it sees that transaction
+    /// whole ([`tidepool_lake::Lake::consistent`]).
     pub(crate) async fn plan(&self, stmt: DFStatement) -> Result<LogicalPlan, EngineError> {
+        use tidepool_lake::txn::Verdict;
         let principal = self.principal.clone();
         self.engine.options().access.security.refresh().await?;
-        self.plan_as(stmt, principal).await
+        let mut attempt = 0;
+        loop {
+            let (plan, reads) =
+                tidepool_lake::txn::recording(self.plan_as(stmt.clone(), principal.clone())).await;
+            let plan = plan?;
+            attempt += 1;
+            if reads.len() < 2
+                || attempt > 200
+                || self.engine.lake().consistent(&reads).await? == Verdict::Consistent
+            {
+                return Ok(plan);
+            }
+            if let Some(txn) = self.current_txn() {
+                txn.unpin_unwritten().await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Plans a statement as `principal` (a procedure's owner runs its body) and refuses

@@ -196,13 +196,12 @@ impl Session {
                         TxEffect::End,
                     )));
                 }
-                let committed = tx.txn.commit().await;
+                let committed = tx.txn.commit(self.engine.lake()).await;
                 self.cursors.end_transaction();
                 if let Err(e) = committed {
                     self.abandon(tx).await?;
                     return Err(e.into());
                 }
-                self.engine.lake().refresh().await?;
                 CommandTag::ending("COMMIT", TxEffect::End)
             }
             Statement::Rollback {
@@ -311,7 +310,7 @@ impl Session {
             return Ok(());
         };
         if tx.txn.has_writes().await {
-            if let Err(e) = tx.txn.commit().await {
+            if let Err(e) = tx.txn.commit(self.engine.lake()).await {
                 let _ = tx.txn.rollback().await;
                 tx.failed = true;
                 return Err(e.into());

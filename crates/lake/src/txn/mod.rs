@@ -14,8 +14,12 @@
 //! [`crate::Lake::table`] answers from the transaction's view inside one, so every write
 //! path of the lake takes part without a transaction argument.
 
+mod coordinator;
 mod overlay;
 mod squash;
+
+pub(crate) use coordinator::note_read;
+pub use coordinator::{Verdict, recording};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -157,6 +161,7 @@ impl Txn {
         let dir = lake.object_path(&format!("{schema}/{table}")).to_string();
         let log = format!("{dir}/_delta_log");
         self.overlay.pin(&log, Pin { base });
+        coordinator::note_read(schema, table, base);
         let mut entry = Entry {
             log,
             dir,
@@ -263,7 +268,7 @@ impl Txn {
     /// Publishes the transaction: per table, one Delta commit of everything it staged.
     /// Every table is checked against concurrent commits before any is published; a
     /// conflict found while publishing undoes the tables already published.
-    pub async fn commit(&self) -> Result<Published, LakeError> {
+    pub async fn commit(&self, lake: &Lake) -> Result<Published, LakeError> {
         let mut tables = self.tables.lock().await;
         let mut work: Vec<((String, String), Squashed)> = Vec::new();
         for (k, e) in tables.iter() {
@@ -281,6 +286,15 @@ impl Txn {
             check(e, s, &format!("{}.{}", k.0, k.1)).await?;
         }
         let now = now_ms();
+        // Readers of several tables wait out a multi-table publish (coordinator).
+        let announced = work.len() >= 2;
+        if announced {
+            let names: Vec<String> = work
+                .iter()
+                .map(|(k, _)| format!("{}.{}", k.0, k.1))
+                .collect();
+            lake.announce(&self.id, &names).await?;
+        }
         let mut published: Vec<(String, String, u64, &Squashed)> = Vec::new();
         for (k, s) in &work {
             let e = tables.get_mut(k).expect("entry of staged work");
@@ -293,8 +307,20 @@ impl Txn {
                             undo(e, s, &self.id).await;
                         }
                     }
+                    if announced {
+                        lake.withdraw(&self.id).await;
+                    }
                     return Err(err);
                 }
+            }
+        }
+        if announced {
+            let versions = published
+                .iter()
+                .map(|(s, t, v, _)| (format!("{s}.{t}"), *v))
+                .collect();
+            if let Err(e) = lake.published(&self.id, versions).await {
+                tracing::warn!("transaction {}: publishing its record: {e}", self.id);
             }
         }
         for (k, s) in &work {
@@ -393,7 +419,7 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     use super::scope;
-    use crate::{Lake, LakeConfig, LakeError};
+    use crate::{Lake, LakeError};
 
     fn batch(ids: Vec<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
@@ -401,11 +427,7 @@ mod tests {
     }
 
     async fn lake(dir: &std::path::Path, tables: &[&str]) -> Arc<Lake> {
-        let lake = Lake::open(&LakeConfig {
-            root: dir.display().to_string(),
-            ..LakeConfig::default()
-        })
-        .unwrap();
+        let lake = crate::test_lake(dir);
         for t in tables {
             std::fs::create_dir_all(dir.join("gold").join(t)).unwrap();
             let url = lake.table_url("gold", t).unwrap();
@@ -456,7 +478,7 @@ mod tests {
         // Nobody else does.
         assert_eq!(rows(&lake, "a").await, 3);
         assert_eq!(rows(&lake, "b").await, 3);
-        let published = txn.commit().await.unwrap();
+        let published = txn.commit(&lake).await.unwrap();
         assert_eq!(published.tables.len(), 2);
         assert_eq!(rows(&lake, "a").await, 5);
         assert_eq!(rows(&lake, "b").await, 4);
@@ -480,7 +502,7 @@ mod tests {
             append(&lake, "a", vec![7]).await;
         })
         .await;
-        txn.commit().await.unwrap();
+        txn.commit(&lake).await.unwrap();
         assert_eq!(rows(&lake, "a").await, 5);
         let txn = lake.begin();
         scope(Some(txn.clone()), append(&lake, "a", vec![8])).await;
@@ -506,16 +528,16 @@ mod tests {
             })
             .await;
         }
-        first.commit().await.unwrap();
-        let err = second.commit().await.unwrap_err();
+        first.commit(&lake).await.unwrap();
+        let err = second.commit(&lake).await.unwrap_err();
         assert!(matches!(err, LakeError::SerializationFailure(_)), "{err}");
         assert_eq!(rows(&lake, "a").await, 2);
         // Appends commute.
         let (x, y) = (lake.begin(), lake.begin());
         scope(Some(x.clone()), append(&lake, "a", vec![10])).await;
         scope(Some(y.clone()), append(&lake, "a", vec![11])).await;
-        x.commit().await.unwrap();
-        y.commit().await.unwrap();
+        x.commit(&lake).await.unwrap();
+        y.commit(&lake).await.unwrap();
         assert_eq!(rows(&lake, "a").await, 4);
     }
 }

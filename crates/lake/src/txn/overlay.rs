@@ -39,6 +39,9 @@ pub(crate) struct Overlay {
     staged: InMemory,
     /// `<table>/_delta_log` path -> pin.
     pins: RwLock<HashMap<String, Pin>>,
+    /// The visible real files of a pinned log, by listing prefix: files up to a pin never
+    /// change, so each pinned log is listed from storage once.
+    listed: Arc<RwLock<HashMap<String, Vec<ObjectMeta>>>>,
 }
 
 impl std::fmt::Display for Overlay {
@@ -76,6 +79,7 @@ impl Overlay {
             real,
             staged: InMemory::new(),
             pins: RwLock::new(HashMap::new()),
+            listed: Arc::default(),
         }
     }
 
@@ -87,6 +91,9 @@ impl Overlay {
     /// Shows `log` (a table's `_delta_log` path) as of `pin` from now on.
     pub(crate) fn pin(&self, log: &str, pin: Pin) {
         self.pins.write().insert(log.to_string(), pin);
+        self.listed
+            .write()
+            .retain(|prefix, _| !prefix.starts_with(log));
     }
 
     fn place(&self, location: &Path) -> Place {
@@ -149,20 +156,31 @@ impl Overlay {
     /// The merged listing of a pinned log under `prefix`.
     async fn list_log(
         real: Arc<dyn ObjectStore>,
+        cache: Arc<RwLock<HashMap<String, Vec<ObjectMeta>>>>,
         staged: Vec<ObjectMeta>,
         prefix: Path,
         pin: Pin,
     ) -> Result<Vec<ObjectMeta>> {
         let mut seen: HashMap<Path, ObjectMeta> = HashMap::new();
-        let listed: Vec<ObjectMeta> = match real.list(Some(&prefix)).try_collect().await {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        for m in listed {
-            if Overlay::visible(pin, m.location.filename().unwrap_or_default()) {
-                seen.insert(m.location.clone(), m);
+        let cached = cache.read().get(prefix.as_ref()).cloned();
+        let visible = match cached {
+            Some(v) => v,
+            None => {
+                let listed: Vec<ObjectMeta> = match real.list(Some(&prefix)).try_collect().await {
+                    Ok(l) => l,
+                    Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                let visible: Vec<ObjectMeta> = listed
+                    .into_iter()
+                    .filter(|m| Overlay::visible(pin, m.location.filename().unwrap_or_default()))
+                    .collect();
+                cache.write().insert(prefix.to_string(), visible.clone());
+                visible
             }
+        };
+        for m in visible {
+            seen.insert(m.location.clone(), m);
         }
         for m in staged {
             seen.insert(m.location.clone(), m);
@@ -268,11 +286,12 @@ impl ObjectStore for Overlay {
             return self.real.list(prefix);
         };
         let real = self.real.clone();
+        let cache = self.listed.clone();
         let prefix = prefix.cloned().unwrap_or_else(|| Path::from(log));
         let staged = self.staged.list(Some(&prefix));
         futures::stream::once(async move {
             let staged: Vec<ObjectMeta> = staged.try_collect().await?;
-            Overlay::list_log(real, staged, prefix, pin).await
+            Overlay::list_log(real, cache, staged, prefix, pin).await
         })
         .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
         .try_flatten()
