@@ -33,7 +33,8 @@ impl Session {
             return self.run_write_now(plan, source, slot).await;
         }
         self.commit_before_ddl().await?;
-        let out = tidepool_lake::txn::scope(None, self.run_write_now(plan, source, slot)).await;
+        let out =
+            tidepool_lake::txn::scope(None, Box::pin(self.run_write_now(plan, source, slot))).await;
         if let Some(txn) = self.current_txn() {
             txn.unpin_unwritten().await;
         }

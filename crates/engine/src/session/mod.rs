@@ -278,7 +278,7 @@ impl Session {
         let txn = self.current_txn();
         let out = tidepool_lake::txn::scope(
             txn,
-            self.execute_statement(kind, stmt, params, control, shape),
+            Box::pin(self.execute_statement(kind, stmt, params, control, shape)),
         )
         .await;
         match out {
@@ -363,8 +363,11 @@ impl Session {
         self.engine.options().access.security.refresh().await?;
         let mut attempt = 0;
         loop {
-            let (plan, reads) =
-                tidepool_lake::txn::recording(self.plan_as(stmt.clone(), principal.clone())).await;
+            // Boxed: planning futures are large, and these wrappers would add to the stack.
+            let (plan, reads) = tidepool_lake::txn::recording(Box::pin(
+                self.plan_as(stmt.clone(), principal.clone()),
+            ))
+            .await;
             let plan = plan?;
             attempt += 1;
             if reads.len() < 2
