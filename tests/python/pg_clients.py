@@ -83,6 +83,28 @@ def psycopg3():
         except psycopg.errors.UndefinedColumn:
             conn.rollback()
         check(conn.execute("select 1").fetchone()[0] == 1, "psycopg: usable after an error")
+        # ReadyForQuery carries the block's state; ROLLBACK TO SAVEPOINT recovers a failed
+        # block (how psqlODBC and JDBC's autosave handle errors).
+        status = psycopg.pq.TransactionStatus
+        conn.rollback()
+        conn.execute("savepoint before")
+        check(conn.info.transaction_status == status.INTRANS, "psycopg: in a block")
+        try:
+            conn.execute("select 1 / 0").fetchall()
+            check(False, "psycopg: division by zero must fail")
+        except psycopg.errors.DivisionByZero:
+            pass
+        check(conn.info.transaction_status == status.INERROR, "psycopg: failed block")
+        try:
+            conn.execute("select 1")
+            check(False, "psycopg: a failed block must refuse statements")
+        except psycopg.errors.InFailedSqlTransaction:
+            pass
+        conn.execute("rollback to savepoint before")
+        check(conn.info.transaction_status == status.INTRANS, "psycopg: recovered block")
+        check(conn.execute("select 2").fetchone()[0] == 2, "psycopg: usable after rollback to")
+        conn.rollback()
+        check(conn.info.transaction_status == status.IDLE, "psycopg: idle after rollback")
     print("psycopg3: ok")
 
 
