@@ -78,6 +78,8 @@ pub struct Lake {
     tables: Mutex<HashMap<(String, String), SharedTable>>,
     listing: Mutex<(Arc<Listing>, Option<Instant>)>,
     named: cloud::NamedStores,
+    /// Multi-table commit records already read ([`txn`]).
+    records_read: txn::RecordCache,
 }
 
 impl std::fmt::Debug for Lake {
@@ -126,6 +128,7 @@ impl Lake {
             refresh_every: Duration::from_millis(config.refresh_ms),
             tables: Mutex::new(HashMap::new()),
             listing: Mutex::new((Arc::new(Listing::default()), None)),
+            records_read: Default::default(),
         }))
     }
 

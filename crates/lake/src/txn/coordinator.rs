@@ -12,6 +12,7 @@
 //! far as it got: each table's commit is whole, as any Delta reader sees it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Lake, LakeError, META_DIR};
 
 /// How long a published record stays for readers that loaded tables before it landed.
-const KEEP: Duration = Duration::from_secs(60);
+const KEEP: Duration = Duration::from_secs(10);
 /// A record still `publishing` after this belongs to a committer that is gone.
 pub(crate) const ABANDONED: Duration = Duration::from_secs(30);
 
@@ -33,11 +34,20 @@ enum State {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
+pub(crate) struct Record {
     state: State,
     /// `schema.table` -> the version the transaction published (once published).
     tables: BTreeMap<String, Option<u64>>,
     at_ms: i64,
+}
+
+/// Records already read, by path: (path, modified, size) and the record.
+pub(crate) type RecordCache =
+    parking_lot::Mutex<std::collections::HashMap<String, (RecordKey, Arc<Record>)>>;
+type RecordKey = (String, chrono::DateTime<chrono::Utc>, u64);
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
 /// What [`Lake::consistent`] found.
@@ -91,41 +101,56 @@ impl Lake {
         let _ = self.store.delete(&self.record_path(id)).await;
     }
 
-    async fn records(&self) -> Result<Vec<(object_store::path::Path, Record)>, LakeError> {
+    async fn listed_records(&self) -> Result<Vec<object_store::ObjectMeta>, LakeError> {
         let prefix = self.object_path(&format!("{META_DIR}/txn"));
-        let listed: Vec<object_store::ObjectMeta> =
-            match self.store.list(Some(&prefix)).try_collect().await {
-                Ok(l) => l,
-                Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
+        match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(l) => Ok(l),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The records, each read once per version of its file (a published record never
+    /// changes again, so a busy lake costs one listing per check).
+    async fn records(&self) -> Result<Vec<Arc<Record>>, LakeError> {
         let mut out = Vec::new();
-        for m in listed {
+        let mut seen = Vec::new();
+        for m in self.listed_records().await? {
+            let key = (m.location.to_string(), m.last_modified, m.size);
+            seen.push(key.0.clone());
+            if let Some((k, r)) = self.records_read.lock().get(&key.0)
+                && *k == key
+            {
+                out.push(r.clone());
+                continue;
+            }
             let bytes = match self.store.get(&m.location).await {
                 Ok(r) => r.bytes().await?,
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
             if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
-                out.push((m.location, r));
+                let r = Arc::new(r);
+                self.records_read
+                    .lock()
+                    .insert(key.0.clone(), (key, r.clone()));
+                out.push(r);
             }
         }
+        self.records_read.lock().retain(|k, _| seen.contains(k));
         Ok(out)
     }
 
+    /// Deletes records past their time, by the age of their files (one listing).
     async fn sweep_records(&self) {
-        let Ok(records) = self.records().await else {
+        let Ok(listed) = self.listed_records().await else {
             return;
         };
-        let now = super::now_ms();
-        for (path, r) in records {
-            let age = Duration::from_millis(now.saturating_sub(r.at_ms).max(0) as u64);
-            let done = match r.state {
-                State::Published => age > KEEP,
-                State::Publishing => age > ABANDONED + KEEP,
-            };
-            if done {
-                let _ = self.store.delete(&path).await;
+        let now = chrono_now();
+        for m in listed {
+            let age = (now - m.last_modified).to_std().unwrap_or_default();
+            if age > ABANDONED + KEEP {
+                let _ = self.store.delete(&m.location).await;
             }
         }
     }
@@ -141,7 +166,7 @@ impl Lake {
             .map(|(s, t, v)| (format!("{s}.{t}"), *v))
             .collect();
         let now = super::now_ms();
-        for (_, r) in self.records().await? {
+        for r in self.records().await? {
             let age = Duration::from_millis(now.saturating_sub(r.at_ms).max(0) as u64);
             let touched: Vec<(&String, &Option<u64>)> = r
                 .tables

@@ -18,7 +18,7 @@ mod coordinator;
 mod overlay;
 mod squash;
 
-pub(crate) use coordinator::note_read;
+pub(crate) use coordinator::{RecordCache, note_read};
 pub use coordinator::{Verdict, recording};
 
 use std::collections::BTreeMap;
@@ -385,11 +385,13 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
             .await
         {
             Ok(()) => {
-                e.real.update_incremental(None).await?;
-                if version.is_multiple_of(100)
-                    && let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
-                {
-                    tracing::warn!("checkpoint of {name} at version {version}: {err}");
+                // Every hundredth version gets a checkpoint, as delta-rs's own commits do.
+                if version.is_multiple_of(100) {
+                    e.real.update_incremental(None).await?;
+                    if let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
+                    {
+                        tracing::warn!("checkpoint of {name} at version {version}: {err}");
+                    }
                 }
                 return Ok(version);
             }
