@@ -2,10 +2,13 @@
 //! session of its own, commands that name its id run in that session, and
 //! `EndTransaction` commits or rolls it back, exactly as `BEGIN` ... `COMMIT` over
 //! Postgres. Savepoints are `SAVEPOINT` / `RELEASE` / `ROLLBACK TO` in the same session.
-//! Only the user who began a transaction can use it; at most [`MAX_OPEN`] are open.
+//! Only the user who began a transaction can use it; at most [`MAX_OPEN`] are open, and
+//! one left unused for [`IDLE`] (a client that went away) is rolled back when the next
+//! one begins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -16,11 +19,14 @@ use crate::engine::{Engine, QueryControl};
 
 /// Open transactions the server keeps at most (each holds a session).
 pub const MAX_OPEN: usize = 1024;
+/// A transaction unused this long is abandoned: its writes are discarded.
+pub const IDLE: Duration = Duration::from_secs(3600);
 
 struct Open {
     user: String,
     session: SharedSession,
     savepoints: u64,
+    used: Instant,
 }
 
 /// The open transactions, by id.
@@ -44,6 +50,21 @@ async fn run(session: &SharedSession, sql: &str) -> Result<(), Status> {
 impl Transactions {
     /// Begins a transaction for `user`; returns its id.
     pub async fn begin(&self, engine: &Arc<Engine>, user: &str) -> Result<Vec<u8>, Status> {
+        let idle: Vec<SharedSession> = {
+            let mut open = self.open.lock();
+            let gone: Vec<Vec<u8>> = open
+                .iter()
+                .filter(|(_, o)| o.used.elapsed() > IDLE)
+                .map(|(id, _)| id.clone())
+                .collect();
+            gone.iter()
+                .filter_map(|id| open.remove(id))
+                .map(|o| o.session)
+                .collect()
+        };
+        for session in idle {
+            let _ = run(&session, "ROLLBACK").await;
+        }
         if self.open.lock().len() >= MAX_OPEN {
             return Err(Status::resource_exhausted(format!(
                 "{MAX_OPEN} transactions are open; end some first"
@@ -58,6 +79,7 @@ impl Transactions {
                 user: user.to_string(),
                 session,
                 savepoints: 0,
+                used: Instant::now(),
             },
         );
         Ok(id)
@@ -76,8 +98,11 @@ impl Transactions {
     }
 
     fn session(&self, id: &[u8], user: &str) -> Result<SharedSession, Status> {
-        match self.open.lock().get(id) {
-            Some(o) if o.user == user => Ok(o.session.clone()),
+        match self.open.lock().get_mut(id) {
+            Some(o) if o.user == user => {
+                o.used = Instant::now();
+                Ok(o.session.clone())
+            }
             _ => Err(Status::not_found("no such transaction")),
         }
     }
