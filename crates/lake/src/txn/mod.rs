@@ -99,8 +99,8 @@ pub struct Savepoint(BTreeMap<(String, String), u64>);
 /// What a commit published.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
-    /// `(schema, table, version)` of each table's new commit.
-    pub tables: Vec<(String, String, u64)>,
+    /// `schema.table` and the version of its new commit, for each table written.
+    pub tables: Vec<(String, u64)>,
 }
 
 /// A transaction over one lake.
@@ -270,42 +270,41 @@ impl Txn {
     /// conflict found while publishing undoes the tables already published.
     pub async fn commit(&self, lake: &Lake) -> Result<Published, LakeError> {
         let mut tables = self.tables.lock().await;
-        let mut work: Vec<((String, String), Squashed)> = Vec::new();
-        for (k, e) in tables.iter() {
+        // (schema.table, its entry, what it publishes)
+        let mut work: Vec<(String, &mut Entry, Squashed)> = Vec::new();
+        for ((schema, table), e) in tables.iter_mut() {
             let staged = e.staged(&self.overlay).await?;
             if staged.is_empty() {
                 continue;
             }
             let s = Squashed::of(&staged)?;
             if !s.is_empty() {
-                work.push((k.clone(), s));
+                work.push((format!("{schema}.{table}"), e, s));
             }
         }
-        for (k, s) in &work {
-            let e = tables.get_mut(k).expect("entry of staged work");
-            check(e, s, &format!("{}.{}", k.0, k.1)).await?;
+        for (name, e, s) in work.iter_mut() {
+            check(e, s, name).await?;
         }
-        let now = now_ms();
         // Readers of several tables wait out a multi-table publish (coordinator).
         let announced = work.len() >= 2;
         if announced {
-            let names: Vec<String> = work
-                .iter()
-                .map(|(k, _)| format!("{}.{}", k.0, k.1))
-                .collect();
+            let names: Vec<String> = work.iter().map(|(name, _, _)| name.clone()).collect();
             lake.announce(&self.id, &names).await?;
         }
-        let mut published: Vec<(String, String, u64, &Squashed)> = Vec::new();
-        for (k, s) in &work {
-            let e = tables.get_mut(k).expect("entry of staged work");
-            let bytes = Bytes::from(s.commit_bytes(&self.id, now));
-            match publish(e, s, bytes, &format!("{}.{}", k.0, k.1)).await {
-                Ok(v) => published.push((k.0.clone(), k.1.clone(), v, s)),
+        let now = now_ms();
+        let mut published: Vec<(usize, u64)> = Vec::new();
+        for i in 0..work.len() {
+            let result = {
+                let (name, e, s) = &mut work[i];
+                let bytes = Bytes::from(s.commit_bytes(&self.id, now));
+                publish(e, s, bytes, name).await
+            };
+            match result {
+                Ok(v) => published.push((i, v)),
                 Err(err) => {
-                    for (schema, table, _, s) in &published {
-                        if let Some(e) = tables.get_mut(&(schema.clone(), table.clone())) {
-                            undo(e, s, &self.id).await;
-                        }
+                    for (j, _) in &published {
+                        let (_, e, s) = &mut work[*j];
+                        undo(e, s, &self.id).await;
                     }
                     if announced {
                         lake.withdraw(&self.id).await;
@@ -314,28 +313,23 @@ impl Txn {
                 }
             }
         }
-        if announced {
-            let versions = published
-                .iter()
-                .map(|(s, t, v, _)| (format!("{s}.{t}"), *v))
-                .collect();
-            if let Err(e) = lake.published(&self.id, versions).await {
-                tracing::warn!("transaction {}: publishing its record: {e}", self.id);
+        let published: Vec<(String, u64)> = published
+            .into_iter()
+            .map(|(i, v)| (work[i].0.clone(), v))
+            .collect();
+        if announced
+            && let Err(e) = lake
+                .published(&self.id, published.iter().cloned().collect())
+                .await
+        {
+            tracing::warn!("transaction {}: publishing its record: {e}", self.id);
+        }
+        for (_, e, s) in &work {
+            for p in &s.cancelled {
+                self.delete_file(&e.dir, p).await;
             }
         }
-        for (k, s) in &work {
-            if let Some(e) = tables.get(k) {
-                for p in &s.cancelled {
-                    self.delete_file(&e.dir, p).await;
-                }
-            }
-        }
-        Ok(Published {
-            tables: published
-                .into_iter()
-                .map(|(s, t, v, _)| (s, t, v))
-                .collect(),
-        })
+        Ok(Published { tables: published })
     }
 }
 

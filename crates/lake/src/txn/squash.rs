@@ -31,6 +31,15 @@ fn file_key(action: &Value) -> String {
     }
 }
 
+/// A string field of an action ("" when absent).
+fn text(action: &Value, field: &str) -> String {
+    action
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The actions of one commit file, each `{"<kind>": {...}}`.
 pub(crate) fn actions(commit: &[u8]) -> Result<Vec<(String, Value)>, LakeError> {
     let mut out = Vec::new();
@@ -94,20 +103,10 @@ impl Squashed {
                     "metaData" => s.metadata = Some(action),
                     "protocol" => s.protocol = Some(action),
                     "txn" => {
-                        let app = action
-                            .get("appId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        s.txns.insert(app, action);
+                        s.txns.insert(text(&action, "appId"), action);
                     }
                     "domainMetadata" => {
-                        let d = action
-                            .get("domain")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        s.domains.insert(d, action);
+                        s.domains.insert(text(&action, "domain"), action);
                     }
                     "cdc" => s.cdc.push(action),
                     "commitInfo" => {

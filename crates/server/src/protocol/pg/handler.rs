@@ -303,34 +303,32 @@ impl SimpleQueryHandler for ConnHandler {
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
         let empty = query.query.chars().all(|c| c == ';' || c.is_whitespace());
-        let responses = if empty {
-            vec![Response::EmptyQuery]
+        let sent = if empty {
+            send_responses(client, vec![Response::EmptyQuery]).await
         } else {
             match SimpleQueryHandler::do_query(self, client, &query.query).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // pgwire reports it (ErrorResponse, ReadyForQuery): the block fails.
-                    self.session_status(client, true).await;
-                    client.set_state(PgWireConnectionState::ReadyForQuery);
-                    return Err(e);
-                }
+                Ok(responses) => send_responses(client, responses).await,
+                Err(e) => Err(e),
             }
         };
-        let sent = send_responses(client, responses).await;
-        if let Err(e) = sent {
-            // A row failed while streaming: pgwire reports it, and the block fails.
-            self.session_status(client, true).await;
-            client.set_state(PgWireConnectionState::ReadyForQuery);
-            return Err(e);
+        match sent {
+            // The statement, or a row while streaming, failed: pgwire reports it
+            // (ErrorResponse, ReadyForQuery) and the block fails.
+            Err(e) => {
+                self.session_status(client, true).await;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                Err(e)
+            }
+            Ok(true) => {
+                client.set_state(PgWireConnectionState::CopyInProgress(false));
+                Ok(())
+            }
+            Ok(false) => {
+                let status = self.session_status(client, false).await;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                send_ready_for_query(client, status).await
+            }
         }
-        if matches!(sent, Ok(true)) {
-            client.set_state(PgWireConnectionState::CopyInProgress(false));
-        } else {
-            let status = self.session_status(client, false).await;
-            client.set_state(PgWireConnectionState::ReadyForQuery);
-            send_ready_for_query(client, status).await?;
-        }
-        Ok(())
     }
 
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
