@@ -46,6 +46,8 @@ pub enum ErrorKind {
     SerializationFailure,
     /// NULL into a NOT NULL column (23502).
     NotNullViolation,
+    /// A row a CHECK constraint refuses (23514).
+    CheckViolation,
     /// A statement after an error in a transaction block, before ROLLBACK (25P02).
     InFailedTransaction,
     /// A statement a transaction block that has written does not allow (25001).
@@ -204,6 +206,11 @@ impl EngineError {
             ErrorKind::NotNullViolation => {
                 format!("null value violates a not-null constraint ({message})")
             }
+            // The check of an INSERT's rows (crate::constraints) wrapped by delta-rs.
+            ErrorKind::CheckViolation => match message.find("new row for relation") {
+                Some(at) => message[at..].to_string(),
+                None => message,
+            },
             _ => message,
         }
     }
@@ -217,6 +224,8 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
         || message.contains("Delta transaction failed, version")
     {
         Some(ErrorKind::SerializationFailure)
+    } else if message.contains("violates check constraint") {
+        Some(ErrorKind::CheckViolation)
     } else if message.contains("declared as non-nullable but contains null values")
         // delta-rs's check of a write against the table's NOT NULL columns.
         || message.contains("rows failed validation check")
@@ -243,6 +252,8 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
         LakeError::InvalidMerge(_) => ErrorKind::Syntax,
         LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
+        LakeError::DuplicateConstraint(_) => ErrorKind::DuplicateObject,
+        LakeError::CheckViolation(_) => ErrorKind::CheckViolation,
         LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
         LakeError::Commit(_) => ErrorKind::Internal,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,

@@ -14,6 +14,7 @@ mod bounded_aggregates;
 mod catalog;
 mod catalog_cache;
 pub mod complexity;
+mod constraints;
 mod correlated;
 mod cursors;
 mod error;

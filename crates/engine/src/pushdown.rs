@@ -6,6 +6,7 @@
 //! File skipping by such filters is lost, which costs little: a list that long rarely
 //! prunes files.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,16 +23,41 @@ use deltalake::DeltaTable;
 /// Largest filter (expression nodes, `IN` list values counted) offered to delta-rs.
 pub const MAX_PUSHDOWN_NODES: usize = 512;
 
-/// The provider of a Delta table, with bounded filter pushdown.
+/// The provider of a Delta table, with bounded filter pushdown and the column defaults
+/// the table declares (used by INSERTs that leave a column out).
 pub async fn delta_provider(table: &DeltaTable) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
-    Ok(Arc::new(BoundedPushdown {
-        inner: table.table_provider().await?,
-    }))
+    let inner = table.table_provider().await?;
+    let defaults = defaults_of(table, &inner.schema());
+    Ok(Arc::new(BoundedPushdown { inner, defaults }))
 }
 
 #[derive(Debug)]
 struct BoundedPushdown {
     inner: Arc<dyn TableProvider>,
+    defaults: HashMap<String, Expr>,
+}
+
+/// The declared defaults of `table` ([`tidepool_lake::Declared`]) as expressions; one
+/// that no longer plans (a dropped function) is left out with a warning.
+fn defaults_of(table: &DeltaTable, schema: &SchemaRef) -> HashMap<String, Expr> {
+    let declared = tidepool_lake::Declared::of_table(table);
+    if declared.defaults.is_empty() {
+        return HashMap::new();
+    }
+    let Ok(df) = datafusion::common::DFSchema::try_from(schema.as_ref().clone()) else {
+        return HashMap::new();
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let mut out = HashMap::new();
+    for (column, sql) in declared.defaults {
+        match ctx.parse_sql_expr(&sql, &df) {
+            Ok(e) => {
+                out.insert(column, e);
+            }
+            Err(e) => tracing::warn!(column, sql, "default does not plan: {e}"),
+        }
+    }
+    out
 }
 
 /// Nodes of `expr`, stopping once past the bound.
@@ -93,6 +119,10 @@ impl TableProvider for BoundedPushdown {
                 }
             })
             .collect())
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     async fn insert_into(

@@ -61,6 +61,7 @@ impl Lake {
         state: Arc<SessionState>,
     ) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
+        let declared = crate::Declared::of_table(&target);
         let mut builder = target.update().with_session_state(state);
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
@@ -68,7 +69,9 @@ impl Lake {
         for (column, value) in assignments {
             builder = builder.with_update(column, value);
         }
-        let (_, metrics) = builder.await?;
+        let (_, metrics) = builder
+            .await
+            .map_err(|e| crate::constraints::violation(e, table, &declared))?;
         Ok(DmlOutcome {
             rows: metrics.num_updated_rows as u64,
             files_removed: metrics.num_removed_files as u64,

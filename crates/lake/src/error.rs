@@ -29,6 +29,10 @@ pub enum LakeError {
     SerializationFailure(String),
     #[error("commit: {0}")]
     Commit(String),
+    #[error("{0}")]
+    DuplicateConstraint(String),
+    #[error("{0}")]
+    CheckViolation(String),
     #[error("schema {0} is not empty")]
     SchemaNotEmpty(String),
     #[error("{path}: {source}")]

@@ -8,6 +8,7 @@
 
 mod alter;
 mod cloud;
+mod constraints;
 mod dml;
 mod error;
 mod listing;
@@ -28,6 +29,7 @@ use parking_lot::Mutex;
 use url::Url;
 
 pub use cloud::{LazyStores, NamedStores};
+pub use constraints::{Constraint, ConstraintKind, Declared};
 pub use dml::DmlOutcome;
 pub use error::LakeError;
 pub use listing::Listing;

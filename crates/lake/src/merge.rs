@@ -83,6 +83,7 @@ impl Lake {
         state: Arc<SessionState>,
     ) -> Result<MergeOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
+        let declared = crate::Declared::of_table(&target);
         let mut builder = target
             .merge(source, on)
             .with_source_alias(MERGE_SOURCE)
@@ -130,7 +131,9 @@ impl Lake {
                 }
             };
         }
-        let (_, metrics) = builder.await?;
+        let (_, metrics) = builder
+            .await
+            .map_err(|e| crate::constraints::violation(e, table, &declared))?;
         Ok(MergeOutcome {
             inserted: metrics.num_target_rows_inserted as u64,
             updated: metrics.num_target_rows_updated as u64,

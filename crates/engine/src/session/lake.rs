@@ -52,7 +52,7 @@ impl Session {
         }
         let tag = match plan {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
-                self.create_table(c, slot).await?
+                self.create_table(c, source, slot).await?
             }
             LogicalPlan::Dml(dml) => match dml.op {
                 WriteOp::Insert(_) => self.insert(dml, slot).await?,
@@ -121,9 +121,12 @@ impl Session {
     }
 
     /// CREATE [OR REPLACE] TABLE [IF NOT EXISTS] ... [AS query].
+    /// Constraints and defaults are stored with the table in the commits after its first
+    /// (delta-rs creates tables with Delta's own properties only).
     async fn create_table(
         &self,
         c: CreateMemoryTable,
+        source: &Source,
         slot: Slot,
     ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
@@ -140,13 +143,20 @@ impl Session {
         } else {
             WriteMode::Create
         };
+        let mut declared = source.declared.clone();
+        let default_schema = self.resolve(&TableReference::bare("x"))?.0;
+        crate::constraints::resolve_references(&mut declared, &default_schema, &lake).await?;
         let state = Arc::new(self.ctx.state());
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
         let input = (*c.input).clone();
         let out = self
             .engine
             .executor()
-            .run(async move { Ok(lake.write_plan(&schema, &table, input, state, mode).await?) })
+            .run(async move {
+                let out = lake.write_plan(&schema, &table, input, state, mode).await?;
+                lake.declare(&schema, &table, &declared).await?;
+                Ok(out)
+            })
             .await?;
         Ok(if is_ctas {
             CommandTag::with_rows("SELECT", out.rows)
@@ -159,9 +169,10 @@ impl Session {
     async fn insert(&self, dml: DmlStatement, slot: Slot) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
+        let declared = lake.declared(&schema, &table).await?;
+        let input = crate::constraints::checked_input((*dml.input).clone(), &table, &declared)?;
         let state = Arc::new(self.ctx.state());
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
-        let input = (*dml.input).clone();
         let out = self
             .engine
             .executor()

@@ -56,6 +56,8 @@ pub(crate) struct Source {
     /// The statement a MERGE plan was written as (`UPDATE ... FROM`, `INSERT ... ON
     /// CONFLICT`), for its tag.
     pub written_as: merge::WrittenAs,
+    /// The constraints and defaults a `CREATE TABLE` declares.
+    pub declared: tidepool_lake::Declared,
 }
 
 impl Source {
@@ -71,10 +73,18 @@ impl Source {
             DFStatement::Statement(s) => merge::WrittenAs::of(s),
             _ => merge::WrittenAs::Merge,
         };
+        let declared = match stmt {
+            DFStatement::Statement(s) => match s.as_ref() {
+                Statement::CreateTable(c) => crate::constraints::take(&mut c.clone()),
+                _ => Default::default(),
+            },
+            _ => Default::default(),
+        };
         Source {
             sql: stmt.to_string(),
             view_query,
             written_as,
+            declared,
         }
     }
 }
@@ -405,6 +415,11 @@ impl Session {
                     return Err(EngineError::NotSupported(
                         "COPY FROM and COPY TO STDOUT (copy to a file or object store path)".into(),
                     ));
+                }
+                Statement::CreateTable(mut c) => {
+                    // Kept by the lake (Source::declared); DataFusion refuses some.
+                    crate::constraints::take(&mut c);
+                    DFStatement::Statement(Box::new(Statement::CreateTable(c)))
                 }
                 other => DFStatement::Statement(Box::new(other)),
             },

@@ -41,7 +41,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
         ErrorKind::TooComplex => Code::InvalidArgument,
         ErrorKind::SerializationFailure => Code::Aborted,
-        ErrorKind::NotNullViolation => Code::InvalidArgument,
+        ErrorKind::NotNullViolation | ErrorKind::CheckViolation => Code::InvalidArgument,
         ErrorKind::CardinalityViolation => Code::InvalidArgument,
         ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Timeout => Code::DeadlineExceeded,

@@ -34,6 +34,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::TooComplex => "54001",
         ErrorKind::SerializationFailure => "40001",
         ErrorKind::NotNullViolation => "23502",
+        ErrorKind::CheckViolation => "23514",
         ErrorKind::InFailedTransaction => "25P02",
         ErrorKind::ActiveTransaction => "25001",
         ErrorKind::NoActiveTransaction => "25P01",
