@@ -209,15 +209,16 @@ impl Declared {
     }
 }
 
-/// `name` as an SQL identifier: quoted unless it is lower-case letters, digits and `_`.
-fn quote_ident(name: &str) -> String {
+/// `name` as an SQL identifier (PostgreSQL's `quote_ident`): double-quoted unless it is a
+/// plain lower-case identifier.
+pub fn quote_ident(name: &str) -> String {
     let plain = name
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
     if plain {
         name.to_string()
     } else {

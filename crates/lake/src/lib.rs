@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use url::Url;
 
 pub use cloud::{LazyStores, NamedStores};
-pub use constraints::{Constraint, ConstraintKind, Declared};
+pub use constraints::{Constraint, ConstraintKind, Declared, quote_ident};
 pub use dml::DmlOutcome;
 pub use error::LakeError;
 pub use listing::Listing;

@@ -2,8 +2,8 @@
 //! not at all. `columns` reports Postgres types (`bigint`, `numeric`, `timestamp with time
 //! zone`, `ARRAY`, with `udt_name`, precision and scale) instead of Arrow type names;
 //! `table_constraints`, `key_column_usage`, `referential_constraints`,
-//! `constraint_column_usage` and `check_constraints` exist with Postgres' columns and no
-//! rows, since lake tables declare no keys. The parser sends queries of these names to
+//! `constraint_column_usage` and `check_constraints` list the lake's keys
+//! ([`crate::keys`]). The parser sends queries of these names to
 //! `system.<name>` (see [`INFORMATION_SCHEMA_VIEWS`]). `tables` stays DataFusion's (it sees the
 //! session's temporary tables), widened to Postgres' columns by [`tables_view`].
 
@@ -54,103 +54,15 @@ pub fn register(engine: &Arc<Engine>) {
             engine: Arc::downgrade(engine),
         }),
     );
-    for (name, columns) in [
-        (
-            "table_constraints",
-            &[
-                "constraint_catalog",
-                "constraint_schema",
-                "constraint_name",
-                "table_catalog",
-                "table_schema",
-                "table_name",
-                "constraint_type",
-                "is_deferrable",
-                "initially_deferred",
-                "enforced",
-                "nulls_distinct",
-            ][..],
-        ),
-        (
-            "key_column_usage",
-            &[
-                "constraint_catalog",
-                "constraint_schema",
-                "constraint_name",
-                "table_catalog",
-                "table_schema",
-                "table_name",
-                "column_name",
-                "ordinal_position:int",
-                "position_in_unique_constraint:int",
-            ][..],
-        ),
-        (
-            "referential_constraints",
-            &[
-                "constraint_catalog",
-                "constraint_schema",
-                "constraint_name",
-                "unique_constraint_catalog",
-                "unique_constraint_schema",
-                "unique_constraint_name",
-                "match_option",
-                "update_rule",
-                "delete_rule",
-            ][..],
-        ),
-        (
-            "constraint_column_usage",
-            &[
-                "table_catalog",
-                "table_schema",
-                "table_name",
-                "column_name",
-                "constraint_catalog",
-                "constraint_schema",
-                "constraint_name",
-            ][..],
-        ),
-        (
-            "check_constraints",
-            &[
-                "constraint_catalog",
-                "constraint_schema",
-                "constraint_name",
-                "check_clause",
-            ][..],
-        ),
-    ] {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|c| match c.strip_suffix(":int") {
-                Some(name) => Field::new(name, DataType::Int32, true),
-                None => Field::new(*c, DataType::Utf8, true),
-            })
-            .collect();
+    for (view, name, columns) in crate::keys::View::ALL {
         engine.register_gathered_system_table(
             name,
-            Arc::new(NoRows {
-                schema: Arc::new(Schema::new(fields)),
-            }),
+            Arc::new(crate::keys::KeyView::new(
+                Arc::downgrade(engine),
+                view,
+                columns,
+            )),
         );
-    }
-}
-
-/// A catalog table with columns and no rows.
-#[derive(Debug)]
-struct NoRows {
-    schema: SchemaRef,
-}
-
-#[async_trait]
-impl AsyncSystemTable for NoRows {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    async fn rows(&self, _session: &dyn datafusion::catalog::Session) -> Result<RecordBatch> {
-        Ok(RecordBatch::new_empty(self.schema.clone()))
     }
 }
 

@@ -14,6 +14,7 @@ mod catalog_subqueries;
 mod catalog_views;
 mod gathered;
 mod info_schema;
+mod keys;
 mod parser;
 mod pg_attribute;
 mod pg_functions;
@@ -70,6 +71,10 @@ impl Extension for PgCompat {
         datafusion_pg_catalog::pg_catalog::setup_pg_catalog(ctx, CATALOG, self.roles.clone())
             .map_err(|e| EngineError::from(*e))?;
         ctx.register_udf(rules::like_escape_udf());
+        ctx.register_udtf(
+            "pg_partition_ancestors",
+            Arc::new(pg_functions::PartitionAncestors),
+        );
         for f in pg_functions::udfs() {
             ctx.register_udf(f);
         }
@@ -80,7 +85,7 @@ impl Extension for PgCompat {
     }
 
     fn pure_table_functions(&self) -> &[&str] {
-        &["pg_get_keywords"]
+        &["pg_get_keywords", "pg_partition_ancestors"]
     }
 
     fn attach(&self, engine: &Arc<Engine>) -> Result<(), EngineError> {
@@ -111,6 +116,11 @@ impl Extension for PgCompat {
             );
         }
         info_schema::register(engine);
+        for index in [false, true] {
+            engine
+                .base()
+                .register_udf(keys::KeyDefinition::udf(Arc::downgrade(engine), index));
+        }
         Ok(())
     }
 

@@ -31,7 +31,7 @@ async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
 }
 
 /// `oid -> text column` of a catalog table.
-async fn names(
+pub(crate) async fn names(
     catalog: &Arc<dyn SchemaProvider>,
     table: &str,
     column: &str,
@@ -119,15 +119,22 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
 }
 
 /// `pg_class` with the columns the bundled one lacks (`reloptions`, `relacl`: NULL, as
-/// for a table without storage options or grants), which SQLAlchemy's index query reads.
+/// for a table without storage options or grants), which SQLAlchemy's index query reads,
+/// and with the indexes of lake keys ([`crate::keys::class_rows`]).
 #[derive(Debug)]
 pub struct ClassTable {
     pub inner: Arc<dyn TableProvider>,
     schema: SchemaRef,
+    catalog: Arc<dyn SchemaProvider>,
+    engine: Weak<Engine>,
 }
 
 impl ClassTable {
-    pub fn new(inner: Arc<dyn TableProvider>) -> ClassTable {
+    pub fn new(
+        inner: Arc<dyn TableProvider>,
+        catalog: Arc<dyn SchemaProvider>,
+        engine: Weak<Engine>,
+    ) -> ClassTable {
         use datafusion::arrow::datatypes::{Field, Schema};
         let mut fields: Vec<Field> = inner
             .schema()
@@ -147,6 +154,8 @@ impl ClassTable {
         ClassTable {
             inner,
             schema: Arc::new(Schema::new(fields)),
+            catalog,
+            engine,
         }
     }
 }
@@ -168,6 +177,10 @@ impl TableProvider for ClassTable {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let (indexes, tables) = match self.engine.upgrade() {
+            Some(engine) => crate::keys::class_rows(&engine, &self.catalog).await?,
+            None => Default::default(),
+        };
         let mut batches = Vec::new();
         for b in collect(&self.inner).await? {
             let mut columns = b.columns().to_vec();
@@ -177,7 +190,13 @@ impl TableProvider for ClassTable {
                     b.num_rows(),
                 ));
             }
+            if !tables.is_empty() {
+                flag_keyed_tables(&self.schema, &mut columns, &tables)?;
+            }
             batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        if !indexes.is_empty() {
+            batches.push(crate::keys::class_batch(&self.schema, &indexes)?);
         }
         datafusion::catalog::MemTable::try_new(self.schema.clone(), vec![batches])?
             .scan(state, projection, filters, limit)
@@ -290,6 +309,52 @@ impl Gather for AttributeTable {
         }
         Ok(out)
     }
+}
+
+/// Sets `relhasindex`, `relchecks` and `relhastriggers` of the rows of keyed tables
+/// (`oid -> (has an index, checks, has or is the target of a foreign key)`).
+fn flag_keyed_tables(
+    schema: &SchemaRef,
+    columns: &mut [ArrayRef],
+    tables: &HashMap<i64, (bool, i64, bool)>,
+) -> Result<()> {
+    use datafusion::arrow::array::BooleanArray;
+    let Ok(oid) = schema.index_of("oid") else {
+        return Ok(());
+    };
+    let oids = cast(&columns[oid], &DataType::Int64)?;
+    let oids = oids.as_primitive::<Int64Type>();
+    let keyed = |i: usize| {
+        oids.is_valid(i)
+            .then(|| tables.get(&oids.value(i)))
+            .flatten()
+    };
+    for (name, pick) in [("relhasindex", 0usize), ("relhastriggers", 2)] {
+        let Ok(k) = schema.index_of(name) else {
+            continue;
+        };
+        let old = cast(&columns[k], &DataType::Boolean)?;
+        let old = old.as_boolean();
+        let new: BooleanArray = (0..oids.len())
+            .map(|i| match keyed(i) {
+                Some(t) => Some(if pick == 0 { t.0 } else { t.2 }),
+                None => old.is_valid(i).then(|| old.value(i)),
+            })
+            .collect();
+        columns[k] = cast(&(Arc::new(new) as ArrayRef), schema.field(k).data_type())?;
+    }
+    if let Ok(k) = schema.index_of("relchecks") {
+        let old = cast(&columns[k], &DataType::Int64)?;
+        let old = old.as_primitive::<Int64Type>();
+        let new: datafusion::arrow::array::Int64Array = (0..oids.len())
+            .map(|i| match keyed(i) {
+                Some(t) => Some(t.1),
+                None => old.is_valid(i).then(|| old.value(i)),
+            })
+            .collect();
+        columns[k] = cast(&(Arc::new(new) as ArrayRef), schema.field(k).data_type())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Postgres functions that drivers put in their catalog queries and that neither
 //! DataFusion nor datafusion-pg-catalog provides: `pg_get_serial_sequence` (no sequences:
-//! NULL), `pg_get_indexdef` / `pg_get_triggerdef` (none exist: NULL),
+//! NULL), `pg_get_triggerdef` (none exist: NULL),
 //! `pg_collation_is_visible` / `pg_type_is_visible` (true), `pg_is_other_temp_schema` (false), `obj_description` / `col_description` (NULL),
 //! `pg_size_pretty`, `pg_table_size` / `pg_indexes_size` / `pg_database_size` (NULL:
 //! not tracked), `pg_advisory_unlock_all` (no advisory locks),
@@ -99,15 +99,21 @@ pub fn udfs() -> Vec<ScalarUDF> {
             Volatility::Stable,
             Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
         ),
-        // No indexes or triggers exist, so their definitions are NULL.
-        ScalarUDF::new_from_impl(NullText {
-            name: "pg_get_indexdef",
-            signature: Signature::variadic_any(Volatility::Stable),
-        }),
+        // No triggers exist, so their definitions are NULL (`pg_get_indexdef` is the
+        // keys module's).
         ScalarUDF::new_from_impl(NullText {
             name: "pg_get_triggerdef",
             signature: Signature::variadic_any(Volatility::Stable),
         }),
+        // In a select list (psql: `SELECT pg_partition_ancestors('16385') UNION ALL
+        // VALUES (...)`): the relation itself, its only ancestor.
+        create_udf(
+            "pg_partition_ancestors",
+            vec![DataType::Utf8],
+            DataType::Int64,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| args[0].cast_to(&DataType::Int64, None)),
+        ),
         ScalarUDF::new_from_impl(JsonBuildObject {
             signature: Signature::variadic_any(Volatility::Immutable),
         }),
@@ -440,6 +446,52 @@ fn json_value(v: &ScalarValue) -> serde_json::Value {
     }
 }
 
+/// `pg_partition_ancestors(oid)`: lake tables are never partitions, so a table's only
+/// ancestor is itself (psql's `\d` asks it for the tables whose foreign keys point here).
+/// An argument that is not a constant answers no rows.
+#[derive(Debug)]
+pub struct PartitionAncestors;
+
+impl datafusion::catalog::TableFunctionImpl for PartitionAncestors {
+    fn call(
+        &self,
+        args: &[datafusion::logical_expr::Expr],
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let mut arg = args.first();
+        while let Some(datafusion::logical_expr::Expr::Cast(c)) = arg {
+            arg = Some(c.expr.as_ref());
+        }
+        let oid = match arg {
+            Some(datafusion::logical_expr::Expr::Literal(v, _)) => match v {
+                ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => s.parse().ok(),
+                v => v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                    ScalarValue::Int64(n) => n,
+                    _ => None,
+                }),
+            },
+            _ => None,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("relid", DataType::Int64, false),
+            Field::new("depth", DataType::Int32, false),
+        ]));
+        // A correlated argument (psql's trigger query, over an empty pg_trigger) gets no
+        // rows: it is only ever asked about triggers, which lake tables do not have.
+        let oids: Vec<i64> = oid.into_iter().collect();
+        let depth = datafusion::arrow::array::Int32Array::from(vec![1; oids.len()]);
+        let batch = datafusion::arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(oids)), Arc::new(depth)],
+        )?;
+        Ok(Arc::new(datafusion::catalog::MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
@@ -559,7 +611,7 @@ pub fn format_pg(fmt: &str, args: &[Option<String>]) -> Result<String> {
         match (kind, arg) {
             ('s', Some(v)) => out.push_str(v),
             ('s', None) => {}
-            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', Some(v)) => out.push_str(&tidepool_lake::quote_ident(v)),
             ('I', None) => {
                 return Err(DataFusionError::Execution(
                     "null values cannot be formatted as an SQL identifier".into(),
@@ -579,22 +631,6 @@ pub fn format_pg(fmt: &str, args: &[Option<String>]) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-/// `quote_ident`: double quotes unless the name is a plain lower-case identifier.
-fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 #[cfg(test)]

@@ -84,11 +84,22 @@ impl SchemaProvider for PgCatalog {
         }
         let inner = self.inner.table(name).await?;
         if name == "pg_index" || name == "pg_constraint" {
-            return Ok(inner.map(|inner| crate::pg_attribute::no_keys(&inner.schema())));
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::keys::KeyTable {
+                    inner: crate::pg_attribute::no_keys(&inner.schema()),
+                    catalog: self.inner.clone(),
+                    engine: self.engine.clone(),
+                    index: name == "pg_index",
+                })) as Arc<dyn TableProvider>
+            }));
         }
         if name == "pg_class" {
             return Ok(inner.map(|inner| {
-                Arc::new(crate::pg_attribute::ClassTable::new(inner)) as Arc<dyn TableProvider>
+                Arc::new(crate::pg_attribute::ClassTable::new(
+                    inner,
+                    self.inner.clone(),
+                    self.engine.clone(),
+                )) as Arc<dyn TableProvider>
             }));
         }
         if name == "pg_attribute" {
