@@ -6,8 +6,9 @@
 //! What is done: `RENAME TO` (tables, views and external tables; dbt renames its
 //! `__dbt_tmp` relations into place this way, views included), `ADD [COLUMN] [IF NOT
 //! EXISTS] name type [NOT NULL]` (one Delta metadata commit; existing rows read NULL) and
-//! `ALTER [COLUMN] c DROP NOT NULL`. Other operations answer 0A000 before anything is
-//! written.
+//! `ALTER [COLUMN] c DROP NOT NULL`, `ADD [CONSTRAINT name] ...` / `DROP CONSTRAINT`
+//! ([`crate::constraints`]), `ALTER [COLUMN] c SET DEFAULT e | DROP DEFAULT`. Other
+//! operations answer 0A000 before anything is written.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -39,6 +40,15 @@ pub enum AlterAction {
     },
     /// `ALTER COLUMN c DROP NOT NULL`.
     DropNotNull(String),
+    /// `ADD [CONSTRAINT name] PRIMARY KEY | UNIQUE | FOREIGN KEY | CHECK ...`.
+    AddConstraint(tidepool_lake::Declared),
+    /// `DROP CONSTRAINT [IF EXISTS] name`.
+    DropConstraint { name: String, if_exists: bool },
+    /// `ALTER COLUMN c SET DEFAULT expr` (`None`: `DROP DEFAULT`).
+    SetDefault {
+        column: String,
+        expr: Option<String>,
+    },
 }
 
 /// `ALTER TABLE name action, ...`.
@@ -92,8 +102,9 @@ pub fn plan(a: &AlterTable, state: &SessionState) -> Result<LogicalPlan, EngineE
         ));
     }
     let mut actions = Vec::with_capacity(a.operations.len());
+    let table = reference(&a.name).table().to_string();
     for op in &a.operations {
-        actions.push(action(op, state)?);
+        actions.push(action(&table, op, state)?);
     }
     if actions.len() > 1
         && actions
@@ -113,8 +124,40 @@ pub fn plan(a: &AlterTable, state: &SessionState) -> Result<LogicalPlan, EngineE
     }))
 }
 
-fn action(op: &AlterTableOperation, state: &SessionState) -> Result<AlterAction, EngineError> {
+fn action(
+    table: &str,
+    op: &AlterTableOperation,
+    state: &SessionState,
+) -> Result<AlterAction, EngineError> {
     match op {
+        AlterTableOperation::AddConstraint { constraint, .. } => {
+            match crate::constraints::added(table, constraint) {
+                Some(declared) => Ok(AlterAction::AddConstraint(declared)),
+                None => Err(EngineError::NotSupported(format!(
+                    "ALTER TABLE ... ADD {constraint}"
+                ))),
+            }
+        }
+        AlterTableOperation::DropConstraint {
+            if_exists, name, ..
+        } => Ok(AlterAction::DropConstraint {
+            name: ident_text(name),
+            if_exists: *if_exists,
+        }),
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::SetDefault { value },
+        } => Ok(AlterAction::SetDefault {
+            column: ident_text(column_name),
+            expr: Some(value.to_string()),
+        }),
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::DropDefault,
+        } => Ok(AlterAction::SetDefault {
+            column: ident_text(column_name),
+            expr: None,
+        }),
         AlterTableOperation::RenameTable { table_name } => {
             let (RenameTableNameKind::To(name) | RenameTableNameKind::As(name)) = table_name;
             if name.0.len() > 1 {

@@ -80,38 +80,9 @@ pub fn take(create: &mut CreateTable) -> Declared {
     }
     let mut keep = Vec::new();
     for c in std::mem::take(&mut create.constraints) {
-        let (given, columns, kind) = match &c {
-            TableConstraint::PrimaryKey(p) => (
-                p.name.clone(),
-                index_columns(&p.columns),
-                ConstraintKind::PrimaryKey,
-            ),
-            TableConstraint::Unique(u) => (
-                u.name.clone(),
-                index_columns(&u.columns),
-                ConstraintKind::Unique,
-            ),
-            TableConstraint::ForeignKey(f) => (
-                f.name.clone(),
-                f.columns.iter().map(|c| ident(Some(c))).collect(),
-                foreign_key(
-                    &f.foreign_table,
-                    &f.referred_columns,
-                    f.on_delete.map(|a| a.to_string()),
-                    f.on_update.map(|a| a.to_string()),
-                ),
-            ),
-            TableConstraint::Check(k) => (
-                k.name.clone(),
-                Vec::new(),
-                ConstraintKind::Check {
-                    expr: k.expr.to_string(),
-                },
-            ),
-            _ => {
-                keep.push(c);
-                continue;
-            }
+        let Some((given, columns, kind)) = table_constraint(&c) else {
+            keep.push(c);
+            continue;
         };
         if kind == ConstraintKind::PrimaryKey {
             for column in &mut create.columns {
@@ -138,6 +109,55 @@ pub fn take(create: &mut CreateTable) -> Declared {
     }
     create.constraints = keep;
     declared
+}
+
+/// `ALTER TABLE table ADD CONSTRAINT ...` as what it declares; `None` for a kind of
+/// constraint the lake does not keep (indexes, exclusion constraints).
+pub fn added(table: &str, c: &TableConstraint) -> Option<Declared> {
+    let (given, columns, kind) = table_constraint(c)?;
+    let mut declared = Declared::default();
+    push(
+        &mut declared,
+        table,
+        given.map(|n| ident(Some(&n))),
+        columns,
+        kind,
+    );
+    Some(declared)
+}
+
+/// A table constraint's given name, columns and kind.
+fn table_constraint(c: &TableConstraint) -> Option<(Option<Ident>, Vec<String>, ConstraintKind)> {
+    Some(match c {
+        TableConstraint::PrimaryKey(p) => (
+            p.name.clone(),
+            index_columns(&p.columns),
+            ConstraintKind::PrimaryKey,
+        ),
+        TableConstraint::Unique(u) => (
+            u.name.clone(),
+            index_columns(&u.columns),
+            ConstraintKind::Unique,
+        ),
+        TableConstraint::ForeignKey(f) => (
+            f.name.clone(),
+            f.columns.iter().map(|c| ident(Some(c))).collect(),
+            foreign_key(
+                &f.foreign_table,
+                &f.referred_columns,
+                f.on_delete.map(|a| a.to_string()),
+                f.on_update.map(|a| a.to_string()),
+            ),
+        ),
+        TableConstraint::Check(k) => (
+            k.name.clone(),
+            Vec::new(),
+            ConstraintKind::Check {
+                expr: k.expr.to_string(),
+            },
+        ),
+        _ => return None,
+    })
 }
 
 /// A constraint of `kind` on `columns`, under its given name or PostgreSQL's default one

@@ -254,6 +254,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
         LakeError::DuplicateConstraint(_) => ErrorKind::DuplicateObject,
         LakeError::CheckViolation(_) => ErrorKind::CheckViolation,
+        LakeError::Unsupported(_) => ErrorKind::NotSupported,
         LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
         LakeError::Commit(_) => ErrorKind::Internal,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,

@@ -29,7 +29,7 @@ const DELTA_CHECK_KEY: &str = "delta.constraints.";
 const DEFAULT_KEY: &str = "tidepool.default.";
 
 /// What a constraint asks of a table's rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConstraintKind {
     PrimaryKey,
@@ -50,7 +50,7 @@ pub enum ConstraintKind {
 }
 
 /// A named constraint of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub struct Constraint {
     #[serde(skip)]
     pub name: String,
@@ -138,7 +138,7 @@ impl Constraint {
 }
 
 /// A table's declared constraints and column defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd)]
 pub struct Declared {
     pub constraints: Vec<Constraint>,
     /// `(column, SQL expression)`.
@@ -373,6 +373,14 @@ async fn add_checks(
                     LakeError::CheckViolation(format!(
                         "check constraint of relation \"{table}\" is violated by some row ({message})"
                     ))
+                } else if message.contains("Unable to convert expression") {
+                    // delta-rs writes a Delta constraint from the expression it parsed
+                    // and cannot print every expression back.
+                    LakeError::Unsupported(
+                        "this CHECK expression as a Delta constraint (delta-rs cannot store \
+                         it; comparisons, arithmetic, AND/OR/NOT, IN, IS NULL and LIKE can be)"
+                            .to_string(),
+                    )
                 } else {
                     e.into()
                 }

@@ -33,6 +33,8 @@ pub enum LakeError {
     DuplicateConstraint(String),
     #[error("{0}")]
     CheckViolation(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("schema {0} is not empty")]
     SchemaNotEmpty(String),
     #[error("{path}: {source}")]

@@ -44,15 +44,39 @@ impl Session {
                     }
                     self.rename_security(&schema, &name, to).await?;
                 }
-                AlterAction::AddColumn { .. } | AlterAction::DropNotNull(_) if !is_table => {
+                _ if !is_table => {
                     return Err(EngineError::NotSupported(format!(
                         "ALTER TABLE ... {} on a view or external table ({schema}.{name})",
-                        if matches!(action, AlterAction::AddColumn { .. }) {
-                            "ADD COLUMN"
-                        } else {
-                            "DROP NOT NULL"
+                        match action {
+                            AlterAction::AddColumn { .. } => "ADD COLUMN",
+                            AlterAction::DropNotNull(_) => "DROP NOT NULL",
+                            AlterAction::SetDefault { .. } => "SET DEFAULT",
+                            _ => "ADD / DROP CONSTRAINT",
                         }
                     )));
+                }
+                AlterAction::AddConstraint(declared) => {
+                    let mut declared = declared.clone();
+                    let default_schema = self
+                        .resolve(&datafusion::common::TableReference::bare("x"))?
+                        .0;
+                    crate::constraints::resolve_references(&mut declared, &default_schema, &lake)
+                        .await?;
+                    lake.declare(&schema, &name, &declared).await?;
+                }
+                AlterAction::DropConstraint {
+                    name: constraint,
+                    if_exists,
+                } => {
+                    if !lake.drop_constraint(&schema, &name, constraint).await? && !if_exists {
+                        return Err(EngineError::UndefinedObject(format!(
+                            "constraint \"{constraint}\" of relation \"{name}\" does not exist"
+                        )));
+                    }
+                }
+                AlterAction::SetDefault { column, expr } => {
+                    lake.set_default(&schema, &name, column, expr.as_deref())
+                        .await?;
                 }
                 AlterAction::AddColumn {
                     name: column,

@@ -154,7 +154,13 @@ impl Session {
             .executor()
             .run(async move {
                 let out = lake.write_plan(&schema, &table, input, state, mode).await?;
-                lake.declare(&schema, &table, &declared).await?;
+                if let Err(e) = lake.declare(&schema, &table, &declared).await {
+                    // A constraint the lake cannot keep: no table is left behind.
+                    if mode == WriteMode::Create {
+                        lake.drop_table(&schema, &table).await?;
+                    }
+                    return Err(e.into());
+                }
                 Ok(out)
             })
             .await?;

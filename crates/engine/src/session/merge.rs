@@ -213,7 +213,14 @@ impl Session {
                         .map(|f| f.name().clone())
                         .collect();
                 }
-                insert_on_conflict_as_merge(i, &columns)
+                let declared = match &i.table {
+                    ast::TableObject::TableName(name) => {
+                        let (schema, table) = self.resolve(&reference(name))?;
+                        self.engine.lake().declared(&schema, &table).await?
+                    }
+                    _ => Default::default(),
+                };
+                insert_on_conflict_as_merge(i, &columns, &declared)
             }
             _ => Ok(None),
         }
@@ -288,12 +295,14 @@ fn update_from_as_merge(u: &ast::Update) -> Result<Option<Statement>, EngineErro
 /// | DO NOTHING` as the MERGE it means: `MERGE INTO t AS x USING (query) AS excluded(cols)
 /// ON x.k = excluded.k AND ... WHEN MATCHED [AND where] THEN UPDATE SET ... WHEN NOT
 /// MATCHED THEN INSERT (cols) VALUES (excluded.cols)`. Unqualified columns in SET and
-/// WHERE are the target's, as in PostgreSQL. The conflict columns stand in for the unique
-/// index PostgreSQL requires (lake tables declare no keys yet). `columns` are the
-/// target's columns, for an INSERT without a column list. `None` for a plain INSERT.
+/// WHERE are the target's, as in PostgreSQL. Without a conflict target the key is the
+/// table's declared primary key (else its first unique constraint); `ON CONSTRAINT name`
+/// takes that constraint's columns. `columns` are the target's columns, for an INSERT
+/// without a column list. `None` for a plain INSERT.
 fn insert_on_conflict_as_merge(
     i: &ast::Insert,
     table_columns: &[String],
+    declared: &tidepool_lake::Declared,
 ) -> Result<Option<Statement>, EngineError> {
     let Some(ast::OnInsert::OnConflict(conflict)) = &i.on else {
         return Ok(None);
@@ -308,15 +317,43 @@ fn insert_on_conflict_as_merge(
             "INSERT ... ON CONFLICT ... RETURNING".into(),
         ));
     }
+    let declared_key = |columns: &[String]| -> Vec<ast::Ident> {
+        columns
+            .iter()
+            .map(|c| ast::Ident::with_quote('"', c))
+            .collect()
+    };
     let keys = match &conflict.conflict_target {
         Some(ast::ConflictTarget::Columns(keys)) if !keys.is_empty() => keys.clone(),
-        _ => {
-            return Err(EngineError::NotSupported(
-                "ON CONFLICT without a column list, or ON CONSTRAINT: lake tables declare no \
-                 unique constraints yet; name the key columns, ON CONFLICT (id)"
-                    .into(),
-            ));
+        Some(ast::ConflictTarget::OnConstraint(name)) => {
+            let name = name.to_string().trim_matches('"').to_string();
+            let found = declared.constraints.iter().find(|c| {
+                c.name == name
+                    && matches!(
+                        c.kind,
+                        tidepool_lake::ConstraintKind::PrimaryKey
+                            | tidepool_lake::ConstraintKind::Unique
+                    )
+            });
+            match found {
+                Some(c) => declared_key(&c.columns),
+                None => {
+                    return Err(EngineError::UndefinedObject(format!(
+                        "constraint \"{name}\" for table {table} does not exist"
+                    )));
+                }
+            }
         }
+        _ => match declared.key() {
+            Some(key) => declared_key(key),
+            None => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "there is no unique or exclusion constraint matching the ON CONFLICT \
+                     specification: {table} declares no primary key or unique constraint; \
+                     name the key columns, ON CONFLICT (id)"
+                )));
+            }
+        },
     };
     let Some(source) = &i.source else {
         return Err(EngineError::NotSupported(
