@@ -1,10 +1,14 @@
 //! Catalog tables whose rows are computed when they are scanned (`pg_proc` with
-//! procedures, `pg_attribute` with lake columns, `pg_namespace`, `pg_views`).
+//! procedures, `pg_attribute` with lake columns, `pg_namespace`, `pg_views`), and the
+//! name lookup by oid they share.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::error::Result;
 
@@ -44,4 +48,43 @@ impl<T: Gather + 'static> TableProvider for Gathered<T> {
             .scan(state, projection, filters, limit)
             .await
     }
+}
+
+/// `oid -> text column` of a catalog table.
+pub(crate) async fn names(
+    catalog: &Arc<dyn datafusion::catalog::SchemaProvider>,
+    table: &str,
+    column: &str,
+    extra: Option<&str>,
+) -> Result<HashMap<i64, (String, i64)>> {
+    let mut out = HashMap::new();
+    let Some(t) = catalog.table(table).await? else {
+        return Ok(out);
+    };
+    for b in datafusion::prelude::SessionContext::new()
+        .read_table(t)?
+        .collect()
+        .await?
+    {
+        let (Some(oid), Some(name)) = (b.column_by_name("oid"), b.column_by_name(column)) else {
+            continue;
+        };
+        let oid = cast(oid, &DataType::Int64)?;
+        let name = cast(name, &DataType::Utf8)?;
+        let extra = match extra.and_then(|e| b.column_by_name(e)) {
+            Some(e) => Some(cast(e, &DataType::Int64)?),
+            None => None,
+        };
+        let (oid, name) = (oid.as_primitive::<Int64Type>(), name.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            if oid.is_valid(i) && name.is_valid(i) {
+                let x = extra
+                    .as_ref()
+                    .map(|e| e.as_primitive::<Int64Type>().value(i))
+                    .unwrap_or(0);
+                out.insert(oid.value(i), (name.value(i).to_string(), x));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -244,8 +244,8 @@ async fn relation_oids(
     catalog: &Arc<dyn SchemaProvider>,
 ) -> Result<HashMap<(String, String), (i64, i64)>> {
     let classes =
-        crate::pg_attribute::names(catalog, "pg_class", "relname", Some("relnamespace")).await?;
-    let namespaces = crate::pg_attribute::names(catalog, "pg_namespace", "nspname", None).await?;
+        crate::gathered::names(catalog, "pg_class", "relname", Some("relnamespace")).await?;
+    let namespaces = crate::gathered::names(catalog, "pg_namespace", "nspname", None).await?;
     let mut out = HashMap::new();
     for (oid, (table, ns)) in classes {
         if let Some((schema, _)) = namespaces.get(&ns) {

@@ -30,41 +30,6 @@ async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
     SessionContext::new().read_table(t.clone())?.collect().await
 }
 
-/// `oid -> text column` of a catalog table.
-pub(crate) async fn names(
-    catalog: &Arc<dyn SchemaProvider>,
-    table: &str,
-    column: &str,
-    extra: Option<&str>,
-) -> Result<HashMap<i64, (String, i64)>> {
-    let mut out = HashMap::new();
-    let Some(t) = catalog.table(table).await? else {
-        return Ok(out);
-    };
-    for b in collect(&t).await? {
-        let (Some(oid), Some(name)) = (b.column_by_name("oid"), b.column_by_name(column)) else {
-            continue;
-        };
-        let oid = cast(oid, &DataType::Int64)?;
-        let name = cast(name, &DataType::Utf8)?;
-        let extra = match extra.and_then(|e| b.column_by_name(e)) {
-            Some(e) => Some(cast(e, &DataType::Int64)?),
-            None => None,
-        };
-        let (oid, name) = (oid.as_primitive::<Int64Type>(), name.as_string::<i32>());
-        for i in 0..b.num_rows() {
-            if oid.is_valid(i) && name.is_valid(i) {
-                let x = extra
-                    .as_ref()
-                    .map(|e| e.as_primitive::<Int64Type>().value(i))
-                    .unwrap_or(0);
-                out.insert(oid.value(i), (name.value(i).to_string(), x));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Type oid, typmod and array dimensions of a column of `t`.
 fn type_details(t: &DataType) -> Option<(i32, i32, i16)> {
     let pg = arrow_pg::datatypes::into_pg_type(t).ok()?;
@@ -215,8 +180,11 @@ impl Gather for AttributeTable {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(batches);
         };
-        let classes = names(&self.catalog, "pg_class", "relname", Some("relnamespace")).await?;
-        let namespaces = names(&self.catalog, "pg_namespace", "nspname", None).await?;
+        let classes =
+            crate::gathered::names(&self.catalog, "pg_class", "relname", Some("relnamespace"))
+                .await?;
+        let namespaces =
+            crate::gathered::names(&self.catalog, "pg_namespace", "nspname", None).await?;
         let mut fields: HashMap<i64, Option<SchemaRef>> = HashMap::new();
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
