@@ -20,6 +20,7 @@
 //! creator's reach: a view was checked when created; a procedure's body is checked
 //! against its owner on every call.
 
+pub mod barrier;
 pub mod catalog;
 pub mod guarded;
 pub mod paths;

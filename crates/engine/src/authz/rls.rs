@@ -1,18 +1,17 @@
 //! Row-level security: every scan of a table with row-level security enabled, in a plan a
-//! reader runs, gets a filter: the OR of the `USING` predicates of the policies that apply
-//! to the reader (none: no rows). Applied to the plan after authorization, to the inner
+//! reader runs, reads through a [`Barrier`] filtering by the OR of the `USING` predicates
+//! of the policies that apply to the reader (none: no rows). Applied to the plan after authorization, to the inner
 //! plan of a view when the view is scanned, and to procedure bodies, always for the
 //! session's own user, so `current_user` and `current_setting('app.tenant')` in a policy
 //! are the reader's. Owners (full users) and the server see every row.
 
-use std::sync::Arc;
-
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::Transformed;
-use datafusion::datasource::source_as_provider;
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, Filter, LogicalPlan, TableScan, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan, TableScanBuilder, lit};
 
+use super::barrier::Barrier;
 use super::guarded::Touches;
 use super::{Principal, Touch};
 use crate::{CATALOG, EngineError};
@@ -54,6 +53,9 @@ pub fn apply(
         let LogicalPlan::TableScan(scan) = &node else {
             return Ok(Transformed::no(node));
         };
+        if source_as_provider(&scan.source).is_ok_and(|p| p.downcast_ref::<Barrier>().is_some()) {
+            return Ok(Transformed::no(node));
+        }
         let Some((schema, table)) = scanned_table(scan, default_schema) else {
             return Ok(Transformed::no(node));
         };
@@ -70,10 +72,15 @@ pub fn apply(
             });
         }
         let filter = filter.unwrap_or_else(|| lit(false));
-        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
-            filter,
-            Arc::new(node),
-        )?)))
+        let provider = source_as_provider(&scan.source)?;
+        let source = provider_as_source(Barrier::wrap(provider, filter)?);
+        let scan = TableScanBuilder::new(scan.table_name.clone(), source)
+            .with_projection(scan.projection.clone())
+            .with_filters(scan.filters.clone())
+            .with_fetch(scan.fetch)
+            .with_statistics_requests(scan.statistics_requests.clone())
+            .build()?;
+        Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
     })?;
     Ok(out.data)
 }
