@@ -417,6 +417,63 @@ impl Lake {
         Ok(())
     }
 
+    /// The newest version of a versioned document `_tidepool/<dir>/<n>.json` and its
+    /// number; `None` if there is none.
+    pub async fn latest_meta_version(
+        &self,
+        dir: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, LakeError> {
+        use futures::TryStreamExt;
+        let prefix = self.object_path(&format!("{META_DIR}/{dir}"));
+        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let Some((n, path)) = objects
+            .into_iter()
+            .filter_map(|o| {
+                let n = o
+                    .location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((n, o.location))
+            })
+            .max_by_key(|(n, _)| *n)
+        else {
+            return Ok(None);
+        };
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some((n, r.bytes().await?.to_vec()))),
+            // Pruned between the listing and the read: a newer one exists.
+            Err(object_store::Error::NotFound { .. }) => Err(LakeError::SerializationFailure(
+                format!("_tidepool/{dir} changed while it was read"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes version `n` of `_tidepool/<dir>/` if nobody wrote it first (a create-only
+    /// put: on an object store this needs conditional writes); `false` when it exists.
+    /// Versions older than `n - 8` are removed.
+    pub async fn write_meta_version(
+        &self,
+        dir: &str,
+        n: u64,
+        bytes: Vec<u8>,
+    ) -> Result<bool, LakeError> {
+        let path = self.object_path(&format!("{META_DIR}/{dir}/{n:020}.json"));
+        let create = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self.store.put_opts(&path, bytes.into(), create).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(old) = n.checked_sub(8) {
+            let old = self.object_path(&format!("{META_DIR}/{dir}/{old:020}.json"));
+            let _ = self.store.delete(&old).await;
+        }
+        Ok(true)
+    }
+
     /// Reads a stored definition; `None` if there is none.
     pub async fn definition(
         &self,

@@ -1,8 +1,9 @@
-//! Grants and row-level security, stored in the lake (`_tidepool/security.json`) so every
-//! process serving it applies them. [`Store`] keeps the document in memory and reads it
-//! again when it is older than the lake's refresh interval; a change is written whole
-//! (one put), under a lock within the process. Two processes changing grants at the same
-//! moment: the later write wins.
+//! Grants and row-level security, stored in the lake (`_tidepool/security/<n>.json`) so
+//! every process serving it applies them. [`Store`] keeps the newest document in memory and
+//! reads it again when it is older than the lake's refresh interval. A change writes the
+//! next numbered version with a create-only put, so two processes changing grants at the
+//! same moment cannot both write version n: the second reads the first's document and
+//! applies its change again (nothing is lost).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -13,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::EngineError;
 use tidepool_lake::Lake;
 
-const FILE: &str = "security.json";
+/// Versions of the document: `_tidepool/security/<n>.json`, each written once.
+const DIR: &str = "security";
+/// Where servers before versioned documents kept it.
+const LEGACY_FILE: &str = "security.json";
 
 /// One granted privilege: `privilege` on `schema` (every table, now and later) or on
 /// `schema.table`.
@@ -149,42 +153,118 @@ impl Store {
                 return Ok(d.0.clone());
             }
         }
-        let doc = Arc::new(read(lake).await?);
+        let doc = Arc::new(read(lake).await?.1);
         *self.doc.write() = (doc.clone(), Some(Instant::now()));
         Ok(doc)
     }
 
-    /// Changes the document: reads the stored one, applies `change`, writes it back.
+    /// Changes the document: reads the newest stored version, applies `change`, and
+    /// writes the next version with a create-only put. When another process wrote that
+    /// version first, reads again and applies `change` to its document, so no change is
+    /// lost.
     pub async fn update<T>(
         &self,
-        change: impl FnOnce(&mut Doc) -> Result<T, EngineError>,
+        mut change: impl FnMut(&mut Doc) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let Some(lake) = self.lake.get() else {
             return Err(EngineError::NotSupported("grants without a lake".into()));
         };
         let _one_at_a_time = self.write.lock().await;
-        let mut doc = read(lake).await?;
-        let out = change(&mut doc)?;
-        let bytes = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| EngineError::InvalidArgument(format!("security document: {e}")))?;
-        lake.write_meta(FILE, bytes).await?;
-        *self.doc.write() = (Arc::new(doc), Some(Instant::now()));
-        Ok(out)
+        for _ in 0..RETRIES {
+            let (version, mut doc) = read(lake).await?;
+            let out = change(&mut doc)?;
+            let bytes = serde_json::to_vec_pretty(&doc)
+                .map_err(|e| EngineError::InvalidArgument(format!("security document: {e}")))?;
+            if lake.write_meta_version(DIR, version + 1, bytes).await? {
+                *self.doc.write() = (Arc::new(doc), Some(Instant::now()));
+                return Ok(out);
+            }
+        }
+        Err(tidepool_lake::LakeError::SerializationFailure(
+            "grants and policies are being changed by other servers; try again".into(),
+        )
+        .into())
     }
 }
 
-async fn read(lake: &Lake) -> Result<Doc, EngineError> {
-    match lake.read_meta(FILE).await? {
-        None => Ok(Doc::default()),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            EngineError::InvalidArgument(format!("_tidepool/{FILE} cannot be read: {e}"))
-        }),
+/// Tries of a change that other processes keep overtaking.
+const RETRIES: usize = 16;
+
+/// The newest document and its version (0: none yet, or the single `security.json` that
+/// servers before versioned documents wrote).
+async fn read(lake: &Lake) -> Result<(u64, Doc), EngineError> {
+    let parse = |bytes: &[u8], name: &str| {
+        serde_json::from_slice(bytes).map_err(|e| {
+            EngineError::InvalidArgument(format!("_tidepool/{name} cannot be read: {e}"))
+        })
+    };
+    if let Some((n, bytes)) = lake.latest_meta_version(DIR).await? {
+        return Ok((n, parse(&bytes, DIR)?));
+    }
+    match lake.read_meta(LEGACY_FILE).await? {
+        None => Ok((0, Doc::default())),
+        Some(bytes) => Ok((0, parse(&bytes, LEGACY_FILE)?)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two servers (two stores over one lake, each with its own lock) granting at the same
+    /// time: every grant lands, none overwrites another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_from_two_servers_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = |dir: &std::path::Path| {
+            Lake::open(&tidepool_lake::LakeConfig {
+                root: dir.display().to_string(),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        // Written by an older server: the first version starts from it.
+        lake(dir.path())
+            .write_meta(
+                LEGACY_FILE,
+                br#"{"grants":[{"user":"old","privilege":"SELECT","schema":"s","table":null}]}"#
+                    .to_vec(),
+            )
+            .await
+            .unwrap();
+        let (a, b) = (Arc::new(Store::default()), Arc::new(Store::default()));
+        a.attach(lake(dir.path()));
+        b.attach(lake(dir.path()));
+        let grant = |store: Arc<Store>, user: String| async move {
+            store
+                .update(|doc| {
+                    doc.grants.push(Grant {
+                        user: user.clone(),
+                        privilege: "SELECT".into(),
+                        schema: "s".into(),
+                        table: None,
+                    });
+                    Ok(())
+                })
+                .await
+                .unwrap()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            tasks.push(tokio::spawn(grant(a.clone(), format!("a{i}"))));
+            tasks.push(tokio::spawn(grant(b.clone(), format!("b{i}"))));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (version, doc) = read(&lake(dir.path())).await.unwrap();
+        assert_eq!(version, 20);
+        let mut users: Vec<_> = doc.grants.iter().map(|g| g.user.clone()).collect();
+        users.sort();
+        assert_eq!(users.len(), 21, "{users:?}");
+        assert_eq!(users[0], "a0");
+        assert!(users.contains(&"old".to_string()));
+    }
 
     #[test]
     fn a_rename_carries_grants_policies_and_the_rls_switch() {

@@ -200,7 +200,7 @@ impl Session {
                                 "policy \"{name}\" for table \"{schema}.{table}\" already exists"
                             )));
                         }
-                        doc.policies.push(policy);
+                        doc.policies.push(policy.clone());
                         Ok(())
                     })
                     .await?;
