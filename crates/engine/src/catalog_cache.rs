@@ -59,6 +59,11 @@ impl CatalogCache {
         })
     }
 
+    /// Forgets every answer (grants or policies changed: they are not in the listing).
+    pub fn clear(&self) {
+        self.entries.lock().clear();
+    }
+
     /// Keeps an answer (unless it is large).
     pub fn put(
         &self,

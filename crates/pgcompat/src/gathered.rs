@@ -50,6 +50,14 @@ impl<T: Gather + 'static> TableProvider for Gathered<T> {
     }
 }
 
+/// Every row of a catalog table.
+pub(crate) async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+    datafusion::prelude::SessionContext::new()
+        .read_table(t.clone())?
+        .collect()
+        .await
+}
+
 /// `oid -> text column` of a catalog table.
 pub(crate) async fn names(
     catalog: &Arc<dyn datafusion::catalog::SchemaProvider>,

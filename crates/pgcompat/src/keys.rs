@@ -107,7 +107,7 @@ impl Key {
 
 /// A stable oid for a constraint or index `name` of `owner`, in a range apart from the
 /// tables' and procedures'.
-fn stable_oid(owner: &str, name: &str) -> i64 {
+pub(crate) fn stable_oid(owner: &str, name: &str) -> i64 {
     let mut h: u32 = 2_166_136_261;
     for b in owner.bytes().chain([b'/']).chain(name.bytes()) {
         h = (h ^ b as u32).wrapping_mul(16_777_619);
@@ -187,7 +187,7 @@ fn referenced_attnums(keys: &[Key], schema: &str, table: &str, names: &[String])
 /// (NULL where the column allows it).
 pub(crate) type Row = Vec<(&'static str, ScalarValue)>;
 
-fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+pub(crate) fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let mut values = Vec::with_capacity(rows.len());
@@ -213,15 +213,15 @@ fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn text(s: &str) -> ScalarValue {
+pub(crate) fn text(s: &str) -> ScalarValue {
     ScalarValue::Utf8(Some(s.to_string()))
 }
 
-fn int(n: i64) -> ScalarValue {
+pub(crate) fn int(n: i64) -> ScalarValue {
     ScalarValue::Int64(Some(n))
 }
 
-fn flag(b: bool) -> ScalarValue {
+pub(crate) fn flag(b: bool) -> ScalarValue {
     ScalarValue::Boolean(Some(b))
 }
 
@@ -240,7 +240,7 @@ fn oids(n: usize) -> ScalarValue {
 
 /// The oids of lake tables and schemas as the bundled `pg_class` / `pg_namespace` have
 /// them: `(schema, table) -> (table oid, namespace oid)`.
-async fn relation_oids(
+pub(crate) async fn relation_oids(
     catalog: &Arc<dyn SchemaProvider>,
 ) -> Result<HashMap<(String, String), (i64, i64)>> {
     let classes =

@@ -9,6 +9,8 @@
 //! answers the engine may cache. The engine knows none of it; it is the only crate above
 //! the engine that depends on pgwire (through arrow-pg's type mapping).
 
+mod acl;
+mod array_literals;
 mod cache_key;
 mod catalog_subqueries;
 mod catalog_views;
@@ -62,9 +64,15 @@ impl PgCompat {
 
 impl Extension for PgCompat {
     fn configure(&self, state: SessionStateBuilder) -> SessionStateBuilder {
-        state.with_optimizer_rule(Arc::new(
-            catalog_subqueries::UndecorrelatedCatalogSubqueries,
-        ))
+        // Array literals must be lists before type coercion looks at them.
+        let mut analyzers: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
+            vec![Arc::new(array_literals::ArrayLiterals)];
+        analyzers.extend(datafusion::optimizer::Analyzer::new().rules);
+        state
+            .with_analyzer_rules(analyzers)
+            .with_optimizer_rule(Arc::new(
+                catalog_subqueries::UndecorrelatedCatalogSubqueries,
+            ))
     }
 
     fn register(&self, ctx: &SessionContext, _access: &Access) -> Result<(), EngineError> {
@@ -78,6 +86,7 @@ impl Extension for PgCompat {
         for f in pg_functions::udfs() {
             ctx.register_udf(f);
         }
+        ctx.register_udf(acl::pg_get_expr_udf());
         for f in pg_proc::udfs(&self.signatures) {
             ctx.register_udf(f);
         }

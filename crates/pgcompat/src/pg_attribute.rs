@@ -14,7 +14,6 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result;
-use datafusion::prelude::SessionContext;
 
 use crate::gathered::Gather;
 use tidepool_engine::Engine;
@@ -26,9 +25,7 @@ pub struct AttributeTable {
     pub engine: Weak<Engine>,
 }
 
-async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
-    SessionContext::new().read_table(t.clone())?.collect().await
-}
+use crate::gathered::collect;
 
 /// Type oid, typmod and array dimensions of a column of `t`.
 fn type_details(t: &DataType) -> Option<(i32, i32, i16)> {
@@ -83,9 +80,10 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
     )))
 }
 
-/// `pg_class` with the columns the bundled one lacks (`reloptions`, `relacl`: NULL, as
-/// for a table without storage options or grants), which SQLAlchemy's index query reads,
-/// and with the indexes of lake keys ([`crate::keys::class_rows`]).
+/// `pg_class` with the columns the bundled one lacks (`reloptions`: NULL, as for a table
+/// without storage options; `relacl`: the privileges in force,
+/// [`crate::acl::class_access`]), which SQLAlchemy's index query and psql's `\dp`
+/// read, and with the indexes of lake keys ([`crate::keys::class_rows`]).
 #[derive(Debug)]
 pub struct ClassTable {
     pub inner: Arc<dyn TableProvider>,
@@ -142,8 +140,13 @@ impl TableProvider for ClassTable {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let (indexes, tables) = match self.engine.upgrade() {
-            Some(engine) => crate::keys::class_rows(&engine, &self.catalog).await?,
+        let engine = self.engine.upgrade();
+        let (indexes, tables) = match &engine {
+            Some(engine) => crate::keys::class_rows(engine, &self.catalog).await?,
+            None => Default::default(),
+        };
+        let access = match &engine {
+            Some(engine) => crate::acl::class_access(engine, &self.catalog).await?,
             None => Default::default(),
         };
         let mut batches = Vec::new();
@@ -157,6 +160,9 @@ impl TableProvider for ClassTable {
             }
             if !tables.is_empty() {
                 flag_keyed_tables(&self.schema, &mut columns, &tables)?;
+            }
+            if !access.is_empty() {
+                crate::acl::patch_class(&self.schema, &mut columns, &access)?;
             }
             batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
         }

@@ -15,7 +15,6 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::prelude::SessionContext;
 use parking_lot::RwLock;
 
 use tidepool_engine::Engine;
@@ -46,10 +45,7 @@ fn oid(schema: &str, name: &str) -> i64 {
     1_000_000 + (h % 1_000_000_000) as i64
 }
 
-async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new();
-    ctx.read_table(t.clone())?.collect().await
-}
+use crate::gathered::collect;
 
 #[async_trait]
 impl SchemaProvider for PgCatalog {
@@ -91,6 +87,20 @@ impl SchemaProvider for PgCatalog {
                     engine: self.engine.clone(),
                     index: name == "pg_index",
                 })) as Arc<dyn TableProvider>
+            }));
+        }
+        if name == "pg_policy" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::acl::PolicyTable {
+                    inner,
+                    catalog: self.inner.clone(),
+                    engine: self.engine.clone(),
+                })) as Arc<dyn TableProvider>
+            }));
+        }
+        if name == "pg_roles" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::acl::RolesTable { inner })) as Arc<dyn TableProvider>
             }));
         }
         if name == "pg_class" {

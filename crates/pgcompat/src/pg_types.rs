@@ -15,7 +15,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::error::Result;
-use datafusion::prelude::SessionContext;
+
+use crate::gathered::collect;
 
 /// Columns of `pg_type` whose type is `regproc`.
 const REGPROC_COLUMNS: &[&str] = &[
@@ -28,10 +29,6 @@ const REGPROC_COLUMNS: &[&str] = &[
     "typanalyze",
     "typsubscript",
 ];
-
-async fn collect(t: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
-    SessionContext::new().read_table(t.clone())?.collect().await
-}
 
 /// `pg_type` with function oids in its regproc columns, from the bundled `pg_type` and
 /// `pg_proc`.
@@ -100,6 +97,7 @@ pub async fn pg_type(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::prelude::SessionContext;
 
     #[tokio::test]
     async fn regproc_columns_become_proc_oids() {

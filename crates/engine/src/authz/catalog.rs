@@ -144,3 +144,48 @@ pub fn register(engine: &Arc<Engine>) {
         );
     }
 }
+
+/// The `aclitem` letter of a privilege, as `pg_class.relacl` writes it.
+fn acl_letter(privilege: &str) -> Option<char> {
+    Some(match privilege {
+        "SELECT" => 'r',
+        "INSERT" => 'a',
+        "UPDATE" => 'w',
+        "DELETE" => 'd',
+        "TRUNCATE" => 'D',
+        _ => return None,
+    })
+}
+
+/// `pg_class.relacl` of `schema.table`: one `user=letters/tidepool` item per user holding
+/// a privilege on it by a grant (on the table or its schema) or as a reader of its schema,
+/// in user order; empty when nobody but the full users (owners) may touch it.
+pub fn table_acl(
+    access: &super::Access,
+    doc: &super::security::Doc,
+    schema: &str,
+    table: &str,
+) -> Vec<String> {
+    let mut held: std::collections::BTreeMap<&str, std::collections::BTreeSet<char>> =
+        Default::default();
+    for (user, rights) in &access.users {
+        if rights.schemas.as_ref().is_some_and(|s| s.contains(schema)) {
+            held.entry(user).or_default().insert('r');
+        }
+    }
+    for g in &doc.grants {
+        if g.schema == schema
+            && g.table.as_deref().is_none_or(|t| t == table)
+            && let Some(letter) = acl_letter(&g.privilege)
+        {
+            held.entry(&g.user).or_default().insert(letter);
+        }
+    }
+    const ORDER: &str = "arwdD";
+    held.into_iter()
+        .map(|(user, letters)| {
+            let letters: String = ORDER.chars().filter(|c| letters.contains(c)).collect();
+            format!("{user}={letters}/{}", super::SERVER_USER)
+        })
+        .collect()
+}

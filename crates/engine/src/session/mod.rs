@@ -321,7 +321,10 @@ impl Session {
         }
         self.prepare_temp(&mut stmt)?;
         if let (Kind::Security, DFStatement::Statement(s)) = (kind, &stmt) {
-            return self.run_security(s).await.map(SplitOutput::One);
+            let out = self.run_security(s).await;
+            // pg_class.relacl and the policy catalogs answer from the new document.
+            self.engine.catalog_cache.clear();
+            return out.map(SplitOutput::One);
         }
         debug_assert!(kind.is_bounded());
         // Waiting for a slot counts against the statement's timeout and can be cancelled.

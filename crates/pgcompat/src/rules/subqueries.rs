@@ -256,16 +256,15 @@ const EMPTY_CATALOGS: &[&str] = &[
     "pg_enum",
     "pg_statistic_ext",
     "pg_partitioned_table",
-    "pg_policy",
     // Postgres' own role memberships (pg_monitor ...): none between tidepool's roles.
     "pg_auth_members",
 ];
 
 /// Array columns of catalog tables that are NULL on every row in tidepool (options and
-/// access privileges), so `unnest(c.reloptions)` yields no rows.
+/// access privileges but tables', which `pg_class.relacl` holds), so
+/// `unnest(c.reloptions)` yields no rows.
 const NULL_CATALOG_COLUMNS: &[&str] = &[
     "reloptions",
-    "relacl",
     "nspacl",
     "proacl",
     "datacl",
