@@ -804,6 +804,32 @@ async fn grants_and_row_level_security_per_tenant() {
             .unwrap_err();
         assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e}");
     }
+    // The policy is a security barrier: a reader's predicate that fails on some value
+    // (a division by zero on globex's id 3) runs only on acme's rows, so the error
+    // cannot tell that a hidden row exists; leak-proof predicates and counts too.
+    let acme = pg(&server, "acme", "acme pw").await;
+    for (sql, want) in [
+        (
+            "SELECT count(*) FROM gold.sales WHERE 10 / (id - 3) > 100",
+            "0",
+        ),
+        ("SELECT count(*) FROM gold.sales WHERE id = 3", "0"),
+        ("SELECT count(*) FROM gold.sales", "2"),
+        (
+            "SELECT count(*) FROM (SELECT id FROM gold.sales WHERE 10 / (id - 3) < 0 LIMIT 5) x",
+            "2",
+        ),
+        (
+            "SELECT count(*) FROM gold.sales_view WHERE 10 / (id - 3) > 100",
+            "0",
+        ),
+    ] {
+        let rows = acme
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(first(&rows).as_deref(), Some(want), "{sql}");
+    }
     // The owner sees every row.
     let n: i64 = admin
         .query_one("SELECT count(*) FROM gold.sales", &[])
@@ -906,6 +932,32 @@ async fn grants_and_row_level_security_per_tenant() {
         ),
         vec!["by_setting", "own_tenant"]
     );
+    // psql's \dp: readers' schemas and grants as pg_class.relacl items.
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=admin dbname=lake",
+            server.addr.ip(),
+            server.addr.port()
+        ))
+        .args([
+            "-X",
+            "-A",
+            "-c",
+            "\\dp gold.sales",
+            "-c",
+            "\\dp silver.notes",
+        ])
+        .env("PGPASSWORD", "admin pw")
+        .output()
+        .expect("psql runs");
+    let dp = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{dp}");
+    for item in [
+        "gold|sales|table|acme=r/tidepool\nglobex=r/tidepool\nintern=r/tidepool|",
+        "silver|notes|table|intern=a/tidepool|",
+    ] {
+        assert!(dp.contains(item), "{item:?} in {dp}");
+    }
     // Readers cannot grant, and unknown roles are 42704.
     let e = intern
         .simple_query("GRANT SELECT ON TABLE gold.sales TO intern")
