@@ -5,7 +5,11 @@
 //! [`Session::describe`]: super::Session::describe
 
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{AlterTableOperation, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    AlterTableOperation, Expr, Insert, SetExpr, Statement, visit_expressions,
+};
 
 /// What a statement is, by who carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +87,33 @@ impl Kind {
     }
 }
 
+/// Whether `stmt` is an `INSERT ... VALUES` that reads no lake data: no subquery, no
+/// ON CONFLICT (it reads the target) and no RETURNING. Planning it looks at the target's
+/// schema and constraints only, so in a transaction it does not write out the rows other
+/// such INSERTs buffered ([`tidepool_lake::txn::deferring`]).
+pub(super) fn reads_no_lake_data(stmt: &DFStatement) -> bool {
+    let DFStatement::Statement(s) = stmt else {
+        return false;
+    };
+    let Statement::Insert(Insert {
+        source: Some(source),
+        on: None,
+        returning: None,
+        ..
+    }) = s.as_ref()
+    else {
+        return false;
+    };
+    if source.with.is_some() || !matches!(source.body.as_ref(), SetExpr::Values(_)) {
+        return false;
+    }
+    let subquery = visit_expressions(source.as_ref(), |e| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    subquery.is_continue()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +142,24 @@ mod tests {
         assert_eq!(kind("CALL gold.p(1)"), Kind::Procedure);
         assert_eq!(kind("SELECT 1"), Kind::Planned);
         assert_eq!(kind("INSERT INTO gold.t VALUES (1)"), Kind::Planned);
+    }
+
+    #[test]
+    fn values_inserts_read_no_lake_data() {
+        let parser = crate::SqlParser::new(std::sync::Arc::new(crate::NoExtension));
+        let reads_none = |sql: &str| reads_no_lake_data(&parser.parse(sql).unwrap().remove(0));
+        assert!(reads_none(
+            "INSERT INTO gold.t VALUES (1, 'a'), (2, now()::text)"
+        ));
+        assert!(reads_none("INSERT INTO gold.t (a) VALUES ($1)"));
+        assert!(!reads_none(
+            "INSERT INTO gold.t VALUES ((SELECT max(a) FROM gold.t))"
+        ));
+        assert!(!reads_none("INSERT INTO gold.t VALUES (1) RETURNING a"));
+        assert!(!reads_none(
+            "INSERT INTO gold.t VALUES (1) ON CONFLICT DO NOTHING"
+        ));
+        assert!(!reads_none("INSERT INTO gold.t SELECT * FROM gold.u"));
+        assert!(!reads_none("SELECT 1"));
     }
 }

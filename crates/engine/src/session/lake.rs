@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{
     CreateExternalTable, CreateMemoryTable, CreateView, DdlStatement, DmlStatement, LogicalPlan,
     WriteOp,
@@ -178,6 +179,16 @@ impl Session {
         let declared = lake.declared(&schema, &table).await?;
         let input = crate::constraints::checked_input((*dml.input).clone(), &table, &declared)?;
         let state = Arc::new(self.ctx.state());
+        if let Some(txn) = tidepool_lake::txn::current()
+            && !reads_tables(&input)?
+        {
+            // In a block, rows that read nothing wait for the table's next read or COMMIT,
+            // with those of the block's other such INSERTs: one file, not one per INSERT.
+            let batches = DataFrame::new((*state).clone(), input).collect().await?;
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+            txn.buffer(&lake, &schema, &table, batches, state).await?;
+            return Ok(CommandTag::with_rows("INSERT 0", rows));
+        }
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
         let out = self
             .engine
@@ -257,4 +268,18 @@ impl Session {
             "DROP TABLE"
         }))
     }
+}
+
+/// Whether `plan` (or a subquery in it) scans a table.
+fn reads_tables(plan: &LogicalPlan) -> Result<bool, EngineError> {
+    let mut scans = false;
+    plan.apply_with_subqueries(|p| {
+        scans |= matches!(p, LogicalPlan::TableScan(_));
+        Ok(if scans {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    Ok(scans)
 }

@@ -286,11 +286,14 @@ impl Session {
         }
         self.next_statement().await;
         let txn = self.current_txn();
-        let out = tidepool_lake::txn::scope(
-            txn,
-            Box::pin(self.execute_statement(kind, stmt, params, control, shape)),
-        )
-        .await;
+        // An INSERT ... VALUES in a block leaves the rows earlier ones buffered alone.
+        let defer = txn.is_some() && kind::reads_no_lake_data(&stmt);
+        let run = Box::pin(self.execute_statement(kind, stmt, params, control, shape));
+        let out = if defer {
+            tidepool_lake::txn::scope(txn, tidepool_lake::txn::deferring(run)).await
+        } else {
+            tidepool_lake::txn::scope(txn, run).await
+        };
         match out {
             Ok(out) => Ok(self.watch_rows(out)),
             Err(e) => {

@@ -243,7 +243,7 @@ impl Session {
                 if self.transaction_status() == TxStatus::Failed {
                     return Err(EngineError::InFailedTransaction);
                 }
-                let lake = tx.txn.savepoint().await;
+                let lake = tx.txn.savepoint(self.engine.lake()).await?;
                 let mark = self.mark(&name, lake).await?;
                 if let Some(tx) = &mut self.tx {
                     tx.savepoints.push(mark);

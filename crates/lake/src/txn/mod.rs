@@ -16,7 +16,10 @@
 
 mod coordinator;
 mod overlay;
+mod pending;
 mod squash;
+
+pub use pending::deferring;
 
 pub(crate) use coordinator::{RecordCache, note_read};
 pub use coordinator::{Verdict, recording};
@@ -26,6 +29,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::SessionState;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::logstore::{CommitOrBytes, LogStore, StorageConfig, default_logstore};
@@ -48,9 +53,9 @@ pub fn current() -> Option<Arc<Txn>> {
 }
 
 /// Runs `fut` inside `txn`, or outside any transaction (even within an outer scope) when
-/// `None`.
-pub async fn scope<F: Future>(txn: Option<Arc<Txn>>, fut: F) -> F::Output {
-    CURRENT.scope(txn, fut).await
+/// `None`. A statement's [`deferring`] mark goes along (work spawned on another runtime).
+pub fn scope<F: Future>(txn: Option<Arc<Txn>>, fut: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(txn, pending::carry(fut))
 }
 
 /// One table as the transaction sees it.
@@ -109,6 +114,7 @@ pub struct Txn {
     root: url::Url,
     overlay: Arc<Overlay>,
     tables: tokio::sync::Mutex<BTreeMap<(String, String), Entry>>,
+    pending: pending::Pending,
 }
 
 impl std::fmt::Debug for Txn {
@@ -125,6 +131,7 @@ impl Lake {
             root: self.root.clone(),
             overlay: Arc::new(Overlay::new(self.store.clone())),
             tables: tokio::sync::Mutex::new(BTreeMap::new()),
+            pending: pending::Pending::default(),
         })
     }
 }
@@ -142,13 +149,18 @@ impl Txn {
 
     /// `schema.table` as the transaction sees it: pinned at its first read, with the
     /// transaction's staged writes. `None` if there is no such Delta table.
+    /// Rows an INSERT of this transaction buffered are written first, unless the running
+    /// statement is [`deferring`].
     pub(crate) async fn table(
-        &self,
+        self: &Arc<Self>,
         lake: &Lake,
         schema: &str,
         table: &str,
     ) -> Result<Option<DeltaTable>, LakeError> {
         let key = (schema.to_string(), table.to_string());
+        if !pending::deferred() && self.pending.holds(&key) {
+            Box::pin(self.flush(lake, &key)).await?;
+        }
         let mut tables = self.tables.lock().await;
         if let Some(e) = tables.get_mut(&key) {
             e.view.update_incremental(None).await?;
@@ -175,8 +187,59 @@ impl Txn {
         Ok(Some(view))
     }
 
+    /// Buffers rows an INSERT that read no table adds to `schema.table` (checked already);
+    /// they are written as one file when the table is next read, or at COMMIT.
+    pub async fn buffer(
+        self: &Arc<Self>,
+        lake: &Lake,
+        schema: &str,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        state: Arc<SessionState>,
+    ) -> Result<(), LakeError> {
+        let key = (schema.to_string(), table.to_string());
+        // Delta checks NOT NULL when the rows are written: check now, so the INSERT fails.
+        let Some(t) = self.table(lake, schema, table).await? else {
+            return Err(LakeError::TableNotFound(format!("{schema}.{table}")));
+        };
+        for field in t.snapshot()?.schema().fields().filter(|f| !f.is_nullable()) {
+            let nulls = batches.iter().any(|b| {
+                b.column_by_name(field.name())
+                    .is_none_or(|c| c.null_count() > 0)
+            });
+            if nulls {
+                return Err(LakeError::Arrow(
+                    datafusion::arrow::error::ArrowError::InvalidArgumentError(format!(
+                        "Column '{}' is declared as non-nullable but contains null values",
+                        field.name()
+                    )),
+                ));
+            }
+        }
+        if self.pending.add(key.clone(), batches, state) {
+            self.flush(lake, &key).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `key`'s buffered rows as one staged append.
+    async fn flush(self: &Arc<Self>, lake: &Lake, key: &(String, String)) -> Result<(), LakeError> {
+        let Some(f) = self.pending.take(key)? else {
+            return Ok(());
+        };
+        scope(
+            Some(self.clone()),
+            lake.write_plan(&key.0, &key.1, f.plan, f.state, crate::WriteMode::Append),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Whether the transaction has staged any write.
     pub async fn has_writes(&self) -> bool {
+        if self.pending.any() {
+            return true;
+        }
         let tables = self.tables.lock().await;
         for e in tables.values() {
             if matches!(
@@ -195,10 +258,12 @@ impl Txn {
         let mut tables = self.tables.lock().await;
         let mut clean = Vec::new();
         for (k, e) in tables.iter() {
-            if !matches!(
-                self.overlay.staged_commit(&e.log, e.base + 1).await,
-                Ok(Some(_))
-            ) {
+            if !self.pending.holds(k)
+                && !matches!(
+                    self.overlay.staged_commit(&e.log, e.base + 1).await,
+                    Ok(Some(_))
+                )
+            {
                 clean.push(k.clone());
             }
         }
@@ -208,18 +273,24 @@ impl Txn {
     }
 
     /// A mark [`Txn::rollback_to`] returns to.
-    pub async fn savepoint(&self) -> Savepoint {
+    /// Buffered rows are written first: everything before the mark is staged.
+    pub async fn savepoint(self: &Arc<Self>, lake: &Lake) -> Result<Savepoint, LakeError> {
+        for key in self.pending.keys() {
+            self.flush(lake, &key).await?;
+        }
         let tables = self.tables.lock().await;
         let mut marks = BTreeMap::new();
         for (k, e) in tables.iter() {
             let staged = e.staged(&self.overlay).await.map(|s| s.len()).unwrap_or(0);
             marks.insert(k.clone(), e.base + staged as u64);
         }
-        Savepoint(marks)
+        Ok(Savepoint(marks))
     }
 
     /// Forgets what the transaction wrote after `mark`.
     pub async fn rollback_to(&self, mark: &Savepoint) -> Result<(), LakeError> {
+        // Rows still buffered came after the mark (a savepoint writes them out).
+        self.pending.clear();
         let mut tables = self.tables.lock().await;
         for (k, e) in tables.iter_mut() {
             let keep = mark.0.get(k).copied().unwrap_or(e.base);
@@ -268,7 +339,10 @@ impl Txn {
     /// Publishes the transaction: per table, one Delta commit of everything it staged.
     /// Every table is checked against concurrent commits before any is published; a
     /// conflict found while publishing undoes the tables already published.
-    pub async fn commit(&self, lake: &Lake) -> Result<Published, LakeError> {
+    pub async fn commit(self: &Arc<Self>, lake: &Lake) -> Result<Published, LakeError> {
+        for key in self.pending.keys() {
+            self.flush(lake, &key).await?;
+        }
         let mut tables = self.tables.lock().await;
         // (schema.table, its entry, what it publishes)
         let mut work: Vec<(String, &mut Entry, Squashed)> = Vec::new();
@@ -483,6 +557,60 @@ mod tests {
         assert_eq!(t.version(), Some(1));
     }
 
+    /// Buffers `ids` as an INSERT ... VALUES in a block does.
+    async fn buffer(lake: &Lake, txn: &Arc<super::Txn>, table: &str, ids: Vec<i64>) {
+        let state = Arc::new(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_default_features()
+                .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+                .build(),
+        );
+        super::deferring(txn.buffer(lake, "gold", table, vec![batch(ids)], state))
+            .await
+            .unwrap();
+    }
+
+    /// Staged commits of `table` in `txn`.
+    async fn staged(txn: &super::Txn, table: &str) -> usize {
+        let tables = txn.tables.lock().await;
+        let e = &tables[&("gold".to_string(), table.to_string())];
+        e.staged(&txn.overlay).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn buffered_inserts_are_one_write_seen_by_the_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path(), &["a", "b"]).await;
+        let txn = lake.begin();
+        scope(Some(txn.clone()), async {
+            buffer(&lake, &txn, "a", vec![4]).await;
+            buffer(&lake, &txn, "a", vec![5, 6]).await;
+            buffer(&lake, &txn, "b", vec![7]).await;
+            // Nothing is written until the table is read.
+            assert_eq!(staged(&txn, "a").await, 0);
+            assert!(txn.has_writes().await);
+            // A read writes the table's rows out, as one staged commit, and sees them.
+            assert_eq!(rows(&lake, "a").await, 6);
+            assert_eq!(staged(&txn, "a").await, 1);
+            assert_eq!(staged(&txn, "b").await, 0);
+            // A savepoint writes out the rest; rows buffered after it roll back.
+            let mark = txn.savepoint(&lake).await.unwrap();
+            assert_eq!(staged(&txn, "b").await, 1);
+            buffer(&lake, &txn, "b", vec![8]).await;
+            txn.rollback_to(&mark).await.unwrap();
+            assert_eq!(rows(&lake, "b").await, 4);
+            buffer(&lake, &txn, "b", vec![9, 10]).await;
+        })
+        .await;
+        // Nobody else sees buffered rows; COMMIT writes and publishes them.
+        assert_eq!(rows(&lake, "b").await, 3);
+        txn.commit(&lake).await.unwrap();
+        assert_eq!(rows(&lake, "a").await, 6);
+        assert_eq!(rows(&lake, "b").await, 6);
+        let t = lake.table("gold", "b").await.unwrap().unwrap();
+        assert_eq!(t.version(), Some(1));
+    }
+
     #[tokio::test]
     async fn rollback_and_savepoints_forget_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,7 +618,7 @@ mod tests {
         let txn = lake.begin();
         scope(Some(txn.clone()), async {
             append(&lake, "a", vec![4]).await;
-            let mark = txn.savepoint().await;
+            let mark = txn.savepoint(&lake).await.unwrap();
             append(&lake, "a", vec![5, 6]).await;
             assert_eq!(rows(&lake, "a").await, 6);
             txn.rollback_to(&mark).await.unwrap();
