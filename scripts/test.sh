@@ -12,6 +12,9 @@ need_apt=(postgresql-client-15)
 command -v sqlsmith >/dev/null 2>&1 || need_apt+=(sqlsmith)
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || need_apt+=(postgresql-15)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# pgjdbc, the real JDBC driver, and Java 17 to compile and run the probe against it.
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then

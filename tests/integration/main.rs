@@ -8,6 +8,7 @@ mod architecture;
 mod bounded_work;
 mod client_dbt;
 mod client_grafana;
+mod client_jdbc;
 mod client_metabase;
 mod client_node;
 mod client_npgsql;

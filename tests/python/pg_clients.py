@@ -220,6 +220,20 @@ def sqlalchemy_orm(engine):
     with engine.connect() as conn:
         rows = conn.execute(text("select id, name, qty from gold.orm_items order by id")).all()
         check([tuple(r) for r in rows] == [(1, "apple", 10), (3, "plum", 1)], f"orm rows {rows}")
+    # RETURNING, as SQLAlchemy Core writes it (insertmanyvalues batches several rows).
+    t = Item.__table__
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sqlalchemy.insert(t).returning(t.c.id, t.c.qty),
+            [{"id": 5, "name": "kiwi", "qty": 2}, {"id": 6, "name": "lime", "qty": 4}],
+        ).all()
+        check(sorted(tuple(r) for r in rows) == [(5, 2), (6, 4)], f"insert returning {rows}")
+        rows = conn.execute(sqlalchemy.update(t).where(t.c.id == 5).values(qty=t.c.qty + 1).returning(t.c.qty)).all()
+        check([tuple(r) for r in rows] == [(3,)], f"update returning {rows}")
+        rows = conn.execute(sqlalchemy.delete(t).where(t.c.id >= 5).returning(t.c.name)).all()
+        check(sorted(r[0] for r in rows) == ["kiwi", "lime"], f"delete returning {rows}")
+    with engine.connect() as conn:
+        check(conn.execute(text("select count(*) from gold.orm_items")).scalar() == 2, "after returning")
 
 
 async def asyncpg_client():

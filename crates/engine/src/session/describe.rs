@@ -66,10 +66,18 @@ impl Session {
                 schema: Some(hit.schema),
             });
         }
+        let returning = super::returning::take(&mut stmt);
         let plan = self.plan(stmt).await?;
         let mut types = plan.get_parameter_types()?;
         infer_from_casts(&plan, &mut types)?;
         let params = ordered_params(types);
+        if let Some(r) = returning {
+            let target = super::returning::target_schema(&plan)?;
+            return Ok(Described {
+                params,
+                schema: Some(r.describe(self, target).await?),
+            });
+        }
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
             LogicalPlan::Statement(_) => None,

@@ -19,6 +19,7 @@ mod merge;
 mod output;
 mod procedure;
 mod query;
+mod returning;
 mod security;
 mod temp;
 mod transaction;
@@ -357,6 +358,13 @@ impl Session {
         {
             return self
                 .catalog_answer(key, stmt, listing)
+                .await
+                .map(SplitOutput::One);
+        }
+        let mut stmt = stmt;
+        if let Some(returning) = returning::take(&mut stmt) {
+            return self
+                .run_returning(stmt, returning, params, control)
                 .await
                 .map(SplitOutput::One);
         }
