@@ -514,7 +514,10 @@ const READ_BATCH: usize = 64 * 1024;
 
 /// One batch of `batches` with each column cast to `schema` (missing columns NULL).
 /// `batches` as one batch of `schema`: columns by name, cast, missing ones NULL.
-pub(crate) fn conform(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatch, LakeError> {
+pub(crate) fn conform(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, LakeError> {
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
         let cols: Vec<ArrayRef> = schema
