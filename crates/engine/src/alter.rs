@@ -7,7 +7,8 @@
 //! `__dbt_tmp` relations into place this way, views included), `ADD [COLUMN] [IF NOT
 //! EXISTS] name type [NOT NULL]` (one Delta metadata commit; existing rows read NULL) and
 //! `ALTER [COLUMN] c DROP NOT NULL`, `ADD [CONSTRAINT name] ...` / `DROP CONSTRAINT`
-//! ([`crate::constraints`]), `ALTER [COLUMN] c SET DEFAULT e | DROP DEFAULT`. Other
+//! ([`crate::constraints`]), `ALTER [COLUMN] c SET DEFAULT e | DROP DEFAULT`, `SET (key = value, ...)` / `SET
+//! TBLPROPERTIES (...)` (Delta table properties). Other
 //! operations answer 0A000 before anything is written.
 
 use std::fmt;
@@ -20,7 +21,8 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
 };
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, RenameTableNameKind,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Expr as SqlExpr,
+    RenameTableNameKind, SqlOption, Value,
 };
 
 use crate::EngineError;
@@ -44,6 +46,8 @@ pub enum AlterAction {
     AddConstraint(tidepool_lake::Declared),
     /// `DROP CONSTRAINT [IF EXISTS] name`.
     DropConstraint { name: String, if_exists: bool },
+    /// `SET (key = value, ...)` or `SET TBLPROPERTIES (...)`: Delta table properties.
+    SetProperties(Vec<(String, String)>),
     /// `ALTER COLUMN c SET DEFAULT expr` (`None`: `DROP DEFAULT`).
     SetDefault {
         column: String,
@@ -197,6 +201,31 @@ fn action(
             column_name,
             op: AlterColumnOperation::DropNotNull,
         } => Ok(AlterAction::DropNotNull(ident_text(column_name))),
+        AlterTableOperation::SetTblProperties {
+            table_properties: options,
+        }
+        | AlterTableOperation::SetOptionsParens { options } => {
+            let mut properties = Vec::with_capacity(options.len());
+            for o in options {
+                let SqlOption::KeyValue { key, value } = o else {
+                    return Err(EngineError::Syntax(format!(
+                        "a table property is key = value, not {o}"
+                    )));
+                };
+                let value = match value {
+                    SqlExpr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                        Value::Boolean(b) => b.to_string(),
+                        Value::Number(n, _) => n.clone(),
+                        other => other.to_string(),
+                    },
+                    SqlExpr::Identifier(i) => i.value.clone(),
+                    other => other.to_string(),
+                };
+                properties.push((key.value.clone(), value));
+            }
+            Ok(AlterAction::SetProperties(properties))
+        }
         other => Err(EngineError::NotSupported(format!(
             "ALTER TABLE ... {other}"
         ))),

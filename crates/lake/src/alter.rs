@@ -73,6 +73,37 @@ impl Lake {
         Ok(true)
     }
 
+    /// Sets Delta table properties (`delta.appendOnly`, `delta.enableDeletionVectors`,
+    /// `delta.targetFileSize`...) on `schema.table`: one metadata commit, which also
+    /// raises the table's protocol when a property needs a table feature. tidepool's own
+    /// `tidepool.*` keys (constraints, defaults) are set through their statements only.
+    pub async fn set_properties(
+        &self,
+        schema: &str,
+        table: &str,
+        properties: std::collections::HashMap<String, String>,
+    ) -> Result<(), LakeError> {
+        if let Some(k) = properties.keys().find(|k| k.starts_with("tidepool.")) {
+            return Err(LakeError::Unsupported(format!(
+                "setting {k}: tidepool keeps it (use ADD CONSTRAINT or SET DEFAULT)"
+            )));
+        }
+        let mut properties = properties;
+        // Stored in bytes, the form every Delta reader parses ('64mb' is accepted here).
+        if let Some(v) = properties.get_mut("delta.targetFileSize")
+            && let Some(n) = crate::parse_size(v)
+        {
+            *v = n.to_string();
+        }
+        let target = self.existing(schema, table).await?;
+        target
+            .set_tbl_properties()
+            .with_properties(properties)
+            .with_raise_if_not_exists(true)
+            .await?;
+        Ok(())
+    }
+
     /// Lets `column` of `schema.table` hold NULL.
     pub async fn drop_not_null(
         &self,

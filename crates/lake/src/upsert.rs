@@ -512,7 +512,6 @@ async fn read_deletion_vector(
 /// Rows per batch when reading a file to rewrite.
 const READ_BATCH: usize = 64 * 1024;
 
-/// One batch of `batches` with each column cast to `schema` (missing columns NULL).
 /// `batches` as one batch of `schema`: columns by name, cast, missing ones NULL.
 pub(crate) fn conform(
     batches: &[RecordBatch],

@@ -51,6 +51,7 @@ impl Session {
                             AlterAction::AddColumn { .. } => "ADD COLUMN",
                             AlterAction::DropNotNull(_) => "DROP NOT NULL",
                             AlterAction::SetDefault { .. } => "SET DEFAULT",
+                            AlterAction::SetProperties(_) => "SET (properties)",
                             _ => "ADD / DROP CONSTRAINT",
                         }
                     )));
@@ -92,6 +93,10 @@ impl Session {
                     }
                     let field = Field::new(column, data_type.clone(), true);
                     lake.add_column(&schema, &name, field, *if_not_exists)
+                        .await?;
+                }
+                AlterAction::SetProperties(properties) => {
+                    lake.set_properties(&schema, &name, properties.iter().cloned().collect())
                         .await?;
                 }
                 AlterAction::DropNotNull(column) => {
