@@ -42,6 +42,11 @@ impl Lake {
         state: Arc<SessionState>,
     ) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
+        if let Some(p) = &predicate
+            && let Some(out) = crate::dv_delete::delete(&target, p, &state).await?
+        {
+            return Ok(out);
+        }
         let mut builder = target.delete().with_session_state(state);
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);

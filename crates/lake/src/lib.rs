@@ -10,12 +10,14 @@ mod alter;
 mod cloud;
 mod constraints;
 mod dml;
+mod dv_delete;
 mod error;
 mod listing;
 mod merge;
 mod settings;
 pub mod txn;
 mod upsert;
+mod vectors;
 mod writer;
 
 use std::collections::HashMap;

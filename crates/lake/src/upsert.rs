@@ -20,21 +20,16 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_
 use arrow::compute::{self, SortColumn};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
-use buoyant_kernel::actions::deletion_vector_writer::{
-    KernelDeletionVector, StreamingDeletionVectorWriter,
-};
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 #[allow(deprecated)] // range reads from the object store; see below
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, DeletionVectorDescriptor, LogicalFileView, StorageType};
+use deltalake::kernel::{Action, LogicalFileView};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
 use roaring::RoaringTreemap;
 
 use super::LakeError;
@@ -213,7 +208,7 @@ pub async fn upsert(
         }
         outcome.files_scanned += 1;
         let deleted = match view.deletion_vector_descriptor() {
-            Some(d) => Some(read_deletion_vector(table, &d).await?),
+            Some(d) => Some(crate::vectors::read(table, &d).await?),
             None => None,
         };
         // The new integer keys inside this file's range bound the rows worth a lookup.
@@ -294,46 +289,10 @@ pub async fn upsert(
 
     let mut actions: Vec<Action> = Vec::new();
     if !marked.is_empty() {
-        if !state.protocol().reader_features().is_some_and(|f| {
-            f.contains(&buoyant_kernel::table_features::TableFeature::DeletionVectors)
-        }) {
+        if !crate::vectors::enabled(table)? {
             return Ok(None);
         }
-        // One deletion-vector file for this commit, holding a vector per marked file.
-        let uuid = uuid::Uuid::new_v4();
-        let mut buf = Vec::new();
-        let mut written = Vec::new();
-        {
-            let mut writer = StreamingDeletionVectorWriter::new(&mut buf);
-            for (_, dv) in &marked {
-                let mut k = KernelDeletionVector::new();
-                k.add_deleted_row_indexes(dv.iter());
-                written.push(writer.write_deletion_vector(k).map_err(kernel_error)?);
-            }
-            writer.finalize().map_err(kernel_error)?;
-        }
-        store
-            .put(
-                &ObjectPath::from(format!("deletion_vector_{uuid}.bin")),
-                buf.into(),
-            )
-            .await?;
-        let encoded = z85::encode(uuid.as_bytes());
-        for ((view, _), w) in marked.iter().zip(written) {
-            actions.push(Action::Remove(view.remove_action(true)));
-            #[allow(deprecated)]
-            let mut add = view.add_action();
-            add.data_change = true;
-            add.deletion_vector = Some(DeletionVectorDescriptor {
-                storage_type: StorageType::UuidRelativePath,
-                path_or_inline_dv: encoded.clone(),
-                offset: Some(w.offset),
-                size_in_bytes: w.size_in_bytes,
-                cardinality: w.cardinality,
-            });
-            add.stats = add.stats.map(loose_bounds);
-            actions.push(Action::Add(add));
-        }
+        actions.extend(crate::vectors::marked_actions(table, &marked).await?);
         outcome.files_marked = marked.len();
     }
 
@@ -436,77 +395,6 @@ fn keys_predicate(schema: &SchemaRef, key_idx: &[usize]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" AND ")
-}
-
-fn kernel_error(e: buoyant_kernel::Error) -> LakeError {
-    LakeError::Delta(deltalake::DeltaTableError::Generic(e.to_string()))
-}
-
-/// File statistics once some rows are deleted: min/max may be wider than the live rows.
-fn loose_bounds(stats: String) -> String {
-    match serde_json::from_str::<serde_json::Value>(&stats) {
-        Ok(serde_json::Value::Object(mut o)) => {
-            o.insert("tightBounds".into(), serde_json::Value::Bool(false));
-            serde_json::Value::Object(o).to_string()
-        }
-        _ => stats,
-    }
-}
-
-/// The rows a deletion vector marks deleted (stored in a file of the table, or inline).
-async fn read_deletion_vector(
-    table: &DeltaTable,
-    d: &DeletionVectorDescriptor,
-) -> Result<RoaringTreemap, LakeError> {
-    const MAGIC: u32 = 1681511377;
-    let bad = |why: &str| {
-        LakeError::Delta(deltalake::DeltaTableError::Generic(format!(
-            "deletion vector {}: {why}",
-            d.path_or_inline_dv
-        )))
-    };
-    let bitmap = match d.storage_type {
-        StorageType::Inline => z85::decode(&d.path_or_inline_dv).map_err(|_| bad("bad z85"))?,
-        StorageType::UuidRelativePath | StorageType::AbsolutePath => {
-            let path = match d.storage_type {
-                StorageType::UuidRelativePath => {
-                    let n = d.path_or_inline_dv.len();
-                    if n < 20 {
-                        return Err(bad("path too short"));
-                    }
-                    let (prefix, id) = d.path_or_inline_dv.split_at(n - 20);
-                    let id = z85::decode(id).map_err(|_| bad("bad z85"))?;
-                    let id = uuid::Uuid::from_slice(&id).map_err(|_| bad("bad uuid"))?;
-                    let name = format!("deletion_vector_{id}.bin");
-                    if prefix.is_empty() {
-                        ObjectPath::from(name)
-                    } else {
-                        ObjectPath::from(format!("{prefix}/{name}"))
-                    }
-                }
-                _ => {
-                    let root = table.table_url().to_string();
-                    match d.path_or_inline_dv.strip_prefix(root.as_str()) {
-                        Some(rel) => ObjectPath::from(rel.trim_start_matches('/')),
-                        None => return Err(bad("not under the table")),
-                    }
-                }
-            };
-            let start = d.offset.unwrap_or(1).max(0) as u64;
-            let end = start + 4 + d.size_in_bytes.max(0) as u64;
-            let bytes = table.object_store().get_range(&path, start..end).await?;
-            // 4 bytes of size (big-endian), then the magic and the bitmap.
-            bytes.get(4..).ok_or_else(|| bad("short file"))?.to_vec()
-        }
-    };
-    let magic = bitmap
-        .get(..4)
-        .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]))
-        .ok_or_else(|| bad("short"))?;
-    if magic != MAGIC {
-        return Err(bad("unknown bitmap format"));
-    }
-    RoaringTreemap::deserialize_from(&bitmap[4..]).map_err(|e| bad(&e.to_string()))
 }
 
 /// Rows per batch when reading a file to rewrite.

@@ -1,0 +1,166 @@
+//! `DELETE ... WHERE` by deletion vector, on tables that have the feature (`ALTER TABLE
+//! ... SET ('delta.enableDeletionVectors' = true)`, keyed models): files whose statistics
+//! rule the predicate out are skipped; of the others only the columns the predicate names
+//! are read, and the rows it holds for are marked deleted in one commit. No data file is
+//! rewritten, so the cost follows the predicate's columns of the candidate files, not the
+//! table. Tables without the feature, partitioned tables, tables with column mapping and
+//! a DELETE without WHERE go through delta-rs (which rewrites files, or drops them whole).
+
+use std::collections::BTreeSet;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+#[allow(deprecated)] // range reads from the object store, as in upsert.rs
+use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
+use deltalake::DeltaTable;
+use deltalake::kernel::LogicalFileView;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::protocol::DeltaOperation;
+use futures::TryStreamExt;
+use roaring::RoaringTreemap;
+
+use crate::LakeError;
+use crate::dml::DmlOutcome;
+
+/// Rows per batch read.
+const READ_BATCH: usize = 64 * 1024;
+
+/// Deletes the rows of `table` that `predicate` (over its columns, unqualified) holds
+/// for; `None` when the table is not one this handles (nothing written).
+pub(crate) async fn delete(
+    table: &DeltaTable,
+    predicate: &Expr,
+    state: &SessionState,
+) -> Result<Option<DmlOutcome>, LakeError> {
+    let snapshot = table.snapshot()?;
+    let metadata = snapshot.metadata();
+    if !crate::vectors::enabled(table)?
+        || !metadata.partition_columns().is_empty()
+        || metadata
+            .configuration()
+            .get("delta.columnMapping.mode")
+            .is_some_and(|m| m != "none")
+    {
+        return Ok(None);
+    }
+    let schema: SchemaRef = snapshot.snapshot().arrow_schema();
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    // A predicate typed for another form of the columns (views of strings) is left to
+    // delta-rs, which plans it against its own scan.
+    let Ok(physical) = state.create_physical_expr(predicate.clone(), &df_schema) else {
+        return Ok(None);
+    };
+    let files = snapshot.log_data().num_containers();
+    let candidates = match PruningPredicateBuilder::new()
+        .with_file_schema(schema.clone())
+        .build(physical.clone())
+    {
+        Some(p) => p.prune(&snapshot.log_data())?,
+        None => vec![true; files],
+    };
+    let needed: BTreeSet<usize> = collect_columns(&physical)
+        .iter()
+        .map(|c| c.index())
+        .collect();
+    let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
+    let store = table.object_store();
+    let mut marked: Vec<(&LogicalFileView, RoaringTreemap)> = Vec::new();
+    let mut rows = 0u64;
+    for (view, candidate) in views.iter().zip(candidates) {
+        if !candidate {
+            continue;
+        }
+        let deleted = match view.deletion_vector_descriptor() {
+            Some(d) => Some(crate::vectors::read(table, &d).await?),
+            None => None,
+        };
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(store.clone(), view.object_store_path())
+            .with_file_size(view.size() as u64);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        // The predicate's columns as the file has them (a column added later is absent:
+        // NULL in every row).
+        let in_file: Vec<(usize, usize)> = needed
+            .iter()
+            .filter_map(|&i| {
+                builder
+                    .schema()
+                    .index_of(schema.field(i).name())
+                    .ok()
+                    .map(|f| (i, f))
+            })
+            .collect();
+        let mask = ProjectionMask::roots(
+            builder.parquet_schema(),
+            in_file.iter().map(|&(_, f)| f).collect::<Vec<_>>(),
+        );
+        let mut stream = builder
+            .with_projection(mask)
+            .with_batch_size(READ_BATCH)
+            .build()?;
+        let mut hits = RoaringTreemap::new();
+        let mut base = 0u64;
+        while let Some(b) = stream.try_next().await? {
+            let n = b.num_rows();
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match in_file.iter().position(|&(s, _)| s == i) {
+                    Some(p) => {
+                        let c = b.column(p);
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            arrow::compute::cast(c, f.data_type())
+                        }
+                    }
+                    None => Ok(new_null_array(f.data_type(), n)),
+                })
+                .collect::<Result<_, _>>()?;
+            let full = RecordBatch::try_new(schema.clone(), columns)?;
+            let result = physical.evaluate(&full)?.into_array(n)?;
+            let holds = result.as_boolean();
+            for r in 0..n {
+                let p = base + r as u64;
+                if holds.is_valid(r)
+                    && holds.value(r)
+                    && deleted.as_ref().is_none_or(|d| !d.contains(p))
+                {
+                    hits.insert(p);
+                }
+            }
+            base += n as u64;
+        }
+        if hits.is_empty() {
+            continue;
+        }
+        rows += hits.len();
+        let mut dv = deleted.unwrap_or_default();
+        dv |= hits;
+        marked.push((view, dv));
+    }
+    let outcome = DmlOutcome {
+        rows,
+        files_removed: 0,
+        files_added: 0,
+    };
+    if marked.is_empty() {
+        return Ok(Some(outcome));
+    }
+    let actions = crate::vectors::marked_actions(table, &marked).await?;
+    let operation = DeltaOperation::Delete {
+        predicate: Some(predicate.to_string()),
+    };
+    CommitBuilder::from(CommitProperties::default())
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    Ok(Some(outcome))
+}
