@@ -9,6 +9,7 @@
 #   update 1% clustered   UPDATE ... WHERE id in the next 1% range
 #   delete 1% scattered   DELETE WHERE id % 100 = 7 (every file holds some)
 #   merge 100k            MERGE of 100k source rows: 50k updates of existing ids, 50k new
+# and both deletes again on a fresh copy with deletion vectors enabled (no file rewritten).
 # Installs Debian's postgresql if missing. Work files: $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,16 @@ for s in "${STATEMENTS[@]}"; do
   TP_MS[$label]=$(timed "${TPSQL[@]}" -c "${s#*|}")
 done
 echo "rows after: $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.t')"
+# The same deletes on a fresh copy with deletion vectors enabled: rows are marked, no
+# file is rewritten.
+"${TPSQL[@]}" -c "CREATE TABLE bench.d (id BIGINT, k BIGINT, amount DOUBLE PRECISION, note TEXT)"
+for i in $(seq 0 $((FILES - 1))); do
+  "${TPSQL[@]}" -c "INSERT INTO bench.d SELECT value AS id, value % 1000 AS k, value * 0.5 AS amount, 'note ' || value AS note FROM generate_series($((i * CHUNK + 1)), $(((i + 1) * CHUNK))) AS g(value)"
+done
+"${TPSQL[@]}" -c "ALTER TABLE bench.d SET ('delta.enableDeletionVectors' = true)"
+TP_MS["delete 1% clustered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id <= $PCT")
+TP_MS["delete 1% scattered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id % 100 = 7")
+echo "rows after (deletion vectors): $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.d')"
 stop_tidepool
 
 # --- PostgreSQL, same table and statements
@@ -82,4 +93,9 @@ for s in "${STATEMENTS[@]}"; do
   label=${s%%|*}
   printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
     "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS[$label]}"
+done
+for kind in clustered scattered; do
+  label="delete 1% $kind, DV"
+  printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
+    "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS["delete 1% $kind"]}"
 done

@@ -224,7 +224,10 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
         || message.contains("Delta transaction failed, version")
     {
         Some(ErrorKind::SerializationFailure)
-    } else if message.contains("violates check constraint") {
+    } else if message.contains("violates check constraint")
+        // ALTER TABLE ... ADD CHECK tried on the rows there.
+        || (message.contains("check constraint") && message.contains("is violated by some row"))
+    {
         Some(ErrorKind::CheckViolation)
     } else if message.contains("declared as non-nullable but contains null values")
         // delta-rs's check of a write against the table's NOT NULL columns.

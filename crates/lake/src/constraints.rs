@@ -362,6 +362,9 @@ async fn add_checks(
         })
         .collect();
     if !checks.is_empty() {
+        let mut names: Vec<String> = checks.keys().map(|n| format!("\"{n}\"")).collect();
+        names.sort();
+        let names = names.join(", ");
         target = target
             .add_constraint()
             .with_constraints(checks)
@@ -371,7 +374,7 @@ async fn add_checks(
                 let message = e.to_string();
                 if message.contains("failed validation check") {
                     LakeError::CheckViolation(format!(
-                        "check constraint of relation \"{table}\" is violated by some row ({message})"
+                        "check constraint {names} of relation \"{table}\" is violated by some row ({message})"
                     ))
                 } else if message.contains("Unable to convert expression") {
                     // delta-rs writes a Delta constraint from the expression it parsed

@@ -43,9 +43,13 @@ impl Lake {
     ) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
         if let Some(p) = &predicate
-            && let Some(out) = crate::dv_delete::delete(&target, p, &state).await?
+            && let Some(rows) = crate::dv_delete::delete(&target, p, &state).await?
         {
-            return Ok(out);
+            // Rows marked in deletion vectors: no file removed or added.
+            return Ok(DmlOutcome {
+                rows,
+                ..DmlOutcome::default()
+            });
         }
         let mut builder = target.delete().with_session_state(state);
         if let Some(p) = predicate {
@@ -82,6 +86,19 @@ impl Lake {
             files_removed: metrics.num_removed_files as u64,
             files_added: metrics.num_added_files as u64,
         })
+    }
+
+    /// Whether `schema.table` marks deleted rows with deletion vectors (DELETE rewrites
+    /// no file; UPDATE can mark the old rows and append their new versions).
+    pub async fn has_deletion_vectors(&self, schema: &str, table: &str) -> Result<bool, LakeError> {
+        let target = self.existing(schema, table).await?;
+        let metadata = target.snapshot()?.metadata().clone();
+        Ok(crate::vectors::enabled(&target)?
+            && metadata.partition_columns().is_empty()
+            && metadata
+                .configuration()
+                .get("delta.columnMapping.mode")
+                .is_none_or(|m| m == "none"))
     }
 
     /// The Delta table `schema.table`, or 42P01.

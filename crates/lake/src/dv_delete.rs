@@ -26,18 +26,18 @@ use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 
 use crate::LakeError;
-use crate::dml::DmlOutcome;
 
 /// Rows per batch read.
 const READ_BATCH: usize = 64 * 1024;
 
 /// Deletes the rows of `table` that `predicate` (over its columns, unqualified) holds
-/// for; `None` when the table is not one this handles (nothing written).
+/// for and returns how many; `None` when the table is not one this handles (nothing
+/// written).
 pub(crate) async fn delete(
     table: &DeltaTable,
     predicate: &Expr,
     state: &SessionState,
-) -> Result<Option<DmlOutcome>, LakeError> {
+) -> Result<Option<u64>, LakeError> {
     let snapshot = table.snapshot()?;
     let metadata = snapshot.metadata();
     if !crate::vectors::enabled(table)?
@@ -146,13 +146,8 @@ pub(crate) async fn delete(
         dv |= hits;
         marked.push((view, dv));
     }
-    let outcome = DmlOutcome {
-        rows,
-        files_removed: 0,
-        files_added: 0,
-    };
     if marked.is_empty() {
-        return Ok(Some(outcome));
+        return Ok(Some(0));
     }
     let actions = crate::vectors::marked_actions(table, &marked).await?;
     let operation = DeltaOperation::Delete {
@@ -162,5 +157,5 @@ pub(crate) async fn delete(
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    Ok(Some(outcome))
+    Ok(Some(rows))
 }

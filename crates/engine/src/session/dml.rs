@@ -79,6 +79,18 @@ impl Session {
             predicate,
             assignments,
         } = parts(&dml.input, &dml.op)?;
+        if matches!(dml.op, WriteOp::Update) && predicate.as_ref().is_some_and(|p| !p.is_volatile())
+        {
+            let (schema, table) = self.resolve(&dml.table_name)?;
+            if self
+                .engine
+                .lake()
+                .has_deletion_vectors(&schema, &table)
+                .await?
+            {
+                return Box::pin(self.update_by_vectors(dml, slot)).await;
+            }
+        }
         let predicate = match predicate {
             Some(p) => Some(unqualified(self.resolve_subqueries(p).await?)?),
             None => None,
@@ -109,6 +121,67 @@ impl Session {
             if update { "UPDATE" } else { "DELETE" },
             out.rows,
         ))
+    }
+
+    /// UPDATE of a table with deletion vectors: the new versions of the matched rows are
+    /// computed once (reading only the files the predicate can match), the old rows are
+    /// marked deleted and the new ones appended, in one Delta commit (the session's block,
+    /// or a transaction of its own). No file is rewritten.
+    async fn update_by_vectors(
+        &self,
+        dml: DmlStatement,
+        slot: Slot,
+    ) -> Result<CommandTag, EngineError> {
+        let LogicalPlan::Projection(p) = dml.input.as_ref() else {
+            return Err(unsupported(&dml.input));
+        };
+        let permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+        let lake = self.engine.lake().clone();
+        let implicit = tidepool_lake::txn::current()
+            .is_none()
+            .then(|| lake.begin());
+        let work = async {
+            let rows = DataFrame::new(self.ctx.state(), (*dml.input).clone())
+                .collect()
+                .await?;
+            let count: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+            if count == 0 {
+                return Ok(0);
+            }
+            let schema = Arc::new(dml.input.schema().as_arrow().clone());
+            let delete = DmlStatement::new(
+                dml.table_name.clone(),
+                dml.target.clone(),
+                WriteOp::Delete,
+                p.input.clone(),
+            );
+            Box::pin(self.delete_or_update(delete, Slot::Held(permit.clone()))).await?;
+            let insert = DmlStatement::new(
+                dml.table_name.clone(),
+                dml.target.clone(),
+                WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append),
+                Arc::new(super::returning::scan_of(schema, rows)?),
+            );
+            self.insert(insert, Slot::Held(permit.clone())).await?;
+            Ok::<u64, EngineError>(count)
+        };
+        let count = match &implicit {
+            None => work.await?,
+            Some(txn) => match tidepool_lake::txn::scope(Some(txn.clone()), Box::pin(work)).await {
+                Ok(n) => {
+                    if let Err(e) = txn.commit(&lake).await {
+                        let _ = txn.rollback().await;
+                        return Err(e.into());
+                    }
+                    n
+                }
+                Err(e) => {
+                    let _ = txn.rollback().await;
+                    return Err(e);
+                }
+            },
+        };
+        Ok(CommandTag::with_rows("UPDATE", count))
     }
 
     /// Runs the uncorrelated subqueries of `e` and puts their values in their place:

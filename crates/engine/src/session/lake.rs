@@ -173,7 +173,11 @@ impl Session {
     }
 
     /// INSERT INTO a lake table.
-    async fn insert(&self, dml: DmlStatement, slot: Slot) -> Result<CommandTag, EngineError> {
+    pub(super) async fn insert(
+        &self,
+        dml: DmlStatement,
+        slot: Slot,
+    ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
         let declared = lake.declared(&schema, &table).await?;

@@ -201,7 +201,10 @@ pub(super) fn target_schema(plan: &LogicalPlan) -> Result<SchemaRef, EngineError
 }
 
 /// `rows` as a plan (of `schema`).
-fn scan_of(schema: SchemaRef, rows: Vec<RecordBatch>) -> Result<LogicalPlan, EngineError> {
+pub(super) fn scan_of(
+    schema: SchemaRef,
+    rows: Vec<RecordBatch>,
+) -> Result<LogicalPlan, EngineError> {
     let table = MemTable::try_new(schema, vec![rows])?;
     Ok(LogicalPlanBuilder::scan(
         "returning_rows",
