@@ -9,7 +9,8 @@
 #   update 1% clustered   UPDATE ... WHERE id in the next 1% range
 #   delete 1% scattered   DELETE WHERE id % 100 = 7 (every file holds some)
 #   merge 100k            MERGE of 100k source rows: 50k updates of existing ids, 50k new
-# and both deletes again on a fresh copy with deletion vectors enabled (no file rewritten).
+# and both deletes and the clustered update again on a fresh copy with deletion vectors
+# enabled (no file rewritten).
 # Installs Debian's postgresql if missing. Work files: $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,7 @@ done
 "${TPSQL[@]}" -c "ALTER TABLE bench.d SET ('delta.enableDeletionVectors' = true)"
 TP_MS["delete 1% clustered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id <= $PCT")
 TP_MS["delete 1% scattered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id % 100 = 7")
+TP_MS["update 1% clustered, DV"]=$(timed "${TPSQL[@]}" -c "UPDATE bench.d SET note = 'changed' WHERE id > $PCT AND id <= $((2 * PCT))")
 echo "rows after (deletion vectors): $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.d')"
 stop_tidepool
 
@@ -94,8 +96,7 @@ for s in "${STATEMENTS[@]}"; do
   printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
     "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS[$label]}"
 done
-for kind in clustered scattered; do
-  label="delete 1% $kind, DV"
-  printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
-    "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS["delete 1% $kind"]}"
+for label in "delete 1% clustered" "delete 1% scattered" "update 1% clustered"; do
+  printf '%-22s %12s %9s%% %14s\n' "$label, DV" "${TP_MS["$label, DV"]}" \
+    "$((100 * ${TP_MS["$label, DV"]} / full_tp))" "${PG_MS[$label]}"
 done
