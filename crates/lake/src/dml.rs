@@ -91,14 +91,7 @@ impl Lake {
     /// Whether `schema.table` marks deleted rows with deletion vectors (DELETE rewrites
     /// no file; UPDATE can mark the old rows and append their new versions).
     pub async fn has_deletion_vectors(&self, schema: &str, table: &str) -> Result<bool, LakeError> {
-        let target = self.existing(schema, table).await?;
-        let metadata = target.snapshot()?.metadata().clone();
-        Ok(crate::vectors::enabled(&target)?
-            && metadata.partition_columns().is_empty()
-            && metadata
-                .configuration()
-                .get("delta.columnMapping.mode")
-                .is_none_or(|m| m == "none"))
+        crate::vectors::usable(&self.existing(schema, table).await?)
     }
 
     /// The Delta table `schema.table`, or 42P01.

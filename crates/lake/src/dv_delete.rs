@@ -7,6 +7,7 @@
 //! a DELETE without WHERE go through delta-rs (which rewrites files, or drops them whole).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use arrow::datatypes::SchemaRef;
@@ -16,7 +17,6 @@ use datafusion::logical_expr::Expr;
 #[allow(deprecated)] // range reads from the object store, as in upsert.rs
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
 use deltalake::DeltaTable;
 use deltalake::kernel::LogicalFileView;
@@ -38,18 +38,21 @@ pub(crate) async fn delete(
     predicate: &Expr,
     state: &SessionState,
 ) -> Result<Option<u64>, LakeError> {
-    let snapshot = table.snapshot()?;
-    let metadata = snapshot.metadata();
-    if !crate::vectors::enabled(table)?
-        || !metadata.partition_columns().is_empty()
-        || metadata
-            .configuration()
-            .get("delta.columnMapping.mode")
-            .is_some_and(|m| m != "none")
-    {
+    if !crate::vectors::usable(table)? {
         return Ok(None);
     }
-    let schema: SchemaRef = snapshot.snapshot().arrow_schema();
+    let snapshot = table.snapshot()?;
+    let full: SchemaRef = snapshot.snapshot().arrow_schema();
+    // Only the predicate's columns are read: it is planned over them alone.
+    let names: BTreeSet<String> = predicate
+        .column_refs()
+        .into_iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let indices: Vec<usize> = (0..full.fields().len())
+        .filter(|&i| names.contains(full.field(i).name()))
+        .collect();
+    let schema: SchemaRef = Arc::new(full.project(&indices)?);
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     // A predicate typed for another form of the columns (views of strings) is left to
     // delta-rs, which plans it against its own scan.
@@ -64,10 +67,6 @@ pub(crate) async fn delete(
         Some(p) => p.prune(&snapshot.log_data())?,
         None => vec![true; files],
     };
-    let needed: BTreeSet<usize> = collect_columns(&physical)
-        .iter()
-        .map(|c| c.index())
-        .collect();
     let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
     let store = table.object_store();
     let mut marked: Vec<(&LogicalFileView, RoaringTreemap)> = Vec::new();
@@ -86,9 +85,8 @@ pub(crate) async fn delete(
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         // The predicate's columns as the file has them (a column added later is absent:
         // NULL in every row).
-        let in_file: Vec<(usize, usize)> = needed
-            .iter()
-            .filter_map(|&i| {
+        let in_file: Vec<(usize, usize)> = (0..schema.fields().len())
+            .filter_map(|i| {
                 builder
                     .schema()
                     .index_of(schema.field(i).name())

@@ -26,6 +26,19 @@ pub(crate) fn enabled(table: &DeltaTable) -> Result<bool, LakeError> {
         }))
 }
 
+/// Whether deletes on `table` can go by deletion vector: it has the feature, and no
+/// partition columns or column mapping (file positions and names as written).
+pub(crate) fn usable(table: &DeltaTable) -> Result<bool, LakeError> {
+    let snapshot = table.snapshot()?;
+    let metadata = snapshot.metadata();
+    Ok(enabled(table)?
+        && metadata.partition_columns().is_empty()
+        && metadata
+            .configuration()
+            .get("delta.columnMapping.mode")
+            .is_none_or(|m| m == "none"))
+}
+
 /// The actions that mark, per file, the rows of its whole new vector deleted (the rows
 /// its old vector held included). Writes the vectors' file first.
 pub(crate) async fn marked_actions(

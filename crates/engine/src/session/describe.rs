@@ -72,7 +72,7 @@ impl Session {
         infer_from_casts(&plan, &mut types)?;
         let params = ordered_params(types);
         if let Some(r) = returning {
-            let target = super::returning::target_schema(&plan)?;
+            let (_, target) = super::returning::dml_of(plan)?;
             return Ok(Described {
                 params,
                 schema: Some(r.describe(self, target).await?),

@@ -187,12 +187,15 @@ fn refuse_subqueries(e: &ast::Expr) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// The target's schema, as a DML plan's rows are (the input of INSERT and UPDATE, the
-/// scanned rows of DELETE).
-pub(super) fn target_schema(plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+/// The DML statement of `plan` and its target's schema, as its rows are (the input of
+/// INSERT and UPDATE, the scanned rows of DELETE); 0A000 for what runs as MERGE.
+pub(super) fn dml_of(plan: LogicalPlan) -> Result<(DmlStatement, SchemaRef), EngineError> {
     match plan {
-        LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_) | WriteOp::Update | WriteOp::Delete) => {
-            Ok(Arc::new(dml.input.schema().as_arrow().clone()))
+        LogicalPlan::Dml(dml)
+            if matches!(dml.op, WriteOp::Insert(_) | WriteOp::Update | WriteOp::Delete) =>
+        {
+            let schema = Arc::new(dml.input.schema().as_arrow().clone());
+            Ok((dml, schema))
         }
         _ => Err(EngineError::NotSupported(
             "RETURNING on this statement (INSERT ... ON CONFLICT, UPDATE ... FROM and MERGE run as MERGE)".into(),
@@ -263,10 +266,7 @@ impl Session {
         if let Some(p) = params {
             plan = plan.with_param_values(p)?;
         }
-        let schema = target_schema(&plan)?;
-        let LogicalPlan::Dml(dml) = plan else {
-            unreachable!("target_schema accepts DML plans only")
-        };
+        let (dml, schema) = dml_of(plan)?;
         let rows = DataFrame::new(self.ctx.state(), (*dml.input).clone())
             .collect()
             .await?;
