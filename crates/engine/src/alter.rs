@@ -37,6 +37,8 @@ pub enum AlterAction {
     AddColumn {
         name: String,
         data_type: DataType,
+        /// `varchar(n)` / `char(n)`.
+        length: Option<tidepool_lake::CharLength>,
         nullable: bool,
         if_not_exists: bool,
     },
@@ -193,6 +195,7 @@ fn action(
             Ok(AlterAction::AddColumn {
                 name: ident_text(&column_def.name),
                 data_type: type_of(&column_def.data_type.to_string(), state)?,
+                length: crate::char_length::of_sql_type(&column_def.data_type),
                 nullable,
                 if_not_exists: *if_not_exists,
             })

@@ -30,6 +30,9 @@ pub fn take(create: &mut CreateTable) -> Declared {
     let mut declared = Declared::default();
     for column in &mut create.columns {
         let name = ident(Some(&column.name));
+        if let Some(length) = crate::char_length::of_sql_type(&column.data_type) {
+            declared.lengths.push((name.clone(), length));
+        }
         let mut not_null = false;
         let mut keep = Vec::with_capacity(column.options.len());
         for def in std::mem::take(&mut column.options) {
@@ -262,11 +265,13 @@ pub async fn resolve_references(
 /// `input` (an INSERT's rows, named as the table's columns) with each row tried against
 /// `declared`'s CHECK constraints: a row for which one is false fails the statement with
 /// "new row for relation ... violates check constraint ..." (23514); true and NULL pass.
+/// Values of `varchar(n)` / `char(n)` columns are fitted to their length (22001).
 pub fn checked_input(
     input: LogicalPlan,
     table: &str,
     declared: &Declared,
 ) -> Result<LogicalPlan, EngineError> {
+    let input = fitted_lengths(input, declared)?;
     let checks: Vec<(&str, &str)> = declared
         .constraints
         .iter()
@@ -296,6 +301,30 @@ pub fn checked_input(
         return Ok(input);
     };
     Ok(LogicalPlanBuilder::from(input).filter(predicate)?.build()?)
+}
+
+/// `input` with its `varchar(n)` / `char(n)` columns fitted to their length.
+fn fitted_lengths(input: LogicalPlan, declared: &Declared) -> Result<LogicalPlan, EngineError> {
+    let fits = input
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| declared.length_of(f.name()).is_some());
+    if !fits {
+        return Ok(input);
+    }
+    let exprs: Vec<Expr> = input
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let column = Expr::Column(datafusion::common::Column::from((q, f)));
+            match declared.length_of(f.name()) {
+                Some(l) => crate::char_length::fit(column, l).alias(f.name()),
+                None => column,
+            }
+        })
+        .collect();
+    Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)
 }
 
 /// `tidepool_check(ok, message)`: true, or an error with `message` when `ok` is false.

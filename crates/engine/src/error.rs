@@ -34,6 +34,8 @@ pub enum ErrorKind {
     DatatypeMismatch,
     DivisionByZero,
     NumericOutOfRange,
+    /// A value longer than its `varchar(n)` / `char(n)` column (22001).
+    StringDataRightTruncation,
     InvalidTextRepresentation,
     InvalidParameterValue,
     DataException,
@@ -211,9 +213,33 @@ impl EngineError {
                 Some(at) => message[at..].to_string(),
                 None => message,
             },
+            ErrorKind::StringDataRightTruncation => match message.find("value too long for type") {
+                Some(at) => message[at..].to_string(),
+                None => message,
+            },
+            ErrorKind::NumericOutOfRange => match out_of_range(&message) {
+                Some(pg) => pg.to_string(),
+                None => message,
+            },
             _ => message,
         }
     }
+}
+
+/// PostgreSQL's words for a number that does not fit an integer type, from arrow's
+/// "Can't cast value 70000 to type Int16".
+fn out_of_range(message: &str) -> Option<&'static str> {
+    let (_, to) = message.split_once("Can't cast value")?;
+    let to = to.split_once("to type ")?.1;
+    Some(if to.starts_with("Int16") {
+        "smallint out of range"
+    } else if to.starts_with("Int32") {
+        "integer out of range"
+    } else if to.starts_with("Int64") {
+        "bigint out of range"
+    } else {
+        return None;
+    })
 }
 
 /// Failures recognized by their text wherever they were wrapped (delta-rs and arrow
@@ -234,8 +260,14 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
         || message.contains("rows failed validation check")
     {
         Some(ErrorKind::NotNullViolation)
-    } else if message.contains("too large to store in a Decimal") {
+    } else if message.contains("too large to store in a Decimal")
+        // arrow's cast of a number that does not fit the narrower type.
+        || message.contains("Can't cast value")
+        || message.contains("Overflow happened on")
+    {
         Some(ErrorKind::NumericOutOfRange)
+    } else if message.contains("value too long for type") {
+        Some(ErrorKind::StringDataRightTruncation)
     } else if message.contains("Scalar subquery returned more than one row")
         // delta-rs's words for PostgreSQL's "MERGE command cannot affect row a second time".
         || message.contains("MERGE matched a target row with multiple source rows")
@@ -257,6 +289,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
         LakeError::DuplicateConstraint(_) => ErrorKind::DuplicateObject,
         LakeError::CheckViolation(_) => ErrorKind::CheckViolation,
+        LakeError::UndefinedColumn(_) => ErrorKind::UndefinedColumn,
         LakeError::Unsupported(_) => ErrorKind::NotSupported,
         LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
         LakeError::Commit(_) => ErrorKind::Internal,

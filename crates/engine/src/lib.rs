@@ -13,6 +13,7 @@ pub mod authz;
 mod bounded_aggregates;
 mod catalog;
 mod catalog_cache;
+mod char_length;
 pub mod complexity;
 mod constraints;
 mod correlated;

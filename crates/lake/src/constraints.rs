@@ -22,6 +22,7 @@ use deltalake::kernel::{Action, MetadataExt};
 use deltalake::protocol::DeltaOperation;
 use serde::{Deserialize, Serialize};
 
+use crate::columns::{CHAR_TYPE_KEY, CharLength};
 use crate::{Lake, LakeError};
 
 const CONSTRAINT_KEY: &str = "tidepool.constraint.";
@@ -143,11 +144,21 @@ pub struct Declared {
     pub constraints: Vec<Constraint>,
     /// `(column, SQL expression)`.
     pub defaults: Vec<(String, String)>,
+    /// `(column, varchar(n) or char(n))`, kept in the column's field metadata.
+    pub lengths: Vec<(String, CharLength)>,
 }
 
 impl Declared {
     pub fn is_empty(&self) -> bool {
-        self.constraints.is_empty() && self.defaults.is_empty()
+        self.constraints.is_empty() && self.defaults.is_empty() && self.lengths.is_empty()
+    }
+
+    /// The declared length of `column`, if it has one.
+    pub fn length_of(&self, column: &str) -> Option<CharLength> {
+        self.lengths
+            .iter()
+            .find(|(c, _)| c == column)
+            .map(|(_, l)| *l)
     }
 
     /// The table's primary key columns, else those of its first unique constraint.
@@ -197,13 +208,17 @@ impl Declared {
         Declared {
             constraints,
             defaults,
+            lengths: Vec::new(),
         }
     }
 
     /// What `table` declares.
     pub fn of_table(table: &DeltaTable) -> Declared {
         match table.snapshot() {
-            Ok(s) => Declared::of_configuration(s.metadata().configuration()),
+            Ok(s) => Declared {
+                lengths: crate::columns::lengths_of(s.schema().as_ref()),
+                ..Declared::of_configuration(s.metadata().configuration())
+            },
             Err(_) => Declared::default(),
         }
     }
@@ -260,9 +275,29 @@ impl Lake {
         }
         target = add_checks(target, table, declared).await?;
         let properties = declared.properties()?;
-        commit_configuration(&target, |mut m| {
+        let lengths: HashMap<String, (String, Option<String>)> = declared
+            .lengths
+            .iter()
+            .map(|(c, l)| {
+                let value = (CHAR_TYPE_KEY.to_string(), Some(l.type_string()));
+                (c.clone(), value)
+            })
+            .collect();
+        let schema = if lengths.is_empty() {
+            None
+        } else {
+            let current = target.snapshot()?.schema();
+            Some(crate::columns::with_field_metadata(
+                current.as_ref(),
+                &lengths,
+            )?)
+        };
+        commit_metadata(&target, |mut m| {
             for (k, v) in &properties {
                 m = m.add_config_key(k.clone(), v.clone())?;
+            }
+            if let Some(schema) = &schema {
+                m = m.with_schema(schema)?;
             }
             Ok(m)
         })
@@ -286,7 +321,7 @@ impl Lake {
             format!("{CONSTRAINT_KEY}{name}"),
             format!("{DELTA_CHECK_KEY}{name}"),
         ];
-        commit_configuration(&target, |mut m| {
+        commit_metadata(&target, |mut m| {
             for k in &keys {
                 if m.configuration().contains_key(k) {
                     m = m.remove_config_key(k)?;
@@ -308,7 +343,7 @@ impl Lake {
     ) -> Result<(), LakeError> {
         let target = self.existing(schema, table).await?;
         let key = format!("{DEFAULT_KEY}{column}");
-        commit_configuration(&target, |m| match expr {
+        commit_metadata(&target, |m| match expr {
             Some(e) => Ok(m.add_config_key(key.clone(), e.to_string())?),
             None if m.configuration().contains_key(&key) => Ok(m.remove_config_key(&key)?),
             None => Ok(m),
@@ -392,8 +427,9 @@ async fn add_checks(
     Ok(target)
 }
 
-/// One Delta commit of `table`'s metadata as `change` makes it.
-async fn commit_configuration(
+/// One Delta commit of `table`'s metadata as `change` makes it (none when nothing
+/// changes): its configuration, description or schema (field metadata only).
+pub(crate) async fn commit_metadata(
     table: &DeltaTable,
     change: impl FnOnce(
         deltalake::kernel::Metadata,
@@ -402,17 +438,24 @@ async fn commit_configuration(
     let snapshot = table.snapshot()?;
     let before = snapshot.metadata().clone();
     let after = change(before.clone())?;
-    if after.configuration() == before.configuration() {
+    if after == before {
         return Ok(());
     }
-    let properties = after.configuration().clone();
+    let operation = if after.configuration() != before.configuration() {
+        DeltaOperation::SetTableProperties {
+            properties: after.configuration().clone(),
+        }
+    } else {
+        DeltaOperation::UpdateTableMetadata {
+            metadata_update: deltalake::operations::update_table_metadata::TableMetadataUpdate {
+                name: None,
+                description: after.description().map(str::to_string),
+            },
+        }
+    };
     CommitBuilder::default()
         .with_actions(vec![Action::Metadata(after)])
-        .build(
-            Some(snapshot),
-            table.log_store(),
-            DeltaOperation::SetTableProperties { properties },
-        )
+        .build(Some(snapshot), table.log_store(), operation)
         .await?;
     Ok(())
 }
@@ -454,6 +497,7 @@ mod tests {
                 },
             ],
             defaults: vec![("n".into(), "0".into())],
+            lengths: vec![],
         };
         let back = Declared::of_configuration(&declared.properties().unwrap());
         assert_eq!(back.constraints.len(), 3);
@@ -507,6 +551,7 @@ mod tests {
                 kind: ConstraintKind::Check { expr: expr.into() },
             }],
             defaults: vec![],
+            lengths: vec![],
         };
         let refused = lake.declare("gold", "t", &check("n >= 0")).await;
         assert!(

@@ -33,6 +33,9 @@ pub enum LakeError {
     DuplicateConstraint(String),
     #[error("{0}")]
     CheckViolation(String),
+    /// A column the table does not have (42703).
+    #[error("{0}")]
+    UndefinedColumn(String),
     #[error("not supported: {0}")]
     Unsupported(String),
     #[error("schema {0} is not empty")]

@@ -8,6 +8,7 @@
 
 mod alter;
 mod cloud;
+mod columns;
 mod constraints;
 mod dml;
 mod dv_delete;
@@ -31,6 +32,7 @@ use parking_lot::Mutex;
 use url::Url;
 
 pub use cloud::{LazyStores, NamedStores};
+pub use columns::{CHAR_TYPE_KEY, CharLength};
 pub use constraints::{Constraint, ConstraintKind, Declared, quote_ident};
 pub use dml::DmlOutcome;
 pub use error::LakeError;

@@ -75,6 +75,26 @@ pub struct ColumnType {
     pub numeric_precision_radix: Option<i32>,
     pub numeric_scale: Option<i32>,
     pub datetime_precision: Option<i32>,
+    /// The `n` of `varchar(n)` / `char(n)`.
+    pub character_maximum_length: Option<i32>,
+}
+
+/// [`column_type`] of a table's column, with its declared `varchar(n)` / `char(n)`.
+pub fn field_type(f: &Field) -> ColumnType {
+    match tidepool_lake::CharLength::of_arrow(f) {
+        Some(l) => ColumnType {
+            data_type: if l.fixed {
+                "character"
+            } else {
+                "character varying"
+            }
+            .to_string(),
+            udt_name: if l.fixed { "bpchar" } else { "varchar" }.to_string(),
+            character_maximum_length: i32::try_from(l.length).ok(),
+            ..Default::default()
+        },
+        None => column_type(f.data_type()),
+    }
 }
 
 /// The Postgres description of an Arrow type, as the wire protocol sends it.
@@ -237,7 +257,7 @@ impl AsyncSystemTable for Columns {
         }
         for (s, t, updatable, fields) in schemas {
             for (i, f) in fields.fields().iter().enumerate() {
-                let ty = column_type(f.data_type());
+                let ty = field_type(f);
                 let texts: [Option<&str>; 20] = [
                     Some(CATALOG),
                     Some(&s),
@@ -263,6 +283,8 @@ impl AsyncSystemTable for Columns {
                 let numbers: [Option<i32>; 20] = {
                     let mut n = [None; 20];
                     n[4] = Some(i as i32 + 1);
+                    n[8] = ty.character_maximum_length;
+                    n[9] = ty.character_maximum_length.map(|n| n.saturating_mul(4));
                     n[10] = ty.numeric_precision;
                     n[11] = ty.numeric_precision_radix;
                     n[12] = ty.numeric_scale;

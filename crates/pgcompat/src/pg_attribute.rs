@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int16Builder, Int32Builder, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
@@ -26,6 +26,18 @@ pub struct AttributeTable {
 }
 
 use crate::gathered::collect;
+
+/// Type oid, typmod and array dimensions of a column: `varchar(n)` / `char(n)` (typmod
+/// `n + 4`) as declared, else by its Arrow type.
+fn field_details(f: &Field) -> Option<(i32, i32, i16)> {
+    match tidepool_lake::CharLength::of_arrow(f) {
+        Some(l) => {
+            let oid = if l.fixed { 1042 } else { 1043 };
+            Some((oid, i32::try_from(l.length).ok()?.saturating_add(4), 0))
+        }
+        None => type_details(f.data_type()),
+    }
+}
 
 /// Type oid, typmod and array dimensions of a column of `t`.
 fn type_details(t: &DataType) -> Option<(i32, i32, i16)> {
@@ -246,7 +258,7 @@ impl Gather for AttributeTable {
                         _ => names.append_option(old.is_valid(i).then(|| old.value(i))),
                     }
                 }
-                let details = field.and_then(|f| type_details(f.data_type()));
+                let details = field.and_then(|f| field_details(&f));
                 match details {
                     Some((t, m, d)) => {
                         typ.append_value(t);

@@ -82,6 +82,7 @@ impl Session {
                 AlterAction::AddColumn {
                     name: column,
                     data_type,
+                    length,
                     nullable,
                     if_not_exists,
                 } => {
@@ -91,7 +92,12 @@ impl Session {
                              would hold NULL in it (add it nullable)"
                         )));
                     }
-                    let field = Field::new(column, data_type.clone(), true);
+                    let mut field = Field::new(column, data_type.clone(), true);
+                    if let Some(l) = length {
+                        field = field.with_metadata(
+                            [(tidepool_lake::CHAR_TYPE_KEY.to_string(), l.type_string())].into(),
+                        );
+                    }
                     lake.add_column(&schema, &name, field, *if_not_exists)
                         .await?;
                 }

@@ -95,13 +95,22 @@ impl Session {
             Some(p) => Some(unqualified(self.resolve_subqueries(p).await?)?),
             None => None,
         };
-        let mut resolved = Vec::with_capacity(assignments.len());
-        for (column, value) in assignments {
-            resolved.push((column, unqualified(self.resolve_subqueries(value).await?)?));
-        }
-        let assignments = resolved;
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
+        let declared = if assignments.is_empty() {
+            tidepool_lake::Declared::default()
+        } else {
+            lake.declared(&schema, &table).await?
+        };
+        let mut resolved = Vec::with_capacity(assignments.len());
+        for (column, value) in assignments {
+            let mut value = unqualified(self.resolve_subqueries(value).await?)?;
+            if let Some(length) = declared.length_of(&column) {
+                value = crate::char_length::fit(value, length);
+            }
+            resolved.push((column, value));
+        }
+        let assignments = resolved;
         let state = Arc::new(self.ctx.state());
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
         let update = matches!(dml.op, WriteOp::Update);

@@ -49,6 +49,8 @@ impl Session {
         let source = DataFrame::new(self.ctx.state(), source_plan).select(renamed)?;
 
         let on = names.rename(self.resolve_subqueries(op.on.clone()).await?)?;
+        let (schema, table) = self.resolve(&dml.table_name)?;
+        let declared = self.engine.lake().declared(&schema, &table).await?;
         let target_columns: Vec<String> = dml
             .target
             .schema()
@@ -70,7 +72,7 @@ impl Session {
             let action = match &clause.action {
                 MergeIntoAction::Delete => MergeAction::Delete,
                 MergeIntoAction::Update(set) => {
-                    MergeAction::Update(self.assignments(&names, set.clone()).await?)
+                    MergeAction::Update(self.assignments(&names, set.clone(), &declared).await?)
                 }
                 MergeIntoAction::Insert { columns, values } => {
                     let columns = if columns.is_empty() {
@@ -83,7 +85,7 @@ impl Session {
                         .cloned()
                         .zip(values.iter().cloned())
                         .collect();
-                    MergeAction::Insert(self.assignments(&names, set).await?)
+                    MergeAction::Insert(self.assignments(&names, set, &declared).await?)
                 }
             };
             clauses.push(MergeClause {
@@ -94,7 +96,6 @@ impl Session {
         }
 
         let lake = self.engine.lake().clone();
-        let (schema, table) = self.resolve(&dml.table_name)?;
         let state = Arc::new(self.ctx.state());
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
         let out = self
@@ -114,14 +115,21 @@ impl Session {
         })
     }
 
+    /// `set`'s values over the renamed source, each fitted to its column's declared
+    /// length.
     async fn assignments(
         &self,
         names: &Names,
         set: Vec<(String, Expr)>,
+        declared: &tidepool_lake::Declared,
     ) -> Result<Vec<(String, Expr)>, EngineError> {
         let mut out = Vec::with_capacity(set.len());
         for (column, value) in set {
-            out.push((column, names.rename(self.resolve_subqueries(value).await?)?));
+            let mut value = names.rename(self.resolve_subqueries(value).await?)?;
+            if let Some(length) = declared.length_of(&column) {
+                value = crate::char_length::fit(value, length);
+            }
+            out.push((column, value));
         }
         Ok(out)
     }

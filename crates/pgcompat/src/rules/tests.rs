@@ -233,3 +233,15 @@ fn float_precision_follows_postgres() {
         "SELECT CAST(x AS DOUBLE PRECISION), y::DOUBLE PRECISION FROM t"
     );
 }
+
+#[test]
+fn char_without_a_length_is_one_character() {
+    assert_eq!(
+        rewritten("CREATE TABLE t (a CHARACTER, b CHAR, c CHARACTER(4), d VARCHAR(2))"),
+        "CREATE TABLE t (a CHAR(1), b CHAR(1), c CHAR(4), d VARCHAR(2))"
+    );
+    assert_eq!(
+        rewritten("ALTER TABLE t ADD COLUMN a CHARACTER"),
+        "ALTER TABLE t ADD COLUMN a CHAR(1)"
+    );
+}

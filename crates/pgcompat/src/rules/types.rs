@@ -2,12 +2,14 @@
 //! `float(p)` are double precision for p in 25..=53 (and without p), real for p in
 //! 1..=24; DataFusion 55 makes every `float(p)` a 32-bit float, so `pandas.to_sql`'s
 //! `FLOAT(53)` columns silently lost precision (1/3 read back as 0.33333334). Applies to
-//! column definitions and casts.
+//! column definitions and casts. `character` and `char` without a length are `char(1)`
+//! (DataFusion refuses the first).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, ExactNumberInfo, Expr, Statement, VisitMut, VisitorMut,
+    AlterTableOperation, CharacterLength, DataType, ExactNumberInfo, Expr, Statement, VisitMut,
+    VisitorMut,
 };
 use datafusion::sql::sqlparser::parser::ParserError;
 
@@ -24,6 +26,13 @@ impl Rule for PostgresTypes {
         if let Statement::CreateTable(t) = statement {
             for c in &mut t.columns {
                 fix(&mut c.data_type);
+            }
+        }
+        if let Statement::AlterTable(a) = statement {
+            for op in &mut a.operations {
+                if let AlterTableOperation::AddColumn { column_def, .. } = op {
+                    fix(&mut column_def.data_type);
+                }
             }
         }
         finish(statement.visit(&mut Casts))
@@ -52,6 +61,14 @@ fn fix(t: &mut DataType) {
         }
         DataType::Float(ExactNumberInfo::Precision(p)) if (1..=24).contains(p) => {
             *t = DataType::Real
+        }
+        DataType::Character(length) | DataType::Char(length) => {
+            *t = DataType::Char(Some(length.take().unwrap_or(
+                CharacterLength::IntegerLength {
+                    length: 1,
+                    unit: None,
+                },
+            )))
         }
         DataType::Array(inner) => {
             use datafusion::sql::sqlparser::ast::ArrayElemTypeDef;

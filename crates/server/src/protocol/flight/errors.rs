@@ -18,6 +18,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::DatatypeMismatch
         | ErrorKind::DivisionByZero
         | ErrorKind::NumericOutOfRange
+        | ErrorKind::StringDataRightTruncation
         | ErrorKind::InvalidTextRepresentation
         | ErrorKind::InvalidParameterValue
         | ErrorKind::DataException

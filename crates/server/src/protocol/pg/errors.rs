@@ -25,6 +25,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::DatatypeMismatch => "42804",
         ErrorKind::DivisionByZero => "22012",
         ErrorKind::NumericOutOfRange => "22003",
+        ErrorKind::StringDataRightTruncation => "22001",
         ErrorKind::InvalidTextRepresentation => "22P02",
         ErrorKind::InvalidParameterValue => "22023",
         ErrorKind::DataException => "22000",
