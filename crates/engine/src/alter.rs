@@ -21,8 +21,8 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
 };
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Expr as SqlExpr,
-    RenameTableNameKind, SqlOption, Value,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, CommentObject,
+    Expr as SqlExpr, ObjectName, RenameTableNameKind, SqlOption, Value,
 };
 
 use crate::EngineError;
@@ -54,6 +54,13 @@ pub enum AlterAction {
     SetDefault {
         column: String,
         expr: Option<String>,
+    },
+    /// `COMMENT ON TABLE | VIEW | COLUMN | PROCEDURE ... IS 'text' | NULL`, planned as an
+    /// ALTER of the object (the same privilege).
+    Comment {
+        column: Option<String>,
+        procedure: bool,
+        text: Option<String>,
     },
 }
 
@@ -126,6 +133,45 @@ pub fn plan(a: &AlterTable, state: &SessionState) -> Result<LogicalPlan, EngineE
             name: reference(&a.name),
             if_exists: a.if_exists,
             actions,
+        }),
+    }))
+}
+
+/// Plans `COMMENT ON ...` as an ALTER of the object commented on.
+pub fn plan_comment(
+    object_type: &CommentObject,
+    object_name: &ObjectName,
+    comment: &Option<String>,
+    if_exists: bool,
+) -> Result<LogicalPlan, EngineError> {
+    let (name, column, procedure) = match object_type {
+        CommentObject::Table | CommentObject::View | CommentObject::MaterializedView => {
+            (object_name.clone(), None, false)
+        }
+        CommentObject::Procedure | CommentObject::Function => (object_name.clone(), None, true),
+        CommentObject::Column => {
+            let mut parts = object_name.0.clone();
+            let column = parts.pop().and_then(|p| p.as_ident().map(ident_text));
+            if parts.is_empty() || column.is_none() {
+                return Err(EngineError::Syntax(format!(
+                    "COMMENT ON COLUMN names table.column, not {object_name}"
+                )));
+            }
+            (ObjectName(parts), column, false)
+        }
+        other => {
+            return Err(EngineError::NotSupported(format!("COMMENT ON {other}")));
+        }
+    };
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(AlterTableNode {
+            name: reference(&name),
+            if_exists,
+            actions: vec![AlterAction::Comment {
+                column,
+                procedure,
+                text: comment.clone(),
+            }],
         }),
     }))
 }

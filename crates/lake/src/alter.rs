@@ -130,6 +130,7 @@ impl Lake {
         };
         self.ensure_free(schema, to).await?;
         self.put_definition(kind, schema, to, &sql).await?;
+        self.carry_comment(kind, schema, from, Some(to)).await?;
         self.drop_definition(kind, schema, from).await?;
         Ok(())
     }

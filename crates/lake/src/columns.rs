@@ -5,14 +5,17 @@
 //!   (the column is a Delta `string`; tidepool checks the length on every write, 22001);
 //! - a column's comment as `comment`.
 //!
-//! Both change with one metadata commit; no data file is touched.
+//! Both change with one metadata commit; no data file is touched. A table's own comment is
+//! the Delta table's description; that of a view, external table or procedure is kept
+//! next to its definition (`<name>.comment`), moved and dropped with it.
 
 use std::collections::HashMap;
 
 use deltalake::kernel::{MetadataExt, MetadataValue, StructField, StructType};
+use object_store::ObjectStoreExt;
 
 use crate::constraints::commit_metadata;
-use crate::{Lake, LakeError};
+use crate::{DefinitionKind, Lake, LakeError, META_DIR, check_name};
 
 /// Spark's field metadata key for a `char(n)` / `varchar(n)` column.
 pub const CHAR_TYPE_KEY: &str = "__CHAR_VARCHAR_TYPE_STRING";
@@ -167,6 +170,87 @@ impl Lake {
             })
             .collect();
         Ok((description, columns))
+    }
+}
+
+impl Lake {
+    fn comment_path(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+    ) -> object_store::path::Path {
+        self.object_path(&format!(
+            "{META_DIR}/{}/{schema}/{name}.comment",
+            kind.dir()
+        ))
+    }
+
+    /// Sets (`Some`) or removes the comment of a stored definition (view, external
+    /// table, procedure); 42P01 when there is no such definition.
+    pub async fn comment_definition(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+        comment: Option<&str>,
+    ) -> Result<(), LakeError> {
+        check_name(schema)?;
+        check_name(name)?;
+        if self.definition(kind, schema, name).await?.is_none() {
+            return Err(LakeError::TableNotFound(format!("{schema}.{name}")));
+        }
+        let path = self.comment_path(kind, schema, name);
+        match comment {
+            Some(c) => {
+                self.store.put(&path, c.as_bytes().to_vec().into()).await?;
+            }
+            None => self.delete_if_there(&path).await?,
+        }
+        Ok(())
+    }
+
+    /// The comment of a stored definition, if it has one.
+    pub async fn definition_comment(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<String>, LakeError> {
+        if check_name(schema).is_err() || check_name(name).is_err() {
+            return Ok(None);
+        }
+        match self.store.get(&self.comment_path(kind, schema, name)).await {
+            Ok(r) => Ok(Some(
+                String::from_utf8_lossy(&r.bytes().await?).into_owned(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves (`to: Some`) or drops the comment of a definition renamed or dropped.
+    pub(crate) async fn carry_comment(
+        &self,
+        kind: DefinitionKind,
+        schema: &str,
+        from: &str,
+        to: Option<&str>,
+    ) -> Result<(), LakeError> {
+        let old = self.comment_path(kind, schema, from);
+        if let Some(to) = to
+            && let Some(c) = self.definition_comment(kind, schema, from).await?
+        {
+            self.comment_definition(kind, schema, to, Some(&c)).await?;
+        }
+        self.delete_if_there(&old).await
+    }
+
+    async fn delete_if_there(&self, path: &object_store::path::Path) -> Result<(), LakeError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

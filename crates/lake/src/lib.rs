@@ -52,7 +52,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Name of the folder under the root that holds tidepool's own metadata.
-const META_DIR: &str = "_tidepool";
+pub(crate) const META_DIR: &str = "_tidepool";
 
 /// What kind of definition a `_tidepool` text file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -511,6 +511,7 @@ impl Lake {
         }
         let path = self.object_path(&format!("{META_DIR}/{}/{schema}/{name}.sql", kind.dir()));
         self.store.delete(&path).await?;
+        self.carry_comment(kind, schema, name, None).await?;
         self.refresh().await?;
         Ok(true)
     }

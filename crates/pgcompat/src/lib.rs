@@ -19,6 +19,7 @@ mod info_schema;
 mod keys;
 mod parser;
 mod pg_attribute;
+mod pg_description;
 mod pg_functions;
 mod pg_proc;
 mod pg_roles;

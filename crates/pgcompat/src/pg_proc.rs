@@ -37,7 +37,7 @@ pub struct PgCatalog {
 }
 
 /// A stable oid for `schema.name`, above the built-in ones.
-fn oid(schema: &str, name: &str) -> i64 {
+pub(crate) fn oid(schema: &str, name: &str) -> i64 {
     let mut h: u32 = 2_166_136_261;
     for b in schema.bytes().chain([b'.']).chain(name.bytes()) {
         h = (h ^ b as u32).wrapping_mul(16_777_619);
@@ -115,6 +115,15 @@ impl SchemaProvider for PgCatalog {
         if name == "pg_attribute" {
             return Ok(inner.map(|inner| {
                 Arc::new(Gathered(crate::pg_attribute::AttributeTable {
+                    inner,
+                    catalog: self.inner.clone(),
+                    engine: self.engine.clone(),
+                })) as Arc<dyn TableProvider>
+            }));
+        }
+        if name == "pg_description" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::pg_description::DescriptionTable {
                     inner,
                     catalog: self.inner.clone(),
                     engine: self.engine.clone(),

@@ -18,13 +18,40 @@ impl Session {
     ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
         let (schema, name) = self.resolve(&node.name)?;
+        if let [
+            AlterAction::Comment {
+                procedure: true,
+                text,
+                ..
+            },
+        ] = node.actions.as_slice()
+        {
+            let there = lake
+                .definition(DefinitionKind::Procedure, &schema, &name)
+                .await?
+                .is_some();
+            if there {
+                lake.comment_definition(DefinitionKind::Procedure, &schema, &name, text.as_deref())
+                    .await?;
+            } else if !node.if_exists {
+                return Err(EngineError::UndefinedFunction(format!(
+                    "procedure {schema}.{name} does not exist"
+                )));
+            }
+            return Ok(CommandTag::new("COMMENT"));
+        }
         // The statement's listing (refreshed before it ran); a rename checks storage again.
         let listing = lake.listing().await?;
         let Some(listed) = listing.schemas.get(&schema).filter(|s| {
             s.tables.contains(&name) || s.views.contains(&name) || s.external.contains(&name)
         }) else {
             if node.if_exists {
-                return Ok(CommandTag::new("ALTER TABLE"));
+                let comment = matches!(node.actions.as_slice(), [AlterAction::Comment { .. }]);
+                return Ok(CommandTag::new(if comment {
+                    "COMMENT"
+                } else {
+                    "ALTER TABLE"
+                }));
             }
             return Err(EngineError::UndefinedTable(format!("{schema}.{name}")));
         };
@@ -36,6 +63,22 @@ impl Session {
         };
         for action in &node.actions {
             match action {
+                AlterAction::Comment { column, text, .. } => {
+                    let text = text.as_deref();
+                    match column {
+                        Some(c) if is_table => lake.comment_column(&schema, &name, c, text).await?,
+                        Some(_) => {
+                            return Err(EngineError::NotSupported(format!(
+                                "COMMENT ON COLUMN of a view or external table ({schema}.{name})"
+                            )));
+                        }
+                        None if is_table => lake.comment_table(&schema, &name, text).await?,
+                        None => {
+                            lake.comment_definition(kind, &schema, &name, text).await?;
+                        }
+                    }
+                    return Ok(CommandTag::new("COMMENT"));
+                }
                 AlterAction::RenameTo(to) => {
                     if is_table {
                         lake.rename_table(&schema, &name, to).await?;

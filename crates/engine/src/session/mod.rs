@@ -449,6 +449,15 @@ impl Session {
         {
             crate::alter::plan(a, &state)?
         } else if let DFStatement::Statement(s) = &stmt
+            && let Statement::Comment {
+                object_type,
+                object_name,
+                comment,
+                if_exists,
+            } = s.as_ref()
+        {
+            crate::alter::plan_comment(object_type, object_name, comment, *if_exists)?
+        } else if let DFStatement::Statement(s) = &stmt
             && let Some(merge) = self.as_merge(s).await?
         {
             state

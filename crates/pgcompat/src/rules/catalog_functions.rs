@@ -3,9 +3,11 @@
 //!   catalogs keep as `{...}` text, calls `pg_acl_to_string`;
 //! - `pg_get_viewdef(oid)` looks the definition up in `pg_views` by the view's `pg_class`
 //!   oid;
-//! - `col_description` and `obj_description` are NULL (tidepool stores no comments)
-//!   without planning their arguments (Metabase passes `format('%I.%I', ...)::regclass`
-//!   of outer columns);
+//! - `col_description(oid, attnum)` and `obj_description(oid, 'pg_class' | 'pg_proc' |
+//!   ...)` look the comment up in `pg_description` (which holds the lake's comments,
+//!   [`crate::pg_description`]) when their arguments are columns, literals or casts of
+//!   them; other arguments (Metabase passes `format('%I.%I', ...)::regclass` of outer
+//!   columns, which DataFusion cannot plan in a correlated subquery) give NULL;
 //! - `generate_subscripts(a, 1)` (a set-returning function next to `unnest(a)` in
 //!   SQLAlchemy's key queries) becomes `unnest(range(1, array_length(a, 1) + 1))`, which
 //!   DataFusion unnests in step with `unnest(a)`;
@@ -17,7 +19,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, Statement, Value, VisitMut, VisitorMut,
+    ObjectName, Query, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::parser::ParserError;
 
@@ -32,6 +34,15 @@ pub(super) static VIEWDEF: Template = Template::new(
      AND __c.relnamespace = __n.oid WHERE __c.oid = CAST(__e1 AS BIGINT))",
 );
 pub(super) static NO_COMMENT: Template = Template::new("CAST(NULL AS TEXT)");
+pub(super) static COLUMN_COMMENT: Template = Template::new(
+    "(SELECT max(__d.description) FROM pg_catalog.pg_description AS __d \
+     WHERE __d.objoid = CAST(__e1 AS INT) AND __d.objsubid = CAST(__e2 AS INT) \
+     AND __d.classoid = 1259)",
+);
+pub(super) static OBJECT_COMMENT: Template = Template::new(
+    "(SELECT max(__d.description) FROM pg_catalog.pg_description AS __d \
+     WHERE __d.objoid = CAST(__e1 AS INT) AND __d.objsubid = 0 AND __d.classoid = __e2)",
+);
 pub(super) static SUBSCRIPTS: Template =
     Template::new("unnest(range(1, CAST(array_length(__e1, __e2) AS BIGINT) + 1))");
 
@@ -51,6 +62,35 @@ struct Functions;
 
 impl VisitorMut for Functions {
     type Break = ParserError;
+
+    /// A select-list `col_description(...)` / `obj_description(...)` is named after the
+    /// function, as PostgreSQL names it (their rewritten forms all print alike).
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<ParserError> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let mut taken: Vec<String> = Vec::new();
+        for item in &mut select.projection {
+            let SelectItem::UnnamedExpr(Expr::Function(f)) = item else {
+                continue;
+            };
+            let Some(name) = last_name(&f.name).filter(|n| n.ends_with("_description")) else {
+                continue;
+            };
+            let mut alias = name.clone();
+            let mut n = 1;
+            while taken.contains(&alias) {
+                alias = format!("{name}_{n}");
+                n += 1;
+            }
+            taken.push(alias.clone());
+            *item = SelectItem::ExprWithAlias {
+                expr: Expr::Function(f.clone()),
+                alias: Ident::new(alias),
+            };
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<ParserError> {
         let new = match expr {
@@ -81,7 +121,19 @@ impl VisitorMut for Functions {
                     }),
                     None => return ControlFlow::Continue(()),
                 },
-                Some("col_description" | "obj_description") => NO_COMMENT.fill(&[], &[]),
+                Some("col_description") => match args(f).as_slice() {
+                    [oid, attnum] if plain(oid) && plain(attnum) => {
+                        COLUMN_COMMENT.fill(&[oid, attnum], &[])
+                    }
+                    _ => NO_COMMENT.fill(&[], &[]),
+                },
+                Some("obj_description") => match args(f).as_slice() {
+                    [oid, catalog] if plain(oid) => match class_oid(catalog) {
+                        Some(class) => OBJECT_COMMENT.fill(&[oid, &class], &[]),
+                        None => NO_COMMENT.fill(&[], &[]),
+                    },
+                    _ => NO_COMMENT.fill(&[], &[]),
+                },
                 Some("generate_subscripts") => match args(f).as_slice() {
                     [array, dim] => SUBSCRIPTS.fill(&[array, dim], &[]),
                     _ => return ControlFlow::Continue(()),
@@ -98,6 +150,36 @@ impl VisitorMut for Functions {
             Err(e) => ControlFlow::Break(e),
         }
     }
+}
+
+/// A column, a literal, a subquery (`'s.t'::regclass` becomes one that reads the name),
+/// or a cast of one: what a correlated comment lookup can plan.
+fn plain(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) | Expr::Subquery(_) => {
+            true
+        }
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => plain(expr),
+        _ => false,
+    }
+}
+
+/// The oid of the catalog `obj_description`'s second argument names (`'pg_class'`).
+fn class_oid(e: &Expr) -> Option<Expr> {
+    let name = match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => s.clone(),
+            _ => return None,
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => return class_oid(expr),
+        _ => return None,
+    };
+    let oid = match name.trim_start_matches("pg_catalog.") {
+        "pg_class" => crate::pg_description::PG_CLASS,
+        "pg_proc" => crate::pg_description::PG_PROC,
+        _ => return None,
+    };
+    Some(Expr::value(Value::Number(oid.to_string(), false)))
 }
 
 /// A call's positional arguments (empty when it has any other kind).
