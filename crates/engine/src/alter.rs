@@ -21,8 +21,9 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
 };
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, CommentObject,
-    Expr as SqlExpr, ObjectName, RenameTableNameKind, SqlOption, Value,
+    AlterColumnOperation, AlterSchema, AlterSchemaOperation, AlterTable, AlterTableOperation,
+    ColumnOption, CommentObject, Expr as SqlExpr, ObjectName, RenameTableNameKind, SqlOption,
+    Value,
 };
 
 use crate::EngineError;
@@ -55,6 +56,8 @@ pub enum AlterAction {
         column: String,
         expr: Option<String>,
     },
+    /// `ALTER SCHEMA name RENAME TO to` (the node's name is the schema's).
+    RenameSchema(String),
     /// `COMMENT ON TABLE | VIEW | COLUMN | PROCEDURE ... IS 'text' | NULL`, planned as an
     /// ALTER of the object (the same privilege).
     Comment {
@@ -133,6 +136,25 @@ pub fn plan(a: &AlterTable, state: &SessionState) -> Result<LogicalPlan, EngineE
             name: reference(&a.name),
             if_exists: a.if_exists,
             actions,
+        }),
+    }))
+}
+
+/// Plans `ALTER SCHEMA s RENAME TO t`.
+pub fn plan_schema(a: &AlterSchema) -> Result<LogicalPlan, EngineError> {
+    let [AlterSchemaOperation::Rename { name: to }] = a.operations.as_slice() else {
+        return Err(EngineError::NotSupported(format!("{a}")));
+    };
+    let from = a.name.0.last().and_then(|p| p.as_ident()).map(ident_text);
+    let to = to.0.last().and_then(|p| p.as_ident()).map(ident_text);
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(EngineError::Syntax(format!("{a}")));
+    };
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(AlterTableNode {
+            name: TableReference::bare(from),
+            if_exists: a.if_exists,
+            actions: vec![AlterAction::RenameSchema(to)],
         }),
     }))
 }

@@ -58,6 +58,8 @@ pub enum ErrorKind {
     NoActiveTransaction,
     /// ROLLBACK TO or RELEASE of a savepoint that does not exist (3B001).
     UndefinedSavepoint,
+    /// DROP of an object others depend on, without CASCADE (2BP01).
+    DependentObjectsStillExist,
     /// A scalar subquery returned more than one row (21000).
     CardinalityViolation,
     Cancelled,
@@ -135,6 +137,9 @@ pub enum EngineError {
     NoActiveTransaction(String),
     #[error("savepoint \"{0}\" does not exist")]
     UndefinedSavepoint(String),
+    /// DROP without CASCADE of something views read (2BP01).
+    #[error("{0}")]
+    DependentObjects(String),
 }
 
 impl From<DataFusionError> for EngineError {
@@ -191,6 +196,7 @@ impl EngineError {
             EngineError::ActiveTransaction(_) => ErrorKind::ActiveTransaction,
             EngineError::NoActiveTransaction(_) => ErrorKind::NoActiveTransaction,
             EngineError::UndefinedSavepoint(_) => ErrorKind::UndefinedSavepoint,
+            EngineError::DependentObjects(_) => ErrorKind::DependentObjectsStillExist,
         }
     }
 
@@ -284,7 +290,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::TableExists(_) => ErrorKind::DuplicateTable,
         LakeError::InvalidName(_) => ErrorKind::InvalidName,
         LakeError::InvalidVersion(_) => ErrorKind::InvalidParameterValue,
-        LakeError::SchemaNotEmpty(_) => ErrorKind::DataException,
+        LakeError::SchemaNotEmpty(_) => ErrorKind::DependentObjectsStillExist,
         LakeError::InvalidMerge(_) => ErrorKind::Syntax,
         LakeError::ColumnExists(_) => ErrorKind::DuplicateColumn,
         LakeError::DuplicateConstraint(_) => ErrorKind::DuplicateObject,

@@ -9,6 +9,7 @@
 //! PostgreSQL emulation plugs in through [`Extension`] (the `tidepool-pgcompat` crate).
 
 pub mod alter;
+mod alter_view;
 pub mod authz;
 mod bounded_aggregates;
 mod catalog;
@@ -18,6 +19,7 @@ pub mod complexity;
 mod constraints;
 mod correlated;
 mod cursors;
+mod dependents;
 mod error;
 mod executor;
 mod extension;

@@ -128,6 +128,8 @@ impl SqlParser {
         let text = text.as_deref().unwrap_or(sql);
         let merged = super::merge_do_nothing::rewrite(text)?;
         let text = merged.as_deref().unwrap_or(text);
+        let renamed = super::alter_view::rewrite(text)?;
+        let text = renamed.as_deref().unwrap_or(text);
         let mut statements = Vec::new();
         for chunk in split_statements(text)? {
             if chunk.datafusion_syntax {

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::Field;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 
-use crate::{DefinitionKind, Lake, LakeError, check_name};
+use crate::{DefinitionKind, Lake, LakeError, META_DIR, check_name};
 
 impl Lake {
     /// Renames the Delta table `schema.from` to `schema.to`. 42P01 if there is no such
@@ -35,7 +35,10 @@ impl Lake {
                     source,
                 })?;
             }
-            _ => self.move_objects(schema, from, to).await?,
+            _ => {
+                self.move_objects(&format!("{schema}/{from}"), &format!("{schema}/{to}"))
+                    .await?
+            }
         }
         self.tables
             .lock()
@@ -144,9 +147,64 @@ impl Lake {
         Ok(())
     }
 
-    async fn move_objects(&self, schema: &str, from: &str, to: &str) -> Result<(), LakeError> {
-        let old_prefix = self.object_path(&format!("{schema}/{from}"));
-        let new_prefix = self.object_path(&format!("{schema}/{to}"));
+    /// Renames the schema `from` to `to` with everything in it: its tables' folders, the
+    /// definitions of its views, external tables and procedures (with their comments) and
+    /// its marker. On a local lake each is one `rename(2)`; on an object store every object
+    /// is copied server side, Delta logs last. The caller checks that `from` exists and
+    /// `to` does not.
+    pub async fn rename_schema(&self, from: &str, to: &str) -> Result<(), LakeError> {
+        check_name(from)?;
+        check_name(to)?;
+        let mut moves = vec![(from.to_string(), to.to_string())];
+        for kind in [
+            DefinitionKind::View,
+            DefinitionKind::External,
+            DefinitionKind::Procedure,
+        ] {
+            let dir = kind.dir();
+            moves.push((
+                format!("{META_DIR}/{dir}/{from}"),
+                format!("{META_DIR}/{dir}/{to}"),
+            ));
+        }
+        moves.push((
+            format!("{META_DIR}/schemas/{from}"),
+            format!("{META_DIR}/schemas/{to}"),
+        ));
+        let local = self.root.scheme() == "file";
+        for (old, new) in &moves {
+            match (local, self.root.join(old), self.root.join(new)) {
+                (true, Ok(o), Ok(n)) if o.to_file_path().is_ok() => {
+                    let (Ok(o), Ok(n)) = (o.to_file_path(), n.to_file_path()) else {
+                        continue;
+                    };
+                    if !o.exists() {
+                        continue;
+                    }
+                    if let Some(parent) = n.parent() {
+                        std::fs::create_dir_all(parent).map_err(|source| LakeError::Io {
+                            path: parent.display().to_string(),
+                            source,
+                        })?;
+                    }
+                    std::fs::rename(&o, &n).map_err(|source| LakeError::Io {
+                        path: o.display().to_string(),
+                        source,
+                    })?;
+                }
+                _ => self.move_objects(old, new).await?,
+            }
+        }
+        self.tables.lock().retain(|(s, _), _| s != from);
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Moves every object under `old` (a path under the root) to the same place under
+    /// `new`: data first, Delta logs last; then deletes logs first.
+    async fn move_objects(&self, old: &str, new: &str) -> Result<(), LakeError> {
+        let old_prefix = self.object_path(old);
+        let new_prefix = self.object_path(new);
         let objects: Vec<ObjectPath> = self
             .store
             .list(Some(&old_prefix))
@@ -217,7 +275,7 @@ mod tests {
     async fn the_object_store_path_copies_every_file_and_the_log_last() {
         let dir = tempfile::tempdir().unwrap();
         let lake = lake_with_table(dir.path()).await;
-        lake.move_objects("gold", "t", "u").await.unwrap();
+        lake.move_objects("gold/t", "gold/u").await.unwrap();
         lake.refresh().await.unwrap();
         assert!(lake.table("gold", "t").await.unwrap().is_none());
         assert_eq!(rows(&lake, "u").await, 6);

@@ -344,6 +344,26 @@ impl Lake {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        // A local lake keeps the emptied folders, which would still list the schema.
+        if self.root.scheme() == "file" {
+            let mut dirs = vec![schema.to_string()];
+            for kind in [
+                DefinitionKind::View,
+                DefinitionKind::External,
+                DefinitionKind::Procedure,
+            ] {
+                dirs.push(format!("{META_DIR}/{}/{schema}", kind.dir()));
+            }
+            for dir in dirs {
+                if let Ok(path) = self.root.join(&dir).and_then(|u| {
+                    u.to_file_path()
+                        .map_err(|_| url::ParseError::RelativeUrlWithoutBase)
+                }) {
+                    // Only an empty folder goes; anything left in it stays.
+                    let _ = std::fs::remove_dir(path);
+                }
+            }
+        }
         self.refresh().await?;
         Ok(())
     }

@@ -120,6 +120,15 @@ fn node_touches(node: &LogicalPlan, default_schema: &str, out: &mut Vec<Touch>) 
         }),
         LogicalPlan::Ddl(ddl) => ddl_touches(ddl, default_schema, out),
         LogicalPlan::Extension(_) => match crate::alter::alter_node(node) {
+            Some(a)
+                if a.actions
+                    .iter()
+                    .any(|x| matches!(x, crate::alter::AlterAction::RenameSchema(_))) =>
+            {
+                out.push(Touch::Database {
+                    what: "ALTER SCHEMA".into(),
+                })
+            }
             Some(a) => out.push(define(&a.name, default_schema, "ALTER TABLE")),
             None => out.push(Touch::Unknown(format!("plan node {}", node.display()))),
         },

@@ -90,6 +90,27 @@ impl Doc {
         }
     }
 
+    /// Carries what names schema `from` (or a table in it) over to `to` (ALTER SCHEMA
+    /// ... RENAME TO).
+    pub fn rename_schema(&mut self, from: &str, to: &str) {
+        for g in &mut self.grants {
+            if g.schema == from {
+                g.schema = to.to_string();
+            }
+        }
+        for p in &mut self.policies {
+            if p.schema == from {
+                p.schema = to.to_string();
+            }
+        }
+        let prefix = format!("{from}.");
+        for r in &mut self.rls {
+            if let Some(table) = r.strip_prefix(&prefix) {
+                *r = format!("{to}.{table}");
+            }
+        }
+    }
+
     /// Whether `user` was granted `privilege` on `schema.table` (or on all of `schema`).
     pub fn granted(&self, user: &str, privilege: &str, schema: &str, table: Option<&str>) -> bool {
         self.grants.iter().any(|g| {

@@ -17,6 +17,11 @@ impl Session {
         node: &AlterTableNode,
     ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake().clone();
+        if let [AlterAction::RenameSchema(to)] = node.actions.as_slice() {
+            return self
+                .rename_schema(node.name.table(), to, node.if_exists)
+                .await;
+        }
         let (schema, name) = self.resolve(&node.name)?;
         if let [
             AlterAction::Comment {
@@ -63,6 +68,11 @@ impl Session {
         };
         for action in &node.actions {
             match action {
+                AlterAction::RenameSchema(_) => {
+                    return Err(EngineError::Syntax(
+                        "RENAME TO cannot be combined with other ALTER SCHEMA actions".into(),
+                    ));
+                }
                 AlterAction::Comment { column, text, .. } => {
                     let text = text.as_deref();
                     match column {
@@ -86,6 +96,12 @@ impl Session {
                         lake.rename_definition(kind, &schema, &name, to).await?;
                     }
                     self.rename_security(&schema, &name, to).await?;
+                    crate::dependents::rebind_views(
+                        &lake,
+                        (&schema, Some(&name)),
+                        (&schema, Some(to)),
+                    )
+                    .await?;
                 }
                 _ if !is_table => {
                     return Err(EngineError::NotSupported(format!(
@@ -154,6 +170,38 @@ impl Session {
             }
         }
         Ok(CommandTag::new("ALTER TABLE"))
+    }
+
+    /// ALTER SCHEMA from RENAME TO to: the lake's objects move, and the grants and
+    /// policies on them follow.
+    async fn rename_schema(
+        &self,
+        from: &str,
+        to: &str,
+        if_exists: bool,
+    ) -> Result<CommandTag, EngineError> {
+        let lake = self.engine.lake();
+        let listing = lake.refresh().await?;
+        if !listing.schemas.contains_key(from) {
+            if if_exists {
+                return Ok(CommandTag::new("ALTER SCHEMA"));
+            }
+            return Err(EngineError::UndefinedSchema(from.to_string()));
+        }
+        if listing.schemas.contains_key(to) {
+            return Err(EngineError::DuplicateSchema(to.to_string()));
+        }
+        lake.rename_schema(from, to).await?;
+        crate::dependents::rebind_views(lake, (from, None), (to, None)).await?;
+        let store = &self.engine.options().access.security;
+        store.refresh().await?;
+        store
+            .update(|doc| {
+                doc.rename_schema(from, to);
+                Ok(())
+            })
+            .await?;
+        Ok(CommandTag::new("ALTER SCHEMA"))
     }
 
     /// Moves grants, policies and the row-level security switch of `schema.from` to

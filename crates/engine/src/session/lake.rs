@@ -3,6 +3,7 @@
 //! EXTERNAL TABLE, DROP TABLE/VIEW, CREATE/DROP SCHEMA and COPY TO. Writes and COPY are
 //! heavy: they take a heavy slot and run on the [`crate::executor::Executor`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
@@ -69,11 +70,11 @@ impl Session {
                 self.create_external(&cmd, source).await?
             }
             LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
-                self.drop_relation(&d.name, d.if_exists, DefinitionKind::External)
+                self.drop_relation(&d.name, d.if_exists, DefinitionKind::External, source)
                     .await?
             }
             LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
-                self.drop_relation(&d.name, d.if_exists, DefinitionKind::View)
+                self.drop_relation(&d.name, d.if_exists, DefinitionKind::View, source)
                     .await?
             }
             LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(c)) => {
@@ -94,7 +95,7 @@ impl Session {
                         return Err(EngineError::UndefinedSchema(name));
                     }
                 } else {
-                    lake.drop_schema(&name).await?;
+                    self.drop_schema(&name, source.cascade).await?;
                 }
                 CommandTag::new("DROP SCHEMA")
             }
@@ -251,16 +252,30 @@ impl Session {
     }
 
     /// DROP TABLE (a Delta table or an external table) or DROP VIEW (`kind` names the
-    /// stored definition besides the Delta table: External or View).
+    /// stored definition besides the Delta table: External or View). Views that read it
+    /// refuse the drop (2BP01), or go with it under CASCADE.
     async fn drop_relation(
         &self,
         name: &TableReference,
         if_exists: bool,
         kind: DefinitionKind,
+        source: &Source,
     ) -> Result<CommandTag, EngineError> {
         let lake = self.engine.lake();
         let (schema, name) = self.resolve(name)?;
         let view = kind == DefinitionKind::View;
+        if lake.cached_listing().contains(&schema, &name) {
+            let target = BTreeSet::from([(schema.clone(), name.clone())]);
+            let dependents = crate::dependents::dependent_views(lake, &target).await?;
+            if !dependents.is_empty() && !source.cascade {
+                let what = if view { "view" } else { "table" };
+                let what = format!("{what} {schema}.{name}");
+                return Err(crate::dependents::refusal(&what, &dependents));
+            }
+            for (s, v) in &dependents {
+                lake.drop_definition(DefinitionKind::View, s, v).await?;
+            }
+        }
         let dropped = (!view && lake.drop_table(&schema, &name).await?)
             || lake.drop_definition(kind, &schema, &name).await?;
         if !dropped && !if_exists {
@@ -271,6 +286,54 @@ impl Session {
         } else {
             "DROP TABLE"
         }))
+    }
+}
+
+impl Session {
+    /// DROP SCHEMA: one with anything in it is refused (2BP01) unless CASCADE, which drops
+    /// its tables, views, external tables and procedures, and the views elsewhere that
+    /// read them.
+    async fn drop_schema(&self, name: &str, cascade: bool) -> Result<(), EngineError> {
+        let lake = self.engine.lake();
+        let listing = lake.refresh().await?;
+        let Some(l) = listing.schemas.get(name) else {
+            return Ok(());
+        };
+        let mut inside: BTreeSet<(String, String)> = BTreeSet::new();
+        for n in l
+            .tables
+            .iter()
+            .chain(&l.views)
+            .chain(&l.external)
+            .chain(&l.procedures)
+        {
+            inside.insert((name.to_string(), n.clone()));
+        }
+        if !inside.is_empty() && !cascade {
+            let count = inside.len();
+            return Err(EngineError::DependentObjects(format!(
+                "cannot drop schema {name} because other objects depend on it ({count} \
+                 tables, views or procedures in it); use DROP SCHEMA ... CASCADE to drop them \
+                 too"
+            )));
+        }
+        for (s, v) in crate::dependents::dependent_views(lake, &inside).await? {
+            lake.drop_definition(DefinitionKind::View, &s, &v).await?;
+        }
+        for t in &l.tables {
+            lake.drop_table(name, t).await?;
+        }
+        for (kind, names) in [
+            (DefinitionKind::View, &l.views),
+            (DefinitionKind::External, &l.external),
+            (DefinitionKind::Procedure, &l.procedures),
+        ] {
+            for n in names {
+                lake.drop_definition(kind, name, n).await?;
+            }
+        }
+        lake.drop_schema(name).await?;
+        Ok(())
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Source {
     pub written_as: merge::WrittenAs,
     /// The constraints and defaults a `CREATE TABLE` declares.
     pub declared: tidepool_lake::Declared,
+    /// `DROP ... CASCADE` (DataFusion's plan does not say).
+    pub cascade: bool,
 }
 
 impl Source {
@@ -81,11 +83,14 @@ impl Source {
             },
             _ => Default::default(),
         };
+        let cascade = matches!(stmt, DFStatement::Statement(s)
+            if matches!(s.as_ref(), Statement::Drop { cascade: true, .. }));
         Source {
             sql: stmt.to_string(),
             view_query,
             written_as,
             declared,
+            cascade,
         }
     }
 }
@@ -448,6 +453,10 @@ impl Session {
             && let Statement::AlterTable(a) = s.as_ref()
         {
             crate::alter::plan(a, &state)?
+        } else if let DFStatement::Statement(s) = &stmt
+            && let Statement::AlterSchema(a) = s.as_ref()
+        {
+            crate::alter::plan_schema(a)?
         } else if let DFStatement::Statement(s) = &stmt
             && let Statement::Comment {
                 object_type,

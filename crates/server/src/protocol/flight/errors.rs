@@ -37,6 +37,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::ActiveTransaction
         | ErrorKind::NoActiveTransaction => Code::FailedPrecondition,
         ErrorKind::UndefinedSavepoint => Code::NotFound,
+        ErrorKind::DependentObjectsStillExist => Code::FailedPrecondition,
         ErrorKind::InsufficientPrivilege => Code::PermissionDenied,
         ErrorKind::NotSupported => Code::Unimplemented,
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,

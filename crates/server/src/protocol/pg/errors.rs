@@ -40,6 +40,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::ActiveTransaction => "25001",
         ErrorKind::NoActiveTransaction => "25P01",
         ErrorKind::UndefinedSavepoint => "3B001",
+        ErrorKind::DependentObjectsStillExist => "2BP01",
         ErrorKind::CardinalityViolation => "21000",
         ErrorKind::Cancelled => "57014",
         ErrorKind::Timeout => "57014",
