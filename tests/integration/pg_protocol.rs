@@ -183,8 +183,8 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
         ("CREATE SCHEMA gold", SqlState::DUPLICATE_SCHEMA),
         ("DROP SCHEMA nope", SqlState::INVALID_SCHEMA_NAME),
         (
-            "ALTER TABLE gold.orders DROP COLUMN id",
-            SqlState::FEATURE_NOT_SUPPORTED,
+            "ALTER TABLE gold.orders DROP COLUMN no_such_column",
+            SqlState::UNDEFINED_COLUMN,
         ),
     ];
     for (sql, code) in cases {

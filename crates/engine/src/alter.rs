@@ -56,6 +56,11 @@ pub enum AlterAction {
         column: String,
         expr: Option<String>,
     },
+    /// `DROP COLUMN [IF EXISTS] c, ...`, `RENAME COLUMN a TO b`, `ALTER COLUMN c TYPE t`:
+    /// the table is rewritten in one commit ([`crate::session`]'s column changes).
+    Columns(ColumnChange),
+    /// `ALTER COLUMN c SET NOT NULL`: the rows are checked, then one metadata commit.
+    SetNotNull(String),
     /// `ALTER SCHEMA name RENAME TO to` (the node's name is the schema's).
     RenameSchema(String),
     /// `COMMENT ON TABLE | VIEW | COLUMN | PROCEDURE ... IS 'text' | NULL`, planned as an
@@ -64,6 +69,24 @@ pub enum AlterAction {
         column: Option<String>,
         procedure: bool,
         text: Option<String>,
+    },
+}
+
+/// A change of a table's columns that rewrites its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub enum ColumnChange {
+    Drop {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Type {
+        column: String,
+        data_type: DataType,
+        length: Option<tidepool_lake::CharLength>,
     },
 }
 
@@ -272,6 +295,38 @@ fn action(
             column_name,
             op: AlterColumnOperation::DropNotNull,
         } => Ok(AlterAction::DropNotNull(ident_text(column_name))),
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::SetNotNull,
+        } => Ok(AlterAction::SetNotNull(ident_text(column_name))),
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op:
+                AlterColumnOperation::SetDataType {
+                    data_type,
+                    using: None,
+                    ..
+                },
+        } => Ok(AlterAction::Columns(ColumnChange::Type {
+            column: ident_text(column_name),
+            data_type: type_of(&data_type.to_string(), state)?,
+            length: crate::char_length::of_sql_type(data_type),
+        })),
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            ..
+        } => Ok(AlterAction::Columns(ColumnChange::Drop {
+            names: column_names.iter().map(ident_text).collect(),
+            if_exists: *if_exists,
+        })),
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => Ok(AlterAction::Columns(ColumnChange::Rename {
+            from: ident_text(old_column_name),
+            to: ident_text(new_column_name),
+        })),
         AlterTableOperation::SetTblProperties {
             table_properties: options,
         }

@@ -296,6 +296,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::DuplicateConstraint(_) => ErrorKind::DuplicateObject,
         LakeError::CheckViolation(_) => ErrorKind::CheckViolation,
         LakeError::UndefinedColumn(_) => ErrorKind::UndefinedColumn,
+        LakeError::NotNullViolation(_) => ErrorKind::NotNullViolation,
         LakeError::Unsupported(_) => ErrorKind::NotSupported,
         LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
         LakeError::Commit(_) => ErrorKind::Internal,

@@ -133,6 +133,48 @@ impl Lake {
         commit_metadata(&target, |m| Ok(m.with_schema(&new_schema)?)).await
     }
 
+    /// Gives the named columns of `schema.table` exactly `metadata` (their comments and
+    /// declared lengths after a rewrite), and makes the columns in `not_null` NOT NULL: one
+    /// metadata commit.
+    pub async fn restyle_columns(
+        &self,
+        schema: &str,
+        table: &str,
+        metadata: &HashMap<String, HashMap<String, String>>,
+        not_null: &[String],
+    ) -> Result<(), LakeError> {
+        let target = self.existing(schema, table).await?;
+        let current = target.snapshot()?.schema();
+        let fields: Vec<StructField> = current
+            .fields()
+            .map(|f| {
+                let mut f = f.clone();
+                if let Some(m) = metadata.get(f.name()) {
+                    f = f.with_metadata(
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), MetadataValue::String(v.clone()))),
+                    );
+                }
+                if not_null.contains(f.name()) {
+                    f.nullable = false;
+                }
+                f
+            })
+            .collect();
+        let schema = StructType::try_new(fields).map_err(|e| LakeError::Delta(e.into()))?;
+        commit_metadata(&target, |m| Ok(m.with_schema(&schema)?)).await
+    }
+
+    /// The partition columns of `schema.table`.
+    pub async fn partition_columns(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Vec<String>, LakeError> {
+        let target = self.existing(schema, table).await?;
+        Ok(target.snapshot()?.metadata().partition_columns().to_vec())
+    }
+
     /// Sets (`Some`) or removes (`None`: an empty description) the comment of
     /// `schema.table`, kept as the Delta table's description.
     pub async fn comment_table(

@@ -305,6 +305,47 @@ impl Lake {
         Ok(())
     }
 
+    /// Replaces every constraint and default of `schema.table` with `declared`'s, in one
+    /// metadata commit and without trying the rows (the caller rewrites them, which
+    /// checks them): how a renamed or dropped column's constraints follow it.
+    pub async fn redeclare(
+        &self,
+        schema: &str,
+        table: &str,
+        declared: &Declared,
+    ) -> Result<(), LakeError> {
+        let target = self.existing(schema, table).await?;
+        let mut properties = declared.properties()?;
+        for c in &declared.constraints {
+            if let ConstraintKind::Check { expr } = &c.kind {
+                properties.insert(
+                    format!("{DELTA_CHECK_KEY}{}", c.name),
+                    format!("({expr}) IS NOT FALSE"),
+                );
+            }
+        }
+        commit_metadata(&target, |mut m| {
+            let old: Vec<String> = m
+                .configuration()
+                .keys()
+                .filter(|k| {
+                    k.starts_with(CONSTRAINT_KEY)
+                        || k.starts_with(DEFAULT_KEY)
+                        || k.starts_with(DELTA_CHECK_KEY)
+                })
+                .cloned()
+                .collect();
+            for k in old {
+                m = m.remove_config_key(&k)?;
+            }
+            for (k, v) in &properties {
+                m = m.add_config_key(k.clone(), v.clone())?;
+            }
+            Ok(m)
+        })
+        .await
+    }
+
     /// Drops the constraint `name` of `schema.table`; false when it has none of that name.
     pub async fn drop_constraint(
         &self,

@@ -33,6 +33,9 @@ pub enum LakeError {
     DuplicateConstraint(String),
     #[error("{0}")]
     CheckViolation(String),
+    /// NULL where the column may not hold it (23502).
+    #[error("{0}")]
+    NotNullViolation(String),
     /// A column the table does not have (42703).
     #[error("{0}")]
     UndefinedColumn(String),

@@ -109,6 +109,8 @@ impl Session {
                         match action {
                             AlterAction::AddColumn { .. } => "ADD COLUMN",
                             AlterAction::DropNotNull(_) => "DROP NOT NULL",
+                            AlterAction::SetNotNull(_) => "SET NOT NULL",
+                            AlterAction::Columns(_) => "DROP / RENAME / ALTER COLUMN",
                             AlterAction::SetDefault { .. } => "SET DEFAULT",
                             AlterAction::SetProperties(_) => "SET (properties)",
                             _ => "ADD / DROP CONSTRAINT",
@@ -166,6 +168,12 @@ impl Session {
                 }
                 AlterAction::DropNotNull(column) => {
                     lake.drop_not_null(&schema, &name, column).await?;
+                }
+                AlterAction::SetNotNull(column) => {
+                    self.set_not_null(&schema, &name, column).await?;
+                }
+                AlterAction::Columns(change) => {
+                    self.change_columns(&schema, &name, change).await?;
                 }
             }
         }

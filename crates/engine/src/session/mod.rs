@@ -9,6 +9,7 @@
 //! stream back batch by batch ([`query`]).
 
 mod alter;
+mod columns;
 mod copy;
 mod cursor;
 mod describe;
