@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use deltalake::kernel::{MetadataExt, MetadataValue, StructField, StructType};
 use object_store::ObjectStoreExt;
 
-use crate::constraints::commit_metadata;
+use crate::metadata::commit_metadata;
 use crate::{DefinitionKind, Lake, LakeError, META_DIR, check_name};
 
 /// Spark's field metadata key for a `char(n)` / `varchar(n)` column.

@@ -17,12 +17,11 @@
 use std::collections::HashMap;
 
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, MetadataExt};
-use deltalake::protocol::DeltaOperation;
+use deltalake::kernel::MetadataExt;
 use serde::{Deserialize, Serialize};
 
 use crate::columns::{CHAR_TYPE_KEY, CharLength};
+use crate::metadata::commit_metadata;
 use crate::{Lake, LakeError};
 
 const CONSTRAINT_KEY: &str = "tidepool.constraint.";
@@ -466,39 +465,6 @@ async fn add_checks(
             })?;
     }
     Ok(target)
-}
-
-/// One Delta commit of `table`'s metadata as `change` makes it (none when nothing
-/// changes): its configuration, description or schema (field metadata only).
-pub(crate) async fn commit_metadata(
-    table: &DeltaTable,
-    change: impl FnOnce(
-        deltalake::kernel::Metadata,
-    ) -> deltalake::DeltaResult<deltalake::kernel::Metadata>,
-) -> Result<(), LakeError> {
-    let snapshot = table.snapshot()?;
-    let before = snapshot.metadata().clone();
-    let after = change(before.clone())?;
-    if after == before {
-        return Ok(());
-    }
-    let operation = if after.configuration() != before.configuration() {
-        DeltaOperation::SetTableProperties {
-            properties: after.configuration().clone(),
-        }
-    } else {
-        DeltaOperation::UpdateTableMetadata {
-            metadata_update: deltalake::operations::update_table_metadata::TableMetadataUpdate {
-                name: None,
-                description: after.description().map(str::to_string),
-            },
-        }
-    };
-    CommitBuilder::default()
-        .with_actions(vec![Action::Metadata(after)])
-        .build(Some(snapshot), table.log_store(), operation)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod dv_delete;
 mod error;
 mod listing;
 mod merge;
+mod metadata;
 mod settings;
 pub mod txn;
 mod upsert;

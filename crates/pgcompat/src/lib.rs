@@ -17,6 +17,7 @@ mod catalog_views;
 mod gathered;
 mod info_schema;
 mod keys;
+mod oids;
 mod parser;
 mod pg_attribute;
 mod pg_description;

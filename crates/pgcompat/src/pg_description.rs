@@ -127,7 +127,8 @@ impl DescriptionTable {
                     .definition_comment(DefinitionKind::Procedure, schema, p)
                     .await
                     .map_err(external)?;
-                if let (Some(text), Ok(oid)) = (text, i32::try_from(crate::pg_proc::oid(schema, p)))
+                if let (Some(text), Ok(oid)) =
+                    (text, i32::try_from(crate::oids::procedure(schema, p)))
                 {
                     rows.push((oid, PG_PROC, 0, text));
                 }

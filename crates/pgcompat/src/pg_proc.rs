@@ -36,15 +36,6 @@ pub struct PgCatalog {
     pub builtin_procs: Arc<tokio::sync::OnceCell<Vec<RecordBatch>>>,
 }
 
-/// A stable oid for `schema.name`, above the built-in ones.
-pub(crate) fn oid(schema: &str, name: &str) -> i64 {
-    let mut h: u32 = 2_166_136_261;
-    for b in schema.bytes().chain([b'.']).chain(name.bytes()) {
-        h = (h ^ b as u32).wrapping_mul(16_777_619);
-    }
-    1_000_000 + (h % 1_000_000_000) as i64
-}
-
 use crate::gathered::collect;
 
 #[async_trait]
@@ -223,7 +214,7 @@ impl ProcTable {
                 let Ok(Some(p)) = Box::pin(engine.procedure(s, n)).await else {
                     continue;
                 };
-                let id = oid(s, n);
+                let id = crate::oids::procedure(s, n);
                 let args = p
                     .params
                     .iter()

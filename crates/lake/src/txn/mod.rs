@@ -340,9 +340,9 @@ impl Txn {
     /// Every table is checked against concurrent commits before any is published; a
     /// conflict found while publishing undoes the tables already published.
     pub async fn commit(self: &Arc<Self>, lake: &Lake) -> Result<Published, LakeError> {
-        for key in self.pending.keys() {
-            self.flush(lake, &key).await?;
-        }
+        // Buffered rows of different tables are written side by side.
+        let keys = self.pending.keys();
+        futures::future::try_join_all(keys.iter().map(|key| self.flush(lake, key))).await?;
         let mut tables = self.tables.lock().await;
         // (schema.table, its entry, what it publishes)
         let mut work: Vec<(String, &mut Entry, Squashed)> = Vec::new();
@@ -356,9 +356,8 @@ impl Txn {
                 work.push((format!("{schema}.{table}"), e, s));
             }
         }
-        for (name, e, s) in work.iter_mut() {
-            check(e, s, name).await?;
-        }
+        futures::future::try_join_all(work.iter_mut().map(|(name, e, s)| check(e, s, name)))
+            .await?;
         // Readers of several tables wait out a multi-table publish (coordinator).
         let announced = work.len() >= 2;
         if announced {
