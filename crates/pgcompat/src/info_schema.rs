@@ -235,6 +235,18 @@ impl AsyncSystemTable for Columns {
         for t in engine.system_tables() {
             relations.push(("system".into(), t, false));
         }
+        // Declared column defaults of lake tables, as SQL (column_default).
+        let mut defaults: std::collections::HashMap<(String, String, String), String> =
+            Default::default();
+        for (s, l) in &listing.schemas {
+            for t in &l.tables {
+                if let Ok(d) = engine.lake().declared(s, t).await {
+                    for (c, e) in d.defaults {
+                        defaults.insert((s.clone(), t.clone(), c), e);
+                    }
+                }
+            }
+        }
         let mut text: Vec<StringBuilder> =
             (0..COLUMNS.len()).map(|_| StringBuilder::new()).collect();
         let mut ints: Vec<Int32Builder> = (0..COLUMNS.len()).map(|_| Int32Builder::new()).collect();
@@ -264,7 +276,9 @@ impl AsyncSystemTable for Columns {
                     Some(&t),
                     Some(f.name()),
                     None,
-                    None,
+                    defaults
+                        .get(&(s.clone(), t.clone(), f.name().clone()))
+                        .map(String::as_str),
                     Some(if f.is_nullable() { "YES" } else { "NO" }),
                     Some(&ty.data_type),
                     None,

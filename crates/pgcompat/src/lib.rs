@@ -19,6 +19,7 @@ mod info_schema;
 mod keys;
 mod oids;
 mod parser;
+mod pg_attrdef;
 mod pg_attribute;
 mod pg_description;
 mod pg_functions;

@@ -1,5 +1,6 @@
-//! Stable oids for lake objects the bundled catalogs do not number (procedures), shared
-//! by the catalog tables that name them (`pg_proc`, `pg_description`).
+//! Stable oids for lake objects the bundled catalogs do not number (procedures, column
+//! defaults), shared by the catalog tables that name them (`pg_proc`, `pg_description`,
+//! `pg_attrdef`).
 
 /// A stable oid for `schema.name`, above the built-in ones.
 pub(crate) fn procedure(schema: &str, name: &str) -> i64 {

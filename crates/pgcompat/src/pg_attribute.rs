@@ -3,7 +3,8 @@
 //! arrays. Each row is matched back to its table's Arrow field (through `pg_class` and
 //! `pg_namespace`) and gets the type oid the wire protocol sends, `atttypmod` for
 //! `numeric(p,s)` (`((p << 16) | s) + 4`, so `format_type` prints `numeric(12,2)` and
-//! SQLAlchemy reads precision and scale) and `attndims` for arrays.
+//! SQLAlchemy reads precision and scale) and `attndims` for arrays; `atthasdef` is true
+//! for a column with a declared default (which `pg_attrdef` holds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -204,6 +205,8 @@ impl Gather for AttributeTable {
         let namespaces =
             crate::gathered::names(&self.catalog, "pg_namespace", "nspname", None).await?;
         let mut fields: HashMap<i64, Option<SchemaRef>> = HashMap::new();
+        // Columns with a declared default, by relation (atthasdef).
+        let mut defaulted: HashMap<i64, Vec<String>> = HashMap::new();
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let schema = b.schema();
@@ -232,12 +235,21 @@ impl Gather for AttributeTable {
             let mut typ = Int32Builder::with_capacity(b.num_rows());
             let mut modifier = Int32Builder::with_capacity(b.num_rows());
             let mut dims = Int16Builder::with_capacity(b.num_rows());
+            let mut hasdef = datafusion::arrow::array::BooleanBuilder::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
                 let rel = relids.value(i);
                 if let std::collections::hash_map::Entry::Vacant(slot) = fields.entry(rel) {
                     let resolved = match classes.get(&rel) {
                         Some((table, ns)) => match namespaces.get(ns) {
                             Some((schema, _)) => {
+                                if let Ok(d) = engine.lake().declared(schema, table).await
+                                    && !d.defaults.is_empty()
+                                {
+                                    defaulted.insert(
+                                        rel,
+                                        d.defaults.into_iter().map(|(c, _)| c).collect(),
+                                    );
+                                }
                                 engine.table_schema(schema, table).await.ok().flatten()
                             }
                             None => None,
@@ -258,6 +270,12 @@ impl Gather for AttributeTable {
                         _ => names.append_option(old.is_valid(i).then(|| old.value(i))),
                     }
                 }
+                hasdef.append_value(field.as_ref().is_some_and(|f| {
+                    nums.value(i) > 0
+                        && defaulted
+                            .get(&rel)
+                            .is_some_and(|d| d.iter().any(|c| c == f.name()))
+                }));
                 let details = field.and_then(|f| field_details(&f));
                 match details {
                     Some((t, m, d)) => {
@@ -291,6 +309,12 @@ impl Gather for AttributeTable {
                 &(Arc::new(dims.finish()) as ArrayRef),
                 schema.field(ndims).data_type(),
             )?;
+            if let Ok(k) = schema.index_of("atthasdef") {
+                columns[k] = cast(
+                    &(Arc::new(hasdef.finish()) as ArrayRef),
+                    schema.field(k).data_type(),
+                )?;
+            }
             out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
         Ok(out)

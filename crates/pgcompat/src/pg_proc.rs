@@ -112,6 +112,15 @@ impl SchemaProvider for PgCatalog {
                 })) as Arc<dyn TableProvider>
             }));
         }
+        if name == "pg_attrdef" {
+            return Ok(inner.map(|inner| {
+                Arc::new(Gathered(crate::pg_attrdef::AttrDefTable {
+                    inner,
+                    catalog: self.inner.clone(),
+                    engine: self.engine.clone(),
+                })) as Arc<dyn TableProvider>
+            }));
+        }
         if name == "pg_description" {
             return Ok(inner.map(|inner| {
                 Arc::new(Gathered(crate::pg_description::DescriptionTable {
