@@ -146,7 +146,7 @@ async fn dbt_postgres_runs_a_project_unchanged() {
     assert_eq!(
         one(
             &client,
-            "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '%dbt_tmp%' OR table_name LIKE '%dbt_backup%'"
+            "SELECT count(*) || coalesce(max(table_schema || '.' || table_name), '') FROM information_schema.tables WHERE table_name LIKE '%dbt_tmp%' OR table_name LIKE '%dbt_backup%'"
         )
         .await,
         "0",

@@ -80,8 +80,14 @@ pub(crate) async fn rebind_views(
                 continue;
             };
             if let Some(new) = renamed(&sql, from, to) {
-                lake.put_definition(DefinitionKind::View, schema, v, &new)
-                    .await?;
+                // Written back only if no other statement changed or dropped the view
+                // since it was read (narrows, does not close, the window: the lake has
+                // no compare-and-set for definitions).
+                let now = lake.definition(DefinitionKind::View, schema, v).await?;
+                if now.as_deref() == Some(sql.as_str()) {
+                    lake.put_definition(DefinitionKind::View, schema, v, &new)
+                        .await?;
+                }
             }
         }
     }
