@@ -172,12 +172,10 @@ impl Lake {
             format!("{META_DIR}/schemas/{to}"),
         ));
         let local = self.root.scheme() == "file";
+        let file = |rel: &str| self.root.join(rel).ok()?.to_file_path().ok();
         for (old, new) in &moves {
-            match (local, self.root.join(old), self.root.join(new)) {
-                (true, Ok(o), Ok(n)) if o.to_file_path().is_ok() => {
-                    let (Ok(o), Ok(n)) = (o.to_file_path(), n.to_file_path()) else {
-                        continue;
-                    };
+            match (local, file(old), file(new)) {
+                (true, Some(o), Some(n)) => {
                     if !o.exists() {
                         continue;
                     }
