@@ -103,7 +103,8 @@ impl LogStoreFactory for CloudFactory {
     }
 }
 
-/// Registers the object store schemes with delta-rs (once per process).
+/// Registers the object store schemes with delta-rs (once per process), and the local
+/// store of [`crate::local_logs`] for `file://` tables.
 pub fn register_delta_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -113,6 +114,9 @@ pub fn register_delta_handlers() {
                 object_store_factories().insert(url.clone(), factory.clone());
                 logstore_factories().insert(url, factory.clone());
             }
+        }
+        if let Ok(url) = Url::parse("file://") {
+            object_store_factories().insert(url, Arc::new(crate::local_logs::LocalFactory));
         }
     });
 }

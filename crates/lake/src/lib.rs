@@ -7,6 +7,7 @@
 //! sessions or wire protocols.
 
 mod alter;
+mod catch_up;
 mod cloud;
 mod columns;
 mod constraints;
@@ -14,6 +15,7 @@ mod dml;
 mod dv_delete;
 mod error;
 mod listing;
+mod local_logs;
 mod merge;
 mod metadata;
 mod settings;
@@ -42,6 +44,33 @@ pub use merge::{MERGE_SOURCE, MERGE_TARGET, MergeAction, MergeClause, MergeOutco
 pub use settings::LakeConfig;
 pub use upsert::{UpsertMode, UpsertOutcome, enable_deletion_vectors, upsert};
 pub use writer::{Layout, WriteMode, WriteOptions, WriteOutcome, parse_size};
+
+/// Whether the folder `dir` holds a Delta table: its log has a first commit or a
+/// checkpoint (two HEADs, whatever the number of data or log files), or, when log
+/// cleanup took both, any file.
+pub(crate) async fn has_delta_log(
+    store: &dyn ObjectStore,
+    dir: &ObjectPath,
+) -> Result<bool, LakeError> {
+    let log = dir.clone().join("_delta_log");
+    let (first, checkpoint) = (
+        log.clone().join("00000000000000000000.json"),
+        log.clone().join("_last_checkpoint"),
+    );
+    let (first, checkpoint) = futures::join!(store.head(&first), store.head(&checkpoint));
+    for found in [first, checkpoint] {
+        match found {
+            Ok(_) => return Ok(true),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(LakeError::Store(e)),
+        }
+    }
+    match futures::StreamExt::next(&mut store.list(Some(&log))).await {
+        Some(Ok(_)) => Ok(true),
+        None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(LakeError::Store(e)),
+    }
+}
 
 /// Schema and table names stored in the lake are lower-case identifiers.
 pub fn valid_name(name: &str) -> bool {
@@ -87,6 +116,8 @@ pub struct Lake {
     named: cloud::NamedStores,
     /// Multi-table commit records already read ([`txn`]).
     records_read: txn::RecordCache,
+    /// When this process last swept old transaction records.
+    records_swept: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -115,7 +146,7 @@ impl Lake {
                     path: path.display().to_string(),
                     source: e,
                 })?;
-                Arc::new(object_store::local::LocalFileSystem::new())
+                Arc::new(local_logs::LocalLogs::new())
             }
             scheme if cloud::SCHEMES.contains(&scheme) => {
                 cloud::build_store(&root, &storage_options)?
@@ -136,6 +167,7 @@ impl Lake {
             tables: Mutex::new(HashMap::new()),
             listing: Mutex::new((Arc::new(Listing::default()), None)),
             records_read: Default::default(),
+            records_swept: Mutex::new(None),
         }))
     }
 
@@ -232,7 +264,7 @@ impl Lake {
         let cached = self.tables.lock().get(&key).cloned();
         if let Some(cached) = cached {
             let mut t = cached.lock().await;
-            match t.update_incremental(None).await {
+            match catch_up::catch_up(&mut t).await {
                 Ok(()) => return Ok(Some(t.clone())),
                 Err(deltalake::DeltaTableError::NotATable(_)) => {
                     drop(t);
@@ -316,13 +348,11 @@ impl Lake {
         if !valid_name(schema) || !valid_name(table) {
             return Ok(false);
         }
-        let prefix = self.object_path(&format!("{schema}/{table}/_delta_log"));
-        let listed = self.store.list_with_delimiter(Some(&prefix)).await;
-        match listed {
-            Ok(l) => Ok(!l.objects.is_empty()),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(LakeError::Store(e)),
-        }
+        has_delta_log(
+            &*self.store,
+            &self.object_path(&format!("{schema}/{table}")),
+        )
+        .await
     }
 
     /// Creates a schema (a folder holding a marker file, so it exists before its first table).

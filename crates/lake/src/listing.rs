@@ -82,12 +82,7 @@ pub(super) async fn list(lake: &Lake) -> Result<Listing, LakeError> {
             if !valid_name(&table) {
                 continue;
             }
-            let inner = store.list_with_delimiter(Some(table_dir)).await?;
-            if inner
-                .common_prefixes
-                .iter()
-                .any(|p| last_segment(p).as_deref() == Some("_delta_log"))
-            {
+            if crate::has_delta_log(&*store, table_dir).await? {
                 entry.tables.insert(table);
             }
         }

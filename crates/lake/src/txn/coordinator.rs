@@ -23,6 +23,8 @@ use crate::{Lake, LakeError, META_DIR};
 
 /// How long a published record stays for readers that loaded tables before it landed.
 const KEEP: Duration = Duration::from_secs(10);
+/// How often one process sweeps old records.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// A record still `publishing` after this belongs to a committer that is gone.
 pub(crate) const ABANDONED: Duration = Duration::from_secs(30);
 
@@ -141,8 +143,16 @@ impl Lake {
         Ok(out)
     }
 
-    /// Deletes records past their time, by the age of their files (one listing).
+    /// Deletes records past their time, by the age of their files (one listing), at most
+    /// once per [`SWEEP_EVERY`]: a listing per commit would grow with the commit rate.
     async fn sweep_records(&self) {
+        {
+            let mut swept = self.records_swept.lock();
+            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *swept = Some(std::time::Instant::now());
+        }
         let Ok(listed) = self.listed_records().await else {
             return;
         };

@@ -163,7 +163,7 @@ impl Txn {
         }
         let mut tables = self.tables.lock().await;
         if let Some(e) = tables.get_mut(&key) {
-            e.view.update_incremental(None).await?;
+            crate::catch_up::catch_up(&mut e.view).await?;
             return Ok(Some(e.view.clone()));
         }
         let Some(real) = lake.real_table(schema, table).await? else {
@@ -416,7 +416,7 @@ fn now_ms() -> i64 {
 /// Brings `e.real` to the newest version and fails with 40001 if what others committed
 /// since the transaction's snapshot conflicts with `s`.
 async fn check(e: &mut Entry, s: &Squashed, name: &str) -> Result<(), LakeError> {
-    e.real.update_incremental(None).await?;
+    crate::catch_up::catch_up(&mut e.real).await?;
     let latest = e.real.version().unwrap_or(0);
     if latest <= e.base {
         return Ok(());
@@ -454,7 +454,7 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
             Ok(()) => {
                 // Every hundredth version gets a checkpoint, as delta-rs's own commits do.
                 if version.is_multiple_of(100) {
-                    e.real.update_incremental(None).await?;
+                    crate::catch_up::catch_up(&mut e.real).await?;
                     if let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
                     {
                         tracing::warn!("checkpoint of {name} at version {version}: {err}");
