@@ -254,6 +254,32 @@ impl Lake {
         Ok(t)
     }
 
+    /// Keeps `t`, the table a write of this process just committed, as the newest state
+    /// of `schema.table`: the next read starts from it instead of replaying the commit
+    /// (delta-rs rebuilds a snapshot's file list in time proportional to the table's files).
+    /// Inside a transaction it becomes the transaction's view of the table.
+    pub(crate) async fn remember(&self, schema: &str, table: &str, t: &DeltaTable) {
+        if let Some(txn) = txn::current()
+            && txn.serves(self)
+        {
+            txn.remember(schema, table, t).await;
+            return;
+        }
+        self.remember_real(schema, table, t).await;
+    }
+
+    /// [`Lake::remember`] of a table read through the real log (not a transaction's).
+    pub(crate) async fn remember_real(&self, schema: &str, table: &str, t: &DeltaTable) {
+        let key = (schema.to_string(), table.to_string());
+        let cached = self.tables.lock().get(&key).cloned();
+        if let Some(cached) = cached {
+            let mut c = cached.lock().await;
+            if t.version() > c.version() {
+                *c = t.clone();
+            }
+        }
+    }
+
     /// `schema.table` at its newest committed version, whatever transaction is running.
     pub(crate) async fn real_table(
         &self,

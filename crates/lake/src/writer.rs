@@ -172,6 +172,7 @@ impl Lake {
             WriteMode::Append => builder.with_save_mode(SaveMode::Append),
         };
         let written = builder.await?;
+        self.remember(schema, table, &written).await;
         let outcome = outcome_of(&written).await?;
         // Rows change no listing; a new (or replaced) table does.
         if mode != WriteMode::Append {

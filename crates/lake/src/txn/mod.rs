@@ -85,6 +85,23 @@ impl Entry {
         Ok(view)
     }
 
+    /// After publishing the one staged commit the view holds, at the version the view
+    /// stands at (nobody committed in between): the view's files are those of the real
+    /// table, so the lake keeps the view's state with the real log instead of rebuilding it.
+    async fn remember_published(&self, lake: &Lake) {
+        let mut real = DeltaTable::new(self.real.log_store());
+        real.state = self.view.state.clone();
+        let (schema, table) = self.key();
+        lake.remember_real(schema, table, &real).await;
+    }
+
+    /// `schema` and `table` of the entry, from its folder.
+    fn key(&self) -> (&str, &str) {
+        let mut parts = self.dir.rsplit('/');
+        let table = parts.next().unwrap_or_default();
+        (parts.next().unwrap_or_default(), table)
+    }
+
     /// The staged commits, oldest first.
     async fn staged(&self, overlay: &Overlay) -> Result<Vec<Bytes>, LakeError> {
         let mut out = Vec::new();
@@ -185,6 +202,17 @@ impl Txn {
         let view = entry.view.clone();
         tables.insert(key, entry);
         Ok(Some(view))
+    }
+
+    /// Takes `t`, the table a statement of this transaction just wrote (through the
+    /// overlay), as the transaction's view of it when it is newer.
+    pub(crate) async fn remember(&self, schema: &str, table: &str, t: &DeltaTable) {
+        let key = (schema.to_string(), table.to_string());
+        if let Some(e) = self.tables.lock().await.get_mut(&key)
+            && t.version() > e.view.version()
+        {
+            e.view = t.clone();
+        }
     }
 
     /// Buffers rows an INSERT that read no table adds to `schema.table` (checked already);
@@ -346,6 +374,8 @@ impl Txn {
         let mut tables = self.tables.lock().await;
         // (schema.table, its entry, what it publishes)
         let mut work: Vec<(String, &mut Entry, Squashed)> = Vec::new();
+        // Tables whose view holds their one staged commit: (index in work, its version).
+        let mut whole: Vec<(usize, u64)> = Vec::new();
         for ((schema, table), e) in tables.iter_mut() {
             let staged = e.staged(&self.overlay).await?;
             if staged.is_empty() {
@@ -353,6 +383,9 @@ impl Txn {
             }
             let s = Squashed::of(&staged)?;
             if !s.is_empty() {
+                if staged.len() == 1 && e.view.version() == Some(e.base + 1) {
+                    whole.push((work.len(), e.base + 1));
+                }
                 work.push((format!("{schema}.{table}"), e, s));
             }
         }
@@ -384,6 +417,11 @@ impl Txn {
                     }
                     return Err(err);
                 }
+            }
+        }
+        for (i, v) in &published {
+            if whole.contains(&(*i, *v)) {
+                work[*i].1.remember_published(lake).await;
             }
         }
         let published: Vec<(String, u64)> = published
@@ -608,6 +646,14 @@ mod tests {
         assert_eq!(rows(&lake, "b").await, 6);
         let t = lake.table("gold", "b").await.unwrap().unwrap();
         assert_eq!(t.version(), Some(1));
+        // "a" published its one staged commit: the lake keeps the transaction's view of it
+        // as the real table, and later commits of others follow it.
+        let a = lake.table("gold", "a").await.unwrap().unwrap();
+        assert_eq!(a.version(), Some(1));
+        let store = a.log_store().root_object_store(None).to_string();
+        assert!(!store.contains("TransactionOverlay"), "{store}");
+        append(&lake, "a", vec![11]).await;
+        assert_eq!(rows(&lake, "a").await, 7);
     }
 
     #[tokio::test]
