@@ -490,8 +490,9 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
             .await
         {
             Ok(()) => {
-                // Every hundredth version gets a checkpoint, as delta-rs's own commits do.
-                if version.is_multiple_of(100) {
+                // A checkpoint every `delta.checkpointInterval` versions (100 unless the
+                // table says), as delta-rs's own commits do.
+                if version.is_multiple_of(checkpoint_interval(&e.real)) {
                     crate::catch_up::catch_up(&mut e.real).await?;
                     if let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
                     {
@@ -504,6 +505,14 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
             Err(other) => return Err(LakeError::Delta(other.into())),
         }
     }
+}
+
+/// The table's `delta.checkpointInterval` (100 when unset).
+fn checkpoint_interval(t: &DeltaTable) -> u64 {
+    use deltalake::table::config::TablePropertiesExt;
+    t.snapshot()
+        .map(|s| s.table_config().checkpoint_interval().get())
+        .unwrap_or(100)
 }
 
 /// Publishes the inverse of `s` (its adds removed, its removes added back) after a later
@@ -654,6 +663,30 @@ mod tests {
         assert!(!store.contains("TransactionOverlay"), "{store}");
         append(&lake, "a", vec![11]).await;
         assert_eq!(rows(&lake, "a").await, 7);
+    }
+
+    /// A published commit gets a checkpoint at the table's own interval.
+    #[tokio::test]
+    async fn commits_checkpoint_at_the_table_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path(), &["a"]).await;
+        let t = lake.real_table("gold", "a").await.unwrap().unwrap();
+        t.set_tbl_properties()
+            .with_properties(std::collections::HashMap::from([(
+                "delta.checkpointInterval".to_string(),
+                "3".to_string(),
+            )]))
+            .await
+            .unwrap();
+        // Versions: 0 create, 1 properties; the transactions publish 2, then 3.
+        for id in [10, 11] {
+            let txn = lake.begin();
+            scope(Some(txn.clone()), append(&lake, "a", vec![id])).await;
+            txn.commit(&lake).await.unwrap();
+        }
+        let log = dir.path().join("gold/a/_delta_log");
+        assert!(log.join("00000000000000000003.checkpoint.parquet").exists());
+        assert_eq!(rows(&lake, "a").await, 5);
     }
 
     #[tokio::test]
