@@ -88,18 +88,10 @@ impl Entry {
     /// After publishing the one staged commit the view holds, at the version the view
     /// stands at (nobody committed in between): the view's files are those of the real
     /// table, so the lake keeps the view's state with the real log instead of rebuilding it.
-    async fn remember_published(&self, lake: &Lake) {
+    async fn remember_published(&self, lake: &Lake, schema: &str, table: &str) {
         let mut real = DeltaTable::new(self.real.log_store());
         real.state = self.view.state.clone();
-        let (schema, table) = self.key();
         lake.remember_real(schema, table, &real).await;
-    }
-
-    /// `schema` and `table` of the entry, from its folder.
-    fn key(&self) -> (&str, &str) {
-        let mut parts = self.dir.rsplit('/');
-        let table = parts.next().unwrap_or_default();
-        (parts.next().unwrap_or_default(), table)
     }
 
     /// The staged commits, oldest first.
@@ -374,8 +366,9 @@ impl Txn {
         let mut tables = self.tables.lock().await;
         // (schema.table, its entry, what it publishes)
         let mut work: Vec<(String, &mut Entry, Squashed)> = Vec::new();
-        // Tables whose view holds their one staged commit: (index in work, its version).
-        let mut whole: Vec<(usize, u64)> = Vec::new();
+        // Tables whose view holds their one staged commit: (index in work, its version,
+        // schema, table).
+        let mut whole: Vec<(usize, u64, String, String)> = Vec::new();
         for ((schema, table), e) in tables.iter_mut() {
             let staged = e.staged(&self.overlay).await?;
             if staged.is_empty() {
@@ -384,7 +377,7 @@ impl Txn {
             let s = Squashed::of(&staged)?;
             if !s.is_empty() {
                 if staged.len() == 1 && e.view.version() == Some(e.base + 1) {
-                    whole.push((work.len(), e.base + 1));
+                    whole.push((work.len(), e.base + 1, schema.clone(), table.clone()));
                 }
                 work.push((format!("{schema}.{table}"), e, s));
             }
@@ -419,9 +412,9 @@ impl Txn {
                 }
             }
         }
-        for (i, v) in &published {
-            if whole.contains(&(*i, *v)) {
-                work[*i].1.remember_published(lake).await;
+        for (i, v, schema, table) in &whole {
+            if published.contains(&(*i, *v)) {
+                work[*i].1.remember_published(lake, schema, table).await;
             }
         }
         let published: Vec<(String, u64)> = published
