@@ -311,7 +311,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         },
         LakeError::Arrow(a) => classify_arrow(a),
         LakeError::Store(_) | LakeError::Io { .. } | LakeError::Parquet(_) => ErrorKind::Io,
-        LakeError::InvalidRoot(_) => ErrorKind::Internal,
+        LakeError::InvalidRoot(_) | LakeError::InvalidSetting(_) => ErrorKind::Internal,
     }
 }
 

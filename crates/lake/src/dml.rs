@@ -51,7 +51,10 @@ impl Lake {
                 ..DmlOutcome::default()
             });
         }
-        let mut builder = target.delete().with_session_state(state);
+        let mut builder = target
+            .delete()
+            .with_session_state(state)
+            .with_commit_properties(crate::txn::commit_properties(Default::default()));
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
         }
@@ -71,7 +74,10 @@ impl Lake {
     ) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
         let declared = crate::Declared::of_table(&target);
-        let mut builder = target.update().with_session_state(state);
+        let mut builder = target
+            .update()
+            .with_session_state(state)
+            .with_commit_properties(crate::txn::commit_properties(Default::default()));
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
         }

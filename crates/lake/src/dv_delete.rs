@@ -22,7 +22,7 @@ use deltalake::DeltaTable;
 use deltalake::kernel::LogicalFileView;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringTreemap;
 
 use crate::LakeError;
@@ -69,9 +69,9 @@ pub(crate) async fn delete(
     };
     let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
     let store = table.object_store();
-    let mut marked: Vec<(&LogicalFileView, RoaringTreemap)> = Vec::new();
-    let mut rows = 0u64;
-    for (view, candidate) in views.iter().zip(candidates) {
+    // Candidate files are read side by side, one task each (decoding is CPU work).
+    let mut scans = Vec::new();
+    for (i, (view, candidate)) in views.iter().zip(candidates).enumerate() {
         if !candidate {
             continue;
         }
@@ -79,9 +79,65 @@ pub(crate) async fn delete(
             Some(d) => Some(crate::vectors::read(table, &d).await?),
             None => None,
         };
+        scans.push(FileScan {
+            index: i,
+            store: store.clone(),
+            path: view.object_store_path(),
+            size: view.size() as u64,
+            deleted,
+            schema: schema.clone(),
+            predicate: physical.clone(),
+        });
+    }
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let found: Vec<(usize, RoaringTreemap, u64)> = futures::stream::iter(scans)
+        .map(|scan| tokio::spawn(scan.run()))
+        .buffered(parallel)
+        .map(|joined| joined.map_err(|e| LakeError::Commit(format!("deletion scan: {e}")))?)
+        .try_filter_map(|found| std::future::ready(Ok(found)))
+        .try_collect()
+        .await?;
+    let rows: u64 = found.iter().map(|(_, _, hits)| hits).sum();
+    let marked: Vec<(&LogicalFileView, RoaringTreemap)> = found
+        .into_iter()
+        .map(|(i, dv, _)| (&views[i], dv))
+        .collect();
+    if marked.is_empty() {
+        return Ok(Some(0));
+    }
+    let actions = crate::vectors::marked_actions(table, &marked).await?;
+    let operation = DeltaOperation::Delete {
+        predicate: Some(predicate.to_string()),
+    };
+    CommitBuilder::from(crate::txn::commit_properties(CommitProperties::default()))
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    Ok(Some(rows))
+}
+
+/// One candidate file to search for the rows the predicate holds for.
+struct FileScan {
+    /// Its place in the snapshot's file list.
+    index: usize,
+    store: Arc<dyn object_store::ObjectStore>,
+    path: object_store::path::Path,
+    size: u64,
+    /// Rows already deleted (its current deletion vector).
+    deleted: Option<RoaringTreemap>,
+    /// The predicate's columns, as the table has them.
+    schema: SchemaRef,
+    predicate: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+}
+
+impl FileScan {
+    /// The file's new deletion vector and how many rows it adds; `None` when no live row
+    /// matches.
+    async fn run(self) -> Result<Option<(usize, RoaringTreemap, u64)>, LakeError> {
+        let schema = &self.schema;
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(store.clone(), view.object_store_path())
-            .with_file_size(view.size() as u64);
+        let reader = ParquetObjectReader::new(self.store.clone(), self.path.clone())
+            .with_file_size(self.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         // The predicate's columns as the file has them (a column added later is absent:
         // NULL in every row).
@@ -123,37 +179,27 @@ pub(crate) async fn delete(
                 })
                 .collect::<Result<_, _>>()?;
             let full = RecordBatch::try_new(schema.clone(), columns)?;
-            let result = physical.evaluate(&full)?.into_array(n)?;
+            let result = self.predicate.evaluate(&full)?.into_array(n)?;
+            // NULL is not true: only set, valid bits count.
             let holds = result.as_boolean();
-            for r in 0..n {
-                let p = base + r as u64;
-                if holds.is_valid(r)
-                    && holds.value(r)
-                    && deleted.as_ref().is_none_or(|d| !d.contains(p))
-                {
-                    hits.insert(p);
-                }
-            }
+            let holds = match holds.nulls() {
+                Some(valid) => holds.values() & valid.inner(),
+                None => holds.values().clone(),
+            };
+            let positions = holds
+                .set_indices()
+                .map(|r| base + r as u64)
+                .filter(|p| self.deleted.as_ref().is_none_or(|d| !d.contains(*p)));
+            hits.append(positions)
+                .map_err(|e| LakeError::Commit(format!("deletion vector: {e}")))?;
             base += n as u64;
         }
         if hits.is_empty() {
-            continue;
+            return Ok(None);
         }
-        rows += hits.len();
-        let mut dv = deleted.unwrap_or_default();
+        let added = hits.len();
+        let mut dv = self.deleted.unwrap_or_default();
         dv |= hits;
-        marked.push((view, dv));
+        Ok(Some((self.index, dv, added)))
     }
-    if marked.is_empty() {
-        return Ok(Some(0));
-    }
-    let actions = crate::vectors::marked_actions(table, &marked).await?;
-    let operation = DeltaOperation::Delete {
-        predicate: Some(predicate.to_string()),
-    };
-    CommitBuilder::from(CommitProperties::default())
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await?;
-    Ok(Some(rows))
 }

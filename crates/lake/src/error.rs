@@ -5,6 +5,8 @@
 pub enum LakeError {
     #[error("invalid lake root {0}")]
     InvalidRoot(String),
+    #[error("invalid lake setting {0}")]
+    InvalidSetting(String),
     #[error("lake URL scheme {0}:// is not supported by this build")]
     UnsupportedScheme(String),
     #[error(

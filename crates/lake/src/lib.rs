@@ -7,9 +7,11 @@
 //! sessions or wire protocols.
 
 mod alter;
+mod batches;
 mod catch_up;
 mod cloud;
 mod columns;
+mod compaction;
 mod constraints;
 mod dml;
 mod dv_delete;
@@ -118,6 +120,9 @@ pub struct Lake {
     records_read: txn::RecordCache,
     /// When this process last swept old transaction records.
     records_swept: Mutex<Option<Instant>>,
+    auto_compact: compaction::AutoCompact,
+    /// Tables being compacted in the background.
+    compacting: compaction::Running,
 }
 
 impl std::fmt::Debug for Lake {
@@ -155,6 +160,15 @@ impl Lake {
                 return Err(LakeError::UnsupportedScheme(scheme.to_string()));
             }
         };
+        let auto_compact = compaction::AutoCompact {
+            min_files: config.auto_compact_min_files,
+            file_size: writer::parse_size(&config.auto_compact_file_size).ok_or_else(|| {
+                LakeError::InvalidSetting(format!(
+                    "auto_compact_file_size: {:?} is not a size such as \"8MiB\"",
+                    config.auto_compact_file_size
+                ))
+            })?,
+        };
         cloud::register_delta_handlers();
         let named = cloud::NamedStores::default();
         named.name(root.as_str());
@@ -168,6 +182,8 @@ impl Lake {
             listing: Mutex::new((Arc::new(Listing::default()), None)),
             records_read: Default::default(),
             records_swept: Mutex::new(None),
+            auto_compact,
+            compacting: Default::default(),
         }))
     }
 
@@ -269,14 +285,20 @@ impl Lake {
     }
 
     /// [`Lake::remember`] of a table read through the real log (not a transaction's).
+    /// A table left with many small files is compacted in the background
+    /// ([`compaction`]).
     pub(crate) async fn remember_real(&self, schema: &str, table: &str, t: &DeltaTable) {
         let key = (schema.to_string(), table.to_string());
         let cached = self.tables.lock().get(&key).cloned();
         if let Some(cached) = cached {
-            let mut c = cached.lock().await;
-            if t.version() > c.version() {
-                *c = t.clone();
+            {
+                let mut c = cached.lock().await;
+                if t.version() > c.version() {
+                    *c = t.clone();
+                }
             }
+            self.auto_compact
+                .after_commit(&self.compacting, key, t, cached);
         }
     }
 

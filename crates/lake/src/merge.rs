@@ -88,7 +88,8 @@ impl Lake {
             .merge(source, on)
             .with_source_alias(MERGE_SOURCE)
             .with_target_alias(MERGE_TARGET)
-            .with_session_state(state);
+            .with_session_state(state)
+            .with_commit_properties(crate::txn::commit_properties(Default::default()));
         for clause in clauses {
             let predicate = clause.predicate;
             builder = match (clause.when, clause.action) {

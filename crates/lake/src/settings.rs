@@ -15,6 +15,11 @@ pub struct LakeConfig {
     /// How often the table listing of a remote lake is refreshed; a local lake is
     /// listed before every statement.
     pub refresh_ms: u64,
+    /// A table this process writes is compacted in the background once it has this many
+    /// files smaller than `auto_compact_file_size`; 0 turns auto-compaction off.
+    pub auto_compact_min_files: usize,
+    /// Files smaller than this are compacted, into files of about this size ("8MiB").
+    pub auto_compact_file_size: String,
 }
 
 impl Default for LakeConfig {
@@ -23,6 +28,8 @@ impl Default for LakeConfig {
             root: "./lake".to_string(),
             storage_options: BTreeMap::new(),
             refresh_ms: 1000,
+            auto_compact_min_files: 50,
+            auto_compact_file_size: "8MiB".to_string(),
         }
     }
 }

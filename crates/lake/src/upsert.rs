@@ -83,7 +83,7 @@ impl Keys {
             .map(|&i| {
                 let f = schema.field(i);
                 match batch.column_by_name(f.name()) {
-                    Some(c) => cast_to(c, f.data_type()),
+                    Some(c) => crate::batches::cast_to(c, f.data_type()),
                     None => Ok(new_null_array(f.data_type(), batch.num_rows())),
                 }
             })
@@ -132,7 +132,7 @@ pub async fn upsert(
         return Ok(None);
     }
     let schema: SchemaRef = state.snapshot().arrow_schema();
-    let source = conform(&source, &schema)?;
+    let source = crate::batches::conform(&source, &schema)?;
     let Some(key_idx) = keys
         .iter()
         .map(|k| schema.index_of(k).ok())
@@ -324,7 +324,7 @@ pub async fn upsert(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    CommitBuilder::from(commit)
+    CommitBuilder::from(crate::txn::commit_properties(commit))
         .with_actions(actions)
         .build(Some(state), table.log_store(), operation)
         .await?;
@@ -400,34 +400,6 @@ fn keys_predicate(schema: &SchemaRef, key_idx: &[usize]) -> String {
 /// Rows per batch when reading a file to rewrite.
 const READ_BATCH: usize = 64 * 1024;
 
-/// `batches` as one batch of `schema`: columns by name, cast, missing ones NULL.
-pub(crate) fn conform(
-    batches: &[RecordBatch],
-    schema: &SchemaRef,
-) -> Result<RecordBatch, LakeError> {
-    let mut out = Vec::with_capacity(batches.len());
-    for b in batches {
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match b.column_by_name(f.name()) {
-                Some(c) => cast_to(c, f.data_type()),
-                None => Ok(new_null_array(f.data_type(), b.num_rows())),
-            })
-            .collect::<Result<_, _>>()?;
-        out.push(RecordBatch::try_new(schema.clone(), cols)?);
-    }
-    Ok(compute::concat_batches(schema, &out)?)
-}
-
-fn cast_to(c: &ArrayRef, to: &DataType) -> Result<ArrayRef, arrow::error::ArrowError> {
-    if c.data_type() == to {
-        Ok(c.clone())
-    } else {
-        compute::cast(c, to)
-    }
-}
-
 /// `batch` sorted by its key columns.
 fn sorted(batch: &RecordBatch, key_idx: &[usize]) -> Result<RecordBatch, LakeError> {
     let columns: Vec<SortColumn> = key_idx
@@ -466,8 +438,8 @@ fn file_ranges(
     let Some(paths) = paths.as_any().downcast_ref::<StringArray>() else {
         return Ok(out);
     };
-    let min = cast_to(min, field.data_type())?;
-    let max = cast_to(max, field.data_type())?;
+    let min = crate::batches::cast_to(min, field.data_type())?;
+    let max = crate::batches::cast_to(max, field.data_type())?;
     for i in 0..adds.num_rows() {
         if paths.is_valid(i) && min.is_valid(i) && max.is_valid(i) {
             out.insert(

@@ -149,7 +149,7 @@ impl Lake {
             .with_input_plan(plan)
             .with_session_state(state)
             .with_table_name(table)
-            .with_commit_properties(options.commit.clone());
+            .with_commit_properties(crate::txn::commit_properties(options.commit.clone()));
         if !layout.properties.is_empty() {
             builder = builder.with_configuration(
                 layout

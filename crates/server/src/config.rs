@@ -630,6 +630,12 @@ impl Config {
         if self.lake.root.trim().is_empty() {
             return Err(invalid("lake.root", "must not be empty"));
         }
+        if tidepool_lake::parse_size(&self.lake.auto_compact_file_size).is_none() {
+            return Err(invalid(
+                "lake.auto_compact_file_size",
+                "must be a size such as \"8MiB\"",
+            ));
+        }
         let users = self
             .users
             .iter()

@@ -52,6 +52,18 @@ pub fn current() -> Option<Arc<Txn>> {
     CURRENT.try_with(Clone::clone).ok().flatten()
 }
 
+/// `commit`, and inside a transaction without delta-rs's expired-log cleanup: it lists the
+/// table's whole log after every commit, and a staged commit must not delete real files.
+pub(crate) fn commit_properties(
+    commit: deltalake::kernel::transaction::CommitProperties,
+) -> deltalake::kernel::transaction::CommitProperties {
+    if current().is_some() {
+        commit.with_cleanup_expired_logs(Some(false))
+    } else {
+        commit
+    }
+}
+
 /// Runs `fut` inside `txn`, or outside any transaction (even within an outer scope) when
 /// `None`. A statement's [`deferring`] mark goes along (work spawned on another runtime).
 pub fn scope<F: Future>(txn: Option<Arc<Txn>>, fut: F) -> impl Future<Output = F::Output> {
@@ -484,13 +496,10 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
         {
             Ok(()) => {
                 // A checkpoint every `delta.checkpointInterval` versions (100 unless the
-                // table says), as delta-rs's own commits do.
+                // table says), as delta-rs's own commits do, but written in the background:
+                // it replays the whole log, and the version it describes never changes.
                 if version.is_multiple_of(checkpoint_interval(&e.real)) {
-                    crate::catch_up::catch_up(&mut e.real).await?;
-                    if let Err(err) = deltalake::checkpoints::create_checkpoint(&e.real, None).await
-                    {
-                        tracing::warn!("checkpoint of {name} at version {version}: {err}");
-                    }
+                    checkpoint_later(e.real.clone(), version, name.to_string());
                 }
                 return Ok(version);
             }
@@ -498,6 +507,22 @@ async fn publish(e: &mut Entry, s: &Squashed, bytes: Bytes, name: &str) -> Resul
             Err(other) => return Err(LakeError::Delta(other.into())),
         }
     }
+}
+
+/// Writes a checkpoint of `version` of `table` (an older state of it) in the background.
+fn checkpoint_later(mut table: DeltaTable, version: u64, name: String) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let written = async {
+            table.update_incremental(Some(version)).await?;
+            deltalake::checkpoints::create_checkpoint(&table, None).await
+        };
+        if let Err(err) = written.await {
+            tracing::warn!("checkpoint of {name} at version {version}: {err}");
+        }
+    });
 }
 
 /// The table's `delta.checkpointInterval` (100 when unset).
@@ -677,8 +702,17 @@ mod tests {
             scope(Some(txn.clone()), append(&lake, "a", vec![id])).await;
             txn.commit(&lake).await.unwrap();
         }
-        let log = dir.path().join("gold/a/_delta_log");
-        assert!(log.join("00000000000000000003.checkpoint.parquet").exists());
+        // Written in the background.
+        let checkpoint = dir
+            .path()
+            .join("gold/a/_delta_log/00000000000000000003.checkpoint.parquet");
+        for _ in 0..100 {
+            if checkpoint.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(checkpoint.exists());
         assert_eq!(rows(&lake, "a").await, 5);
     }
 

@@ -131,7 +131,7 @@ impl Pending {
                 .map(|f| Field::new(f.name(), f.data_type().clone(), true))
                 .collect::<Vec<_>>(),
         ));
-        let batch = crate::upsert::conform(&b.batches, &schema)?;
+        let batch = crate::batches::conform(&b.batches, &schema)?;
         let table = MemTable::try_new(schema, vec![vec![batch]])?;
         let plan = LogicalPlanBuilder::scan("buffered", provider_as_source(Arc::new(table)), None)?
             .build()?;
