@@ -10,6 +10,9 @@ use datafusion::sql::sqlparser::parser::ParserError;
 
 use tidepool_lake::LakeError;
 
+/// What MERGE reports when a target row would be acted on twice (21000), as PostgreSQL.
+pub(crate) const MERGE_TWICE: &str = "MERGE command cannot affect row a second time";
+
 /// The class of an error, independent of the protocol that reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -277,6 +280,7 @@ fn kind_by_message(message: &str) -> Option<ErrorKind> {
     } else if message.contains("Scalar subquery returned more than one row")
         // delta-rs's words for PostgreSQL's "MERGE command cannot affect row a second time".
         || message.contains("MERGE matched a target row with multiple source rows")
+        || message.contains(MERGE_TWICE)
     {
         Some(ErrorKind::CardinalityViolation)
     } else {

@@ -145,10 +145,6 @@ impl Session {
             return Err(unsupported(&dml.input));
         };
         let permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
-        let lake = self.engine.lake().clone();
-        let implicit = tidepool_lake::txn::current()
-            .is_none()
-            .then(|| lake.begin());
         let work = async {
             let rows = DataFrame::new(self.ctx.state(), (*dml.input).clone())
                 .collect()
@@ -174,23 +170,34 @@ impl Session {
             self.insert(insert, Slot::Held(permit.clone())).await?;
             Ok::<u64, EngineError>(count)
         };
-        let count = match &implicit {
-            None => work.await?,
-            Some(txn) => match tidepool_lake::txn::scope(Some(txn.clone()), Box::pin(work)).await {
-                Ok(n) => {
-                    if let Err(e) = txn.commit(&lake).await {
-                        let _ = txn.rollback().await;
-                        return Err(e.into());
-                    }
-                    n
-                }
-                Err(e) => {
-                    let _ = txn.rollback().await;
-                    return Err(e);
-                }
-            },
-        };
+        let count = self.atomically(Box::pin(work)).await?;
         Ok(CommandTag::with_rows("UPDATE", count))
+    }
+
+    /// Runs `work` in the session's block, or else in a transaction of its own that commits
+    /// when it succeeds and rolls back when it fails: its writes land together or not at all.
+    pub(super) async fn atomically<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        if tidepool_lake::txn::current().is_some() {
+            return work.await;
+        }
+        let lake = self.engine.lake().clone();
+        let txn = lake.begin();
+        match tidepool_lake::txn::scope(Some(txn.clone()), work).await {
+            Ok(n) => {
+                if let Err(e) = txn.commit(&lake).await {
+                    let _ = txn.rollback().await;
+                    return Err(e.into());
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     /// Runs the uncorrelated subqueries of `e` and puts their values in their place:

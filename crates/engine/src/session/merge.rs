@@ -95,6 +95,18 @@ impl Session {
             });
         }
 
+        if let Some(keyed) = super::merge_vectors::Keyed::of(&on, &clauses)
+            && self
+                .engine
+                .lake()
+                .has_deletion_vectors(&schema, &table)
+                .await?
+        {
+            return Box::pin(
+                self.merge_by_vectors(dml, keyed, source, on, clauses, written_as, slot),
+            )
+            .await;
+        }
         let lake = self.engine.lake().clone();
         let state = Arc::new(self.ctx.state());
         let _permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;

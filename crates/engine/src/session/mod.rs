@@ -17,6 +17,7 @@ mod dml;
 mod kind;
 mod lake;
 mod merge;
+mod merge_vectors;
 mod output;
 mod procedure;
 mod query;

@@ -1,0 +1,332 @@
+//! MERGE into a table with deletion vectors, keyed on one column: no data file rewritten.
+//!
+//! A Delta MERGE (delta-rs) rewrites every target file holding a matched row: 100k
+//! changed rows in a 10M-row table cost more than rewriting the table. On a table with
+//! deletion vectors, a MERGE whose condition is `target.k = <source expression>` and whose
+//! first WHEN MATCHED clause has no extra condition (so every matched row is acted on) is
+//! carried out as the DV update is: the source is read once; the target rows in the
+//! source's key range are joined to it to compute the new versions of matched rows (UPDATE)
+//! and the source rows without a match are run through the NOT MATCHED clauses (INSERT);
+//! then, in one transaction (the session's block or one of its own), the matched target
+//! rows are marked deleted by key (deletion vectors, files outside the key range skipped
+//! by their statistics) and the new rows appended through the INSERT path (constraints
+//! checked). A target row two source rows match fails with 21000 and writes nothing.
+//! Other shapes (conditions on MATCHED, NOT MATCHED BY SOURCE, composite keys) go to the
+//! Delta MERGE.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::logical_expr::{
+    BinaryExpr, DmlStatement, Expr, LogicalPlanBuilder, Operator, WriteOp, cast, lit,
+};
+use datafusion::prelude::DataFrame;
+use tidepool_lake::{MERGE_SOURCE, MERGE_TARGET, MergeAction, MergeClause, MergeWhen};
+
+use super::Session;
+use super::merge::WrittenAs;
+use super::output::CommandTag;
+use crate::EngineError;
+use crate::lanes::{Lane, Slot};
+
+/// A MERGE this path carries out: `target.<key> = <source expression>`.
+pub(super) struct Keyed {
+    key: String,
+    /// The source side of the condition.
+    source_key: Expr,
+}
+
+impl Keyed {
+    /// The shape of a MERGE (condition and clauses renamed to `target.` / `source.`) this
+    /// path handles, or `None`.
+    pub(super) fn of(on: &Expr, clauses: &[MergeClause]) -> Option<Keyed> {
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = on
+        else {
+            return None;
+        };
+        let is_target = |e: &Expr| match e {
+            Expr::Column(c)
+                if c.relation
+                    .as_ref()
+                    .is_some_and(|r| r.table() == MERGE_TARGET) =>
+            {
+                Some(c.name.clone())
+            }
+            _ => None,
+        };
+        let only_source = |e: &Expr| {
+            e.column_refs().iter().all(|c| {
+                c.relation
+                    .as_ref()
+                    .is_some_and(|r| r.table() == MERGE_SOURCE)
+            })
+        };
+        let (key, source_key) = match (is_target(left), is_target(right)) {
+            (Some(k), None) if only_source(right) => (k, right.as_ref().clone()),
+            (None, Some(k)) if only_source(left) => (k, left.as_ref().clone()),
+            _ => return None,
+        };
+        let first_matched = clauses.iter().find(|c| c.when == MergeWhen::Matched);
+        let fits = first_matched.is_none_or(|c| c.predicate.is_none())
+            && clauses
+                .iter()
+                .all(|c| c.when != MergeWhen::NotMatchedBySource);
+        fits.then_some(Keyed { key, source_key })
+    }
+}
+
+/// The rows a keyed MERGE writes and the target keys it marks deleted.
+struct Changes {
+    /// New rows (updated and inserted), in the target's columns.
+    rows: Vec<RecordBatch>,
+    /// Distinct keys of the matched target rows.
+    keys: Vec<ScalarValue>,
+    /// Matched (target, source) pairs, inserted rows.
+    matched: u64,
+    updated: u64,
+    inserted: u64,
+}
+
+impl Session {
+    /// Carries out `keyed` (see the module); the tag as [`Session::merge`] gives it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn merge_by_vectors(
+        &self,
+        dml: &DmlStatement,
+        keyed: Keyed,
+        source: DataFrame,
+        on: Expr,
+        clauses: Vec<MergeClause>,
+        written_as: WrittenAs,
+        slot: Slot,
+    ) -> Result<CommandTag, EngineError> {
+        let permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
+        let lake = self.engine.lake().clone();
+        let (schema, table) = self.resolve(&dml.table_name)?;
+        let work = async {
+            let changes = self.changes(dml, &keyed, source, on, &clauses).await?;
+            if !changes.keys.is_empty() {
+                let k = Expr::Column(Column::new_unqualified(&keyed.key));
+                let lo = changes.keys.iter().min_by(|a, b| cmp(a, b)).cloned();
+                let hi = changes.keys.iter().max_by(|a, b| cmp(a, b)).cloned();
+                let mut predicate = k
+                    .clone()
+                    .in_list(changes.keys.iter().cloned().map(lit).collect(), false);
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    // The range lets file statistics skip files (an IN list that long is
+                    // not used for pruning).
+                    predicate = k
+                        .clone()
+                        .gt_eq(lit(lo))
+                        .and(k.lt_eq(lit(hi)))
+                        .and(predicate);
+                }
+                let state = Arc::new(self.ctx.state());
+                let marked = lake
+                    .delete_where(&schema, &table, Some(predicate), state)
+                    .await?
+                    .rows;
+                if marked != changes.matched {
+                    return Err(EngineError::DataFusion(Box::new(
+                        datafusion::error::DataFusionError::Execution(
+                            crate::error::MERGE_TWICE.into(),
+                        ),
+                    )));
+                }
+            }
+            if changes.rows.iter().any(|b| b.num_rows() > 0) {
+                let schema = changes.rows[0].schema();
+                let insert = DmlStatement::new(
+                    dml.table_name.clone(),
+                    dml.target.clone(),
+                    WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append),
+                    Arc::new(super::returning::scan_of(schema, changes.rows)?),
+                );
+                self.insert(insert, Slot::Held(permit.clone())).await?;
+            }
+            let deleted = changes.matched - changes.updated;
+            Ok::<(u64, u64, u64), EngineError>((changes.updated, deleted, changes.inserted))
+        };
+        let (updated, deleted, inserted) = self.atomically(Box::pin(work)).await?;
+        Ok(match written_as {
+            WrittenAs::UpdateFrom => CommandTag::with_rows("UPDATE", updated),
+            WrittenAs::InsertOnConflict => CommandTag::with_rows("INSERT 0", updated + inserted),
+            WrittenAs::Merge => CommandTag::with_rows("MERGE", updated + deleted + inserted),
+        })
+    }
+
+    /// Reads the source once and computes what the MERGE writes.
+    async fn changes(
+        &self,
+        dml: &DmlStatement,
+        keyed: &Keyed,
+        source: DataFrame,
+        on: Expr,
+        clauses: &[MergeClause],
+    ) -> Result<Changes, EngineError> {
+        let target_schema: SchemaRef = Arc::new(Schema::new(
+            dml.target
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        // The source, once, as a table named `source`.
+        let source_schema = Arc::new(source.schema().as_arrow().clone());
+        let source_rows = source.collect().await?;
+        let held = MemTable::try_new(source_schema, vec![source_rows])?;
+        let source = DataFrame::new(
+            self.ctx.state(),
+            LogicalPlanBuilder::scan(MERGE_SOURCE, provider_as_source(Arc::new(held)), None)?
+                .build()?,
+        );
+        // The source's keys bound the target rows read.
+        let keys = source
+            .clone()
+            .select(vec![keyed.source_key.clone().alias("k")])?
+            .collect()
+            .await?;
+        let mut bounds: Option<(ScalarValue, ScalarValue)> = None;
+        for b in &keys {
+            let c = b.column(0);
+            for i in 0..c.len() {
+                let v = ScalarValue::try_from_array(c, i)?;
+                if v.is_null() {
+                    continue;
+                }
+                bounds = Some(match bounds {
+                    None => (v.clone(), v),
+                    Some((lo, hi)) => (
+                        if cmp(&v, &lo).is_lt() { v.clone() } else { lo },
+                        if cmp(&v, &hi).is_gt() { v } else { hi },
+                    ),
+                });
+            }
+        }
+        let target_key = Expr::Column(Column::new(Some(MERGE_TARGET), &keyed.key));
+        let target = DataFrame::new(
+            self.ctx.state(),
+            LogicalPlanBuilder::scan(dml.table_name.clone(), dml.target.clone(), None)?
+                .alias(MERGE_TARGET)?
+                .build()?,
+        );
+        let target = match &bounds {
+            Some((lo, hi)) => target.filter(
+                target_key
+                    .clone()
+                    .gt_eq(lit(lo.clone()))
+                    .and(target_key.clone().lt_eq(lit(hi.clone()))),
+            )?,
+            None => target.filter(lit(false))?,
+        };
+        let column = |name: &str, e: Option<&Expr>, field: &Field| -> Expr {
+            match e {
+                Some(v) => cast(v.clone(), field.data_type().clone()).alias(name),
+                None => cast(lit(ScalarValue::Null), field.data_type().clone()).alias(name),
+            }
+        };
+        let mut rows = Vec::new();
+        // Matched pairs: the first MATCHED clause acts on every one.
+        let matched_df = target
+            .clone()
+            .join_on(source.clone(), JoinType::Inner, [on.clone()])?;
+        let mut matched = 0u64;
+        let mut updated = 0u64;
+        let mut matched_keys = Vec::new();
+        if let Some(first) = clauses.iter().find(|c| c.when == MergeWhen::Matched) {
+            let mut exprs = vec![target_key.clone().alias("__merge_key")];
+            if let MergeAction::Update(set) = &first.action {
+                for f in target_schema.fields() {
+                    let value = set
+                        .iter()
+                        .find(|(c, _)| c == f.name())
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_else(|| Expr::Column(Column::new(Some(MERGE_TARGET), f.name())));
+                    exprs.push(column(f.name(), Some(&value), f));
+                }
+            }
+            for b in matched_df.select(exprs)?.collect().await? {
+                matched += b.num_rows() as u64;
+                let k = b.column(0);
+                for i in 0..k.len() {
+                    matched_keys.push(ScalarValue::try_from_array(k, i)?);
+                }
+                if matches!(first.action, MergeAction::Update(_)) {
+                    updated += b.num_rows() as u64;
+                    rows.push(batch(&target_schema, b.columns()[1..].to_vec())?);
+                }
+            }
+        }
+        // Source rows without a match, through the NOT MATCHED clauses in order.
+        let mut inserted = 0u64;
+        let unmatched = source.join_on(target, JoinType::LeftAnti, [on])?;
+        let mut earlier: Vec<Expr> = Vec::new();
+        for c in clauses.iter().filter(|c| c.when == MergeWhen::NotMatched) {
+            let MergeAction::Insert(set) = &c.action else {
+                continue;
+            };
+            let mut condition = c
+                .predicate
+                .clone()
+                .map_or(lit(true), |p| Expr::IsTrue(Box::new(p)));
+            for e in &earlier {
+                condition = condition.and(Expr::IsNotTrue(Box::new(e.clone())));
+            }
+            let exprs: Vec<Expr> = target_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    column(
+                        f.name(),
+                        set.iter().find(|(c, _)| c == f.name()).map(|(_, v)| v),
+                        f,
+                    )
+                })
+                .collect();
+            for b in unmatched
+                .clone()
+                .filter(condition)?
+                .select(exprs)?
+                .collect()
+                .await?
+            {
+                inserted += b.num_rows() as u64;
+                rows.push(batch(&target_schema, b.columns().to_vec())?);
+            }
+            match &c.predicate {
+                Some(p) => earlier.push(p.clone()),
+                None => break,
+            }
+        }
+        matched_keys.sort_by(cmp);
+        matched_keys.dedup();
+        Ok(Changes {
+            rows,
+            keys: matched_keys,
+            matched,
+            updated,
+            inserted,
+        })
+    }
+}
+
+/// `columns` as a batch of the target's columns.
+fn batch(
+    schema: &SchemaRef,
+    columns: Vec<datafusion::arrow::array::ArrayRef>,
+) -> Result<RecordBatch, EngineError> {
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| EngineError::DataFusion(Box::new(e.into())))
+}
+
+fn cmp(a: &ScalarValue, b: &ScalarValue) -> std::cmp::Ordering {
+    a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+}
