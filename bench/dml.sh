@@ -9,8 +9,8 @@
 #   update 1% clustered   UPDATE ... WHERE id in the next 1% range
 #   delete 1% scattered   DELETE WHERE id % 100 = 7 (every file holds some)
 #   merge 100k            MERGE of 100k source rows: 50k updates of existing ids, 50k new
-# and both deletes and the clustered update again on a fresh copy with deletion vectors
-# enabled (no file rewritten).
+# and both deletes, the clustered update and the MERGE again on a fresh copy with deletion
+# vectors enabled (no file rewritten).
 # Installs Debian's postgresql if missing. Work files: $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,8 @@ done
 TP_MS["delete 1% clustered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id <= $PCT")
 TP_MS["delete 1% scattered, DV"]=$(timed "${TPSQL[@]}" -c "DELETE FROM bench.d WHERE id % 100 = 7")
 TP_MS["update 1% clustered, DV"]=$(timed "${TPSQL[@]}" -c "UPDATE bench.d SET note = 'changed' WHERE id > $PCT AND id <= $((2 * PCT))")
+merge=${STATEMENTS[4]#*|}
+TP_MS["merge 100k (50k upd), DV"]=$(timed "${TPSQL[@]}" -c "${merge//bench.t/bench.d}")
 echo "rows after (deletion vectors): $("${TPSQL[@]}" -At -c 'SELECT count(*) FROM bench.d')"
 stop_tidepool
 
@@ -96,7 +98,7 @@ for s in "${STATEMENTS[@]}"; do
   printf '%-22s %12s %9s%% %14s\n' "$label" "${TP_MS[$label]}" \
     "$((100 * ${TP_MS[$label]} / full_tp))" "${PG_MS[$label]}"
 done
-for label in "delete 1% clustered" "delete 1% scattered" "update 1% clustered"; do
+for label in "delete 1% clustered" "delete 1% scattered" "update 1% clustered" "merge 100k (50k upd)"; do
   printf '%-22s %12s %9s%% %14s\n' "$label, DV" "${TP_MS["$label, DV"]}" \
     "$((100 * ${TP_MS["$label, DV"]} / full_tp))" "${PG_MS[$label]}"
 done

@@ -102,10 +102,8 @@ impl Session {
                 .has_deletion_vectors(&schema, &table)
                 .await?
         {
-            return Box::pin(
-                self.merge_by_vectors(dml, keyed, source, on, clauses, written_as, slot),
-            )
-            .await;
+            let m = Box::pin(self.merge_by_vectors(dml, keyed, source, on, clauses, slot)).await?;
+            return Ok(written_as.tag(m.updated, m.updated + m.deleted + m.inserted));
         }
         let lake = self.engine.lake().clone();
         let state = Arc::new(self.ctx.state());
@@ -119,12 +117,7 @@ impl Session {
                     .await?)
             })
             .await?;
-        // UPDATE ... FROM and INSERT ... ON CONFLICT run as a MERGE and answer as written.
-        Ok(match written_as {
-            WrittenAs::UpdateFrom => CommandTag::with_rows("UPDATE", out.updated),
-            WrittenAs::InsertOnConflict => CommandTag::with_rows("INSERT 0", out.rows()),
-            WrittenAs::Merge => CommandTag::with_rows("MERGE", out.rows()),
-        })
+        Ok(written_as.tag(out.updated, out.rows()))
     }
 
     /// `set`'s values over the renamed source, each fitted to its column's declared
@@ -203,6 +196,16 @@ pub(crate) enum WrittenAs {
 }
 
 impl WrittenAs {
+    /// The tag of a MERGE that updated `updated` rows and touched `rows` in all: UPDATE ...
+    /// FROM and INSERT ... ON CONFLICT run as a MERGE and answer as written.
+    fn tag(self, updated: u64, rows: u64) -> CommandTag {
+        match self {
+            WrittenAs::UpdateFrom => CommandTag::with_rows("UPDATE", updated),
+            WrittenAs::InsertOnConflict => CommandTag::with_rows("INSERT 0", rows),
+            WrittenAs::Merge => CommandTag::with_rows("MERGE", rows),
+        }
+    }
+
     pub(super) fn of(s: &Statement) -> WrittenAs {
         match s {
             Statement::Update(u) if u.from.is_some() => WrittenAs::UpdateFrom,

@@ -27,8 +27,6 @@ use datafusion::prelude::DataFrame;
 use tidepool_lake::{MERGE_SOURCE, MERGE_TARGET, MergeAction, MergeClause, MergeWhen};
 
 use super::Session;
-use super::merge::WrittenAs;
-use super::output::CommandTag;
 use crate::EngineError;
 use crate::lanes::{Lane, Slot};
 
@@ -82,6 +80,13 @@ impl Keyed {
     }
 }
 
+/// Rows a MERGE updated, deleted and inserted.
+pub(super) struct Merged {
+    pub updated: u64,
+    pub deleted: u64,
+    pub inserted: u64,
+}
+
 /// The rows a keyed MERGE writes and the target keys it marks deleted.
 struct Changes {
     /// New rows (updated and inserted), in the target's columns.
@@ -95,8 +100,8 @@ struct Changes {
 }
 
 impl Session {
-    /// Carries out `keyed` (see the module); the tag as [`Session::merge`] gives it.
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out `keyed` (see the module); returns the rows updated, deleted and
+    /// inserted.
     pub(super) async fn merge_by_vectors(
         &self,
         dml: &DmlStatement,
@@ -104,9 +109,8 @@ impl Session {
         source: DataFrame,
         on: Expr,
         clauses: Vec<MergeClause>,
-        written_as: WrittenAs,
         slot: Slot,
-    ) -> Result<CommandTag, EngineError> {
+    ) -> Result<Merged, EngineError> {
         let permit = slot.claim(self.engine.lanes(), Lane::Heavy).await?;
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
@@ -151,15 +155,13 @@ impl Session {
                 );
                 self.insert(insert, Slot::Held(permit.clone())).await?;
             }
-            let deleted = changes.matched - changes.updated;
-            Ok::<(u64, u64, u64), EngineError>((changes.updated, deleted, changes.inserted))
+            Ok::<Merged, EngineError>(Merged {
+                updated: changes.updated,
+                deleted: changes.matched - changes.updated,
+                inserted: changes.inserted,
+            })
         };
-        let (updated, deleted, inserted) = self.atomically(Box::pin(work)).await?;
-        Ok(match written_as {
-            WrittenAs::UpdateFrom => CommandTag::with_rows("UPDATE", updated),
-            WrittenAs::InsertOnConflict => CommandTag::with_rows("INSERT 0", updated + inserted),
-            WrittenAs::Merge => CommandTag::with_rows("MERGE", updated + deleted + inserted),
-        })
+        self.atomically(Box::pin(work)).await
     }
 
     /// Reads the source once and computes what the MERGE writes.
