@@ -83,6 +83,9 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// A versioned `_tidepool` document keeps this many versions.
+const PRUNE_AFTER: u64 = 8;
+
 /// Name of the folder under the root that holds tidepool's own metadata.
 pub(crate) const META_DIR: &str = "_tidepool";
 
@@ -526,22 +529,7 @@ impl Lake {
         &self,
         dir: &str,
     ) -> Result<Option<(u64, Vec<u8>)>, LakeError> {
-        use futures::TryStreamExt;
-        let prefix = self.object_path(&format!("{META_DIR}/{dir}"));
-        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        let Some((n, path)) = objects
-            .into_iter()
-            .filter_map(|o| {
-                let n = o
-                    .location
-                    .filename()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((n, o.location))
-            })
-            .max_by_key(|(n, _)| *n)
-        else {
+        let Some((n, path)) = self.newest_meta_version(dir).await? else {
             return Ok(None);
         };
         match self.store.get(&path).await {
@@ -554,9 +542,28 @@ impl Lake {
         }
     }
 
+    /// The newest numbered file of `_tidepool/<dir>/` and its number.
+    async fn newest_meta_version(&self, dir: &str) -> Result<Option<(u64, ObjectPath)>, LakeError> {
+        use futures::TryStreamExt;
+        let prefix = self.object_path(&format!("{META_DIR}/{dir}"));
+        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| {
+                let n = o
+                    .location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((n, o.location))
+            })
+            .max_by_key(|(n, _)| *n))
+    }
+
     /// Writes version `n` of `_tidepool/<dir>/` if nobody wrote it first (a create-only
     /// put: on an object store this needs conditional writes); `false` when it exists.
-    /// Versions older than `n - 8` are removed.
+    /// Version `n - 8` is removed.
     pub async fn write_meta_version(
         &self,
         dir: &str,
@@ -570,7 +577,18 @@ impl Lake {
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        if let Some(old) = n.checked_sub(8) {
+        // A writer that read a version so old that `n` had been pruned (by the writer of
+        // `n + 8`) creates `n` again: its write is taken back and it reads again. (Writers
+        // of `n + 1 ...` that read this `n` do not count: they carry its change.)
+        if self
+            .newest_meta_version(dir)
+            .await?
+            .is_some_and(|(newest, _)| newest >= n + PRUNE_AFTER)
+        {
+            let _ = self.store.delete(&path).await;
+            return Ok(false);
+        }
+        if let Some(old) = n.checked_sub(PRUNE_AFTER) {
             let old = self.object_path(&format!("{META_DIR}/{dir}/{old:020}.json"));
             let _ = self.store.delete(&old).await;
         }
@@ -704,4 +722,31 @@ fn normalize(p: &std::path::Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod meta_version_tests {
+    /// A writer that read a version since pruned cannot bring that version back: its
+    /// write is refused as if another writer had won, and it reads again.
+    #[tokio::test]
+    async fn a_pruned_version_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::test_lake(dir.path());
+        for n in 1..=10 {
+            assert!(lake.write_meta_version("doc", n, vec![b'x']).await.unwrap());
+        }
+        let file = |n: u64| dir.path().join(format!("_tidepool/doc/{n:020}.json"));
+        assert!(!file(2).exists());
+        assert!(!lake.write_meta_version("doc", 2, vec![b'y']).await.unwrap());
+        assert!(!file(2).exists());
+        assert_eq!(
+            lake.latest_meta_version("doc").await.unwrap().unwrap().0,
+            10
+        );
+        assert!(
+            lake.write_meta_version("doc", 11, vec![b'z'])
+                .await
+                .unwrap()
+        );
+    }
 }
