@@ -58,7 +58,8 @@ impl Lake {
         if let Some(p) = predicate {
             builder = builder.with_predicate(p);
         }
-        let (_, metrics) = builder.await?;
+        let (written, metrics) = builder.await?;
+        self.remember(schema, table, &written).await;
         Ok(DmlOutcome::deleted(&metrics))
     }
 
@@ -84,9 +85,10 @@ impl Lake {
         for (column, value) in assignments {
             builder = builder.with_update(column, value);
         }
-        let (_, metrics) = builder
+        let (written, metrics) = builder
             .await
             .map_err(|e| crate::constraints::violation(e, table, &declared))?;
+        self.remember(schema, table, &written).await;
         Ok(DmlOutcome {
             rows: metrics.num_updated_rows as u64,
             files_removed: metrics.num_removed_files as u64,

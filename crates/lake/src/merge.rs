@@ -132,9 +132,10 @@ impl Lake {
                 }
             };
         }
-        let (_, metrics) = builder
+        let (written, metrics) = builder
             .await
             .map_err(|e| crate::constraints::violation(e, table, &declared))?;
+        self.remember(schema, table, &written).await;
         Ok(MergeOutcome {
             inserted: metrics.num_target_rows_inserted as u64,
             updated: metrics.num_target_rows_updated as u64,
@@ -149,7 +150,8 @@ impl Lake {
     /// file is read or written); time travel still reaches the rows before it.
     pub async fn truncate(&self, schema: &str, table: &str) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
-        let (_, metrics) = target.delete().await?;
+        let (written, metrics) = target.delete().await?;
+        self.remember(schema, table, &written).await;
         Ok(DmlOutcome::deleted(&metrics))
     }
 }
