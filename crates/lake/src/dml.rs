@@ -43,8 +43,11 @@ impl Lake {
     ) -> Result<DmlOutcome, LakeError> {
         let target = self.existing(schema, table).await?;
         if let Some(p) = &predicate
-            && let Some(rows) = crate::dv_delete::delete(&target, p, &state).await?
+            && let Some((rows, written)) = crate::dv_delete::delete(&target, p, &state).await?
         {
+            if let Some(written) = &written {
+                self.remember(schema, table, written).await;
+            }
             // Rows marked in deletion vectors: no file removed or added.
             return Ok(DmlOutcome {
                 rows,

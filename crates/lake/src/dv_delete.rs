@@ -31,13 +31,13 @@ use crate::LakeError;
 const READ_BATCH: usize = 64 * 1024;
 
 /// Deletes the rows of `table` that `predicate` (over its columns, unqualified) holds
-/// for and returns how many; `None` when the table is not one this handles (nothing
-/// written).
+/// for and returns how many, with the table after the commit (`None` when none was
+/// needed); `None` when the table is not one this handles (nothing written).
 pub(crate) async fn delete(
     table: &DeltaTable,
     predicate: &Expr,
     state: &SessionState,
-) -> Result<Option<u64>, LakeError> {
+) -> Result<Option<(u64, Option<DeltaTable>)>, LakeError> {
     if !crate::vectors::usable(table)? {
         return Ok(None);
     }
@@ -103,17 +103,19 @@ pub(crate) async fn delete(
         .map(|(i, dv, _)| (&views[i], dv))
         .collect();
     if marked.is_empty() {
-        return Ok(Some(0));
+        return Ok(Some((0, None)));
     }
     let actions = crate::vectors::marked_actions(table, &marked).await?;
     let operation = DeltaOperation::Delete {
         predicate: Some(predicate.to_string()),
     };
-    CommitBuilder::from(crate::txn::commit_properties(CommitProperties::default()))
+    let committed = CommitBuilder::from(crate::txn::commit_properties(CommitProperties::default()))
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    Ok(Some(rows))
+    let mut written = DeltaTable::new(table.log_store());
+    written.state = Some(committed.snapshot());
+    Ok(Some((rows, Some(written))))
 }
 
 /// One candidate file to search for the rows the predicate holds for.
