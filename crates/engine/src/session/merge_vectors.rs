@@ -91,7 +91,7 @@ pub(super) struct Merged {
 struct Changes {
     /// New rows (updated and inserted), in the target's columns.
     rows: Vec<RecordBatch>,
-    /// Distinct keys of the matched target rows.
+    /// Distinct keys of the matched target rows, sorted.
     keys: Vec<ScalarValue>,
     /// Matched (target, source) pairs, inserted rows.
     matched: u64,
@@ -118,8 +118,9 @@ impl Session {
             let changes = self.changes(dml, &keyed, source, on, &clauses).await?;
             if !changes.keys.is_empty() {
                 let k = Expr::Column(Column::new_unqualified(&keyed.key));
-                let lo = changes.keys.iter().min_by(|a, b| cmp(a, b)).cloned();
-                let hi = changes.keys.iter().max_by(|a, b| cmp(a, b)).cloned();
+                // The keys are sorted.
+                let lo = changes.keys.first().cloned();
+                let hi = changes.keys.last().cloned();
                 let mut predicate = k
                     .clone()
                     .in_list(changes.keys.iter().cloned().map(lit).collect(), false);
