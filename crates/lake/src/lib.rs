@@ -117,6 +117,7 @@ pub struct Lake {
     storage_options: HashMap<String, String>,
     refresh_every: Duration,
     tables: Mutex<HashMap<(String, String), SharedTable>>,
+    /// The newest listing and when the storage listing that produced it started.
     listing: Mutex<(Arc<Listing>, Option<Instant>)>,
     named: cloud::NamedStores,
     /// Multi-table commit records already read ([`txn`]).
@@ -247,10 +248,17 @@ impl Lake {
         self.listing.lock().0.clone()
     }
 
-    /// Lists storage now.
+    /// Lists storage now. A listing that started before the one already kept (two
+    /// statements refreshing at once) does not replace it: it may miss a change the other
+    /// saw, such as a view one statement renamed and the next drops.
     pub async fn refresh(&self) -> Result<Arc<Listing>, LakeError> {
+        let started = Instant::now();
         let listing = Arc::new(listing::list(self).await?);
-        *self.listing.lock() = (listing.clone(), Some(Instant::now()));
+        let mut kept = self.listing.lock();
+        if kept.1.is_some_and(|at| at > started) {
+            return Ok(kept.0.clone());
+        }
+        *kept = (listing.clone(), Some(started));
         Ok(listing)
     }
 
