@@ -34,6 +34,54 @@ impl Session {
         written_as: WrittenAs,
         slot: Slot,
     ) -> Result<CommandTag, EngineError> {
+        let prepared = self.prepare_merge(dml, op).await?;
+        let done = self.carry_out(dml, prepared, slot).await?;
+        Ok(written_as.tag(done.updated, done.rows()))
+    }
+
+    /// A MERGE that also yields the rows it writes (updated and inserted, in the target's
+    /// columns): `INSERT ... ON CONFLICT ... RETURNING`, `UPDATE ... FROM ... RETURNING`.
+    /// The source is read once and held; the new rows are computed from it and the
+    /// target as the running transaction reads it, then the MERGE is carried out over the
+    /// same source in that transaction. Returns the tag and the rows.
+    pub(super) async fn merge_returning(
+        &self,
+        dml: &DmlStatement,
+        op: &MergeIntoOp,
+        written_as: WrittenAs,
+        slot: Slot,
+    ) -> Result<(CommandTag, Vec<datafusion::arrow::array::RecordBatch>), EngineError> {
+        // Inside the statement's transaction: the target is read at one version.
+        let mut prepared = self.prepare_merge(dml, op).await?;
+        prepared.source = self.held(prepared.source).await?;
+        let rows = self
+            .new_rows(
+                dml,
+                prepared.source.clone(),
+                &prepared.on,
+                &prepared.clauses,
+            )
+            .await?;
+        let done = self.carry_out(dml, prepared, slot).await?;
+        let returned: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        if returned != done.updated + done.inserted {
+            return Err(EngineError::DataFusion(Box::new(
+                datafusion::error::DataFusionError::Internal(format!(
+                    "MERGE wrote {} rows and computed {returned} to return",
+                    done.updated + done.inserted
+                )),
+            )));
+        }
+        Ok((written_as.tag(done.updated, done.rows()), rows))
+    }
+
+    /// The MERGE's source with its columns renamed to positions, its condition and its
+    /// clauses over `target.` and `source.` columns.
+    async fn prepare_merge(
+        &self,
+        dml: &DmlStatement,
+        op: &MergeIntoOp,
+    ) -> Result<Prepared, EngineError> {
         let source_plan = dml.input.as_ref().clone();
         let names = Names {
             target: dml.table_name.clone(),
@@ -94,7 +142,30 @@ impl Session {
                 action,
             });
         }
+        Ok(Prepared {
+            schema,
+            table,
+            source,
+            on,
+            clauses,
+        })
+    }
 
+    /// Carries out a prepared MERGE: by deletion vectors when the table has them and the
+    /// MERGE is keyed ([`super::merge_vectors`]), else by Delta's MERGE.
+    async fn carry_out(
+        &self,
+        dml: &DmlStatement,
+        prepared: Prepared,
+        slot: Slot,
+    ) -> Result<super::merge_vectors::Merged, EngineError> {
+        let Prepared {
+            schema,
+            table,
+            source,
+            on,
+            clauses,
+        } = prepared;
         if let Some(keyed) = super::merge_vectors::Keyed::of(&on, &clauses)
             && self
                 .engine
@@ -102,8 +173,7 @@ impl Session {
                 .has_deletion_vectors(&schema, &table)
                 .await?
         {
-            let m = Box::pin(self.merge_by_vectors(dml, keyed, source, on, clauses, slot)).await?;
-            return Ok(written_as.tag(m.updated, m.updated + m.deleted + m.inserted));
+            return Box::pin(self.merge_by_vectors(dml, keyed, source, on, clauses, slot)).await;
         }
         let lake = self.engine.lake().clone();
         let state = Arc::new(self.ctx.state());
@@ -117,7 +187,11 @@ impl Session {
                     .await?)
             })
             .await?;
-        Ok(written_as.tag(out.updated, out.rows()))
+        Ok(super::merge_vectors::Merged {
+            updated: out.updated,
+            deleted: out.deleted,
+            inserted: out.inserted,
+        })
     }
 
     /// `set`'s values over the renamed source, each fitted to its column's declared
@@ -149,6 +223,15 @@ impl Session {
 
 fn source_column(i: usize) -> String {
     format!("__s{i}")
+}
+
+/// A MERGE ready to carry out (see [`Session::prepare_merge`]).
+struct Prepared {
+    schema: String,
+    table: String,
+    source: DataFrame,
+    on: Expr,
+    clauses: Vec<MergeClause>,
 }
 
 /// How the planner named the target and the source's columns.

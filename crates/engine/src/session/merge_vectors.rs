@@ -87,6 +87,13 @@ pub(super) struct Merged {
     pub inserted: u64,
 }
 
+impl Merged {
+    /// Rows inserted, updated or deleted: the count of PostgreSQL's `MERGE n` tag.
+    pub(super) fn rows(&self) -> u64 {
+        self.updated + self.deleted + self.inserted
+    }
+}
+
 /// The rows a keyed MERGE writes and the target keys it marks deleted.
 struct Changes {
     /// New rows (updated and inserted), in the target's columns.
@@ -115,7 +122,9 @@ impl Session {
         let lake = self.engine.lake().clone();
         let (schema, table) = self.resolve(&dml.table_name)?;
         let work = async {
-            let changes = self.changes(dml, &keyed, source, on, &clauses).await?;
+            let changes = self
+                .changes(dml, Some(&keyed), source, on, &clauses)
+                .await?;
             if !changes.keys.is_empty() {
                 let k = Expr::Column(Column::new_unqualified(&keyed.key));
                 // The keys are sorted.
@@ -165,11 +174,47 @@ impl Session {
         self.atomically(Box::pin(work)).await
     }
 
-    /// Reads the source once and computes what the MERGE writes.
+    /// `source` read once and held in memory, as a relation of the same columns.
+    pub(super) async fn held(&self, source: DataFrame) -> Result<DataFrame, EngineError> {
+        let schema = Arc::new(source.schema().as_arrow().clone());
+        let rows = source.collect().await?;
+        let table = MemTable::try_new(schema, vec![rows])?;
+        Ok(DataFrame::new(
+            self.ctx.state(),
+            LogicalPlanBuilder::scan(MERGE_SOURCE, provider_as_source(Arc::new(table)), None)?
+                .build()?,
+        ))
+    }
+
+    /// The rows a MERGE writes (new versions of updated rows, inserted rows), in the
+    /// target's columns, computed without writing anything.
+    pub(super) async fn new_rows(
+        &self,
+        dml: &DmlStatement,
+        source: DataFrame,
+        on: &Expr,
+        clauses: &[MergeClause],
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        if clauses
+            .iter()
+            .any(|c| c.when == MergeWhen::NotMatchedBySource)
+        {
+            return Err(EngineError::NotSupported(
+                "RETURNING on a MERGE with WHEN NOT MATCHED BY SOURCE".into(),
+            ));
+        }
+        Ok(self
+            .changes(dml, None, source, on.clone(), clauses)
+            .await?
+            .rows)
+    }
+
+    /// Reads the source once and computes what the MERGE writes; with `keyed`, only the
+    /// target rows in the source's key range are read and the matched keys collected.
     async fn changes(
         &self,
         dml: &DmlStatement,
-        keyed: &Keyed,
+        keyed: Option<&Keyed>,
         source: DataFrame,
         on: Expr,
         clauses: &[MergeClause],
@@ -183,52 +228,28 @@ impl Session {
                 .collect::<Vec<_>>(),
         ));
         // The source, once, as a table named `source`.
-        let source_schema = Arc::new(source.schema().as_arrow().clone());
-        let source_rows = source.collect().await?;
-        let held = MemTable::try_new(source_schema, vec![source_rows])?;
-        let source = DataFrame::new(
-            self.ctx.state(),
-            LogicalPlanBuilder::scan(MERGE_SOURCE, provider_as_source(Arc::new(held)), None)?
-                .build()?,
-        );
-        // The source's keys bound the target rows read.
-        let keys = source
-            .clone()
-            .select(vec![keyed.source_key.clone().alias("k")])?
-            .collect()
-            .await?;
-        let mut bounds: Option<(ScalarValue, ScalarValue)> = None;
-        for b in &keys {
-            let c = b.column(0);
-            for i in 0..c.len() {
-                let v = ScalarValue::try_from_array(c, i)?;
-                if v.is_null() {
-                    continue;
-                }
-                bounds = Some(match bounds {
-                    None => (v.clone(), v),
-                    Some((lo, hi)) => (
-                        if cmp(&v, &lo).is_lt() { v.clone() } else { lo },
-                        if cmp(&v, &hi).is_gt() { v } else { hi },
-                    ),
-                });
-            }
-        }
-        let target_key = Expr::Column(Column::new(Some(MERGE_TARGET), &keyed.key));
+        let source = self.held(source).await?;
         let target = DataFrame::new(
             self.ctx.state(),
             LogicalPlanBuilder::scan(dml.table_name.clone(), dml.target.clone(), None)?
                 .alias(MERGE_TARGET)?
                 .build()?,
         );
-        let target = match &bounds {
-            Some((lo, hi)) => target.filter(
-                target_key
-                    .clone()
-                    .gt_eq(lit(lo.clone()))
-                    .and(target_key.clone().lt_eq(lit(hi.clone()))),
-            )?,
-            None => target.filter(lit(false))?,
+        let target_key = keyed.map(|k| Expr::Column(Column::new(Some(MERGE_TARGET), &k.key)));
+        let target = match (keyed, &target_key) {
+            (Some(keyed), Some(target_key)) => {
+                // The source's keys bound the target rows read.
+                match key_range(&source, keyed).await? {
+                    Some((lo, hi)) => target.filter(
+                        target_key
+                            .clone()
+                            .gt_eq(lit(lo))
+                            .and(target_key.clone().lt_eq(lit(hi))),
+                    )?,
+                    None => target.filter(lit(false))?,
+                }
+            }
+            _ => target,
         };
         let column = |name: &str, e: Option<&Expr>, field: &Field| -> Expr {
             match e {
@@ -237,16 +258,21 @@ impl Session {
             }
         };
         let mut rows = Vec::new();
-        // Matched pairs: the first MATCHED clause acts on every one.
+        // Matched pairs, through the MATCHED clauses in order (the first that holds acts).
         let matched_df = target
             .clone()
             .join_on(source.clone(), JoinType::Inner, [on.clone()])?;
         let mut matched = 0u64;
         let mut updated = 0u64;
         let mut matched_keys = Vec::new();
-        if let Some(first) = clauses.iter().find(|c| c.when == MergeWhen::Matched) {
-            let mut exprs = vec![target_key.clone().alias("__merge_key")];
-            if let MergeAction::Update(set) = &first.action {
+        let mut earlier: Vec<Expr> = Vec::new();
+        for c in clauses.iter().filter(|c| c.when == MergeWhen::Matched) {
+            let mut exprs = Vec::new();
+            if let Some(k) = &target_key {
+                exprs.push(k.clone().alias("__merge_key"));
+            }
+            let first_value = exprs.len();
+            if let MergeAction::Update(set) = &c.action {
                 for f in target_schema.fields() {
                     let value = set
                         .iter()
@@ -256,16 +282,32 @@ impl Session {
                     exprs.push(column(f.name(), Some(&value), f));
                 }
             }
-            for b in matched_df.select(exprs)?.collect().await? {
+            if exprs.is_empty() {
+                // A DELETE without a key to collect: only counted.
+                exprs.push(lit(true).alias("__merge_row"));
+            }
+            let acted = matched_df
+                .clone()
+                .filter(condition(c.predicate.as_ref(), &earlier))?
+                .select(exprs)?
+                .collect()
+                .await?;
+            for b in acted {
                 matched += b.num_rows() as u64;
-                let k = b.column(0);
-                for i in 0..k.len() {
-                    matched_keys.push(ScalarValue::try_from_array(k, i)?);
+                if target_key.is_some() {
+                    let k = b.column(0);
+                    for i in 0..k.len() {
+                        matched_keys.push(ScalarValue::try_from_array(k, i)?);
+                    }
                 }
-                if matches!(first.action, MergeAction::Update(_)) {
+                if matches!(c.action, MergeAction::Update(_)) {
                     updated += b.num_rows() as u64;
-                    rows.push(batch(&target_schema, b.columns()[1..].to_vec())?);
+                    rows.push(batch(&target_schema, b.columns()[first_value..].to_vec())?);
                 }
+            }
+            match &c.predicate {
+                Some(p) => earlier.push(p.clone()),
+                None => break,
             }
         }
         // Source rows without a match, through the NOT MATCHED clauses in order.
@@ -276,13 +318,6 @@ impl Session {
             let MergeAction::Insert(set) = &c.action else {
                 continue;
             };
-            let mut condition = c
-                .predicate
-                .clone()
-                .map_or(lit(true), |p| Expr::IsTrue(Box::new(p)));
-            for e in &earlier {
-                condition = condition.and(Expr::IsNotTrue(Box::new(e.clone())));
-            }
             let exprs: Vec<Expr> = target_schema
                 .fields()
                 .iter()
@@ -296,7 +331,7 @@ impl Session {
                 .collect();
             for b in unmatched
                 .clone()
-                .filter(condition)?
+                .filter(condition(c.predicate.as_ref(), &earlier))?
                 .select(exprs)?
                 .collect()
                 .await?
@@ -319,6 +354,45 @@ impl Session {
             inserted,
         })
     }
+}
+
+/// A clause's `predicate` holds and none of the `earlier` clauses' did.
+fn condition(predicate: Option<&Expr>, earlier: &[Expr]) -> Expr {
+    let mut condition = predicate.map_or(lit(true), |p| Expr::IsTrue(Box::new(p.clone())));
+    for e in earlier {
+        condition = condition.and(Expr::IsNotTrue(Box::new(e.clone())));
+    }
+    condition
+}
+
+/// The least and greatest non-NULL key of the source.
+async fn key_range(
+    source: &DataFrame,
+    keyed: &Keyed,
+) -> Result<Option<(ScalarValue, ScalarValue)>, EngineError> {
+    let keys = source
+        .clone()
+        .select(vec![keyed.source_key.clone().alias("k")])?
+        .collect()
+        .await?;
+    let mut bounds: Option<(ScalarValue, ScalarValue)> = None;
+    for b in &keys {
+        let c = b.column(0);
+        for i in 0..c.len() {
+            let v = ScalarValue::try_from_array(c, i)?;
+            if v.is_null() {
+                continue;
+            }
+            bounds = Some(match bounds {
+                None => (v.clone(), v),
+                Some((lo, hi)) => (
+                    if cmp(&v, &lo).is_lt() { v.clone() } else { lo },
+                    if cmp(&v, &hi).is_gt() { v } else { hi },
+                ),
+            });
+        }
+    }
+    Ok(bounds)
 }
 
 /// `columns` as a batch of the target's columns.

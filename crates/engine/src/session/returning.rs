@@ -11,7 +11,11 @@
 //! committed at the end): the rows returned are exactly the rows written, even with
 //! `now()` or `random()` in SET, and a concurrent writer of the same files gets 40001 at
 //! commit. The RETURNING list is evaluated over those rows, named after the target (or
-//! its alias). RETURNING on `ON CONFLICT`, `UPDATE ... FROM` and MERGE answers 0A000.
+//! its alias). `INSERT ... ON CONFLICT` and `UPDATE ... FROM` run as a MERGE
+//! ([`Session::merge_returning`]): they return the inserted rows and the new versions of
+//! the updated ones (not those DO NOTHING or a failed `DO UPDATE ... WHERE` skipped); their
+//! list names the target's columns only (not the FROM list's). MERGE ... RETURNING
+//! (PostgreSQL 17) answers 0A000.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -188,19 +192,38 @@ fn refuse_subqueries(e: &ast::Expr) -> Result<(), EngineError> {
 }
 
 /// The DML statement of `plan` and its target's schema, as its rows are (the input of
-/// INSERT and UPDATE, the scanned rows of DELETE); 0A000 for what runs as MERGE.
+/// INSERT and UPDATE, the scanned rows of DELETE, the target's columns for what runs as
+/// MERGE).
 pub(super) fn dml_of(plan: LogicalPlan) -> Result<(DmlStatement, SchemaRef), EngineError> {
     match plan {
         LogicalPlan::Dml(dml)
-            if matches!(dml.op, WriteOp::Insert(_) | WriteOp::Update | WriteOp::Delete) =>
+            if matches!(
+                dml.op,
+                WriteOp::Insert(_) | WriteOp::Update | WriteOp::Delete
+            ) =>
         {
             let schema = Arc::new(dml.input.schema().as_arrow().clone());
             Ok((dml, schema))
         }
+        LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::MergeInto(_)) => {
+            let schema = nullable(dml.target.schema());
+            Ok((dml, schema))
+        }
         _ => Err(EngineError::NotSupported(
-            "RETURNING on this statement (INSERT ... ON CONFLICT, UPDATE ... FROM and MERGE run as MERGE)".into(),
+            "RETURNING on this statement".into(),
         )),
     }
+}
+
+/// `schema` with every column nullable (the rows a MERGE computes).
+fn nullable(schema: SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// `rows` as a plan (of `schema`).
@@ -267,6 +290,27 @@ impl Session {
             plan = plan.with_param_values(p)?;
         }
         let (dml, schema) = dml_of(plan)?;
+        if let WriteOp::MergeInto(op) = &dml.op {
+            if source.written_as == super::merge::WrittenAs::Merge {
+                return Err(EngineError::NotSupported(
+                    "MERGE ... RETURNING (PostgreSQL 17)".into(),
+                ));
+            }
+            let (_, rows) = self
+                .merge_returning(&dml, op, source.written_as, Slot::Unclaimed)
+                .await?;
+            // The rows returned are the rows the tag counts.
+            let tag = match source.written_as {
+                super::merge::WrittenAs::UpdateFrom => "UPDATE",
+                _ => "INSERT 0",
+            };
+            let (schema, batches) = returning.project(self, schema, rows).await?;
+            let stream = futures::stream::iter(batches.into_iter().map(Ok));
+            return Ok(Output::Rows {
+                stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+                tag,
+            });
+        }
         let rows = DataFrame::new(self.ctx.state(), (*dml.input).clone())
             .collect()
             .await?;

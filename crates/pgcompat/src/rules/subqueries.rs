@@ -13,7 +13,7 @@
 //! (subquery) END`, which DataFusion can decorrelate.
 //!
 //! A scalar subquery over a catalog table that is always empty in tidepool (no sequences,
-//! column defaults, triggers, inheritance, enums: `pg_sequence`, `pg_attrdef`, ...) and
+//! triggers, inheritance, enums: `pg_sequence`, `pg_trigger`, ...) and
 //! without aggregates is NULL; SQLAlchemy's identity-column subquery reads outer columns
 //! in its select list, which DataFusion cannot decorrelate.
 //!
@@ -250,7 +250,6 @@ fn hoist_outer_conditions(query: &Query) -> Result<Option<Expr>, ParserError> {
 /// Catalog tables that hold no rows in tidepool.
 const EMPTY_CATALOGS: &[&str] = &[
     "pg_sequence",
-    "pg_attrdef",
     "pg_trigger",
     "pg_inherits",
     "pg_enum",

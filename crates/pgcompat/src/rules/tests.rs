@@ -44,6 +44,8 @@ fn every_skeleton_parses_and_fills() {
         &super::subqueries::NULL_ARRAY,
         &super::subqueries::ARRAY_OF,
         &super::subqueries::HOISTED,
+        &super::types::CUT,
+        &super::types::CUT_PADDED,
     ] {
         let filled = t.fill(&[&e, &e], &[&q]).unwrap().to_string();
         assert!(
