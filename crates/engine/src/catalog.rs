@@ -124,7 +124,20 @@ impl SchemaProvider for LakeSchema {
             .await
             .map_err(external)?
         {
-            return self.plan_view(name, &sql).await.map(Some);
+            return match self.plan_view(name, &sql).await {
+                Ok(view) => Ok(Some(view)),
+                // A view that no longer plans (recursive, or reading what is gone) is still
+                // a relation: catalogs list it (one broken view must not break
+                // `information_schema.tables` for every client) and reading it fails with
+                // the reason. A view read by another view passes the error up.
+                Err(e) if VIEW_DEPTH.try_with(|d| *d).unwrap_or(0) == 0 => {
+                    Ok(Some(Arc::new(BrokenView {
+                        reason: e.to_string(),
+                        schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+                    })))
+                }
+                Err(e) => Err(e),
+            };
         }
         if let Some(sql) = self
             .lake
@@ -245,6 +258,34 @@ impl TableProvider for LakeView {
             return view.scan(state, projection, filters, limit).await;
         }
         self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// A stored view that does not plan: no columns, and every read fails with why.
+#[derive(Debug)]
+struct BrokenView {
+    reason: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for BrokenView {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        Err(DataFusionError::Plan(self.reason.clone()))
     }
 }
 

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     DuplicateCursor,
     /// An operation the object's state does not allow, like FETCH BACKWARD (55000).
     WrongObjectState,
+    /// A statement for one kind of relation naming another: DROP TABLE of a view (42809).
+    WrongObjectType,
     AmbiguousColumn,
     DatatypeMismatch,
     DivisionByZero,
@@ -124,6 +126,9 @@ pub enum EngineError {
     /// A statement the object's current state does not allow (55000).
     #[error("{0}")]
     WrongObjectState(String),
+    /// A statement for one kind of relation naming another (42809).
+    #[error("{0}")]
+    WrongObjectType(String),
     /// A role, policy or other named object that does not exist (42704).
     #[error("{0}")]
     UndefinedObject(String),
@@ -195,6 +200,7 @@ impl EngineError {
             EngineError::UndefinedCursor(_) => ErrorKind::UndefinedCursor,
             EngineError::DuplicateCursor(_) => ErrorKind::DuplicateCursor,
             EngineError::WrongObjectState(_) => ErrorKind::WrongObjectState,
+            EngineError::WrongObjectType(_) => ErrorKind::WrongObjectType,
             EngineError::InFailedTransaction => ErrorKind::InFailedTransaction,
             EngineError::ActiveTransaction(_) => ErrorKind::ActiveTransaction,
             EngineError::NoActiveTransaction(_) => ErrorKind::NoActiveTransaction,

@@ -3,14 +3,37 @@
 //! `information_schema.routines`, `columns`, `table_constraints` ... are answered by
 //! `system.<name>` tables this crate registers (procedures added to DataFusion's routines,
 //! Postgres column types, empty key tables; see `info_schema`), a plain
-//! `information_schema.tables` by a view with Postgres' twelve columns, and `pg_settings`
-//! by the session's `pg_show_all_settings()`, as in Postgres.
+//! `information_schema.tables` by a view with Postgres' twelve columns, `pg_tables` by a
+//! view of the base tables only (datafusion-pg-catalog lists views there too, so dbt's
+//! relation cache took a view for a table and dropped it with DROP TABLE), and
+//! `pg_settings` by the session's `pg_show_all_settings()`, as in Postgres.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Ident, ObjectName, TableAlias, TableFactor, TableFunctionArgs, VisitorMut,
 };
+
+/// `pg_catalog.pg_tables` as PostgreSQL has it: base tables (and external tables), not
+/// views, with its column names. Parsed once.
+fn pg_tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::{Query, Statement};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    const SQL: &str = "SELECT t.schemaname, t.tablename, t.tableowner, t.tablespace, \
+         t.hasindex AS hasindexes, t.hasrules, t.hastriggers, t.rowsecurity \
+         FROM pg_catalog.pg_tables AS t \
+         LEFT JOIN pg_catalog.pg_views AS v \
+         ON v.schemaname = t.schemaname AND v.viewname = t.tablename \
+         WHERE v.viewname IS NULL";
+    static VIEW: std::sync::LazyLock<Option<Box<Query>>> = std::sync::LazyLock::new(|| {
+        match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
+            Ok(Some(Statement::Query(q))) => Some(q),
+            _ => None,
+        }
+    });
+    VIEW.clone()
+}
 
 /// The rewrite rule: relations to where they are answered.
 pub struct CatalogViews;
@@ -70,22 +93,30 @@ impl VisitorMut for CatalogViews {
             .iter()
             .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
             .collect();
-        let tables = parts.len() == name.0.len()
-            && with_hints.is_empty()
-            && partitions.is_empty()
-            && match parts.as_slice() {
-                [schema, table] => schema == "information_schema" && table == "tables",
-                [catalog, schema, table] => {
-                    catalog == tidepool_engine::CATALOG
-                        && schema == "information_schema"
-                        && table == "tables"
+        let plain = parts.len() == name.0.len() && with_hints.is_empty() && partitions.is_empty();
+        // `schema.table`, `lake.schema.table`, or (pg_catalog only) `table`.
+        let names = |schema: &str, table: &str| {
+            plain
+                && match parts.as_slice() {
+                    [t] => schema == "pg_catalog" && t == table,
+                    [s, t] => s == schema && t == table,
+                    [c, s, t] => c == tidepool_engine::CATALOG && s == schema && t == table,
+                    _ => false,
                 }
-                _ => false,
-            };
-        if tables && let Some(view) = crate::info_schema::tables_view() {
+        };
+        let tables = names("information_schema", "tables");
+        let pg_tables = names("pg_catalog", "pg_tables");
+        let view = if tables {
+            crate::info_schema::tables_view().map(|v| (v, "tables"))
+        } else if pg_tables {
+            pg_tables_view().map(|v| (v, "pg_tables"))
+        } else {
+            None
+        };
+        if let Some((view, default_alias)) = view {
             let alias = alias.take().unwrap_or(TableAlias {
                 explicit: true,
-                name: Ident::new("tables"),
+                name: Ident::new(default_alias),
                 columns: Vec::new(),
                 at: None,
             });
@@ -133,5 +164,13 @@ impl VisitorMut for CatalogViews {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pg_tables_view_parses() {
+        assert!(super::pg_tables_view().is_some());
     }
 }

@@ -165,7 +165,7 @@ impl Session {
                 dml.table_name.clone(),
                 dml.target.clone(),
                 WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append),
-                Arc::new(super::returning::scan_of(schema, rows)?),
+                Arc::new(super::rows::scan_of(schema, rows)?),
             );
             self.insert(insert, Slot::Held(permit.clone())).await?;
             Ok::<u64, EngineError>(count)

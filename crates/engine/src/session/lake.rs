@@ -264,7 +264,24 @@ impl Session {
         let lake = self.engine.lake();
         let (schema, name) = self.resolve(name)?;
         let view = kind == DefinitionKind::View;
-        if lake.cached_listing().contains(&schema, &name) {
+        // DROP TABLE of a view, DROP VIEW of a table: 42809 even with IF EXISTS, as in
+        // PostgreSQL (dbt drops by the type its relation cache holds).
+        let listing = lake.refresh().await?;
+        if let Some(l) = listing.schemas.get(&schema) {
+            let is_view = l.views.contains(&name);
+            let is_table = l.tables.contains(&name) || l.external.contains(&name);
+            if !view && is_view && !is_table {
+                return Err(EngineError::WrongObjectType(format!(
+                    "\"{name}\" is not a table (use DROP VIEW to remove a view)"
+                )));
+            }
+            if view && is_table && !is_view {
+                return Err(EngineError::WrongObjectType(format!(
+                    "\"{name}\" is not a view (use DROP TABLE to remove a table)"
+                )));
+            }
+        }
+        if listing.contains(&schema, &name) {
             let target = BTreeSet::from([(schema.clone(), name.clone())]);
             let dependents = crate::dependents::dependent_views(lake, &target).await?;
             if !dependents.is_empty() && !source.cascade {

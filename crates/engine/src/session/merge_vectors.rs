@@ -161,7 +161,7 @@ impl Session {
                     dml.table_name.clone(),
                     dml.target.clone(),
                     WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append),
-                    Arc::new(super::returning::scan_of(schema, changes.rows)?),
+                    Arc::new(super::rows::scan_of(schema, changes.rows)?),
                 );
                 self.insert(insert, Slot::Held(permit.clone())).await?;
             }

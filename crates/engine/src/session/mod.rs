@@ -22,6 +22,7 @@ mod output;
 mod procedure;
 mod query;
 mod returning;
+mod rows;
 mod security;
 mod temp;
 mod transaction;

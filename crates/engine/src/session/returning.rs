@@ -226,20 +226,6 @@ fn nullable(schema: SchemaRef) -> SchemaRef {
     ))
 }
 
-/// `rows` as a plan (of `schema`).
-pub(super) fn scan_of(
-    schema: SchemaRef,
-    rows: Vec<RecordBatch>,
-) -> Result<LogicalPlan, EngineError> {
-    let table = MemTable::try_new(schema, vec![rows])?;
-    Ok(LogicalPlanBuilder::scan(
-        "returning_rows",
-        datafusion::datasource::provider_as_source(Arc::new(table)),
-        None,
-    )?
-    .build()?)
-}
-
 impl Session {
     /// Runs `stmt` (its RETURNING list taken off into `returning`) and returns the list
     /// over the rows it wrote, in the session's block or in a transaction of its own.
@@ -320,7 +306,7 @@ impl Session {
                 dml.table_name.clone(),
                 dml.target.clone(),
                 WriteOp::Insert(InsertOp::Append),
-                Arc::new(scan_of(schema.clone(), rows)?),
+                Arc::new(super::rows::scan_of(schema.clone(), rows)?),
             )))
         };
         let tag = match dml.op {

@@ -33,6 +33,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::DuplicateColumn
         | ErrorKind::DuplicateCursor => Code::AlreadyExists,
         ErrorKind::WrongObjectState
+        | ErrorKind::WrongObjectType
         | ErrorKind::InFailedTransaction
         | ErrorKind::ActiveTransaction
         | ErrorKind::NoActiveTransaction => Code::FailedPrecondition,

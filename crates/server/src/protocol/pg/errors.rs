@@ -21,6 +21,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::UndefinedCursor => "34000",
         ErrorKind::DuplicateCursor => "42P03",
         ErrorKind::WrongObjectState => "55000",
+        ErrorKind::WrongObjectType => "42809",
         ErrorKind::AmbiguousColumn => "42702",
         ErrorKind::DatatypeMismatch => "42804",
         ErrorKind::DivisionByZero => "22012",
