@@ -9,6 +9,9 @@
 #   update 1% clustered   UPDATE ... WHERE id in the next 1% range
 #   delete 1% scattered   DELETE WHERE id % 100 = 7 (every file holds some)
 #   merge 100k            MERGE of 100k source rows: 50k updates of existing ids, 50k new
+#   read 1% scattered     SELECT count(*) WHERE id % 100 = 7: the read any scattered
+#                         delete must do (decode every id, a division per row): its floor
+#   connect only          SELECT 1: what psql's start and login add to every figure
 # and both deletes, the clustered update and the MERGE again on a fresh copy with deletion
 # vectors enabled (no file rewritten).
 # Installs Debian's postgresql if missing. Work files: $WORK.
@@ -30,6 +33,8 @@ STATEMENTS=(
   "update 1% clustered|UPDATE bench.t SET note = 'changed' WHERE id > $PCT AND id <= $((2 * PCT))"
   "delete 1% scattered|DELETE FROM bench.t WHERE id % 100 = 7"
   "merge 100k (50k upd)|MERGE INTO bench.t AS t USING ($MERGE_SRC) AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET amount = s.amount, note = s.note WHEN NOT MATCHED THEN INSERT (id, k, amount, note) VALUES (s.id, s.k, s.amount, s.note)"
+  "read 1% scattered|SELECT count(*) FROM bench.t WHERE id % 100 = 7"
+  "connect only|SELECT 1"
 )
 
 # Runs "$@" (a psql command line) and prints the wall time in milliseconds.

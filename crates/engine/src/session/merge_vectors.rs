@@ -2,16 +2,17 @@
 //!
 //! A Delta MERGE (delta-rs) rewrites every target file holding a matched row: 100k
 //! changed rows in a 10M-row table cost more than rewriting the table. On a table with
-//! deletion vectors, a MERGE whose condition is `target.k = <source expression>` and whose
-//! first WHEN MATCHED clause has no extra condition (so every matched row is acted on) is
+//! deletion vectors, a MERGE whose condition is `target.k = <source expression>` is
 //! carried out as the DV update is: the source is read once; the target rows in the
-//! source's key range are joined to it to compute the new versions of matched rows (UPDATE)
-//! and the source rows without a match are run through the NOT MATCHED clauses (INSERT);
-//! then, in one transaction (the session's block or one of its own), the matched target
-//! rows are marked deleted by key (deletion vectors, files outside the key range skipped
+//! source's key range are joined to it and run through the WHEN MATCHED clauses in order
+//! (the first whose condition holds acts: the new version of an updated row, or nothing
+//! for a deleted one) and the source rows without a match through the NOT MATCHED clauses
+//! (INSERT); then, in one transaction (the session's block or one of its own), the target
+//! rows acted on are marked deleted by key (deletion vectors, files outside the key range skipped
 //! by their statistics) and the new rows appended through the INSERT path (constraints
-//! checked). A target row two source rows match fails with 21000 and writes nothing.
-//! Other shapes (conditions on MATCHED, NOT MATCHED BY SOURCE, composite keys) go to the
+//! checked). A target row two source rows act on fails with 21000 and writes nothing (so
+//! does a key two target rows share when a clause acts on only one of them). Other shapes
+//! (NOT MATCHED BY SOURCE, composite keys, conditions other than one equality) go to the
 //! Delta MERGE.
 
 use std::sync::Arc;
@@ -71,11 +72,12 @@ impl Keyed {
             (None, Some(k)) if only_source(left) => (k, left.as_ref().clone()),
             _ => return None,
         };
-        let first_matched = clauses.iter().find(|c| c.when == MergeWhen::Matched);
-        let fits = first_matched.is_none_or(|c| c.predicate.is_none())
-            && clauses
-                .iter()
-                .all(|c| c.when != MergeWhen::NotMatchedBySource);
+        // Every target row a clause acts on is marked deleted by its key; one with the same
+        // key that no clause acts on would be marked too, and is caught by the count
+        // (the rows marked must be the pairs acted on).
+        let fits = clauses
+            .iter()
+            .all(|c| c.when != MergeWhen::NotMatchedBySource);
         fits.then_some(Keyed { key, source_key })
     }
 }
