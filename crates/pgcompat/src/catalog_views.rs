@@ -17,21 +17,14 @@ use datafusion::sql::sqlparser::ast::{
 /// `pg_catalog.pg_tables` as PostgreSQL has it: base tables (and external tables), not
 /// views, with its column names. Parsed once.
 fn pg_tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
-    use datafusion::sql::sqlparser::ast::{Query, Statement};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     const SQL: &str = "SELECT t.schemaname, t.tablename, t.tableowner, t.tablespace, \
          t.hasindex AS hasindexes, t.hasrules, t.hastriggers, t.rowsecurity \
          FROM pg_catalog.pg_tables AS t \
          LEFT JOIN pg_catalog.pg_views AS v \
          ON v.schemaname = t.schemaname AND v.viewname = t.tablename \
          WHERE v.viewname IS NULL";
-    static VIEW: std::sync::LazyLock<Option<Box<Query>>> = std::sync::LazyLock::new(|| {
-        match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
-            Ok(Some(Statement::Query(q))) => Some(q),
-            _ => None,
-        }
-    });
+    static VIEW: std::sync::LazyLock<Option<Box<datafusion::sql::sqlparser::ast::Query>>> =
+        std::sync::LazyLock::new(|| crate::info_schema::view_query(SQL));
     VIEW.clone()
 }
 

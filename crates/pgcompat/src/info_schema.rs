@@ -22,9 +22,6 @@ use tidepool_engine::{CATALOG, Engine};
 /// `is_insertable_into` (base tables outside the catalogs), `is_typed` and NULLs. The
 /// parser puts this in place of a plain `information_schema.tables`. Parsed once.
 pub fn tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
-    use datafusion::sql::sqlparser::ast::{Query, Statement};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     const SQL: &str = "SELECT table_catalog, table_schema, table_name, table_type, \
          CAST(NULL AS VARCHAR) AS self_referencing_column_name, \
          CAST(NULL AS VARCHAR) AS reference_generation, \
@@ -37,13 +34,20 @@ pub fn tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
          'NO' AS is_typed, \
          CAST(NULL AS VARCHAR) AS commit_action \
          FROM information_schema.tables";
-    static VIEW: std::sync::LazyLock<Option<Box<Query>>> = std::sync::LazyLock::new(|| {
-        match Parser::parse_sql(&PostgreSqlDialect {}, SQL).map(|mut s| s.pop()) {
-            Ok(Some(Statement::Query(q))) => Some(q),
-            _ => None,
-        }
-    });
+    static VIEW: std::sync::LazyLock<Option<Box<datafusion::sql::sqlparser::ast::Query>>> =
+        std::sync::LazyLock::new(|| view_query(SQL));
     VIEW.clone()
+}
+
+/// The query of a catalog view's SQL (`None` if it does not parse: a unit test parses each).
+pub(crate) fn view_query(sql: &str) -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql).map(|mut s| s.pop()) {
+        Ok(Some(Statement::Query(q))) => Some(q),
+        _ => None,
+    }
 }
 
 /// Registers the tables of this module in `system`.

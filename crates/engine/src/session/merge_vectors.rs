@@ -20,7 +20,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::{Column, JoinType, ScalarValue};
-use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::{
     BinaryExpr, DmlStatement, Expr, LogicalPlanBuilder, Operator, WriteOp, cast, lit,
 };
@@ -180,11 +179,9 @@ impl Session {
     pub(super) async fn held(&self, source: DataFrame) -> Result<DataFrame, EngineError> {
         let schema = Arc::new(source.schema().as_arrow().clone());
         let rows = source.collect().await?;
-        let table = MemTable::try_new(schema, vec![rows])?;
         Ok(DataFrame::new(
             self.ctx.state(),
-            LogicalPlanBuilder::scan(MERGE_SOURCE, provider_as_source(Arc::new(table)), None)?
-                .build()?,
+            super::rows::scan_named(MERGE_SOURCE, schema, rows)?,
         ))
     }
 

@@ -15,9 +15,18 @@ pub(super) fn scan_of(
     schema: SchemaRef,
     rows: Vec<RecordBatch>,
 ) -> Result<LogicalPlan, EngineError> {
+    scan_named("returning_rows", schema, rows)
+}
+
+/// `rows` as a plan of a relation called `name`.
+pub(super) fn scan_named(
+    name: &str,
+    schema: SchemaRef,
+    rows: Vec<RecordBatch>,
+) -> Result<LogicalPlan, EngineError> {
     let table = MemTable::try_new(schema, vec![rows])?;
     Ok(LogicalPlanBuilder::scan(
-        "returning_rows",
+        name,
         datafusion::datasource::provider_as_source(Arc::new(table)),
         None,
     )?
