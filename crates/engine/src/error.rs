@@ -242,8 +242,17 @@ impl EngineError {
 }
 
 /// PostgreSQL's words for a number that does not fit an integer type, from arrow's
-/// "Can't cast value 70000 to type Int16".
+/// "Can't cast value 70000 to type Int16" (or already in them: checked arithmetic).
 fn out_of_range(message: &str) -> Option<&'static str> {
+    for words in [
+        "smallint out of range",
+        "integer out of range",
+        "bigint out of range",
+    ] {
+        if message.contains(words) {
+            return Some(words);
+        }
+    }
     let (_, to) = message.split_once("Can't cast value")?;
     let to = to.split_once("to type ")?.1;
     Some(if to.starts_with("Int16") {

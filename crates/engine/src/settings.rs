@@ -80,8 +80,9 @@ impl Default for SessionSettings {
 }
 
 impl SessionSettings {
-    /// Sets `name`; unknown names are kept too (drivers set their own), custom
-    /// `prefix.name` settings as in Postgres.
+    /// Sets `name`: one of PostgreSQL's parameters (kept and reported back where tidepool
+    /// has no use for it) or a custom `prefix.name` setting, as in Postgres; any other
+    /// name is 42704.
     pub fn set(&mut self, name: &str, mut value: String) -> Result<(), EngineError> {
         let key = name.to_ascii_lowercase();
         match key.as_str() {
@@ -112,6 +113,12 @@ impl SessionSettings {
                         message: format!("only UTF8 is supported, not {value}"),
                     });
                 }
+            }
+            _ if !key.contains('.')
+                && !self.values.contains_key(&key)
+                && !crate::pg_parameters::known(&key) =>
+            {
+                return Err(EngineError::UnknownSetting(name.to_string()));
             }
             _ => {}
         }
@@ -250,5 +257,18 @@ mod tests {
         assert_eq!(s.statement_timeout(), None);
         assert_eq!(s.get("TimeZone").unwrap().0, "TimeZone");
         assert!(s.get("no_such_thing").is_err());
+    }
+
+    #[test]
+    fn unknown_parameters_are_refused_custom_ones_kept() {
+        let mut s = SessionSettings::default();
+        assert!(matches!(
+            s.set("search_pathx", "a".into()),
+            Err(EngineError::UnknownSetting(_))
+        ));
+        s.set("work_mem", "64MB".into()).unwrap();
+        assert_eq!(s.get("work_mem").unwrap().1, "64MB");
+        s.set("myapp.tenant", "7".into()).unwrap();
+        assert_eq!(s.get("MyApp.Tenant").unwrap().1, "7");
     }
 }

@@ -69,22 +69,20 @@ pub(crate) async fn delete(
     };
     let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
     let store = table.object_store();
-    // Candidate files are read side by side, one task each (decoding is CPU work).
+    // Candidate files are read side by side, one task each (decoding is CPU work; the
+    // vectors they already have are fetched in the same tasks, not one after another).
     let mut scans = Vec::new();
     for (i, (view, candidate)) in views.iter().zip(candidates).enumerate() {
         if !candidate {
             continue;
         }
-        let deleted = match view.deletion_vector_descriptor() {
-            Some(d) => Some(crate::vectors::read(table, &d).await?),
-            None => None,
-        };
         scans.push(FileScan {
             index: i,
+            root: table.table_url().to_string(),
             store: store.clone(),
             path: view.object_store_path(),
             size: view.size() as u64,
-            deleted,
+            deleted: view.deletion_vector_descriptor(),
             schema: schema.clone(),
             predicate: physical.clone(),
         });
@@ -122,11 +120,13 @@ pub(crate) async fn delete(
 struct FileScan {
     /// Its place in the snapshot's file list.
     index: usize,
+    /// The table's root URL (deletion vectors may be kept by absolute path).
+    root: String,
     store: Arc<dyn object_store::ObjectStore>,
     path: object_store::path::Path,
     size: u64,
-    /// Rows already deleted (its current deletion vector).
-    deleted: Option<RoaringTreemap>,
+    /// Where its current deletion vector (rows already deleted) is kept.
+    deleted: Option<deltalake::kernel::DeletionVectorDescriptor>,
     /// The predicate's columns, as the table has them.
     schema: SchemaRef,
     predicate: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
@@ -137,6 +137,10 @@ impl FileScan {
     /// matches.
     async fn run(self) -> Result<Option<(usize, RoaringTreemap, u64)>, LakeError> {
         let schema = &self.schema;
+        let deleted = match &self.deleted {
+            Some(d) => Some(crate::vectors::read(self.store.as_ref(), &self.root, d).await?),
+            None => None,
+        };
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store.clone(), self.path.clone())
             .with_file_size(self.size);
@@ -191,7 +195,7 @@ impl FileScan {
             let positions = holds
                 .set_indices()
                 .map(|r| base + r as u64)
-                .filter(|p| self.deleted.as_ref().is_none_or(|d| !d.contains(*p)));
+                .filter(|p| deleted.as_ref().is_none_or(|d| !d.contains(*p)));
             hits.append(positions)
                 .map_err(|e| LakeError::Commit(format!("deletion vector: {e}")))?;
             base += n as u64;
@@ -200,7 +204,7 @@ impl FileScan {
             return Ok(None);
         }
         let added = hits.len();
-        let mut dv = self.deleted.unwrap_or_default();
+        let mut dv = deleted.unwrap_or_default();
         dv |= hits;
         Ok(Some((self.index, dv, added)))
     }

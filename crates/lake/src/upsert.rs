@@ -208,7 +208,14 @@ pub async fn upsert(
         }
         outcome.files_scanned += 1;
         let deleted = match view.deletion_vector_descriptor() {
-            Some(d) => Some(crate::vectors::read(table, &d).await?),
+            Some(d) => Some(
+                crate::vectors::read(
+                    table.object_store().as_ref(),
+                    table.table_url().as_str(),
+                    &d,
+                )
+                .await?,
+            ),
             None => None,
         };
         // The new integer keys inside this file's range bound the rows worth a lookup.

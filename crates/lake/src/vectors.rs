@@ -103,9 +103,11 @@ fn loose_bounds(stats: String) -> String {
     }
 }
 
-/// The rows a deletion vector marks deleted (stored in a file of the table, or inline).
+/// The rows a deletion vector marks deleted (stored in a file of the table whose store is
+/// `store` and whose root URL is `root`, or inline).
 pub(crate) async fn read(
-    table: &DeltaTable,
+    store: &dyn object_store::ObjectStore,
+    root: &str,
     d: &DeletionVectorDescriptor,
 ) -> Result<RoaringTreemap, LakeError> {
     const MAGIC: u32 = 1681511377;
@@ -134,17 +136,14 @@ pub(crate) async fn read(
                         ObjectPath::from(format!("{prefix}/{name}"))
                     }
                 }
-                _ => {
-                    let root = table.table_url().to_string();
-                    match d.path_or_inline_dv.strip_prefix(root.as_str()) {
-                        Some(rel) => ObjectPath::from(rel.trim_start_matches('/')),
-                        None => return Err(bad("not under the table")),
-                    }
-                }
+                _ => match d.path_or_inline_dv.strip_prefix(root) {
+                    Some(rel) => ObjectPath::from(rel.trim_start_matches('/')),
+                    None => return Err(bad("not under the table")),
+                },
             };
             let start = d.offset.unwrap_or(1).max(0) as u64;
             let end = start + 4 + d.size_in_bytes.max(0) as u64;
-            let bytes = table.object_store().get_range(&path, start..end).await?;
+            let bytes = store.get_range(&path, start..end).await?;
             // 4 bytes of size (big-endian), then the magic and the bitmap.
             bytes.get(4..).ok_or_else(|| bad("short file"))?.to_vec()
         }
