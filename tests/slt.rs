@@ -68,7 +68,8 @@ impl sqllogictest::AsyncDB for Db {
         }
         match self.session.execute(last, None, &control).await? {
             Output::Command(c) => Ok(DBOutput::StatementComplete(c.rows.unwrap_or(0))),
-            Output::Rows { stream, .. } => {
+            Output::CopyIn(_) => Err(SltError("COPY FROM STDIN has no data in slt".into())),
+            Output::Rows { stream, .. } | Output::CopyOut { stream, .. } => {
                 let schema = stream.schema();
                 let batches: Vec<_> = stream
                     .try_collect()

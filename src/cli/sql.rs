@@ -81,7 +81,36 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
     for stmt in statements {
         let control = QueryControl::new(cancel.clone(), session.timeout());
         match session.execute(stmt, None, &control).await {
-            Ok(Output::Rows { stream, .. }) => {
+            Ok(Output::CopyIn(copy)) => {
+                // COPY ... FROM STDIN reads this process's standard input.
+                let data = copy.data;
+                let feed = async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut stdin = tokio::io::stdin();
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        match stdin.read(&mut buf).await {
+                            Ok(0) => return data.finish().await,
+                            Ok(n) => {
+                                if !data.send(buf[..n].to_vec().into()).await {
+                                    return data.finish().await;
+                                }
+                            }
+                            Err(e) => return data.fail(e.to_string()).await,
+                        }
+                    }
+                };
+                let (_, written) =
+                    tokio::join!(feed, session.finish_copy_in(copy.insert, &control));
+                match written {
+                    Ok(n) => println!("COPY {n}"),
+                    Err(e) => {
+                        eprintln!("ERROR: {}", e.message());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            Ok(Output::Rows { stream, .. } | Output::CopyOut { stream, .. }) => {
                 let batches: Vec<RecordBatch> = match stream.try_collect().await {
                     Ok(b) => b,
                     Err(e) => {

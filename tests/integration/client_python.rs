@@ -10,12 +10,6 @@ const CLIENTS: &[&str] = &["psycopg3", "sqlalchemy", "asyncpg"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_postgres_clients_end_to_end() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/test.sh`, which installs psycopg, psycopg2, SQLAlchemy, pandas and asyncpg",
-        python.display()
-    );
     let server =
         TestServer::start("[[users]]\nname = \"analyst\"\npassword = \"an4lyst pw\"\n").await;
     let client = crate::common::connect(&format!(
@@ -24,25 +18,12 @@ async fn python_postgres_clients_end_to_end() {
     ))
     .await;
     sample_lake(&client).await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pg_clients.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(server.addr.ip().to_string())
-        .arg(server.addr.port().to_string())
-        .arg("analyst")
-        .arg("an4lyst pw")
-        .args(CLIENTS)
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python clients failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for client in CLIENTS {
-        assert!(stdout.contains(&format!("{client}: ok")), "{stdout}");
-    }
+    let mut args = vec![
+        server.addr.ip().to_string(),
+        server.addr.port().to_string(),
+        "analyst".to_string(),
+        "an4lyst pw".to_string(),
+    ];
+    args.extend(CLIENTS.iter().map(|c| c.to_string()));
+    crate::common::run_python("pg_clients.py", &args, CLIENTS).await;
 }

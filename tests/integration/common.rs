@@ -395,3 +395,65 @@ pub fn rows_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String>
         })
         .collect()
 }
+
+/// Runs psql against the server at `addr` as `tidepool`, one `-c` per command, stopping
+/// at the first error; returns whether it succeeded and its stdout and stderr.
+pub async fn psql_run(addr: std::net::SocketAddr, commands: &[String]) -> (bool, String, String) {
+    let commands = commands.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new("psql");
+        cmd.args([
+            "-X",
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-U",
+            "tidepool",
+            "-d",
+            "lake",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]);
+        for c in commands {
+            cmd.arg("-c").arg(c);
+        }
+        cmd.output()
+            .expect("psql is installed (the test script installs it)")
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs `tests/python/<script>` with the test virtualenv's Python (installed by
+/// scripts/test.sh) and `args`; asserts it succeeded and printed "<name>: ok" for each
+/// of `oks`.
+pub async fn run_python(script: &str, args: &[String], oks: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/test.sh`, which installs the Python clients",
+        python.display()
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in oks {
+        assert!(stdout.contains(&format!("{name}: ok")), "{stdout}");
+    }
+}

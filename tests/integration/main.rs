@@ -16,6 +16,7 @@ mod client_pgjdbc;
 mod client_python;
 mod client_tableau;
 mod common;
+mod copy;
 mod demo;
 mod flight;
 mod full_disk;

@@ -8,41 +8,9 @@ async fn psql(server: &TestServer, command: &str) -> String {
 
 /// Runs psql with one `-c` per command.
 async fn psql_all(server: &TestServer, commands: &[&str]) -> String {
-    let addr = server.addr;
-    let command: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
-    let owned = command.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let mut args: Vec<String> = Vec::new();
-        for c in owned {
-            args.push("-c".into());
-            args.push(c);
-        }
-        std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                &addr.ip().to_string(),
-                "-p",
-                &addr.port().to_string(),
-                "-U",
-                "tidepool",
-                "-d",
-                "lake",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(args)
-            .output()
-            .expect("psql is installed (the test script installs it)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "psql {command:?} failed:\n{stdout}\n{stderr}"
-    );
+    let owned: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
+    let (ok, stdout, stderr) = crate::common::psql_run(server.addr, &owned).await;
+    assert!(ok, "psql {commands:?} failed:\n{stdout}\n{stderr}");
     stdout
 }
 

@@ -42,6 +42,12 @@ pub enum ErrorKind {
     /// A value longer than its `varchar(n)` / `char(n)` column (22001).
     StringDataRightTruncation,
     InvalidTextRepresentation,
+    /// COPY data that is not rows of the expected shape (22P04).
+    BadCopyFileFormat,
+    /// A binary value of the wrong size or form (22P03).
+    InvalidBinaryRepresentation,
+    /// Bytes that are not UTF-8 (22021).
+    CharacterNotInRepertoire,
     InvalidParameterValue,
     DataException,
     NotSupported,
@@ -111,6 +117,21 @@ pub enum EngineError {
     /// A value that does not convert to the declared type (22P02).
     #[error("{0}")]
     InvalidText(String),
+    /// A value out of its type's range, in PostgreSQL's words (22003).
+    #[error("{0}")]
+    NumericOutOfRange(String),
+    /// COPY data of the wrong shape, naming its line (22P04).
+    #[error("{0}")]
+    BadCopyData(String),
+    /// A binary COPY value of the wrong size or form, naming its row (22P03).
+    #[error("{0}")]
+    InvalidBinary(String),
+    /// The client ended a COPY FROM STDIN with CopyFail (57014).
+    #[error("COPY from stdin failed: {0}")]
+    CopyFailed(String),
+    /// COPY data that is not UTF-8, naming its line (22021).
+    #[error("{0}")]
+    InvalidEncoding(String),
     /// A statement tidepool parses itself that is malformed (42601).
     #[error("{0}")]
     Syntax(String),
@@ -148,6 +169,12 @@ pub enum EngineError {
     /// DROP without CASCADE of something views read (2BP01).
     #[error("{0}")]
     DependentObjects(String),
+}
+
+impl From<datafusion::arrow::error::ArrowError> for EngineError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        EngineError::from(DataFusionError::from(e))
+    }
 }
 
 impl From<DataFusionError> for EngineError {
@@ -193,6 +220,11 @@ impl EngineError {
             EngineError::ShuttingDown => ErrorKind::ResourcesExhausted,
             EngineError::UndefinedFunction(_) => ErrorKind::UndefinedFunction,
             EngineError::InvalidText(_) => ErrorKind::InvalidTextRepresentation,
+            EngineError::NumericOutOfRange(_) => ErrorKind::NumericOutOfRange,
+            EngineError::BadCopyData(_) => ErrorKind::BadCopyFileFormat,
+            EngineError::CopyFailed(_) => ErrorKind::Cancelled,
+            EngineError::InvalidBinary(_) => ErrorKind::InvalidBinaryRepresentation,
+            EngineError::InvalidEncoding(_) => ErrorKind::CharacterNotInRepertoire,
             EngineError::Syntax(_) => ErrorKind::Syntax,
             EngineError::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
             EngineError::UndefinedObject(_) => ErrorKind::UndefinedObject,
@@ -215,6 +247,9 @@ impl EngineError {
             EngineError::DataFusion(e) => datafusion_message(e),
             other => other.to_string(),
         };
+        if let Some((words, _)) = copy_error(&message) {
+            return words.to_string();
+        }
         match self.kind() {
             ErrorKind::SerializationFailure => format!(
                 "could not serialize access due to a concurrent write to the same table; \
@@ -266,9 +301,60 @@ fn out_of_range(message: &str) -> Option<&'static str> {
     })
 }
 
+/// The words of COPY's own errors ([`crate::copy`]), found in the text of whatever
+/// wrapped them: a COPY FROM's rows reach the write as a stream, and delta-rs keeps only
+/// the text of an error its input raised.
+const COPY_PHRASES: &[(&str, ErrorKind)] = &[
+    ("missing data for column", ErrorKind::BadCopyFileFormat),
+    (
+        "extra data after last expected column",
+        ErrorKind::BadCopyFileFormat,
+    ),
+    (
+        "unterminated CSV quoted field",
+        ErrorKind::BadCopyFileFormat,
+    ),
+    (
+        "COPY file signature not recognized",
+        ErrorKind::BadCopyFileFormat,
+    ),
+    ("row field count is", ErrorKind::BadCopyFileFormat),
+    ("unexpected EOF in COPY data", ErrorKind::BadCopyFileFormat),
+    (
+        "invalid input syntax for type",
+        ErrorKind::InvalidTextRepresentation,
+    ),
+    (
+        "incorrect binary data format",
+        ErrorKind::InvalidBinaryRepresentation,
+    ),
+    (
+        "invalid byte sequence for encoding",
+        ErrorKind::CharacterNotInRepertoire,
+    ),
+    ("COPY from stdin failed", ErrorKind::Cancelled),
+    ("is out of range for type", ErrorKind::NumericOutOfRange),
+];
+
+/// A COPY error's own words within `message`, and its class.
+fn copy_error(message: &str) -> Option<(&str, ErrorKind)> {
+    COPY_PHRASES.iter().find_map(|(phrase, kind)| {
+        let at = message.find(phrase)?;
+        // `value "12" is out of range for type integer` starts before its phrase.
+        let start = match kind {
+            ErrorKind::NumericOutOfRange => message[..at].rfind("value \"")?,
+            _ => at,
+        };
+        Some((&message[start..], *kind))
+    })
+}
+
 /// Failures recognized by their text wherever they were wrapped (delta-rs and arrow
 /// errors reach us inside DataFusion's, lake and external errors alike).
 fn kind_by_message(message: &str) -> Option<ErrorKind> {
+    if let Some((_, kind)) = copy_error(message) {
+        return Some(kind);
+    }
     if message.contains("Failed to commit transaction")
         || message.contains("Tried committing existing table version")
         || message.contains("Delta transaction failed, version")
@@ -473,6 +559,31 @@ fn datafusion_message(e: &DataFusionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_errors_keep_their_class_and_words_through_delta_rs() {
+        for (inner, kind) in [
+            (
+                "missing data for column \"name\" (COPY c.b, line 2)",
+                ErrorKind::BadCopyFileFormat,
+            ),
+            (
+                "invalid input syntax for type integer: \"2x\" (COPY c.b, line 2, column id: \"2x\")",
+                ErrorKind::InvalidTextRepresentation,
+            ),
+            (
+                "value \"99999999999\" is out of range for type integer (COPY c.b, line 1, column id: \"99999999999\")",
+                ErrorKind::NumericOutOfRange,
+            ),
+            ("COPY from stdin failed: stop", ErrorKind::Cancelled),
+        ] {
+            let wrapped = EngineError::Lake(LakeError::Delta(deltalake::DeltaTableError::Generic(
+                format!("External error: {inner}"),
+            )));
+            assert_eq!(wrapped.kind(), kind, "{inner}");
+            assert_eq!(wrapped.message(), inner);
+        }
+    }
 
     #[test]
     fn lost_commit_races_not_null_and_cardinality_have_their_codes() {

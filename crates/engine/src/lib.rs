@@ -18,6 +18,7 @@ mod char_length;
 mod checked_arithmetic;
 pub mod complexity;
 mod constraints;
+pub mod copy;
 mod correlated;
 mod cursors;
 mod dependents;
@@ -310,10 +311,13 @@ impl Engine {
             EngineError::Syntax("an empty statement where a query was expected".into())
         })?;
         match session.execute(stmt, None, &control).await? {
-            Output::Rows { stream, .. } => {
+            Output::Rows { stream, .. } | Output::CopyOut { stream, .. } => {
                 stream.try_collect().await.map_err(EngineError::from_stream)
             }
             Output::Command(_) => Ok(Vec::new()),
+            Output::CopyIn(_) => Err(EngineError::NotSupported(
+                "COPY FROM STDIN without a client to send the data".into(),
+            )),
         }
     }
 

@@ -287,7 +287,9 @@ async fn execute(
     let control = QueryControl::new(cancel.clone(), None);
     match session.execute(stmt, None, &control).await? {
         Output::Command(tag) => Ok(tag.rows),
-        Output::Rows { .. } => Ok(None),
+        // A hook's COPY has no client to talk to: its rows are not read, and a COPY
+        // FROM STDIN waiting for data is dropped, so it fails and writes nothing.
+        Output::Rows { .. } | Output::CopyOut { .. } | Output::CopyIn(_) => Ok(None),
     }
 }
 

@@ -55,9 +55,9 @@ impl Session {
                     .declare(&name, stream, decl.hold.unwrap_or(false))?;
                 Ok(Output::Command(CommandTag::new("DECLARE CURSOR")))
             }
-            Output::Command(_) => Err(EngineError::NotSupported(
-                "a cursor over a statement that returns no rows".into(),
-            )),
+            Output::Command(_) | Output::CopyOut { .. } | Output::CopyIn(_) => Err(
+                EngineError::NotSupported("a cursor over a statement that returns no rows".into()),
+            ),
         }
     }
 

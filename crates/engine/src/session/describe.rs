@@ -45,7 +45,7 @@ impl Session {
                         schema: Some(self.describe_fetch(s)?),
                     });
                 }
-                Kind::Security | Kind::Transaction => return Ok(none),
+                Kind::Security | Kind::Transaction | Kind::Copy => return Ok(none),
                 Kind::Procedure | Kind::Planned => {}
             }
         }

@@ -8,7 +8,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, Expr, Insert, SetExpr, Statement, visit_expressions,
+    AlterTableOperation, CopyTarget, Expr, Insert, SetExpr, Statement, visit_expressions,
 };
 
 /// What a statement is, by who carries it out.
@@ -28,6 +28,8 @@ pub(super) enum Kind {
     Security,
     /// CREATE PROCEDURE, DROP PROCEDURE, CALL ([`super::procedure`]).
     Procedure,
+    /// `COPY ... TO STDOUT` and `COPY ... FROM STDIN` ([`super::copy`]).
+    Copy,
     /// Everything else: DataFusion plans it, then it runs as a lake write
     /// ([`super::lake`]), on a temporary table ([`super::temp`]) or as a query
     /// ([`super::query`]).
@@ -76,6 +78,10 @@ impl Kind {
             Statement::CreateProcedure { .. }
             | Statement::DropProcedure { .. }
             | Statement::Call(_) => Kind::Procedure,
+            Statement::Copy {
+                target: CopyTarget::Stdin | CopyTarget::Stdout,
+                ..
+            } => Kind::Copy,
             _ => Kind::Planned,
         }
     }
@@ -83,7 +89,7 @@ impl Kind {
     /// Whether the statement runs under the statement's cancel and deadline after
     /// waiting for the lake listing (the others only touch session or security state).
     pub(super) fn is_bounded(self) -> bool {
-        matches!(self, Kind::Procedure | Kind::Planned)
+        matches!(self, Kind::Procedure | Kind::Planned | Kind::Copy)
     }
 }
 
@@ -142,6 +148,9 @@ mod tests {
         assert_eq!(kind("CALL gold.p(1)"), Kind::Procedure);
         assert_eq!(kind("SELECT 1"), Kind::Planned);
         assert_eq!(kind("INSERT INTO gold.t VALUES (1)"), Kind::Planned);
+        assert_eq!(kind("COPY gold.t FROM STDIN (FORMAT csv)"), Kind::Copy);
+        assert_eq!(kind("COPY (SELECT 1) TO STDOUT"), Kind::Copy);
+        assert_eq!(kind("COPY (SELECT 1) TO '/tmp/x.parquet'"), Kind::Planned);
     }
 
     #[test]

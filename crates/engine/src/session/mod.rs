@@ -111,6 +111,8 @@ pub struct Session {
     cursors: Cursors,
     /// The open transaction block, if any.
     tx: Option<transaction::Transaction>,
+    /// The rows of the COPY FROM STDIN in progress (`tidepool_copy_stdin()`).
+    copy_slot: crate::copy::CopySlot,
 }
 
 impl Session {
@@ -136,6 +138,8 @@ impl Session {
         ) {
             tracing::error!("session functions: {e}");
         }
+        let copy_slot = crate::copy::CopySlot::default();
+        ctx.register_udtf(crate::copy::COPY_FUNCTION, Arc::new(copy_slot.clone()));
         Session {
             engine,
             ctx,
@@ -145,6 +149,7 @@ impl Session {
             temp: None,
             cursors: Cursors::default(),
             tx: None,
+            copy_slot,
         }
     }
 
@@ -325,7 +330,11 @@ impl Session {
                 Kind::Variable => Some(self.run_variable(s)?),
                 Kind::Declare => Some(self.declare(s, params.clone()).await?),
                 Kind::Fetch => Some(self.fetch(s, control).await?),
-                Kind::Security | Kind::Procedure | Kind::Planned | Kind::Transaction => None,
+                Kind::Security
+                | Kind::Procedure
+                | Kind::Planned
+                | Kind::Transaction
+                | Kind::Copy => None,
             };
             if let Some(out) = out {
                 return Ok(SplitOutput::One(out));
@@ -355,6 +364,9 @@ impl Session {
         shape: Shape,
     ) -> Result<SplitOutput, EngineError> {
         let listing = self.engine.lake().listing().await?;
+        if let (Kind::Copy, DFStatement::Statement(s)) = (kind, &stmt) {
+            return self.run_copy(s, control).await.map(SplitOutput::One);
+        }
         if kind == Kind::Procedure {
             return self
                 .run_procedure(&stmt, params.as_ref(), control)

@@ -60,6 +60,13 @@ pub enum Output {
         tag: &'static str,
     },
     Command(CommandTag),
+    /// `COPY ... TO STDOUT`: rows for the protocol to encode as `options` says.
+    CopyOut {
+        stream: SendableRecordBatchStream,
+        options: crate::copy::CopyOptions,
+    },
+    /// `COPY ... FROM STDIN`: the protocol asks the client for its data.
+    CopyIn(Box<crate::copy::CopyIn>),
 }
 
 /// What [`Session::execute_split`] returns.

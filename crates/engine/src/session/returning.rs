@@ -366,9 +366,9 @@ impl Session {
             .into_output()
         {
             Output::Command(tag) => Ok(tag),
-            Output::Rows { .. } => Err(EngineError::NotSupported(
-                "RETURNING on this statement".into(),
-            )),
+            Output::Rows { .. } | Output::CopyOut { .. } | Output::CopyIn(_) => Err(
+                EngineError::NotSupported("RETURNING on this statement".into()),
+            ),
         }
     }
 }

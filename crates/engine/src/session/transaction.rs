@@ -122,6 +122,12 @@ impl Session {
                 stream: watch(stream),
                 tag,
             }),
+            SplitOutput::One(Output::CopyOut { stream, options }) => {
+                SplitOutput::One(Output::CopyOut {
+                    stream: watch(stream),
+                    options,
+                })
+            }
             SplitOutput::Partitions(parts) => {
                 SplitOutput::Partitions(parts.into_iter().map(watch).collect())
             }

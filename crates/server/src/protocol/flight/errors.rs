@@ -20,6 +20,9 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::NumericOutOfRange
         | ErrorKind::StringDataRightTruncation
         | ErrorKind::InvalidTextRepresentation
+        | ErrorKind::BadCopyFileFormat
+        | ErrorKind::InvalidBinaryRepresentation
+        | ErrorKind::CharacterNotInRepertoire
         | ErrorKind::InvalidParameterValue
         | ErrorKind::DataException
         | ErrorKind::InvalidName => Code::InvalidArgument,

@@ -106,7 +106,7 @@ impl FlightSql {
                     .await
                     .map_err(|e| status(&e))?;
                 return Ok(match out {
-                    SplitOutput::One(out) => self.park(caller, out, cancel),
+                    SplitOutput::One(out) => self.park(caller, out, cancel)?,
                     SplitOutput::Partitions(streams) => self.park_parts(caller, streams, cancel),
                 });
             }
@@ -139,9 +139,10 @@ impl FlightSql {
             .map_err(|e| status(&e))
     }
 
-    fn park(&self, caller: &Caller, out: Output, cancel: CancellationToken) -> Ran {
-        match out {
-            Output::Rows { stream, .. } => {
+    fn park(&self, caller: &Caller, out: Output, cancel: CancellationToken) -> Result<Ran, Status> {
+        Ok(match out {
+            // COPY TO STDOUT over Flight: its rows, as Arrow (the format is the wire's).
+            Output::Rows { stream, .. } | Output::CopyOut { stream, .. } => {
                 let schema = stream.schema();
                 let tickets = self.queries.park(&caller.user, vec![stream], cancel);
                 Ran::Rows { tickets, schema }
@@ -149,7 +150,8 @@ impl FlightSql {
             Output::Command(tag) => Ran::Done {
                 rows: tag.rows.unwrap_or(0),
             },
-        }
+            Output::CopyIn(_) => return Err(copy_from_stdin()),
+        })
     }
 
     /// Parks the partition streams of one query, each under its own ticket; cancelling
@@ -248,7 +250,23 @@ async fn drain(out: Output) -> Result<u64, Status> {
             Ok(rows)
         }
         Output::Command(tag) => Ok(tag.rows.unwrap_or(0)),
+        Output::CopyOut { mut stream, .. } => {
+            let mut rows = 0u64;
+            while let Some(batch) = stream.next().await {
+                rows += batch.map_err(stream_status)?.num_rows() as u64;
+            }
+            Ok(rows)
+        }
+        Output::CopyIn(_) => Err(copy_from_stdin()),
     }
+}
+
+/// COPY FROM STDIN has no data channel over Flight SQL (dropping the COPY fails it: nothing
+/// is written).
+fn copy_from_stdin() -> Status {
+    status(&EngineError::NotSupported(
+        "COPY FROM STDIN over Flight SQL (COPY over the Postgres protocol, or INSERT)".into(),
+    ))
 }
 
 /// Streams result batches as Flight data, batch by batch; `finished` is dropped (and the
@@ -405,7 +423,7 @@ impl FlightSqlService for FlightSql {
         let out = self
             .run_prepared(&caller, &prepared, params, cancel.clone())
             .await?;
-        let ran = self.park(&caller, out, cancel);
+        let ran = self.park(&caller, out, cancel)?;
         Self::ran_info(ran, request.into_inner())
     }
 

@@ -16,7 +16,9 @@ use pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_describe_response, send_execution_response,
     send_query_response, send_ready_for_query,
 };
-use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
@@ -33,10 +35,13 @@ use pgwire::messages::simplequery::Query;
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::errors::{stream_error, to_pg};
+use super::ahead;
+use super::copy_out;
+use super::errors::to_pg;
 use super::json_columns;
 use super::shared::{Cancellable, PgShared};
 use super::text_rows;
+use crate::engine::copy::{CopyFormat, CopyInData};
 use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect, TxStatus};
 
 /// The engine session of a connection, created at its first statement.
@@ -49,6 +54,17 @@ pub struct ConnState {
     pub(super) parser: Arc<ConnParser>,
     current: parking_lot::Mutex<CancellationToken>,
     registered: parking_lot::Mutex<Option<(i32, bytes::Bytes)>>,
+    /// The COPY FROM STDIN receiving data, if one is.
+    pub(super) copy_in: tokio::sync::Mutex<Option<CopyInProgress>>,
+    /// The rows of a COPY TO STDOUT whose placeholder response is being sent.
+    copy_out: parking_lot::Mutex<Option<copy_out::CopyOut>>,
+}
+
+/// A COPY FROM STDIN between CopyInResponse and CopyDone: where the data goes, and the
+/// task writing it (it holds the session until the rows are written).
+pub(super) struct CopyInProgress {
+    pub(super) data: Option<CopyInData>,
+    pub(super) task: tokio::task::JoinHandle<Result<u64, EngineError>>,
 }
 
 impl ConnState {
@@ -63,7 +79,57 @@ impl ConnState {
             session,
             current: parking_lot::Mutex::new(CancellationToken::new()),
             registered: parking_lot::Mutex::new(None),
+            copy_in: tokio::sync::Mutex::new(None),
+            copy_out: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Turns a COPY's output into the response pgwire sends (CopyInResponse), or a
+    /// placeholder for the rows [`send_copy_out`] sends; any other output as
+    /// [`to_response`].
+    async fn respond(
+        self: &Arc<Self>,
+        out: Output,
+        format: &Format,
+        options: Arc<FormatOptions>,
+        token: CancellationToken,
+        timeout: Option<std::time::Duration>,
+    ) -> PgWireResult<Response> {
+        match out {
+            Output::CopyOut {
+                stream,
+                options: copy,
+            } => {
+                let encoded = copy_out::encode(stream, &copy, options)?;
+                *self.copy_out.lock() = Some(encoded);
+                Ok(Response::CopyOut(CopyResponse::new(0, 0, stream::empty())))
+            }
+            Output::CopyIn(c) => {
+                let format = i8::from(c.options.format == CopyFormat::Binary);
+                let columns = c.columns;
+                let session = self.session.clone();
+                let insert = c.insert;
+                let task = tokio::spawn(async move {
+                    // Waits for the statement that started the COPY to let go of it.
+                    let mut guard = session.lock().await;
+                    let Some(s) = guard.as_mut() else {
+                        return Err(EngineError::ShuttingDown);
+                    };
+                    let control = QueryControl::new(token, timeout);
+                    s.finish_copy_in(insert, &control).await
+                });
+                *self.copy_in.lock().await = Some(CopyInProgress {
+                    data: Some(c.data),
+                    task,
+                });
+                Ok(Response::CopyIn(CopyResponse::new(
+                    format,
+                    columns,
+                    stream::empty(),
+                )))
+            }
+            other => to_response(other, format, options),
+        }
     }
 
     /// Fires the cancel token of the statement running now.
@@ -214,44 +280,31 @@ fn to_response(
                 TxEffect::None => Response::Execution(tag),
             })
         }
+        Output::CopyOut { .. } | Output::CopyIn(_) => Err(PgWireError::ApiError(
+            "a COPY's output goes through ConnState::respond".into(),
+        )),
         Output::Rows { stream, tag } => {
             let schema = json_columns::client_schema(&stream.schema());
-            let convert = json_columns::needs_conversion(&stream.schema());
             let iso = options.date_style.trim_start().starts_with("ISO");
             let fields = Arc::new(fields(&schema, format, options)?);
             let encoder_fields = fields.clone();
             let all_text = fields
                 .iter()
                 .all(|f| f.format() == pgwire::api::results::FieldFormat::Text);
-            // Batches are encoded to DataRows on worker tasks, one batch ahead of the
-            // connection task that writes them, so encoding and socket writes overlap.
-            let rows = stream
-                .map(move |batch| {
-                    let schema = schema.clone();
-                    let fields = encoder_fields.clone();
-                    async move {
-                        let encoded = tokio::spawn(async move {
-                            let batch = match batch {
-                                Ok(b) if convert => json_columns::convert(b, &schema)
-                                    .map_err(datafusion::error::DataFusionError::from),
-                                other => other,
-                            };
-                            match batch {
-                                Ok(b) if all_text && text_rows::applies(&b, iso) => {
-                                    text_rows::encode(&b).into_iter().map(Ok).collect()
-                                }
-                                Ok(b) => {
-                                    arrow_pg::datatypes::encode_recordbatch(fields, b).collect()
-                                }
-                                Err(e) => vec![Err(stream_error(e))],
-                            }
-                        })
-                        .await;
-                        encoded.unwrap_or_else(|e| vec![Err(PgWireError::ApiError(Box::new(e)))])
-                    }
+            let rows = ahead::encode_ahead(stream, move |b| {
+                Ok(if all_text && text_rows::applies(&b, iso) {
+                    text_rows::encode(&b).into_iter().map(Ok).collect()
+                } else {
+                    arrow_pg::datatypes::encode_recordbatch(encoder_fields.clone(), b)
+                        .collect::<Vec<_>>()
                 })
-                .buffered(2)
-                .flat_map(stream::iter);
+            })
+            .flat_map(|rows| {
+                stream::iter(match rows {
+                    Ok(rows) => rows,
+                    Err(e) => vec![Err(e)],
+                })
+            });
             let mut response = QueryResponse::new(fields, rows);
             response.set_command_tag(tag);
             Ok(Response::Query(response))
@@ -304,10 +357,10 @@ impl SimpleQueryHandler for ConnHandler {
         client.set_state(PgWireConnectionState::QueryInProgress);
         let empty = query.query.chars().all(|c| c == ';' || c.is_whitespace());
         let sent = if empty {
-            send_responses(client, vec![Response::EmptyQuery]).await
+            send_responses(client, &self.0, vec![Response::EmptyQuery]).await
         } else {
             match SimpleQueryHandler::do_query(self, client, &query.query).await {
-                Ok(responses) => send_responses(client, responses).await,
+                Ok(responses) => send_responses(client, &self.0, responses).await,
                 Err(e) => Err(e),
             }
         };
@@ -366,7 +419,23 @@ impl SimpleQueryHandler for ConnHandler {
                 other => other,
             };
             match result {
-                Ok(out) => responses.push(to_response(out, &Format::UnifiedText, options.clone())?),
+                Ok(out) => {
+                    let copy = matches!(out, Output::CopyIn(_));
+                    responses.push(
+                        this.respond(
+                            out,
+                            &Format::UnifiedText,
+                            options.clone(),
+                            token.clone(),
+                            session.timeout(),
+                        )
+                        .await?,
+                    );
+                    // Statements after a COPY FROM in the same Query are not run.
+                    if copy {
+                        break;
+                    }
+                }
                 Err(e) => {
                     let PgWireError::UserError(info) = to_pg(&e) else {
                         return Err(to_pg(&e));
@@ -381,7 +450,11 @@ impl SimpleQueryHandler for ConnHandler {
 }
 
 /// Sends the responses of a Query message; true when one started a COPY.
-async fn send_responses<C>(client: &mut C, responses: Vec<Response>) -> PgWireResult<bool>
+async fn send_responses<C>(
+    client: &mut C,
+    conn: &ConnState,
+    responses: Vec<Response>,
+) -> PgWireResult<bool>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: std::fmt::Debug,
@@ -410,7 +483,7 @@ where
                 copy::send_copy_in_response(client, c).await?;
                 copying = true;
             }
-            Response::CopyOut(c) => copy::send_copy_out_response(client, c).await?,
+            Response::CopyOut(_) => send_copy_out(client, conn).await?,
             Response::CopyBoth(c) => {
                 copy::send_copy_both_response(client, c).await?;
                 copying = true;
@@ -590,6 +663,15 @@ impl ExtendedQueryHandler for ConnHandler {
             Some(Entry::Value(p)) => p,
             _ => return self._on_execute(client, message).await,
         };
+        if is_copy_out(&portal.statement.statement.statement) {
+            client.set_state(PgWireConnectionState::QueryInProgress);
+            let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            return match response? {
+                Response::CopyOut(_) => send_copy_out(client, &self.0).await,
+                _ => Err(PgWireError::ApiError("COPY TO STDOUT sent no rows".into())),
+            };
+        }
         let streamable = message.max_rows == 0
             && portal.statement.statement.described.schema.is_some()
             && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
@@ -658,11 +740,20 @@ impl ExtendedQueryHandler for ConnHandler {
         };
         let control = QueryControl::new(token, session.timeout());
         let params = (!prepared.described.params.is_empty()).then_some(params);
+        let timeout = session.timeout();
         let out = session
             .execute(prepared.statement.clone(), params, &control)
             .await
             .map_err(|e| to_pg(&e))?;
-        to_response(out, &portal.result_column_format, options)
+        drop(guard);
+        this.respond(
+            out,
+            &portal.result_column_format,
+            options,
+            control.cancel.clone(),
+            timeout,
+        )
+        .await
     }
 }
 
@@ -670,7 +761,7 @@ impl ConnHandler {
     /// The session's transaction state for ReadyForQuery, recorded as pgwire's too. An
     /// error pgwire raised itself (`failed_outside`) fails an open block as any error
     /// does.
-    async fn session_status<C: ClientInfo>(
+    pub(super) async fn session_status<C: ClientInfo>(
         &self,
         client: &mut C,
         failed_outside: bool,
@@ -698,6 +789,33 @@ impl Cancellable for ConnState {
     fn cancel_current(&self) {
         ConnState::cancel_current(self);
     }
+}
+
+/// Whether a prepared statement is `COPY ... TO STDOUT`.
+fn is_copy_out(stmt: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::{CopyTarget, Statement as Sql};
+    matches!(
+        stmt,
+        Statement::Statement(s) if matches!(
+            s.as_ref(),
+            Sql::Copy { to: true, target: CopyTarget::Stdout, .. }
+        )
+    )
+}
+
+/// Sends the rows of the COPY TO that [`ConnState::respond`] encoded.
+async fn send_copy_out<C>(client: &mut C, conn: &ConnState) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let out = conn
+        .copy_out
+        .lock()
+        .take()
+        .ok_or_else(|| PgWireError::ApiError("no COPY TO rows to send".into()))?;
+    copy_out::send(client, out).await
 }
 
 #[cfg(test)]

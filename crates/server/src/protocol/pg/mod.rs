@@ -3,9 +3,12 @@
 //! [`crate::engine`], and SQLSTATEs are chosen once, in [`errors`].
 
 mod admission;
+mod ahead;
 mod auth;
 mod client_gone;
 mod conn;
+mod copy_in;
+mod copy_out;
 pub mod errors;
 mod handler;
 mod json_columns;

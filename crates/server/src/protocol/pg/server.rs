@@ -220,6 +220,10 @@ impl PgWireServerHandlers for PgConn {
         self.cancel.clone()
     }
 
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.handler.clone()
+    }
+
     fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
         Arc::new(NoopHandler)
     }
