@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float64Builder, Int64Builder, IntervalMonthDayNanoBuilder, RecordBatch, StringBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, IntervalMonthDayNanoBuilder, RecordBatch, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
@@ -357,22 +357,6 @@ impl Column {
             Column::Time(b) => Arc::new(b.finish()),
             Column::Numeric(b, _) => Arc::new(b.finish()),
             Column::Interval(b) => Arc::new(b.finish()),
-        }
-    }
-
-    #[allow(dead_code)]
-    fn len(&self) -> usize {
-        match self {
-            Column::Bool(b) => b.len(),
-            Column::Int(b) => b.len(),
-            Column::Float(b) => b.len(),
-            Column::Text(b) => b.len(),
-            Column::Bytes(b) => b.len(),
-            Column::Date(b) => b.len(),
-            Column::Timestamp(b) => b.len(),
-            Column::Time(b) => b.len(),
-            Column::Numeric(b, _) => b.len(),
-            Column::Interval(b) => b.len(),
         }
     }
 }
