@@ -35,6 +35,7 @@ mod pg_parameters;
 pub mod procedures;
 mod pushdown;
 mod session;
+mod set_config;
 mod settings;
 mod stream;
 mod string_agg;

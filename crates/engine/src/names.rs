@@ -4,6 +4,13 @@
 //! Postgres calls it after the function (`count`), the cast type (`int4`) or `?column?`.
 //! Clients and BI tools show these names, so the outermost SELECT list gets Postgres names,
 //! as long as they stay unique (DataFusion needs unique output names).
+//!
+//! PostgreSQL allows the same name twice (`SELECT 1, 1`, `SELECT id, id FROM t`, JDBC's
+//! `getProcedures` selects `NULL` twice); DataFusion refuses a projection with two equal
+//! names. A repeated name gets a hidden suffix ([`DUPLICATE_MARK`] and a number) that
+//! keeps it unique inside the engine, and each protocol shows [`display`] of the name,
+//! the name as written. In `INSERT ... SELECT` the select list's names play no part and
+//! get the same suffix.
 
 use std::collections::HashSet;
 
@@ -12,47 +19,120 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart};
 
-/// Aliases unnamed items of the outermost SELECT with their Postgres names.
+/// Separates a repeated result name from the suffix that keeps it unique (a control
+/// character no identifier a client writes holds).
+pub const DUPLICATE_MARK: char = '\u{1f}';
+
+/// A result column's name as the client wrote or PostgreSQL chose it.
+pub fn display(name: &str) -> &str {
+    name.split(DUPLICATE_MARK).next().unwrap_or(name)
+}
+
+/// `schema` with [`display`] names, or `None` when no name has a suffix.
+pub fn display_schema(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+    if !schema.fields().iter().any(|f| f.name().contains(DUPLICATE_MARK)) {
+        return None;
+    }
+    let fields: Vec<datafusion::arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_name(display(f.name())))
+        .collect();
+    Some(std::sync::Arc::new(
+        datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()),
+    ))
+}
+
+/// Aliases unnamed items of the outermost SELECT with their Postgres names (and those
+/// of an INSERT's SELECT and a COPY's query), repeated names with a hidden suffix.
 pub fn apply_postgres_names(stmt: &mut Statement) {
-    let Statement::Query(query) = stmt else {
-        return;
+    let query = match stmt {
+        Statement::Query(query) => query,
+        Statement::Insert(insert) => match insert.source.as_mut() {
+            Some(query) => query,
+            None => return,
+        },
+        Statement::Copy {
+            source: datafusion::sql::sqlparser::ast::CopySource::Query(query),
+            ..
+        } => query,
+        _ => return,
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
+    // Names as written first (aliases, columns), in order: the first of a repeated one
+    // keeps it; then the names PostgreSQL gives the other items.
     let mut taken: HashSet<String> = HashSet::new();
     let mut proposed: Vec<Option<String>> = Vec::with_capacity(select.projection.len());
-    for item in &select.projection {
-        match item {
-            SelectItem::ExprWithAlias { alias, .. } => {
-                taken.insert(alias.value.to_lowercase());
-                proposed.push(None);
+    let mut repeated = 0usize;
+    for item in select.projection.iter_mut() {
+        let written = match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(ident_text(alias)),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(ident_text(i)),
+            // `a.id, b.id` are distinct to DataFusion (qualified): only the same
+            // qualified column twice repeats.
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => Some(
+                parts
+                    .iter()
+                    .map(ident_text)
+                    .collect::<Vec<_>>()
+                    .join("."),
+            ),
+            SelectItem::UnnamedExpr(e) => {
+                proposed.push(Some(name_of(e)));
+                continue;
             }
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
-                taken.insert(i.value.to_lowercase());
-                proposed.push(None);
-            }
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                if let Some(last) = parts.last() {
-                    taken.insert(last.value.to_lowercase());
-                }
-                proposed.push(None);
-            }
-            SelectItem::UnnamedExpr(e) => proposed.push(Some(name_of(e))),
-            _ => proposed.push(None),
+            _ => None,
+        };
+        proposed.push(None);
+        let Some(written) = written else { continue };
+        if taken.insert(written.clone()) {
+            continue;
         }
+        repeated += 1;
+        let shown = display_name(item);
+        let unique = format!("{shown}{DUPLICATE_MARK}{repeated}");
+        taken.insert(unique.clone());
+        let expr = match item {
+            SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr) => expr.clone(),
+            _ => continue,
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', unique),
+        };
     }
     for (item, name) in select.projection.iter_mut().zip(proposed) {
         let Some(name) = name else { continue };
-        if !taken.insert(name.clone()) {
-            continue;
-        }
+        let alias = if taken.insert(name.clone()) {
+            name
+        } else {
+            repeated += 1;
+            let unique = format!("{name}{DUPLICATE_MARK}{repeated}");
+            taken.insert(unique.clone());
+            unique
+        };
         if let SelectItem::UnnamedExpr(e) = item {
             *item = SelectItem::ExprWithAlias {
                 expr: e.clone(),
-                alias: Ident::with_quote('"', name),
+                alias: Ident::with_quote('"', alias),
             };
         }
+    }
+}
+
+/// The name a written item shows: its alias, or its column's name.
+fn display_name(item: &SelectItem) -> String {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => ident_text(alias),
+        SelectItem::UnnamedExpr(Expr::Identifier(i)) => ident_text(i),
+        SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+            parts.last().map(ident_text).unwrap_or_default()
+        }
+        _ => "?column?".into(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! `information_schema.tables` by a view with Postgres' twelve columns, `pg_tables` by a
 //! view of the base tables only (datafusion-pg-catalog lists views there too, so dbt's
 //! relation cache took a view for a table and dropped it with DROP TABLE), and
-//! `pg_settings` by the session's `pg_show_all_settings()`, as in Postgres.
+//! `pg_settings` by the session's `pg_show_all_settings()`, as in Postgres, and the system
+//! views of [`crate::system_views`] by their queries.
 
 use std::ops::ControlFlow;
 
@@ -103,6 +104,11 @@ impl VisitorMut for CatalogViews {
             crate::info_schema::tables_view().map(|v| (v, "tables"))
         } else if pg_tables {
             pg_tables_view().map(|v| (v, "pg_tables"))
+        } else if let Some(last) = parts.last()
+            && crate::system_views::is_view(last)
+            && names("pg_catalog", last)
+        {
+            crate::system_views::query(last)
         } else {
             None
         };

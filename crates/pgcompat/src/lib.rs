@@ -31,6 +31,7 @@ mod privileges;
 pub mod proc_arrays;
 mod routines;
 mod rules;
+mod system_views;
 
 use std::sync::Arc;
 

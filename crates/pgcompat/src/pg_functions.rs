@@ -40,6 +40,37 @@ pub fn udfs() -> Vec<ScalarUDF> {
             Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
         ),
         constant_bool("pg_collation_is_visible", true),
+        // Objects tidepool has only the built-in ones of, all in pg_catalog, always on
+        // the path (psql's \\dc, \\do, \\dF...).
+        constant_bool("pg_conversion_is_visible", true),
+        constant_bool("pg_operator_is_visible", true),
+        constant_bool("pg_opclass_is_visible", true),
+        constant_bool("pg_opfamily_is_visible", true),
+        constant_bool("pg_statistics_obj_is_visible", true),
+        constant_bool("pg_ts_config_is_visible", true),
+        constant_bool("pg_ts_dict_is_visible", true),
+        constant_bool("pg_ts_parser_is_visible", true),
+        constant_bool("pg_ts_template_is_visible", true),
+        // No temporary schema is another backend's, and this session's has no oid until
+        // it creates a temporary table (PostgreSQL answers 0 then too; ADBC's
+        // `adbc_get_objects` filters schemas with it).
+        create_udf(
+            "pg_my_temp_schema",
+            vec![],
+            DataType::Int32,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(0))))),
+        ),
+        // A tidepool server is never a standby (Npgsql's GetSchema("Databases")).
+        create_udf(
+            "pg_is_in_recovery",
+            vec![],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))))
+            }),
+        ),
         // dbt docs generate: temporary schemas are the session's own (`pg_temp`), never
         // another backend's.
         constant_bool("pg_is_other_temp_schema", false),

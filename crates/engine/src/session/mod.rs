@@ -113,6 +113,8 @@ pub struct Session {
     tx: Option<transaction::Transaction>,
     /// The rows of the COPY FROM STDIN in progress (`tidepool_copy_stdin()`).
     copy_slot: crate::copy::CopySlot,
+    /// `set_config` calls not yet applied.
+    set_config: crate::set_config::Pending,
 }
 
 impl Session {
@@ -140,6 +142,8 @@ impl Session {
         }
         let copy_slot = crate::copy::CopySlot::default();
         ctx.register_udtf(crate::copy::COPY_FUNCTION, Arc::new(copy_slot.clone()));
+        let set_config = crate::set_config::Pending::default();
+        ctx.register_udf(set_config.udf());
         Session {
             engine,
             ctx,
@@ -150,6 +154,7 @@ impl Session {
             cursors: Cursors::default(),
             tx: None,
             copy_slot,
+            set_config,
         }
     }
 
@@ -195,6 +200,18 @@ impl Session {
         self.settings
             .statement_timeout()
             .or(self.engine.options().query_timeout)
+    }
+
+    /// Applies the assignments `set_config` queued in earlier statements.
+    fn apply_set_config(&mut self) -> Result<(), EngineError> {
+        let pending = self.set_config.take();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for (name, value) in pending {
+            self.settings.set(&name, value)?;
+        }
+        self.apply_settings()
     }
 
     fn apply_settings(&mut self) -> Result<(), EngineError> {
@@ -291,6 +308,7 @@ impl Session {
         control: &QueryControl,
         shape: Shape,
     ) -> Result<SplitOutput, EngineError> {
+        self.apply_set_config()?;
         let kind = Kind::of(&stmt);
         if let (Kind::Transaction, DFStatement::Statement(s)) = (kind, &stmt) {
             return self.run_transaction(s).await.map(SplitOutput::One);

@@ -8,6 +8,8 @@
 //!   [`crate::pg_description`]) when their arguments are columns, literals or casts of
 //!   them; other arguments (Metabase passes `format('%I.%I', ...)::regclass` of outer
 //!   columns, which DataFusion cannot plan in a correlated subquery) give NULL;
+//! - `to_regclass(name)`, `to_regnamespace`, `to_regtype`, `to_regproc` read the
+//!   catalogs for the oid, NULL when there is none (DuckDB's postgres scanner);
 //! - `generate_subscripts(a, 1)` (a set-returning function next to `unnest(a)` in
 //!   SQLAlchemy's key queries) becomes `unnest(range(1, array_length(a, 1) + 1))`, which
 //!   DataFusion unnests in step with `unnest(a)`;
@@ -43,6 +45,33 @@ pub(super) static OBJECT_COMMENT: Template = Template::new(
     "(SELECT max(__d.description) FROM pg_catalog.pg_description AS __d \
      WHERE __d.objoid = CAST(__e1 AS INT) AND __d.objsubid = 0 AND __d.classoid = __e2)",
 );
+/// `to_regclass(name)`: the relation's oid, or NULL when there is none (no error),
+/// a qualified name in its schema, an unqualified one in the current schema.
+pub(super) static REGCLASS: Template = Template::new(
+    "(SELECT max(__c.oid) FROM pg_catalog.pg_class AS __c \
+     JOIN pg_catalog.pg_namespace AS __n ON __c.relnamespace = __n.oid \
+     WHERE CASE WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 2 \
+     THEN __n.nspname = parse_ident(CAST(__e1 AS TEXT))[1] \
+     AND __c.relname = parse_ident(CAST(__e1 AS TEXT))[2] \
+     WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 1 \
+     THEN __n.nspname = current_schema() \
+     AND __c.relname = parse_ident(CAST(__e1 AS TEXT))[1] ELSE false END)",
+);
+/// `to_regnamespace(name)`.
+pub(super) static REGNAMESPACE: Template = Template::new(
+    "(SELECT max(__n.oid) FROM pg_catalog.pg_namespace AS __n \
+     WHERE __n.nspname = CAST(__e1 AS TEXT))",
+);
+/// `to_regtype(name)` (a `pg_catalog.` prefix is the same type).
+pub(super) static REGTYPE: Template = Template::new(
+    "(SELECT max(__t.oid) FROM pg_catalog.pg_type AS __t \
+     WHERE __t.typname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
+);
+/// `to_regproc(name)`: NULL also when the name is overloaded, as PostgreSQL's.
+pub(super) static REGPROC: Template = Template::new(
+    "(SELECT CASE WHEN count(*) = 1 THEN max(__p.oid) END FROM pg_catalog.pg_proc AS __p \
+     WHERE __p.proname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
+);
 pub(super) static SUBSCRIPTS: Template =
     Template::new("unnest(range(1, CAST(array_length(__e1, __e2) AS BIGINT) + 1))");
 
@@ -63,8 +92,9 @@ struct Functions;
 impl VisitorMut for Functions {
     type Break = ParserError;
 
-    /// A select-list `col_description(...)` / `obj_description(...)` is named after the
-    /// function, as PostgreSQL names it (their rewritten forms all print alike).
+    /// A select-list `col_description(...)` / `obj_description(...)` / `to_regclass(...)`
+    /// is named after the function, as PostgreSQL names it (their rewritten forms all
+    /// print alike).
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<ParserError> {
         let SetExpr::Select(select) = query.body.as_mut() else {
             return ControlFlow::Continue(());
@@ -74,13 +104,15 @@ impl VisitorMut for Functions {
             let SelectItem::UnnamedExpr(Expr::Function(f)) = item else {
                 continue;
             };
-            let Some(name) = last_name(&f.name).filter(|n| n.ends_with("_description")) else {
+            let Some(name) = last_name(&f.name)
+                .filter(|n| n.ends_with("_description") || n.starts_with("to_reg"))
+            else {
                 continue;
             };
             let mut alias = name.clone();
             let mut n = 1;
             while taken.contains(&alias) {
-                alias = format!("{name}_{n}");
+                alias = format!("{name}{}{n}", tidepool_engine::names::DUPLICATE_MARK);
                 n += 1;
             }
             taken.push(alias.clone());
@@ -134,6 +166,17 @@ impl VisitorMut for Functions {
                     },
                     _ => NO_COMMENT.fill(&[], &[]),
                 },
+                Some(name @ ("to_regclass" | "to_regnamespace" | "to_regtype" | "to_regproc")) => {
+                    match args(f).as_slice() {
+                        [arg] => match name {
+                            "to_regclass" => REGCLASS.fill(&[arg], &[]),
+                            "to_regnamespace" => REGNAMESPACE.fill(&[arg], &[]),
+                            "to_regtype" => REGTYPE.fill(&[arg], &[]),
+                            _ => REGPROC.fill(&[arg], &[]),
+                        },
+                        _ => return ControlFlow::Continue(()),
+                    }
+                }
                 Some("generate_subscripts") => match args(f).as_slice() {
                     [array, dim] => SUBSCRIPTS.fill(&[array, dim], &[]),
                     _ => return ControlFlow::Continue(()),

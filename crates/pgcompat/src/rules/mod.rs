@@ -12,11 +12,13 @@
 //! - [`in_subqueries::InSubqueriesAsArrays`]: `x IN (SELECT ...)` outside filters.
 //! - [`catalog_functions::CatalogFunctions`]: `pg_get_viewdef`, `col_description`,
 //!   `obj_description`, `array_to_string` over ACL columns, `generate_subscripts`,
+//!   `to_regclass` and its kin,
 //!   `proname = 'pg_catalog.f'`.
 //! - [`like_escape::LikeEscape`]: `LIKE ... ESCAPE 'c'`.
 //! - [`subqueries::CorrelatedSubqueries`]: correlated scalar and `ARRAY(...)`
 //!   subqueries as aggregates, conditions on outer columns hoisted, subqueries over
 //!   always-empty catalogs as NULL.
+//! - [`tid_ranges::TidRanges`]: DuckDB's `ctid BETWEEN` over a whole table.
 
 mod catalog_functions;
 mod expand_array;
@@ -25,6 +27,7 @@ mod in_subqueries;
 pub(crate) mod like_escape;
 mod subqueries;
 mod template;
+mod tid_ranges;
 mod types;
 
 use std::ops::ControlFlow;
@@ -53,6 +56,7 @@ const RULES: &[&dyn Rule] = &[
     &catalog_functions::CatalogFunctions,
     &like_escape::LikeEscape,
     &subqueries::CorrelatedSubqueries,
+    &tid_ranges::TidRanges,
 ];
 
 /// Applies every rule to `statement`. A rule that fails to build its replacement is a

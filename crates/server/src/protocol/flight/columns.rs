@@ -3,7 +3,7 @@
 //! would carry the whole shared buffers (lineitem SF1: 2.4 GB instead of 1.0 GB), and
 //! older clients (the Flight SQL JDBC driver, ODBC bridges) do not read view types. So view
 //! columns go out as plain `Utf8` / `Binary`, nested ones included; other types pass as
-//! they are.
+//! they are. Repeated result names lose the hidden suffix the engine gives them.
 
 use std::sync::Arc;
 
@@ -37,12 +37,18 @@ pub fn client_schema(schema: &Schema) -> Option<SchemaRef> {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(plain(f.data_type()))
+                .with_name(tidepool_engine::names::display(f.name()))
+        })
         .collect();
+    // Repeated result names carry a hidden suffix inside the engine.
     let changed = fields
         .iter()
         .zip(schema.fields())
-        .any(|(a, b)| a.data_type() != b.data_type());
+        .any(|(a, b)| a.data_type() != b.data_type() || a.name() != b.name());
     changed.then(|| Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 

@@ -146,7 +146,7 @@ fn header_line(schema: &Schema, options: &CopyOptions) -> Bytes {
         .fields()
         .iter()
         .map(|f| {
-            let name = f.name();
+            let name = tidepool_engine::names::display(f.name());
             let needs = options.format == CopyFormat::Csv
                 && (name.contains(options.delimiter as char)
                     || name.contains(quote)
@@ -155,7 +155,7 @@ fn header_line(schema: &Schema, options: &CopyOptions) -> Bytes {
                 let doubled = name.replace(quote, &format!("{quote}{quote}"));
                 format!("{quote}{doubled}{quote}")
             } else {
-                name.clone()
+                name.to_string()
             }
         })
         .collect();

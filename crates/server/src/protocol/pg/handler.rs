@@ -255,7 +255,11 @@ fn fields(
     format: &Format,
     options: Arc<FormatOptions>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options))
+    // Repeated result names carry a hidden suffix inside the engine.
+    match tidepool_engine::names::display_schema(schema) {
+        Some(shown) => arrow_pg::datatypes::arrow_schema_to_pg_fields(&shown, format, Some(options)),
+        None => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options)),
+    }
 }
 
 /// Turns an engine output into a pgwire response whose rows are encoded lazily.
