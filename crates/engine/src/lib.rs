@@ -24,6 +24,7 @@ mod cursors;
 mod dependents;
 mod error;
 mod executor;
+mod exists_values;
 mod extension;
 mod functions;
 mod in_lists;
@@ -200,6 +201,7 @@ impl Engine {
         );
         state.add_analyzer_rule(Arc::new(subquery_nulls::NullableScalarSubqueries));
         state.add_analyzer_rule(Arc::new(correlated::CorrelatedScalarSubqueries));
+        state.add_analyzer_rule(Arc::new(exists_values::ExistsValues));
         state.add_analyzer_rule(Arc::new(in_lists::LongInLists));
         state.add_analyzer_rule(Arc::new(checked_arithmetic::CheckedIntegerArithmetic));
         datafusion_functions_json::register_all(&mut state)?;

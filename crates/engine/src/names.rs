@@ -165,7 +165,9 @@ fn name_of(e: &Expr) -> String {
 }
 
 fn type_name(t: &SqlType) -> String {
-    let s = t.to_string().to_lowercase();
+    // `pg_catalog.name` and `"char"` are named `name` and `char`.
+    let s = t.to_string().to_lowercase().replace('"', "");
+    let s = s.strip_prefix("pg_catalog.").unwrap_or(&s).to_string();
     let base = s.split('(').next().unwrap_or(&s).trim();
     match base {
         "int" | "integer" | "int4" => "int4",

@@ -11,6 +11,7 @@
 
 mod acl;
 mod array_literals;
+mod bool_literals;
 mod cache_key;
 mod catalog_subqueries;
 mod catalog_views;
@@ -32,6 +33,7 @@ pub mod proc_arrays;
 mod routines;
 mod rules;
 mod system_views;
+mod type_names;
 
 use std::sync::Arc;
 
@@ -68,9 +70,11 @@ impl PgCompat {
 
 impl Extension for PgCompat {
     fn configure(&self, state: SessionStateBuilder) -> SessionStateBuilder {
-        // Array literals must be lists before type coercion looks at them.
-        let mut analyzers: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
-            vec![Arc::new(array_literals::ArrayLiterals)];
+        // Array and boolean literals must be typed before type coercion looks at them.
+        let mut analyzers: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> = vec![
+            Arc::new(array_literals::ArrayLiterals),
+            Arc::new(bool_literals::BoolLiterals),
+        ];
         analyzers.extend(datafusion::optimizer::Analyzer::new().rules);
         state
             .with_analyzer_rules(analyzers)
@@ -82,6 +86,19 @@ impl Extension for PgCompat {
     fn register(&self, ctx: &SessionContext, _access: &Access) -> Result<(), EngineError> {
         datafusion_pg_catalog::pg_catalog::setup_pg_catalog(ctx, CATALOG, self.roles.clone())
             .map_err(|e| EngineError::from(*e))?;
+        // After the crate's setup, which installs its own type planner: ours plans more
+        // names and hands the rest to it.
+        {
+            let state = ctx.state_ref();
+            let existing = state.read().clone();
+            *state.write() = SessionStateBuilder::new_from_existing(existing)
+                .with_type_planner(Arc::new(type_names::TypeNames::default()))
+                .build();
+            use datafusion::execution::FunctionRegistry;
+            state
+                .write()
+                .register_expr_planner(Arc::new(bool_literals::BoolComparisons))?;
+        }
         ctx.register_udf(rules::like_escape_udf());
         ctx.register_udtf(
             "pg_partition_ancestors",
