@@ -3,7 +3,8 @@
 //! and cannot compare it with a list, so this analyzer rule, run before type coercion,
 //! turns a text literal compared (`=`, `<>`, `IS [NOT] DISTINCT FROM`) with a list column
 //! into the list it spells (`{a,"b c",NULL}`), each element cast to the column's element
-//! type.
+//! type. The same holds for the array of `x = ANY('{a,b}')` (DataFusion's `array_has`),
+//! where the text is often a bound text parameter.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ExprSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 
 /// The analyzer rule.
@@ -30,6 +31,9 @@ impl AnalyzerRule for ArrayLiterals {
                 let name = names.save(&e);
                 Ok(e.transform_up(|e| match e {
                     Expr::BinaryExpr(b) if comparison(b.op) => literal_as_list(b, &schemas),
+                    Expr::ScalarFunction(f) if f.name() == "array_has" => {
+                        haystack_as_list(f, &schemas)
+                    }
                     other => Ok(Transformed::no(other)),
                 })?
                 .update_data(|e| name.restore(e)))
@@ -48,6 +52,33 @@ fn comparison(op: Operator) -> bool {
         op,
         Operator::Eq | Operator::NotEq | Operator::IsDistinctFrom | Operator::IsNotDistinctFrom
     )
+}
+
+/// `x = ANY('{a,b}')` (planned as `array_has('{a,b}', x)`, the text often a bound
+/// parameter: pgcli's and ADBC's `relkind = ANY($1)`): the text as a list of `x`'s type.
+fn haystack_as_list(
+    f: datafusion::logical_expr::expr::ScalarFunction,
+    schemas: &[Arc<DFSchema>],
+) -> Result<Transformed<Expr>> {
+    let needle_type = f.args.get(1).and_then(|needle| {
+        schemas
+            .iter()
+            .find_map(|s| needle.get_type(s.as_ref() as &dyn ExprSchema).ok())
+    });
+    let text = match f.args.first() {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _)) => {
+            s.clone()
+        }
+        _ => return Ok(Transformed::no(Expr::ScalarFunction(f))),
+    };
+    let Some(element) = needle_type.filter(|t| !matches!(t, DataType::Null)) else {
+        return Ok(Transformed::no(Expr::ScalarFunction(f)));
+    };
+    let mut args = f.args;
+    args[0] = list(&text, &element)?;
+    Ok(Transformed::yes(Expr::ScalarFunction(
+        datafusion::logical_expr::expr::ScalarFunction::new_udf(f.func, args),
+    )))
 }
 
 fn literal_as_list(b: BinaryExpr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {

@@ -19,6 +19,7 @@ mod gathered;
 mod info_schema;
 mod keys;
 mod oids;
+mod parse_ident;
 mod parser;
 mod pg_attrdef;
 mod pg_attribute;
@@ -29,6 +30,7 @@ mod pg_roles;
 mod pg_settings;
 mod pg_types;
 mod privileges;
+mod regproc;
 pub mod proc_arrays;
 mod routines;
 mod rules;
@@ -76,6 +78,8 @@ impl Extension for PgCompat {
             Arc::new(bool_literals::BoolLiterals),
         ];
         analyzers.extend(datafusion::optimizer::Analyzer::new().rules);
+        // After type coercion: casts of regproc columns to text are in place.
+        analyzers.push(Arc::new(regproc::RegprocNames));
         state
             .with_analyzer_rules(analyzers)
             .with_optimizer_rule(Arc::new(
@@ -100,6 +104,8 @@ impl Extension for PgCompat {
                 .register_expr_planner(Arc::new(bool_literals::BoolComparisons))?;
         }
         ctx.register_udf(rules::like_escape_udf());
+        ctx.register_udf(regproc::name_udf());
+        ctx.register_udf(parse_ident::udf());
         ctx.register_udtf(
             "pg_partition_ancestors",
             Arc::new(pg_functions::PartitionAncestors),

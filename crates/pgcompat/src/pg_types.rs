@@ -5,7 +5,8 @@
 //! `pg_proc.oid = pg_type.typreceive` and checking for `array_recv`; the bundled catalog
 //! holds the names as text, which cannot be compared with an oid. This table keeps the
 //! bundled rows and turns those columns into the oids of the named `pg_proc` rows (0 for
-//! `-`), the same oids `'array_recv'::regproc` resolves to. Built once per engine.
+//! `-`), the same oids `'array_recv'::regproc` resolves to, marked as regproc so they
+//! read as names where PostgreSQL shows names ([`crate::regproc`]). Built once per engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub async fn pg_type(
     pg_proc: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
     let mut oids: HashMap<String, i32> = HashMap::new();
+    let mut names: HashMap<i32, String> = HashMap::new();
     for b in collect(pg_proc).await? {
         let (Some(oid), Some(name)) = (b.column_by_name("oid"), b.column_by_name("proname")) else {
             continue;
@@ -51,6 +53,7 @@ pub async fn pg_type(
                 oids.entry(name.value(i).to_string())
                     .and_modify(|o| *o = (*o).min(oid.value(i)))
                     .or_insert(oid.value(i));
+                names.insert(oid.value(i), name.value(i).to_string());
             }
         }
     }
@@ -60,13 +63,19 @@ pub async fn pg_type(
         .iter()
         .map(|f| {
             if REGPROC_COLUMNS.contains(&f.name().as_str()) {
-                Field::new(f.name(), DataType::Int32, true)
+                Field::new(f.name(), DataType::Int32, true).with_metadata(
+                    [(crate::regproc::KEY.to_string(), crate::regproc::KIND.to_string())].into(),
+                )
             } else {
                 f.as_ref().clone()
             }
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
+    let _ = crate::regproc::PROCS.set(crate::regproc::Procs {
+        names,
+        oids: oids.clone(),
+    });
     let mut batches = Vec::new();
     for b in collect(pg_type).await? {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());

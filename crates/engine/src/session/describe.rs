@@ -82,7 +82,20 @@ impl Session {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
             LogicalPlan::Statement(_) => None,
             p if crate::alter::alter_node(p).is_some() => None,
-            p => Some(Arc::new(p.schema().as_arrow().clone())),
+            // The analyzer may change result types (regproc columns shown as names):
+            // the schema is the analyzed plan's, as execution will send it.
+            p => {
+                let state = self.ctx.state();
+                let analyzed = state.analyzer().execute_and_check(
+                    p.clone(),
+                    state.config_options(),
+                    |_, _| {},
+                );
+                Some(Arc::new(match analyzed {
+                    Ok(a) => a.schema().as_arrow().clone(),
+                    Err(_) => p.schema().as_arrow().clone(),
+                }))
+            }
         };
         Ok(Described { params, schema })
     }

@@ -34,6 +34,7 @@ fn every_skeleton_parses_and_fills() {
         &super::expand_array::POSITIONS,
         &super::expand_array::ELEMENTS,
         &super::functions_in_from::ONE_ROW,
+        &super::functions_in_from::WITH_UNNEST,
         &super::in_subqueries::ARRAY_HAS,
         &super::catalog_functions::VIEWDEF,
         &super::catalog_functions::NO_COMMENT,
