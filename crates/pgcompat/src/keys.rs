@@ -183,8 +183,8 @@ fn referenced_attnums(keys: &[Key], schema: &str, table: &str, names: &[String])
     }
 }
 
-/// One row of a catalog table by column name; columns not named get a zero value
-/// (NULL where the column allows it).
+/// One row of a catalog table by column name; columns not named get a zero value or
+/// empty text (NULL where the column allows it).
 pub(crate) type Row = Vec<(&'static str, ScalarValue)>;
 
 pub(crate) fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
@@ -201,6 +201,7 @@ pub(crate) fn batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
                 Some(v) => v.cast_to(field.data_type())?,
                 None if field.is_nullable() => ScalarValue::try_from(field.data_type())?,
                 None => ScalarValue::new_zero(field.data_type())
+                    .or_else(|_| ScalarValue::Utf8(Some(String::new())).cast_to(field.data_type()))
                     .or_else(|_| ScalarValue::try_from(field.data_type()))?,
             });
         }

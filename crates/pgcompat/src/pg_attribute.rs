@@ -80,11 +80,27 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
         .fields()
         .iter()
         .map(|f| match KEY_ARRAYS.iter().find(|(n, _)| n == f.name()) {
-            Some((_, item)) => Field::new(
-                f.name(),
-                DataType::List(Arc::new(Field::new("item", item.clone(), true))),
-                true,
-            ),
+            Some((_, item)) => {
+                let field = Field::new(
+                    f.name(),
+                    DataType::List(Arc::new(Field::new("item", item.clone(), true))),
+                    true,
+                );
+                // int2vector / oidvector: sent in their space-separated text form, which
+                // psqlODBC's SQLStatistics parses (`{1}` made it loop for ever).
+                if f.name().starts_with("ind") {
+                    let kind = match item {
+                        DataType::Int16 => "int2vector",
+                        _ => "oidvector",
+                    };
+                    field.with_metadata(
+                        [(crate::proc_arrays::OIDVECTOR_KEY.to_string(), kind.to_string())]
+                            .into(),
+                    )
+                } else {
+                    field
+                }
+            }
             None => f.as_ref().clone(),
         })
         .collect();
@@ -317,8 +333,48 @@ impl Gather for AttributeTable {
             }
             out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
+        if let Some(first) = out.first() {
+            let schema = first.schema();
+            let rows = index_rows(&engine).await?;
+            if !rows.is_empty() {
+                out.push(crate::keys::batch(&schema, &rows)?);
+            }
+        }
         Ok(out)
     }
+}
+
+/// The columns of the indexes of primary keys and unique constraints, as PostgreSQL lists
+/// an index's columns (`attrelid` the index, `attnum` the position in the key):
+/// psqlODBC's `SQLPrimaryKeys` joins them to find the key's columns.
+async fn index_rows(engine: &Engine) -> Result<Vec<crate::keys::Row>> {
+    use crate::keys::{flag, int, text};
+    let mut rows = Vec::new();
+    for k in crate::keys::lake_keys(engine).await? {
+        let Some(index) = k.index_oid() else {
+            continue;
+        };
+        let table = engine.table_schema(&k.schema, &k.table).await.ok().flatten();
+        for (i, column) in k.constraint.columns.iter().enumerate() {
+            let details = table
+                .as_ref()
+                .and_then(|t| t.field_with_name(column).ok().cloned())
+                .and_then(|f| field_details(&f));
+            let (typid, typmod, _) = details.unwrap_or((25, -1, 0));
+            rows.push(vec![
+                ("attrelid", int(index)),
+                ("attname", text(column)),
+                ("atttypid", int(typid as i64)),
+                ("attnum", int(i as i64 + 1)),
+                ("atttypmod", int(typmod as i64)),
+                ("attlen", int(-1)),
+                ("attnotnull", flag(true)),
+                ("attisdropped", flag(false)),
+                ("attislocal", flag(true)),
+            ]);
+        }
+    }
+    Ok(rows)
 }
 
 /// Sets `relhasindex`, `relchecks` and `relhastriggers` of the rows of keyed tables

@@ -10,6 +10,10 @@
 //!   columns, which DataFusion cannot plan in a correlated subquery) give NULL;
 //! - `to_regclass(name)`, `to_regnamespace`, `to_regtype`, `to_regproc` read the
 //!   catalogs for the oid, NULL when there is none (DuckDB's postgres scanner);
+//! - subscripts of `int2vector` / `oidvector` columns (`i.indkey[ia.attnum - 1]`,
+//!   psqlODBC's `SQLPrimaryKeys`) count from 0, as in PostgreSQL;
+//! - a select-list `generate_series(a, b)` returns rows, as PostgreSQL's set-returning
+//!   function does (DataFusion's returns one list);
 //! - `generate_subscripts(a, 1)` (a set-returning function next to `unnest(a)` in
 //!   SQLAlchemy's key queries) becomes `unnest(range(1, array_length(a, 1) + 1))`, which
 //!   DataFusion unnests in step with `unnest(a)`;
@@ -72,6 +76,10 @@ pub(super) static REGPROC: Template = Template::new(
     "(SELECT CASE WHEN count(*) = 1 THEN max(__p.oid) END FROM pg_catalog.pg_proc AS __p \
      WHERE __p.proname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
 );
+/// The 1-based subscript of a 0-based vector's element `__e1`.
+pub(super) static NEXT: Template = Template::new("(__e1) + 1");
+/// A select-list `generate_series(...)`, one row per value.
+pub(super) static SERIES_ROWS: Template = Template::new("unnest(__e1)");
 pub(super) static SUBSCRIPTS: Template =
     Template::new("unnest(range(1, CAST(array_length(__e1, __e2) AS BIGINT) + 1))");
 
@@ -99,6 +107,22 @@ impl VisitorMut for Functions {
         let SetExpr::Select(select) = query.body.as_mut() else {
             return ControlFlow::Continue(());
         };
+        // `generate_series(a, b)` in a select list is a set-returning function: one row
+        // per value (psqlODBC's `SQLForeignKeys`), where DataFusion's returns a list.
+        for item in &mut select.projection {
+            let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
+            else {
+                continue;
+            };
+            if let Expr::Function(f) = e
+                && last_name(&f.name).as_deref() == Some("generate_series")
+            {
+                match SERIES_ROWS.fill(&[e], &[]) {
+                    Ok(rows) => *e = rows,
+                    Err(err) => return ControlFlow::Break(err),
+                }
+            }
+        }
         let mut taken: Vec<String> = Vec::new();
         for item in &mut select.projection {
             let SelectItem::UnnamedExpr(Expr::Function(f)) = item else {
@@ -136,6 +160,26 @@ impl VisitorMut for Functions {
                     && let Some(bare) = text.strip_prefix("pg_catalog.")
                 {
                     *text = bare.to_string();
+                }
+                return ControlFlow::Continue(());
+            }
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                use datafusion::sql::sqlparser::ast::{AccessExpr, Subscript};
+                // `indkey[i]` (root `indkey`) or `x.indkey[i]` (root `x`, `.indkey`).
+                let (named, index) = match access_chain.as_mut_slice() {
+                    [AccessExpr::Subscript(Subscript::Index { index })] => {
+                        (zero_based(root), index)
+                    }
+                    [.., AccessExpr::Dot(name), AccessExpr::Subscript(Subscript::Index { index })] => {
+                        (zero_based(name), index)
+                    }
+                    _ => return ControlFlow::Continue(()),
+                };
+                if named {
+                    match NEXT.fill(&[index], &[]) {
+                        Ok(next) => *index = next,
+                        Err(e) => return ControlFlow::Break(e),
+                    }
                 }
                 return ControlFlow::Continue(());
             }
@@ -193,6 +237,33 @@ impl VisitorMut for Functions {
             Err(e) => ControlFlow::Break(e),
         }
     }
+}
+
+/// Catalog columns of PostgreSQL's `int2vector` and `oidvector` types, whose subscripts
+/// start at 0 (tidepool keeps them as arrays, which start at 1).
+const ZERO_BASED: &[&str] = &[
+    "indkey",
+    "indclass",
+    "indcollation",
+    "indoption",
+    "proargtypes",
+    "tgattr",
+    "partattrs",
+    "partclass",
+    "partcollation",
+];
+
+/// Whether `e` names a zero-based vector column (`indkey`, `i.indkey`).
+fn zero_based(e: &Expr) -> bool {
+    let name = match e {
+        Expr::Identifier(i) => &i.value,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => &i.value,
+            None => return false,
+        },
+        _ => return false,
+    };
+    ZERO_BASED.contains(&name.to_ascii_lowercase().as_str())
 }
 
 /// A column, a literal, a subquery (`'s.t'::regclass` becomes one that reads the name),

@@ -39,6 +39,8 @@ fn every_skeleton_parses_and_fills() {
         &super::catalog_functions::VIEWDEF,
         &super::catalog_functions::NO_COMMENT,
         &super::catalog_functions::SUBSCRIPTS,
+        &super::catalog_functions::SERIES_ROWS,
+        &super::catalog_functions::NEXT,
         &super::catalog_functions::REGCLASS,
         &super::catalog_functions::REGNAMESPACE,
         &super::catalog_functions::REGTYPE,

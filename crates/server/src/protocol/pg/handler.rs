@@ -256,10 +256,32 @@ fn fields(
     options: Arc<FormatOptions>,
 ) -> PgWireResult<Vec<FieldInfo>> {
     // Repeated result names carry a hidden suffix inside the engine.
-    match tidepool_engine::names::display_schema(schema) {
+    let mut out = match tidepool_engine::names::display_schema(schema) {
         Some(shown) => arrow_pg::datatypes::arrow_schema_to_pg_fields(&shown, format, Some(options)),
         None => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options)),
+    }?;
+    // int2vector / oidvector catalog columns go out as their text, typed as PostgreSQL
+    // types them (psqlODBC parses `indkey` by its type).
+    for (i, f) in schema.fields().iter().enumerate() {
+        let Some(kind) = f.metadata().get(crate::pgcompat::proc_arrays::OIDVECTOR_KEY) else {
+            continue;
+        };
+        let t = if kind == "int2vector" {
+            Type::INT2_VECTOR
+        } else {
+            Type::OID_VECTOR
+        };
+        if let Some(old) = out.get(i) {
+            out[i] = FieldInfo::new(
+                old.name().to_string(),
+                old.table_id(),
+                old.column_id(),
+                t,
+                old.format(),
+            );
+        }
     }
+    Ok(out)
 }
 
 /// Turns an engine output into a pgwire response whose rows are encoded lazily.

@@ -74,7 +74,10 @@ pub fn client_schema(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| {
-            if as_text(f) {
+            if is_oidvector(f) {
+                // The marker stays: RowDescription names int2vector / oidvector.
+                Field::new(f.name(), DataType::Utf8, true).with_metadata(f.metadata().clone())
+            } else if as_text(f) {
                 Field::new(f.name(), DataType::Utf8, true)
             } else {
                 f.as_ref().clone()
