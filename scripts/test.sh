@@ -15,6 +15,9 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # pgjdbc, the real JDBC driver, and Java 17 to compile and run the probe against it.
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
+# psqlODBC with unixODBC, driven from Python through pyodbc.
+[ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || [ -n "$(find /usr/lib -name psqlodbcw.so 2>/dev/null | head -1)" ] || need_apt+=(odbc-postgresql)
+command -v odbcinst >/dev/null 2>&1 || need_apt+=(unixodbc)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -45,6 +48,12 @@ fi
 # Postgres client libraries for the driver compatibility tests.
 if ! .venv/bin/python -c 'import psycopg, psycopg2, sqlalchemy, pandas, asyncpg' 2>/dev/null; then
   .venv/bin/pip install -q 'psycopg[binary]' 'psycopg2-binary' 'sqlalchemy>=2' 'pandas' 'asyncpg'
+fi
+# Drivers that read the catalogs: ADBC's PostgreSQL driver, DuckDB with its postgres
+# extension (loaded from the wheel: INSTALL cannot download here) and pyodbc.
+if ! .venv/bin/python -c 'import adbc_driver_postgresql, duckdb, duckdb_extension_postgres_scanner, pyodbc' 2>/dev/null; then
+  .venv/bin/pip install -q 'adbc-driver-postgresql==1.13.0' 'duckdb==1.5.5' \
+    'duckdb-extension-postgres-scanner==1.5.5' 'pyodbc==5.5.0'
 fi
 # dbt-core with the dbt-postgres adapter, in a venv of their own (dbt pins its own
 # versions of protobuf, Jinja and friends). 1.11.16 is the newest dbt-core that installs

@@ -433,6 +433,19 @@ pub async fn psql_run(addr: std::net::SocketAddr, commands: &[String]) -> (bool,
 /// Runs `tests/python/<script>` with the test virtualenv's Python (installed by
 /// scripts/test.sh) and `args`; asserts it succeeded and printed "<name>: ok" for each
 /// of `oks`.
+/// Runs `script` against a fresh server as a password user (`HOST PORT USER PASSWORD`).
+pub async fn run_python_as_user(script: &str, oks: &[&str]) {
+    let server =
+        TestServer::start("[[users]]\nname = \"loader\"\npassword = \"l0ader pw\"\n").await;
+    let args = [
+        server.addr.ip().to_string(),
+        server.addr.port().to_string(),
+        "loader".to_string(),
+        "l0ader pw".to_string(),
+    ];
+    run_python(script, &args, oks).await;
+}
+
 pub async fn run_python(script: &str, args: &[String], oks: &[&str]) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");

@@ -247,13 +247,5 @@ async fn driver_copy_in_and_out_and_copy_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_drivers_copy_in_text_and_binary() {
-    let server =
-        TestServer::start("[[users]]\nname = \"loader\"\npassword = \"l0ader pw\"\n").await;
-    let args = [
-        server.addr.ip().to_string(),
-        server.addr.port().to_string(),
-        "loader".to_string(),
-        "l0ader pw".to_string(),
-    ];
-    crate::common::run_python("copy_clients.py", &args, &["psycopg3", "asyncpg"]).await;
+    crate::common::run_python_as_user("copy_clients.py", &["psycopg3", "asyncpg"]).await;
 }

@@ -6,6 +6,7 @@ mod admin_cli;
 mod admin_sources;
 mod architecture;
 mod bounded_work;
+mod client_catalog;
 mod client_dbt;
 mod client_grafana;
 mod client_jdbc;

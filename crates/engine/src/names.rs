@@ -32,7 +32,11 @@ pub fn display(name: &str) -> &str {
 pub fn display_schema(
     schema: &datafusion::arrow::datatypes::Schema,
 ) -> Option<datafusion::arrow::datatypes::SchemaRef> {
-    if !schema.fields().iter().any(|f| f.name().contains(DUPLICATE_MARK)) {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.name().contains(DUPLICATE_MARK))
+    {
         return None;
     }
     let fields: Vec<datafusion::arrow::datatypes::Field> = schema
@@ -60,6 +64,45 @@ pub fn apply_postgres_names(stmt: &mut Statement) {
         } => query,
         _ => return,
     };
+    // Derived tables and CTEs show their names to the query around them: DuckDB reads
+    // `SELECT "count" FROM (SELECT count(*) FROM t) AS q`.
+    let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(query.as_mut(), &mut InnerQueries);
+    name_select(query);
+}
+
+/// Names the select lists of derived tables and CTEs.
+struct InnerQueries;
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for InnerQueries {
+    type Break = ();
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &mut datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> std::ops::ControlFlow<()> {
+        if let datafusion::sql::sqlparser::ast::TableFactor::Derived { subquery, .. } = factor {
+            name_select(subquery);
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(
+        &mut self,
+        query: &mut datafusion::sql::sqlparser::ast::Query,
+    ) -> std::ops::ControlFlow<()> {
+        if let Some(with) = &mut query.with {
+            for cte in &mut with.cte_tables {
+                if cte.alias.columns.is_empty() {
+                    name_select(&mut cte.query);
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Gives a query's select list PostgreSQL's names.
+fn name_select(query: &mut datafusion::sql::sqlparser::ast::Query) {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
@@ -74,13 +117,9 @@ pub fn apply_postgres_names(stmt: &mut Statement) {
             SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(ident_text(i)),
             // `a.id, b.id` are distinct to DataFusion (qualified): only the same
             // qualified column twice repeats.
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => Some(
-                parts
-                    .iter()
-                    .map(ident_text)
-                    .collect::<Vec<_>>()
-                    .join("."),
-            ),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                Some(parts.iter().map(ident_text).collect::<Vec<_>>().join("."))
+            }
             SelectItem::UnnamedExpr(e) => {
                 proposed.push(Some(name_of(e)));
                 continue;

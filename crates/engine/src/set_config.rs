@@ -65,7 +65,11 @@ impl Pending {
             }
             let name = names.value(i);
             // NULL sets the empty string, as PostgreSQL's does.
-            let value = if values.is_null(i) { "" } else { values.value(i) };
+            let value = if values.is_null(i) {
+                ""
+            } else {
+                values.value(i)
+            };
             let mut probe = SessionSettings::default();
             probe
                 .set(name, value.to_string())
@@ -75,10 +79,12 @@ impl Pending {
             out.append_value(shown);
         }
         let array: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
-        Ok(if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        Ok(
+            if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            },
+        )
     }
 }

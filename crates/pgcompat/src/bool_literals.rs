@@ -49,9 +49,7 @@ impl ExprPlanner for BoolComparisons {
         let schemas = [Arc::new(schema.clone())];
         let (left, right) = match (text(&expr.left), text(&expr.right)) {
             (None, Some(s)) if boolean(&expr.left, &schemas) => (expr.left.clone(), parsed(s)?),
-            (Some(s), None) if boolean(&expr.right, &schemas) => {
-                (parsed(s)?, expr.right.clone())
-            }
+            (Some(s), None) if boolean(&expr.right, &schemas) => (parsed(s)?, expr.right.clone()),
             _ => return Ok(PlannerResult::Original(expr)),
         };
         Ok(PlannerResult::Planned(Expr::BinaryExpr(BinaryExpr::new(
@@ -103,7 +101,9 @@ fn rewrite(e: Expr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {
                 Box::new(right),
             ))))
         }
-        Expr::InList(l) if boolean(&l.expr, schemas) && l.list.iter().any(|e| text(e).is_some()) => {
+        Expr::InList(l)
+            if boolean(&l.expr, schemas) && l.list.iter().any(|e| text(e).is_some()) =>
+        {
             let list = l
                 .list
                 .into_iter()

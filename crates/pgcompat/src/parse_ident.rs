@@ -67,7 +67,11 @@ impl ScalarUDFImpl for ParseIdent {
             out.append(true);
         }
         let array = Arc::new(out.finish());
-        if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
             return Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::try_from_array(array.as_ref(), 0)?,
             ));

@@ -94,8 +94,11 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
                         _ => "oidvector",
                     };
                     field.with_metadata(
-                        [(crate::proc_arrays::OIDVECTOR_KEY.to_string(), kind.to_string())]
-                            .into(),
+                        [(
+                            crate::proc_arrays::OIDVECTOR_KEY.to_string(),
+                            kind.to_string(),
+                        )]
+                        .into(),
                     )
                 } else {
                     field
@@ -354,7 +357,11 @@ async fn index_rows(engine: &Engine) -> Result<Vec<crate::keys::Row>> {
         let Some(index) = k.index_oid() else {
             continue;
         };
-        let table = engine.table_schema(&k.schema, &k.table).await.ok().flatten();
+        let table = engine
+            .table_schema(&k.schema, &k.table)
+            .await
+            .ok()
+            .flatten();
         for (i, column) in k.constraint.columns.iter().enumerate() {
             let details = table
                 .as_ref()

@@ -59,7 +59,9 @@ pub fn udfs() -> Vec<ScalarUDF> {
             vec![],
             DataType::Int32,
             Volatility::Stable,
-            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(0))))),
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(0))))
+            }),
         ),
         // A tidepool server is never a standby (Npgsql's GetSchema("Databases")).
         create_udf(

@@ -64,7 +64,11 @@ pub async fn pg_type(
         .map(|f| {
             if REGPROC_COLUMNS.contains(&f.name().as_str()) {
                 Field::new(f.name(), DataType::Int32, true).with_metadata(
-                    [(crate::regproc::KEY.to_string(), crate::regproc::KIND.to_string())].into(),
+                    [(
+                        crate::regproc::KEY.to_string(),
+                        crate::regproc::KIND.to_string(),
+                    )]
+                    .into(),
                 )
             } else {
                 f.as_ref().clone()

@@ -121,10 +121,11 @@ fn rewrite(e: Expr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {
                 DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
             ) && regproc(&expr, schemas) =>
         {
-            let name = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-                Arc::new(name_udf()),
-                vec![*expr],
-            ));
+            let name =
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(name_udf()),
+                    vec![*expr],
+                ));
             Ok(Transformed::yes(match field.data_type() {
                 DataType::Utf8 => name,
                 other => name.cast_to(other, schemas[0].as_ref())?,
@@ -133,7 +134,10 @@ fn rewrite(e: Expr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {
         Expr::BinaryExpr(b) if matches!(b.op, Operator::Eq | Operator::NotEq) => {
             let oid = |e: &Expr| -> Option<Expr> {
                 let text = match e {
-                    Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => s,
+                    Expr::Literal(
+                        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+                        _,
+                    ) => s,
                     Expr::Cast(Cast { expr, .. }) => match expr.as_ref() {
                         Expr::Literal(
                             ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)),

@@ -76,15 +76,17 @@ const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Each view's name and parsed query (`None` if it does not parse: a unit test parses each).
+type Parsed = Vec<(&'static str, Option<Box<Query>>)>;
+
 /// The query of the system view `name` (lowercase), if it is one of these.
 pub(crate) fn query(name: &str) -> Option<(Box<Query>, &'static str)> {
-    static PARSED: std::sync::LazyLock<Vec<(&'static str, Option<Box<Query>>)>> =
-        std::sync::LazyLock::new(|| {
-            VIEWS
-                .iter()
-                .map(|(name, sql)| (*name, crate::info_schema::view_query(sql)))
-                .collect()
-        });
+    static PARSED: std::sync::LazyLock<Parsed> = std::sync::LazyLock::new(|| {
+        VIEWS
+            .iter()
+            .map(|(name, sql)| (*name, crate::info_schema::view_query(sql)))
+            .collect()
+    });
     PARSED
         .iter()
         .find(|(n, _)| *n == name)

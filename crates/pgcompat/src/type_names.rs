@@ -65,9 +65,13 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn cast_type(sql: &str) -> SqlType {
-        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
         let Statement::Query(q) = s else { panic!() };
-        let SetExpr::Select(sel) = *q.body else { panic!() };
+        let SetExpr::Select(sel) = *q.body else {
+            panic!()
+        };
         let SelectItem::UnnamedExpr(Expr::Cast { data_type, .. }) = &sel.projection[0] else {
             panic!()
         };
@@ -76,8 +80,14 @@ mod tests {
 
     #[test]
     fn plans_the_names_and_leaves_the_rest() {
-        assert_eq!(arrow_type(&cast_type("SELECT 'x'::name")), Some(DataType::Utf8));
-        assert_eq!(arrow_type(&cast_type("SELECT 'r'::\"char\"")), Some(DataType::Utf8));
+        assert_eq!(
+            arrow_type(&cast_type("SELECT 'x'::name")),
+            Some(DataType::Utf8)
+        );
+        assert_eq!(
+            arrow_type(&cast_type("SELECT 'r'::\"char\"")),
+            Some(DataType::Utf8)
+        );
         assert_eq!(
             arrow_type(&cast_type("SELECT 'x'::pg_catalog.name")),
             Some(DataType::Utf8)

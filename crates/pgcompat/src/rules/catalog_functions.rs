@@ -170,9 +170,11 @@ impl VisitorMut for Functions {
                     [AccessExpr::Subscript(Subscript::Index { index })] => {
                         (zero_based(root), index)
                     }
-                    [.., AccessExpr::Dot(name), AccessExpr::Subscript(Subscript::Index { index })] => {
-                        (zero_based(name), index)
-                    }
+                    [
+                        ..,
+                        AccessExpr::Dot(name),
+                        AccessExpr::Subscript(Subscript::Index { index }),
+                    ] => (zero_based(name), index),
                     _ => return ControlFlow::Continue(()),
                 };
                 if named {

@@ -155,20 +155,25 @@ fn name_series_columns(select: &mut Select) {
 
 /// `t CROSS JOIN UNNEST(e) AS x` (first join of `t`) as `(SELECT t.*, UNNEST(e) AS x FROM
 /// t) AS t`.
-fn lateral_unnest(t: &mut datafusion::sql::sqlparser::ast::TableWithJoins) -> Result<(), ParserError> {
+fn lateral_unnest(
+    t: &mut datafusion::sql::sqlparser::ast::TableWithJoins,
+) -> Result<(), ParserError> {
     use datafusion::sql::sqlparser::ast::{
         Ident, JoinOperator, ObjectName, SelectItemQualifiedWildcardKind, TableAlias,
     };
     let Some(first) = t.joins.first() else {
         return Ok(());
     };
-    let (JoinOperator::CrossJoin(_), TableFactor::UNNEST {
-        alias: Some(unnest_alias),
-        array_exprs,
-        with_offset: false,
-        with_ordinality: false,
-        ..
-    }) = (&first.join_operator, &first.relation)
+    let (
+        JoinOperator::CrossJoin(_),
+        TableFactor::UNNEST {
+            alias: Some(unnest_alias),
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        },
+    ) = (&first.join_operator, &first.relation)
     else {
         return Ok(());
     };
@@ -183,7 +188,10 @@ fn lateral_unnest(t: &mut datafusion::sql::sqlparser::ast::TableWithJoins) -> Re
             ..
         } if a.columns.is_empty() => a.name.clone(),
         TableFactor::Table {
-            name, alias: None, args: None, ..
+            name,
+            alias: None,
+            args: None,
+            ..
         } => match name.0.last().and_then(|p| p.as_ident()) {
             Some(i) => i.clone(),
             None => return Ok(()),

@@ -93,7 +93,9 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
         TidRanges.rewrite(&mut s).unwrap();
         s.to_string()
     }
@@ -101,9 +103,7 @@ mod tests {
     #[test]
     fn the_whole_range_is_true_and_a_part_stays() {
         assert_eq!(
-            rewritten(
-                "SELECT a FROM t WHERE ctid BETWEEN '(0,0)'::tid AND '(4294967295,0)'::tid"
-            ),
+            rewritten("SELECT a FROM t WHERE ctid BETWEEN '(0,0)'::tid AND '(4294967295,0)'::tid"),
             "SELECT a FROM t WHERE true"
         );
         let part = "SELECT a FROM t WHERE ctid BETWEEN '(0,0)'::tid AND '(1000,0)'::tid";

@@ -257,13 +257,18 @@ fn fields(
 ) -> PgWireResult<Vec<FieldInfo>> {
     // Repeated result names carry a hidden suffix inside the engine.
     let mut out = match tidepool_engine::names::display_schema(schema) {
-        Some(shown) => arrow_pg::datatypes::arrow_schema_to_pg_fields(&shown, format, Some(options)),
+        Some(shown) => {
+            arrow_pg::datatypes::arrow_schema_to_pg_fields(&shown, format, Some(options))
+        }
         None => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options)),
     }?;
     // int2vector / oidvector catalog columns go out as their text, typed as PostgreSQL
     // types them (psqlODBC parses `indkey` by its type).
     for (i, f) in schema.fields().iter().enumerate() {
-        let Some(kind) = f.metadata().get(crate::pgcompat::proc_arrays::OIDVECTOR_KEY) else {
+        let Some(kind) = f
+            .metadata()
+            .get(crate::pgcompat::proc_arrays::OIDVECTOR_KEY)
+        else {
             continue;
         };
         let t = if kind == "int2vector" {
