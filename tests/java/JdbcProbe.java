@@ -108,6 +108,30 @@ public class JdbcProbe {
                 while (cols.next()) names.add(cols.getString("COLUMN_NAME") + ":" + cols.getString("TYPE_NAME"));
                 check(names.equals(List.of("id:int8", "customer:text", "amount:numeric")), "columns " + names);
             }
+
+            // Procedures as DBeaver lists them, and called the JDBC way.
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE PROCEDURE jdbc.by_id(k BIGINT) AS SELECT id, customer FROM jdbc.orders WHERE id = :k");
+            }
+            try (ResultSet r = md.getProcedures(null, "jdbc", "%")) {
+                check(r.next() && r.getString("PROCEDURE_NAME").equals("by_id"), "getProcedures");
+            }
+            try (CallableStatement cs = c.prepareCall("{call jdbc.by_id(?)}")) {
+                cs.setLong(1, 2);
+                try (ResultSet r = cs.executeQuery()) {
+                    check(r.next() && r.getLong(1) == 2 && !r.next(), "{call} with a bound parameter");
+                }
+            }
+            // Result metadata: numeric precision and scale, varchar length (typmods).
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TABLE jdbc.typed (x NUMERIC(10,2), v VARCHAR(20))");
+                try (ResultSet r = s.executeQuery("SELECT x, v, NULL, NULL FROM jdbc.typed")) {
+                    ResultSetMetaData m = r.getMetaData();
+                    check(m.getPrecision(1) == 10 && m.getScale(1) == 2, "numeric(10,2) " + m.getPrecision(1) + "," + m.getScale(1));
+                    check(m.getPrecision(2) == 20 && m.getColumnTypeName(2).equals("varchar"), "varchar(20) " + m.getPrecision(2));
+                    check(m.getColumnCount() == 4, "two NULL columns");
+                }
+            }
         }
         System.out.println("pgjdbc: ok");
     }

@@ -41,7 +41,7 @@ def duckdb_attach():
     con = duckdb.connect(config={"allow_unsigned_extensions": True})
     con.execute(f"LOAD '{ext[0]}'")
     con.execute(
-        f"ATTACH 'host={HOST} port={PORT} user={USER} password={PASSWORD} dbname=lake' AS tp (TYPE postgres)"
+        f"ATTACH 'host={HOST} port={PORT} user={USER} password=''{PASSWORD}'' dbname=lake' AS tp (TYPE postgres)"
     )
     tables = {(r[1], r[2]): r[4] for r in con.execute("SHOW ALL TABLES").fetchall()}
     check(tables.get(("cat", "t")) == ["BIGINT", "VARCHAR", "DECIMAL(10,2)", "BOOLEAN"], tables)

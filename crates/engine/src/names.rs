@@ -275,11 +275,24 @@ mod tests {
             named("SELECT count(*), a, t.b, 1::int FROM t"),
             "SELECT count(*) AS \"count\", a, t.b, 1::INT AS \"int4\" FROM t"
         );
-        // Duplicates keep DataFusion's names.
-        assert_eq!(named("SELECT 1, 2"), "SELECT 1 AS \"?column?\", 2");
+        // A repeated name gets the hidden suffix, shown without it.
+        assert_eq!(
+            named("SELECT 1, 2"),
+            "SELECT 1 AS \"?column?\", 2 AS \"?column?\u{1f}1\""
+        );
         assert_eq!(
             named("SELECT max(a) AS max, max(b) FROM t"),
-            "SELECT max(a) AS max, max(b) FROM t"
+            "SELECT max(a) AS max, max(b) AS \"max\u{1f}1\" FROM t"
+        );
+        assert_eq!(
+            named("SELECT id, id FROM t"),
+            "SELECT id, id AS \"id\u{1f}1\" FROM t"
+        );
+        assert_eq!(display("max\u{1f}1"), "max");
+        // Derived tables name their columns as PostgreSQL does.
+        assert_eq!(
+            named("SELECT count FROM (SELECT count(*) FROM t) AS q"),
+            "SELECT count FROM (SELECT count(*) AS \"count\" FROM t) AS q"
         );
     }
 }

@@ -47,6 +47,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use tidepool_engine::authz::Access;
 use tidepool_engine::{CATALOG, Engine, EngineError, Extension, SessionView};
 
+pub use pg_attribute::field_details as column_type;
 pub use pg_roles::{Roles, TRUST_USER};
 
 /// The PostgreSQL dialect: catalogs, functions and rewrites.

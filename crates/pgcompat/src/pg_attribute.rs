@@ -29,8 +29,9 @@ pub struct AttributeTable {
 use crate::gathered::collect;
 
 /// Type oid, typmod and array dimensions of a column: `varchar(n)` / `char(n)` (typmod
-/// `n + 4`) as declared, else by its Arrow type.
-fn field_details(f: &Field) -> Option<(i32, i32, i16)> {
+/// `n + 4`) as declared, else by its Arrow type. The Postgres protocol's RowDescription
+/// uses it too, so JDBC and ODBC metadata report precision, scale and length.
+pub fn field_details(f: &Field) -> Option<(i32, i32, i16)> {
     match tidepool_lake::CharLength::of_arrow(f) {
         Some(l) => {
             let oid = if l.fixed { 1042 } else { 1043 };

@@ -8,6 +8,7 @@
 //! placeholders replaced by the call's arguments, never by splicing text.
 
 mod bind;
+pub mod call_params;
 pub mod table_fn;
 
 use std::collections::HashMap;

@@ -73,6 +73,15 @@ impl CallFunction {
                 crate::EngineError::UndefinedFunction(format!("procedure {name} does not exist")),
             )));
         };
+        if args[2..].iter().any(super::call_params::unbound) {
+            return match p.result.clone() {
+                Some(schema) => Ok(Arc::new(super::call_params::Unbound { schema })),
+                None => plan_err!(
+                    "procedure {} returns no rows that a query could read",
+                    p.signature()
+                ),
+            };
+        }
         let names: Vec<&str> = names.split(',').collect();
         let values = args[2..]
             .iter()

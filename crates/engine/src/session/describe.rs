@@ -67,10 +67,19 @@ impl Session {
             });
         }
         let returning = super::returning::take(&mut stmt);
+        // Parameters in a procedure call read as a table are gone from the plan (the call
+        // ran while planning): they count, untyped.
+        let in_calls = match &stmt {
+            DFStatement::Statement(s) => crate::procedures::call_params::count(s),
+            _ => 0,
+        };
         let plan = self.plan(stmt).await?;
         let mut types = plan.get_parameter_types()?;
         infer_from_casts(&plan, &mut types)?;
-        let params = ordered_params(types);
+        let mut params = ordered_params(types);
+        if params.len() < in_calls {
+            params.resize(in_calls, None);
+        }
         if let Some(r) = returning {
             let (_, target) = super::returning::dml_of(plan)?;
             return Ok(Described {

@@ -400,6 +400,9 @@ impl Session {
                 .map(SplitOutput::One);
         }
         let mut stmt = stmt;
+        if let (Some(p), DFStatement::Statement(s)) = (&params, &mut stmt) {
+            crate::procedures::call_params::inline(s, p);
+        }
         if let Some(returning) = returning::take(&mut stmt) {
             return self
                 .run_returning(stmt, returning, params, control)

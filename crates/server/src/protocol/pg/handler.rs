@@ -262,31 +262,49 @@ fn fields(
         }
         None => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, Some(options)),
     }?;
-    // int2vector / oidvector catalog columns go out as their text, typed as PostgreSQL
-    // types them (psqlODBC parses `indkey` by its type).
     for (i, f) in schema.fields().iter().enumerate() {
-        let Some(kind) = f
+        let Some(old) = out.get(i) else { continue };
+        // int2vector / oidvector catalog columns go out as their text, typed as
+        // PostgreSQL types them (psqlODBC parses `indkey` by its type).
+        if let Some(kind) = f
             .metadata()
             .get(crate::pgcompat::proc_arrays::OIDVECTOR_KEY)
-        else {
+        {
+            let t = if kind == "int2vector" {
+                Type::INT2_VECTOR
+            } else {
+                Type::OID_VECTOR
+            };
+            out[i] = retyped(old, t, -1);
             continue;
-        };
-        let t = if kind == "int2vector" {
-            Type::INT2_VECTOR
-        } else {
-            Type::OID_VECTOR
-        };
-        if let Some(old) = out.get(i) {
-            out[i] = FieldInfo::new(
-                old.name().to_string(),
-                old.table_id(),
-                old.column_id(),
-                t,
-                old.format(),
-            );
+        }
+        // Type modifiers as PostgreSQL sends them: numeric(p,s), varchar(n) / char(n)
+        // (JDBC's getPrecision/getScale, ODBC's SQLDescribeCol read them).
+        if let Some((oid, typmod, _)) = crate::pgcompat::column_type(f)
+            && typmod >= 0
+        {
+            let t = match oid {
+                1042 => Type::BPCHAR,
+                1043 => Type::VARCHAR,
+                _ => old.datatype().clone(),
+            };
+            out[i] = retyped(old, t, typmod);
         }
     }
     Ok(out)
+}
+
+/// `field` with another type and type modifier.
+fn retyped(field: &FieldInfo, t: Type, typmod: i32) -> FieldInfo {
+    FieldInfo::new(
+        field.name().to_string(),
+        field.table_id(),
+        field.column_id(),
+        t,
+        field.format(),
+    )
+    .with_format_options(field.format_options().clone())
+    .with_type_modifier(typmod)
 }
 
 /// Turns an engine output into a pgwire response whose rows are encoded lazily.
