@@ -18,6 +18,8 @@ command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 # psqlODBC with unixODBC, driven from Python through pyodbc.
 [ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || [ -n "$(find /usr/lib -name psqlodbcw.so 2>/dev/null | head -1)" ] || need_apt+=(odbc-postgresql)
 command -v odbcinst >/dev/null 2>&1 || need_apt+=(unixodbc)
+# pgcli, whose completer the tests drive with the system python3 it is packaged for.
+[ -d /usr/lib/python3/dist-packages/pgcli ] || need_apt+=(pgcli)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -435,6 +435,12 @@ pub async fn psql_run(addr: std::net::SocketAddr, commands: &[String]) -> (bool,
 /// of `oks`.
 /// Runs `script` against a fresh server as a password user (`HOST PORT USER PASSWORD`).
 pub async fn run_python_as_user(script: &str, oks: &[&str]) {
+    run_python_as_user_with(None, script, oks).await;
+}
+
+/// [`run_python_as_user`] with another interpreter (`/usr/bin/python3` for clients
+/// Debian packages, such as pgcli); `None` is the test venv's.
+pub async fn run_python_as_user_with(python: Option<&str>, script: &str, oks: &[&str]) {
     let server =
         TestServer::start("[[users]]\nname = \"loader\"\npassword = \"l0ader pw\"\n").await;
     let args = [
@@ -443,12 +449,18 @@ pub async fn run_python_as_user(script: &str, oks: &[&str]) {
         "loader".to_string(),
         "l0ader pw".to_string(),
     ];
-    run_python(script, &args, oks).await;
+    run_script(python, script, &args, oks).await;
 }
 
 pub async fn run_python(script: &str, args: &[String], oks: &[&str]) {
+    run_script(None, script, args, oks).await;
+}
+
+async fn run_script(python: Option<&str>, script: &str, args: &[String], oks: &[&str]) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
+    let python = python
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
     assert!(
         python.exists(),
         "{} is missing: run `bash scripts/test.sh`, which installs the Python clients",

@@ -10,6 +10,7 @@
 //!   columns, which DataFusion cannot plan in a correlated subquery) give NULL;
 //! - `to_regclass(name)`, `to_regnamespace`, `to_regtype`, `to_regproc` read the
 //!   catalogs for the oid, NULL when there is none (DuckDB's postgres scanner);
+//! - `x::regtype::text` gives the type's name (pgcli's function list);
 //! - subscripts of `int2vector` / `oidvector` columns (`i.indkey[ia.attnum - 1]`,
 //!   psqlODBC's `SQLPrimaryKeys`) count from 0, as in PostgreSQL;
 //! - a select-list `generate_series(a, b)` returns rows, as PostgreSQL's set-returning
@@ -75,6 +76,13 @@ pub(super) static REGTYPE: Template = Template::new(
 pub(super) static REGPROC: Template = Template::new(
     "(SELECT CASE WHEN count(*) = 1 THEN max(__p.oid) END FROM pg_catalog.pg_proc AS __p \
      WHERE __p.proname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
+);
+/// `x::regtype::text`: the type's name as PostgreSQL prints a regtype (format_type's,
+/// else the catalog's name; NULL for NULL), where the cast alone gave the oid's digits.
+pub(super) static TYPE_NAME: Template = Template::new(
+    "CASE WHEN __e1 IS NULL THEN NULL \
+     WHEN format_type(__e1, NULL) NOT LIKE 'oid(%' THEN format_type(__e1, NULL) \
+     ELSE (SELECT max(__t.typname) FROM pg_catalog.pg_type AS __t WHERE __t.oid = __e1) END",
 );
 /// The 1-based subscript of a 0-based vector's element `__e1`.
 pub(super) static NEXT: Template = Template::new("(__e1) + 1");
@@ -185,6 +193,22 @@ impl VisitorMut for Functions {
                 }
                 return ControlFlow::Continue(());
             }
+            Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } if is_text(data_type) && regtype_operand(inner).is_some() => {
+                let Some(oid) = regtype_operand(inner) else {
+                    return ControlFlow::Continue(());
+                };
+                match TYPE_NAME.fill(&[oid], &[]) {
+                    Ok(name) => {
+                        *expr = name;
+                        return ControlFlow::Continue(());
+                    }
+                    Err(e) => return ControlFlow::Break(e),
+                }
+            }
             Expr::Function(f) if is_acl_to_string(f) => {
                 f.name = ObjectName::from(vec![Ident::new("pg_acl_to_string")]);
                 return ControlFlow::Continue(());
@@ -239,6 +263,36 @@ impl VisitorMut for Functions {
             Err(e) => ControlFlow::Break(e),
         }
     }
+}
+
+/// Whether a cast target is text (`::text`, `::varchar`).
+fn is_text(t: &datafusion::sql::sqlparser::ast::DataType) -> bool {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    matches!(
+        t,
+        T::Text | T::Varchar(_) | T::CharacterVarying(_) | T::String(_)
+    )
+}
+
+/// `x` of `x::regtype` (not of a quoted name, which the catalog rules resolve).
+fn regtype_operand(e: &Expr) -> Option<&Expr> {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    let Expr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return None;
+    };
+    let T::Custom(name, args) = data_type else {
+        return None;
+    };
+    let is_regtype = args.is_empty()
+        && name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("regtype"));
+    (is_regtype && !matches!(expr.as_ref(), Expr::Value(_))).then_some(expr.as_ref())
 }
 
 /// Catalog columns of PostgreSQL's `int2vector` and `oidvector` types, whose subscripts
