@@ -116,6 +116,12 @@ public class JdbcProbe {
             try (ResultSet r = md.getProcedures(null, "jdbc", "%")) {
                 check(r.next() && r.getString("PROCEDURE_NAME").equals("by_id"), "getProcedures");
             }
+            try (ResultSet r = md.getProcedureColumns(null, "jdbc", "by_id", "%")) {
+                List<String> cols = new ArrayList<>();
+                while (r.next()) cols.add(r.getString("COLUMN_NAME") + ":" + r.getInt("COLUMN_TYPE") + ":" + r.getString("TYPE_NAME"));
+                // The rows are a set of records (5: return value), k an IN parameter (1).
+                check(cols.equals(List.of("returnValue:5:record", "k:1:int8")), "getProcedureColumns " + cols);
+            }
             try (CallableStatement cs = c.prepareCall("{call jdbc.by_id(?)}")) {
                 cs.setLong(1, 2);
                 try (ResultSet r = cs.executeQuery()) {

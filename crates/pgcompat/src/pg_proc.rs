@@ -282,6 +282,13 @@ impl ProcTable {
                     int(p.params.iter().filter(|q| q.default.is_some()).count() as i64),
                 );
                 row.insert("proretset", ScalarValue::Boolean(Some(p.result.is_some())));
+                // PostgreSQL gives a procedure `void`; one that returns rows is read as a
+                // set of records. pgjdbc's getProcedureColumns joins pg_type on it (0
+                // matched nothing: no columns).
+                row.insert(
+                    "prorettype",
+                    int(if p.result.is_some() { 2249 } else { 2278 }),
+                );
                 row.insert("provolatile", text("v"));
                 row.insert("prosrc", text(&p.definition));
                 rows.push(row);
