@@ -49,6 +49,8 @@ pub enum ErrorKind {
     /// Bytes that are not UTF-8 (22021).
     CharacterNotInRepertoire,
     InvalidParameterValue,
+    /// A regular expression that does not compile (2201B).
+    InvalidRegularExpression,
     DataException,
     NotSupported,
     InvalidName,
@@ -467,6 +469,10 @@ fn classify_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Err
             deltalake::DeltaTableError::NotATable(_) => ErrorKind::UndefinedTable,
             _ => ErrorKind::Io,
         };
+    }
+    // The regex crate's error for a pattern a client wrote (`~`, regexp_replace ...).
+    if e.to_string().starts_with("regex parse error") {
+        return ErrorKind::InvalidRegularExpression;
     }
     ErrorKind::Internal
 }

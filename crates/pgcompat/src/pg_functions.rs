@@ -63,6 +63,57 @@ pub fn udfs() -> Vec<ScalarUDF> {
                 Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(0))))
             }),
         ),
+        // Tablespaces are the two built-in ones, without a directory of their own
+        // (psql's \\db).
+        create_udf(
+            "pg_tablespace_location",
+            vec![DataType::Int64],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                    Some(String::new()),
+                )))
+            }),
+        ),
+        // The one encoding tidepool speaks (psql's \\dO): UTF8 is 6, others -1.
+        create_udf(
+            "pg_char_to_encoding",
+            vec![DataType::Utf8],
+            DataType::Int32,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let code = |s: &str| {
+                    let s = s.to_ascii_uppercase().replace(['-', '_'], "");
+                    if s == "UTF8" || s == "UNICODE" { 6 } else { -1 }
+                };
+                match &args[0] {
+                    ColumnarValue::Scalar(v) => {
+                        let text = match v.cast_to(&DataType::Utf8)? {
+                            ScalarValue::Utf8(t) => t,
+                            _ => None,
+                        };
+                        Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                            text.as_deref().map(code),
+                        )))
+                    }
+                    ColumnarValue::Array(a) => {
+                        let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+                        let a = datafusion::arrow::array::AsArray::as_string::<i32>(&a);
+                        let out: datafusion::arrow::array::Int32Array =
+                            a.iter().map(|v| v.map(code)).collect();
+                        Ok(ColumnarValue::Array(Arc::new(out)))
+                    }
+                }
+            }),
+        ),
+        tidepool_engine::constant_text_udf("getdatabaseencoding", "UTF8".to_string()),
+        // Objects are not described by name (psql's \\dx+ lists an extension's
+        // members with it; tidepool's extensions have none).
+        ScalarUDF::new_from_impl(NullText {
+            name: "pg_describe_object",
+            signature: Signature::variadic_any(Volatility::Stable),
+        }),
         // A tidepool server is never a standby (Npgsql's GetSchema("Databases")).
         create_udf(
             "pg_is_in_recovery",

@@ -24,6 +24,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | ErrorKind::InvalidBinaryRepresentation
         | ErrorKind::CharacterNotInRepertoire
         | ErrorKind::InvalidParameterValue
+        | ErrorKind::InvalidRegularExpression
         | ErrorKind::DataException
         | ErrorKind::InvalidName => Code::InvalidArgument,
         ErrorKind::UndefinedTable

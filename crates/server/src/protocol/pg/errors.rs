@@ -32,6 +32,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidBinaryRepresentation => "22P03",
         ErrorKind::CharacterNotInRepertoire => "22021",
         ErrorKind::InvalidParameterValue => "22023",
+        ErrorKind::InvalidRegularExpression => "2201B",
         ErrorKind::DataException => "22000",
         ErrorKind::NotSupported => "0A000",
         ErrorKind::InvalidName => "42602",
