@@ -83,7 +83,7 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
         match session.execute(stmt, None, &control).await {
             Ok(Output::CopyIn(copy)) => {
                 // COPY ... FROM STDIN reads this process's standard input.
-                let data = copy.data;
+                let mut data = copy.data;
                 let feed = async move {
                     use tokio::io::AsyncReadExt;
                     let mut stdin = tokio::io::stdin();

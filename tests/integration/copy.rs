@@ -245,6 +245,105 @@ async fn driver_copy_in_and_out_and_copy_fail() {
     assert_eq!(first(&client, "SELECT 1").await.unwrap(), "1");
 }
 
+/// One row of every common type, as PostgreSQL 15.20 sends it
+/// (`COPY (...) TO STDOUT (...) | xxd -p` with `timezone=UTC`).
+const EVERY_TYPE: &str = "SELECT true AS b, 7::smallint AS i2, -42::int AS i4, 9000000000::bigint AS i8, 1.5::real AS f4, 2.25::double precision AS f8, 21168.23::numeric(15,2) AS n, -0.05::numeric(15,2) AS n2, 'h\"é,l|lo'::text AS t, E'tab\\there\\nnl\\\\bs' AS t2, ''::text AS e, DATE '2024-02-29' AS d, TIMESTAMP '2024-01-02 03:04:05.123456' AS ts, TIMESTAMPTZ '2024-01-02 03:04:05+00' AS tz, '\\x4142'::bytea AS by, NULL::int AS nul";
+
+/// (COPY options, PostgreSQL's bytes in hex).
+const POSTGRESQL_COPY: [(&str, &str); 4] = [
+    (
+        "FORMAT binary",
+        concat!(
+            "5047434f50590aff0d0a0000000000000000000010000000010100000002000700000004ffffffd600000008",
+            "0000000218711a00000000043fc000000000000840020000000000000000000e000300010000000200020490",
+            "08fc0000000a0001ffff4000000201f4000000096822c3a92c6c7c6c6f0000000e74616209686572650a6e6c",
+            "5c6273000000000000000400002279000000080002b0ec8517d580000000080002b0ec8515f3400000000241",
+            "42ffffffffffff",
+        ),
+    ),
+    (
+        "FORMAT csv",
+        concat!(
+            "742c372c2d34322c393030303030303030302c312e352c322e32352c32313136382e32332c2d302e30352c22",
+            "682222c3a92c6c7c6c6f222c2274616209686572650a6e6c5c6273222c22222c323032342d30322d32392c32",
+            "3032342d30312d30322030333a30343a30352e3132333435362c323032342d30312d30322030333a30343a30",
+            "352b30302c5c78343134322c0a",
+        ),
+    ),
+    (
+        "FORMAT text",
+        concat!(
+            "740937092d3432093930303030303030303009312e3509322e32350932313136382e3233092d302e30350968",
+            "22c3a92c6c7c6c6f097461625c74686572655c6e6e6c5c5c62730909323032342d30322d323909323032342d",
+            "30312d30322030333a30343a30352e31323334353609323032342d30312d30322030333a30343a30352b3030",
+            "095c5c7834313432095c4e0a",
+        ),
+    ),
+    (
+        "FORMAT csv, FORCE_QUOTE *, DELIMITER '|'",
+        concat!(
+            "2274227c2237227c222d3432227c2239303030303030303030227c22312e35227c22322e3235227c22323131",
+            "36382e3233227c222d302e3035227c22682222c3a92c6c7c6c6f227c2274616209686572650a6e6c5c627322",
+            "7c22227c22323032342d30322d3239227c22323032342d30312d30322030333a30343a30352e313233343536",
+            "227c22323032342d30312d30322030333a30343a30352b3030227c225c7834313432227c0a",
+        ),
+    ),
+];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_bytes_are_postgresqls_both_ways() {
+    let server = TestServer::start("").await;
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "SET timezone = 'UTC'; CREATE SCHEMA x; CREATE TABLE x.every AS {EVERY_TYPE} LIMIT 0"
+        ))
+        .await
+        .unwrap();
+    for (options, pg) in POSTGRESQL_COPY {
+        // Out: the same bytes as PostgreSQL's.
+        let out: Vec<Bytes> = client
+            .copy_out(&format!("COPY ({EVERY_TYPE}) TO STDOUT ({options})"))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(hex(&out.concat()), pg, "COPY TO ({options})");
+        // In: PostgreSQL's bytes read back into a table give the same bytes again.
+        if options.contains("FORCE_QUOTE") {
+            continue;
+        }
+        client.batch_execute("DELETE FROM x.every").await.unwrap();
+        let sink = client
+            .copy_in(&format!("COPY x.every FROM STDIN ({options})"))
+            .await
+            .unwrap();
+        futures::pin_mut!(sink);
+        sink.send(Bytes::from(unhex(pg))).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 1, "COPY FROM ({options})");
+        let back: Vec<Bytes> = client
+            .copy_out(&format!("COPY x.every TO STDOUT ({options})"))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(hex(&back.concat()), pg, "COPY FROM then TO ({options})");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_drivers_copy_in_text_and_binary() {
     crate::common::run_python_as_user("copy_clients.py", &["psycopg3", "asyncpg"]).await;

@@ -12,6 +12,7 @@ pub mod alter;
 mod alter_view;
 pub mod authz;
 mod bounded_aggregates;
+pub mod bytea;
 mod catalog;
 mod catalog_cache;
 mod char_length;

@@ -130,6 +130,8 @@ impl SqlParser {
         let text = merged.as_deref().unwrap_or(text);
         let renamed = super::alter_view::rewrite(text)?;
         let text = renamed.as_deref().unwrap_or(text);
+        let forced = super::copy::options::force_quote_all(text);
+        let text = forced.as_deref().unwrap_or(text);
         let mut statements = Vec::new();
         for chunk in split_statements(text)? {
             if chunk.datafusion_syntax {

@@ -11,13 +11,13 @@
 
 mod acl;
 mod array_literals;
-mod bool_literals;
 mod cache_key;
 mod catalog_subqueries;
 mod catalog_views;
 mod gathered;
 mod info_schema;
 mod keys;
+mod literal_input;
 mod oids;
 mod parse_ident;
 mod parser;
@@ -76,7 +76,7 @@ impl Extension for PgCompat {
         // Array and boolean literals must be typed before type coercion looks at them.
         let mut analyzers: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> = vec![
             Arc::new(array_literals::ArrayLiterals),
-            Arc::new(bool_literals::BoolLiterals),
+            Arc::new(literal_input::LiteralInput),
         ];
         analyzers.extend(datafusion::optimizer::Analyzer::new().rules);
         // After type coercion: casts of regproc columns to text are in place.
@@ -102,7 +102,7 @@ impl Extension for PgCompat {
             use datafusion::execution::FunctionRegistry;
             state
                 .write()
-                .register_expr_planner(Arc::new(bool_literals::BoolComparisons))?;
+                .register_expr_planner(Arc::new(literal_input::BoolComparisons))?;
         }
         ctx.register_udf(rules::like_escape_udf());
         ctx.register_udf(regproc::name_udf());

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, RecordBatch, StringArray};
+use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::rows_in::Row;
+use super::rows_in::{Staged, StagedColumn};
 use crate::EngineError;
 
 /// Builds batches of `schema` (the copied columns, in the order the data has them).
@@ -24,39 +25,79 @@ impl BatchBuilder {
         BatchBuilder { schema, table }
     }
 
-    /// The batch of `rows`.
-    pub fn build(&self, rows: &[Row]) -> Result<RecordBatch, EngineError> {
-        let width = self.schema.fields().len();
-        for (line, fields) in rows {
-            if fields.len() > width {
-                return Err(self.bad_row(*line, "extra data after last expected column".into()));
-            }
-            if fields.len() < width {
-                let missing = self.schema.field(fields.len()).name();
-                return Err(self.bad_row(*line, format!("missing data for column \"{missing}\"")));
-            }
-        }
-        let columns = (0..width)
-            .map(|c| self.column(rows, c))
+    /// The table, as messages name it.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The batch of the `staged` rows (each has a field per column).
+    pub fn build(&self, staged: Staged) -> Result<RecordBatch, EngineError> {
+        let Staged { columns, lines } = staged;
+        let columns = columns
+            .into_iter()
+            .enumerate()
+            .map(|(c, col)| self.column(col, &lines, c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
-    fn column(&self, rows: &[Row], c: usize) -> Result<ArrayRef, EngineError> {
+    /// A column's fields as strings, without copying them; bytes that are not UTF-8
+    /// (from octal or hex escapes) fail the COPY at their line.
+    fn text(&self, col: StagedColumn, lines: &[u64]) -> Result<StringArray, EngineError> {
+        let boundaries = || {
+            col.offsets.iter().all(|&o| {
+                col.values
+                    .get(o as usize)
+                    .is_none_or(|&b| (b as i8) >= -0x40)
+            })
+        };
+        if simdutf8::basic::from_utf8(&col.values).is_ok() && boundaries() {
+            let StagedColumn {
+                values,
+                offsets,
+                valid,
+                nulls,
+            } = col;
+            let nulls = (nulls > 0).then(|| NullBuffer::from(valid));
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+            return Ok(StringArray::try_new(
+                offsets,
+                Buffer::from_vec(values),
+                nulls,
+            )?);
+        }
+        for (row, line) in lines.iter().enumerate() {
+            if let Some(v) = col.value(row)
+                && let Err(e) = std::str::from_utf8(v)
+            {
+                let bad = v[e.valid_up_to()];
+                return Err(EngineError::InvalidEncoding(format!(
+                    "invalid byte sequence for encoding \"UTF8\": 0x{bad:02x} (COPY {}, line {line})",
+                    self.table
+                )));
+            }
+        }
+        Err(EngineError::InvalidEncoding(format!(
+            "invalid byte sequence for encoding \"UTF8\" (COPY {})",
+            self.table
+        )))
+    }
+
+    fn column(&self, col: StagedColumn, lines: &[u64], c: usize) -> Result<ArrayRef, EngineError> {
         let field = self.schema.field(c);
-        let text: StringArray = rows.iter().map(|(_, f)| f[c].as_deref()).collect();
+        let text = self.text(col, lines)?;
         let target = field.data_type();
         let converted: ArrayRef = match target {
-            DataType::Utf8 => Arc::new(text.clone()),
+            DataType::Utf8 => Arc::new(text),
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-                let mut b = BinaryBuilder::with_capacity(rows.len(), 0);
+                let mut b = BinaryBuilder::with_capacity(text.len(), 0);
                 for (i, v) in text.iter().enumerate() {
                     match v {
                         None => b.append_null(),
-                        Some(v) => match bytea(v) {
+                        Some(v) => match crate::bytea::parse(v) {
                             Some(bytes) => b.append_value(bytes),
                             None => {
-                                return Err(self.bad_value(rows[i].0, c, v, target));
+                                return Err(self.bad_value(lines[i], c, v, target));
                             }
                         },
                     }
@@ -69,14 +110,14 @@ impl BatchBuilder {
                     safe: true,
                     ..Default::default()
                 };
-                let input = trimmed_for(target, text.clone());
+                let input = trimmed_for(target, &text);
                 match cast_with_options(&input, target, &options) {
                     Ok(a) => {
                         if a.null_count() != input.null_count() {
                             let i = (0..input.len())
                                 .find(|&i| a.is_null(i) && !input.is_null(i))
                                 .unwrap_or(0);
-                            return Err(self.bad_value(rows[i].0, c, text.value(i), target));
+                            return Err(self.bad_value(lines[i], c, text.value(i), target));
                         }
                         a
                     }
@@ -89,10 +130,6 @@ impl BatchBuilder {
             }
         };
         Ok(converted)
-    }
-
-    fn bad_row(&self, line: u64, message: String) -> EngineError {
-        EngineError::BadCopyData(format!("{message} (COPY {}, line {line})", self.table))
     }
 
     fn bad_value(&self, line: u64, c: usize, value: &str, target: &DataType) -> EngineError {
@@ -115,7 +152,7 @@ impl BatchBuilder {
 
 /// PostgreSQL reads numbers, booleans and dates with blanks around them; arrow's casts
 /// do not.
-fn trimmed_for(target: &DataType, text: StringArray) -> ArrayRef {
+fn trimmed_for(target: &DataType, text: &StringArray) -> ArrayRef {
     let trims = target.is_numeric() || matches!(target, DataType::Boolean | DataType::Date32);
     if trims
         && text
@@ -126,42 +163,8 @@ fn trimmed_for(target: &DataType, text: StringArray) -> ArrayRef {
         let t: StringArray = text.iter().map(|v| v.map(str::trim)).collect();
         Arc::new(t)
     } else {
-        Arc::new(text)
+        Arc::new(text.clone())
     }
-}
-
-/// `bytea` input: `\x` and hex digits, or the escape format (`\\`, octal `\123`).
-fn bytea(v: &str) -> Option<Vec<u8>> {
-    if let Some(hex) = v.strip_prefix("\\x") {
-        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if !digits.len().is_multiple_of(2) {
-            return None;
-        }
-        return digits
-            .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-            .collect();
-    }
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(b[i]);
-            i += 1;
-        } else if b.get(i + 1) == Some(&b'\\') {
-            out.push(b'\\');
-            i += 2;
-        } else {
-            let oct = b.get(i + 1..i + 4)?;
-            if !oct.iter().all(|d| (b'0'..=b'7').contains(d)) || oct[0] > b'3' {
-                return None;
-            }
-            out.push((oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0'));
-            i += 4;
-        }
-    }
-    Some(out)
 }
 
 /// PostgreSQL's name of the type a column of `t` has, for messages.
@@ -204,14 +207,34 @@ mod tests {
         )
     }
 
-    fn row(line: u64, v: [Option<&str>; 4]) -> Row {
-        (line, v.iter().map(|f| f.map(str::to_string)).collect())
+    type Row = (u64, [Option<&'static str>; 4]);
+
+    fn row(line: u64, v: [Option<&'static str>; 4]) -> Row {
+        (line, v)
+    }
+
+    /// Rows as the splitter stages them.
+    fn staged(rows: &[Row]) -> Staged {
+        let mut s = Staged::new(4);
+        for (line, fields) in rows {
+            for (col, f) in s.columns.iter_mut().zip(fields) {
+                match f {
+                    None => col.push_null(),
+                    Some(v) => {
+                        col.values.extend_from_slice(v.as_bytes());
+                        col.end_value();
+                    }
+                }
+            }
+            s.lines.push(*line);
+        }
+        s
     }
 
     #[test]
     fn values_convert_to_the_columns_types() {
         let b = builder()
-            .build(&[
+            .build(staged(&[
                 row(
                     1,
                     [
@@ -222,7 +245,7 @@ mod tests {
                     ],
                 ),
                 row(2, [None, None, Some("a\\\\b\\001"), Some("off")]),
-            ])
+            ]))
             .unwrap();
         let shown = datafusion::arrow::util::pretty::pretty_format_batches(&[b])
             .unwrap()
@@ -240,30 +263,24 @@ mod tests {
     #[test]
     fn a_bad_value_names_its_line_and_column() {
         let e = builder()
-            .build(&[
+            .build(staged(&[
                 row(1, [Some("1"), None, None, None]),
                 row(2, [Some("x1"), None, None, None]),
-            ])
+            ]))
             .unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid input syntax for type integer: \"x1\" (COPY s.t, line 2, column id: \"x1\")"
         );
         let e = builder()
-            .build(&[row(5, [Some("99999999999"), None, None, None])])
+            .build(staged(&[row(5, [Some("99999999999"), None, None, None])]))
             .unwrap_err();
         assert!(matches!(e, EngineError::NumericOutOfRange(_)), "{e}");
-        let e = builder()
-            .build(&[(3, vec![Some("1".to_string())])])
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "missing data for column \"at\" (COPY s.t, line 3)"
-        );
-        let e = builder().build(&[(4, vec![None; 5])]).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("extra data after last expected column")
-        );
+        let mut bad = staged(&[row(6, [Some("1"), None, Some("x"), None])]);
+        bad.columns[2].values = vec![0xc3];
+        bad.columns[2].offsets = vec![0, 1];
+        let e = builder().build(bad).unwrap_err();
+        assert!(matches!(e, EngineError::InvalidEncoding(_)), "{e}");
+        assert!(e.to_string().contains("0xc3 (COPY s.t, line 6)"), "{e}");
     }
 }

@@ -228,14 +228,55 @@ fn names(cols: &[Ident]) -> Vec<String> {
     cols.iter().map(|c| c.value.clone()).collect()
 }
 
-/// `FORCE_QUOTE *`, should it arrive as one column named `*` (sqlparser 0.62 does not
-/// parse it yet).
+/// `FORCE_QUOTE *`, which arrives as one column `"*"` ([`force_quote_all`]).
 fn force_quote_of(cols: &[Ident]) -> ForceQuote {
-    if cols.len() == 1 && cols[0].value == "*" && cols[0].quote_style.is_none() {
+    if cols.len() == 1 && cols[0].value == "*" {
         ForceQuote::All
     } else {
         ForceQuote::Columns(names(cols))
     }
+}
+
+/// `COPY ... (FORCE_QUOTE *)` and `... CSV FORCE QUOTE *` as `FORCE_QUOTE ("*")` and
+/// `FORCE QUOTE "*"`, which
+/// sqlparser 0.62 parses (it takes only a list of columns there); `None` when `sql` has
+/// no such option. A column named `*` cannot be forced alone.
+pub fn force_quote_all(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let upper = sql.to_ascii_uppercase();
+    if !upper.contains("FORCE") || !upper.contains("COPY") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len() + 2);
+    let mut changed = false;
+    for t in tokens {
+        if t == Token::Mul {
+            let mut back = out
+                .iter()
+                .rev()
+                .filter(|t| !matches!(t, Token::Whitespace(_)));
+            let all = Token::make_word("*", Some('"'));
+            match back.next() {
+                Some(w) if word(w, "FORCE_QUOTE") => {
+                    out.extend([Token::LParen, all, Token::RParen]);
+                    changed = true;
+                    continue;
+                }
+                // The old syntax lists the columns without parentheses.
+                Some(w) if word(w, "QUOTE") && back.next().is_some_and(|f| word(f, "FORCE")) => {
+                    out.push(all);
+                    changed = true;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(t);
+    }
+    changed.then(|| crate::procedures::render(&out))
 }
 
 fn check_encoding(e: &str) -> Result<(), EngineError> {
@@ -303,6 +344,19 @@ mod tests {
                 .unwrap()
                 .force_quote,
             ForceQuote::Columns(vec!["a".into(), "b".into()])
+        );
+    }
+
+    #[test]
+    fn force_quote_star_means_every_column() {
+        let sql = force_quote_all("COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE *)").unwrap();
+        assert_eq!(of(&sql).unwrap().force_quote, ForceQuote::All);
+        let legacy = force_quote_all("copy t to stdout csv force quote *").unwrap();
+        assert_eq!(of(&legacy).unwrap().force_quote, ForceQuote::All);
+        assert_eq!(force_quote_all("SELECT 2 * 3"), None);
+        assert_eq!(
+            force_quote_all("COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE (a))"),
+            None
         );
     }
 

@@ -6,26 +6,115 @@
 //! quotes (doubled, or after the escape character) and line ends; an unquoted field equal
 //! to the null string (empty by default) is NULL, a quoted one is not. A line `\.` ends
 //! the data in both. Line numbers count from 1, as PostgreSQL's CONTEXT does.
+//!
+//! Lines are found with `memchr` where the chunk lies (only a line cut by a chunk's end is
+//! copied), and fields go straight into per-column buffers laid out as a string array's
+//! values and offsets ([`Staged`]): no allocation per row or field.
+
+use std::collections::VecDeque;
 
 use super::options::{CopyFormat, CopyOptions};
 
-/// A malformed row: what is wrong and on which line (22P04 and friends).
+/// Rows per staged batch.
+pub const BATCH_ROWS: usize = 16 * 1024;
+
+/// Bytes of field data per staged batch (a batch of wide rows ends early; string offsets
+/// are 32-bit).
+const BATCH_BYTES: usize = 64 << 20;
+
+/// A malformed row: what is wrong and on which line (22P04).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     pub line: u64,
     pub message: String,
-    /// 22021 for bytes that are not UTF-8, else 22P04.
-    pub invalid_encoding: bool,
 }
 
-/// One row: its line number and its fields (`None` is NULL).
-pub type Row = (u64, Vec<Option<String>>);
+fn row_error(line: u64, message: impl Into<String>) -> RowError {
+    RowError {
+        line,
+        message: message.into(),
+    }
+}
 
-/// Splits chunks of COPY data into rows.
+/// One column's fields of a run of rows: the bytes back to back, where each ends, and
+/// which are NULL.
+#[derive(Debug)]
+pub struct StagedColumn {
+    pub values: Vec<u8>,
+    /// `rows + 1` offsets into `values`, from 0.
+    pub offsets: Vec<i32>,
+    pub valid: Vec<bool>,
+    pub nulls: usize,
+}
+
+impl StagedColumn {
+    fn new() -> StagedColumn {
+        StagedColumn {
+            values: Vec::new(),
+            offsets: vec![0],
+            valid: Vec::new(),
+            nulls: 0,
+        }
+    }
+
+    pub(super) fn push_null(&mut self) {
+        self.offsets.push(self.values.len() as i32);
+        self.valid.push(false);
+        self.nulls += 1;
+    }
+
+    /// The value written to `values` since the last one ends here.
+    pub(super) fn end_value(&mut self) {
+        self.offsets.push(self.values.len() as i32);
+        self.valid.push(true);
+    }
+
+    /// Row `i`'s bytes, `None` for NULL.
+    pub fn value(&self, i: usize) -> Option<&[u8]> {
+        self.valid[i].then(|| &self.values[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+    }
+}
+
+/// Rows split into their columns' fields, with the line each row came from.
+#[derive(Debug)]
+pub struct Staged {
+    pub columns: Vec<StagedColumn>,
+    pub lines: Vec<u64>,
+}
+
+impl Staged {
+    pub(super) fn new(width: usize) -> Staged {
+        Staged {
+            columns: (0..width).map(|_| StagedColumn::new()).collect(),
+            lines: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.columns.iter().map(|c| c.values.len()).sum()
+    }
+}
+
+/// Where a CSV line-end scan stands at the end of the bytes scanned so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    in_quotes: bool,
+    /// The last byte was the escape character inside quotes.
+    escaped: bool,
+}
+
+/// Splits chunks of COPY data into staged rows.
 pub struct RowSplitter {
     options: CopyOptions,
-    /// Bytes of a row not yet ended.
+    /// The copied columns' names (for messages).
+    columns: Vec<String>,
+    /// Bytes of a row not yet ended, and the CSV scan state at their end.
     carry: Vec<u8>,
+    scan: Scan,
     /// Lines consumed (the number of the last whole line).
     line: u64,
     /// The header line is still to be skipped.
@@ -36,6 +125,9 @@ pub struct RowSplitter {
     /// NULL (FORCE_NULL).
     force_not_null: Vec<bool>,
     force_null: Vec<bool>,
+    /// Rows being staged, and full batches of rows not yet taken.
+    current: Staged,
+    full: VecDeque<Staged>,
 }
 
 impl RowSplitter {
@@ -52,9 +144,13 @@ impl RowSplitter {
             force_not_null: flags(&options.force_not_null),
             force_null: flags(&options.force_null),
             options,
+            columns: columns.to_vec(),
             carry: Vec::new(),
+            scan: Scan::default(),
             line: 0,
             ended: false,
+            current: Staged::new(columns.len()),
+            full: VecDeque::new(),
         }
     }
 
@@ -63,84 +159,132 @@ impl RowSplitter {
         self.ended
     }
 
-    /// The rows `chunk` completes, appended to `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Row>) -> Result<(), RowError> {
+    /// The next full batch of rows, or (`last`: the data is complete) whatever is left.
+    pub fn take(&mut self, last: bool) -> Option<Staged> {
+        if let Some(s) = self.full.pop_front() {
+            return Some(s);
+        }
+        if last && self.current.rows() > 0 {
+            let width = self.columns.len();
+            return Some(std::mem::replace(&mut self.current, Staged::new(width)));
+        }
+        None
+    }
+
+    /// Splits the rows `chunk` completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), RowError> {
         if self.ended {
             return Ok(());
         }
-        let csv = self.options.format == CopyFormat::Csv;
-        // Where the scan resumes: a CSV row's quote state is found again from its start.
-        let mut data = std::mem::take(&mut self.carry);
-        let resume = data.len();
-        data.extend_from_slice(chunk);
-        let mut start = 0;
-        let mut i = if csv { 0 } else { resume };
-        let mut in_quotes = false;
-        while i < data.len() {
-            let b = data[i];
-            if csv {
-                if in_quotes {
-                    if b == self.options.escape
-                        && self.options.escape != self.options.quote
-                        && i + 1 < data.len()
-                        && (data[i + 1] == self.options.quote || data[i + 1] == self.options.escape)
-                    {
-                        i += 2;
-                        continue;
-                    }
-                    if b == self.options.quote {
-                        in_quotes = false;
-                    }
-                    i += 1;
-                    continue;
-                }
-                if b == self.options.quote {
-                    in_quotes = true;
-                    i += 1;
-                    continue;
-                }
-            }
-            if b == b'\n' {
-                let mut end = i;
-                if end > start && data[end - 1] == b'\r' {
-                    end -= 1;
-                }
-                self.line += 1;
-                self.row(&data[start..end], out)?;
-                start = i + 1;
-                if self.ended {
+        let mut rest = chunk;
+        if !self.carry.is_empty() {
+            let mut scan = self.scan;
+            match self.line_end(rest, &mut scan) {
+                None => {
+                    self.carry.extend_from_slice(rest);
+                    self.scan = scan;
                     return Ok(());
                 }
+                Some(end) => {
+                    let mut line = std::mem::take(&mut self.carry);
+                    line.extend_from_slice(&rest[..end]);
+                    self.scan = Scan::default();
+                    self.line_done(&line)?;
+                    line.clear();
+                    self.carry = line;
+                    rest = &rest[end + 1..];
+                }
             }
-            i += 1;
         }
-        self.carry = data[start..].to_vec();
+        while !self.ended {
+            let mut scan = Scan::default();
+            match self.line_end(rest, &mut scan) {
+                None => {
+                    self.carry.extend_from_slice(rest);
+                    self.scan = scan;
+                    break;
+                }
+                Some(end) => {
+                    self.line_done(&rest[..end])?;
+                    rest = &rest[end + 1..];
+                }
+            }
+        }
         Ok(())
     }
 
     /// The last row, when the data does not end with a line end.
-    pub fn finish(&mut self, out: &mut Vec<Row>) -> Result<(), RowError> {
+    pub fn finish(&mut self) -> Result<(), RowError> {
         if self.ended || self.carry.is_empty() {
             return Ok(());
         }
         let rest = std::mem::take(&mut self.carry);
         let rest = rest.strip_suffix(b"\r").unwrap_or(&rest);
         self.line += 1;
-        if self.options.format == CopyFormat::Csv && unterminated_quote(rest, &self.options) {
-            return Err(self.error("unterminated CSV quoted field"));
+        if self.options.format == CopyFormat::Csv && self.scan.in_quotes {
+            return Err(row_error(self.line, "unterminated CSV quoted field"));
         }
-        self.row(rest, out)
+        self.row(rest)
     }
 
-    fn error(&self, message: &str) -> RowError {
-        RowError {
-            line: self.line,
-            message: message.to_string(),
-            invalid_encoding: false,
+    /// Where the line that `data` continues ends (its `\n`), from the scan state `scan`
+    /// (updated to the end of `data` when the line does not end in it).
+    fn line_end(&self, data: &[u8], scan: &mut Scan) -> Option<usize> {
+        if self.options.format != CopyFormat::Csv {
+            return memchr::memchr(b'\n', data);
+        }
+        let (quote, escape) = (self.options.quote, self.options.escape);
+        let mut i = 0;
+        if std::mem::take(&mut scan.escaped) {
+            match data.first() {
+                None => {
+                    scan.escaped = true;
+                    return None;
+                }
+                Some(&b) if b == quote || b == escape => i = 1,
+                Some(_) => {}
+            }
+        }
+        loop {
+            let rest = &data[i..];
+            if scan.in_quotes {
+                let found = if escape != quote {
+                    memchr::memchr2(quote, escape, rest)
+                } else {
+                    memchr::memchr(quote, rest)
+                };
+                let at = i + found?;
+                if data[at] == escape && escape != quote {
+                    match data.get(at + 1) {
+                        None => {
+                            scan.escaped = true;
+                            return None;
+                        }
+                        Some(&b) if b == quote || b == escape => i = at + 2,
+                        Some(_) => i = at + 1,
+                    }
+                    continue;
+                }
+                scan.in_quotes = false;
+                i = at + 1;
+            } else {
+                let at = i + memchr::memchr2(b'\n', quote, rest)?;
+                if data[at] == b'\n' {
+                    return Some(at);
+                }
+                scan.in_quotes = true;
+                i = at + 1;
+            }
         }
     }
 
-    fn row(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<(), RowError> {
+    fn line_done(&mut self, line: &[u8]) -> Result<(), RowError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.line += 1;
+        self.row(line)
+    }
+
+    fn row(&mut self, line: &[u8]) -> Result<(), RowError> {
         if line == b"\\." {
             self.ended = true;
             return Ok(());
@@ -148,153 +292,156 @@ impl RowSplitter {
         if std::mem::take(&mut self.header) {
             return Ok(());
         }
-        let text = std::str::from_utf8(line).map_err(|e| {
-            let bad = line[e.valid_up_to()];
-            RowError {
-                line: self.line,
-                message: format!("invalid byte sequence for encoding \"UTF8\": 0x{bad:02x}"),
-                invalid_encoding: true,
-            }
-        })?;
         let fields = match self.options.format {
-            CopyFormat::Csv => self.csv_fields(text)?,
-            _ => self.text_fields(text)?,
+            CopyFormat::Csv => self.csv_fields(line)?,
+            _ => self.text_fields(line)?,
         };
-        out.push((self.line, fields));
+        if fields < self.columns.len() {
+            let missing = &self.columns[fields];
+            return Err(row_error(
+                self.line,
+                format!("missing data for column \"{missing}\""),
+            ));
+        }
+        self.current.lines.push(self.line);
+        if self.current.rows() >= BATCH_ROWS || self.current.bytes() >= BATCH_BYTES {
+            let width = self.columns.len();
+            let full = std::mem::replace(&mut self.current, Staged::new(width));
+            self.full.push_back(full);
+        }
         Ok(())
     }
 
-    fn text_fields(&self, line: &str) -> Result<Vec<Option<String>>, RowError> {
+    /// Stages a text-format line's fields; returns how many there were.
+    fn text_fields(&mut self, line: &[u8]) -> Result<usize, RowError> {
         let delimiter = self.options.delimiter;
-        let bytes = line.as_bytes();
-        let mut fields = Vec::new();
+        let null = self.options.null.as_bytes();
+        let mut column = 0;
         let mut start = 0;
-        let mut i = 0;
-        let mut escaped = false;
         loop {
-            let end_of_field = i == bytes.len() || bytes[i] == delimiter;
-            if end_of_field {
-                let raw = &line[start..i];
-                fields.push(if raw == self.options.null {
-                    None
-                } else if escaped {
-                    Some(unescape_text(raw))
+            // The field ends at a delimiter that no backslash escapes.
+            let mut i = start;
+            let mut escaped = false;
+            let end = loop {
+                match memchr::memchr2(delimiter, b'\\', &line[i..]) {
+                    None => break line.len(),
+                    Some(k) if line[i + k] == delimiter => break i + k,
+                    Some(k) => {
+                        escaped = true;
+                        // A backslash at the end of the line stands for itself.
+                        i = (i + k + 2).min(line.len());
+                    }
+                }
+            };
+            let Some(col) = self.current.columns.get_mut(column) else {
+                return Err(row_error(
+                    self.line,
+                    "extra data after last expected column",
+                ));
+            };
+            let raw = &line[start..end];
+            if raw == null {
+                col.push_null();
+            } else {
+                if escaped {
+                    unescape_text(raw, &mut col.values);
                 } else {
-                    Some(raw.to_string())
-                });
-                if i == bytes.len() {
-                    break;
+                    col.values.extend_from_slice(raw);
                 }
-                i += 1;
-                start = i;
-                escaped = false;
-                continue;
+                col.end_value();
             }
-            if bytes[i] == b'\\' {
-                escaped = true;
-                i += 2;
-                if i > bytes.len() {
-                    // A backslash at the end of the line stands for itself.
-                    i = bytes.len();
-                }
-                continue;
+            column += 1;
+            if end == line.len() {
+                return Ok(column);
             }
-            i += 1;
+            start = end + 1;
         }
-        Ok(fields)
     }
 
-    fn csv_fields(&self, line: &str) -> Result<Vec<Option<String>>, RowError> {
+    /// Stages a CSV line's fields; returns how many there were.
+    fn csv_fields(&mut self, line: &[u8]) -> Result<usize, RowError> {
         let CopyOptions {
             delimiter,
             quote,
             escape,
             ..
         } = self.options;
-        let bytes = line.as_bytes();
-        let mut fields = Vec::new();
+        let null = self.options.null.as_bytes();
+        let mut column = 0;
         let mut i = 0;
         loop {
-            let column = fields.len();
-            let mut value: Vec<u8> = Vec::new();
-            let mut quoted = false;
+            let Some(col) = self.current.columns.get_mut(column) else {
+                return Err(row_error(
+                    self.line,
+                    "extra data after last expected column",
+                ));
+            };
             let field_start = i;
-            // A field: unquoted runs and quoted parts, up to a delimiter outside quotes.
-            while i < bytes.len() && bytes[i] != delimiter {
-                if bytes[i] == quote {
-                    quoted = true;
-                    i += 1;
-                    loop {
-                        if i >= bytes.len() {
-                            return Err(self.error("unterminated CSV quoted field"));
-                        }
-                        let b = bytes[i];
-                        if b == escape
-                            && i + 1 < bytes.len()
-                            && (bytes[i + 1] == quote
-                                || (escape != quote && bytes[i + 1] == escape))
-                        {
-                            value.push(bytes[i + 1]);
-                            i += 2;
+            let value_start = col.values.len();
+            let mut quoted = false;
+            match memchr::memchr2(delimiter, quote, &line[i..]) {
+                // Unquoted: the bytes up to the delimiter (or the line's end).
+                None => i = line.len(),
+                Some(k) if line[i + k] == delimiter => i += k,
+                Some(_) => {
+                    // Unquoted runs and quoted parts, up to a delimiter outside quotes.
+                    while i < line.len() && line[i] != delimiter {
+                        if line[i] != quote {
+                            col.values.push(line[i]);
+                            i += 1;
                             continue;
                         }
-                        if b == quote {
-                            i += 1;
-                            break;
-                        }
-                        value.push(b);
+                        quoted = true;
                         i += 1;
+                        loop {
+                            let Some(&b) = line.get(i) else {
+                                return Err(row_error(self.line, "unterminated CSV quoted field"));
+                            };
+                            if b == escape
+                                && i + 1 < line.len()
+                                && (line[i + 1] == quote
+                                    || (escape != quote && line[i + 1] == escape))
+                            {
+                                col.values.push(line[i + 1]);
+                                i += 2;
+                                continue;
+                            }
+                            i += 1;
+                            if b == quote {
+                                break;
+                            }
+                            col.values.push(b);
+                        }
                     }
-                } else {
-                    value.push(bytes[i]);
-                    i += 1;
                 }
             }
-            let raw = &line[field_start..i];
+            if !quoted {
+                col.values.extend_from_slice(&line[field_start..i]);
+            }
             let is_null = if quoted {
-                self.force_null.get(column).copied().unwrap_or(false)
-                    && value == self.options.null.as_bytes()
+                self.force_null[column] && &col.values[value_start..] == null
             } else {
-                raw == self.options.null
-                    && !self.force_not_null.get(column).copied().unwrap_or(false)
+                &line[field_start..i] == null && !self.force_not_null[column]
             };
-            fields.push(if is_null {
-                None
+            if is_null {
+                col.values.truncate(value_start);
+                col.push_null();
             } else {
-                // Whole UTF-8 characters were copied: the value is UTF-8.
-                Some(String::from_utf8(value).unwrap_or_default())
-            });
-            if i >= bytes.len() {
-                break;
+                col.end_value();
+            }
+            column += 1;
+            if i >= line.len() {
+                return Ok(column);
             }
             i += 1;
         }
-        Ok(fields)
     }
 }
 
-/// Whether a CSV line ends inside a quoted field.
-fn unterminated_quote(line: &[u8], o: &CopyOptions) -> bool {
-    let mut in_quotes = false;
-    let mut i = 0;
-    while i < line.len() {
-        let b = line[i];
-        if in_quotes && b == o.escape && o.escape != o.quote && i + 1 < line.len() {
-            i += 2;
-            continue;
-        }
-        if b == o.quote {
-            in_quotes = !in_quotes;
-        }
-        i += 1;
-    }
-    in_quotes
-}
-
-/// A text-format field with its backslash escapes resolved.
-fn unescape_text(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+/// A text-format field with its backslash escapes resolved, appended to `out` (octal and
+/// hex escapes may spell bytes that are not UTF-8: the batch refuses them, as PostgreSQL
+/// does).
+fn unescape_text(bytes: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -341,14 +488,13 @@ fn unescape_text(raw: &str) -> String {
             other => out.push(other),
         }
     }
-    // Octal and hex escapes may spell bytes that are not UTF-8; PostgreSQL refuses them
-    // too (as an encoding error); here they become U+FFFD.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Row = (u64, Vec<Option<String>>);
 
     fn options(sql: &str) -> CopyOptions {
         crate::copy::options::parsed(sql).unwrap()
@@ -361,12 +507,26 @@ mod tests {
         let mut first = None;
         for size in 1..=data.len().max(1) {
             let mut s = RowSplitter::new(options(sql), &columns);
-            let mut out = Vec::new();
             let result = data
                 .chunks(size)
-                .try_for_each(|c| s.push(c, &mut out))
-                .and_then(|()| s.finish(&mut out))
-                .map(|()| out);
+                .try_for_each(|c| s.push(c))
+                .and_then(|()| s.finish())
+                .map(|()| {
+                    let mut out = Vec::new();
+                    while let Some(staged) = s.take(true) {
+                        for r in 0..staged.rows() {
+                            let fields = staged
+                                .columns
+                                .iter()
+                                .map(|c| {
+                                    c.value(r).map(|v| String::from_utf8_lossy(v).into_owned())
+                                })
+                                .collect();
+                            out.push((staged.lines[r], fields));
+                        }
+                    }
+                    out
+                });
             match &first {
                 None => first = Some(result),
                 Some(f) => assert_eq!(f, &result, "chunks of {size}"),
@@ -396,7 +556,7 @@ mod tests {
         );
         let header = rows(
             "COPY t FROM STDIN (HEADER, DELIMITER '|', NULL 'nil')",
-            &["a"],
+            &["a", "b"],
             b"a|b\n1|nil\n2|3",
         )
         .unwrap();
@@ -404,6 +564,9 @@ mod tests {
             header,
             vec![(2, vec![s("1"), None]), (3, vec![s("2"), s("3")])]
         );
+        // An escaped delimiter is data.
+        let got = rows("COPY t FROM STDIN", &["a", "b"], b"x\\\ty\tz\n").unwrap();
+        assert_eq!(got, vec![(1, vec![s("x\ty"), s("z")])]);
     }
 
     #[test]
@@ -431,11 +594,17 @@ mod tests {
         assert_eq!(forced, vec![(1, vec![s("N"), None])]);
         let escaped = rows(
             "COPY t FROM STDIN (FORMAT csv, ESCAPE '\\')",
-            &["a"],
-            b"\"a\\\"b\"\n",
+            &["a", "b"],
+            b"\"a\\\"b\\\\\",\"c\\\nd\"\r\nx\"y\"z,\n",
         )
         .unwrap();
-        assert_eq!(escaped, vec![(1, vec![s("a\"b")])]);
+        assert_eq!(
+            escaped,
+            vec![
+                (1, vec![s("a\"b\\"), s("c\\\nd")]),
+                (2, vec![s("xyz"), None]),
+            ]
+        );
     }
 
     #[test]
@@ -445,8 +614,29 @@ mod tests {
             (e.line, e.message.as_str()),
             (2, "unterminated CSV quoted field")
         );
-        let e = rows("COPY t FROM STDIN", &["a"], b"ok\nbad\xff\n").unwrap_err();
-        assert_eq!(e.line, 2);
-        assert!(e.invalid_encoding && e.message.contains("0xff"), "{e:?}");
+        let e = rows("COPY t FROM STDIN", &["a", "b"], b"1\t2\n3\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "missing data for column \"b\"")
+        );
+        let e = rows("COPY t FROM STDIN (FORMAT csv)", &["a"], b"1\n2,3\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "extra data after last expected column")
+        );
+    }
+
+    #[test]
+    fn batches_are_cut_at_batch_rows() {
+        let columns = vec!["a".to_string()];
+        let mut s = RowSplitter::new(options("COPY t FROM STDIN"), &columns);
+        let data = "7\n".repeat(BATCH_ROWS + 3);
+        s.push(data.as_bytes()).unwrap();
+        assert_eq!(s.take(false).map(|b| b.rows()), Some(BATCH_ROWS));
+        assert!(s.take(false).is_none());
+        assert_eq!(
+            s.take(true).map(|b| (b.rows(), b.lines[0])),
+            Some((3, BATCH_ROWS as u64 + 1))
+        );
     }
 }

@@ -19,14 +19,15 @@ use tokio::sync::mpsc;
 use super::batch_in::BatchBuilder;
 use super::binary_in::BinaryDecoder;
 use super::options::{CopyFormat, CopyOptions};
-use super::rows_in::{Row, RowError, RowSplitter};
+use super::rows_in::{BATCH_ROWS, RowError, RowSplitter};
 use crate::EngineError;
 
 /// The table function a COPY FROM's INSERT reads.
 pub const COPY_FUNCTION: &str = "tidepool_copy_stdin";
 
-/// Rows per batch handed to the write.
-const BATCH_ROWS: usize = 16 * 1024;
+/// Data is passed on in chunks of at least this many bytes (clients send CopyData of a
+/// row or of 8 KiB: one task wake-up per 256 KiB instead).
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// What the client sent.
 enum Chunk {
@@ -42,17 +43,33 @@ enum Chunk {
 /// nothing.
 pub struct CopyInData {
     tx: mpsc::Sender<Chunk>,
+    /// Data not yet passed on.
+    pending: bytes::BytesMut,
 }
 
 impl CopyInData {
     /// Passes on a chunk; waits while the write is behind. False once the COPY has failed
     /// (the rest of the data is not needed).
-    pub async fn send(&self, data: bytes::Bytes) -> bool {
-        self.tx.send(Chunk::Data(data)).await.is_ok()
+    pub async fn send(&mut self, data: bytes::Bytes) -> bool {
+        if self.pending.is_empty() && data.len() >= CHUNK_BYTES {
+            return self.tx.send(Chunk::Data(data)).await.is_ok();
+        }
+        self.pending.extend_from_slice(&data);
+        if self.pending.len() < CHUNK_BYTES {
+            return !self.tx.is_closed();
+        }
+        let chunk = self.pending.split().freeze();
+        self.tx.send(Chunk::Data(chunk)).await.is_ok()
     }
 
     /// The data is complete (CopyDone).
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
+        if !self.pending.is_empty() {
+            let chunk = self.pending.split().freeze();
+            if self.tx.send(Chunk::Data(chunk)).await.is_err() {
+                return;
+            }
+        }
         let _ = self.tx.send(Chunk::End).await;
     }
 
@@ -139,7 +156,13 @@ pub fn start(
         batches: parking_lot::Mutex::new(Some(batches)),
     };
     let table = StreamingTable::try_new(schema, vec![Arc::new(incoming)])?;
-    Ok((CopyInData { tx }, Arc::new(table)))
+    Ok((
+        CopyInData {
+            tx,
+            pending: bytes::BytesMut::new(),
+        },
+        Arc::new(table),
+    ))
 }
 
 /// The batches of one COPY, read once.
@@ -179,9 +202,8 @@ impl PartitionStream for Incoming {
 /// Turns COPY data into batches: text and CSV through rows of fields, binary directly.
 enum Decoder {
     Rows {
-        splitter: RowSplitter,
+        splitter: Box<RowSplitter>,
         builder: BatchBuilder,
-        rows: Vec<Row>,
     },
     Binary(BinaryDecoder),
 }
@@ -193,22 +215,25 @@ impl Decoder {
         }
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         Ok(Decoder::Rows {
-            splitter: RowSplitter::new(options, &columns),
+            splitter: Box::new(RowSplitter::new(options, &columns)),
             builder: BatchBuilder::new(schema, table),
-            rows: Vec::with_capacity(BATCH_ROWS),
         })
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<(), EngineError> {
         match self {
-            Decoder::Rows { splitter, rows, .. } => splitter.push(chunk, rows).map_err(row_error),
+            Decoder::Rows {
+                splitter, builder, ..
+            } => splitter.push(chunk).map_err(|e| row_error(e, builder)),
             Decoder::Binary(b) => b.push(chunk),
         }
     }
 
     fn finish(&mut self) -> Result<(), EngineError> {
         match self {
-            Decoder::Rows { splitter, rows, .. } => splitter.finish(rows).map_err(row_error),
+            Decoder::Rows {
+                splitter, builder, ..
+            } => splitter.finish().map_err(|e| row_error(e, builder)),
             Decoder::Binary(b) => b.finish(),
         }
     }
@@ -223,14 +248,8 @@ impl Decoder {
     /// The next full batch, or (`last`) whatever rows are left.
     fn ready(&mut self, last: bool) -> Option<Result<RecordBatch, EngineError>> {
         match self {
-            Decoder::Rows { builder, rows, .. } => {
-                if rows.len() < BATCH_ROWS && (!last || rows.is_empty()) {
-                    return None;
-                }
-                let take = rows.len().min(BATCH_ROWS);
-                let batch = builder.build(&rows[..take]);
-                rows.drain(..take);
-                Some(batch)
+            Decoder::Rows { splitter, builder } => {
+                splitter.take(last).map(|staged| builder.build(staged))
             }
             Decoder::Binary(b) => {
                 if b.pending() >= BATCH_ROWS || (last && b.pending() > 0) {
@@ -243,10 +262,11 @@ impl Decoder {
     }
 }
 
-fn row_error(e: RowError) -> EngineError {
-    if e.invalid_encoding {
-        EngineError::InvalidEncoding(format!("{} (line {})", e.message, e.line))
-    } else {
-        EngineError::BadCopyData(format!("{} (line {})", e.message, e.line))
-    }
+fn row_error(e: RowError, builder: &BatchBuilder) -> EngineError {
+    EngineError::BadCopyData(format!(
+        "{} (COPY {}, line {})",
+        e.message,
+        builder.table(),
+        e.line
+    ))
 }

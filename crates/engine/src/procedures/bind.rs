@@ -16,7 +16,8 @@ use super::Procedure;
 use crate::EngineError;
 
 /// Tokens back to SQL text. `Token`'s `Display` writes string literals and quoted names
-/// without escaping the quotes inside them; here they are doubled.
+/// as the tokenizer read them (`E'a\\b'` as `E'a\b'`), without escaping quotes or
+/// backslashes inside them; here they are escaped again.
 pub fn render(tokens: &[Token]) -> String {
     let mut out = String::new();
     for t in tokens {
@@ -24,6 +25,11 @@ pub fn render(tokens: &[Token]) -> String {
             Token::SingleQuotedString(s) => {
                 out.push('\'');
                 out.push_str(&s.replace('\'', "''"));
+                out.push('\'');
+            }
+            Token::EscapedStringLiteral(s) => {
+                out.push_str("E'");
+                out.push_str(&s.replace('\\', "\\\\").replace('\'', "\\'"));
                 out.push('\'');
             }
             Token::Word(w) if w.quote_style == Some('"') => {
@@ -526,6 +532,20 @@ fn literal(e: &Expr, params: Option<&ParamValues>) -> Result<ScalarValue, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendered_tokens_read_back_the_same() {
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+        let sql = "SELECT E'a\\\\b\\'c\\n', 'it''s', \"x\"\"y\"";
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .unwrap();
+        let again = Tokenizer::new(&PostgreSqlDialect {}, &render(&tokens))
+            .tokenize()
+            .unwrap();
+        assert_eq!(tokens, again);
+    }
 
     #[test]
     fn definitions_get_placeholders_defaults_and_a_final_semicolon() {

@@ -1,8 +1,10 @@
 //! `COPY ... TO STDOUT` on the wire: CopyOutResponse, one CopyData per row (as
 //! PostgreSQL sends them; libpq's `PQgetCopyData` hands clients one row per call; the
-//! binary signature rides with the first row), then CopyDone and `COPY n`. Rows are encoded in PostgreSQL's text, CSV or binary COPY
-//! format by pgwire's `CopyEncoder` through arrow-pg (the binary values are those of
-//! binary DataRows), a batch at a time on a worker task, one batch ahead of the socket.
+//! binary signature rides with the first row), then CopyDone and `COPY n`. Rows are
+//! encoded in PostgreSQL's text, CSV or binary COPY format a batch at a time on a worker
+//! task, one batch ahead of the socket: columns of common types by [`FastRows`], others
+//! by pgwire's `CopyEncoder` through arrow-pg (the binary values are those of binary
+//! DataRows).
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::types::format::FormatOptions;
 
 use super::ahead;
+use super::copy_rows::FastRows;
 use super::json_columns;
 use crate::engine::copy::{CopyFormat, CopyOptions, ForceQuote};
 
@@ -39,6 +42,7 @@ pub fn encode(
     format_options: Arc<FormatOptions>,
 ) -> PgWireResult<CopyOut> {
     let schema = json_columns::client_schema(&stream.schema());
+    let iso = format_options.date_style.trim_start().starts_with("ISO");
     let binary = options.format == CopyFormat::Binary;
     let wire = if binary {
         Format::UnifiedBinary
@@ -58,8 +62,12 @@ pub fn encode(
         None
     };
     let columns = schema.fields().len();
+    let fast = FastRows::plan(&schema, &fields, options, iso);
     let new_encoder = encoder_factory(options, &schema, fields.clone());
     let rows = ahead::encode_ahead(stream, move |batch| {
+        if let Some(fast) = &fast {
+            return Ok(fast.encode(&batch));
+        }
         let mut encoder = new_encoder();
         let mut out = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {

@@ -9,6 +9,7 @@ mod client_gone;
 mod conn;
 mod copy_in;
 mod copy_out;
+mod copy_rows;
 pub mod errors;
 mod handler;
 mod json_columns;

@@ -2,7 +2,7 @@
 //!
 //! arrow-pg formats each value through `ToSqlText` (decimals via rust_decimal, dates via
 //! chrono) into its own buffer. For batches whose columns are all integers, strings, dates,
-//! timestamps, booleans, floats or decimals, this writes the DataRows of a whole batch straight into one
+//! timestamps, booleans, floats, decimals or bytea, this writes the DataRows of a whole batch straight into one
 //! buffer instead, in exactly Postgres' text format (timestamps with DateStyle ISO:
 //! fractional seconds only when non-zero, trailing zeros trimmed, the offset as `+01` or
 //! `+05:30`). Any other batch takes arrow-pg's path.
@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::messages::data::DataRow;
 
-fn supported(t: &DataType, iso: bool) -> bool {
+pub(super) fn supported(t: &DataType, iso: bool) -> bool {
     if let DataType::Timestamp(_, tz) = t {
         return iso && tz.as_ref().is_none_or(|z| z.parse::<Tz>().is_ok());
     }
@@ -43,6 +43,9 @@ fn supported(t: &DataType, iso: bool) -> bool {
             | DataType::Boolean
             | DataType::Float32
             | DataType::Float64
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
     )
 }
 
@@ -66,10 +69,7 @@ pub fn encode(batch: &RecordBatch) -> Vec<DataRow> {
     let zones: Vec<Option<Tz>> = batch
         .columns()
         .iter()
-        .map(|c| match c.data_type() {
-            DataType::Timestamp(_, Some(z)) => z.parse().ok(),
-            _ => None,
-        })
+        .map(|c| zone(c.data_type()))
         .collect();
     for row in 0..n {
         for (col, zone) in batch.columns().iter().zip(&zones) {
@@ -88,7 +88,7 @@ pub fn encode(batch: &RecordBatch) -> Vec<DataRow> {
     rows
 }
 
-fn write_value(
+pub(super) fn write_value(
     buf: &mut BytesMut,
     col: &ArrayRef,
     row: usize,
@@ -107,22 +107,7 @@ fn write_value(
             write_float_text(buf, v as f64, &format!("{v}"), &format!("{v:e}"));
         }
         DataType::Timestamp(unit, _) => {
-            let micros = match unit {
-                TimeUnit::Second => col
-                    .as_primitive::<TimestampSecondType>()
-                    .value(row)
-                    .saturating_mul(1_000_000),
-                TimeUnit::Millisecond => col
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(row)
-                    .saturating_mul(1_000),
-                TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row),
-                TimeUnit::Nanosecond => col
-                    .as_primitive::<TimestampNanosecondType>()
-                    .value(row)
-                    .div_euclid(1_000),
-            };
-            write_timestamp(buf, micros, zone, itoa);
+            write_timestamp(buf, timestamp_micros(col, row, *unit), zone, itoa);
         }
         DataType::Int8 => buf.put_slice(
             itoa.format(col.as_primitive::<Int8Type>().value(row))
@@ -171,6 +156,9 @@ fn write_value(
                 buf.put_slice(a.value(row).as_bytes());
             }
         }
+        DataType::Binary => write_bytea(buf, col.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => write_bytea(buf, col.as_binary::<i64>().value(row)),
+        DataType::BinaryView => write_bytea(buf, col.as_binary_view().value(row)),
         DataType::Date32 => {
             if let Some(a) = col.as_any().downcast_ref::<Date32Array>() {
                 write_date(buf, a.value(row), itoa);
@@ -182,6 +170,43 @@ fn write_value(
             }
         }
         _ => {}
+    }
+}
+
+/// `bytea` as Postgres prints it with `bytea_output = hex`: `\x` and two digits a byte.
+fn write_bytea(buf: &mut BytesMut, v: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.reserve(2 + 2 * v.len());
+    buf.put_slice(b"\\x");
+    for b in v {
+        buf.put_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+}
+
+/// The zone of a column of `t` (timestamps with time zone).
+pub(super) fn zone(t: &DataType) -> Option<Tz> {
+    match t {
+        DataType::Timestamp(_, Some(z)) => z.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Row `row` of a timestamp column of `unit` in microseconds since 1970.
+pub(super) fn timestamp_micros(col: &ArrayRef, row: usize, unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => col
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Millisecond => col
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1_000),
+        TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => col
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1_000),
     }
 }
 
@@ -311,13 +336,18 @@ fn write_decimal(buf: &mut BytesMut, value: i128, scale: i8, itoa: &mut itoa::Bu
         return;
     }
     let scale = scale as u32;
-    let pow = 10i128.pow(scale);
     if value < 0 {
         buf.put_u8(b'-');
     }
     let abs = value.unsigned_abs();
-    let int = abs / pow as u128;
-    let frac = abs % pow as u128;
+    // 128-bit division is a library call; nearly every value fits 64 bits.
+    let (int, frac) = match (u64::try_from(abs), 10u64.checked_pow(scale)) {
+        (Ok(a), Some(pow)) => (u128::from(a / pow), u128::from(a % pow)),
+        _ => {
+            let pow = 10u128.pow(scale);
+            (abs / pow, abs % pow)
+        }
+    };
     buf.put_slice(itoa.format(int).as_bytes());
     buf.put_u8(b'.');
     let digits = itoa.format(frac);

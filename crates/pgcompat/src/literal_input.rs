@@ -1,3 +1,5 @@
+//! Text read by a type's input function, as PostgreSQL does where DataFusion only casts.
+//!
 //! Quoted literals next to booleans. PostgreSQL reads `'t'` in `indisprimary = 't'` (psqlODBC's
 //! `SQLPrimaryKeys`) or `'0'` (a bool parameter psqlODBC inlines) as a boolean, since a
 //! quoted literal has no type until its context gives one. DataFusion types it as text
@@ -9,6 +11,10 @@
 //! PostgreSQL's `boolin` reads: `t`, `true`, `y`, `yes`, `on`, `1` and their false
 //! counterparts, any case, prefixes of the words, surrounding blanks. Other text is
 //! 22P02, as in PostgreSQL.
+//!
+//! Text cast to `bytea` (`'\x4142'::bytea`, a text value inserted into a `bytea` column)
+//! is read by `byteain` ([`tidepool_engine::bytea`]): hex or escape format, a literal at
+//! planning, other values as they come. DataFusion's cast would keep the characters.
 
 use std::sync::Arc;
 
@@ -24,7 +30,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 /// The analyzer rule.
 #[derive(Debug, Default)]
-pub struct BoolLiterals;
+pub struct LiteralInput;
 
 /// The expression planner.
 #[derive(Debug, Default)]
@@ -60,7 +66,7 @@ impl ExprPlanner for BoolComparisons {
     }
 }
 
-impl AnalyzerRule for BoolLiterals {
+impl AnalyzerRule for LiteralInput {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|p| {
             let schemas: Vec<Arc<DFSchema>> =
@@ -76,7 +82,7 @@ impl AnalyzerRule for BoolLiterals {
     }
 
     fn name(&self) -> &str {
-        "tidepool_bool_literals"
+        "tidepool_literal_input"
     }
 }
 
@@ -116,8 +122,47 @@ fn rewrite(e: Expr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {
                 l.expr, list, l.negated,
             ))))
         }
+        Expr::Cast(c) if binary(c.field.data_type()) && textual(&c.expr, schemas) => {
+            let read = match text(&c.expr) {
+                Some(t) => Expr::Literal(
+                    ScalarValue::Binary(Some(
+                        tidepool_engine::bytea::parse(t)
+                            .ok_or_else(|| tidepool_engine::bytea::invalid(t))?,
+                    )),
+                    None,
+                ),
+                None => Arc::new(tidepool_engine::bytea::udf()).call(vec![*c.expr]),
+            };
+            Ok(Transformed::yes(match c.field.data_type() {
+                DataType::Binary => read,
+                _ => Expr::Cast(datafusion::logical_expr::Cast {
+                    expr: Box::new(read),
+                    field: c.field,
+                }),
+            }))
+        }
         other => Ok(Transformed::no(other)),
     }
+}
+
+fn binary(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+/// Whether `e` is text (a literal, or text in one of the plan's inputs).
+fn textual(e: &Expr, schemas: &[Arc<DFSchema>]) -> bool {
+    let is_text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+    if text(e).is_some() {
+        return true;
+    }
+    schemas.iter().any(|s| {
+        e.get_type(s.as_ref() as &dyn ExprSchema)
+            .is_ok_and(|t| is_text(&t))
+    })
 }
 
 fn comparison(op: Operator) -> bool {
