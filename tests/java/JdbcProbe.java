@@ -137,6 +137,22 @@ public class JdbcProbe {
                     check(m.getPrecision(2) == 20 && m.getColumnTypeName(2).equals("varchar"), "varchar(20) " + m.getPrecision(2));
                     check(m.getColumnCount() == 4, "two NULL columns");
                 }
+                // Where each column comes from (RowDescription's table oid and column
+                // number, which pgjdbc looks up in pg_class / pg_attribute).
+                s.execute("CREATE TABLE jdbc.origin (id BIGINT NOT NULL, label TEXT)");
+                try (ResultSet r = s.executeQuery(
+                        "SELECT o.label AS name, o.id, o.id + 1 AS next FROM jdbc.origin o WHERE o.id > 0 ORDER BY o.id")) {
+                    ResultSetMetaData m = r.getMetaData();
+                    // pgjdbc's getSchemaName is always ""; the base schema is the table's.
+                    org.postgresql.PGResultSetMetaData pm = m.unwrap(org.postgresql.PGResultSetMetaData.class);
+                    String seen = pm.getBaseSchemaName(1) + "." + m.getTableName(1) + "." + m.getColumnName(1) + "/"
+                            + pm.getBaseSchemaName(2) + "." + m.getTableName(2) + "/" + m.getTableName(3);
+                    check(seen.equals("jdbc.origin.name/jdbc.origin/"), "table and schema of result columns " + seen);
+                    check(m.isNullable(1) == ResultSetMetaData.columnNullable
+                            && m.isNullable(2) == ResultSetMetaData.columnNoNulls
+                            && m.isNullable(3) == ResultSetMetaData.columnNullableUnknown,
+                            "isNullable " + m.isNullable(1) + m.isNullable(2) + m.isNullable(3));
+                }
             }
         }
         System.out.println("pgjdbc: ok");

@@ -88,6 +88,16 @@ pub trait Extension: Send + Sync + std::fmt::Debug + 'static {
     fn cache_key(&self, _statement: &DFStatement, _session: SessionView<'_>) -> Option<String> {
         None
     }
+
+    /// The oids the dialect's catalog gives the lake tables `tables` (schema, name), for
+    /// the columns' origins a RowDescription names ([`crate::origins`]); tables it does
+    /// not list are left out.
+    fn relation_oids(
+        &self,
+        _tables: Vec<(String, String)>,
+    ) -> futures::future::BoxFuture<'_, std::collections::HashMap<(String, String), i64>> {
+        Box::pin(async { Default::default() })
+    }
 }
 
 /// DataFusion's SQL and the lake catalog, nothing more.

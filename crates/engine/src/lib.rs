@@ -32,6 +32,7 @@ mod in_lists;
 pub mod lanes;
 mod merge_do_nothing;
 pub mod names;
+pub mod origins;
 pub mod parse;
 mod pg_parameters;
 pub mod procedures;

@@ -58,6 +58,23 @@ pub struct PgCompat {
     /// Signature texts of procedures, shared by `pg_proc` and the `pg_get_function_*`
     /// functions.
     signatures: pg_proc::Signatures,
+    /// The bundled `pg_catalog` and the lake tables' oids read from its `pg_class`
+    /// (an oid, once given, stays), for RowDescription.
+    pg_catalog: std::sync::OnceLock<Arc<dyn datafusion::catalog::SchemaProvider>>,
+    relation_oids: parking_lot::Mutex<RelationOids>,
+}
+
+/// Lake table oids known, and when `pg_class` last lacked a table.
+#[derive(Default)]
+struct RelationOids {
+    known: std::collections::HashMap<(String, String), i64>,
+    missed: std::collections::HashMap<(String, String), std::time::Instant>,
+}
+
+impl std::fmt::Debug for RelationOids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} relation oids", self.known.len())
+    }
 }
 
 impl PgCompat {
@@ -67,6 +84,8 @@ impl PgCompat {
             parser: parser::Compat::new(),
             roles,
             signatures: Default::default(),
+            pg_catalog: Default::default(),
+            relation_oids: Default::default(),
         })
     }
 }
@@ -129,6 +148,7 @@ impl Extension for PgCompat {
         if let Some(lake) = engine.base().catalog(CATALOG)
             && let Some(inner) = lake.schema("pg_catalog")
         {
+            let _ = self.pg_catalog.set(inner.clone());
             lake.register_schema(
                 "pg_catalog",
                 Arc::new(pg_proc::PgCatalog {
@@ -175,6 +195,47 @@ impl Extension for PgCompat {
             .collect());
         }
         self.parser.parse(sql)
+    }
+
+    fn relation_oids(
+        &self,
+        tables: Vec<(String, String)>,
+    ) -> futures::future::BoxFuture<'_, std::collections::HashMap<(String, String), i64>> {
+        Box::pin(async move {
+            // `pg_class` is read for a table not known yet (just created), but for one
+            // it lacked (a temporary table, which it never lists) at most every 2 s.
+            let read = {
+                let oids = self.relation_oids.lock();
+                tables.iter().any(|t| {
+                    !oids.known.contains_key(t)
+                        && oids
+                            .missed
+                            .get(t)
+                            .is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(2))
+                })
+            };
+            if read && let Some(catalog) = self.pg_catalog.get() {
+                let all = keys::relation_oids(catalog).await.unwrap_or_default();
+                let mut oids = self.relation_oids.lock();
+                for (table, (oid, _)) in all {
+                    oids.known.insert(table, oid);
+                }
+                let now = std::time::Instant::now();
+                if oids.missed.len() > 10_000 {
+                    oids.missed.clear();
+                }
+                for t in &tables {
+                    if !oids.known.contains_key(t) {
+                        oids.missed.insert(t.clone(), now);
+                    }
+                }
+            }
+            let oids = self.relation_oids.lock();
+            tables
+                .into_iter()
+                .filter_map(|t| oids.known.get(&t).map(|oid| (t, *oid)))
+                .collect()
+        })
     }
 
     fn rewrite_parsed(&self, statement: Statement) -> Statement {

@@ -100,10 +100,15 @@ impl Session {
                     state.config_options(),
                     |_, _| {},
                 );
-                Some(Arc::new(match analyzed {
+                let schema = match analyzed {
                     Ok(a) => a.schema().as_arrow().clone(),
                     Err(_) => p.schema().as_arrow().clone(),
-                }))
+                };
+                let annotated = match self.origins(p) {
+                    Some(origins) => self.annotated(&schema, &origins).await,
+                    None => None,
+                };
+                Some(annotated.unwrap_or_else(|| Arc::new(schema)))
             }
         };
         Ok(Described { params, schema })

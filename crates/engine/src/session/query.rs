@@ -2,9 +2,10 @@
 //! reads them at once; and the catalog-answer cache, which serves a client's repeated
 //! catalog queries (the dialect decides which may be cached) without planning them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -16,6 +17,7 @@ use tidepool_lake::Listing;
 use super::Session;
 use super::output::{Output, QueryControl, Shape, SplitOutput};
 use crate::lanes::{Lane, Slot};
+use crate::origins::Origin;
 use crate::stream::GuardedStream;
 use crate::{EngineError, SessionView};
 
@@ -30,6 +32,7 @@ impl Session {
         shape: Shape,
     ) -> Result<SplitOutput, EngineError> {
         use datafusion::physical_plan::ExecutionPlanProperties;
+        let origins = self.origins(&plan);
         let df = DataFrame::new(self.ctx.state(), plan);
         let task = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await?;
@@ -45,6 +48,7 @@ impl Session {
                 Lane::Light => datafusion::physical_plan::execute_stream(physical, task)?,
                 Lane::Heavy => executor.stream(physical, task),
             };
+            let stream = self.with_origins(stream, origins).await;
             return Ok(SplitOutput::One(Output::Rows {
                 stream: guard(stream),
                 tag: "SELECT",
@@ -61,17 +65,58 @@ impl Session {
         ))
     }
 
+    /// The schema unqualified names resolve in.
+    fn default_schema(&self) -> String {
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        state.config().options().catalog.default_schema.clone()
+    }
+
+    /// Where `plan`'s result columns come from, if any comes from a lake table.
+    pub(super) fn origins(&self, plan: &LogicalPlan) -> Option<Vec<Option<Origin>>> {
+        let origins = crate::origins::of(plan, &self.default_schema());
+        origins.iter().any(Option::is_some).then_some(origins)
+    }
+
+    /// `schema` with its columns' `origins` (table oids and column numbers) as metadata.
+    pub(super) async fn annotated(
+        &self,
+        schema: &Schema,
+        origins: &[Option<Origin>],
+    ) -> Option<SchemaRef> {
+        let tables: BTreeSet<(String, String)> = origins
+            .iter()
+            .flatten()
+            .map(|o| (o.schema.clone(), o.table.clone()))
+            .collect();
+        let oids = self
+            .engine
+            .extension()
+            .relation_oids(tables.into_iter().collect())
+            .await;
+        crate::origins::annotate(schema, origins, &oids)
+    }
+
+    /// `stream` with its columns' origins in its schema.
+    async fn with_origins(
+        &self,
+        stream: SendableRecordBatchStream,
+        origins: Option<Vec<Option<Origin>>>,
+    ) -> SendableRecordBatchStream {
+        let Some(origins) = origins else {
+            return stream;
+        };
+        let Some(schema) = self.annotated(&stream.schema(), &origins).await else {
+            return stream;
+        };
+        let batches = schema.clone();
+        let rows = stream.map(move |b| Ok(b?.with_schema(batches.clone())?));
+        Box::pin(RecordBatchStreamAdapter::new(schema, rows))
+    }
+
     /// The catalog cache's key for `stmt` in this session, if it may be cached.
     pub(super) fn catalog_key(&self, stmt: &DFStatement) -> Option<String> {
-        let schema = self
-            .ctx
-            .state_ref()
-            .read()
-            .config()
-            .options()
-            .catalog
-            .default_schema
-            .clone();
+        let schema = self.default_schema();
         self.engine.extension().cache_key(
             stmt,
             SessionView {

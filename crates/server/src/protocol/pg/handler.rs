@@ -264,6 +264,23 @@ fn fields(
     }?;
     for (i, f) in schema.fields().iter().enumerate() {
         let Some(old) = out.get(i) else { continue };
+        // A lake table's column: its table's oid and its number (JDBC's getTableName,
+        // isNullable; Npgsql's GetSchemaTable).
+        let origin = |key: &str| f.metadata().get(key).and_then(|v| v.parse::<i64>().ok());
+        if let (Some(oid), Some(attnum)) = (
+            origin(tidepool_engine::origins::TABLE_OID_KEY),
+            origin(tidepool_engine::origins::ATTNUM_KEY),
+        ) {
+            out[i] = FieldInfo::new(
+                old.name().to_string(),
+                Some(oid as i32),
+                Some(attnum as i16),
+                old.datatype().clone(),
+                old.format(),
+            )
+            .with_format_options(old.format_options().clone());
+        }
+        let Some(old) = out.get(i) else { continue };
         // int2vector / oidvector catalog columns go out as their text, typed as
         // PostgreSQL types them (psqlODBC parses `indkey` by its type).
         if let Some(kind) = f
