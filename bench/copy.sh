@@ -6,7 +6,9 @@
 #   copy out binary   psql: COPY lineitem TO STDOUT (FORMAT binary) > /dev/null
 #   copy out csv      psql: COPY lineitem TO STDOUT (FORMAT csv) > /dev/null
 #   copy out text     psql: COPY lineitem TO STDOUT > /dev/null
-# Each figure is wall time through psql (connect included), as rows/s.
+#   adbc read         adbc-driver-postgresql (Python): SELECT * FROM lineitem into a pyarrow
+#                     table (the driver reads it with COPY ... TO STDOUT (FORMAT binary))
+# Each figure is wall time through the client (connect included), as rows/s.
 # Installs what it needs (tpchgen-cli into .venv, Debian's postgresql). Work files: $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +30,19 @@ timed() {
   echo $((($(date +%s%N) - t0) / 1000000))
 }
 
+ADBC_READ='import sys, adbc_driver_postgresql.dbapi as d
+with d.connect(sys.argv[1]) as c, c.cursor() as cur:
+    cur.execute("SELECT * FROM tpch.lineitem")
+    n = cur.fetch_arrow_table().num_rows
+    assert n == int(sys.argv[2]), n'
+[ -x .venv/bin/python ] && .venv/bin/python -c 'import adbc_driver_postgresql' 2>/dev/null ||
+  .venv/bin/pip install -q adbc-driver-postgresql==1.13.0 pyarrow
+
 declare -A TP_MS PG_MS
 run_all() {
   local -n into=$1
-  shift
+  local uri=$2
+  shift 2
   local sql=("$@")
   "${sql[@]}" -c "CREATE SCHEMA IF NOT EXISTS tpch" -c "DROP TABLE IF EXISTS tpch.lineitem" \
     -c "CREATE TABLE tpch.lineitem $DDL"
@@ -42,22 +53,23 @@ run_all() {
   into["copy out binary"]=$(timed "${sql[@]}" -c "COPY tpch.lineitem TO STDOUT (FORMAT binary)")
   into["copy out csv"]=$(timed "${sql[@]}" -c "COPY tpch.lineitem TO STDOUT (FORMAT csv)")
   into["copy out text"]=$(timed "${sql[@]}" -c "COPY tpch.lineitem TO STDOUT")
+  into["adbc read"]=$(timed .venv/bin/python -c "$ADBC_READ" "$uri" "$ROWS")
 }
 
 start_tidepool "$WORK/lake" 55443
 rm -rf "$WORK/lake/tpch"
-run_all TP_MS "${TPSQL[@]}"
+run_all TP_MS "postgresql://tidepool@127.0.0.1:55443/lake" "${TPSQL[@]}"
 echo "== tidepool $(git rev-parse --short HEAD), $(nproc) cores"
 stop_tidepool
 
 chmod o+rx "$WORK"; chmod o+r "$WORK/lineitem.csv"
 rm -rf "$WORK/pgdata"
 start_postgres "$WORK/pgdata" 55444
-run_all PG_MS "${PGSQL[@]}"
+run_all PG_MS "postgresql://postgres@127.0.0.1:55444/postgres" "${PGSQL[@]}"
 echo "== PostgreSQL $("${PGSQL[@]}" -At -c 'show server_version') (default settings, no index)"
 
 printf '%-16s %12s %14s %14s %16s %8s\n' "statement" "tidepool ms" "tidepool rows/s" "PostgreSQL ms" "PostgreSQL rows/s" "ratio"
-for label in "copy in csv" "copy out binary" "copy out csv" "copy out text"; do
+for label in "copy in csv" "copy out binary" "copy out csv" "copy out text" "adbc read"; do
   tp=${TP_MS[$label]}
   pg=${PG_MS[$label]}
   printf '%-16s %12s %14s %14s %16s %8s\n' "$label" "$tp" "$((ROWS * 1000 / tp))" "$pg" \

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryBuilder, Date32Array, Decimal128Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -87,6 +89,9 @@ impl BatchBuilder {
         let field = self.schema.field(c);
         let text = self.text(col, lines)?;
         let target = field.data_type();
+        if let Some(fast) = fast_parse(&text, target) {
+            return Ok(fast);
+        }
         let converted: ArrayRef = match target {
             DataType::Utf8 => Arc::new(text),
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
@@ -148,6 +153,115 @@ impl BatchBuilder {
             "invalid input syntax for type {type_name}: \"{value}\" ({context})"
         ))
     }
+}
+
+/// A column of decimals or dates in their plain forms (`-12.5`, `2024-02-29`: what
+/// exports and COPY TO write), parsed without arrow's general casts (which format and
+/// parse through wide integers). `None` when any value has another form: the column takes
+/// the cast, which reads every form and words the errors.
+fn fast_parse(text: &StringArray, target: &DataType) -> Option<ArrayRef> {
+    let nulls = text.nulls().cloned();
+    let each = |f: &dyn Fn(&[u8]) -> Option<i128>| -> Option<Vec<i128>> {
+        (0..text.len())
+            .map(|i| {
+                if text.is_null(i) {
+                    Some(0)
+                } else {
+                    f(text.value(i).as_bytes())
+                }
+            })
+            .collect()
+    };
+    match target {
+        DataType::Decimal128(p, s) if *s >= 0 => {
+            let (p, s) = (*p, *s);
+            let values = each(&|v| plain_decimal(v, p, s as u32))?;
+            let a = Decimal128Array::new(values.into(), nulls)
+                .with_precision_and_scale(p, s)
+                .ok()?;
+            Some(Arc::new(a))
+        }
+        DataType::Date32 => {
+            let values = each(&|v| plain_date(v).map(i128::from))?;
+            let days: Vec<i32> = values.into_iter().map(|d| d as i32).collect();
+            Some(Arc::new(Date32Array::new(days.into(), nulls)))
+        }
+        _ => None,
+    }
+}
+
+/// `[+-]digits[.digits]` with at most `scale` digits after the point and `precision -
+/// scale` before it, as an integer of `scale` decimal places.
+fn plain_decimal(v: &[u8], precision: u8, scale: u32) -> Option<i128> {
+    let (negative, digits) = match v.first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let (int, frac) = match memchr::memchr(b'.', digits) {
+        Some(d) => (&digits[..d], &digits[d + 1..]),
+        None => (digits, &[][..]),
+    };
+    if (int.is_empty() && frac.is_empty())
+        || frac.len() > scale as usize
+        || int.len() > usize::from(precision).saturating_sub(scale as usize)
+    {
+        return None;
+    }
+    let mut acc: i128 = 0;
+    if int.len() + scale as usize <= 18 {
+        // Nearly every value: 64-bit arithmetic.
+        let mut small: i64 = 0;
+        for &b in int.iter().chain(frac) {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            small = small * 10 + i64::from(b - b'0');
+        }
+        small *= 10i64.pow(scale - frac.len() as u32);
+        acc = i128::from(small);
+    } else {
+        for &b in int.iter().chain(frac) {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            acc = acc * 10 + i128::from(b - b'0');
+        }
+        acc *= 10i128.pow(scale - frac.len() as u32);
+    }
+    Some(if negative { -acc } else { acc })
+}
+
+/// `YYYY-MM-DD` (a real date) as days since 1970-01-01.
+fn plain_date(v: &[u8]) -> Option<i32> {
+    if v.len() != 10 || v[4] != b'-' || v[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        v[r].iter().try_fold(0i32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i32::from(b - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d < 1 || d > days_in_month {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm), March-based years.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 /// PostgreSQL reads numbers, booleans and dates with blanks around them; arrow's casts
@@ -258,6 +372,30 @@ mod tests {
             shown.contains("|    |                     | 615c6201 | false |"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn plain_decimals_and_dates_parse_as_the_casts_do() {
+        assert_eq!(plain_decimal(b"21168.23", 15, 2), Some(2116823));
+        assert_eq!(plain_decimal(b"-0.5", 15, 2), Some(-50));
+        assert_eq!(plain_decimal(b"7", 15, 2), Some(700));
+        assert_eq!(plain_decimal(b".5", 15, 2), Some(50));
+        // More digits than the column has, exponents, blanks: the cast decides.
+        assert_eq!(plain_decimal(b"1.005", 15, 2), None);
+        assert_eq!(plain_decimal(b"1e3", 15, 2), None);
+        assert_eq!(plain_decimal(b" 1", 15, 2), None);
+        assert_eq!(plain_decimal(b"12345678901234", 15, 2), None);
+        assert_eq!(plain_decimal(b"-", 15, 2), None);
+        assert_eq!(
+            plain_decimal(b"123456789012345678901.5", 38, 10),
+            Some(1234567890123456789015000000000)
+        );
+        assert_eq!(plain_date(b"1970-01-01"), Some(0));
+        assert_eq!(plain_date(b"2024-02-29"), Some(19782));
+        assert_eq!(plain_date(b"1969-12-31"), Some(-1));
+        assert_eq!(plain_date(b"2023-02-29"), None);
+        assert_eq!(plain_date(b"2024-13-01"), None);
+        assert_eq!(plain_date(b"2024-1-01"), None);
     }
 
     #[test]
