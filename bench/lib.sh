@@ -25,9 +25,10 @@ start_postgres() {
 
 # Starts the tidepool server on a new lake at $1, Postgres port $2 (stopped on exit);
 # sets TP (its pid) and TPSQL (a psql command line for it) and waits until it answers.
+# Flight SQL listens on port $3 when given.
 start_tidepool() {
   "$BIN" --lake "$1" serve --pg-listen "127.0.0.1:$2" --http-listen 127.0.0.1:0 \
-    --flight-listen 127.0.0.1:0 2>"$WORK/serve.log" &
+    --flight-listen "127.0.0.1:${3:-0}" 2>"$WORK/serve.log" &
   TP=$!
   # shellcheck disable=SC2064
   trap "kill $TP 2>/dev/null || true" EXIT

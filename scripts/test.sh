@@ -57,6 +57,12 @@ if ! .venv/bin/python -c 'import adbc_driver_postgresql, duckdb, duckdb_extensio
   .venv/bin/pip install -q 'adbc-driver-postgresql==1.13.0' 'duckdb==1.5.5' \
     'duckdb-extension-postgres-scanner==1.5.5' 'pyodbc==5.5.0'
 fi
+# Engines that read the lake's Delta tables directly (the deltalake package, polars,
+# DuckDB's delta extension from its wheel) and polars' database engines (connectorx).
+if ! .venv/bin/python -c 'import deltalake, polars, connectorx, pytz, duckdb_extension_delta' 2>/dev/null; then
+  .venv/bin/pip install -q 'deltalake==1.6.6' 'polars==2.1.0' 'connectorx==0.4.6' 'pytz==2025.2' \
+    'duckdb-extension-delta==1.5.5'
+fi
 # dbt-core with the dbt-postgres adapter, in a venv of their own (dbt pins its own
 # versions of protobuf, Jinja and friends). 1.11.16 is the newest dbt-core that installs
 # from PyPI alone: 1.12 fetches its parser binary from GitHub while installing.

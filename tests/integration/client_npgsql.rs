@@ -309,3 +309,113 @@ async fn npgsql8_type_loading_batch_and_pool_reset() {
     let res = expect_ok(&f.round_trip(1).await.expect("query"), "query");
     assert_eq!(res[0].texts("count"), vec![Some("2".to_string())]);
 }
+
+/// `DbConnection.GetSchema(collection, restrictions)` as Npgsql 4.0 answers it (Power BI's
+/// and SSIS's path to databases, users, indexes and keys), then `GetColumnSchema()` with
+/// key info for a query's columns, found by the table oid and column number RowDescription
+/// carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npgsql4_get_schema_collections_and_column_schema() {
+    let server = TestServer::start("").await;
+    let client = server.connect().await;
+    sample_lake(&client).await;
+    client
+        .batch_execute(
+            "CREATE TABLE gold.dim_customer (customer TEXT PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE gold.keyed (id BIGINT PRIMARY KEY, customer TEXT REFERENCES gold.dim_customer (customer), amount NUMERIC(12,2));
+             INSERT INTO gold.dim_customer VALUES ('c1', 'one');
+             INSERT INTO gold.keyed VALUES (1, 'c1', 2.50)",
+        )
+        .await
+        .expect("keyed tables");
+    let mut f = Frontend::connect(server.addr, NPGSQL4_STARTUP)
+        .await
+        .expect("connects");
+    npgsql4_load_types(&mut f).await;
+    let mut got = std::collections::HashMap::new();
+    for (collection, query, params) in sql::npgsql4_get_schema("lake", "gold", "keyed") {
+        let params: Vec<Option<&[u8]>> = params.iter().map(|p| Some(p.as_bytes())).collect();
+        f.extended(&crlf(&query), &params, 0).sync();
+        let replies = f.round_trip(1).await.expect("round trip");
+        let mut results = expect_ok(&replies, collection);
+        assert_eq!(results.len(), 1, "{collection}: {replies:?}");
+        got.insert(collection, results.remove(0));
+    }
+    let first = |c: &str, col: &str| -> Vec<String> {
+        got[c]
+            .texts(col)
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(first("Databases", "database_name"), vec!["lake"]);
+    assert_eq!(first("Databases", "encoding"), vec!["UTF8"]);
+    assert_eq!(first("Schemata", "schema_name"), vec!["gold"]);
+    let tables = first("Tables", "table_name");
+    assert!(
+        tables.contains(&"keyed".to_string()) && !tables.contains(&"paid_orders".to_string()),
+        "{tables:?}"
+    );
+    assert_eq!(
+        first("Columns", "column_name"),
+        vec!["id", "customer", "amount"]
+    );
+    assert_eq!(
+        first("Columns", "data_type"),
+        vec!["int8", "text", "numeric"]
+    );
+    assert_eq!(first("Columns", "is_nullable"), vec!["NO", "YES", "YES"]);
+    assert_eq!(first("Columns", "numeric_precision")[2], "12");
+    assert_eq!(first("Views", "table_name"), vec!["paid_orders"]);
+    assert!(!first("Users", "user_name").is_empty());
+    let indexes = first("Indexes", "index_name");
+    assert_eq!(indexes.len(), 1, "the primary key's index: {indexes:?}");
+    assert_eq!(first("IndexColumns", "column_name"), vec!["id"]);
+    assert_eq!(first("ForeignKeys", "CONSTRAINT_TYPE"), vec!["FOREIGN KEY"]);
+    let mut kinds = first("ConstraintColumns", "constraint_type");
+    kinds.sort();
+    assert_eq!(kinds, vec!["FOREIGN KEY", "PRIMARY KEY"]);
+
+    // GetColumnSchema(): the query's RowDescription names table and column, then Npgsql
+    // asks for each column's facts on a second connection.
+    f.extended(
+        "SELECT k.id, k.amount AS total, 1 AS one FROM gold.keyed k",
+        &[],
+        1,
+    )
+    .sync();
+    let replies = f.round_trip(1).await.expect("query");
+    let result = expect_ok(&replies, "keyed query").remove(0);
+    let origins: Vec<(u32, i16)> = result
+        .columns
+        .iter()
+        .filter(|c| c.table_oid != 0)
+        .map(|c| (c.table_oid, c.attnum))
+        .collect();
+    assert_eq!(origins.len(), 2, "{:?}", result.columns);
+    let mut g = Frontend::connect(server.addr, NPGSQL4_STARTUP)
+        .await
+        .expect("connects");
+    g.extended(&crlf(&sql::npgsql_column_schema(&origins)), &[], 0)
+        .sync();
+    let replies = g.round_trip(1).await.expect("column schema");
+    let schema = expect_ok(&replies, "GetColumnSchema").remove(0);
+    let col = |name: &str| -> Vec<String> {
+        schema
+            .texts(name)
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(col("attname"), vec!["id", "amount"]);
+    assert_eq!(col("relname"), vec!["keyed", "keyed"]);
+    assert_eq!(col("isprimarykey"), vec!["t", "f"]);
+    assert_eq!(col("isunique"), vec!["t", "f"]);
+    assert_eq!(col("attnotnull"), vec!["t", "f"]);
+    // numeric(12,2): typmod (12 << 16 | 2) + 4.
+    assert_eq!(col("typmod")[1], ((12 << 16 | 2) + 4).to_string());
+    g.query(sql::NPGSQL_CHARACTER_SETS);
+    let replies = g.round_trip(1).await.expect("character sets");
+    let sets = expect_ok(&replies, "character sets").remove(0);
+    assert_eq!(sets.texts("character_set_name"), vec![Some("UTF8".into())]);
+}

@@ -314,7 +314,7 @@ async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
 }
 
 /// The incremental fixture project with versions 1 of orders 1..=10 in bronze.
-async fn incremental_project() -> (tempfile::TempDir, PathBuf) {
+pub(crate) async fn incremental_project() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/incremental"),
@@ -325,44 +325,39 @@ async fn incremental_project() -> (tempfile::TempDir, PathBuf) {
     (dir, lake)
 }
 
+/// Runs the incremental project three times: on versions 1 of orders 1..=10; after
+/// updates of orders 5..=10 and new orders 11..=15; after new versions of keys whose old
+/// rows were already replaced (4..=6) and of a key the previous run wrote (14).
+pub(crate) async fn run_with_replaced_keys(p: &Path, lake: &Path) {
+    for versions in [
+        None,
+        Some(vec![(5..=15, 2)]),
+        Some(vec![(4..=6, 3), (14..=14, 3)]),
+    ] {
+        for (ids, version) in versions.into_iter().flatten() {
+            write_delta(
+                lake,
+                "bronze",
+                "order_versions",
+                order_versions(ids, version),
+            )
+            .await;
+        }
+        let out = tidepool(p, &["run"]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_models_equal_a_full_refresh() {
     let (dir, lake) = incremental_project().await;
     let p = dir.path();
-    let out = tidepool(p, &["run"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // New data: updates of orders 5..=10 and new orders 11..=15.
-    write_delta(&lake, "bronze", "order_versions", order_versions(5..=15, 2)).await;
-    let out = tidepool(p, &["run"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Again, for keys whose old rows were already replaced (deletion vectors on files
-    // that have them) and keys written by the previous run.
-    write_delta(&lake, "bronze", "order_versions", order_versions(4..=6, 3)).await;
-    write_delta(
-        &lake,
-        "bronze",
-        "order_versions",
-        order_versions(14..=14, 3),
-    )
-    .await;
-    let out = tidepool(p, &["run"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_with_replaced_keys(p, &lake).await;
     let queries = [
         "SELECT order_id, customer, amount, version FROM silver.latest_merge ORDER BY order_id",
         "SELECT order_id, customer, amount, version FROM silver.latest_delete_insert ORDER BY order_id",

@@ -156,6 +156,80 @@ check("TABLE" in types and "VIEW" in types, types)
 info = conn.adbc_get_info()
 check(info.get("vendor_name") == "tidepool", info)
 
+# Bulk ingest (Flight SQL CommandStatementIngest, ADBC's adbc_ingest): create, append,
+# replace and create_append, one Delta commit per call, Arrow types mapped to the lake's.
+import datetime
+import decimal
+
+def commits(table):
+    cur.execute(f"SELECT count(*) FROM system.table_history('{table}')")
+    return cur.fetchone()[0]
+
+data = pa.table({
+    "id": pa.array([1, 2, 3], pa.int64()),
+    "name": pa.array(["a", None, "tab\tc"], pa.string()),
+    "amount": pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")], pa.decimal128(10, 2)),
+    "day": pa.array([datetime.date(2024, 1, 1), None, datetime.date(1999, 12, 31)], pa.date32()),
+    "at": pa.array([datetime.datetime(2024, 1, 2, 3, 4, 5, 6), None, None], pa.timestamp("us")),
+    "small": pa.array([1, 2, 255], pa.uint8()),
+    "big": pa.array([1, 2, 2**63 - 1], pa.uint64()),
+    "ok": pa.array([True, None, False]),
+    "x": pa.array([0.5, None, -1e300], pa.float64()),
+})
+n = cur.adbc_ingest("ingested", data, mode="create", db_schema_name="gold")
+check(n == 3, f"ingest create count {n}")
+cur.execute("SELECT id, name, amount, day, at, small, big, ok, x FROM gold.ingested ORDER BY id")
+got = [tuple(r) for r in cur.fetchall()]
+check(got == [tuple(r.values()) for r in data.to_pylist()], f"ingested rows: {got}")
+cur.execute(
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE table_schema = 'gold' AND table_name = 'ingested' ORDER BY ordinal_position"
+)
+types = dict(cur.fetchall())
+check(types["small"] == "smallint" and types["big"] == "bigint", f"unsigned columns stored signed: {types}")
+check(commits("gold.ingested") == 1, "create is one commit")
+try:
+    cur.adbc_ingest("ingested", data, mode="create", db_schema_name="gold")
+    raise AssertionError("create over an existing table did not fail")
+except adbc_driver_manager.Error as e:
+    check("exists" in str(e), f"create twice: {e}")
+try:
+    cur.adbc_ingest("nowhere", data, mode="append", db_schema_name="gold")
+    raise AssertionError("append to a missing table did not fail")
+except adbc_driver_manager.Error as e:
+    check("nowhere" in str(e), f"append to missing: {e}")
+# Append: columns by name, in any order, the rest NULL; many batches, one commit.
+n = cur.adbc_ingest("ingested", data.select(["name", "id"]).slice(0, 2), mode="append", db_schema_name="gold")
+check(n == 2, f"append count {n}")
+many = pa.RecordBatchReader.from_batches(
+    pa.schema([("id", pa.int64()), ("x", pa.float64())]),
+    [pa.record_batch([pa.array(range(i * 50000, (i + 1) * 50000), pa.int64()),
+                      pa.array([1.0] * 50000)], names=["id", "x"]) for i in range(6)],
+)
+n = cur.adbc_ingest("ingested", many, mode="append", db_schema_name="gold")
+check(n == 300000, f"append of many batches: {n}")
+cur.execute("SELECT count(*), count(amount) FROM gold.ingested")
+check(tuple(cur.fetchone()) == (300005, 2), "appended rows")
+check(commits("gold.ingested") == 3, "each append is one commit")
+# A value the column cannot hold fails the ingest and writes nothing.
+try:
+    cur.adbc_ingest("ingested", pa.table({"id": pa.array(["not a number"])}), mode="append", db_schema_name="gold")
+    raise AssertionError("a bad value was ingested")
+except adbc_driver_manager.Error:
+    pass
+cur.execute("SELECT count(*) FROM gold.ingested")
+check(cur.fetchone()[0] == 300005, "a failed ingest writes nothing")
+check(commits("gold.ingested") == 3, "a failed ingest commits nothing")
+# Replace: the stream's columns and rows, one commit.
+n = cur.adbc_ingest("ingested", pa.table({"y": pa.array(["only"])}), mode="replace", db_schema_name="gold")
+check(n == 1, f"replace count {n}")
+cur.execute("SELECT * FROM gold.ingested")
+check(cur.fetch_arrow_table().column_names == ["y"], "replaced columns")
+n = cur.adbc_ingest("ingested_ca", data.select(["id"]), mode="create_append", db_schema_name="gold")
+n += cur.adbc_ingest("ingested_ca", data.select(["id"]), mode="create_append", db_schema_name="gold")
+cur.execute("SELECT count(*) FROM gold.ingested_ca")
+check(n == 6 and cur.fetchone()[0] == 6, "create_append")
+
 cur.close()
 conn.close()
 

@@ -63,6 +63,11 @@ pub enum BenchWhat {
         /// Kafka, ~300-byte JSON), `narrow` (four columns), or `both`
         #[arg(long, value_enum, default_value = "both")]
         shape: models::Shapes,
+        /// Keyed models mark replaced rows in deletion vectors
+        /// (`tblproperties={'delta.enableDeletionVectors': true}`) instead of copying the
+        /// files that hold them
+        #[arg(long)]
+        deletion_vectors: bool,
     },
     /// Procedure call overhead: CALL of a point lookup against running its body directly
     Procedures {
@@ -152,11 +157,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rows,
             new_rows,
             shape: shapes,
+            deletion_vectors,
         } => {
             models::planning(models, runs)?;
             if rows > 0 {
                 for shape in shapes.shapes() {
-                    models::incremental(rows, new_rows, shape).await?;
+                    models::incremental(rows, new_rows, shape, deletion_vectors).await?;
                 }
             }
         }

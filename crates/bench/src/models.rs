@@ -262,21 +262,42 @@ impl Bronze {
 
 /// A streaming and a merge model over `rows` bronze rows of `shape`: each built with
 /// `--full-refresh`, then run again after `new_rows` more (a fifth of them new versions of
-/// existing keys).
-pub async fn incremental(rows: usize, new_rows: usize, shape: Shape) -> anyhow::Result<()> {
+/// existing keys). `deletion_vectors`: the merge model marks replaced rows in deletion
+/// vectors instead of copying the files that hold them.
+pub async fn incremental(
+    rows: usize,
+    new_rows: usize,
+    shape: Shape,
+    deletion_vectors: bool,
+) -> anyhow::Result<()> {
     use tidepool::models::run::{RunOptions, Status};
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("sql/silver"))?;
     let models = models(shape);
     for (name, sql) in models {
+        let sql = if deletion_vectors {
+            sql.replace(
+                "unique_key=",
+                "tblproperties={'delta.enableDeletionVectors': true}, unique_key=",
+            )
+        } else {
+            sql.to_string()
+        };
         std::fs::write(dir.join(format!("sql/silver/{name}.sql")), sql)?;
     }
     let lake = Lake::open(&tidepool::config::LakeConfig {
         root: dir.join("lake").display().to_string(),
         ..Default::default()
     })?;
-    println!("  incremental cost ({shape:?} rows): {rows} bronze rows, then {new_rows} new");
+    let replaced = if deletion_vectors {
+        "deletion vectors"
+    } else {
+        "file copies"
+    };
+    println!(
+        "  incremental cost ({shape:?} rows, replaced rows by {replaced}): {rows} bronze rows, then {new_rows} new"
+    );
     let mut bronze = Bronze {
         lake: lake.clone(),
         sink: None,

@@ -63,7 +63,8 @@ pub use error::{EngineError, ErrorKind};
 pub use extension::{Extension, NoExtension, SessionView};
 pub use parse::{SqlParser, question_placeholders};
 pub use session::{
-    CommandTag, Described, Output, QueryControl, Session, SplitOutput, TxEffect, TxStatus,
+    CommandTag, Described, IfExists, IfMissing, Ingest, Output, QueryControl, Session, SplitOutput,
+    TxEffect, TxStatus,
 };
 pub use settings::SessionSettings;
 pub use system::{AsyncSystemTable, DeltaSystemTable, SystemTable};

@@ -20,6 +20,8 @@ mod listing;
 mod local_logs;
 mod merge;
 mod metadata;
+pub mod portable;
+mod rewrite;
 mod settings;
 pub mod txn;
 mod upsert;

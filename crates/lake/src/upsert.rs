@@ -4,11 +4,12 @@
 //! A Delta MERGE joins the whole target with the source and rewrites every file the
 //! source's key range overlaps. Here per-file min/max statistics of the first key column
 //! rule out most files; only the key columns of the remaining ones are read, to find the
-//! rows whose key the new rows carry. Those rows are marked deleted with a deletion vector
-//! (the file itself is not rewritten) and the new rows, sorted by key, go into new files.
-//! Deletion vectors, removes, adds and the caller's application transactions land in one
-//! Delta commit: readers see the table before or after, never in between. The table gets
-//! the `deletionVectors` feature on its first upsert.
+//! rows whose key the new rows carry. On a table with the `deletionVectors` feature those
+//! rows are marked deleted with a deletion vector (the file itself is not rewritten);
+//! without it, the few files holding them are copied without them ([`crate::rewrite`]).
+//! The new rows, sorted by key, go into new files. Deletion vectors or copies, removes,
+//! adds and the caller's application transactions land in one Delta commit: readers see
+//! the table before or after, never in between.
 //!
 //! Tables this does not handle (partitioned, column mapping, a source with repeated keys
 //! under `merge`) are left to the caller's Delta MERGE: [`upsert`] returns `None` for them
@@ -54,6 +55,8 @@ pub struct UpsertOutcome {
     /// Files whose keys were read, files that got a deletion vector, files added.
     pub files_scanned: usize,
     pub files_marked: usize,
+    /// Files copied without their replaced rows (tables without deletion vectors).
+    pub files_rewritten: usize,
     pub files_added: usize,
 }
 
@@ -294,17 +297,7 @@ pub async fn upsert(
     }
     tracing::debug!(elapsed = ?started.elapsed(), "upsert: keys matched");
 
-    let mut actions: Vec<Action> = Vec::new();
-    if !marked.is_empty() {
-        if !crate::vectors::enabled(table)? {
-            return Ok(None);
-        }
-        actions.extend(crate::vectors::marked_actions(table, &marked).await?);
-        outcome.files_marked = marked.len();
-    }
-
-    // The new rows, sorted by key, in new files.
-    if source.num_rows() > 0 {
+    let new_writer = || -> Result<RecordBatchWriter, LakeError> {
         let mut writer = RecordBatchWriter::for_table(table)?;
         if let Some(size) = layout.target_file_size().or_else(|| {
             metadata
@@ -317,6 +310,26 @@ pub async fn upsert(
         if let Some(w) = layout.writer_properties() {
             writer = writer.with_writer_properties(w);
         }
+        Ok(writer)
+    };
+    let mut actions: Vec<Action> = Vec::new();
+    if !marked.is_empty() {
+        if crate::vectors::enabled(table)? {
+            actions.extend(crate::vectors::marked_actions(table, &marked).await?);
+            outcome.files_marked = marked.len();
+        } else {
+            // Without deletion vectors the files holding replaced rows are copied without
+            // them: every Delta reader reads the result.
+            actions.extend(
+                crate::rewrite::without_rows(table, &schema, &marked, new_writer()?).await?,
+            );
+            outcome.files_rewritten = marked.len();
+        }
+    }
+
+    // The new rows, sorted by key, in new files.
+    if source.num_rows() > 0 {
+        let mut writer = new_writer()?;
         writer.write(sorted(&source, &key_idx)?).await?;
         let adds = writer.flush().await?;
         outcome.files_added = adds.len();
@@ -503,23 +516,76 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn replaces_only_files_with_matching_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = url::Url::from_directory_path(dir.path()).unwrap();
-        let table = DeltaTable::try_from_url(url).await.unwrap();
-        // Three files: ids 0-2, 10-12, 20-22.
-        let mut table = table
-            .write(vec![batch(&[0, 1, 2], &["a", "b", "c"])])
-            .await
-            .unwrap();
-        for (ids, n) in [([10, 11, 12], "x"), ([20, 21, 22], "y")] {
+    /// A table of one file per batch: ids with one name each.
+    async fn table_of(dir: &std::path::Path, files: &[(&[i64], &str)]) -> DeltaTable {
+        let url = url::Url::from_directory_path(dir).unwrap();
+        let mut table = DeltaTable::try_from_url(url).await.unwrap();
+        for (ids, name) in files {
+            let names = vec![*name; ids.len()];
             table = table
-                .write(vec![batch(&ids, &[n, n, n])])
+                .write(vec![batch(ids, &names)])
                 .with_save_mode(deltalake::protocol::SaveMode::Append)
                 .await
                 .unwrap();
         }
+        table
+    }
+
+    #[tokio::test]
+    async fn without_deletion_vectors_copies_only_files_with_matching_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = table_of(dir.path(), &[(&[0, 1, 2], "a"), (&[10, 11, 12], "x")]).await;
+        let out = upsert(
+            &table,
+            vec![batch(&[11, 12, 30], &["new11", "new12", "new30"])],
+            &["id".to_string()],
+            UpsertMode::Merge,
+            CommitProperties::default(),
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!((out.replaced, out.files_scanned), (2, 1), "{out:?}");
+        assert_eq!((out.files_marked, out.files_rewritten), (0, 1), "{out:?}");
+        table.load().await.unwrap();
+        assert!(!crate::vectors::enabled(&table).unwrap());
+        let mut got = rows(&table).await;
+        got.sort();
+        let want: Vec<(i64, String)> = [
+            (0, "a"),
+            (1, "a"),
+            (2, "a"),
+            (10, "x"),
+            (11, "new11"),
+            (12, "new12"),
+            (30, "new30"),
+        ]
+        .into_iter()
+        .map(|(i, n)| (i, n.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        // The untouched file stays; the other is replaced by its copy.
+        let files = table.snapshot().unwrap().log_data().iter().count();
+        assert_eq!(
+            files, 3,
+            "the first file, the copy of the second, the new rows"
+        );
+    }
+
+    #[tokio::test]
+    async fn replaces_only_files_with_matching_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three files: ids 0-2, 10-12, 20-22.
+        let table = table_of(
+            dir.path(),
+            &[
+                (&[0, 1, 2], "a"),
+                (&[10, 11, 12], "x"),
+                (&[20, 21, 22], "y"),
+            ],
+        )
+        .await;
         let mut table = enable_deletion_vectors(table).await.unwrap();
         let out = upsert(
             &table,
@@ -632,6 +698,6 @@ mod tests {
         assert!(got.contains(&(12, "m12".into())));
         assert!(got.contains(&(11, "newer11".into())));
         assert!(!got.contains(&(11, "new11".into())));
-        assert!(!got.contains(&(1, "b".into())));
+        assert!(!got.contains(&(1, "a".into())));
     }
 }

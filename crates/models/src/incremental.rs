@@ -120,6 +120,17 @@ pub async fn write_df(
     write_with(df, table, state, &how, commit, true).await
 }
 
+impl How<'_> {
+    /// Whether replaced rows are marked in deletion vectors (the model's table properties
+    /// ask for them).
+    fn deletion_vectors(&self) -> bool {
+        self.layout
+            .properties
+            .get("delta.enableDeletionVectors")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
 /// How rows reach the table.
 struct How<'a> {
     strategy: Strategy,
@@ -167,15 +178,23 @@ async fn write_with(
     // The rows in the table's column order; NULL for columns the model no longer has,
     // new columns after them when they are to be added.
     let mut exprs: Vec<Expr> = Vec::new();
+    // Each in the table's type (a model's UInt64 `row_number()` into its Int64 column);
+    // new columns in the nearest type Delta readers read.
     for f in target.fields() {
-        exprs.push(if source.field_with_name(f.name()).is_ok() {
-            unqualified(f.name())
-        } else {
-            cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+        exprs.push(match source.field_with_name(f.name()) {
+            Ok(s) if s.data_type() == f.data_type() => unqualified(f.name()),
+            Ok(_) => cast(unqualified(f.name()), f.data_type().clone()).alias(f.name()),
+            Err(_) => cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name()),
         });
     }
     if on_change == OnSchemaChange::AppendNewColumns {
-        exprs.extend(added.iter().map(|n| unqualified(n)));
+        exprs.extend(added.iter().map(|n| {
+            let t = source.field_with_name(n).map(|f| f.data_type().clone());
+            match t.ok().and_then(|t| tidepool_lake::portable::delta_type(&t)) {
+                Some(t) => cast(unqualified(n), t).alias(n.as_str()),
+                None => unqualified(n),
+            }
+        }));
     }
     let df = df.select(exprs)?;
     let merge_schema = on_change == OnSchemaChange::AppendNewColumns && !added.is_empty();
@@ -207,7 +226,14 @@ async fn write_with(
                 Strategy::Merge => UpsertMode::Merge,
                 _ => UpsertMode::DeleteInsert,
             };
-            let table = enable_deletion_vectors(table).await?;
+            // Deletion vectors only when the model asks for them
+            // (`tblproperties={'delta.enableDeletionVectors': true}`): the deltalake
+            // package's pyarrow reader, among others, refuses tables that have them.
+            let table = if how.deletion_vectors() {
+                enable_deletion_vectors(table).await?
+            } else {
+                table
+            };
             let out = upsert(
                 &table,
                 batches.clone(),

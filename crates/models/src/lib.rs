@@ -100,10 +100,6 @@ impl ModelConfig {
             properties
                 .entry("delta.targetFileSize".to_string())
                 .or_insert_with(|| KEYED_FILE_SIZE.to_string());
-            // Merges mark replaced rows in deletion vectors instead of rewriting files.
-            properties
-                .entry("delta.enableDeletionVectors".to_string())
-                .or_insert_with(|| "true".to_string());
         }
         // Stored in bytes, the form every Delta reader parses.
         if let Some(v) = properties.get_mut("delta.targetFileSize")
@@ -687,7 +683,7 @@ mod tests {
         .unwrap();
         let l = c.layout();
         assert_eq!(l.properties["delta.targetFileSize"], "8388608");
-        assert_eq!(l.properties["delta.enableDeletionVectors"], "true");
+        assert!(!l.properties.contains_key("delta.enableDeletionVectors"));
         assert_eq!(l.properties["delta.appendOnly"], "false");
         assert_eq!(l.row_group_rows, Some(KEYED_ROW_GROUP));
         assert_eq!(c.cluster_by, vec!["id"]);

@@ -68,6 +68,7 @@ impl VisitorMut for CatalogViews {
     }
 
     /// A plain `information_schema.tables` becomes [`crate::info_schema::tables_view`]
+    /// (`views` [`crate::info_schema::views_view`])
     /// (after its children are visited, so the view's own reference stays as it is).
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         let TableFactor::Table {
@@ -99,9 +100,14 @@ impl VisitorMut for CatalogViews {
                 }
         };
         let tables = names("information_schema", "tables");
+        let views = names("information_schema", "views");
         let pg_tables = names("pg_catalog", "pg_tables");
         let view = if tables {
             crate::info_schema::tables_view().map(|v| (v, "tables"))
+        } else if views {
+            crate::info_schema::views_view().map(|v| (v, "views"))
+        } else if names("information_schema", "character_sets") {
+            crate::info_schema::character_sets_view().map(|v| (v, "character_sets"))
         } else if pg_tables {
             pg_tables_view().map(|v| (v, "pg_tables"))
         } else if let Some(last) = parts.last()

@@ -39,6 +39,36 @@ pub fn tables_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
     VIEW.clone()
 }
 
+/// `information_schema.views` with Postgres' ten columns and only views: DataFusion's
+/// `definition` as `view_definition`; lake views are read-only (`check_option` `NONE`,
+/// not updatable).
+pub fn views_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    // DataFusion's `views` lists every table (`definition` NULL for base tables).
+    const SQL: &str = "SELECT v.table_catalog, v.table_schema, v.table_name, \
+         v.definition AS view_definition, 'NONE' AS check_option, 'NO' AS is_updatable, \
+         'NO' AS is_insertable_into, 'NO' AS is_trigger_updatable, \
+         'NO' AS is_trigger_deletable, 'NO' AS is_trigger_insertable_into \
+         FROM information_schema.views v JOIN information_schema.tables t \
+         ON v.table_catalog = t.table_catalog AND v.table_schema = t.table_schema \
+         AND v.table_name = t.table_name WHERE t.table_type = 'VIEW'";
+    static VIEW: std::sync::LazyLock<Option<Box<datafusion::sql::sqlparser::ast::Query>>> =
+        std::sync::LazyLock::new(|| view_query(SQL));
+    VIEW.clone()
+}
+
+/// `information_schema.character_sets`: the one character set tidepool speaks, as
+/// PostgreSQL describes a UTF8 database (tools probe it for the server's encoding).
+pub fn character_sets_view() -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    const SQL: &str = "SELECT CAST(NULL AS VARCHAR) AS character_set_catalog, \
+         CAST(NULL AS VARCHAR) AS character_set_schema, 'UTF8' AS character_set_name, \
+         'UCS' AS character_repertoire, 'UTF8' AS form_of_use, \
+         'lake' AS default_collate_catalog, 'pg_catalog' AS default_collate_schema, \
+         'C' AS default_collate_name";
+    static VIEW: std::sync::LazyLock<Option<Box<datafusion::sql::sqlparser::ast::Query>>> =
+        std::sync::LazyLock::new(|| view_query(SQL));
+    VIEW.clone()
+}
+
 /// The query of a catalog view's SQL (`None` if it does not parse: a unit test parses each).
 pub(crate) fn view_query(sql: &str) -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
     use datafusion::sql::sqlparser::ast::Statement;
@@ -173,6 +203,7 @@ struct Columns {
     engine: Weak<Engine>,
 }
 
+/// PostgreSQL 15's columns of `information_schema.columns`, in its order (integer or text).
 const COLUMNS: &[(&str, bool)] = &[
     ("table_catalog", false),
     ("table_schema", false),
@@ -188,13 +219,45 @@ const COLUMNS: &[(&str, bool)] = &[
     ("numeric_precision_radix", true),
     ("numeric_scale", true),
     ("datetime_precision", true),
+    ("interval_type", false),
+    ("interval_precision", true),
+    ("character_set_catalog", false),
+    ("character_set_schema", false),
+    ("character_set_name", false),
+    ("collation_catalog", false),
+    ("collation_schema", false),
+    ("collation_name", false),
+    ("domain_catalog", false),
+    ("domain_schema", false),
+    ("domain_name", false),
     ("udt_catalog", false),
     ("udt_schema", false),
     ("udt_name", false),
+    ("scope_catalog", false),
+    ("scope_schema", false),
+    ("scope_name", false),
+    ("maximum_cardinality", true),
+    ("dtd_identifier", false),
+    ("is_self_referencing", false),
     ("is_identity", false),
+    ("identity_generation", false),
+    ("identity_start", false),
+    ("identity_increment", false),
+    ("identity_maximum", false),
+    ("identity_minimum", false),
+    ("identity_cycle", false),
     ("is_generated", false),
+    ("generation_expression", false),
     ("is_updatable", false),
 ];
+
+/// The position of a column of [`COLUMNS`].
+fn column_index(name: &str) -> usize {
+    COLUMNS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .unwrap_or_else(|| unreachable!("{name} is a column of information_schema.columns"))
+}
 
 #[async_trait]
 impl AsyncSystemTable for Columns {
@@ -274,41 +337,51 @@ impl AsyncSystemTable for Columns {
         for (s, t, updatable, fields) in schemas {
             for (i, f) in fields.fields().iter().enumerate() {
                 let ty = field_type(f);
-                let texts: [Option<&str>; 20] = [
-                    Some(CATALOG),
-                    Some(&s),
-                    Some(&t),
-                    Some(f.name()),
-                    None,
-                    defaults
-                        .get(&(s.clone(), t.clone(), f.name().clone()))
-                        .map(String::as_str),
-                    Some(if f.is_nullable() { "YES" } else { "NO" }),
-                    Some(&ty.data_type),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(CATALOG),
-                    Some("pg_catalog"),
-                    Some(&ty.udt_name),
-                    Some("NO"),
-                    Some("NEVER"),
-                    Some(if updatable { "YES" } else { "NO" }),
-                ];
-                let numbers: [Option<i32>; 20] = {
-                    let mut n = [None; 20];
-                    n[4] = Some(i as i32 + 1);
-                    n[8] = ty.character_maximum_length;
-                    n[9] = ty.character_maximum_length.map(|n| n.saturating_mul(4));
-                    n[10] = ty.numeric_precision;
-                    n[11] = ty.numeric_precision_radix;
-                    n[12] = ty.numeric_scale;
-                    n[13] = ty.datetime_precision;
-                    n
-                };
+                let position = (i + 1).to_string();
+                let mut texts: Vec<Option<&str>> = vec![None; COLUMNS.len()];
+                let mut numbers: Vec<Option<i32>> = vec![None; COLUMNS.len()];
+                for (name, value) in [
+                    ("table_catalog", Some(CATALOG)),
+                    ("table_schema", Some(s.as_str())),
+                    ("table_name", Some(t.as_str())),
+                    ("column_name", Some(f.name().as_str())),
+                    (
+                        "column_default",
+                        defaults
+                            .get(&(s.clone(), t.clone(), f.name().clone()))
+                            .map(String::as_str),
+                    ),
+                    (
+                        "is_nullable",
+                        Some(if f.is_nullable() { "YES" } else { "NO" }),
+                    ),
+                    ("data_type", Some(ty.data_type.as_str())),
+                    ("udt_catalog", Some(CATALOG)),
+                    ("udt_schema", Some("pg_catalog")),
+                    ("udt_name", Some(ty.udt_name.as_str())),
+                    ("dtd_identifier", Some(position.as_str())),
+                    ("is_self_referencing", Some("NO")),
+                    ("is_identity", Some("NO")),
+                    ("identity_cycle", Some("NO")),
+                    ("is_generated", Some("NEVER")),
+                    ("is_updatable", Some(if updatable { "YES" } else { "NO" })),
+                ] {
+                    texts[column_index(name)] = value;
+                }
+                for (name, value) in [
+                    ("ordinal_position", Some(i as i32 + 1)),
+                    ("character_maximum_length", ty.character_maximum_length),
+                    (
+                        "character_octet_length",
+                        ty.character_maximum_length.map(|n| n.saturating_mul(4)),
+                    ),
+                    ("numeric_precision", ty.numeric_precision),
+                    ("numeric_precision_radix", ty.numeric_precision_radix),
+                    ("numeric_scale", ty.numeric_scale),
+                    ("datetime_precision", ty.datetime_precision),
+                ] {
+                    numbers[column_index(name)] = value;
+                }
                 for (c, (_, int)) in COLUMNS.iter().enumerate() {
                     if *int {
                         ints[c].append_option(numbers[c]);
@@ -340,6 +413,8 @@ mod tests {
     #[test]
     fn the_tables_view_parses() {
         assert!(tables_view().is_some());
+        assert!(views_view().is_some());
+        assert!(character_sets_view().is_some());
     }
 
     #[test]

@@ -107,6 +107,37 @@ pub fn udfs() -> Vec<ScalarUDF> {
                 }
             }),
         ),
+        // Its inverse, with PostgreSQL's name of encoding 6 (`UTF8`; datafusion-pg-catalog
+        // answers `UTF-8`, which Npgsql's GetSchema("Databases") passes on to users).
+        create_udf(
+            "pg_encoding_to_char",
+            vec![DataType::Int32],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let name = |code: i32| if code == 6 { "UTF8" } else { "" };
+                match &args[0] {
+                    ColumnarValue::Scalar(v) => {
+                        let code = match v.cast_to(&DataType::Int32)? {
+                            ScalarValue::Int32(c) => c,
+                            _ => None,
+                        };
+                        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                            code.map(|c| name(c).to_string()),
+                        )))
+                    }
+                    ColumnarValue::Array(a) => {
+                        let a = datafusion::arrow::compute::cast(a, &DataType::Int32)?;
+                        let a = datafusion::arrow::array::AsArray::as_primitive::<
+                            datafusion::arrow::datatypes::Int32Type,
+                        >(&a);
+                        let out: datafusion::arrow::array::StringArray =
+                            a.iter().map(|v| v.map(name)).collect();
+                        Ok(ColumnarValue::Array(Arc::new(out)))
+                    }
+                }
+            }),
+        ),
         tidepool_engine::constant_text_udf("getdatabaseencoding", "UTF8".to_string()),
         // Objects are not described by name (psql's \\dx+ lists an extension's
         // members with it; tidepool's extensions have none).

@@ -110,7 +110,12 @@ impl Session {
             return stream;
         };
         let batches = schema.clone();
-        let rows = stream.map(move |b| Ok(b?.with_schema(batches.clone())?));
+        // A batch whose schema the annotated one does not contain (nullability the plan
+        // got wrong) goes as it is: the metadata is only for RowDescription.
+        let rows = stream.map(move |b| {
+            let b = b?;
+            Ok(b.clone().with_schema(batches.clone()).unwrap_or(b))
+        });
         Box::pin(RecordBatchStreamAdapter::new(schema, rows))
     }
 

@@ -42,6 +42,10 @@ pub(super) static NULL_ARRAY: Template = Template::new("CAST(NULL AS TEXT[])");
 pub(super) static ARRAY_OF: Template =
     Template::new("(SELECT array_agg(__a.__v) FROM (SELECT __q1) AS __a (__v))");
 pub(super) static HOISTED: Template = Template::new("CASE WHEN __e1 THEN (SELECT __q1) END");
+/// An aggregating subquery's value where the hoisted condition is false: the aggregate
+/// over no rows (`count(*)` is 0, not NULL).
+pub(super) static HOISTED_AGGREGATE: Template =
+    Template::new("CASE WHEN __e1 THEN (SELECT __q1) ELSE (SELECT __q2) END");
 
 pub(crate) struct CorrelatedSubqueries;
 
@@ -243,6 +247,17 @@ fn hoist_outer_conditions(query: &Query) -> Result<Option<Expr>, ParserError> {
     let mut inner = query.clone();
     if let SetExpr::Select(sel) = inner.body.as_mut() {
         sel.selection = rest.into_iter().reduce(and);
+    }
+    let aggregates = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    });
+    if aggregates {
+        let mut none = inner.clone();
+        if let SetExpr::Select(sel) = none.body.as_mut() {
+            sel.selection = Some(Expr::Value(Value::Boolean(false).into()));
+        }
+        return HOISTED_AGGREGATE.fill(&[&cond], &[&inner, &none]).map(Some);
     }
     HOISTED.fill(&[&cond], &[&inner]).map(Some)
 }

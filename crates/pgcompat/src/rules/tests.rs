@@ -62,6 +62,11 @@ fn every_skeleton_parses_and_fills() {
             t.sql()
         );
     }
+    let filled = super::subqueries::HOISTED_AGGREGATE
+        .fill(&[&e], &[&q, &q])
+        .unwrap()
+        .to_string();
+    assert!(!filled.contains("__q"), "{filled}");
     // A placeholder without a value is an error, not a silent skip.
     assert!(super::in_subqueries::ARRAY_HAS.fill(&[&e], &[]).is_err());
 }

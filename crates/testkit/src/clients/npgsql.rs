@@ -208,3 +208,197 @@ pub const NPGSQL4_STARTUP: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("database", "lake"),
 ];
+
+/// Npgsql 4.0's `GetSchema(collection, restrictions)` (NpgsqlSchema.cs, v4.0): each
+/// collection's query, with the restrictions given appended as `name = $n` (Npgsql's
+/// `:name` parameters, sent as positional ones). `(collection, sql, parameters)`.
+pub fn npgsql4_get_schema(
+    catalog: &str,
+    schema: &str,
+    table: &str,
+) -> Vec<(&'static str, String, Vec<String>)> {
+    let (c, s, t) = (catalog.to_string(), schema.to_string(), table.to_string());
+    vec![
+        (
+            "Databases",
+            "SELECT d.datname AS database_name, u.usename AS owner, pg_catalog.pg_encoding_to_char(d.encoding) AS encoding FROM pg_catalog.pg_database d LEFT JOIN pg_catalog.pg_user u ON d.datdba = u.usesysid WHERE datname = $1".into(),
+            vec![c.clone()],
+        ),
+        (
+            "Schemata",
+            "select * from(
+    select current_database() as catalog_name,
+        nspname AS schema_name,
+        r.rolname AS schema_owner
+    from
+        pg_catalog.pg_namespace left join pg_catalog.pg_roles r on r.oid = nspowner
+    ) tmp WHERE catalog_name = $1 AND schema_name = $2".into(),
+            vec![c.clone(), s.clone()],
+        ),
+        (
+            "Tables",
+            "
+SELECT table_catalog, table_schema, table_name, table_type
+FROM information_schema.tables
+WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') AND table_catalog = $1 AND table_schema = $2".into(),
+            vec![c.clone(), s.clone()],
+        ),
+        (
+            "Columns",
+            "SELECT table_catalog, table_schema, table_name, column_name, ordinal_position, column_default, is_nullable, udt_name AS data_type, character_maximum_length, character_octet_length, numeric_precision, numeric_precision_radix, numeric_scale, datetime_precision, character_set_catalog, character_set_schema, character_set_name, collation_catalog FROM information_schema.columns WHERE table_catalog = $1 AND table_schema = $2 AND table_name = $3".into(),
+            vec![c.clone(), s.clone(), t.clone()],
+        ),
+        (
+            "Views",
+            "
+SELECT table_catalog, table_schema, table_name, check_option, is_updatable
+FROM information_schema.views
+WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema = $1".into(),
+            vec![s.clone()],
+        ),
+        (
+            "Users",
+            "SELECT usename as user_name, usesysid as user_sysid FROM pg_catalog.pg_user".into(),
+            vec![],
+        ),
+        (
+            "Indexes",
+            "select current_database() as table_catalog,
+    n.nspname as table_schema,
+    t.relname as table_name,
+    i.relname as index_name
+from
+    pg_catalog.pg_class i join
+    pg_catalog.pg_index ix ON ix.indexrelid = i.oid join
+    pg_catalog.pg_class t ON ix.indrelid = t.oid join
+    pg_attribute a on t.oid = a.attrelid left join
+    pg_catalog.pg_user u ON u.usesysid = i.relowner left join
+    pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+where
+    i.relkind = 'i'
+    and n.nspname not in ('pg_catalog', 'pg_toast')
+    and pg_catalog.pg_table_is_visible(i.oid)
+    and a.attnum = ANY(ix.indkey)
+    and t.relkind = 'r' AND current_database() = $1 AND n.nspname = $2 AND t.relname = $3".into(),
+            vec![c.clone(), s.clone(), t.clone()],
+        ),
+        (
+            "IndexColumns",
+            "select current_database() as table_catalog,
+    n.nspname as table_schema,
+    t.relname as table_name,
+    i.relname as index_name,
+    a.attname as column_name
+from
+    pg_class t join
+    pg_index ix on t.oid = ix.indrelid join
+    pg_class i on ix.indexrelid = i.oid join
+    pg_attribute a on t.oid = a.attrelid left join
+    pg_namespace n on i.relnamespace = n.oid
+where
+    i.relkind = 'i'
+    and n.nspname not in ('pg_catalog', 'pg_toast')
+    and pg_catalog.pg_table_is_visible(i.oid)
+    and a.attnum = ANY(ix.indkey)
+    and t.relkind = 'r' AND current_database() = $1 AND n.nspname = $2 AND t.relname = $3".into(),
+            vec![c.clone(), s.clone(), t.clone()],
+        ),
+        (
+            "ForeignKeys",
+            "select
+  current_database() as \"CONSTRAINT_CATALOG\",
+  pgn.nspname as \"CONSTRAINT_SCHEMA\",
+  pgc.conname as \"CONSTRAINT_NAME\",
+  current_database() as \"TABLE_CATALOG\",
+  pgtn.nspname as \"TABLE_SCHEMA\",
+  pgt.relname as \"TABLE_NAME\",
+  \"CONSTRAINT_TYPE\",
+  pgc.condeferrable as \"IS_DEFERRABLE\",
+  pgc.condeferred as \"INITIALLY_DEFERRED\"
+from pg_catalog.pg_constraint pgc
+inner join pg_catalog.pg_namespace pgn on pgc.connamespace = pgn.oid
+inner join pg_catalog.pg_class pgt on pgc.conrelid = pgt.oid
+inner join pg_catalog.pg_namespace pgtn on pgt.relnamespace = pgtn.oid
+inner join (
+select 'PRIMARY KEY' as \"CONSTRAINT_TYPE\", 'p' as \"contype\" union all
+select 'FOREIGN KEY' as \"CONSTRAINT_TYPE\", 'f' as \"contype\" union all
+select 'UNIQUE KEY' as \"CONSTRAINT_TYPE\", 'u' as \"contype\"
+) mapping_table on mapping_table.contype = pgc.contype and pgc.contype='f' AND pgtn.nspname = $1 AND pgt.relname = $2".into(),
+            vec![s.clone(), t.clone()],
+        ),
+        (
+            "ConstraintColumns",
+            "select current_database() as constraint_catalog,
+    n.nspname as constraint_schema,
+    c.conname as constraint_name,
+    current_database() as table_catalog,
+    n.nspname as table_schema,
+    t.relname as table_name,
+    a.attname as column_name,
+    a.attnum as ordinal_number,
+    mapping_table.constraint_type
+from pg_constraint c
+inner join pg_namespace n on n.oid = c.connamespace
+inner join pg_class t on t.oid = c.conrelid and t.relkind = 'r'
+inner join pg_attribute a on t.oid = a.attrelid and a.attnum = ANY(c.conkey)
+inner join (
+select 'PRIMARY KEY' as constraint_type, 'p' as contype union all
+select 'FOREIGN KEY' as constraint_type, 'f' as contype union all
+select 'UNIQUE KEY' as constraint_type, 'u' as contype
+) mapping_table on mapping_table.contype = c.contype
+and n.nspname not in ('pg_catalog', 'pg_toast') AND n.nspname = $1 AND t.relname = $2".into(),
+            vec![s, t],
+        ),
+    ]
+}
+
+/// Npgsql's `GetColumnSchema()` / `GetSchemaTable()` with key info
+/// (DbColumnSchemaGenerator.GenerateColumnsQuery, server 11+): one row per result column
+/// that RowDescription says is a table column, `(table oid, attnum)` pairs.
+pub fn npgsql_column_schema(columns: &[(u32, i16)]) -> String {
+    let filter = columns
+        .iter()
+        .map(|(oid, attnum)| format!("(attr.attrelid={oid} AND attr.attnum={attnum})"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(
+        "SELECT
+     typ.oid AS typoid, nspname, relname, attname, attrelid, attnum, attnotnull,
+     attidentity != '' AS isidentity,
+     CASE WHEN typ.typtype = 'd' THEN typ.typtypmod ELSE atttypmod END AS typmod,
+     CASE WHEN atthasdef THEN (SELECT pg_get_expr(adbin, cls.oid) FROM pg_attrdef WHERE adrelid = cls.oid AND adnum = attr.attnum) ELSE NULL END AS default,
+     CASE WHEN col.is_updatable = 'YES' THEN true ELSE false END AS is_updatable,
+     EXISTS (
+       SELECT * FROM pg_index
+       WHERE pg_index.indrelid = cls.oid AND
+             pg_index.indisprimary AND
+             attnum = ANY (indkey)
+     ) AS isprimarykey,
+     EXISTS (
+       SELECT * FROM pg_index
+       WHERE pg_index.indrelid = cls.oid AND
+             pg_index.indisunique AND
+             pg_index.indnkeyatts = 1 AND
+             attnum = pg_index.indkey[0]
+     ) AS isunique
+FROM pg_attribute AS attr
+JOIN pg_type AS typ ON attr.atttypid = typ.oid
+JOIN pg_class AS cls ON cls.oid = attr.attrelid
+JOIN pg_namespace AS ns ON ns.oid = cls.relnamespace
+LEFT OUTER JOIN information_schema.columns AS col ON col.table_schema = nspname AND
+     col.table_name = relname AND
+     col.column_name = attname
+WHERE
+     atttypid <> 0 AND
+     relkind IN ('r', 'v', 'm') AND
+     NOT attisdropped AND
+     nspname NOT IN ('pg_catalog', 'information_schema') AND
+     attnum > 0 AND
+     ({filter})
+ORDER BY attnum"
+    )
+}
+
+/// The character-set probe tools send (information_schema.character_sets, one row: UTF8).
+pub const NPGSQL_CHARACTER_SETS: &str =
+    "SELECT character_set_name FROM information_schema.character_sets";

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 mod columns;
 pub mod errors;
+mod ingest;
 mod metadata;
 mod queries;
 mod service;

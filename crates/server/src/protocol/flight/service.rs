@@ -16,8 +16,9 @@ use arrow_flight::sql::{
     Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
     CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
     CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, EndTransaction, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor, FlightEndpoint,
@@ -37,7 +38,7 @@ use super::auth::{Authenticator, Caller};
 use super::errors::{invalid, status, stream_status};
 use super::queries::{Finished, Prepared, Queries, row_params};
 use super::transactions::Transactions;
-use super::{columns, metadata};
+use super::{columns, ingest, metadata};
 use crate::engine::{Engine, EngineError, Output, QueryControl, SplitOutput};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
@@ -659,6 +660,26 @@ impl FlightSqlService for FlightSql {
             }
         };
         Ok(rows as i64)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        ticket: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self
+            .transactions
+            .caller_in(self.caller(&request)?, ticket.transaction_id.as_deref())?;
+        let target = ingest::target(&ticket)?;
+        let rows = ingest::rows(request).await?;
+        let session = caller.session(&self.engine);
+        let mut session = session.lock().await;
+        let control = QueryControl::new(CancellationToken::new(), session.timeout());
+        let written = session
+            .ingest(&target, rows, &control)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(written as i64)
     }
 
     async fn do_put_prepared_statement_query(
