@@ -204,6 +204,12 @@ async fn psql_lists_procedures_and_views() {
             && out.contains("AS SELECT id, amount"),
         "\\df+ shows the procedure's source:\n{out}"
     );
+    let out = psql(&server, "\\sf gold.order_by_id").await;
+    assert!(
+        out.contains("CREATE PROCEDURE gold.order_by_id (order_id BIGINT")
+            && out.contains("WHERE id = $order_id"),
+        "\\sf prints the procedure as stored:\n{out}"
+    );
     let out = psql(&server, "\\dv").await;
     assert!(out.contains("big_orders"), "\\dv lists the view:\n{out}");
     let out = psql(

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf}
 use crate::EngineError;
 
 /// The bytes `text` spells, or `None` when it is not valid `bytea` input.
-pub fn parse(text: &str) -> Option<Vec<u8>> {
+pub fn decode(text: &str) -> Option<Vec<u8>> {
     if let Some(hex) = text.strip_prefix("\\x") {
         let mut out = Vec::with_capacity(hex.len() / 2);
         let mut digits = hex.bytes().filter(|b| !b.is_ascii_whitespace());
@@ -67,7 +67,7 @@ pub fn udf() -> ScalarUDF {
                 let v = match s {
                     ScalarValue::Utf8(Some(t))
                     | ScalarValue::Utf8View(Some(t))
-                    | ScalarValue::LargeUtf8(Some(t)) => Some(parse(t).ok_or_else(|| invalid(t))?),
+                    | ScalarValue::LargeUtf8(Some(t)) => Some(decode(t).ok_or_else(|| invalid(t))?),
                     _ => None,
                 };
                 Ok(ColumnarValue::Scalar(ScalarValue::Binary(v)))
@@ -79,7 +79,7 @@ pub fn udf() -> ScalarUDF {
                 for v in text.iter() {
                     match v {
                         None => out.append_null(),
-                        Some(t) => out.append_value(parse(t).ok_or_else(|| invalid(t))?),
+                        Some(t) => out.append_value(decode(t).ok_or_else(|| invalid(t))?),
                     }
                 }
                 Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
@@ -90,16 +90,16 @@ pub fn udf() -> ScalarUDF {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::decode;
 
     #[test]
     fn hex_and_escape_formats() {
-        assert_eq!(parse("\\x4142"), Some(b"AB".to_vec()));
-        assert_eq!(parse("\\x41 42"), Some(b"AB".to_vec()));
-        assert_eq!(parse("\\x414"), None);
-        assert_eq!(parse("\\xzz"), None);
-        assert_eq!(parse("a\\\\b\\001"), Some(b"a\\b\x01".to_vec()));
-        assert_eq!(parse("plain"), Some(b"plain".to_vec()));
-        assert_eq!(parse("bad\\9"), None);
+        assert_eq!(decode("\\x4142"), Some(b"AB".to_vec()));
+        assert_eq!(decode("\\x41 42"), Some(b"AB".to_vec()));
+        assert_eq!(decode("\\x414"), None);
+        assert_eq!(decode("\\xzz"), None);
+        assert_eq!(decode("a\\\\b\\001"), Some(b"a\\b\x01".to_vec()));
+        assert_eq!(decode("plain"), Some(b"plain".to_vec()));
+        assert_eq!(decode("bad\\9"), None);
     }
 }

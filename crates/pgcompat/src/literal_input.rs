@@ -126,7 +126,7 @@ fn rewrite(e: Expr, schemas: &[Arc<DFSchema>]) -> Result<Transformed<Expr>> {
             let read = match text(&c.expr) {
                 Some(t) => Expr::Literal(
                     ScalarValue::Binary(Some(
-                        tidepool_engine::bytea::parse(t)
+                        tidepool_engine::bytea::decode(t)
                             .ok_or_else(|| tidepool_engine::bytea::invalid(t))?,
                     )),
                     None,

@@ -1,8 +1,9 @@
 //! Procedures where psql, DBeaver and BI tools look: `pg_catalog.pg_proc` gets a row per
 //! procedure (`prokind = 'p'`) next to the built-in functions, and
 //! `pg_get_function_arguments(oid)`, `pg_get_function_identity_arguments(oid)`,
-//! `pg_get_function_result(oid)` and `pg_function_is_visible(oid)` answer for them, so
-//! psql's `\df` lists them. `pg_views` lists the lake's views.
+//! `pg_get_function_result(oid)`, `pg_get_functiondef(oid)` (the definition as created)
+//! and `pg_function_is_visible(oid)` answer for them, so psql's `\df` lists them and
+//! `\sf` prints them. `pg_views` lists the lake's views.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -21,8 +22,9 @@ use tidepool_engine::Engine;
 
 use crate::gathered::{Gather, Gathered};
 
-/// Signature texts by procedure oid, for the `pg_get_function_*` functions.
-pub type Signatures = Arc<RwLock<HashMap<i64, (String, String)>>>;
+/// Texts by procedure oid, for the `pg_get_function*` functions: arguments, result and
+/// the stored definition.
+pub type Signatures = Arc<RwLock<HashMap<i64, (String, String, String)>>>;
 
 /// The pg_catalog schema with procedures added to `pg_proc`.
 #[derive(Debug)]
@@ -248,7 +250,9 @@ impl ProcTable {
                     ),
                     None => String::new(),
                 };
-                self.signatures.write().insert(id, (args, result));
+                self.signatures
+                    .write()
+                    .insert(id, (args, result, p.definition.clone()));
                 let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
                 let int = |v: i64| ScalarValue::Int64(Some(v));
                 let mut row = HashMap::new();
@@ -412,7 +416,7 @@ impl Gather for ViewsTable {
 /// The `pg_get_function_*` and `pg_function_is_visible` functions over `signatures`
 /// (NULL for built-in functions, which have no entry).
 pub fn udfs(signatures: &Signatures) -> Vec<ScalarUDF> {
-    let text = |name: &str, pick: fn(&(String, String)) -> String| {
+    let text = |name: &str, pick: fn(&(String, String, String)) -> String| {
         let s = signatures.clone();
         create_udf(
             name,
@@ -438,6 +442,8 @@ pub fn udfs(signatures: &Signatures) -> Vec<ScalarUDF> {
         text("pg_get_function_arguments", |s| s.0.clone()),
         text("pg_get_function_identity_arguments", |s| s.0.clone()),
         text("pg_get_function_result", |s| s.1.clone()),
+        // psql's \sf: the procedure as it was created.
+        text("pg_get_functiondef", |s| s.2.clone()),
         create_udf(
             "pg_function_is_visible",
             vec![DataType::Int64],

@@ -99,7 +99,7 @@ impl BatchBuilder {
                 for (i, v) in text.iter().enumerate() {
                     match v {
                         None => b.append_null(),
-                        Some(v) => match crate::bytea::parse(v) {
+                        Some(v) => match crate::bytea::decode(v) {
                             Some(bytes) => b.append_value(bytes),
                             None => {
                                 return Err(self.bad_value(lines[i], c, v, target));

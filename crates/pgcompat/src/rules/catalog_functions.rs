@@ -72,10 +72,16 @@ pub(super) static REGTYPE: Template = Template::new(
     "(SELECT max(__t.oid) FROM pg_catalog.pg_type AS __t \
      WHERE __t.typname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
 );
-/// `to_regproc(name)`: NULL also when the name is overloaded, as PostgreSQL's.
+/// `to_regproc(name)` (`name` or `schema.name`): NULL also when the name is overloaded,
+/// as PostgreSQL's.
 pub(super) static REGPROC: Template = Template::new(
     "(SELECT CASE WHEN count(*) = 1 THEN max(__p.oid) END FROM pg_catalog.pg_proc AS __p \
-     WHERE __p.proname = regexp_replace(CAST(__e1 AS TEXT), '^pg_catalog\\.', ''))",
+     JOIN pg_catalog.pg_namespace AS __n ON __p.pronamespace = __n.oid \
+     WHERE CASE WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 2 \
+     THEN __n.nspname = parse_ident(CAST(__e1 AS TEXT))[1] \
+     AND __p.proname = parse_ident(CAST(__e1 AS TEXT))[2] \
+     WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 1 \
+     THEN __p.proname = parse_ident(CAST(__e1 AS TEXT))[1] ELSE false END)",
 );
 /// `x::regtype::text`: the type's name as PostgreSQL prints a regtype (format_type's,
 /// else the catalog's name; NULL for NULL), where the cast alone gave the oid's digits.
@@ -163,13 +169,30 @@ impl VisitorMut for Functions {
                 op: BinaryOperator::Eq,
                 right,
             } if is_catalog_name_column(left) => {
-                if let Expr::Value(v) = right.as_mut()
-                    && let Value::SingleQuotedString(text) = &mut v.value
-                    && let Some(bare) = text.strip_prefix("pg_catalog.")
-                {
+                let Expr::Value(v) = right.as_mut() else {
+                    return ControlFlow::Continue(());
+                };
+                let Value::SingleQuotedString(text) = &mut v.value else {
+                    return ControlFlow::Continue(());
+                };
+                if let Some(bare) = text.strip_prefix("pg_catalog.") {
                     *text = bare.to_string();
+                    return ControlFlow::Continue(());
                 }
-                return ControlFlow::Continue(());
+                // `'gold.p'::regproc` (psql's `\sf gold.p`): the name in its schema.
+                let Some((schema, name)) = text
+                    .split_once('.')
+                    .map(|(s, n)| (s.to_string(), n.to_string()))
+                else {
+                    return ControlFlow::Continue(());
+                };
+                let Some(namespace) = namespace_column(left) else {
+                    return ControlFlow::Continue(());
+                };
+                *text = name;
+                let schema = Expr::Value(Value::SingleQuotedString(schema).into());
+                let compared = expr.clone();
+                IN_NAMESPACE.fill(&[&compared, &namespace, &schema], &[])
             }
             Expr::CompoundFieldAccess { root, access_chain } => {
                 use datafusion::sql::sqlparser::ast::{AccessExpr, Subscript};
@@ -382,6 +405,35 @@ fn is_acl_to_string(f: &Function) -> bool {
 }
 
 /// `proname` / `typname`, bare or qualified.
+/// `proname` / `typname`'s schema column (`pronamespace` / `typnamespace`), qualified
+/// as it is.
+fn namespace_column(e: &Expr) -> Option<Expr> {
+    let with = |name: &Ident| {
+        let column = if name.value.eq_ignore_ascii_case("proname") {
+            "pronamespace"
+        } else {
+            "typnamespace"
+        };
+        Ident::new(column)
+    };
+    match e {
+        Expr::Identifier(i) => Some(Expr::Identifier(with(i))),
+        Expr::CompoundIdentifier(parts) => {
+            let mut parts = parts.clone();
+            let last = parts.last_mut()?;
+            *last = with(last);
+            Some(Expr::CompoundIdentifier(parts))
+        }
+        _ => None,
+    }
+}
+
+/// A name comparison narrowed to one schema.
+pub(super) static IN_NAMESPACE: Template = Template::new(
+    "(__e1 AND __e2 = (SELECT max(__n.oid) FROM pg_catalog.pg_namespace AS __n \
+     WHERE __n.nspname = __e3))",
+);
+
 fn is_catalog_name_column(e: &Expr) -> bool {
     let last = match e {
         Expr::Identifier(i) => &i.value,
