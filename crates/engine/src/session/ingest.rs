@@ -61,7 +61,7 @@ impl Session {
         control: &QueryControl,
     ) -> Result<u64, EngineError> {
         let schema = rows.schema();
-        let sql = self.ingest_statement(target, &schema).await?;
+        let sql = self.ingest_statement(target, &schema)?;
         let incoming = Incoming {
             schema: schema.clone(),
             rows: parking_lot::Mutex::new(Some(rows)),
@@ -85,11 +85,7 @@ impl Session {
     }
 
     /// The statement that writes the stream.
-    async fn ingest_statement(
-        &self,
-        target: &Ingest,
-        schema: &SchemaRef,
-    ) -> Result<String, EngineError> {
+    fn ingest_statement(&self, target: &Ingest, schema: &SchemaRef) -> Result<String, EngineError> {
         if target.table.is_empty() {
             return Err(EngineError::Syntax("ingest: no table named".into()));
         }
