@@ -221,3 +221,97 @@ async fn psql_lists_procedures_and_views() {
     let out = psql(&server, "CALL gold.order_by_id(4)").await;
     assert!(out.contains("(1 row)"), "{out}");
 }
+
+/// Every describe command of psql 15 without `+` answers (ON_ERROR_STOP: any error fails
+/// the run), and the ones that read tidepool-specific corners show what PostgreSQL shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_every_describe_command_answers() {
+    let server = TestServer::start("").await;
+    write_delta(server.lake.path(), "gold", "fact_orders", orders(5)).await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE VIEW gold.big_orders AS SELECT id, amount FROM gold.fact_orders WHERE amount > 3;
+             COMMENT ON TABLE gold.fact_orders IS 'one row per order'",
+        )
+        .await
+        .unwrap();
+    let commands = [
+        "\\d",
+        "\\da",
+        "\\daS",
+        "\\dA",
+        "\\dA+",
+        "\\dAc",
+        "\\dAf",
+        "\\dAo",
+        "\\dAp",
+        "\\db",
+        "\\dc",
+        "\\dcS",
+        "\\dC",
+        "\\dd",
+        "\\ddS",
+        "\\dD",
+        "\\ddp",
+        "\\dE",
+        "\\di",
+        "\\dm",
+        "\\ds",
+        "\\dt",
+        "\\dtS",
+        "\\dv",
+        "\\des",
+        "\\det",
+        "\\deu",
+        "\\dew",
+        "\\df",
+        "\\dfS",
+        "\\dF",
+        "\\dFd",
+        "\\dFp",
+        "\\dFt",
+        "\\dFt+",
+        "\\dg",
+        "\\dl",
+        "\\dL",
+        "\\dn",
+        "\\dnS",
+        "\\do",
+        "\\doS",
+        "\\dO",
+        "\\dOS",
+        "\\dp",
+        "\\dP",
+        "\\drds",
+        "\\dRp",
+        "\\dRs",
+        "\\dT",
+        "\\dTS",
+        "\\du",
+        "\\dx",
+        "\\dx+",
+        "\\dX",
+        "\\dy",
+        "\\l",
+        "\\lo_list",
+        "\\z",
+        "\\dconfig",
+    ];
+    for c in commands {
+        psql(&server, c).await;
+    }
+    let out = psql(&server, "\\dL").await;
+    assert!(
+        out.contains("plpgsql") && out.contains("PL/pgSQL procedural language"),
+        "\\dL joins pg_description on tableoid:\n{out}"
+    );
+    let out = psql(&server, "\\doS+ +").await;
+    assert!(out.contains("int8pl"), "operator functions by name:\n{out}");
+    let out = psql(&server, "\\dA+ btree").await;
+    assert!(out.contains("bthandler"), "access method handlers:\n{out}");
+    let out = psql(&server, "\\dO").await;
+    assert!(out.contains("List of collations"), "{out}");
+    let out = psql(&server, "\\dt+ gold.*").await;
+    assert!(out.contains("one row per order"), "{out}");
+}

@@ -100,6 +100,14 @@ public class JdbcProbe {
 
             // Keys as DBeaver reads them.
             DatabaseMetaData md = c.getMetaData();
+            // REMARKS: pgjdbc joins pg_description on classoid = 'pg_class'::regclass.
+            try (Statement s = c.createStatement()) {
+                s.execute("COMMENT ON TABLE jdbc.orders IS 'one row per order'");
+            }
+            try (ResultSet t = md.getTables(null, "jdbc", "orders", null)) {
+                check(t.next() && "one row per order".equals(t.getString("REMARKS")),
+                      "getTables REMARKS");
+            }
             try (ResultSet pk = md.getPrimaryKeys(null, "jdbc", "orders")) {
                 check(pk.next() && pk.getString("COLUMN_NAME").equals("id"), "primary key");
             }
@@ -119,8 +127,8 @@ public class JdbcProbe {
             try (ResultSet r = md.getProcedureColumns(null, "jdbc", "by_id", "%")) {
                 List<String> cols = new ArrayList<>();
                 while (r.next()) cols.add(r.getString("COLUMN_NAME") + ":" + r.getInt("COLUMN_TYPE") + ":" + r.getString("TYPE_NAME"));
-                // The rows are a set of records (5: return value), k an IN parameter (1).
-                check(cols.equals(List.of("returnValue:5:record", "k:1:int8")), "getProcedureColumns " + cols);
+                // k an IN parameter (1), the result columns as RETURNS TABLE columns (5).
+                check(cols.equals(List.of("k:1:int8", "id:5:int8", "customer:5:text")), "getProcedureColumns " + cols);
             }
             try (CallableStatement cs = c.prepareCall("{call jdbc.by_id(?)}")) {
                 cs.setLong(1, 2);

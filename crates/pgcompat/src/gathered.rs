@@ -65,15 +65,24 @@ pub(crate) async fn names(
     column: &str,
     extra: Option<&str>,
 ) -> Result<HashMap<i64, (String, i64)>> {
-    let mut out = HashMap::new();
     let Some(t) = catalog.table(table).await? else {
-        return Ok(out);
+        return Ok(HashMap::new());
     };
-    for b in datafusion::prelude::SessionContext::new()
+    let batches = datafusion::prelude::SessionContext::new()
         .read_table(t)?
         .collect()
-        .await?
-    {
+        .await?;
+    names_in(&batches, column, extra)
+}
+
+/// `oid -> text column` of a catalog table's rows.
+pub(crate) fn names_in(
+    batches: &[RecordBatch],
+    column: &str,
+    extra: Option<&str>,
+) -> Result<HashMap<i64, (String, i64)>> {
+    let mut out = HashMap::new();
+    for b in batches {
         let (Some(oid), Some(name)) = (b.column_by_name("oid"), b.column_by_name(column)) else {
             continue;
         };

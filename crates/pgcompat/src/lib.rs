@@ -12,6 +12,7 @@
 mod acl;
 mod array_literals;
 mod cache_key;
+pub mod catalog_arrays;
 mod catalog_subqueries;
 mod catalog_views;
 mod gathered;
@@ -23,6 +24,7 @@ mod parse_ident;
 mod parser;
 mod pg_attrdef;
 mod pg_attribute;
+mod pg_collation;
 mod pg_description;
 mod pg_functions;
 mod pg_proc;
@@ -30,7 +32,7 @@ mod pg_roles;
 mod pg_settings;
 mod pg_types;
 mod privileges;
-pub mod proc_arrays;
+mod regclass_search;
 mod regproc;
 mod routines;
 mod rules;
@@ -155,7 +157,7 @@ impl Extension for PgCompat {
                     inner,
                     engine: Arc::downgrade(engine),
                     signatures: self.signatures.clone(),
-                    pg_type: Default::default(),
+                    regproc_tables: Default::default(),
                     builtin_procs: Default::default(),
                 }),
             )?;

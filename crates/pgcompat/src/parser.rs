@@ -32,7 +32,8 @@ impl Default for Compat {
 
 impl Compat {
     pub fn new() -> Compat {
-        // datafusion-pg-catalog 0.19's list, in its order, without RemoveSubqueryFromProjection.
+        // datafusion-pg-catalog 0.19's list, in its order, without RemoveSubqueryFromProjection,
+        // and with tidepool's RegclassSearch before the regclass lookup.
         let rules: Vec<Arc<dyn SqlStatementRewriteRule>> = vec![
             Arc::new(rules::AliasDuplicatedProjectionRewrite),
             Arc::new(rules::ResolveUnqualifiedIdentifier),
@@ -43,6 +44,7 @@ impl Compat {
             Arc::new(rules::CurrentUserVariableToSessionUserFunctionCall),
             Arc::new(rules::StripCollate),
             Arc::new(rules::RewritePgCatalogOperator),
+            Arc::new(crate::regclass_search::RegclassSearch),
             Arc::new(rules::RewriteRegCastToSubquery::new()),
             Arc::new(rules::FixVersionColumnName),
         ];

@@ -4,7 +4,8 @@
 //! `pg_namespace`) and gets the type oid the wire protocol sends, `atttypmod` for
 //! `numeric(p,s)` (`((p << 16) | s) + 4`, so `format_type` prints `numeric(12,2)` and
 //! SQLAlchemy reads precision and scale) and `attndims` for arrays; `atthasdef` is true
-//! for a column with a declared default (which `pg_attrdef` holds).
+//! for a column with a declared default (which `pg_attrdef` holds). Catalog tables carry
+//! PostgreSQL's own oids here and in `pg_class` ([`crate::oids::catalog_table`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -96,7 +97,7 @@ pub fn no_keys(schema: &SchemaRef) -> Arc<dyn TableProvider> {
                     };
                     field.with_metadata(
                         [(
-                            crate::proc_arrays::OIDVECTOR_KEY.to_string(),
+                            crate::catalog_arrays::OIDVECTOR_KEY.to_string(),
                             kind.to_string(),
                         )]
                         .into(),
@@ -183,8 +184,17 @@ impl TableProvider for ClassTable {
             None => Default::default(),
         };
         let mut batches = Vec::new();
-        for b in collect(&self.inner).await? {
+        let rows = collect(&self.inner).await?;
+        let renumbering = crate::oids::catalog_renumbering(&crate::gathered::names_in(
+            &rows,
+            "relname",
+            Some("relnamespace"),
+        )?);
+        for b in rows {
             let mut columns = b.columns().to_vec();
+            if let Ok(k) = self.schema.index_of("oid") {
+                columns[k] = crate::oids::renumber(&columns[k], &renumbering)?;
+            }
             for f in self.schema.fields().iter().skip(columns.len()) {
                 columns.push(datafusion::arrow::array::new_null_array(
                     f.data_type(),
@@ -224,6 +234,7 @@ impl Gather for AttributeTable {
                 .await?;
         let namespaces =
             crate::gathered::names(&self.catalog, "pg_namespace", "nspname", None).await?;
+        let renumbering = crate::oids::catalog_renumbering(&classes);
         let mut fields: HashMap<i64, Option<SchemaRef>> = HashMap::new();
         // Columns with a declared default, by relation (atthasdef).
         let mut defaulted: HashMap<i64, Vec<String>> = HashMap::new();
@@ -311,6 +322,7 @@ impl Gather for AttributeTable {
                 }
             }
             let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+            columns[relid] = crate::oids::renumber(&columns[relid], &renumbering)?;
             if let Some(k) = attname {
                 columns[k] = cast(
                     &(Arc::new(names.finish()) as ArrayRef),

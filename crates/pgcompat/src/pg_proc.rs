@@ -32,8 +32,9 @@ pub struct PgCatalog {
     pub inner: Arc<dyn SchemaProvider>,
     pub engine: Weak<Engine>,
     pub signatures: Signatures,
-    /// `pg_type` with function oids in its regproc columns, built at first use.
-    pub pg_type: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+    /// Tables with function oids in their regproc columns (`pg_type`, `pg_operator`...),
+    /// each built at first use.
+    pub regproc_tables: tokio::sync::Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     /// The built-in `pg_proc` rows with their array columns as arrays, built at first use.
     pub builtin_procs: Arc<tokio::sync::OnceCell<Vec<RecordBatch>>>,
 }
@@ -51,18 +52,20 @@ impl SchemaProvider for PgCatalog {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if name == "pg_type" {
-            let (Some(types), Some(procs)) = (
-                self.inner.table("pg_type").await?,
+        if crate::pg_types::regproc_columns(name).is_some() {
+            let mut built = self.regproc_tables.lock().await;
+            if let Some(table) = built.get(name) {
+                return Ok(Some(table.clone()));
+            }
+            let (Some(table), Some(procs)) = (
+                self.inner.table(name).await?,
                 self.inner.table("pg_proc").await?,
             ) else {
                 return Ok(None);
             };
-            let table = self
-                .pg_type
-                .get_or_try_init(|| crate::pg_types::pg_type(&types, &procs))
-                .await?;
-            return Ok(Some(table.clone()));
+            let table = crate::pg_types::with_proc_oids(name, &table, &procs).await?;
+            built.insert(name.to_string(), table.clone());
+            return Ok(Some(table));
         }
         if name == "pg_settings" {
             // The crate's own has a `bool_val` column (Postgres: `boot_val`).
@@ -145,8 +148,11 @@ impl SchemaProvider for PgCatalog {
                 })) as Arc<dyn TableProvider>
             }));
         }
+        if name == "pg_collation" {
+            return Ok(inner.map(crate::pg_collation::wrap));
+        }
         if name != "pg_proc" {
-            return Ok(inner);
+            return Ok(inner.map(|inner| crate::catalog_arrays::ArrayColumns::wrap(name, inner)));
         }
         // Gathered when scanned: catalog enumerations (pg_class) open every table.
         Ok(inner.map(|inner| {
@@ -173,7 +179,7 @@ struct ProcTable {
 
 impl ProcTable {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        crate::proc_arrays::schema(&self.inner.schema())
+        crate::catalog_arrays::schema("pg_proc", &self.inner.schema())
     }
 
     async fn batches(&self) -> Result<Vec<RecordBatch>> {
@@ -185,7 +191,7 @@ impl ProcTable {
                 collect(&inner)
                     .await?
                     .iter()
-                    .map(|b| crate::proc_arrays::convert(b, &schema))
+                    .map(|b| crate::catalog_arrays::convert("pg_proc", b, &schema))
                     .collect::<Result<Vec<_>>>()
             })
             .await?
@@ -262,21 +268,38 @@ impl ProcTable {
                 row.insert("prokind", text("p"));
                 row.insert("prolang", int(14));
                 row.insert("pronargs", int(p.params.len() as i64));
-                let types: Vec<i32> = p
-                    .params
-                    .iter()
-                    .map(|q| {
-                        arrow_pg::datatypes::into_pg_type(&q.data_type)
-                            .map(|t| t.oid() as i32)
-                            .unwrap_or(25)
-                    })
-                    .collect();
-                row.insert("proargtypes", crate::proc_arrays::oid_list(&types));
-                let names: Vec<ScalarValue> = p
+                let oid_of = |t: &DataType| {
+                    arrow_pg::datatypes::into_pg_type(t)
+                        .map(|t| t.oid() as i32)
+                        .unwrap_or(25)
+                };
+                let types: Vec<i32> = p.params.iter().map(|q| oid_of(&q.data_type)).collect();
+                row.insert("proargtypes", crate::catalog_arrays::oid_list(&types));
+                let mut names: Vec<ScalarValue> = p
                     .params
                     .iter()
                     .map(|q| ScalarValue::Utf8(Some(q.name.clone())))
                     .collect();
+                // A procedure returning rows is PostgreSQL's `RETURNS TABLE (...)`: its
+                // result columns follow the parameters in proallargtypes, proargmodes
+                // ('t') and proargnames, which is where pgjdbc's getProcedureColumns,
+                // psql's \df and DBeaver read them. With only IN parameters PostgreSQL
+                // leaves the first two NULL.
+                if let Some(result) = &p.result {
+                    let mut all = types.clone();
+                    let mut modes: Vec<ScalarValue> =
+                        vec![ScalarValue::Utf8(Some("i".into())); types.len()];
+                    for f in result.fields() {
+                        all.push(oid_of(f.data_type()));
+                        modes.push(ScalarValue::Utf8(Some("t".into())));
+                        names.push(ScalarValue::Utf8(Some(f.name().clone())));
+                    }
+                    row.insert("proallargtypes", crate::catalog_arrays::oid_list(&all));
+                    row.insert(
+                        "proargmodes",
+                        ScalarValue::List(ScalarValue::new_list_nullable(&modes, &DataType::Utf8)),
+                    );
+                }
                 row.insert(
                     "proargnames",
                     ScalarValue::List(ScalarValue::new_list_nullable(&names, &DataType::Utf8)),

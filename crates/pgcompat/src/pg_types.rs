@@ -1,10 +1,12 @@
-//! `pg_catalog.pg_type` as drivers join it.
+//! The `regproc` columns of the bundled catalogs (`pg_type` as drivers join it, and
+//! `pg_operator`, `pg_am`, `pg_amproc`, `pg_aggregate`, the text-search catalogs psql's
+//! `\doS`, `\dA+`, `\dAp`, `\dFp+` read).
 //!
-//! In Postgres the `regproc` columns of `pg_type` (`typinput`, `typreceive`, ...) are
+//! In Postgres the `regproc` columns (`typinput`, `typreceive`, `oprcode`, ...) are
 //! function oids that print as names. Npgsql finds array types by joining
 //! `pg_proc.oid = pg_type.typreceive` and checking for `array_recv`; the bundled catalog
-//! holds the names as text, which cannot be compared with an oid. This table keeps the
-//! bundled rows and turns those columns into the oids of the named `pg_proc` rows (0 for
+//! holds the names as text, which cannot be compared with an oid. These tables keep the
+//! bundled rows and turn those columns into the oids of the named `pg_proc` rows (0 for
 //! `-`), the same oids `'array_recv'::regproc` resolves to, marked as regproc so they
 //! read as names where PostgreSQL shows names ([`crate::regproc`]). Built once per engine.
 
@@ -19,24 +21,82 @@ use datafusion::error::Result;
 
 use crate::gathered::collect;
 
-/// Columns of `pg_type` whose type is `regproc`.
-const REGPROC_COLUMNS: &[&str] = &[
-    "typinput",
-    "typoutput",
-    "typreceive",
-    "typsend",
-    "typmodin",
-    "typmodout",
-    "typanalyze",
-    "typsubscript",
+/// Columns of the bundled catalogs whose type is `regproc`, by table.
+const REGPROC_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "pg_type",
+        &[
+            "typinput",
+            "typoutput",
+            "typreceive",
+            "typsend",
+            "typmodin",
+            "typmodout",
+            "typanalyze",
+            "typsubscript",
+        ],
+    ),
+    ("pg_operator", &["oprcode", "oprrest", "oprjoin"]),
+    ("pg_am", &["amhandler"]),
+    ("pg_amproc", &["amproc"]),
+    (
+        "pg_aggregate",
+        &[
+            "aggfnoid",
+            "aggtransfn",
+            "aggfinalfn",
+            "aggcombinefn",
+            "aggserialfn",
+            "aggdeserialfn",
+            "aggmtransfn",
+            "aggminvtransfn",
+            "aggmfinalfn",
+        ],
+    ),
+    ("pg_conversion", &["conproc"]),
+    ("pg_range", &["rngcanonical", "rngsubdiff"]),
+    (
+        "pg_ts_parser",
+        &[
+            "prsstart",
+            "prstoken",
+            "prsend",
+            "prsheadline",
+            "prslextype",
+        ],
+    ),
+    ("pg_ts_template", &["tmplinit", "tmpllexize"]),
 ];
 
-/// `pg_type` with function oids in its regproc columns, from the bundled `pg_type` and
-/// `pg_proc`.
-pub async fn pg_type(
-    pg_type: &Arc<dyn TableProvider>,
+/// The regproc columns of the bundled `table`, if it has any.
+pub fn regproc_columns(table: &str) -> Option<&'static [&'static str]> {
+    REGPROC_COLUMNS
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map(|(_, c)| *c)
+}
+
+/// The bundled `table` with function oids in its regproc columns (text ones: a column
+/// the bundle already has as numbers stays as it is), from it and the bundled `pg_proc`.
+pub async fn with_proc_oids(
+    table: &str,
+    provider: &Arc<dyn TableProvider>,
     pg_proc: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
+    let source = provider.schema();
+    let columns: Vec<&str> = regproc_columns(table)
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|c| {
+            source
+                .field_with_name(c)
+                .is_ok_and(|f| matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
+        })
+        .collect();
+    if columns.is_empty() {
+        return Ok(provider.clone());
+    }
     let mut oids: HashMap<String, i32> = HashMap::new();
     let mut names: HashMap<i32, String> = HashMap::new();
     for b in collect(pg_proc).await? {
@@ -57,12 +117,11 @@ pub async fn pg_type(
             }
         }
     }
-    let source = pg_type.schema();
     let fields: Vec<Field> = source
         .fields()
         .iter()
         .map(|f| {
-            if REGPROC_COLUMNS.contains(&f.name().as_str()) {
+            if columns.contains(&f.name().as_str()) {
                 Field::new(f.name(), DataType::Int32, true).with_metadata(
                     [(
                         crate::regproc::KEY.to_string(),
@@ -81,11 +140,11 @@ pub async fn pg_type(
         oids: oids.clone(),
     });
     let mut batches = Vec::new();
-    for b in collect(pg_type).await? {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+    for b in collect(provider).await? {
+        let mut out_columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
         for (f, col) in source.fields().iter().zip(b.columns()) {
-            if !REGPROC_COLUMNS.contains(&f.name().as_str()) {
-                columns.push(col.clone());
+            if !columns.contains(&f.name().as_str()) {
+                out_columns.push(col.clone());
                 continue;
             }
             let text = cast(col, &DataType::Utf8)?;
@@ -100,9 +159,9 @@ pub async fn pg_type(
                     out.append_value(oids.get(name).copied().unwrap_or(0));
                 }
             }
-            columns.push(Arc::new(out.finish()));
+            out_columns.push(Arc::new(out.finish()));
         }
-        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+        batches.push(RecordBatch::try_new(schema.clone(), out_columns)?);
     }
     Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
 }
@@ -128,7 +187,7 @@ mod tests {
             .unwrap();
         let t = schema.table("pg_type").await.unwrap().unwrap();
         let p = schema.table("pg_proc").await.unwrap().unwrap();
-        let table = pg_type(&t, &p).await.unwrap();
+        let table = with_proc_oids("pg_type", &t, &p).await.unwrap();
         ctx.register_table("t", table).unwrap();
         ctx.register_table("p", p).unwrap();
         let rows = ctx

@@ -5,7 +5,8 @@
 //! registry of other backends, so a client sees its own row, as a non-superuser in
 //! PostgreSQL sees other users' rows without their query), `pg_stat_database` and
 //! `pg_stat_user_indexes` (counters tidepool does not keep are 0 or NULL, as after a
-//! statistics reset). [`crate::catalog_views`] puts the query where the view is named.
+//! statistics reset), `pg_user_mappings` (psql's `\deu`: none). [`crate::catalog_views`]
+//! puts the query where the view is named.
 
 use datafusion::sql::sqlparser::ast::Query;
 
@@ -62,6 +63,13 @@ const VIEWS: &[(&str, &str)] = &[
          CAST(0 AS BIGINT) AS sessions_abandoned, CAST(0 AS BIGINT) AS sessions_fatal, \
          CAST(0 AS BIGINT) AS sessions_killed, CAST(NULL AS TIMESTAMP) AS stats_reset \
          FROM pg_catalog.pg_database AS d",
+    ),
+    (
+        // tidepool has no foreign servers, so no user mappings.
+        "pg_user_mappings",
+        "SELECT s.oid AS umid, s.oid AS srvid, s.srvname, CAST(0 AS INT) AS umuser, \
+         CAST(NULL AS TEXT) AS usename, CAST(NULL AS TEXT[]) AS umoptions \
+         FROM pg_catalog.pg_foreign_server AS s WHERE false",
     ),
     (
         "pg_stat_user_indexes",

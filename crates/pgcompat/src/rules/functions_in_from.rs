@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArgumentList, FunctionArguments, Query, Select, SelectItem, SetExpr, Statement,
-    TableAliasColumnDef, TableFactor, VisitMut, VisitorMut, visit_expressions,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Query, Select,
+    SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    visit_expressions,
 };
 use datafusion::sql::sqlparser::parser::ParserError;
 
@@ -65,6 +66,7 @@ impl VisitorMut for InFrom {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<ParserError> {
+        unqualify_catalog_function(factor);
         match scalar_as_table(factor) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => ControlFlow::Break(e),
@@ -240,6 +242,51 @@ fn lateral_unnest(
 }
 
 /// `f(args) AS a`, `f` a scalar function, as `(SELECT f(args) AS a) AS a`.
+/// `pg_catalog.unnest(...)` in FROM (psql's `\dy`): built-in table functions live in
+/// pg_catalog, which DataFusion's table-function lookup does not know as a qualifier;
+/// `unnest` is the parser's own table factor only when the parser saw it unqualified
+/// (datafusion-pg-catalog's rules strip the qualifier after parsing).
+fn unqualify_catalog_function(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        with_ordinality,
+        ..
+    } = factor
+    else {
+        return;
+    };
+    if name.0.len() == 2
+        && name.0[0]
+            .as_ident()
+            .is_some_and(|q| q.value.eq_ignore_ascii_case("pg_catalog"))
+    {
+        name.0.remove(0);
+    }
+    if name.0.len() != 1 || last_name(name).as_deref() != Some("unnest") || args.settings.is_some()
+    {
+        return;
+    }
+    let array_exprs: Option<Vec<Expr>> = args
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(array_exprs) = array_exprs {
+        *factor = TableFactor::UNNEST {
+            alias: alias.take(),
+            array_exprs,
+            with_offset: false,
+            with_offset_alias: None,
+            with_ordinality: *with_ordinality,
+        };
+    }
+}
+
 fn scalar_as_table(factor: &mut TableFactor) -> Result<(), ParserError> {
     let TableFactor::Table {
         name,

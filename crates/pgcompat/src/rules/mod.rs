@@ -6,6 +6,7 @@
 //!
 //! The rules, in the order they run:
 //! - [`types::PostgresTypes`]: `float(p)` as PostgreSQL sizes it.
+//! - [`system_columns::SystemColumns`]: `x.tableoid`, the relation's oid.
 //! - [`expand_array::ExpandArray`]: pgjdbc's `information_schema._pg_expandarray`.
 //! - [`functions_in_from::FunctionsInFrom`]: scalar functions used as tables, and
 //!   `generate_series(...) AS i` naming its column `i`.
@@ -19,6 +20,9 @@
 //!   subqueries as aggregates, conditions on outer columns hoisted, subqueries over
 //!   always-empty catalogs as NULL.
 //! - [`tid_ranges::TidRanges`]: DuckDB's `ctid BETWEEN` over a whole table.
+//!
+//! [`crate::regclass_search::RegclassSearch`] runs among datafusion-pg-catalog's rules,
+//! before its `'name'::regclass` lookup: catalog table names are found in `pg_catalog`.
 
 mod catalog_functions;
 mod expand_array;
@@ -26,6 +30,7 @@ mod functions_in_from;
 mod in_subqueries;
 pub(crate) mod like_escape;
 mod subqueries;
+mod system_columns;
 mod template;
 mod tid_ranges;
 mod types;
@@ -50,6 +55,7 @@ pub(crate) trait Rule: Sync {
 /// Every rule, in the order they run.
 const RULES: &[&dyn Rule] = &[
     &types::PostgresTypes,
+    &system_columns::SystemColumns,
     &expand_array::ExpandArray,
     &functions_in_from::FunctionsInFrom,
     &in_subqueries::InSubqueriesAsArrays,

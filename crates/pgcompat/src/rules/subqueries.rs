@@ -287,6 +287,7 @@ const NULL_CATALOG_COLUMNS: &[&str] = &[
     "attoptions",
     "proconfig",
     "rolconfig",
+    "evttags",
 ];
 
 /// A non-aggregating select whose FROM inner-joins an always-empty catalog table, or
@@ -314,6 +315,15 @@ fn over_empty_catalog(query: &Query) -> bool {
                 ))] if parts.last().is_some_and(|c| NULL_CATALOG_COLUMNS
                     .contains(&c.value.to_ascii_lowercase().as_str())))
         }
+        TableFactor::UNNEST { array_exprs, .. } => match array_exprs.as_slice() {
+            [Expr::CompoundIdentifier(parts)] => parts.last().is_some_and(|c| {
+                NULL_CATALOG_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str())
+            }),
+            [Expr::Identifier(c)] => {
+                NULL_CATALOG_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str())
+            }
+            _ => false,
+        },
         TableFactor::Table { name, .. } => {
             let parts: Vec<String> = name
                 .0

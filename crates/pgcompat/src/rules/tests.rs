@@ -260,3 +260,54 @@ fn char_without_a_length_is_one_character() {
         "ALTER TABLE t ADD COLUMN a CHAR(1)"
     );
 }
+
+#[test]
+fn catalog_table_functions_lose_their_qualifier() {
+    assert_eq!(
+        rewritten("SELECT x FROM pg_catalog.unnest(ARRAY['a']) AS t(x)"),
+        "SELECT x FROM UNNEST(ARRAY['a']) AS t (x)"
+    );
+}
+
+#[test]
+fn tableoid_is_the_relations_oid() {
+    assert_eq!(
+        rewritten("SELECT l.tableoid FROM pg_catalog.pg_language AS l"),
+        "SELECT 2612 FROM pg_catalog.pg_language AS l"
+    );
+    assert!(rewritten("SELECT tableoid FROM gold.t").contains("'gold.t'"));
+    assert_eq!(
+        rewritten("SELECT x.tableoid FROM gold.t"),
+        "SELECT x.tableoid FROM gold.t"
+    );
+}
+
+#[test]
+fn unnest_unqualified_by_the_compat_rules_is_unnest() {
+    let mut s = crate::parser::Compat::new()
+        .parse("SELECT x FROM pg_catalog.unnest(ARRAY['a', 'b']) AS t(x)")
+        .unwrap()
+        .remove(0);
+    rewrite(&mut s).unwrap();
+    assert_eq!(
+        s.to_string(),
+        "SELECT x FROM UNNEST(ARRAY['a', 'b']) AS t (x)"
+    );
+}
+
+#[test]
+fn tableoid_in_each_arm_of_a_union_is_that_arms_relation() {
+    let out = rewritten(
+        "SELECT * FROM (SELECT t.oid, t.tableoid FROM pg_catalog.pg_type t \
+         UNION ALL SELECT t.oid, t.tableoid FROM pg_catalog.pg_trigger t \
+         UNION ALL SELECT c.oid, (SELECT c.tableoid) FROM pg_catalog.pg_class c \
+         WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_proc c WHERE c.tableoid = 1)) AS tt",
+    );
+    assert_eq!(
+        out,
+        "SELECT * FROM (SELECT t.oid, 1247 FROM pg_catalog.pg_type t \
+         UNION ALL SELECT t.oid, 2620 FROM pg_catalog.pg_trigger t \
+         UNION ALL SELECT c.oid, (SELECT 1259) FROM pg_catalog.pg_class c \
+         WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_proc c WHERE 1255 = 1)) AS tt"
+    );
+}

@@ -285,7 +285,7 @@ fn fields(
         // PostgreSQL types them (psqlODBC parses `indkey` by its type).
         if let Some(kind) = f
             .metadata()
-            .get(crate::pgcompat::proc_arrays::OIDVECTOR_KEY)
+            .get(crate::pgcompat::catalog_arrays::OIDVECTOR_KEY)
         {
             let t = if kind == "int2vector" {
                 Type::INT2_VECTOR

@@ -51,7 +51,7 @@ fn is_nested(t: &DataType) -> bool {
 
 fn is_oidvector(f: &Field) -> bool {
     f.metadata()
-        .contains_key(crate::pgcompat::proc_arrays::OIDVECTOR_KEY)
+        .contains_key(crate::pgcompat::catalog_arrays::OIDVECTOR_KEY)
         && list_element(f.data_type()).is_some()
 }
 
