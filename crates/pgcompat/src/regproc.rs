@@ -216,10 +216,12 @@ fn shown_as_names(plan: LogicalPlan) -> Result<LogicalPlan> {
         return Ok(plan);
     }
     let schema = plan.schema().clone();
-    let any = schema
-        .fields()
-        .iter()
-        .any(|f| f.metadata().get(KEY).is_some_and(|k| k == KIND));
+    // A regproc column cast to text (`typreceive::regproc::text`) keeps the marking but
+    // already holds the name.
+    let is_oid = |f: &datafusion::arrow::datatypes::Field| {
+        f.metadata().get(KEY).is_some_and(|k| k == KIND) && f.data_type().is_integer()
+    };
+    let any = schema.fields().iter().any(|f| is_oid(f));
     if !any {
         return Ok(plan);
     }
@@ -227,7 +229,7 @@ fn shown_as_names(plan: LogicalPlan) -> Result<LogicalPlan> {
         .iter()
         .map(|(q, f)| {
             let col = Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()));
-            if f.metadata().get(KEY).is_some_and(|k| k == KIND) {
+            if is_oid(f) {
                 Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                     Arc::new(name_udf()),
                     vec![col],

@@ -21,7 +21,8 @@
 //! `(SELECT array_agg(e ORDER BY o) FROM ... WHERE ...)`, which DataFusion decorrelates;
 //! an uncorrelated one `(SELECT array_agg(__a.__v) FROM (SELECT ...) AS __a (__v))`. One
 //! over an always-empty catalog, or unnesting an always-NULL catalog array
-//! (`unnest(tc.reloptions)` in psql `\d+`), is `CAST(NULL AS TEXT[])`.
+//! (`unnest(tc.reloptions)` in psql `\d+`, `pg_options_to_table(srvoptions)` in `\des+`),
+//! is `CAST(NULL AS TEXT[])`.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -288,7 +289,23 @@ const NULL_CATALOG_COLUMNS: &[&str] = &[
     "proconfig",
     "rolconfig",
     "evttags",
+    // Foreign servers, wrappers, tables and user mappings: tidepool has none.
+    "srvoptions",
+    "fdwoptions",
+    "ftoptions",
+    "umoptions",
+    "attfdwoptions",
 ];
+
+/// Whether `e` names one of [`NULL_CATALOG_COLUMNS`] (qualified or not).
+fn null_catalog_column(e: &Expr) -> bool {
+    let column = match e {
+        Expr::CompoundIdentifier(parts) => parts.last(),
+        Expr::Identifier(c) => Some(c),
+        _ => None,
+    };
+    column.is_some_and(|c| NULL_CATALOG_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str()))
+}
 
 /// A non-aggregating select whose FROM inner-joins an always-empty catalog table, or
 /// unnests an always-NULL catalog array.
@@ -306,24 +323,15 @@ fn over_empty_catalog(query: &Query) -> bool {
             args: Some(args),
             ..
         } => {
-            name.0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"))
-                && matches!(args.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Expr(
-                    Expr::CompoundIdentifier(parts),
-                ))] if parts.last().is_some_and(|c| NULL_CATALOG_COLUMNS
-                    .contains(&c.value.to_ascii_lowercase().as_str())))
+            name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                i.value.eq_ignore_ascii_case("unnest")
+                    || i.value.eq_ignore_ascii_case("pg_options_to_table")
+            }) && matches!(args.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))]
+                if null_catalog_column(e))
         }
-        TableFactor::UNNEST { array_exprs, .. } => match array_exprs.as_slice() {
-            [Expr::CompoundIdentifier(parts)] => parts.last().is_some_and(|c| {
-                NULL_CATALOG_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str())
-            }),
-            [Expr::Identifier(c)] => {
-                NULL_CATALOG_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str())
-            }
-            _ => false,
-        },
+        TableFactor::UNNEST { array_exprs, .. } => {
+            matches!(array_exprs.as_slice(), [e] if null_catalog_column(e))
+        }
         TableFactor::Table { name, .. } => {
             let parts: Vec<String> = name
                 .0
