@@ -10,7 +10,8 @@
 //!   columns, which DataFusion cannot plan in a correlated subquery) give NULL;
 //! - `to_regclass(name)`, `to_regnamespace`, `to_regtype`, `to_regproc` read the
 //!   catalogs for the oid, NULL when there is none (DuckDB's postgres scanner);
-//! - `x::regtype::text` gives the type's name (pgcli's function list);
+//! - `x::regtype::text` gives the type's name (pgcli's function list), `x::regclass::text`
+//!   the relation's;
 //! - subscripts of `int2vector` / `oidvector` columns (`i.indkey[ia.attnum - 1]`,
 //!   psqlODBC's `SQLPrimaryKeys`) count from 0, as in PostgreSQL;
 //! - a select-list `generate_series(a, b)` returns rows, as PostgreSQL's set-returning
@@ -89,6 +90,18 @@ pub(super) static TYPE_NAME: Template = Template::new(
     "CASE WHEN __e1 IS NULL THEN NULL \
      WHEN format_type(__e1, NULL) NOT LIKE 'oid(%' THEN format_type(__e1, NULL) \
      ELSE (SELECT max(__t.typname) FROM pg_catalog.pg_type AS __t WHERE __t.oid = __e1) END",
+);
+/// `x::regclass::text`: the relation's name as PostgreSQL prints a regclass (qualified
+/// unless its schema is pg_catalog or the current one; the oid's digits when there is no
+/// such relation; NULL for NULL).
+pub(super) static CLASS_NAME: Template = Template::new(
+    "CASE WHEN __e1 IS NULL THEN NULL ELSE coalesce((SELECT max(CASE \
+     WHEN __n.nspname = 'pg_catalog' OR __n.nspname = current_schema() \
+     THEN quote_ident(__c.relname) \
+     ELSE quote_ident(__n.nspname) || '.' || quote_ident(__c.relname) END) \
+     FROM pg_catalog.pg_class AS __c \
+     JOIN pg_catalog.pg_namespace AS __n ON __c.relnamespace = __n.oid \
+     WHERE __c.oid = __e1), CAST(__e1 AS TEXT)) END",
 );
 /// The 1-based subscript of a 0-based vector's element `__e1`.
 pub(super) static NEXT: Template = Template::new("(__e1) + 1");
@@ -220,11 +233,15 @@ impl VisitorMut for Functions {
                 expr: inner,
                 data_type,
                 ..
-            } if is_text(data_type) && regtype_operand(inner).is_some() => {
-                let Some(oid) = regtype_operand(inner) else {
+            } if is_text(data_type) && oid_alias_operand(inner).is_some() => {
+                let Some((oid, alias)) = oid_alias_operand(inner) else {
                     return ControlFlow::Continue(());
                 };
-                match TYPE_NAME.fill(&[oid], &[]) {
+                let template = match alias {
+                    OidAlias::Regtype => &TYPE_NAME,
+                    OidAlias::Regclass => &CLASS_NAME,
+                };
+                match template.fill(&[oid], &[]) {
                     Ok(name) => {
                         *expr = name;
                         return ControlFlow::Continue(());
@@ -298,7 +315,14 @@ fn is_text(t: &datafusion::sql::sqlparser::ast::DataType) -> bool {
 }
 
 /// `x` of `x::regtype` (not of a quoted name, which the catalog rules resolve).
-fn regtype_operand(e: &Expr) -> Option<&Expr> {
+/// The oid-alias types whose text is a name.
+enum OidAlias {
+    Regtype,
+    Regclass,
+}
+
+/// `x::regtype` or `x::regclass` of a non-literal `x`: `x` and which.
+fn oid_alias_operand(e: &Expr) -> Option<(&Expr, OidAlias)> {
     use datafusion::sql::sqlparser::ast::DataType as T;
     let Expr::Cast {
         expr, data_type, ..
@@ -306,16 +330,21 @@ fn regtype_operand(e: &Expr) -> Option<&Expr> {
     else {
         return None;
     };
-    let T::Custom(name, args) = data_type else {
+    if matches!(expr.as_ref(), Expr::Value(_)) {
         return None;
+    }
+    let name = match data_type {
+        T::Regclass => return Some((expr.as_ref(), OidAlias::Regclass)),
+        T::Custom(name, args) if args.is_empty() => name.0.last().and_then(|p| p.as_ident())?,
+        _ => return None,
     };
-    let is_regtype = args.is_empty()
-        && name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case("regtype"));
-    (is_regtype && !matches!(expr.as_ref(), Expr::Value(_))).then_some(expr.as_ref())
+    if name.value.eq_ignore_ascii_case("regtype") {
+        Some((expr.as_ref(), OidAlias::Regtype))
+    } else if name.value.eq_ignore_ascii_case("regclass") {
+        Some((expr.as_ref(), OidAlias::Regclass))
+    } else {
+        None
+    }
 }
 
 /// Catalog columns of PostgreSQL's `int2vector` and `oidvector` types, whose subscripts

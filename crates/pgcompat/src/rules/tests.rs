@@ -42,6 +42,7 @@ fn every_skeleton_parses_and_fills() {
         &super::catalog_functions::SERIES_ROWS,
         &super::catalog_functions::NEXT,
         &super::catalog_functions::TYPE_NAME,
+        &super::catalog_functions::CLASS_NAME,
         &super::catalog_functions::REGCLASS,
         &super::catalog_functions::REGNAMESPACE,
         &super::catalog_functions::REGTYPE,
