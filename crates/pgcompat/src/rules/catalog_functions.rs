@@ -118,8 +118,54 @@ impl Rule for CatalogFunctions {
     }
 
     fn rewrite(&self, statement: &mut Statement) -> Result<(), ParserError> {
+        if let Statement::Query(query) = statement {
+            shown_names(query)?;
+        }
         finish(statement.visit(&mut Functions))
     }
+}
+
+/// A statement's result columns `x::regclass` / `x::regtype` show the name, as
+/// PostgreSQL's output of those types does (elsewhere the cast stays the oid, which
+/// comparisons and joins need). The column keeps PostgreSQL's name for it, `x`'s, unless
+/// the query is ordered (then the type's).
+fn shown_names(query: &mut Query) -> Result<(), ParserError> {
+    // DataFusion finds `ORDER BY c.oid` ambiguous next to an output column `oid`: with an
+    // ORDER BY the column is named after the type.
+    let ordered = query.order_by.is_some();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    for item in &mut select.projection {
+        let SelectItem::UnnamedExpr(e) = item else {
+            continue;
+        };
+        // Columns only: `format('%I.%I', ...)::regclass` (Metabase) reads a name.
+        let Some((operand @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_)), alias)) =
+            oid_alias_operand(e)
+        else {
+            continue;
+        };
+        let (template, type_name) = match alias {
+            OidAlias::Regtype => (&TYPE_NAME, "regtype"),
+            OidAlias::Regclass => (&CLASS_NAME, "regclass"),
+        };
+        let name = match operand {
+            _ if ordered => Ident::new(type_name),
+            Expr::Identifier(i) => i.clone(),
+            Expr::CompoundIdentifier(parts) => match parts.last() {
+                Some(i) => i.clone(),
+                None => Ident::new(type_name),
+            },
+            _ => Ident::new(type_name),
+        };
+        let shown = template.fill(&[operand], &[])?;
+        *item = SelectItem::ExprWithAlias {
+            expr: shown,
+            alias: name,
+        };
+    }
+    Ok(())
 }
 
 struct Functions;
@@ -237,6 +283,12 @@ impl VisitorMut for Functions {
                 let Some((oid, alias)) = oid_alias_operand(inner) else {
                     return ControlFlow::Continue(());
                 };
+                // A regclass of something other than a column is read from a name.
+                if matches!(alias, OidAlias::Regclass)
+                    && !matches!(oid, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                {
+                    return ControlFlow::Continue(());
+                }
                 let template = match alias {
                     OidAlias::Regtype => &TYPE_NAME,
                     OidAlias::Regclass => &CLASS_NAME,

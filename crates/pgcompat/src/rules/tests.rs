@@ -312,3 +312,20 @@ fn tableoid_in_each_arm_of_a_union_is_that_arms_relation() {
          WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_proc c WHERE 1255 = 1)) AS tt"
     );
 }
+
+#[test]
+fn result_columns_of_regclass_show_names() {
+    let out = rewritten("SELECT c.oid::regclass, c.oid FROM pg_class c WHERE c.oid::regclass = 1");
+    assert!(out.starts_with("SELECT CASE WHEN c.oid IS NULL"), "{out}");
+    assert!(out.contains(" AS oid, c.oid FROM pg_class"), "{out}");
+    assert!(out.ends_with("WHERE c.oid::REGCLASS = 1"), "{out}");
+}
+
+#[test]
+fn regclass_of_a_name_is_not_shown_as_a_name_lookup() {
+    let sql = "SELECT format('%I.%I', n.nspname, c.relname)::regclass FROM pg_class c";
+    assert_eq!(
+        rewritten(sql),
+        "SELECT format('%I.%I', n.nspname, c.relname)::REGCLASS FROM pg_class c"
+    );
+}
