@@ -90,6 +90,29 @@ impl Staged {
         }
     }
 
+    /// An empty batch sized like `full`, the one before it: the next batch of a COPY is
+    /// about as big, so its buffers grow without reallocating and copying.
+    fn sized_like(full: &Staged) -> Staged {
+        let rows = full.rows();
+        Staged {
+            columns: full
+                .columns
+                .iter()
+                .map(|c| {
+                    let mut offsets = Vec::with_capacity(rows + 1);
+                    offsets.push(0);
+                    StagedColumn {
+                        values: Vec::with_capacity(c.values.len() + c.values.len() / 8),
+                        offsets,
+                        valid: Vec::with_capacity(rows),
+                        nulls: 0,
+                    }
+                })
+                .collect(),
+            lines: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.lines.len()
     }
@@ -304,9 +327,11 @@ impl RowSplitter {
             ));
         }
         self.current.lines.push(self.line);
-        if self.current.rows() >= BATCH_ROWS || self.current.bytes() >= BATCH_BYTES {
-            let width = self.columns.len();
-            let full = std::mem::replace(&mut self.current, Staged::new(width));
+        let rows = self.current.rows();
+        // The byte size is a sum over the columns: looked at every 64 rows.
+        if rows >= BATCH_ROWS || (rows % 64 == 0 && self.current.bytes() >= BATCH_BYTES) {
+            let next = Staged::sized_like(&self.current);
+            let full = std::mem::replace(&mut self.current, next);
             self.full.push_back(full);
         }
         Ok(())
