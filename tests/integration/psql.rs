@@ -300,6 +300,7 @@ async fn psql_every_describe_command_answers() {
         "\\lo_list",
         "\\z",
         "\\dconfig",
+        "\\dconfig+",
     ];
     for c in commands {
         psql(&server, c).await;

@@ -5,8 +5,8 @@
 //! registry of other backends, so a client sees its own row, as a non-superuser in
 //! PostgreSQL sees other users' rows without their query), `pg_stat_database` and
 //! `pg_stat_user_indexes` (counters tidepool does not keep are 0 or NULL, as after a
-//! statistics reset), `pg_user_mappings` (psql's `\deu`: none). [`crate::catalog_views`]
-//! puts the query where the view is named.
+//! statistics reset), `pg_user_mappings` (psql's `\deu`: none), `pg_parameter_acl`
+//! (`\dconfig+`: none). [`crate::catalog_views`] puts the query where the view is named.
 
 use datafusion::sql::sqlparser::ast::Query;
 
@@ -70,6 +70,13 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT s.oid AS umid, s.oid AS srvid, s.srvname, CAST(0 AS INT) AS umuser, \
          CAST(NULL AS TEXT) AS usename, CAST(NULL AS TEXT[]) AS umoptions \
          FROM pg_catalog.pg_foreign_server AS s WHERE false",
+    ),
+    (
+        // Privileges granted on configuration parameters (psql's `\dconfig+`): tidepool
+        // grants none. A catalog table in PostgreSQL; read-only here like the rest.
+        "pg_parameter_acl",
+        "SELECT CAST(NULL AS INT) AS oid, CAST(NULL AS TEXT) AS parname, \
+         CAST(NULL AS TEXT[]) AS paracl WHERE false",
     ),
     (
         "pg_stat_user_indexes",

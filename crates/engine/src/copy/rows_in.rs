@@ -329,7 +329,7 @@ impl RowSplitter {
         self.current.lines.push(self.line);
         let rows = self.current.rows();
         // The byte size is a sum over the columns: looked at every 64 rows.
-        if rows >= BATCH_ROWS || (rows % 64 == 0 && self.current.bytes() >= BATCH_BYTES) {
+        if rows >= BATCH_ROWS || (rows.is_multiple_of(64) && self.current.bytes() >= BATCH_BYTES) {
             let next = Staged::sized_like(&self.current);
             let full = std::mem::replace(&mut self.current, next);
             self.full.push_back(full);
