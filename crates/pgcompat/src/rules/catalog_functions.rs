@@ -52,15 +52,18 @@ pub(super) static OBJECT_COMMENT: Template = Template::new(
      WHERE __d.objoid = CAST(__e1 AS INT) AND __d.objsubid = 0 AND __d.classoid = __e2)",
 );
 /// `to_regclass(name)`: the relation's oid, or NULL when there is none (no error),
-/// a qualified name in its schema, an unqualified one in the current schema.
+/// a qualified name in its schema, an unqualified one among the catalog tables (which
+/// have PostgreSQL's oids, below 16384, and come first as in PostgreSQL's search) and
+/// in the current schema.
 pub(super) static REGCLASS: Template = Template::new(
-    "(SELECT max(__c.oid) FROM pg_catalog.pg_class AS __c \
+    "(SELECT min(__c.oid) FROM pg_catalog.pg_class AS __c \
      JOIN pg_catalog.pg_namespace AS __n ON __c.relnamespace = __n.oid \
      WHERE CASE WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 2 \
      THEN __n.nspname = parse_ident(CAST(__e1 AS TEXT))[1] \
      AND __c.relname = parse_ident(CAST(__e1 AS TEXT))[2] \
      WHEN array_length(parse_ident(CAST(__e1 AS TEXT)), 1) = 1 \
-     THEN __n.nspname = current_schema() \
+     THEN (__n.nspname = current_schema() \
+     OR (__n.nspname = 'pg_catalog' AND __c.oid < 16384)) \
      AND __c.relname = parse_ident(CAST(__e1 AS TEXT))[1] ELSE false END)",
 );
 /// `to_regnamespace(name)`.
