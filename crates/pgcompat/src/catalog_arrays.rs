@@ -148,7 +148,7 @@ pub fn convert(table: &str, batch: &RecordBatch, target: &SchemaRef) -> Result<R
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         let converted = match (form(table, field.name()), column.data_type()) {
-            (Some(form), DataType::Utf8) => lists(column.as_string::<i32>(), form),
+            (Some(form), DataType::Utf8) => lists(column.as_string::<i32>(), form)?,
             _ => column.clone(),
         };
         columns.push(converted);
@@ -156,7 +156,7 @@ pub fn convert(table: &str, batch: &RecordBatch, target: &SchemaRef) -> Result<R
     Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
-fn lists(text: &datafusion::arrow::array::StringArray, form: Form) -> ArrayRef {
+fn lists(text: &datafusion::arrow::array::StringArray, form: Form) -> Result<ArrayRef> {
     let items = |v: &str| -> Vec<String> {
         let v = v.trim();
         match form {
@@ -187,12 +187,11 @@ fn lists(text: &datafusion::arrow::array::StringArray, form: Form) -> ArrayRef {
             let list: ArrayRef = Arc::new(b.finish());
             match form {
                 // Vectors are lists of Int32 (see `schema`); the numbers fit.
-                Form::Vector => datafusion::arrow::compute::cast(
+                Form::Vector => Ok(datafusion::arrow::compute::cast(
                     &list,
                     &DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true))),
-                )
-                .unwrap_or(list),
-                _ => list,
+                )?),
+                _ => Ok(list),
             }
         }
         Form::Texts => {
@@ -207,7 +206,7 @@ fn lists(text: &datafusion::arrow::array::StringArray, form: Form) -> ArrayRef {
                 }
                 b.append(true);
             }
-            Arc::new(b.finish())
+            Ok(Arc::new(b.finish()))
         }
     }
 }
