@@ -1,6 +1,7 @@
 """Drivers that read the catalogs before they read data, against a running tidepool:
 DuckDB's postgres extension (ATTACH, SHOW ALL TABLES, scans with filters, postgres_query,
-CREATE TABLE / INSERT / CTAS through the attached database), the ADBC PostgreSQL driver
+CREATE TABLE / INSERT / CTAS / UPDATE / DELETE through the attached database), the ADBC
+PostgreSQL driver
 (typed Arrow results, bound parameters, adbc_get_objects, adbc_get_table_schema,
 adbc_ingest create and append) and psqlODBC through pyodbc, with and without
 UseDeclareFetch (queries, bool and int parameters, SQLTables, SQLColumns, SQLPrimaryKeys,
@@ -56,6 +57,21 @@ def duckdb_attach():
     check(rows == [(1, "x"), (2, None)], rows)
     con.execute("CREATE TABLE tp.cat.duck2 AS SELECT * FROM range(1000) t(i)")
     check(con.execute("SELECT sum(i) FROM tp.cat.duck2").fetchall() == [(499500,)], "ctas")
+    # DELETE and UPDATE go by ctid: DuckDB reads the tids of the rows (COPY binary), then
+    # sends them back in batches of about 300 in one transaction; the UPDATE's new
+    # values go through a temporary table joined on ctid.
+    con.execute("DELETE FROM tp.cat.duck2 WHERE i % 3 = 0")
+    kept = [i for i in range(1000) if i % 3]
+    rows = con.execute("SELECT count(*), sum(i) FROM tp.cat.duck2").fetchall()
+    check(rows == [(len(kept), sum(kept))], ("delete", rows))
+    con.execute("UPDATE tp.cat.duck2 SET i = i + 1000 WHERE i % 5 = 0")
+    updated = [i + 1000 if i % 5 == 0 else i for i in kept]
+    rows = con.execute("SELECT count(*), sum(i), max(i) FROM tp.cat.duck2").fetchall()
+    check(rows == [(len(updated), sum(updated), max(updated))], ("update", rows))
+    con.execute("UPDATE tp.cat.duck SET b = 'y', c = 2.5 WHERE a = 2")
+    con.execute("DELETE FROM tp.cat.duck WHERE a = 1")
+    rows = con.execute("SELECT a, b, c FROM tp.cat.duck").fetchall()
+    check(rows == [(2, "y", 2.5)], ("update one", rows))
     print("duckdb: ok")
 
 

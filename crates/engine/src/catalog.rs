@@ -110,6 +110,28 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(base) = crate::ctid::base_name(name) {
+            return match self
+                .lake
+                .table(&self.schema, base)
+                .await
+                .map_err(external)?
+            {
+                Some(t) => Ok(Some(
+                    crate::ctid::provider(self.lake.clone(), &self.schema, base, &t).await?,
+                )),
+                // Views, external and catalog tables have no tuple ids.
+                None => Err(DataFusionError::SchemaError(
+                    Box::new(datafusion::common::SchemaError::FieldNotFound {
+                        field: Box::new(datafusion::common::Column::new_unqualified(
+                            crate::ctid::COLUMN,
+                        )),
+                        valid_fields: Vec::new(),
+                    }),
+                    Box::new(None),
+                )),
+            };
+        }
         if let Some(t) = self
             .lake
             .table(&self.schema, name)

@@ -21,6 +21,7 @@ pub mod complexity;
 mod constraints;
 pub mod copy;
 mod correlated;
+pub mod ctid;
 mod cursors;
 mod dependents;
 mod error;

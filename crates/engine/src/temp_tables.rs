@@ -21,8 +21,8 @@ use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, ObjectNamePart, ObjectType, SetExpr, Statement, TableObject,
-    visit_relations_mut,
+    CopySource, Ident, ObjectName, ObjectNamePart, ObjectType, OnCommit, SetExpr, Statement,
+    TableObject, visit_relations_mut,
 };
 
 use super::{CATALOG, EngineError};
@@ -44,6 +44,8 @@ pub const TEMP_SCHEMA: &str = "pg_temp";
 #[derive(Debug, Default)]
 pub struct TempTables {
     schema: Arc<MemorySchemaProvider>,
+    /// Tables created `ON COMMIT DROP`, dropped when the transaction ends.
+    on_commit_drop: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl TempTables {
@@ -61,6 +63,18 @@ impl TempTables {
     pub fn register(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
         self.schema.register_table(name.to_string(), table)?;
         Ok(())
+    }
+
+    /// Drops `name` when the running transaction ends (`ON COMMIT DROP`).
+    pub fn drop_at_end(&self, name: &str) {
+        self.on_commit_drop.lock().insert(name.to_string());
+    }
+
+    /// The transaction ended: drops the tables created `ON COMMIT DROP`.
+    pub fn transaction_ended(&self) {
+        for name in std::mem::take(&mut *self.on_commit_drop.lock()) {
+            let _ = self.schema.deregister_table(&name);
+        }
     }
 
     /// Drops a temporary table; false when there was none.
@@ -135,6 +149,16 @@ pub fn targets_temp(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// The name (as registered) of the temporary table `stmt` creates `ON COMMIT DROP`.
+pub fn dropped_on_commit(stmt: &Statement) -> Option<String> {
+    match stmt {
+        Statement::CreateTable(c) if c.temporary && c.on_commit == Some(OnCommit::Drop) => {
+            c.name.0.last().and_then(|p| p.as_ident()).map(normalized)
+        }
+        _ => None,
+    }
+}
+
 /// Rewrites `stmt` for temporary tables: `CREATE TEMP TABLE t` and `SELECT ... INTO TEMP
 /// t` name `pg_temp.t`, and unqualified references to an existing temporary table in
 /// `temps` are qualified with `pg_temp`. Returns whether the statement creates one.
@@ -172,6 +196,10 @@ pub fn rewrite(stmt: &mut Statement, temps: &HashSet<String>) -> Result<bool, En
                 qualify(name, temps);
             }
         }
+        Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            ..
+        } => qualify(table_name, temps),
         _ => {}
     }
     if !temps.is_empty() {

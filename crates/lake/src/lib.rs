@@ -23,6 +23,7 @@ mod metadata;
 pub mod portable;
 mod rewrite;
 mod settings;
+pub mod tids;
 pub mod txn;
 mod upsert;
 mod vectors;
@@ -129,6 +130,8 @@ pub struct Lake {
     auto_compact: compaction::AutoCompact,
     /// Tables being compacted in the background.
     compacting: compaction::Running,
+    /// The data files `ctid`s have named ([`tids`]).
+    tids: tids::TidFiles,
 }
 
 impl std::fmt::Debug for Lake {
@@ -190,6 +193,7 @@ impl Lake {
             records_swept: Mutex::new(None),
             auto_compact,
             compacting: Default::default(),
+            tids: Default::default(),
         }))
     }
 

@@ -125,13 +125,7 @@ pub async fn upsert(
     let started = std::time::Instant::now();
     let state = table.snapshot()?;
     let metadata = state.metadata();
-    if !metadata.partition_columns().is_empty()
-        || metadata
-            .configuration()
-            .get("delta.columnMapping.mode")
-            .is_some_and(|m| m != "none")
-        || keys.is_empty()
-    {
+    if !crate::vectors::as_written(table)? || keys.is_empty() {
         return Ok(None);
     }
     let schema: SchemaRef = state.snapshot().arrow_schema();

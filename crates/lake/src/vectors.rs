@@ -29,10 +29,15 @@ pub(crate) fn enabled(table: &DeltaTable) -> Result<bool, LakeError> {
 /// Whether deletes on `table` can go by deletion vector: it has the feature, and no
 /// partition columns or column mapping (file positions and names as written).
 pub(crate) fn usable(table: &DeltaTable) -> Result<bool, LakeError> {
+    Ok(enabled(table)? && as_written(table)?)
+}
+
+/// Whether `table`'s data files hold its columns as they are named, whole: no partition
+/// columns, no column mapping. Rows can then be found and copied by their position.
+pub(crate) fn as_written(table: &DeltaTable) -> Result<bool, LakeError> {
     let snapshot = table.snapshot()?;
     let metadata = snapshot.metadata();
-    Ok(enabled(table)?
-        && metadata.partition_columns().is_empty()
+    Ok(metadata.partition_columns().is_empty()
         && metadata
             .configuration()
             .get("delta.columnMapping.mode")

@@ -126,6 +126,7 @@ impl Extension for PgCompat {
                 .register_expr_planner(Arc::new(literal_input::BoolComparisons))?;
         }
         ctx.register_udf(rules::like_escape_udf());
+        ctx.register_udf(rules::tidin_udf());
         ctx.register_udf(regproc::name_udf());
         ctx.register_udf(parse_ident::udf());
         ctx.register_udtf(

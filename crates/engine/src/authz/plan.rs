@@ -33,7 +33,9 @@ fn resolve(name: &TableReference, default_schema: &str) -> Result<(String, Strin
     if r.catalog.as_ref() != CATALOG {
         return Err(format!("relation {name}"));
     }
-    Ok((r.schema.to_string(), r.table.to_string()))
+    // `t#ctid` is `t` read with its tuple ids (crate::ctid).
+    let table = crate::ctid::base_name(&r.table).unwrap_or(&r.table);
+    Ok((r.schema.to_string(), table.to_string()))
 }
 
 fn relation(

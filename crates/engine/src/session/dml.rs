@@ -75,6 +75,12 @@ impl Session {
         dml: DmlStatement,
         slot: Slot,
     ) -> Result<CommandTag, EngineError> {
+        if let (schema, table) = self.resolve(&dml.table_name)?
+            && let Some(base) = crate::ctid::base_name(&table)
+        {
+            let base = base.to_string();
+            return Box::pin(self.dml_by_tids(dml, schema, base, slot)).await;
+        }
         let Parts {
             predicate,
             assignments,

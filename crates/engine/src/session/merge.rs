@@ -98,12 +98,14 @@ impl Session {
 
         let on = names.rename(self.resolve_subqueries(op.on.clone()).await?)?;
         let (schema, table) = self.resolve(&dml.table_name)?;
-        let declared = self.engine.lake().declared(&schema, &table).await?;
+        let base = crate::ctid::base_name(&table).unwrap_or(&table);
+        let declared = self.engine.lake().declared(&schema, base).await?;
         let target_columns: Vec<String> = dml
             .target
             .schema()
             .fields()
             .iter()
+            .filter(|f| !crate::ctid::is_tid(f))
             .map(|f| f.name().clone())
             .collect();
         let mut clauses = Vec::with_capacity(op.clauses.len());
@@ -166,6 +168,21 @@ impl Session {
             on,
             clauses,
         } = prepared;
+        if crate::ctid::base_name(&table).is_some() {
+            // `UPDATE t SET ... FROM s WHERE t.ctid = s.x::tid` (DuckDB's UPDATE).
+            return match super::merge_vectors::Keyed::of(&on, &clauses)
+                .filter(|k| k.key() == crate::ctid::COLUMN)
+            {
+                Some(keyed) => {
+                    Box::pin(self.merge_by_vectors(dml, keyed, source, on, clauses, slot)).await
+                }
+                None => Err(EngineError::NotSupported(
+                    "a MERGE or UPDATE ... FROM that names ctid other than as its whole \
+                     condition, target.ctid = <source expression>"
+                        .into(),
+                )),
+            };
+        }
         if let Some(keyed) = super::merge_vectors::Keyed::of(&on, &clauses)
             && self
                 .engine

@@ -79,6 +79,11 @@ impl Keyed {
             .all(|c| c.when != MergeWhen::NotMatchedBySource);
         fits.then_some(Keyed { key, source_key })
     }
+
+    /// The target's key column.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// Rows a MERGE updated, deleted and inserted.
@@ -126,7 +131,19 @@ impl Session {
             let changes = self
                 .changes(dml, Some(&keyed), source, on, &clauses)
                 .await?;
-            if !changes.keys.is_empty() {
+            let base = crate::ctid::base_name(&table).map(str::to_string);
+            if let Some(base) = &base {
+                // Keyed on ctid: the matched rows are deleted by their tids.
+                let tids = super::tids::tids_of_keys(&changes.keys)?;
+                let marked = lake.delete_tids(&schema, base, &tids).await?;
+                if marked != changes.matched {
+                    return Err(EngineError::DataFusion(Box::new(
+                        datafusion::error::DataFusionError::Execution(
+                            crate::error::MERGE_TWICE.into(),
+                        ),
+                    )));
+                }
+            } else if !changes.keys.is_empty() {
                 let k = Expr::Column(Column::new_unqualified(&keyed.key));
                 // The keys are sorted.
                 let lo = changes.keys.first().cloned();
@@ -157,12 +174,18 @@ impl Session {
                 }
             }
             if changes.rows.iter().any(|b| b.num_rows() > 0) {
-                let schema = changes.rows[0].schema();
+                let name = match &base {
+                    Some(base) => {
+                        datafusion::common::TableReference::partial(schema.as_str(), base.as_str())
+                    }
+                    None => dml.table_name.clone(),
+                };
+                let rows_schema = changes.rows[0].schema();
                 let insert = DmlStatement::new(
-                    dml.table_name.clone(),
+                    name,
                     dml.target.clone(),
                     WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append),
-                    Arc::new(super::rows::scan_of(schema, changes.rows)?),
+                    Arc::new(super::rows::scan_of(rows_schema, changes.rows)?),
                 );
                 self.insert(insert, Slot::Held(permit.clone())).await?;
             }
@@ -223,6 +246,7 @@ impl Session {
                 .schema()
                 .fields()
                 .iter()
+                .filter(|f| !crate::ctid::is_tid(f))
                 .map(|f| Field::new(f.name(), f.data_type().clone(), true))
                 .collect::<Vec<_>>(),
         ));

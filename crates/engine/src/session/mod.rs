@@ -26,6 +26,7 @@ mod returning;
 mod rows;
 mod security;
 mod temp;
+mod tids;
 mod transaction;
 mod variables;
 

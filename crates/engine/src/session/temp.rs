@@ -20,10 +20,14 @@ impl Session {
             return Ok(());
         };
         let names = self.temp.as_ref().map(|t| t.names()).unwrap_or_default();
+        let dropped_on_commit = crate::temp_tables::dropped_on_commit(s);
         if crate::temp_tables::rewrite(s, &names)? && self.temp.is_none() {
             let temp = TempTables::default();
             self.ctx = SessionContext::new_with_state(temp.overlay(self.ctx.state()));
             self.temp = Some(temp);
+        }
+        if let (Some(name), Some(temp)) = (dropped_on_commit, &self.temp) {
+            temp.drop_at_end(&name);
         }
         Ok(())
     }

@@ -193,6 +193,9 @@ impl Session {
                 let Some(tx) = self.tx.take() else {
                     // No block (PostgreSQL warns); cursors without HOLD still close.
                     self.cursors.end_transaction();
+                    if let Some(t) = &self.temp {
+                        t.transaction_ended();
+                    }
                     return Ok(Output::Command(CommandTag::ending("COMMIT", TxEffect::End)));
                 };
                 if tx.failed || tx.streamed_failure.load(Ordering::Relaxed) {
@@ -204,6 +207,9 @@ impl Session {
                 }
                 let committed = tx.txn.commit(self.engine.lake()).await;
                 self.cursors.end_transaction();
+                if let Some(t) = &self.temp {
+                    t.transaction_ended();
+                }
                 if let Err(e) = committed {
                     self.abandon(tx).await?;
                     return Err(e.into());
@@ -287,6 +293,9 @@ impl Session {
         let rolled = tx.txn.rollback().await;
         self.restore(tx.begin.cursors, tx.begin.temp.as_ref())?;
         self.cursors.end_transaction();
+        if let Some(t) = &self.temp {
+            t.transaction_ended();
+        }
         rolled.map_err(EngineError::from)
     }
 

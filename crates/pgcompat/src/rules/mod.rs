@@ -20,6 +20,7 @@
 //!   subqueries as aggregates, conditions on outer columns hoisted, subqueries over
 //!   always-empty catalogs as NULL.
 //! - [`tid_ranges::TidRanges`]: DuckDB's `ctid BETWEEN` over a whole table.
+//! - [`tuple_ids::TupleIds`]: relations whose `ctid` is named read with their tuple ids.
 //!
 //! [`crate::regclass_search::RegclassSearch`] runs among datafusion-pg-catalog's rules,
 //! before its `'name'::regclass` lookup: catalog table names are found in `pg_catalog`.
@@ -33,6 +34,7 @@ mod subqueries;
 mod system_columns;
 mod template;
 mod tid_ranges;
+mod tuple_ids;
 mod types;
 
 use std::ops::ControlFlow;
@@ -43,6 +45,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use tidepool_engine::EngineError;
 
 pub use like_escape::like_escape_udf;
+pub use tuple_ids::tidin_udf;
 
 /// One rewrite of client SQL.
 pub(crate) trait Rule: Sync {
@@ -63,6 +66,7 @@ const RULES: &[&dyn Rule] = &[
     &like_escape::LikeEscape,
     &subqueries::CorrelatedSubqueries,
     &tid_ranges::TidRanges,
+    &tuple_ids::TupleIds,
 ];
 
 /// Applies every rule to `statement`. A rule that fails to build its replacement is a

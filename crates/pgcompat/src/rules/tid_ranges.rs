@@ -3,8 +3,8 @@
 //! `COPY (SELECT ... WHERE ctid BETWEEN '(0,0)'::tid AND '(p,0)'::tid) TO STDOUT`, cut
 //! into page ranges by `pg_class.relpages`. tidepool reports one page per table, so a
 //! scan arrives as the single range from page 0 to the highest page there can be
-//! (4294967295): a condition every row meets, replaced by `TRUE`. Any other use of
-//! `ctid` stays as written and is refused as an unknown column (42703).
+//! (4294967295): a condition every row meets, replaced by `TRUE`, so the scan needs no
+//! tuple ids. Any other use of `ctid` reads them ([`super::tuple_ids`]).
 
 use std::ops::ControlFlow;
 

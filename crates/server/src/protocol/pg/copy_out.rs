@@ -23,6 +23,7 @@ use pgwire::types::format::FormatOptions;
 use super::ahead;
 use super::copy_rows::FastRows;
 use super::json_columns;
+use super::tid_columns;
 use crate::engine::copy::{CopyFormat, CopyOptions, ForceQuote};
 
 /// The encoded rows of a COPY TO, ready to send.
@@ -42,6 +43,13 @@ pub fn encode(
     format_options: Arc<FormatOptions>,
 ) -> PgWireResult<CopyOut> {
     let schema = json_columns::client_schema(&stream.schema());
+    // Binary COPY sends tuple ids as their six bytes.
+    let tids = if options.format == CopyFormat::Binary {
+        tid_columns::tid_columns(&schema)
+    } else {
+        Vec::new()
+    };
+    let schema = tid_columns::binary_schema(&schema, &tids);
     let iso = format_options.date_style.trim_start().starts_with("ISO");
     let binary = options.format == CopyFormat::Binary;
     let wire = if binary {
@@ -65,6 +73,8 @@ pub fn encode(
     let fast = FastRows::plan(&schema, &fields, options, iso);
     let new_encoder = encoder_factory(options, &schema, fields.clone());
     let rows = ahead::encode_ahead(stream, move |batch| {
+        let batch =
+            tid_columns::to_binary(batch, &tids).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         if let Some(fast) = &fast {
             return Ok(fast.encode(&batch));
         }

@@ -41,6 +41,7 @@ use super::errors::to_pg;
 use super::json_columns;
 use super::shared::{Cancellable, PgShared};
 use super::text_rows;
+use super::tid_columns;
 use crate::engine::copy::{CopyFormat, CopyInData};
 use crate::engine::{Described, EngineError, Output, QueryControl, Session, TxEffect, TxStatus};
 
@@ -281,6 +282,10 @@ fn fields(
             .with_format_options(old.format_options().clone());
         }
         let Some(old) = out.get(i) else { continue };
+        if crate::engine::ctid::is_tid(f) {
+            out[i] = retyped(old, Type::TID, -1);
+            continue;
+        }
         // int2vector / oidvector catalog columns go out as their text, typed as
         // PostgreSQL types them (psqlODBC parses `indkey` by its type).
         if let Some(kind) = f
@@ -357,10 +362,21 @@ fn to_response(
             let all_text = fields
                 .iter()
                 .all(|f| f.format() == pgwire::api::results::FieldFormat::Text);
+            // Tuple ids asked for in binary go out as tidsend's bytes.
+            let binary_tids: Vec<usize> = tid_columns::tid_columns(&schema)
+                .into_iter()
+                .filter(|&i| {
+                    fields
+                        .get(i)
+                        .is_some_and(|f| f.format() == pgwire::api::results::FieldFormat::Binary)
+                })
+                .collect();
             let rows = ahead::encode_ahead(stream, move |b| {
                 Ok(if all_text && text_rows::applies(&b, iso) {
                     text_rows::encode(&b).into_iter().map(Ok).collect()
                 } else {
+                    let b = tid_columns::to_binary(b, &binary_tids)
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
                     arrow_pg::datatypes::encode_recordbatch(encoder_fields.clone(), b)
                         .collect::<Vec<_>>()
                 })

@@ -16,5 +16,6 @@ mod json_columns;
 mod server;
 mod shared;
 mod text_rows;
+mod tid_columns;
 
 pub use server::{PgServer, PgServerError};
