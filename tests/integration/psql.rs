@@ -301,6 +301,7 @@ async fn psql_every_describe_command_answers() {
         "\\z",
         "\\dconfig",
         "\\dconfig+",
+        "\\db+",
     ];
     for c in commands {
         psql(&server, c).await;

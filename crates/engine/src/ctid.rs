@@ -41,7 +41,7 @@ use crate::authz::Touch;
 use crate::authz::guarded::Touches;
 
 /// The suffix of a relation name that reads the table with its `ctid`.
-pub const RELATION_SUFFIX: &str = "#ctid";
+pub const RELATION_SUFFIX: &str = crate::names::TUPLE_IDS_SUFFIX;
 /// The column's name.
 pub const COLUMN: &str = "ctid";
 /// Field metadata marking a text column as PostgreSQL's `tid` type on the wire.
@@ -53,7 +53,7 @@ const FILE_COLUMN: &str = "__tidepool_ctid_file";
 
 /// The table `name` names when it reads with `ctid` (`t#ctid` -> `t`).
 pub fn base_name(name: &str) -> Option<&str> {
-    name.strip_suffix(RELATION_SUFFIX)
+    crate::names::read_with_tuple_ids(name)
 }
 
 /// The `ctid` field.

@@ -23,6 +23,15 @@ use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart};
 /// character no identifier a client writes holds).
 pub const DUPLICATE_MARK: char = '\u{1f}';
 
+/// The suffix of a relation name that reads a lake table with its tuple ids, `t#ctid`
+/// ([`crate::ctid`]).
+pub const TUPLE_IDS_SUFFIX: &str = "#ctid";
+
+/// The table a relation name reads with its tuple ids names (`t#ctid` -> `t`).
+pub fn read_with_tuple_ids(name: &str) -> Option<&str> {
+    name.strip_suffix(TUPLE_IDS_SUFFIX)
+}
+
 /// A result column's name as the client wrote or PostgreSQL chose it.
 pub fn display(name: &str) -> &str {
     name.split(DUPLICATE_MARK).next().unwrap_or(name)

@@ -208,6 +208,13 @@ pub fn udfs() -> Vec<ScalarUDF> {
             Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
         ),
         create_udf(
+            "pg_tablespace_size",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+        ),
+        create_udf(
             "pg_database_size",
             vec![DataType::Utf8],
             DataType::Int64,

@@ -34,7 +34,7 @@ fn resolve(name: &TableReference, default_schema: &str) -> Result<(String, Strin
         return Err(format!("relation {name}"));
     }
     // `t#ctid` is `t` read with its tuple ids (crate::ctid).
-    let table = crate::ctid::base_name(&r.table).unwrap_or(&r.table);
+    let table = crate::names::read_with_tuple_ids(&r.table).unwrap_or(&r.table);
     Ok((r.schema.to_string(), table.to_string()))
 }
 

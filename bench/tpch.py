@@ -1,0 +1,150 @@
+"""TPC-H, the 22 queries, on four engines in one run (issue 25); run by bench/tpch.sh.
+
+- DuckDB (PyPI, `threads` = 2) over the Parquet files tpchgen-cli wrote;
+- raw DataFusion (PyPI `datafusion`, `target_partitions` = 2) over the same files;
+- tidepool over Postgres (psycopg, text results) and over Flight SQL (ADBC), on Delta
+  tables loaded with `CREATE TABLE t AS SELECT * FROM read_parquet(...)`.
+
+The queries are DuckDB's tpch extension's (`tpch_queries()`, PyPI
+`duckdb-extension-tpch`), sent as written to every engine. Each query runs `--runs`
+times per engine after one warm-up run; the best time counts (wall time through the
+client, results fetched). Prints a line per query and the totals with the geometric
+mean of the per-query ratios to DuckDB and to DataFusion.
+"""
+
+import argparse
+import glob
+import math
+import os
+import sys
+import time
+
+TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
+
+
+def queries():
+    import duckdb
+    import duckdb_extension_tpch as ext
+
+    path = glob.glob(os.path.join(os.path.dirname(ext.__file__), "**/*.duckdb_extension"), recursive=True)
+    con = duckdb.connect(config={"allow_unsigned_extensions": True})
+    con.execute(f"LOAD '{path[0]}'")
+    return con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()
+
+
+def best(run, runs):
+    run()  # warm-up: file footers, caches, plans
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def duckdb_engine(parquet):
+    import duckdb
+
+    con = duckdb.connect(config={"threads": 2})
+    for t in TABLES:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{parquet}/{t}.parquet')")
+    return lambda q: con.execute(q).fetchall()
+
+
+def datafusion_engine(parquet):
+    import datafusion
+
+    config = datafusion.SessionConfig().with_target_partitions(2)
+    ctx = datafusion.SessionContext(config)
+    for t in TABLES:
+        ctx.register_parquet(t, f"{parquet}/{t}.parquet")
+    return lambda q: ctx.sql(q).collect()
+
+
+def postgres_engine(port):
+    import psycopg
+
+    con = psycopg.connect(f"host=127.0.0.1 port={port} user=tidepool dbname=lake", autocommit=True)
+
+    def run(q):
+        with con.cursor() as cur:
+            cur.execute(q)
+            return cur.fetchall()
+
+    return run
+
+
+def flight_engine(port):
+    import adbc_driver_flightsql.dbapi as flight
+
+    con = flight.connect(f"grpc://127.0.0.1:{port}")
+
+    def run(q):
+        with con.cursor() as cur:
+            cur.execute(q)
+            return cur.fetch_arrow_table()
+
+    return run
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--parquet", required=True)
+    p.add_argument("--pg-port", type=int, required=True)
+    p.add_argument("--flight-port", type=int, required=True)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--only", default="", help="comma-separated query numbers")
+    a = p.parse_args()
+
+    qs = queries()
+    if a.only:
+        wanted = {int(x) for x in a.only.split(",")}
+        qs = [(n, q) for n, q in qs if n in wanted]
+    engines = [
+        ("duckdb", duckdb_engine(a.parquet)),
+        ("datafusion", datafusion_engine(a.parquet)),
+        ("tidepool pg", postgres_engine(a.pg_port)),
+        ("tidepool flight", flight_engine(a.flight_port)),
+    ]
+    names = [n for n, _ in engines]
+    times = {n: {} for n in names}
+    print(f"{'query':<6}" + "".join(f"{n:>17}" for n in names) + "   pg/duckdb  pg/datafusion", flush=True)
+    for nr, q in qs:
+        line = f"q{nr:02d}  "
+        for name, run in engines:
+            try:
+                s = best(lambda: run(q), a.runs)
+                times[name][nr] = s
+                line += f"{s * 1000:15.0f}ms"
+            except Exception as e:  # a failing query is reported, not fatal
+                line += f"{'FAILED':>17}"
+                print(f"  q{nr:02d} on {name}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        d, f, t = (times[n].get(nr) for n in ("duckdb", "datafusion", "tidepool pg"))
+        if d and t:
+            line += f"{t / d:11.2f}x"
+        if f and t:
+            line += f"{t / f:14.2f}x"
+        print(line, flush=True)
+
+    print()
+    print(f"{'engine':<16}{'total (s)':>10}{'queries':>9}{'geomean vs duckdb':>19}{'geomean vs datafusion':>23}")
+    for name in names:
+        done = times[name]
+        total = sum(done.values())
+
+        def geomean(base):
+            common = [nr for nr in done if nr in times[base]]
+            if not common:
+                return float("nan")
+            return math.exp(sum(math.log(done[nr] / times[base][nr]) for nr in common) / len(common))
+
+        print(
+            f"{name:<16}{total:10.2f}{len(done):>9}{geomean('duckdb'):19.2f}{geomean('datafusion'):23.2f}"
+        )
+    failed = [(name, nr) for name in names for nr, _ in qs if nr not in times[name]]
+    if failed:
+        print("failed: " + ", ".join(f"q{nr:02d} on {name}" for name, nr in failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# TPC-H benchmark (issue 25), release build, one run: the 22 queries on DuckDB and raw
+# DataFusion over Parquet files, and on tidepool over Postgres and Flight SQL over the
+# same data loaded as Delta tables (bench/tpch.py does the timing and prints the table).
+#   bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15]
+# Data: tpchgen-cli's Parquet (one file per table) in $WORK/sf<N>/parquet, generated once;
+# the tidepool lake in $WORK/sf<N>/lake, loaded once (`CREATE TABLE t AS SELECT * FROM
+# read_parquet(...)`). Installs what it needs into .venv (tpchgen-cli, duckdb and its tpch
+# extension, datafusion, psycopg, the ADBC Flight SQL driver).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SF=1
+RUNS=2
+ONLY=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --sf) SF=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15]" >&2; exit 2 ;;
+  esac
+done
+WORK=${WORK:-/tmp/tidepool-tpch-bench}/sf$SF
+mkdir -p "$WORK"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidepool-release}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin tidepool -q
+  BIN="$CARGO_TARGET_DIR/release/tidepool"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -c 'import tpchgen_cli' 2>/dev/null || [ -x .venv/bin/tpchgen-cli ] ||
+  .venv/bin/pip install -q tpchgen-cli==4.0.0
+.venv/bin/python -c 'import duckdb, duckdb_extension_tpch, datafusion, psycopg, adbc_driver_flightsql' 2>/dev/null ||
+  .venv/bin/pip install -q duckdb==1.5.5 duckdb-extension-tpch==1.5.5 datafusion==55.0.0 \
+    'psycopg[binary]==3.3.9' adbc-driver-flightsql==1.13.0 pyarrow
+
+TABLES="nation region part supplier partsupp customer orders lineitem"
+if [ ! -f "$WORK/parquet/lineitem.parquet" ]; then
+  rm -rf "$WORK/parquet"
+  .venv/bin/tpchgen-cli parquet -s "$SF" --output-dir="$WORK/parquet"
+fi
+
+PG_PORT=${PG_PORT:-55440}
+FLIGHT_PORT=${FLIGHT_PORT:-55441}
+"$BIN" --lake "$WORK/lake" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
+  --flight-listen "127.0.0.1:$FLIGHT_PORT" 2>"$WORK/serve.log" &
+TP=$!
+trap 'kill $TP 2>/dev/null || true' EXIT
+TPSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U tidepool -d lake)
+for _ in $(seq 100); do "${TPSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
+for t in $TABLES; do
+  if [ -z "$("${TPSQL[@]}" -At -c "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public' AND table_name = '$t'")" ]; then
+    echo "loading $t"
+    "${TPSQL[@]}" -c "CREATE TABLE public.$t AS SELECT * FROM read_parquet('$WORK/parquet/$t.parquet')"
+  fi
+done
+
+echo "TPC-H SF$SF, best of $RUNS runs after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores"
+.venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
+  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"}
+echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"
