@@ -8,11 +8,13 @@
 The queries are DuckDB's tpch extension's (`tpch_queries()`, PyPI
 `duckdb-extension-tpch`), sent as written to every engine. Each query runs `--runs`
 times per engine after one warm-up run; the best time counts (wall time through the
-client, results fetched). Prints a line per query and the totals with the geometric
+client, results fetched). Engines run one after the other (all queries on one, then the
+next), each closed before the next starts. Prints a line per query and the totals with the geometric
 mean of the per-query ratios to DuckDB and to DataFusion.
 """
 
 import argparse
+import gc
 import glob
 import math
 import os
@@ -100,25 +102,31 @@ def main():
     if a.only:
         wanted = {int(x) for x in a.only.split(",")}
         qs = [(n, q) for n, q in qs if n in wanted]
+    # One engine at a time, each dropped before the next starts: an engine left open
+    # (threads, memory) must not slow the next one down.
     engines = [
-        ("duckdb", duckdb_engine(a.parquet)),
-        ("datafusion", datafusion_engine(a.parquet)),
-        ("tidepool pg", postgres_engine(a.pg_port)),
-        ("tidepool flight", flight_engine(a.flight_port)),
+        ("duckdb", lambda: duckdb_engine(a.parquet)),
+        ("datafusion", lambda: datafusion_engine(a.parquet)),
+        ("tidepool pg", lambda: postgres_engine(a.pg_port)),
+        ("tidepool flight", lambda: flight_engine(a.flight_port)),
     ]
     names = [n for n, _ in engines]
     times = {n: {} for n in names}
+    for name, make in engines:
+        run = make()
+        for nr, q in qs:
+            try:
+                times[name][nr] = best(lambda: run(q), a.runs)
+            except Exception as e:  # a failing query is reported, not fatal
+                print(f"  q{nr:02d} on {name}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        del run
+        gc.collect()
     print(f"{'query':<6}" + "".join(f"{n:>17}" for n in names) + "   pg/duckdb  pg/datafusion", flush=True)
     for nr, q in qs:
         line = f"q{nr:02d}  "
-        for name, run in engines:
-            try:
-                s = best(lambda: run(q), a.runs)
-                times[name][nr] = s
-                line += f"{s * 1000:15.0f}ms"
-            except Exception as e:  # a failing query is reported, not fatal
-                line += f"{'FAILED':>17}"
-                print(f"  q{nr:02d} on {name}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        for name in names:
+            s = times[name].get(nr)
+            line += f"{s * 1000:15.0f}ms" if s is not None else f"{'FAILED':>17}"
         d, f, t = (times[n].get(nr) for n in ("duckdb", "datafusion", "tidepool pg"))
         if d and t:
             line += f"{t / d:11.2f}x"
