@@ -30,6 +30,7 @@ mod exists_values;
 mod extension;
 mod functions;
 mod in_lists;
+mod lake_scan;
 pub mod lanes;
 mod merge_do_nothing;
 pub mod names;

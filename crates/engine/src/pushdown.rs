@@ -20,6 +20,8 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 
+use crate::lake_scan::PlainFiles;
+
 /// Largest filter (expression nodes, `IN` list values counted) offered to delta-rs.
 pub const MAX_PUSHDOWN_NODES: usize = 512;
 
@@ -28,13 +30,20 @@ pub const MAX_PUSHDOWN_NODES: usize = 512;
 pub async fn delta_provider(table: &DeltaTable) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
     let inner = table.table_provider().await?;
     let defaults = defaults_of(table, &inner.schema());
-    Ok(Arc::new(BoundedPushdown { inner, defaults }))
+    let plain = crate::lake_scan::plain_files(table, &inner.schema());
+    Ok(Arc::new(BoundedPushdown {
+        inner,
+        defaults,
+        plain,
+    }))
 }
 
 #[derive(Debug)]
 struct BoundedPushdown {
     inner: Arc<dyn TableProvider>,
     defaults: HashMap<String, Expr>,
+    /// The table's files when it is plain ([`crate::lake_scan`]): scanned by DataFusion.
+    plain: Option<PlainFiles>,
 }
 
 /// The declared defaults of `table` ([`tidepool_lake::Declared`]) as expressions; one
@@ -94,13 +103,21 @@ impl TableProvider for BoundedPushdown {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        match &self.plain {
+            // Filters stay in DataFusion's filter above the scan, which pushes them into
+            // the Parquet source for pruning.
+            Some(plain) => plain.scan(state, projection, limit),
+            None => self.inner.scan(state, projection, filters, limit).await,
+        }
     }
 
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        if self.plain.is_some() {
+            return Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()]);
+        }
         let small: Vec<&Expr> = filters
             .iter()
             .copied()
