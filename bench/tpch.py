@@ -6,15 +6,14 @@
   tables loaded with `CREATE TABLE t AS SELECT * FROM read_parquet(...)`.
 
 The queries are DuckDB's tpch extension's (`tpch_queries()`, PyPI
-`duckdb-extension-tpch`), sent as written to every engine. Each query runs `--runs`
-times per engine after one warm-up run; the best time counts (wall time through the
-client, results fetched). Engines run one after the other (all queries on one, then the
-next), each closed before the next starts. Prints a line per query and the totals with the geometric
+`duckdb-extension-tpch`), sent as written to every engine. Engines take turns: a warm-up
+pass on each, then `--runs` rounds of all queries on one engine, then the next; the best
+round counts per query (wall time through the client, results fetched), so the slow
+phases of a shared machine fall on every engine alike. Prints a line per query and the totals with the geometric
 mean of the per-query ratios to DuckDB and to DataFusion.
 """
 
 import argparse
-import gc
 import glob
 import math
 import os
@@ -32,16 +31,6 @@ def queries():
     con = duckdb.connect(config={"allow_unsigned_extensions": True})
     con.execute(f"LOAD '{path[0]}'")
     return con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()
-
-
-def best(run, runs):
-    run()  # warm-up: file footers, caches, plans
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def duckdb_engine(parquet):
@@ -102,8 +91,10 @@ def main():
     if a.only:
         wanted = {int(x) for x in a.only.split(",")}
         qs = [(n, q) for n, q in qs if n in wanted]
-    # One engine at a time, each dropped before the next starts: an engine left open
-    # (threads, memory) must not slow the next one down.
+    # Engines take turns: a warm-up pass per engine, then `--runs` rounds, each running
+    # every query on one engine, then on the next. The best of the rounds counts per
+    # query, so a slow phase of this (noisy, shared) machine hits every engine alike
+    # instead of the one that happened to run then.
     engines = [
         ("duckdb", lambda: duckdb_engine(a.parquet)),
         ("datafusion", lambda: datafusion_engine(a.parquet)),
@@ -111,16 +102,25 @@ def main():
         ("tidepool flight", lambda: flight_engine(a.flight_port)),
     ]
     names = [n for n, _ in engines]
+    runs = {n: make() for n, make in engines}
     times = {n: {} for n in names}
-    for name, make in engines:
-        run = make()
-        for nr, q in qs:
-            try:
-                times[name][nr] = best(lambda: run(q), a.runs)
-            except Exception as e:  # a failing query is reported, not fatal
-                print(f"  q{nr:02d} on {name}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
-        del run
-        gc.collect()
+    failed = set()
+    for round in range(a.runs + 1):
+        for name in names:
+            for nr, q in qs:
+                if (name, nr) in failed:
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    runs[name](q)
+                    took = time.perf_counter() - t0
+                except Exception as e:  # a failing query is reported, not fatal
+                    failed.add((name, nr))
+                    times[name].pop(nr, None)
+                    print(f"  q{nr:02d} on {name}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+                    continue
+                if round > 0:  # round 0 warms up: file footers, caches, plans
+                    times[name][nr] = min(took, times[name].get(nr, took))
     print(f"{'query':<6}" + "".join(f"{n:>17}" for n in names) + "   pg/duckdb  pg/datafusion", flush=True)
     for nr, q in qs:
         line = f"q{nr:02d}  "

@@ -57,7 +57,7 @@ for t in $TABLES; do
   fi
 done
 
-echo "TPC-H SF$SF, best of $RUNS runs after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores"
+echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores"
 .venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
   --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"}
 echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"

@@ -301,10 +301,7 @@ pub async fn upsert(
         }) {
             writer = writer.with_target_file_size(size);
         }
-        if let Some(w) = layout.writer_properties() {
-            writer = writer.with_writer_properties(w);
-        }
-        Ok(writer)
+        Ok(writer.with_writer_properties(layout.writer_properties()))
     };
     let mut actions: Vec<Action> = Vec::new();
     if !marked.is_empty() {
