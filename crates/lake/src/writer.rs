@@ -205,3 +205,58 @@ async fn outcome_of(table: &DeltaTable) -> Result<WriteOutcome, LakeError> {
         files: get("num_added_files"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// A table written without a layout has row groups of the default size, so a scan can
+    /// split it between cores.
+    #[tokio::test]
+    async fn tables_are_written_in_row_groups_of_the_default_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::test_lake(dir.path());
+        let ctx = SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_default_features()
+                .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+                .build(),
+        );
+        let rows = 2 * DEFAULT_ROW_GROUP_ROWS + 10;
+        let plan = ctx
+            .sql(&format!(
+                "SELECT value AS id FROM generate_series(1, {rows})"
+            ))
+            .await
+            .unwrap()
+            .into_optimized_plan()
+            .unwrap();
+        let out = lake
+            .write_plan("s", "t", plan, Arc::new(ctx.state()), WriteMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(out.rows, rows as u64);
+        let mut groups = Vec::new();
+        for entry in std::fs::read_dir(dir.path().join("s/t")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let reader =
+                    SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+                let meta = reader.metadata();
+                groups.extend(meta.row_groups().iter().map(|g| g.num_rows()));
+            }
+        }
+        groups.sort();
+        assert_eq!(
+            groups,
+            vec![
+                10,
+                DEFAULT_ROW_GROUP_ROWS as i64,
+                DEFAULT_ROW_GROUP_ROWS as i64
+            ]
+        );
+    }
+}
