@@ -33,29 +33,37 @@ def queries():
     return con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()
 
 
-def duckdb_engine(parquet):
+def duckdb_engine(parquet, memory):
     import duckdb
 
-    con = duckdb.connect(config={"threads": 2})
+    config = {"threads": 2}
+    if memory:
+        config["memory_limit"] = f"{memory >> 20}MiB"
+    con = duckdb.connect(config=config)
     for t in TABLES:
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{parquet}/{t}.parquet')")
     return lambda q: con.execute(q).fetchall()
 
 
-def datafusion_engine(parquet):
+def datafusion_engine(parquet, memory):
     import datafusion
 
     config = datafusion.SessionConfig().with_target_partitions(2)
-    ctx = datafusion.SessionContext(config)
+    runtime = datafusion.RuntimeEnvBuilder().with_disk_manager_os()
+    if memory:
+        runtime = runtime.with_fair_spill_pool(memory)
+    ctx = datafusion.SessionContext(config, runtime)
     for t in TABLES:
         ctx.register_parquet(t, f"{parquet}/{t}.parquet")
     return lambda q: ctx.sql(q).collect()
 
 
-def postgres_engine(port):
+def postgres_engine(port, settings):
     import psycopg
 
     con = psycopg.connect(f"host=127.0.0.1 port={port} user=tidepool dbname=lake", autocommit=True)
+    for s in settings:
+        con.execute(f"SET {s}")
 
     def run(q):
         with con.cursor() as cur:
@@ -65,10 +73,13 @@ def postgres_engine(port):
     return run
 
 
-def flight_engine(port):
+def flight_engine(port, settings):
     import adbc_driver_flightsql.dbapi as flight
 
     con = flight.connect(f"grpc://127.0.0.1:{port}")
+    for s in settings:
+        with con.cursor() as cur:
+            cur.execute(f"SET {s}")
 
     def run(q):
         with con.cursor() as cur:
@@ -85,6 +96,8 @@ def main():
     p.add_argument("--flight-port", type=int, required=True)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated query numbers")
+    p.add_argument("--memory-limit", type=int, default=0, help="bytes for DuckDB and DataFusion (tidepool's is its server's)")
+    p.add_argument("--set", action="append", default=[], help="tidepool session setting name=value")
     a = p.parse_args()
 
     qs = queries()
@@ -96,10 +109,10 @@ def main():
     # query, so a slow phase of this (noisy, shared) machine hits every engine alike
     # instead of the one that happened to run then.
     engines = [
-        ("duckdb", lambda: duckdb_engine(a.parquet)),
-        ("datafusion", lambda: datafusion_engine(a.parquet)),
-        ("tidepool pg", lambda: postgres_engine(a.pg_port)),
-        ("tidepool flight", lambda: flight_engine(a.flight_port)),
+        ("duckdb", lambda: duckdb_engine(a.parquet, a.memory_limit)),
+        ("datafusion", lambda: datafusion_engine(a.parquet, a.memory_limit)),
+        ("tidepool pg", lambda: postgres_engine(a.pg_port, a.set)),
+        ("tidepool flight", lambda: flight_engine(a.flight_port, a.set)),
     ]
     names = [n for n, _ in engines]
     runs = {n: make() for n, make in engines}

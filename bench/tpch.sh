@@ -2,7 +2,10 @@
 # TPC-H benchmark (issue 25), release build, one run: the 22 queries on DuckDB and raw
 # DataFusion over Parquet files, and on tidepool over Postgres and Flight SQL over the
 # same data loaded as Delta tables (bench/tpch.py does the timing and prints the table).
-#   bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15]
+#   bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value ...]
+# (--set: a session setting of tidepool's connections, e.g.
+#  --set datafusion.execution.parquet.pushdown_filters=true; --memory-limit 4096: MiB for
+#  each engine, tidepool's through TIDEPOOL_MEMORY_LIMIT)
 # Data: tpchgen-cli's Parquet (one file per table) in $WORK/sf<N>/parquet, generated once;
 # the tidepool lake in $WORK/sf<N>/lake, loaded once (`CREATE TABLE t AS SELECT * FROM
 # read_parquet(...)`). Installs what it needs into .venv (tpchgen-cli, duckdb and its tpch
@@ -12,12 +15,16 @@ cd "$(dirname "$0")/.."
 SF=1
 RUNS=2
 ONLY=""
+SETS=()
+MEM_MIB=0
 while [ $# -gt 0 ]; do
   case $1 in
     --sf) SF=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15]" >&2; exit 2 ;;
+    --set) SETS+=(--set "$2"); shift 2 ;;
+    --memory-limit) MEM_MIB=$2; shift 2 ;;
+    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB]" >&2; exit 2 ;;
   esac
 done
 WORK=${WORK:-/tmp/tidepool-tpch-bench}/sf$SF
@@ -44,6 +51,7 @@ fi
 
 PG_PORT=${PG_PORT:-55440}
 FLIGHT_PORT=${FLIGHT_PORT:-55441}
+if [ "$MEM_MIB" -gt 0 ]; then export TIDEPOOL_MEMORY_LIMIT="${MEM_MIB}MiB"; fi
 "$BIN" --lake "$WORK/lake" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
   --flight-listen "127.0.0.1:$FLIGHT_PORT" 2>"$WORK/serve.log" &
 TP=$!
@@ -57,7 +65,7 @@ for t in $TABLES; do
   fi
 done
 
-echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores"
+echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores${SETS[*]:+; tidepool sessions: ${SETS[*]}}$([ "$MEM_MIB" -gt 0 ] && echo "; memory limit ${MEM_MIB} MiB each")"
 .venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
-  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"}
+  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" --memory-limit $((MEM_MIB << 20))
 echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"
