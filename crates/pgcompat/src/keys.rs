@@ -492,7 +492,7 @@ impl ScalarUDFImpl for KeyDefinition {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays = crate::pg_functions::arrays_of(&args.args, rows)?;
         let Some(first) = arrays.first() else {
             return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
         };

@@ -48,7 +48,7 @@ impl ScalarUDFImpl for ParseIdent {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays = crate::pg_functions::arrays_of(&args.args, rows)?;
         let text = arrays[0].as_string::<i32>();
         let strict = arrays.get(1).map(|a| a.as_boolean().clone());
         let mut out = ListBuilder::new(StringBuilder::new());

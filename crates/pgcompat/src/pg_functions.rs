@@ -355,7 +355,7 @@ impl ScalarUDFImpl for CurrentSetting {
             ));
         }
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays = arrays_of(&args.args, rows)?;
         let mut out = StringBuilder::with_capacity(rows, rows * 8);
         for row in 0..rows {
             let name = ScalarValue::try_from_array(&arrays[0], row)?;
@@ -394,6 +394,13 @@ impl ScalarUDFImpl for CurrentSetting {
             },
         )
     }
+}
+
+/// The arguments of a call over `rows` rows as arrays of that length (a constant
+/// argument repeated): `ColumnarValue::values_to_arrays` makes arrays of one row when
+/// every argument is constant, shorter than the batch the call is evaluated for.
+pub(crate) fn arrays_of(args: &[ColumnarValue], rows: usize) -> Result<Vec<ArrayRef>> {
+    args.iter().map(|a| a.to_array(rows)).collect()
 }
 
 /// `pg_size_pretty(bytes)`: `8192 bytes`, `12 kB`, `3 MB` ... as Postgres rounds them.
@@ -484,7 +491,7 @@ impl ScalarUDFImpl for JsonBuildObject {
             ));
         }
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays = arrays_of(&args.args, rows)?;
         let mut out = StringBuilder::with_capacity(rows, rows * 32);
         for row in 0..rows {
             let mut object = serde_json::Map::new();
@@ -642,6 +649,32 @@ mod tests {
         let v = datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0)
             .unwrap();
         assert_eq!(v, r#"{"always":true,"name":"x","none":null,"start":1}"#);
+    }
+
+    /// A call whose arguments are all constant, evaluated for a batch of several rows (as
+    /// a row-level security policy comparing a column with `current_setting(...)` is, on
+    /// the physical plan) answers every row: it read past a one-row array and panicked.
+    #[test]
+    fn constant_arguments_answer_every_row_of_the_batch() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs};
+        use std::sync::Arc;
+
+        let values = [("app.tenant".to_string(), "b".to_string())].into();
+        let f = super::current_setting_udf(values);
+        let out = f
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                    "app.tenant".into(),
+                )))],
+                arg_fields: vec![Arc::new(Field::new("n", DataType::Utf8, true))],
+                number_rows: 3,
+                return_field: Arc::new(Field::new("r", DataType::Utf8, true)),
+                config_options: Default::default(),
+            })
+            .unwrap();
+        assert_eq!(out.to_array(3).unwrap().len(), 3);
     }
 }
 
