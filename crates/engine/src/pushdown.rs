@@ -7,7 +7,7 @@
 //! prunes files.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -30,11 +30,11 @@ pub const MAX_PUSHDOWN_NODES: usize = 512;
 pub async fn delta_provider(table: &DeltaTable) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
     let inner = table.table_provider().await?;
     let defaults = defaults_of(table, &inner.schema());
-    let plain = crate::lake_scan::plain_files(table, &inner.schema());
     Ok(Arc::new(BoundedPushdown {
         inner,
         defaults,
-        plain,
+        table: table.clone(),
+        plain: OnceLock::new(),
     }))
 }
 
@@ -42,8 +42,19 @@ pub async fn delta_provider(table: &DeltaTable) -> deltalake::DeltaResult<Arc<dy
 struct BoundedPushdown {
     inner: Arc<dyn TableProvider>,
     defaults: HashMap<String, Expr>,
+    table: DeltaTable,
     /// The table's files when it is plain ([`crate::lake_scan`]): scanned by DataFusion.
-    plain: Option<PlainFiles>,
+    /// Gathered when the table is first read, not when it is resolved: an INSERT target
+    /// or a catalog lookup does not parse every file's statistics.
+    plain: OnceLock<Option<PlainFiles>>,
+}
+
+impl BoundedPushdown {
+    fn plain(&self) -> Option<&PlainFiles> {
+        self.plain
+            .get_or_init(|| crate::lake_scan::plain_files(&self.table, &self.inner.schema()))
+            .as_ref()
+    }
 }
 
 /// The declared defaults of `table` ([`tidepool_lake::Declared`]) as expressions; one
@@ -103,7 +114,7 @@ impl TableProvider for BoundedPushdown {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match &self.plain {
+        match self.plain() {
             // Filters stay in DataFusion's filter above the scan, which pushes them into
             // the Parquet source for pruning.
             Some(plain) => plain.scan(state, projection, limit),
@@ -115,7 +126,7 @@ impl TableProvider for BoundedPushdown {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        if self.plain.is_some() {
+        if self.plain().is_some() {
             return Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()]);
         }
         let small: Vec<&Expr> = filters
