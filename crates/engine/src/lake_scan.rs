@@ -24,7 +24,7 @@ use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::config::TableParquetOptions;
-use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::{FileRange, PartitionedFile};
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -123,6 +123,16 @@ impl PlainFiles {
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.scan_in_pieces(state, projection, limit, PIECE_BYTES)
+    }
+
+    fn scan_in_pieces(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+        piece_bytes: u64,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let indices: Vec<usize> = match projection {
             Some(p) => p.iter().map(|&i| self.positions[i]).collect(),
             None => self.positions.clone(),
@@ -135,13 +145,15 @@ impl PlainFiles {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         let partitions = state.config_options().execution.target_partitions.max(1);
-        let groups = FileGroup::new(self.files.clone()).split_files(partitions);
-        let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
-            groups,
+        // The table's statistics count each file once; the pieces carry their file's
+        // statistics only for pruning.
+        let (_, statistics) = datafusion_datasource::compute_all_files_statistics(
+            vec![FileGroup::new(self.files.clone())],
             self.table_schema.table_schema().clone(),
             true,
             false,
         )?;
+        let groups = pieces(&self.files, partitions, piece_bytes);
         let options = TableParquetOptions {
             global: state.config_options().execution.parquet.clone(),
             ..Default::default()
@@ -167,6 +179,43 @@ impl PlainFiles {
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// Bytes of a file one piece of a scan covers (a piece reads the row groups whose middle
+/// falls in its range).
+const PIECE_BYTES: u64 = 8 << 20;
+
+/// The files cut into pieces of about `piece_bytes`, dealt to `partitions` groups in
+/// turn. A table written in order (`CREATE TABLE ... AS ... ORDER BY d`) keeps the rows a
+/// range filter on `d` selects in neighbouring row groups of one file: cut into halves,
+/// as DataFusion splits files between cores, one core would read them all while the
+/// other skips its half. Dealt in small pieces, both cores get some, and a core that is
+/// done early takes the other's pieces (DataFusion's file stream work stealing). The
+/// groups come out about equal in bytes, so DataFusion's own split by size, when it
+/// applies, keeps them.
+fn pieces(files: &[PartitionedFile], partitions: usize, piece_bytes: u64) -> Vec<FileGroup> {
+    let mut groups = vec![Vec::new(); partitions];
+    let mut next = 0;
+    for file in files {
+        let size = file.object_meta.size;
+        let n = size.div_ceil(piece_bytes).max(1);
+        for i in 0..n {
+            let mut piece = file.clone();
+            if n > 1 {
+                piece.range = Some(FileRange {
+                    start: (size * i / n) as i64,
+                    end: (size * (i + 1) / n) as i64,
+                });
+            }
+            groups[next % partitions].push(piece);
+            next += 1;
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(FileGroup::new)
+        .collect()
 }
 
 /// The object store serving `url` as DataFusion's runtime names it (scheme and authority),
@@ -340,6 +389,98 @@ fn bound(value: &serde_json::Value, ty: &DataType, upper: bool) -> Option<Scalar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(name: &str, size: u64) -> PartitionedFile {
+        PartitionedFile::new(name.to_string(), size)
+    }
+
+    /// Pieces cover each file exactly once, in ranges of at most the piece size, dealt in
+    /// turn so that neighbouring ranges go to different groups.
+    #[test]
+    fn files_are_dealt_in_pieces() {
+        let groups = pieces(&[file("a", 100), file("b", 30), file("c", 5)], 2, 25);
+        let ranges: Vec<Vec<(String, i64, i64)>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|f| {
+                        let r = f.range.clone().unwrap_or(FileRange {
+                            start: 0,
+                            end: f.object_meta.size as i64,
+                        });
+                        (f.object_meta.location.to_string(), r.start, r.end)
+                    })
+                    .collect()
+            })
+            .collect();
+        let piece = |n: &str, a, b| (n.to_string(), a, b);
+        assert_eq!(
+            ranges,
+            vec![
+                vec![
+                    piece("a", 0, 25),
+                    piece("a", 50, 75),
+                    piece("b", 0, 15),
+                    piece("c", 0, 5)
+                ],
+                vec![piece("a", 25, 50), piece("a", 75, 100), piece("b", 15, 30)],
+            ]
+        );
+        assert_eq!(pieces(&[file("a", 10)], 4, 25).len(), 1);
+    }
+
+    /// A table of many row groups scanned in pieces far smaller than a row group and
+    /// than the file reads every row exactly once.
+    #[tokio::test]
+    async fn every_row_is_read_once_whatever_the_pieces() {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::parquet::file::properties::WriterProperties;
+        use datafusion::prelude::SessionContext;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let mut t = DeltaTable::try_from_url(url).await.unwrap();
+        for part in 0..2i64 {
+            let values: Vec<i64> = (0..5000).map(|i| part * 5000 + i).collect();
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))])
+                    .unwrap();
+            t = t
+                .write(vec![batch])
+                .with_writer_properties(
+                    WriterProperties::builder()
+                        .set_max_row_group_row_count(Some(300))
+                        .build(),
+                )
+                .await
+                .unwrap();
+        }
+        let provider_schema = t.table_provider().await.unwrap().schema();
+        let plain = plain_files(&t, &provider_schema).expect("plain");
+        let ctx = SessionContext::new();
+        for piece_bytes in [64, 1000, 1 << 30] {
+            let plan = plain
+                .scan_in_pieces(&ctx.state(), None, None, piece_bytes)
+                .unwrap();
+            let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .unwrap();
+            let mut seen: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            seen.sort();
+            assert_eq!(seen, (0..10_000).collect::<Vec<i64>>(), "{piece_bytes}");
+        }
+    }
 
     #[test]
     fn bounds_round_trip_only_where_exact() {

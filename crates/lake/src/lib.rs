@@ -20,6 +20,7 @@ mod listing;
 mod local_logs;
 mod merge;
 mod metadata;
+mod ordered;
 pub mod portable;
 mod rewrite;
 mod settings;

@@ -151,7 +151,9 @@ impl Lake {
         };
         let mut builder = target
             .write(Vec::new())
-            .with_input_plan(crate::portable::plan(plan)?)
+            .with_input_plan(crate::portable::plan(
+                crate::ordered::keep_order(plan, &state).await?,
+            )?)
             .with_session_state(state)
             .with_table_name(table)
             .with_commit_properties(crate::txn::commit_properties(options.commit.clone()));
