@@ -7,9 +7,12 @@
 #  --set datafusion.execution.parquet.pushdown_filters=true; --memory-limit 4096: MiB for
 #  each engine, tidepool's through TIDEPOOL_MEMORY_LIMIT)
 # Data: tpchgen-cli's Parquet (one file per table) in $WORK/sf<N>/parquet, generated once;
-# the tidepool lake in $WORK/sf<N>/lake, loaded once (`CREATE TABLE t AS SELECT * FROM
-# read_parquet(...)`). Installs what it needs into .venv (tpchgen-cli, duckdb and its tpch
-# extension, datafusion, psycopg, the ADBC Flight SQL driver).
+# the tidepool lake in $WORK/sf<N>/lake-<layout>, loaded once (`CREATE TABLE t AS SELECT *
+# FROM read_parquet(...)`). --layout sorted (the default) loads lineitem `ORDER BY
+# l_shipdate` and orders `ORDER BY o_orderdate`, as a user clusters a fact table on its
+# date; --layout as-generated keeps tpchgen's order. DuckDB and DataFusion always read
+# tpchgen's files as generated. Installs what it needs into .venv (tpchgen-cli, duckdb
+# and its tpch extension, datafusion, psycopg, the ADBC Flight SQL driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SF=1
@@ -17,6 +20,7 @@ RUNS=2
 ONLY=""
 SETS=()
 MEM_MIB=0
+LAYOUT=sorted
 while [ $# -gt 0 ]; do
   case $1 in
     --sf) SF=$2; shift 2 ;;
@@ -24,9 +28,14 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --set) SETS+=(--set "$2"); shift 2 ;;
     --memory-limit) MEM_MIB=$2; shift 2 ;;
-    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB]" >&2; exit 2 ;;
+    --layout) LAYOUT=$2; shift 2 ;;
+    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB] [--layout sorted|as-generated]" >&2; exit 2 ;;
   esac
 done
+case $LAYOUT in
+  sorted|as-generated) ;;
+  *) echo "--layout sorted|as-generated" >&2; exit 2 ;;
+esac
 WORK=${WORK:-/tmp/tidepool-tpch-bench}/sf$SF
 mkdir -p "$WORK"
 
@@ -52,7 +61,7 @@ fi
 PG_PORT=${PG_PORT:-55440}
 FLIGHT_PORT=${FLIGHT_PORT:-55441}
 if [ "$MEM_MIB" -gt 0 ]; then export TIDEPOOL_MEMORY_LIMIT="${MEM_MIB}MiB"; fi
-"$BIN" --lake "$WORK/lake" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
+"$BIN" --lake "$WORK/lake-$LAYOUT" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
   --flight-listen "127.0.0.1:$FLIGHT_PORT" 2>"$WORK/serve.log" &
 TP=$!
 trap 'kill $TP 2>/dev/null || true' EXIT
@@ -60,12 +69,16 @@ TPSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U tidepool -d l
 for _ in $(seq 100); do "${TPSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
 for t in $TABLES; do
   if [ -z "$("${TPSQL[@]}" -At -c "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public' AND table_name = '$t'")" ]; then
-    echo "loading $t"
-    "${TPSQL[@]}" -c "CREATE TABLE public.$t AS SELECT * FROM read_parquet('$WORK/parquet/$t.parquet')"
+    order=""
+    if [ "$LAYOUT" = sorted ]; then
+      case $t in lineitem) order=" ORDER BY l_shipdate" ;; orders) order=" ORDER BY o_orderdate" ;; esac
+    fi
+    echo "loading $t$order"
+    "${TPSQL[@]}" -c "CREATE TABLE public.$t AS SELECT * FROM read_parquet('$WORK/parquet/$t.parquet')$order"
   fi
 done
 
-echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN"), $(nproc) cores${SETS[*]:+; tidepool sessions: ${SETS[*]}}$([ "$MEM_MIB" -gt 0 ] && echo "; memory limit ${MEM_MIB} MiB each")"
+echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN") on a $LAYOUT lake, $(nproc) cores${SETS[*]:+; tidepool sessions: ${SETS[*]}}$([ "$MEM_MIB" -gt 0 ] && echo "; memory limit ${MEM_MIB} MiB each")"
 .venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
   --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" --memory-limit $((MEM_MIB << 20))
 echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"

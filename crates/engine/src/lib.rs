@@ -39,6 +39,7 @@ pub mod parse;
 mod pg_parameters;
 pub mod procedures;
 mod pushdown;
+mod semi_joins;
 mod session;
 mod set_config;
 mod settings;
@@ -190,6 +191,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_optimizer_rule(Arc::new(semi_joins::SemiJoinsDown))
             .with_physical_optimizer_rules(
                 bounded_aggregates::BoundedAggregates::with_default_rules(
                     options.memory_limit.is_some(),
