@@ -8,6 +8,7 @@
 //! This crate never depends on a wire-protocol crate (its Cargo.toml shows it): the
 //! PostgreSQL emulation plugs in through [`Extension`] (the `tidepool-pgcompat` crate).
 
+mod aggregate_keys;
 pub mod alter;
 mod alter_view;
 pub mod authz;
@@ -191,6 +192,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_optimizer_rule(Arc::new(aggregate_keys::AggregateKeys))
             .with_optimizer_rule(Arc::new(semi_joins::SemiJoinsDown))
             .with_physical_optimizer_rules(
                 bounded_aggregates::BoundedAggregates::with_default_rules(
