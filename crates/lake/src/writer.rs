@@ -211,9 +211,20 @@ async fn outcome_of(table: &DeltaTable) -> Result<WriteOutcome, LakeError> {
 #[cfg(test)]
 mod tests {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::parquet::file::statistics::Statistics;
     use datafusion::prelude::SessionContext;
 
     use super::*;
+
+    /// A session that plans Delta writes.
+    fn context() -> SessionContext {
+        SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_default_features()
+                .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+                .build(),
+        )
+    }
 
     /// A table written without a layout has row groups of the default size, so a scan can
     /// split it between cores.
@@ -221,12 +232,7 @@ mod tests {
     async fn tables_are_written_in_row_groups_of_the_default_size() {
         let dir = tempfile::tempdir().unwrap();
         let lake = crate::test_lake(dir.path());
-        let ctx = SessionContext::new_with_state(
-            datafusion::execution::SessionStateBuilder::new()
-                .with_default_features()
-                .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-                .build(),
-        );
+        let ctx = context();
         let rows = 2 * DEFAULT_ROW_GROUP_ROWS + 10;
         let plan = ctx
             .sql(&format!(
@@ -259,6 +265,72 @@ mod tests {
                 DEFAULT_ROW_GROUP_ROWS as i64,
                 DEFAULT_ROW_GROUP_ROWS as i64
             ]
+        );
+    }
+
+    /// The (min, max) of column 0 in every row group of every file of `dir`.
+    fn row_group_ranges(dir: &std::path::Path) -> Vec<(i64, i64)> {
+        let mut ranges = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let reader =
+                    SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+                for g in reader.metadata().row_groups() {
+                    match g.column(0).statistics() {
+                        Some(Statistics::Int64(s)) => {
+                            ranges.push((*s.min_opt().unwrap(), *s.max_opt().unwrap()))
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+        ranges.sort();
+        ranges
+    }
+
+    async fn write(sql: &str) -> Vec<(i64, i64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::test_lake(dir.path());
+        let ctx = context();
+        let plan = ctx.sql(sql).await.unwrap().into_unoptimized_plan();
+        let options = WriteOptions {
+            layout: Layout {
+                row_group_rows: Some(1000),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        lake.write_plan_with(
+            "s",
+            "t",
+            plan,
+            Arc::new(ctx.state()),
+            WriteMode::Create,
+            &options,
+        )
+        .await
+        .unwrap();
+        row_group_ranges(&dir.path().join("s/t"))
+    }
+
+    /// Rows written with `ORDER BY` land sorted: no two row groups' ranges overlap. The
+    /// same rows without it overlap (the input is shuffled), so the check can fail.
+    #[tokio::test]
+    async fn order_by_reaches_the_files() {
+        let shuffled = "SELECT (value * 7919) % 20011 AS k, value AS v \
+                        FROM generate_series(1, 20011)";
+        let sorted = write(&format!("SELECT k, v FROM ({shuffled}) ORDER BY k")).await;
+        assert_eq!(sorted.len(), 21, "{sorted:?}");
+        assert!(
+            sorted.windows(2).all(|w| w[0].1 < w[1].0),
+            "overlapping row groups: {sorted:?}"
+        );
+        let unsorted = write(shuffled).await;
+        assert!(
+            unsorted.windows(2).any(|w| w[0].1 >= w[1].0),
+            "{unsorted:?}"
         );
     }
 }
