@@ -118,7 +118,7 @@ fn reads_one_table(plan: &LogicalPlan) -> bool {
 }
 
 /// Whether `plan` filters its rows (a filter, or filters pushed into the scan).
-fn filters(plan: &LogicalPlan) -> bool {
+pub(crate) fn filters(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
         found |= match p {
