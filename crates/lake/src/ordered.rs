@@ -22,8 +22,8 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::LakeError;
 
 /// `plan` as a scan of its already planned, sorted output when it ends in an unlimited
-/// `ORDER BY` (under projections and aliases, which keep the order); `plan` itself
-/// otherwise.
+/// `ORDER BY` (under projections, filters and aliases, which keep the order); `plan`
+/// itself otherwise.
 pub async fn keep_order(plan: LogicalPlan, state: &SessionState) -> Result<LogicalPlan, LakeError> {
     if !ends_in_sort(&plan) {
         return Ok(plan);
@@ -46,6 +46,8 @@ fn ends_in_sort(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::Sort(sort) => sort.fetch.is_none(),
         LogicalPlan::Projection(p) => ends_in_sort(&p.input),
+        // INSERT checks CHECK constraints with a filter over its input.
+        LogicalPlan::Filter(f) => ends_in_sort(&f.input),
         LogicalPlan::SubqueryAlias(a) => ends_in_sort(&a.input),
         _ => false,
     }

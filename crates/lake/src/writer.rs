@@ -290,11 +290,21 @@ mod tests {
         ranges
     }
 
-    async fn write(sql: &str) -> Vec<(i64, i64)> {
+    /// Writes `sql`'s rows (under a filter on `k >= 0` when `checked`, as INSERT adds for
+    /// a CHECK constraint) and returns the row groups' ranges of column 0.
+    async fn write(sql: &str, checked: bool) -> Vec<(i64, i64)> {
         let dir = tempfile::tempdir().unwrap();
         let lake = crate::test_lake(dir.path());
         let ctx = context();
-        let plan = ctx.sql(sql).await.unwrap().into_unoptimized_plan();
+        let mut plan = ctx.sql(sql).await.unwrap().into_unoptimized_plan();
+        if checked {
+            use datafusion::prelude::{col, lit};
+            plan = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+                .filter(col("k").gt_eq(lit(0i64)))
+                .unwrap()
+                .build()
+                .unwrap();
+        }
         let options = WriteOptions {
             layout: Layout {
                 row_group_rows: Some(1000),
@@ -321,13 +331,19 @@ mod tests {
     async fn order_by_reaches_the_files() {
         let shuffled = "SELECT (value * 7919) % 20011 AS k, value AS v \
                         FROM generate_series(1, 20011)";
-        let sorted = write(&format!("SELECT k, v FROM ({shuffled}) ORDER BY k")).await;
-        assert_eq!(sorted.len(), 21, "{sorted:?}");
-        assert!(
-            sorted.windows(2).all(|w| w[0].1 < w[1].0),
-            "overlapping row groups: {sorted:?}"
-        );
-        let unsorted = write(shuffled).await;
+        for checked in [false, true] {
+            let sorted = write(
+                &format!("SELECT k, v FROM ({shuffled}) ORDER BY k"),
+                checked,
+            )
+            .await;
+            assert_eq!(sorted.len(), 21, "{sorted:?}");
+            assert!(
+                sorted.windows(2).all(|w| w[0].1 < w[1].0),
+                "overlapping row groups (checked: {checked}): {sorted:?}"
+            );
+        }
+        let unsorted = write(shuffled, false).await;
         assert!(
             unsorted.windows(2).any(|w| w[0].1 >= w[1].0),
             "{unsorted:?}"
