@@ -157,6 +157,12 @@ mod tests {
         ctx
     }
 
+    /// The optimized plan of `sql`, indented.
+    async fn optimized(ctx: &SessionContext, sql: &str) -> String {
+        let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        plan.display_indent().to_string()
+    }
+
     const QUERIES: [&str; 7] = [
         // q18's shape: IN on the orders side of a three-way join.
         "SELECT c.name, o.ok, sum(l.q) FROM c, o, l WHERE o.ok IN \
@@ -189,42 +195,21 @@ mod tests {
             let a = pretty_format_batches(&a).unwrap().to_string();
             assert_eq!(a, pretty_format_batches(&b).unwrap().to_string(), "{q}");
         }
-        let plan = with
-            .sql(QUERIES[0])
-            .await
-            .unwrap()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
+        let plan = optimized(&with, QUERIES[0]).await;
         let semi = plan.find("LeftSemi Join").expect(&plan);
         let inner = plan.find("Inner Join").expect(&plan);
         assert!(
             semi > inner,
             "the semi join is still above the joins:\n{plan}"
         );
-        let plan = with
-            .sql(QUERIES[5])
-            .await
-            .unwrap()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
+        let plan = optimized(&with, QUERIES[5]).await;
         let semi = plan.find("LeftSemi Join").expect(&plan);
         let inner = plan.find("Inner Join").expect(&plan);
         assert!(
             semi < inner,
             "the semi join went below a join with a filtered input:\n{plan}"
         );
-        let plan = with
-            .sql(QUERIES[6])
-            .await
-            .unwrap()
-            .into_optimized_plan()
-            .unwrap()
-            .display_indent()
-            .to_string();
+        let plan = optimized(&with, QUERIES[6]).await;
         let semi = plan.find("LeftSemi Join").expect(&plan);
         let inner = plan.find("Inner Join").expect(&plan);
         let filter = plan.find("Filter: o.price").expect(&plan);
