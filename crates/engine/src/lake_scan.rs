@@ -115,6 +115,14 @@ pub fn plain_files(table: &DeltaTable, schema: &SchemaRef) -> Option<PlainFiles>
 }
 
 impl PlainFiles {
+    /// The table's row count, when the log has every file's.
+    pub fn num_rows(&self) -> Option<usize> {
+        self.files.iter().try_fold(0usize, |sum, f| {
+            let rows = f.statistics.as_ref()?.num_rows.get_value()?;
+            Some(sum + rows)
+        })
+    }
+
     /// A `DataSourceExec` reading `projection` of the table (indices into the table's own
     /// schema), spread over the session's target partitions.
     pub fn scan(

@@ -25,6 +25,7 @@ mod correlated;
 pub mod ctid;
 mod cursors;
 mod dependents;
+mod dimension_filters;
 mod error;
 mod executor;
 mod exists_values;
@@ -194,6 +195,7 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .with_optimizer_rule(Arc::new(aggregate_keys::AggregateKeys))
             .with_optimizer_rule(Arc::new(semi_joins::SemiJoinsDown))
+            .with_optimizer_rule(Arc::new(dimension_filters::DimensionFilters))
             .with_physical_optimizer_rules(
                 bounded_aggregates::BoundedAggregates::with_default_rules(
                     options.memory_limit.is_some(),

@@ -12,6 +12,8 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
@@ -120,6 +122,12 @@ impl TableProvider for BoundedPushdown {
             Some(plain) => plain.scan(state, projection, limit),
             None => self.inner.scan(state, projection, filters, limit).await,
         }
+    }
+
+    /// The row count of a plain table, from the log (optimizer rules size joins by it).
+    fn statistics(&self) -> Option<Statistics> {
+        let rows = self.plain()?.num_rows()?;
+        Some(Statistics::new_unknown(&self.schema()).with_num_rows(Precision::Exact(rows)))
     }
 
     fn supports_filters_pushdown(
