@@ -9,18 +9,41 @@
 //!
 //! At 128 KiB, though, every batch-sized buffer was its own mmap: TPC-H spent a third of
 //! its server CPU in the kernel (page faults, zeroing fresh pages, TLB flushes at
-//! munmap). The threshold is fixed at 1 MiB: the 22 TPC-H SF1 queries ran 6.4% faster
-//! (geomean, interleaved on two servers) for 9% more peak RSS (510 vs 469 MiB); 32 MiB
-//! gave 8.4% for 28% more. A user who sets `MALLOC_MMAP_THRESHOLD_` keeps their value.
+//! munmap). At 1 MiB the Flight SQL path still paid it: an encoded IPC message of
+//! lineitem is about 1.4 MiB, and the trim threshold (128 KiB unless set) gave the top of
+//! each heap back after every message, so a fetch of SF1 lineitem spent 20% of the
+//! server's CPU in page faults and ran at 0.43-0.48 GB/s. The thresholds are fixed at
+//! 4 MiB (mmap) and 8 MiB (trim, twice the mmap threshold as glibc's own dynamic rule
+//! keeps it); see BENCHMARKS.md for the figures. A user who sets `MALLOC_MMAP_THRESHOLD_`
+//! or `MALLOC_TRIM_THRESHOLD_` keeps their value.
 
-/// Fixes glibc's mmap threshold at 1 MiB, unless the environment sets one.
+/// Blocks of this size and up are mmap'd (and unmapped when freed).
+const MMAP_THRESHOLD: i32 = 4 * 1024 * 1024;
+
+/// Free memory at the top of a heap beyond this is given back to the system.
+const TRIM_THRESHOLD: i32 = 2 * MMAP_THRESHOLD;
+
+/// Fixes glibc's mmap and trim thresholds, unless the environment sets them.
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only changes malloc's tuning parameters; it is called once,
-        // before any thread is started.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    for (variable, parameter, value) in [
+        (
+            "MALLOC_MMAP_THRESHOLD_",
+            libc::M_MMAP_THRESHOLD,
+            MMAP_THRESHOLD,
+        ),
+        (
+            "MALLOC_TRIM_THRESHOLD_",
+            libc::M_TRIM_THRESHOLD,
+            TRIM_THRESHOLD,
+        ),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: mallopt only changes malloc's tuning parameters; it is called
+            // once, before any thread is started.
+            unsafe {
+                libc::mallopt(parameter, value);
+            }
         }
     }
 }
