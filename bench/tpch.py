@@ -58,6 +58,44 @@ def datafusion_engine(parquet, memory):
     return lambda q: ctx.sql(q).collect()
 
 
+def lake_files(lake, table):
+    """A folder of links to the Parquet files of `table`'s newest version in a tidepool lake
+    (`lake/public/table`), from its Delta log's JSON commits (add minus remove)."""
+    import json
+    import tempfile
+
+    root = os.path.join(lake, "public", table)
+    log = os.path.join(root, "_delta_log")
+    if glob.glob(os.path.join(log, "*.checkpoint.parquet")):
+        sys.exit(f"{log} has a checkpoint: reading it is not implemented here")
+    live = set()
+    for commit in sorted(glob.glob(os.path.join(log, "*.json"))):
+        for line in open(commit):
+            action = json.loads(line)
+            if "add" in action:
+                live.add(action["add"]["path"])
+            elif "remove" in action:
+                live.discard(action["remove"]["path"])
+    folder = tempfile.mkdtemp(prefix=f"tpch-{table}-")
+    for i, path in enumerate(sorted(live)):
+        os.symlink(os.path.join(root, path), os.path.join(folder, f"{i:05d}.parquet"))
+    return folder
+
+
+def datafusion_lake_engine(lake, memory):
+    """Raw DataFusion over the Parquet files tidepool wrote (issue 25's own comparator)."""
+    import datafusion
+
+    config = datafusion.SessionConfig().with_target_partitions(2)
+    runtime = datafusion.RuntimeEnvBuilder().with_disk_manager_os()
+    if memory:
+        runtime = runtime.with_fair_spill_pool(memory)
+    ctx = datafusion.SessionContext(config, runtime)
+    for t in TABLES:
+        ctx.register_parquet(t, lake_files(lake, t))
+    return lambda q: ctx.sql(q).collect()
+
+
 def postgres_engine(port, settings):
     import psycopg
 
@@ -98,6 +136,7 @@ def main():
     p.add_argument("--only", default="", help="comma-separated query numbers")
     p.add_argument("--memory-limit", type=int, default=0, help="bytes for DuckDB and DataFusion (tidepool's is its server's)")
     p.add_argument("--set", action="append", default=[], help="tidepool session setting name=value")
+    p.add_argument("--lake", default="", help="also run raw DataFusion over this tidepool lake's Parquet files")
     a = p.parse_args()
 
     qs = queries()
@@ -114,6 +153,8 @@ def main():
         ("tidepool pg", lambda: postgres_engine(a.pg_port, a.set)),
         ("tidepool flight", lambda: flight_engine(a.flight_port, a.set)),
     ]
+    if a.lake:
+        engines.insert(2, ("df on lake", lambda: datafusion_lake_engine(a.lake, a.memory_limit)))
     names = [n for n, _ in engines]
     runs = {n: make() for n, make in engines}
     times = {n: {} for n in names}
@@ -134,7 +175,9 @@ def main():
                     continue
                 if round > 0:  # round 0 warms up: file footers, caches, plans
                     times[name][nr] = min(took, times[name].get(nr, took))
-    print(f"{'query':<6}" + "".join(f"{n:>17}" for n in names) + "   pg/duckdb  pg/datafusion", flush=True)
+    lake = "df on lake" in names
+    print(f"{'query':<6}" + "".join(f"{n:>17}" for n in names) + "   pg/duckdb  pg/datafusion"
+          + ("  pg/df-on-lake" if lake else ""), flush=True)
     for nr, q in qs:
         line = f"q{nr:02d}  "
         for name in names:
@@ -145,6 +188,9 @@ def main():
             line += f"{t / d:11.2f}x"
         if f and t:
             line += f"{t / f:14.2f}x"
+        l = times.get("df on lake", {}).get(nr)
+        if l and t:
+            line += f"{t / l:15.2f}x"
         print(line, flush=True)
 
     print()

@@ -11,7 +11,8 @@
 # FROM read_parquet(...)`). --layout sorted (the default) loads lineitem `ORDER BY
 # l_shipdate` and orders `ORDER BY o_orderdate`, as a user clusters a fact table on its
 # date; --layout as-generated keeps tpchgen's order. DuckDB and DataFusion always read
-# tpchgen's files as generated. Installs what it needs into .venv (tpchgen-cli, duckdb
+# tpchgen's files as generated; --df-on-lake adds a fifth engine, raw DataFusion over the
+# Parquet files of the tidepool lake (what tidepool itself reads). Installs what it needs into .venv (tpchgen-cli, duckdb
 # and its tpch extension, datafusion, psycopg, the ADBC Flight SQL driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ ONLY=""
 SETS=()
 MEM_MIB=0
 LAYOUT=sorted
+DF_ON_LAKE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --sf) SF=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
     --set) SETS+=(--set "$2"); shift 2 ;;
     --memory-limit) MEM_MIB=$2; shift 2 ;;
     --layout) LAYOUT=$2; shift 2 ;;
-    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB] [--layout sorted|as-generated]" >&2; exit 2 ;;
+    --df-on-lake) DF_ON_LAKE=1; shift ;;
+    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB] [--layout sorted|as-generated] [--df-on-lake]" >&2; exit 2 ;;
   esac
 done
 case $LAYOUT in
@@ -80,5 +83,6 @@ done
 
 echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN") on a $LAYOUT lake, $(nproc) cores${SETS[*]:+; tidepool sessions: ${SETS[*]}}$([ "$MEM_MIB" -gt 0 ] && echo "; memory limit ${MEM_MIB} MiB each")"
 .venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
-  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" --memory-limit $((MEM_MIB << 20))
+  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" --memory-limit $((MEM_MIB << 20)) \
+  $([ "$DF_ON_LAKE" = 1 ] && echo --lake "$WORK/lake-$LAYOUT")
 echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"
