@@ -45,7 +45,8 @@ def duckdb_engine(parquet, memory):
     return lambda q: con.execute(q).fetchall()
 
 
-def datafusion_engine(parquet, memory):
+def datafusion_engine(parquet, memory, path=None):
+    """Raw DataFusion over tpchgen's files, or over the folders `path(table)` names."""
     import datafusion
 
     config = datafusion.SessionConfig().with_target_partitions(2)
@@ -54,7 +55,7 @@ def datafusion_engine(parquet, memory):
         runtime = runtime.with_fair_spill_pool(memory)
     ctx = datafusion.SessionContext(config, runtime)
     for t in TABLES:
-        ctx.register_parquet(t, f"{parquet}/{t}.parquet")
+        ctx.register_parquet(t, path(t) if path else f"{parquet}/{t}.parquet")
     return lambda q: ctx.sql(q).collect()
 
 
@@ -80,20 +81,6 @@ def lake_files(lake, table):
     for i, path in enumerate(sorted(live)):
         os.symlink(os.path.join(root, path), os.path.join(folder, f"{i:05d}.parquet"))
     return folder
-
-
-def datafusion_lake_engine(lake, memory):
-    """Raw DataFusion over the Parquet files tidepool wrote (issue 25's own comparator)."""
-    import datafusion
-
-    config = datafusion.SessionConfig().with_target_partitions(2)
-    runtime = datafusion.RuntimeEnvBuilder().with_disk_manager_os()
-    if memory:
-        runtime = runtime.with_fair_spill_pool(memory)
-    ctx = datafusion.SessionContext(config, runtime)
-    for t in TABLES:
-        ctx.register_parquet(t, lake_files(lake, t))
-    return lambda q: ctx.sql(q).collect()
 
 
 def postgres_engine(port, settings):
@@ -154,7 +141,7 @@ def main():
         ("tidepool flight", lambda: flight_engine(a.flight_port, a.set)),
     ]
     if a.lake:
-        engines.insert(2, ("df on lake", lambda: datafusion_lake_engine(a.lake, a.memory_limit)))
+        engines.insert(2, ("df on lake", lambda: datafusion_engine(None, a.memory_limit, lambda t: lake_files(a.lake, t))))
     names = [n for n, _ in engines]
     runs = {n: make() for n, make in engines}
     times = {n: {} for n in names}

@@ -157,7 +157,7 @@ fn cut_aggregate(
             _ => return Ok(None),
         },
         LogicalPlan::Aggregate(agg) => {
-            if index >= agg.group_expr.len() || already_cut(&agg.input) {
+            if index >= agg.group_expr.len() || holds_alias(&agg.input, KEYS) {
                 return Ok(None);
             }
             let Expr::Column(group) = &agg.group_expr[index] else {
@@ -190,11 +190,11 @@ fn cut_aggregate(
     })
 }
 
-/// Whether the rule has cut this aggregate's input already.
-fn already_cut(plan: &LogicalPlan) -> bool {
+/// Whether `plan` holds a subquery aliased `alias` (how the rules recognise their own work).
+pub(crate) fn holds_alias(plan: &LogicalPlan, alias: &str) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
-        found |= matches!(p, LogicalPlan::SubqueryAlias(a) if a.alias.table() == KEYS);
+        found |= matches!(p, LogicalPlan::SubqueryAlias(a) if a.alias.table() == alias);
         Ok(if found {
             TreeNodeRecursion::Stop
         } else {

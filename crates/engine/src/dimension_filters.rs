@@ -27,7 +27,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{Expr, Join, JoinConstraint, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::aggregate_keys::filters;
+use crate::aggregate_keys::{filters, holds_alias};
 
 /// The alias of the key lists the rule adds (and how it recognises its own work).
 const KEYS: &str = "__tidepool_dimension";
@@ -74,7 +74,7 @@ fn cut_joins(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             inputs.push(t.data);
         }
         block.inputs = inputs;
-        let cut = if block.inputs.iter().any(already_cut) {
+        let cut = if block.inputs.iter().any(|i| holds_alias(i, KEYS)) {
             None
         } else {
             block.cut()?
@@ -289,20 +289,6 @@ fn table_rows(plan: &LogicalPlan) -> Option<usize> {
         LogicalPlan::SubqueryAlias(a) => table_rows(&a.input),
         _ => None,
     }
-}
-
-/// Whether the rule has cut this input already.
-fn already_cut(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|p| {
-        found |= matches!(p, LogicalPlan::SubqueryAlias(a) if a.alias.table() == KEYS);
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
 }
 
 /// `plan` (the tree [`Block::collect`] took apart) with its inputs replaced, in order.
