@@ -20,7 +20,7 @@ use datafusion::logical_expr::{Expr, Join, JoinConstraint, LogicalPlan, LogicalP
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The alias of the key tables the rule adds (and how it recognises its own work).
-const KEYS: &str = "__tidepool_keys";
+pub(crate) const KEYS: &str = "__tidepool_keys";
 
 /// The optimizer rule.
 #[derive(Debug, Default)]
@@ -192,9 +192,17 @@ fn cut_aggregate(
 
 /// Whether `plan` holds a subquery aliased `alias` (how the rules recognise their own work).
 pub(crate) fn holds_alias(plan: &LogicalPlan, alias: &str) -> bool {
+    holds(
+        plan,
+        |p| matches!(p, LogicalPlan::SubqueryAlias(a) if a.alias.table() == alias),
+    )
+}
+
+/// Whether any node of `plan` is one `wanted` accepts.
+pub(crate) fn holds(plan: &LogicalPlan, wanted: impl Fn(&LogicalPlan) -> bool) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
-        found |= matches!(p, LogicalPlan::SubqueryAlias(a) if a.alias.table() == alias);
+        found |= wanted(p);
         Ok(if found {
             TreeNodeRecursion::Stop
         } else {

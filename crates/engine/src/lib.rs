@@ -9,6 +9,7 @@
 //! PostgreSQL emulation plugs in through [`Extension`] (the `tidepool-pgcompat` crate).
 
 mod aggregate_keys;
+mod aggregate_windows;
 pub mod alter;
 mod alter_view;
 pub mod authz;
@@ -193,6 +194,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_optimizer_rule(Arc::new(aggregate_windows::AggregateWindows))
             .with_optimizer_rule(Arc::new(aggregate_keys::AggregateKeys))
             .with_optimizer_rule(Arc::new(semi_joins::SemiJoinsDown))
             .with_optimizer_rule(Arc::new(dimension_filters::DimensionFilters))
