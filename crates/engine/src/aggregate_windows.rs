@@ -43,8 +43,11 @@ impl OptimizerRule for AggregateWindows {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
+        config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        if !crate::planner_options::rewrites(&config.options()) {
+            return Ok(Transformed::no(plan));
+        }
         plan.transform_up(|p| match p {
             LogicalPlan::Join(join)
                 if join.join_type == JoinType::LeftSemi
@@ -406,7 +409,9 @@ mod tests {
     use crate::aggregate_keys::AggregateKeys;
 
     async fn context(with_rules: bool) -> SessionContext {
-        let ctx = SessionContext::new();
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_option_extension(crate::planner_options::PlannerOptions::default());
+        let ctx = SessionContext::new_with_config(config);
         if with_rules {
             ctx.add_optimizer_rule(Arc::new(AggregateWindows));
             ctx.add_optimizer_rule(Arc::new(AggregateKeys));
@@ -483,6 +488,21 @@ mod tests {
             true,
         ),
     ];
+
+    /// `tidepool.planner_rewrites = off` (the session's option extension) leaves the plan
+    /// as DataFusion makes it.
+    #[tokio::test]
+    async fn the_session_switch_turns_the_rewrite_off() {
+        let ctx = context(true).await;
+        let q = QUERIES[0].0;
+        let plan = ctx.sql(q).await.unwrap().into_optimized_plan().unwrap();
+        assert!(plan.display_indent().to_string().contains("WindowAggr"));
+        ctx.sql("SET tidepool_planner.rewrites = false")
+            .await
+            .unwrap();
+        let plan = ctx.sql(q).await.unwrap().into_optimized_plan().unwrap();
+        assert!(!plan.display_indent().to_string().contains("WindowAggr"));
+    }
 
     /// The rewritten queries read the table once and every query answers as without the
     /// rules, repeated keys and NULL keys included.

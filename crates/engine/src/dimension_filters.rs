@@ -50,8 +50,11 @@ impl OptimizerRule for DimensionFilters {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
+        config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        if !crate::planner_options::rewrites(&config.options()) {
+            return Ok(Transformed::no(plan));
+        }
         cut_joins(plan)
     }
 }

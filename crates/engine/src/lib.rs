@@ -40,6 +40,7 @@ pub mod names;
 pub mod origins;
 pub mod parse;
 mod pg_parameters;
+mod planner_options;
 pub mod procedures;
 mod pushdown;
 mod semi_joins;
@@ -187,6 +188,7 @@ impl Engine {
         }
         config.options_mut().sql_parser.enable_ident_normalization = true;
         config.options_mut().execution.time_zone = Some("UTC".to_string());
+        config = config.with_option_extension(planner_options::PlannerOptions::default());
 
         let state_cell: catalog::StateCell = Arc::new(OnceLock::new());
         let state = SessionStateBuilder::new()

@@ -35,8 +35,11 @@ impl OptimizerRule for SemiJoinsDown {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
+        config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        if !crate::planner_options::rewrites(&config.options()) {
+            return Ok(Transformed::no(plan));
+        }
         plan.transform_down(|p| match p {
             LogicalPlan::Join(join)
                 if matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) =>

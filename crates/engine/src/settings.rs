@@ -17,6 +17,11 @@ fn defaults() -> BTreeMap<&'static str, (&'static str, String)> {
         m.insert(name, (display, value.to_string()));
     };
     put("application_name", "application_name", "");
+    put(
+        crate::planner_options::SETTING,
+        crate::planner_options::SETTING,
+        "on",
+    );
     put("bytea_output", "bytea_output", "hex");
     put("client_encoding", "client_encoding", "UTF8");
     put("client_min_messages", "client_min_messages", "notice");
@@ -104,6 +109,15 @@ impl SessionSettings {
                     message: format!("{value:?} is not a duration such as 5000, '5s' or '1min'"),
                 })?;
                 value = show_timeout(d);
+            }
+            crate::planner_options::SETTING => {
+                let on = crate::planner_options::parse(&value).ok_or_else(|| {
+                    EngineError::InvalidSetting {
+                        name: name.to_string(),
+                        message: format!("{value:?} is not a boolean (on or off)"),
+                    }
+                })?;
+                value = if on { "on" } else { "off" }.to_string();
             }
             "client_encoding" => {
                 let v = value.to_ascii_uppercase().replace('-', "");
@@ -200,6 +214,13 @@ impl SessionSettings {
             .get("timezone")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| "UTC".into())
+    }
+
+    /// Whether tidepool's own planner rewrites run (`tidepool.planner_rewrites`).
+    pub fn planner_rewrites(&self) -> bool {
+        self.values
+            .get(crate::planner_options::SETTING)
+            .is_none_or(|(_, v)| v != "off")
     }
 
     /// `statement_timeout`, if set.

@@ -243,6 +243,13 @@ impl Session {
         let options = state.config_mut().options_mut();
         options.catalog.default_schema = schema;
         options.execution.time_zone = Some(tz);
+        let rewrites = self.settings.planner_rewrites();
+        if let Some(planner) = options
+            .extensions
+            .get_mut::<crate::planner_options::PlannerOptions>()
+        {
+            planner.rewrites = rewrites;
+        }
         Ok(())
     }
 
