@@ -43,17 +43,13 @@ impl OptimizerRule for AggregateWindows {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        config: &dyn OptimizerConfig,
+        _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        if !crate::planner_options::rewrites(&config.options()) {
-            return Ok(Transformed::no(plan));
-        }
         plan.transform_up(|p| match p {
             LogicalPlan::Join(join)
                 if join.join_type == JoinType::LeftSemi
                     && join.null_equality == NullEquality::NullEqualsNothing
-                    && join.on.len() == 1
-                    && join.filter.is_some() =>
+                    && join.on.len() == 1 =>
             {
                 match windowed(&join)? {
                     Some(plan) => Ok(Transformed::yes(plan)),
@@ -82,6 +78,9 @@ struct Subquery {
 
 /// The semi join as a window over its left input, or `None` when the rule does not hold.
 fn windowed(join: &Join) -> Result<Option<LogicalPlan>> {
+    let Some(filter) = join.filter.clone() else {
+        return Ok(None);
+    };
     let (Expr::Column(outer_key), Expr::Column(inner_key)) = (&join.on[0].0, &join.on[0].1) else {
         return Ok(None);
     };
@@ -169,7 +168,6 @@ fn windowed(join: &Join) -> Result<Option<LogicalPlan>> {
         }
         outputs.push((column.clone(), over.data));
     }
-    let filter = join.filter.clone().expect("checked by the caller");
     let mut known = true;
     let filter = filter
         .transform(|e| match e {
@@ -407,14 +405,15 @@ mod tests {
 
     use super::*;
     use crate::aggregate_keys::AggregateKeys;
+    use crate::planner_options::Switched;
 
     async fn context(with_rules: bool) -> SessionContext {
         let config = datafusion::prelude::SessionConfig::new()
             .with_option_extension(crate::planner_options::PlannerOptions::default());
         let ctx = SessionContext::new_with_config(config);
         if with_rules {
-            ctx.add_optimizer_rule(Arc::new(AggregateWindows));
-            ctx.add_optimizer_rule(Arc::new(AggregateKeys));
+            ctx.add_optimizer_rule(Switched::wrap(AggregateWindows));
+            ctx.add_optimizer_rule(Switched::wrap(AggregateKeys));
         }
         for sql in [
             // Part 1 twice (each of its lineitems joins twice), a NULL key on both sides.

@@ -50,11 +50,8 @@ impl OptimizerRule for DimensionFilters {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        config: &dyn OptimizerConfig,
+        _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        if !crate::planner_options::rewrites(&config.options()) {
-            return Ok(Transformed::no(plan));
-        }
         cut_joins(plan)
     }
 }

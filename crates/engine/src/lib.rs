@@ -196,10 +196,16 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-            .with_optimizer_rule(Arc::new(aggregate_windows::AggregateWindows))
-            .with_optimizer_rule(Arc::new(aggregate_keys::AggregateKeys))
-            .with_optimizer_rule(Arc::new(semi_joins::SemiJoinsDown))
-            .with_optimizer_rule(Arc::new(dimension_filters::DimensionFilters))
+            .with_optimizer_rule(planner_options::Switched::wrap(
+                aggregate_windows::AggregateWindows,
+            ))
+            .with_optimizer_rule(planner_options::Switched::wrap(
+                aggregate_keys::AggregateKeys,
+            ))
+            .with_optimizer_rule(planner_options::Switched::wrap(semi_joins::SemiJoinsDown))
+            .with_optimizer_rule(planner_options::Switched::wrap(
+                dimension_filters::DimensionFilters,
+            ))
             .with_physical_optimizer_rules(
                 bounded_aggregates::BoundedAggregates::with_default_rules(
                     options.memory_limit.is_some(),

@@ -5,11 +5,18 @@
 //! filters): a user who suspects one of them, or wants DataFusion's plan to compare,
 //! turns them off for the session. The setting is a session setting as PostgreSQL keeps
 //! custom ones (`SHOW`, `RESET`, `DISCARD ALL`); the optimizer reads it from this
-//! DataFusion option extension, which [`Session`](crate::Session) keeps in step.
+//! DataFusion option extension, which [`Session`](crate::Session) keeps in step, through
+//! [`Switched`], the wrapper each of those rules is registered in.
 
+use std::sync::Arc;
+
+use datafusion::common::Result;
 use datafusion::common::config::ConfigExtension;
 use datafusion::common::extensions_options;
+use datafusion::common::tree_node::Transformed;
 use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The session setting's name.
 pub const SETTING: &str = "tidepool.planner_rewrites";
@@ -45,5 +52,37 @@ pub fn parse(value: &str) -> Option<bool> {
         "on" | "true" | "yes" | "1" | "t" | "y" => Some(true),
         "off" | "false" | "no" | "0" | "f" | "n" => Some(false),
         _ => None,
+    }
+}
+
+/// A rule that runs only while the session's rewrites are on.
+#[derive(Debug)]
+pub struct Switched<R>(R);
+
+impl<R: OptimizerRule + Send + Sync + 'static> Switched<R> {
+    pub fn wrap(rule: R) -> Arc<dyn OptimizerRule + Send + Sync> {
+        Arc::new(Switched(rule))
+    }
+}
+
+impl<R: OptimizerRule> OptimizerRule for Switched<R> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        self.0.apply_order()
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        if rewrites(&config.options()) {
+            self.0.rewrite(plan, config)
+        } else {
+            Ok(Transformed::no(plan))
+        }
     }
 }

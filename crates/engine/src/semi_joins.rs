@@ -35,11 +35,8 @@ impl OptimizerRule for SemiJoinsDown {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        config: &dyn OptimizerConfig,
+        _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        if !crate::planner_options::rewrites(&config.options()) {
-            return Ok(Transformed::no(plan));
-        }
         plan.transform_down(|p| match p {
             LogicalPlan::Join(join)
                 if matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) =>
