@@ -279,8 +279,13 @@ fn partition_value(value: Option<String>, ty: &DataType) -> Option<ScalarValue> 
 
 /// The statistics the log keeps for a file's data columns.
 fn statistics(view: &LogicalFileView, data_fields: &[FieldRef]) -> Statistics {
+    // The size in memory is left unknown, as DataFusion's own Parquet statistics leave it:
+    // the file's compressed size is no estimate of it, and DataFusion's join selection
+    // (build side collected when under `hash_join_single_partition_threshold` bytes, else
+    // under `..._rows` rows) would take a filtered dimension for larger than it is and
+    // repartition the fact side instead (TPC-H q16, q19, q22). Fixed-width columns get
+    // their exact width times the rows, as DataFusion gives them.
     let mut out = Statistics::new_unknown(&Schema::new(data_fields.to_vec()));
-    out.total_byte_size = Precision::Inexact(view.size().max(0) as usize);
     let Some(stats) = view
         .stats()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
@@ -310,6 +315,9 @@ fn statistics(view: &LogicalFileView, data_fields: &[FieldRef]) -> Statistics {
             maxs.get(field.name()),
             nulls.get(field.name()),
         );
+        if let Some(width) = field.data_type().primitive_width() {
+            column.byte_size = Precision::Exact(width * rows as usize);
+        }
     }
     out
 }

@@ -302,4 +302,56 @@ mod plain_scan_tests {
             assert!(a.lines().count() > 4, "{q} returns rows:\n{a}");
         }
     }
+    /// A filtered dimension is hashed whole and probed by every partition of the fact
+    /// side (`CollectLeft`), as DataFusion plans over Parquet: the plain scan's statistics
+    /// give rows, not the files' compressed size, as the size to judge it by. With the file
+    /// size as its size in memory, a filtered dimension carrying a string column, stored
+    /// in a file over the byte threshold (here set low), made DataFusion repartition the
+    /// fact side instead.
+    #[tokio::test]
+    async fn small_filtered_dimensions_are_collected_not_repartitioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            Url::from_directory_path(path).unwrap()
+        };
+        let names: Vec<String> = (0..2000).map(|i| format!("name {i}")).collect();
+        let dim = DeltaTable::try_from_url(url("dim"))
+            .await
+            .unwrap()
+            .write(vec![batch(
+                (0..2000).collect(),
+                vec![Some(19_000); 2000],
+                names.iter().map(String::as_str).collect(),
+            )])
+            .await
+            .unwrap();
+        let fact = DeltaTable::try_from_url(url("fact"))
+            .await
+            .unwrap()
+            .write(vec![batch(
+                (0..20_000).map(|i| i % 2000).collect(),
+                vec![Some(19_001); 20_000],
+                vec!["f"; 20_000],
+            )])
+            .await
+            .unwrap();
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(2)
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                1000,
+            );
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_table("dim", delta_provider(&dim).await.unwrap())
+            .unwrap();
+        ctx.register_table("fact", delta_provider(&fact).await.unwrap())
+            .unwrap();
+        let sql = "EXPLAIN SELECT dim.name, count(*) FROM fact JOIN dim ON fact.id = dim.id \
+                   WHERE dim.name LIKE 'name 1%' GROUP BY dim.name";
+        let plan = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let plan = pretty_format_batches(&plan).unwrap().to_string();
+        assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+    }
 }
