@@ -63,6 +63,12 @@ pub struct OverrideArgs {
     /// TLS private key (PEM)
     #[arg(long, global = true, env = "TIDEPOOL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// This node's name among the processes sharing the lake [default: the host name]
+    #[arg(long, global = true, env = "TIDEPOOL_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// What this node runs: ingest, serve, schedule, comma-separated [default: all]
+    #[arg(long, global = true, env = "TIDEPOOL_ROLES")]
+    pub roles: Option<String>,
 }
 
 impl From<&OverrideArgs> for Overrides {
@@ -78,6 +84,8 @@ impl From<&OverrideArgs> for Overrides {
             memory_limit: a.memory_limit.clone(),
             tls_cert: a.tls_cert.clone(),
             tls_key: a.tls_key.clone(),
+            node_name: a.node_name.clone(),
+            roles: a.roles.clone(),
         }
     }
 }

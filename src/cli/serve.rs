@@ -26,6 +26,16 @@ pub async fn run(overrides: &Overrides) -> anyhow::Result<ExitCode> {
 
 /// Logs where everything listens and prints how to connect.
 pub(crate) fn announce(app: &App, settings: &Settings, started: Instant) {
+    let r = settings.roles;
+    let roles: Vec<&str> = [
+        ("ingest", r.ingest),
+        ("serve", r.serve),
+        ("schedule", r.schedule),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    tracing::info!(node = %settings.node, roles = %roles.join(","), "node");
     if let Some(addr) = app.pg_addr() {
         let user = settings
             .users

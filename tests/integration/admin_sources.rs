@@ -148,16 +148,7 @@ async fn admin_pause_resume_and_replay_a_source() {
         "{replay:?}"
     );
     assert_eq!(replay.partitions.len(), 2);
-    let row = c
-        .query_one(
-            "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM (
-               SELECT _partition, _offset FROM bronze.orders
-               UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (300, 300));
+    assert_eq!(crate::ingest::landed(&c).await, (300, 300));
     let fresh = ingested_at(
         c.query("SELECT _ingested_at FROM bronze.orders", &[])
             .await

@@ -40,6 +40,21 @@ pub async fn produce(
 }
 
 /// An order event with nested items and statuses.
+/// Messages of source `orders` in bronze and its dead letters, and distinct
+/// (partition, offset) pairs among them: equal when nothing landed twice.
+pub async fn landed(c: &tokio_postgres::Client) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM (
+               SELECT _partition, _offset FROM bronze.orders
+               UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t",
+            &[],
+        )
+        .await
+        .expect("landed messages");
+    (row.get(0), row.get(1))
+}
+
 pub fn order(i: i64) -> Vec<u8> {
     format!(
         r#"{{"order_id": {i}, "customer_id": {}, "total": {}.5, "status": "OPEN",
@@ -89,16 +104,7 @@ async fn embedded_broker_lands_rows_and_dead_letters_exactly_once() {
     )
     .await;
     // No duplicates, and every offset is in exactly one of the two tables.
-    let row = c
-        .query_one(
-            "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM (
-               SELECT _partition, _offset FROM bronze.orders
-               UNION ALL SELECT _partition, _offset FROM bronze.orders__dead_letters) t",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3000, 3000));
+    assert_eq!(landed(&c).await, (3000, 3000));
     // Nested columns and metadata are queryable.
     let row = c
         .query_one(
@@ -459,7 +465,8 @@ async fn rebalance_between_two_servers_keeps_exactly_once() {
     );
     let lake = tempfile::tempdir().unwrap();
     let lake_path = lake.path().to_path_buf();
-    let first = TestServer::start_on(lake, &config).await;
+    // Two processes of one group need two node names (each is a static member).
+    let first = TestServer::start_on(lake, &format!("[node]\nname = \"first\"\n{config}")).await;
     let p = producer(&brokers);
     let total = 40 * 250i64;
     let producing = tokio::spawn(async move {
@@ -480,7 +487,7 @@ async fn rebalance_between_two_servers_keeps_exactly_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = TestServer::start_with(
         tempfile::tempdir().unwrap(),
-        crate::common::settings(&lake_path, &config),
+        crate::common::settings(&lake_path, &format!("[node]\nname = \"second\"\n{config}")),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;

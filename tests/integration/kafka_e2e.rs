@@ -94,7 +94,7 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn write_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
     let path = dir.join("tidepool.toml");
     let text = format!(
         "[postgres]\nenabled = false\n[http]\nenabled = false\n[flight]\nenabled = false\n[lake]\nroot = {:?}\n\
@@ -107,7 +107,7 @@ fn write_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
     path
 }
 
-fn tidepool(config: &Path, args: &[&str]) -> Command {
+pub(crate) fn tidepool(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tidepool"));
     c.arg("--config")
         .arg(config)
@@ -127,7 +127,37 @@ fn commits(log: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn producer(brokers: &str) -> FutureProducer {
+/// Produces `total` orders to topic `orders` over `partitions` partitions (every 100th
+/// malformed JSON, keyed by its number) in `chunks` chunks `pause_ms` apart.
+pub(crate) fn produce_orders(
+    brokers: &str,
+    total: i64,
+    partitions: i64,
+    chunks: i64,
+    pause_ms: u64,
+) -> tokio::task::JoinHandle<()> {
+    let brokers = brokers.to_string();
+    let size = total / chunks;
+    tokio::spawn(async move {
+        let p = producer(&brokers);
+        for chunk in 0..chunks {
+            let msgs = (chunk * size..(chunk + 1) * size)
+                .map(|i| {
+                    let v = if i % 100 == 42 {
+                        b"{\"broken\": ".to_vec()
+                    } else {
+                        order(i)
+                    };
+                    ((i % partitions) as i32, Some(i.to_string()), Some(v))
+                })
+                .collect();
+            produce(&p, "orders", msgs).await;
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
+    })
+}
+
+pub(crate) fn producer(brokers: &str) -> FutureProducer {
     crate::ingest::producer(brokers)
 }
 
@@ -142,24 +172,7 @@ async fn tansu_exactly_once_through_three_sigkills() {
     let config = write_config(dir.path(), &broker.brokers, "");
 
     const TOTAL: i64 = 100_000;
-    let brokers = broker.brokers.clone();
-    let producing = tokio::spawn(async move {
-        let p = producer(&brokers);
-        for chunk in 0..20i64 {
-            let msgs = (chunk * 5000..(chunk + 1) * 5000)
-                .map(|i| {
-                    let v = if i % 100 == 42 {
-                        b"{\"broken\": ".to_vec()
-                    } else {
-                        order(i)
-                    };
-                    ((i % 3) as i32, Some(i.to_string()), Some(v))
-                })
-                .collect();
-            produce(&p, "orders", msgs).await;
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-    });
+    let producing = produce_orders(&broker.brokers, TOTAL, 3, 20, 150);
 
     // Each round: start, wait until it has committed a few batches, let it run on a little
     // (so the kill lands mid-batch at a different point each time), SIGKILL.

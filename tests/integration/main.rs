@@ -23,6 +23,7 @@ mod flight;
 mod full_disk;
 mod ingest;
 mod kafka_e2e;
+mod kafka_nodes;
 mod lake_readers;
 mod memory_limit;
 mod models;

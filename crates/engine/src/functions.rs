@@ -270,6 +270,20 @@ impl TableFunctionImpl for TableHistory {
             .collect();
         let blind: BooleanArray = history.iter().map(|c| c.is_blind_append).collect();
         let engine: StringArray = history.iter().map(|c| c.engine_info.clone()).collect();
+        // What the writer added to the commit (ingest: `tidepool.node`, `tidepool.source`,
+        // message counts), as a JSON object; NULL when nothing was.
+        let metadata: StringArray = history
+            .iter()
+            .map(|c| {
+                let extra: serde_json::Map<String, serde_json::Value> = c
+                    .info
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "operationMetrics" | "clientVersion"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (!extra.is_empty()).then(|| serde_json::Value::Object(extra).to_string())
+            })
+            .collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("version", DataType::Int64, false),
             Field::new(
@@ -282,6 +296,7 @@ impl TableFunctionImpl for TableHistory {
             Field::new("operation_metrics", DataType::Utf8, true),
             Field::new("is_blind_append", DataType::Boolean, true),
             Field::new("engine_info", DataType::Utf8, true),
+            Field::new("metadata", DataType::Utf8, true),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(versions),
@@ -291,6 +306,7 @@ impl TableFunctionImpl for TableHistory {
             Arc::new(metrics),
             Arc::new(blind),
             Arc::new(engine),
+            Arc::new(metadata),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(Touches::wrap(

@@ -43,6 +43,10 @@ pub enum Assignment {
 pub struct ConsumerJob {
     pub source: Source,
     pub brokers: String,
+    /// `group.instance.id` under [`Assignment::Group`] (static membership: a restarted
+    /// process rejoins as the member it was, without a rebalance), unless the source's
+    /// properties name their own.
+    pub instance: String,
     pub assignment: Assignment,
     pub until_caught_up: bool,
     pub tx: mpsc::Sender<Command>,
@@ -383,7 +387,11 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
     let context = IngestContext {
         shared: shared.clone(),
     };
-    let consumer: BaseConsumer<IngestContext> = client_config(&job.source, &job.brokers)
+    let mut config = client_config(&job.source, &job.brokers);
+    if job.assignment == Assignment::Group && config.get("group.instance.id").is_none() {
+        config.set("group.instance.id", &job.instance);
+    }
+    let consumer: BaseConsumer<IngestContext> = config
         .create_with_context(context)
         .map_err(|e| IngestError::Kafka(format!("cannot create consumer: {e}")))?;
     let topics: Vec<&str> = job.source.topics.iter().map(String::as_str).collect();
@@ -460,7 +468,24 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => shared.errors.lock().failed(&src.name, &e.to_string()),
+            Some(Err(e)) => {
+                shared.errors.lock().failed(&src.name, &e.to_string());
+                // A fatal error leaves the consumer unusable: another process joined the
+                // group under the same `group.instance.id` (the same node name), or the
+                // broker fenced this one. What was consumed is committed; the source stops.
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    shared.flush();
+                    let why = format!(
+                        "Kafka consumer stopped by a fatal error ({code:?}: {reason}); if another \
+                         process runs with the node name of this one ({}), give each its own \
+                         [node] name",
+                        job.instance
+                    );
+                    tracing::error!(source = %src.name, "{why}");
+                    shared.errors.lock().failed(&src.name, &why);
+                    break;
+                }
+            }
         }
         let due = {
             let st = shared.state.lock();

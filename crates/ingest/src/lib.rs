@@ -98,6 +98,7 @@ pub fn dead_letter_table(source: &str) -> String {
 /// Every source of the process, the broker they read and what they have done.
 pub struct Ingest {
     lake: Arc<Lake>,
+    node: String,
     sources: Vec<Source>,
     brokers: String,
     /// Dropped before the broker it talks to.
@@ -190,6 +191,7 @@ impl Ingest {
         }
         Ok(Ingest {
             lake,
+            node: settings.node.clone(),
             sources: settings.sources.clone(),
             brokers,
             embedded,
@@ -295,6 +297,7 @@ impl Ingest {
         let (tx, rx) = mpsc::channel(1);
         let pipeline = pipeline::Pipeline::new(
             &src.name,
+            &self.node,
             self.prefix(&src.name),
             bronze,
             dead,
@@ -308,6 +311,7 @@ impl Ingest {
         let job = consumer::ConsumerJob {
             source: src.clone(),
             brokers: self.brokers.clone(),
+            instance: format!("{}.{}", self.node, src.name),
             assignment,
             until_caught_up,
             tx,

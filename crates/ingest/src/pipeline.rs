@@ -5,7 +5,7 @@
 //! batch N is written; commands keep their order through both. Failed commits are
 //! retried with backoff and never skipped: rows reach the lake or the offsets do not move.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,12 @@ pub struct Pipeline {
     decoder: Option<JsonDecoder>,
     committed: HashMap<TopicPartition, i64>,
     dead_committed: HashMap<TopicPartition, i64>,
+    /// Partitions whose entries in `committed` and `dead_committed` were read from the
+    /// snapshots commits are made against, at the sinks' generations `verified_at`.
+    verified: HashSet<TopicPartition>,
+    verified_at: (u64, u64),
+    /// This process's node name, kept in each commit's metadata (`tidepool.node`).
+    node: String,
     status: Arc<SourceStatus>,
     group_offsets: GroupOffsets,
     cancel: CancellationToken,
@@ -58,6 +64,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: &str,
+        node: &str,
         prefix: String,
         bronze: Sink,
         dead: Sink,
@@ -74,6 +81,9 @@ impl Pipeline {
             decoder: Some(decoder),
             committed: HashMap::new(),
             dead_committed: HashMap::new(),
+            verified: HashSet::new(),
+            verified_at: (0, 0),
+            node: node.to_string(),
             status,
             group_offsets,
             cancel,
@@ -108,6 +118,16 @@ impl Pipeline {
     ) -> Result<HashMap<TopicPartition, i64>, IngestError> {
         self.bronze.reload().await?;
         self.dead.reload().await?;
+        self.read_offsets(&partitions).await
+    }
+
+    /// Reads the offsets the sinks' snapshots hold for `partitions` into `committed` and
+    /// `dead_committed`, and notes them exact at the sinks' current generations.
+    async fn read_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>, IngestError> {
+        self.forget_stale();
         let ids: Vec<String> = partitions
             .iter()
             .map(|(t, p)| app_id(&self.prefix, t, *p))
@@ -115,21 +135,51 @@ impl Pipeline {
         let stored = self.bronze.stored_offsets(ids.clone()).await?;
         let dead = self.dead.stored_offsets(ids.clone()).await?;
         let mut out = HashMap::new();
-        for (tp, id) in partitions.into_iter().zip(ids) {
-            if let Some(v) = dead.get(&id) {
-                self.dead_committed.insert(tp.clone(), *v);
-            }
+        for (tp, id) in partitions.iter().zip(ids) {
+            match dead.get(&id) {
+                Some(v) => self.dead_committed.insert(tp.clone(), *v),
+                None => self.dead_committed.remove(tp),
+            };
             match stored.get(&id) {
                 Some(v) => {
                     self.committed.insert(tp.clone(), *v);
-                    out.insert(tp, *v);
+                    out.insert(tp.clone(), *v);
                 }
                 None => {
-                    self.committed.remove(&tp);
+                    self.committed.remove(tp);
                 }
             }
+            self.verified.insert(tp.clone());
         }
         Ok(out)
+    }
+
+    /// Forgets which offsets are exact when a sink's snapshot may hold other writers'
+    /// commits ([`Sink::generation`]).
+    fn forget_stale(&mut self) {
+        let now = (self.bronze.generation(), self.dead.generation());
+        if now != self.verified_at {
+            self.verified.clear();
+            self.verified_at = now;
+        }
+    }
+
+    /// Makes `committed` exact for the partitions of `batch` against the snapshots the
+    /// commit is made against: a partition another node wrote (a zombie's late commit,
+    /// owners overlapping in a rebalance) that is already in the snapshot is not a
+    /// conflict for Delta, so its offsets are read before rows are chosen.
+    async fn verify(&mut self, batch: &RawBatch) -> Result<(), IngestError> {
+        self.forget_stale();
+        let stale: Vec<TopicPartition> = batch
+            .last_offsets(&(0..batch.len()).collect::<Vec<_>>())
+            .into_keys()
+            .map(|(t, p)| (t.to_string(), p))
+            .filter(|tp| !self.verified.contains(tp))
+            .collect();
+        if !stale.is_empty() {
+            self.read_offsets(&stale).await?;
+        }
+        Ok(())
     }
 
     async fn handle_batch(&mut self, prepared: Prepared) {
@@ -181,6 +231,7 @@ impl Pipeline {
             now,
         } = prepared;
         let (batch, now) = (batch.as_ref(), *now);
+        self.verify(batch).await?;
         let new_in_bronze = not_yet_in(batch, &self.committed);
         let live: Vec<usize> = (0..batch.len())
             .filter(|&i| new_in_bronze(&batch.messages[i]))
@@ -219,6 +270,7 @@ impl Pipeline {
             let offsets = self.app_offsets(batch, &idx);
             let mut meta = serde_json::Map::new();
             meta.insert("tidepool.source".into(), self.source.clone().into());
+            meta.insert("tidepool.node".into(), self.node.clone().into());
             self.dead
                 .commit(&rows.schema(), vec![rows], &offsets.0, meta)
                 .await?;
@@ -231,6 +283,7 @@ impl Pipeline {
         let row_count: usize = rows.iter().map(RecordBatch::num_rows).sum();
         let mut meta = serde_json::Map::new();
         meta.insert("tidepool.source".into(), self.source.clone().into());
+        meta.insert("tidepool.node".into(), self.node.clone().into());
         meta.insert("tidepool.messages".into(), row_count.into());
         meta.insert("tidepool.dead_letters".into(), dead_letters.len().into());
         let version = self.bronze.commit(schema, rows, &offsets, meta).await?;
@@ -393,5 +446,126 @@ fn not_yet_in<'a>(
             .iter()
             .find(|(t, p, _)| *t == m.topic && *p == m.partition)
             .is_none_or(|(_, _, c)| m.offset > *c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidepool_lake::{Lake, LakeConfig};
+
+    /// A pipeline of source `s` writing to `lake`, as a node named `node` runs it.
+    async fn start(lake: &Arc<Lake>, node: &str) -> mpsc::Sender<Command> {
+        let bronze = Sink::open(lake.clone(), "bronze", "s", 100).await.unwrap();
+        let dead = Sink::open(lake.clone(), "bronze", "s__dead_letters", 100)
+            .await
+            .unwrap();
+        let decoder = JsonDecoder::new(
+            Arc::new(arrow::datatypes::Schema::empty()),
+            false,
+            true,
+            1 << 20,
+        );
+        let pipeline = Pipeline::new(
+            "s",
+            node,
+            "tidepool:s".into(),
+            bronze,
+            dead,
+            decoder,
+            SourceStatus::new("s"),
+            GroupOffsets::default(),
+            CancellationToken::new(),
+        );
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(pipeline.run(rx));
+        tx
+    }
+
+    fn batch(partition: i32, offsets: std::ops::Range<i64>) -> Command {
+        let mut b = RawBatch::default();
+        for o in offsets {
+            let value = format!("{{\"n\": {o}}}");
+            b.push(
+                "t",
+                partition,
+                o,
+                None,
+                None,
+                Some(value.as_bytes()),
+                Vec::new(),
+            );
+        }
+        Command::Batch(b)
+    }
+
+    async fn offsets(
+        tx: &mpsc::Sender<Command>,
+        partitions: &[i32],
+    ) -> HashMap<TopicPartition, i64> {
+        let (reply, answer) = oneshot::channel();
+        let partitions = partitions.iter().map(|p| ("t".to_string(), *p)).collect();
+        tx.send(Command::Offsets { partitions, reply })
+            .await
+            .unwrap();
+        answer.await.unwrap().unwrap()
+    }
+
+    async fn barrier(tx: &mpsc::Sender<Command>) {
+        let (reply, done) = oneshot::channel();
+        tx.send(Command::Barrier(reply)).await.unwrap();
+        done.await.unwrap();
+    }
+
+    /// The rows of `bronze.s` and the node names in its commits' metadata.
+    async fn landed(lake: &Arc<Lake>) -> (usize, Vec<String>) {
+        let t = lake.table("bronze", "s").await.unwrap().unwrap();
+        let rows = t
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.num_records().unwrap_or(0))
+            .sum();
+        use futures::StreamExt;
+        let mut nodes: Vec<String> = t
+            .history(None)
+            .filter_map(|c| async move {
+                let c = c.unwrap();
+                c.info.get("tidepool.node")?.as_str().map(str::to_string)
+            })
+            .collect()
+            .await;
+        nodes.sort();
+        nodes.dedup();
+        (rows, nodes)
+    }
+
+    /// Two nodes own partition 0 at once (a zombie, or a rebalance that overlaps). Node b
+    /// read partition 0's offsets before node a committed it, then re-read the table for
+    /// partition 1 only: its snapshot now holds a's commit of partition 0, which Delta's
+    /// conflict check does not see (it only checks commits made after the snapshot).
+    /// Committing the same messages must not land them twice.
+    #[tokio::test]
+    async fn a_partition_another_node_committed_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig {
+            root: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let a = start(&lake, "node-a").await;
+        a.send(batch(1, 0..5)).await.unwrap();
+        barrier(&a).await;
+        let b = start(&lake, "node-b").await;
+        assert!(offsets(&b, &[0]).await.is_empty());
+        a.send(batch(0, 0..10)).await.unwrap();
+        barrier(&a).await;
+        assert_eq!(offsets(&b, &[1]).await.get(&("t".to_string(), 1)), Some(&4));
+        b.send(batch(0, 0..12)).await.unwrap();
+        barrier(&b).await;
+        let (rows, nodes) = landed(&lake).await;
+        assert_eq!(rows, 5 + 12, "offsets 0..10 of partition 0 landed once");
+        assert_eq!(nodes, ["node-a", "node-b"]);
     }
 }

@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// What [`crate::Ingest`] runs.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
+    /// This process's node name: `group.instance.id` of its consumers (`<node>.<source>`)
+    /// and `tidepool.node` in the metadata of its commits.
+    pub node: String,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.

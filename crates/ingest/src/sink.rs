@@ -30,6 +30,10 @@ pub struct Sink {
     name: String,
     table: Option<DeltaTable>,
     checkpoint_interval: u64,
+    /// Counts the times the snapshot may have taken in commits of other writers (a reload,
+    /// or a commit that landed after someone else's): offsets read before are then stale
+    /// for the partitions those commits wrote ([`Sink::generation`]).
+    generation: u64,
 }
 
 impl Sink {
@@ -47,7 +51,17 @@ impl Sink {
             name: name.to_string(),
             table,
             checkpoint_interval,
+            generation: 0,
         })
+    }
+
+    /// Changes whenever the snapshot commits are made against may hold commits of other
+    /// writers that this process has not read the offsets of: a zombie's late commit of a
+    /// partition this process owns now is in the snapshot, and Delta's conflict check,
+    /// which only looks at commits after the snapshot, would not catch a commit of the
+    /// same offsets again. Offsets read at the current generation are exact.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// `schema.table`, for messages.
@@ -73,6 +87,7 @@ impl Sink {
     /// Brings the table to its newest version (another writer may have committed).
     pub async fn reload(&mut self) -> Result<(), IngestError> {
         self.table = self.lake.table(&self.schema, &self.name).await?;
+        self.generation += 1;
         Ok(())
     }
 
@@ -144,8 +159,16 @@ impl Sink {
                 return Err(IngestError::delta(e));
             }
         }
+        let read = table.version();
         match writer.flush_and_commit(table).await {
-            Ok(v) => Ok(v as i64),
+            Ok(v) => {
+                // Landed after other commits (delta-rs checked they wrote none of these
+                // offsets; they may have written other partitions').
+                if read.is_some_and(|r| v != r + 1) {
+                    self.generation += 1;
+                }
+                Ok(v as i64)
+            }
             Err(e) => {
                 writer.reset();
                 let err = IngestError::delta(e);

@@ -53,6 +53,8 @@ pub struct App {
     admin_placement: crate::config::AdminPlacement,
     /// The project folder, whose `views/` is deployed and watched.
     project_dir: std::path::PathBuf,
+    /// What this node runs (`[node] roles`).
+    roles: crate::config::Roles,
     shutdown: CancellationToken,
 }
 
@@ -83,7 +85,8 @@ impl App {
             }),
             shutdown.clone(),
         );
-        let pg = match settings.pg_listen {
+        let roles = settings.roles;
+        let pg = match settings.pg_listen.filter(|_| roles.serve) {
             Some(addr) => {
                 Some(PgServer::bind(addr, engine.clone(), settings, shutdown.child_token()).await?)
             }
@@ -100,11 +103,17 @@ impl App {
             crate::protocol::users::UserDirectory::new(&settings.users),
             settings.flight_token_ttl,
         ));
-        let flight = match settings.flight_listen {
+        // A node that does not serve queries keeps the port for the admin API when that
+        // shares it.
+        let on_flight_port = settings.admin == AdminPlacement::FlightPort;
+        let flight = match settings
+            .flight_listen
+            .filter(|_| roles.serve || on_flight_port)
+        {
             Some(addr) => {
                 let services = Services {
-                    flight: Some(engine.clone()),
-                    admin: (settings.admin == AdminPlacement::FlightPort).then(|| control.clone()),
+                    flight: roles.serve.then(|| engine.clone()),
+                    admin: on_flight_port.then(|| control.clone()),
                 };
                 let token = shutdown.child_token();
                 Some(FlightServer::bind(addr, services, auth.clone(), settings, token).await?)
@@ -132,6 +141,7 @@ impl App {
             flight,
             admin,
             project_dir: settings.project_dir.clone(),
+            roles,
             shutdown,
         })
     }
@@ -188,7 +198,7 @@ impl App {
     }
 
     /// Serves and ingests until `token` is cancelled, then shuts down gracefully.
-    pub async fn run(self, token: CancellationToken) {
+    pub async fn run(mut self, token: CancellationToken) {
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         tokio::spawn(async move {
@@ -196,27 +206,42 @@ impl App {
             shutdown.cancel();
         });
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(pg) = self.pg {
+        if let Some(pg) = self.pg.take() {
             tasks.spawn(pg.run());
         }
-        if let Some(http) = self.http {
+        if let Some(http) = self.http.take() {
             tasks.spawn(http.run());
         }
-        if let Some(flight) = self.flight {
+        if let Some(flight) = self.flight.take() {
             tasks.spawn(flight.run());
         }
-        if let Some(admin) = self.admin {
+        if let Some(admin) = self.admin.take() {
             tasks.spawn(admin.run());
         }
-        tasks.spawn(crate::models::views::serve(
-            engine.clone(),
-            self.project_dir.clone(),
-            self.shutdown.child_token(),
-        ));
-        tasks.spawn(crate::control::schedule::serve(
-            self.control.clone(),
-            self.shutdown.child_token(),
-        ));
+        if self.roles.serve {
+            tasks.spawn(crate::models::views::serve(
+                engine.clone(),
+                self.project_dir.clone(),
+                self.shutdown.child_token(),
+            ));
+        }
+        if self.roles.schedule {
+            tasks.spawn(crate::control::schedule::serve(
+                self.control.clone(),
+                self.shutdown.child_token(),
+            ));
+        }
+        if self.roles.ingest {
+            self.start_ingest(&mut tasks).await;
+        }
+        while tasks.join_next().await.is_some() {}
+        engine.close();
+        drop(self.ingest);
+        tracing::info!("stopped");
+    }
+
+    /// Starts the sources (in the consumer group) and the maintenance of their tables.
+    async fn start_ingest(&self, tasks: &mut tokio::task::JoinSet<()>) {
         let ingest_token = self.shutdown.child_token();
         match self
             .ingest
@@ -255,10 +280,6 @@ impl App {
             self.ingest.maintenance().clone(),
             ingest_token,
         ));
-        while tasks.join_next().await.is_some() {}
-        engine.close();
-        drop(self.ingest);
-        tracing::info!("stopped");
     }
 }
 

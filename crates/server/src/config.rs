@@ -35,6 +35,7 @@ fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub node: NodeConfig,
     pub lake: LakeConfig,
     pub postgres: PostgresConfig,
     pub engine: EngineConfig,
@@ -58,6 +59,93 @@ pub struct Config {
     /// The config file (set when it is read), which a reload reads again.
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+}
+
+/// `[node]`: this process among several that share one lake and one consumer group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's name [default: the host name]: its Kafka consumers' static group
+    /// membership (`group.instance.id` = `<name>.<source>`, so a restarted node gets its
+    /// partitions back without a rebalance) and `tidepool.node` in the metadata of each
+    /// commit it makes. Each process of a consumer group needs its own.
+    pub name: Option<String>,
+    /// What the process runs: `ingest` (the Kafka sources and bronze maintenance),
+    /// `serve` (Postgres and Flight SQL), `schedule` (the `[schedule]` builds)
+    /// [default: all three]. Health, metrics and the admin API run on every node.
+    pub roles: Option<Vec<String>>,
+}
+
+/// What a node runs (`[node] roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub serve: bool,
+    pub schedule: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        serve: true,
+        schedule: true,
+    };
+
+    fn parse(roles: &[String]) -> Result<Roles, ConfigError> {
+        let mut out = Roles {
+            ingest: false,
+            serve: false,
+            schedule: false,
+        };
+        for r in roles {
+            match r.trim() {
+                "ingest" => out.ingest = true,
+                "serve" => out.serve = true,
+                "schedule" => out.schedule = true,
+                other => {
+                    return Err(invalid(
+                        "node.roles",
+                        format!("unknown role {other:?} (roles: ingest, serve, schedule)"),
+                    ));
+                }
+            }
+        }
+        if out
+            == (Roles {
+                ingest: false,
+                serve: false,
+                schedule: false,
+            })
+        {
+            return Err(invalid(
+                "node.roles",
+                "name at least one of ingest, serve, schedule",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The node name `[node] name` gives, else the host name; checked to be a valid part of
+/// a Kafka `group.instance.id` (letters, digits, `.`, `_`, `-`; at most 200 characters).
+fn node_name(configured: Option<&str>) -> Result<String, ConfigError> {
+    let name = match configured {
+        Some(n) => n.trim().to_string(),
+        None => whoami::hostname().map_err(|e| {
+            invalid(
+                "node.name",
+                format!("no host name to default to ({e}): set one"),
+            )
+        })?,
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 200 || !name.chars().all(valid) {
+        return Err(invalid(
+            "node.name",
+            format!("{name:?}: use 1 to 200 letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    Ok(name)
 }
 
 /// Where the SQL project (models, macros, tests) lives.
@@ -420,11 +508,19 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
     pub tls_key: Option<PathBuf>,
+    /// This node's name (`[node] name`)
+    pub node_name: Option<String>,
+    /// What this node runs, e.g. ingest,serve (`[node] roles`)
+    pub roles: Option<String>,
 }
 
 /// The validated, resolved form of [`Config`] the rest of the program uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// This process's name among the nodes sharing the lake (`[node] name`).
+    pub node: String,
+    /// What this process runs (`[node] roles`).
+    pub roles: Roles,
     pub lake: LakeConfig,
     /// The SQL project's folder (models, macros, tests).
     pub project_dir: PathBuf,
@@ -478,6 +574,7 @@ impl Settings {
     /// What the ingest layer runs: the sources, their brokers, maintenance.
     pub fn ingest(&self) -> IngestConfig {
         IngestConfig {
+            node: self.node.clone(),
             brokers: self.brokers.clone(),
             embedded_partitions: self.embedded_partitions,
             sources: self.sources.clone(),
@@ -606,6 +703,12 @@ impl Config {
         }
         if let Some(m) = &o.memory_limit {
             self.engine.memory_limit = Some(m.clone());
+        }
+        if let Some(n) = &o.node_name {
+            self.node.name = Some(n.clone());
+        }
+        if let Some(r) = &o.roles {
+            self.node.roles = Some(r.split(',').map(str::to_string).collect());
         }
         match (&o.tls_cert, &o.tls_key) {
             (Some(cert), Some(key)) => {
@@ -756,7 +859,14 @@ impl Config {
             };
             model_defaults.insert(folder.to_lowercase(), map.into_iter().collect());
         }
+        let node = node_name(self.node.name.as_deref())?;
+        let roles = match &self.node.roles {
+            Some(r) => Roles::parse(r)?,
+            None => Roles::ALL,
+        };
         Ok(Settings {
+            node,
+            roles,
             project_dir,
             model_defaults,
             schedule,
@@ -1147,6 +1257,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("schedule.command"), "{err}");
+    }
+
+    #[test]
+    fn node_names_and_roles_are_validated() {
+        let s = resolve("").unwrap();
+        assert_eq!(s.node, whoami::hostname().unwrap());
+        assert_eq!(s.roles, Roles::ALL);
+        let s = resolve("[node]\nname = \"ingest-1\"\nroles = [\"ingest\"]\n").unwrap();
+        assert_eq!(s.node, "ingest-1");
+        assert_eq!(
+            s.roles,
+            Roles {
+                ingest: true,
+                serve: false,
+                schedule: false
+            }
+        );
+        let flags = Overrides {
+            node_name: Some("query-2".into()),
+            roles: Some("serve,schedule".into()),
+            ..Default::default()
+        };
+        let s = Config::parse("[node]\nname = \"a\"\n", Path::new("t.toml"))
+            .unwrap()
+            .resolve(&flags)
+            .unwrap();
+        assert_eq!(
+            (s.node.as_str(), s.roles.ingest, s.roles.serve),
+            ("query-2", false, true)
+        );
+        for bad in [
+            "[node]\nname = \"a b\"\n",
+            "[node]\nname = \"\"\n",
+            "[node]\nname = \"n:1\"\n",
+        ] {
+            let err = resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("node.name"), "{bad}: {err}");
+        }
+        for bad in ["[node]\nroles = []\n", "[node]\nroles = [\"query\"]\n"] {
+            let err = resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("node.roles"), "{bad}: {err}");
+        }
     }
 
     #[test]
