@@ -101,6 +101,37 @@ CREATE TABLE gold.orders AS SELECT * FROM (VALUES (1, 42, 'new', 10.5), (2, 42, 
 CREATE VIEW gold.paid AS SELECT * FROM gold.orders WHERE status = 'paid';
 CREATE PROCEDURE gold.customer_orders(customer_id BIGINT) AS SELECT order_id FROM gold.orders WHERE customer_id = :customer_id ORDER BY order_id;";
 
+/// `[flight] advertise` names the node in every endpoint (query results and metadata
+/// commands), and the ticket is still redeemed over the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_name_the_advertised_node() {
+    let plain = TestServer::start("").await;
+    let mut c = connect(&plain, None).await.expect("connects");
+    let info = c.execute("SELECT 1 AS x".into(), None).await.unwrap();
+    assert!(
+        info.endpoint[0].location.is_empty(),
+        "no location by default"
+    );
+    let server = TestServer::start(
+        "[flight]\nlisten = \"127.0.0.1:0\"\nadvertise = \"grpc://query-b.example:50051\"\n",
+    )
+    .await;
+    let mut c = connect(&server, None).await.expect("connects");
+    let info = c.execute("SELECT 1 AS x".into(), None).await.unwrap();
+    let at: Vec<&str> = info.endpoint[0]
+        .location
+        .iter()
+        .map(|l| l.uri.as_str())
+        .collect();
+    assert_eq!(at, ["grpc://query-b.example:50051"]);
+    assert_eq!(rows(&fetch(&mut c, info).await), 1);
+    let info = c.get_catalogs().await.unwrap();
+    assert_eq!(
+        info.endpoint[0].location[0].uri,
+        "grpc://query-b.example:50051"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_stream_batch_by_batch_and_errors_map_to_codes() {
     let server = TestServer::start("").await;

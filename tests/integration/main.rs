@@ -34,5 +34,6 @@ mod pg_fuzz;
 mod pg_protocol;
 mod procedures;
 mod psql;
+mod schedule_lease;
 mod soak;
 mod sqlsmith;

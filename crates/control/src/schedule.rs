@@ -19,8 +19,13 @@ use super::{Control, Schedule};
 /// Runs the schedule until `cancel`. The `[schedule]` in force is read at every tick, so
 /// a reload that adds, changes or removes it applies at once; a build waits while a run
 /// asked for through the admin API holds the run slot.
+///
+/// Several nodes may run the schedule: the builds run on the holder of the lake's
+/// `schedule` lease ([`tidepool_lake::LeaseKeeper`]) only; the others follow its timer and
+/// the data it saw, and take over within the lease time if it stops renewing.
 pub async fn serve(control: Arc<Control>, cancel: CancellationToken) {
     let mut active: Option<Schedule> = None;
+    let mut lease: Option<tidepool_lake::LeaseKeeper> = None;
     let mut cron: Option<croner::Cron> = None;
     let mut due_timer = None;
     let mut due_cron = None;
@@ -50,6 +55,15 @@ pub async fn serve(control: Arc<Control>, cancel: CancellationToken) {
                 .and_then(|s| s.every)
                 .map(|d| Instant::now() + d);
             due_cron = next_cron(&cron, chrono::Utc::now());
+            lease = current.as_ref().map(|_| {
+                let s = control.settings();
+                tidepool_lake::LeaseKeeper::start(
+                    control.engine().lake().clone(),
+                    "schedule",
+                    &s.node,
+                    s.lease,
+                )
+            });
             active = current;
         }
         tokio::select! {
@@ -94,6 +108,15 @@ pub async fn serve(control: Arc<Control>, cancel: CancellationToken) {
         let Some(why) = why else {
             continue;
         };
+        if !lease.as_ref().is_some_and(|l| l.held()) {
+            // Another node builds: keep in step with what it sees.
+            due_timer = schedule.every.map(|d| Instant::now() + d);
+            due_cron = next_cron(&cron, chrono::Utc::now());
+            if versions.is_some() {
+                seen = versions;
+            }
+            continue;
+        }
         let what = format!("schedule ({why})");
         let slot = tokio::select! {
             _ = cancel.cancelled() => return,

@@ -32,6 +32,11 @@ pub struct ControlSettings {
     pub model_defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub schedule: Option<Schedule>,
     pub maintenance: Maintenance,
+    /// This node's name: the holder of the `[schedule]` lease when it runs the builds.
+    pub node: String,
+    /// How long a lease lasts unrenewed (`[node] lease_secs`): after a holder dies,
+    /// another node takes its duties within this (and a third of it).
+    pub lease: std::time::Duration,
 }
 
 /// A configuration read again for a reload.

@@ -99,6 +99,7 @@ pub fn dead_letter_table(source: &str) -> String {
 pub struct Ingest {
     lake: Arc<Lake>,
     node: String,
+    lease: std::time::Duration,
     sources: Vec<Source>,
     brokers: String,
     /// Dropped before the broker it talks to.
@@ -192,6 +193,7 @@ impl Ingest {
         Ok(Ingest {
             lake,
             node: settings.node.clone(),
+            lease: settings.lease,
             sources: settings.sources.clone(),
             brokers,
             embedded,
@@ -227,6 +229,11 @@ impl Ingest {
 
     pub fn maintenance(&self) -> &Maintenance {
         &self.maintenance
+    }
+
+    /// This node's name and the lease time of the duties one node runs at a time.
+    pub fn lease(&self) -> (String, std::time::Duration) {
+        (self.node.clone(), self.lease)
     }
 
     pub fn lake(&self) -> &Arc<Lake> {

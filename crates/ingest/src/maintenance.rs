@@ -149,15 +149,21 @@ pub async fn run(
     lake: Arc<Lake>,
     tables: Vec<(String, String)>,
     m: Maintenance,
+    lease: (String, std::time::Duration),
     cancel: CancellationToken,
 ) {
     let Some(interval) = m.interval else {
         return;
     };
+    // One node at a time compacts and vacuums: the holder of the `maintenance` lease.
+    let keeper = tidepool_lake::LeaseKeeper::start(lake.clone(), "maintenance", &lease.0, lease.1);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+        }
+        if !keeper.held() {
+            continue;
         }
         for (schema, table) in &tables {
             if cancel.is_cancelled() {

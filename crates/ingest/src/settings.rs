@@ -13,6 +13,8 @@ pub struct IngestConfig {
     /// This process's node name: `group.instance.id` of its consumers (`<node>.<source>`)
     /// and `tidepool.node` in the metadata of its commits.
     pub node: String,
+    /// How long the bronze maintenance lease lasts unrenewed ([`crate::maintenance::run`]).
+    pub lease: Duration,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.

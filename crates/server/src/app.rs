@@ -278,6 +278,7 @@ impl App {
             self.ingest.lake().clone(),
             tables,
             self.ingest.maintenance().clone(),
+            self.ingest.lease(),
             ingest_token,
         ));
     }

@@ -74,6 +74,10 @@ pub struct NodeConfig {
     /// `serve` (Postgres and Flight SQL), `schedule` (the `[schedule]` builds)
     /// [default: all three]. Health, metrics and the admin API run on every node.
     pub roles: Option<Vec<String>>,
+    /// The `[schedule]` builds and bronze maintenance run on one node at a time, the
+    /// holder of a lease kept in the lake; a holder that stops renewing (killed, frozen)
+    /// loses it after this many seconds [default: 15].
+    pub lease_secs: Option<u64>,
 }
 
 /// What a node runs (`[node] roles`).
@@ -148,6 +152,24 @@ fn node_name(configured: Option<&str>) -> Result<String, ConfigError> {
     Ok(name)
 }
 
+/// `[flight] advertise` checked: empty, or a `grpc://` / `grpc+tls://` URL with a host and
+/// a port (what Flight clients accept as an endpoint location).
+fn advertise(text: &str) -> Result<Option<String>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| invalid("flight.advertise", format!("{text:?}: {why}"));
+    let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "grpc" | "grpc+tls" | "grpc+tcp") {
+        return Err(bad("use grpc://host:port or grpc+tls://host:port"));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err(bad("name a host and a port, e.g. grpc://node-a:50051"));
+    }
+    Ok(Some(text.to_string()))
+}
+
 /// Where the SQL project (models, macros, tests) lives.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +235,10 @@ pub struct FlightConfig {
     /// A result ticket (endpoint) not fetched with DoGet within this many seconds is
     /// dropped, and the query slot it holds released.
     pub ticket_ttl_secs: u64,
+    /// This node's address as clients reach it, e.g. "grpc://node-a:50051", put into
+    /// every FlightEndpoint: behind a load balancer a client redeems a ticket on the node
+    /// that issued it. Empty (the default): no location, the client uses its connection.
+    pub advertise: String,
 }
 
 impl Default for FlightConfig {
@@ -222,6 +248,7 @@ impl Default for FlightConfig {
             listen: "127.0.0.1:50051".to_string(),
             token_ttl_secs: 3600,
             ticket_ttl_secs: 60,
+            advertise: String::new(),
         }
     }
 }
@@ -521,6 +548,8 @@ pub struct Settings {
     pub node: String,
     /// What this process runs (`[node] roles`).
     pub roles: Roles,
+    /// How long the schedule and maintenance leases last unrenewed (`[node] lease_secs`).
+    pub lease: Duration,
     pub lake: LakeConfig,
     /// The SQL project's folder (models, macros, tests).
     pub project_dir: PathBuf,
@@ -549,6 +578,8 @@ pub struct Settings {
     pub flight_token_ttl: Duration,
     /// How long a Flight result ticket waits for its DoGet.
     pub flight_ticket_ttl: Duration,
+    /// `[flight] advertise`: the location put into every FlightEndpoint.
+    pub flight_advertise: Option<String>,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.
@@ -575,6 +606,7 @@ impl Settings {
     pub fn ingest(&self) -> IngestConfig {
         IngestConfig {
             node: self.node.clone(),
+            lease: self.lease,
             brokers: self.brokers.clone(),
             embedded_partitions: self.embedded_partitions,
             sources: self.sources.clone(),
@@ -591,6 +623,8 @@ impl Settings {
             model_defaults: self.model_defaults.clone(),
             schedule: self.schedule.clone(),
             maintenance: self.maintenance.clone(),
+            node: self.node.clone(),
+            lease: self.lease,
         }
     }
 
@@ -860,13 +894,19 @@ impl Config {
             model_defaults.insert(folder.to_lowercase(), map.into_iter().collect());
         }
         let node = node_name(self.node.name.as_deref())?;
+        let flight_advertise = advertise(&self.flight.advertise)?;
         let roles = match &self.node.roles {
             Some(r) => Roles::parse(r)?,
             None => Roles::ALL,
         };
+        let lease = Duration::from_secs(self.node.lease_secs.unwrap_or(15));
+        if !(Duration::from_secs(3)..=Duration::from_secs(3600)).contains(&lease) {
+            return Err(invalid("node.lease_secs", "must be between 3 and 3600"));
+        }
         Ok(Settings {
             node,
             roles,
+            lease,
             project_dir,
             model_defaults,
             schedule,
@@ -877,6 +917,7 @@ impl Config {
             admin,
             flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
             flight_ticket_ttl: Duration::from_secs(self.flight.ticket_ttl_secs),
+            flight_advertise,
             brokers: self.kafka.brokers.clone(),
             embedded_partitions: self.kafka.embedded_partitions,
             sources,
@@ -1298,6 +1339,19 @@ mod tests {
         for bad in ["[node]\nroles = []\n", "[node]\nroles = [\"query\"]\n"] {
             let err = resolve(bad).unwrap_err().to_string();
             assert!(err.contains("node.roles"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flight_advertise_is_a_grpc_url() {
+        assert_eq!(resolve("").unwrap().flight_advertise, None);
+        let s = resolve("[flight]\nadvertise = \"grpc://node-a:50051\"\n").unwrap();
+        assert_eq!(s.flight_advertise.as_deref(), Some("grpc://node-a:50051"));
+        for bad in ["http://a:1", "grpc://node-a", "node-a:50051"] {
+            let err = resolve(&format!("[flight]\nadvertise = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("flight.advertise"), "{bad}: {err}");
         }
     }
 

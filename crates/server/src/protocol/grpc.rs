@@ -87,9 +87,14 @@ impl FlightServer {
             admin: services
                 .admin
                 .map(|c| crate::protocol::admin::AdminService::new(c, auth.clone())),
-            service: services
-                .flight
-                .map(|e| FlightSql::new(e, auth, settings.flight_ticket_ttl)),
+            service: services.flight.map(|e| {
+                FlightSql::new(
+                    e,
+                    auth,
+                    settings.flight_ticket_ttl,
+                    settings.flight_advertise.clone(),
+                )
+            }),
             name,
             tls,
             shutdown,

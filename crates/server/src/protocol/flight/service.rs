@@ -49,6 +49,9 @@ pub struct FlightSql {
     auth: Arc<Authenticator>,
     queries: Arc<Queries>,
     transactions: Transactions,
+    /// `[flight] advertise`: every endpoint names this node, so that a client behind a
+    /// load balancer redeems the ticket where it was issued.
+    location: Option<String>,
 }
 
 /// What running a command left: a parked result stream (its ticket and schema), or a
@@ -72,6 +75,7 @@ impl FlightSql {
         engine: Arc<Engine>,
         auth: Arc<Authenticator>,
         ticket_ttl: std::time::Duration,
+        location: Option<String>,
     ) -> Self {
         let queries = Arc::new(Queries::new(ticket_ttl));
         tokio::spawn(Queries::sweep_every(Arc::downgrade(&queries)));
@@ -80,6 +84,7 @@ impl FlightSql {
             auth,
             queries,
             transactions: Transactions::default(),
+            location,
         }
     }
 
@@ -171,9 +176,22 @@ impl FlightSql {
         Ran::Rows { tickets, schema }
     }
 
+    /// An endpoint redeeming `ticket`, at this node's advertised location if it has one.
+    fn endpoint(&self, ticket: Vec<u8>) -> FlightEndpoint {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+        match &self.location {
+            Some(uri) => endpoint.with_location(uri.clone()),
+            None => endpoint,
+        }
+    }
+
     /// The FlightInfo of a command that ran: an endpoint per ticket of its rows (unordered
     /// when several), or none when it returned no rows.
-    fn ran_info(ran: Ran, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    fn ran_info(
+        &self,
+        ran: Ran,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
         let info = match ran {
             Ran::Rows { tickets, schema } => {
                 let schema = columns::client_schema(&schema).unwrap_or(schema);
@@ -184,10 +202,7 @@ impl FlightSql {
                     let ticket = TicketStatementQuery {
                         statement_handle: ticket.into(),
                     };
-                    info = info.with_endpoint(
-                        FlightEndpoint::new()
-                            .with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
-                    );
+                    info = info.with_endpoint(self.endpoint(ticket.as_any().encode_to_vec()));
                 }
                 info
             }
@@ -211,9 +226,7 @@ impl FlightSql {
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| Status::internal(e.to_string()))?
-            .with_endpoint(
-                FlightEndpoint::new().with_ticket(Ticket::new(cmd.as_any().encode_to_vec())),
-            )
+            .with_endpoint(self.endpoint(cmd.as_any().encode_to_vec()))
             .with_descriptor(descriptor);
         Ok(Response::new(info))
     }
@@ -399,7 +412,7 @@ impl FlightSqlService for FlightSql {
             .transactions
             .caller_in(self.caller(&request)?, query.transaction_id.as_deref())?;
         let ran = self.run_sql(&caller, &query.query).await?;
-        Self::ran_info(ran, request.into_inner())
+        self.ran_info(ran, request.into_inner())
     }
 
     async fn get_flight_info_prepared_statement(
@@ -425,7 +438,7 @@ impl FlightSqlService for FlightSql {
             .run_prepared(&caller, &prepared, params, cancel.clone())
             .await?;
         let ran = self.park(&caller, out, cancel)?;
-        Self::ran_info(ran, request.into_inner())
+        self.ran_info(ran, request.into_inner())
     }
 
     async fn get_flight_info_catalogs(
