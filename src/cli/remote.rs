@@ -289,6 +289,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 p.messages.to_string(),
                 p.dead_letters.to_string(),
                 state.to_string(),
+                p.broker_state.clone(),
                 p.last_commit.clone(),
                 p.last_error.clone(),
             ]
@@ -308,6 +309,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "messages",
                 "dead",
                 "state",
+                "broker",
                 "last_commit",
                 "last_error"
             ],

@@ -322,6 +322,95 @@ async fn tansu_broker_pause_then_http_ingest_with_a_new_field() {
     );
 }
 
+/// A frozen broker (SIGSTOP: the TCP connection stays open, so librdkafka thinks it is up
+/// for a minute) is reported in `system.ingest` within seconds, logged once, and cleared
+/// when it answers again; nothing is lost across the freeze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_broker_shows_in_system_ingest_and_the_log_once() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 3).await;
+    let server = crate::common::ServeProcess::start(&format!(
+        "[kafka]\nbrokers = \"{}\"\n[[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\nmax_latency_ms = 200\n\
+         properties = {{ \"session.timeout.ms\" = \"30000\" }}\n",
+        broker.brokers
+    ))
+    .await;
+    let c = crate::common::connect(&server.conn_str("tidepool", "")).await;
+    let p = producer(&broker.brokers);
+    let batch = |from: i64, to: i64| {
+        (from..to)
+            .map(|i| ((i % 3) as i32, None, Some(order(i))))
+            .collect()
+    };
+    produce(&p, "orders", batch(0, 300)).await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 300).await;
+    let states = "SELECT string_agg(DISTINCT broker_state, ',') FROM system.ingest";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::common::first(&c, states)
+        .await
+        .expect("system.ingest")
+        != "up"
+    {
+        assert!(Instant::now() < deadline, "the broker never showed as up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    broker.signal("-STOP");
+    let stopped = Instant::now();
+    let stopped_at = chrono::Utc::now();
+    let seen = loop {
+        let state = crate::common::first(&c, states)
+            .await
+            .expect("system.ingest");
+        if state == "unresponsive" {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "the frozen broker was not reported within 15 s: broker_state {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("frozen broker reported after {:.1} s", seen.as_secs_f64());
+    let contact: chrono::DateTime<chrono::Utc> = c
+        .query_one("SELECT max(last_broker_contact) FROM system.ingest", &[])
+        .await
+        .expect("last_broker_contact")
+        .get::<_, Option<_>>(0)
+        .expect("a last contact");
+    assert!(
+        contact <= stopped_at && stopped_at - contact < chrono::TimeDelta::seconds(5),
+        "last contact {contact} should be just before the freeze at {stopped_at}"
+    );
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(stopped.elapsed())).await;
+    broker.signal("-CONT");
+    let resumed = Instant::now();
+    while crate::common::first(&c, states)
+        .await
+        .expect("system.ingest")
+        != "up"
+    {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "the broker was not reported up again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    produce(&p, "orders", batch(300, 400)).await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 400).await;
+    assert_eq!(
+        crate::common::first(&c, "SELECT count(DISTINCT order_id) FROM bronze.orders")
+            .await
+            .expect("count"),
+        "400"
+    );
+    drop(c);
+    let log = server.stop_clean("frozen broker").await;
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(lines("Kafka broker not answering"), 1, "{log}");
+    assert_eq!(lines("Kafka brokers answering again"), 1, "{log}");
+}
+
 /// SIGTERM while the broker is frozen: the batch in flight is committed and the process
 /// exits in bounded time instead of waiting forever to leave its consumer group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
 use super::batch::RawBatch;
+use super::broker_health::{self, BrokerState};
 use super::pipeline::{Command, GroupOffsets, TopicPartition};
 use super::status::SourceStatus;
 use crate::settings::{Source, StartOffset};
@@ -66,6 +67,7 @@ struct Shared {
     cancel: CancellationToken,
     state: Mutex<LoopState>,
     errors: Mutex<ErrorLog>,
+    brokers: Mutex<broker_health::Tracker>,
 }
 
 #[derive(Default)]
@@ -176,6 +178,7 @@ impl ClientContext for IngestContext {
                 }
             }
         }
+        self.shared.broker_health(&statistics);
     }
 }
 
@@ -234,6 +237,43 @@ impl ConsumerContext for IngestContext {
 }
 
 impl Shared {
+    /// Follows whether the brokers answer; logs when that changes.
+    fn broker_health(&self, statistics: &Statistics) {
+        let joining = statistics
+            .cgrp
+            .as_ref()
+            .is_some_and(|g| g.join_state.starts_with("wait"));
+        let samples = broker_health::samples(statistics);
+        let (before, changed, health) = {
+            let mut tracker = self.brokers.lock();
+            let before = tracker.health().state;
+            let changed = tracker.observe(chrono::Utc::now(), &samples, joining);
+            (before, changed, tracker.health().clone())
+        };
+        *self.status.broker.lock() = health;
+        let Some(h) = changed else { return };
+        let source = self.source.name.as_str();
+        let broker = h.broker.as_deref().unwrap_or("");
+        let silent_for_s = h
+            .last_contact
+            .map(|t| (chrono::Utc::now() - t).num_seconds());
+        match h.state {
+            BrokerState::Unresponsive => tracing::warn!(
+                source,
+                broker,
+                ?silent_for_s,
+                "Kafka broker not answering: requests wait and nothing came back"
+            ),
+            BrokerState::Down => {
+                tracing::warn!(source, broker, ?silent_for_s, "Kafka broker not connected")
+            }
+            BrokerState::Up if before != BrokerState::Unknown => {
+                tracing::info!(source, "Kafka brokers answering again")
+            }
+            BrokerState::Up | BrokerState::Unknown => {}
+        }
+    }
+
     /// Sends the buffered batch to the pipeline.
     fn flush(&self) {
         let batch = {
@@ -294,6 +334,7 @@ impl Shared {
                 }
             }
         };
+        let beyond = beyond_the_end(consumer, &self.source.name, &stored);
         let mut st = self.state.lock();
         let (mut resumed, mut fresh) = (0usize, 0usize);
         let count = parts.len();
@@ -301,8 +342,8 @@ impl Shared {
             let offset = match stored.get(&(topic.clone(), partition)) {
                 Some(&last) => {
                     let next = last + 1;
-                    match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
-                        Ok((_, high)) if next > high => {
+                    match beyond.get(&(topic.clone(), partition)) {
+                        Some(&high) => {
                             tracing::warn!(source = %self.source.name, topic, partition, stored = last, high,
                                 "the lake holds offsets beyond the end of this partition (topic recreated?); reading it from the beginning");
                             st.set_next(&topic, partition, None);
@@ -339,6 +380,43 @@ impl Shared {
         }
         tracing::info!(source = %self.source.name, partitions = count, resumed_from_lake = resumed,
             from_start_setting = fresh, "partitions assigned");
+    }
+}
+
+/// The partitions whose stored offset lies beyond the broker's end, with that end: a
+/// topic deleted and created again (its offsets start over). A broker can report an end
+/// that lags what it already served for a moment (seen after a broker froze and came back,
+/// during the rebalance that followed), so such partitions are asked again for up to 10 s
+/// before concluding: reading a whole partition again costs minutes of catch-up.
+fn beyond_the_end(
+    consumer: &BaseConsumer<IngestContext>,
+    source: &str,
+    stored: &HashMap<TopicPartition, i64>,
+) -> HashMap<TopicPartition, i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ask: Vec<(&TopicPartition, i64)> = stored.iter().map(|(tp, l)| (tp, l + 1)).collect();
+    let mut beyond = HashMap::new();
+    loop {
+        beyond.clear();
+        for &(tp, next) in &ask {
+            let (topic, partition) = (tp.0.as_str(), tp.1);
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
+                && next > high
+            {
+                beyond.insert(tp.clone(), high);
+            }
+        }
+        if beyond.is_empty() || Instant::now() >= deadline {
+            return beyond;
+        }
+        tracing::debug!(
+            source,
+            partitions = beyond.len(),
+            "the broker reports an end before the lake's offset; asking again"
+        );
+        ask.retain(|(tp, _)| beyond.contains_key(*tp));
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -383,6 +461,7 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
         cancel: job.cancel.clone(),
         state: Mutex::new(LoopState::default()),
         errors: Mutex::new(ErrorLog::default()),
+        brokers: Mutex::new(broker_health::Tracker::default()),
     });
     let context = IngestContext {
         shared: shared.clone(),

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod broker_health;
 pub mod bronze;
 pub mod consumer;
 pub mod decode;

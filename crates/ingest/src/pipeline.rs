@@ -162,6 +162,27 @@ impl Pipeline {
             self.verified.clear();
             self.verified_at = now;
         }
+        // Other writers' offsets read from their own commits keep the rest exact.
+        let (bronze, dead) = (self.bronze.take_foreign(), self.dead.take_foreign());
+        if bronze.is_empty() && dead.is_empty() {
+            return;
+        }
+        let ids: HashMap<String, TopicPartition> = self
+            .verified
+            .iter()
+            .map(|(t, p)| (app_id(&self.prefix, t, *p), (t.clone(), *p)))
+            .collect();
+        for (foreign, committed) in [
+            (bronze, &mut self.committed),
+            (dead, &mut self.dead_committed),
+        ] {
+            for (id, v) in foreign {
+                if let Some(tp) = ids.get(&id) {
+                    let c = committed.entry(tp.clone()).or_insert(v);
+                    *c = (*c).max(v);
+                }
+            }
+        }
     }
 
     /// Makes `committed` exact for the partitions of `batch` against the snapshots the

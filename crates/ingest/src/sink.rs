@@ -34,7 +34,15 @@ pub struct Sink {
     /// or a commit that landed after someone else's): offsets read before are then stale
     /// for the partitions those commits wrote ([`Sink::generation`]).
     generation: u64,
+    /// The offsets (app id, last offset) of other writers' commits that entered the
+    /// snapshot since [`Sink::take_foreign`] was last called, read from just those
+    /// commits; when they could not be read, [`Sink::generation`] moved instead.
+    foreign: Vec<(String, i64)>,
 }
+
+/// At most this many other writers' commits are read one by one; beyond it the offsets
+/// are read from the snapshot again ([`Sink::generation`]).
+const FOREIGN_COMMITS_READ: u64 = 64;
 
 impl Sink {
     /// Opens `schema.name` if it exists; it is created by the first commit otherwise.
@@ -52,6 +60,7 @@ impl Sink {
             table,
             checkpoint_interval,
             generation: 0,
+            foreign: Vec::new(),
         })
     }
 
@@ -86,9 +95,58 @@ impl Sink {
 
     /// Brings the table to its newest version (another writer may have committed).
     pub async fn reload(&mut self) -> Result<(), IngestError> {
+        let before = self.table.as_ref().and_then(DeltaTable::version);
         self.table = self.lake.table(&self.schema, &self.name).await?;
-        self.generation += 1;
+        let after = self.table.as_ref().and_then(DeltaTable::version);
+        match (before, after) {
+            (Some(b), Some(a)) if a >= b => self.take_in(b + 1..a + 1).await,
+            _ => self.generation += 1,
+        }
         Ok(())
+    }
+
+    /// The offsets other writers committed since the last call (see `foreign`).
+    pub fn take_foreign(&mut self) -> Vec<(String, i64)> {
+        std::mem::take(&mut self.foreign)
+    }
+
+    /// Notes the offsets of the commits `versions`, which entered the snapshot without
+    /// this process having read them.
+    async fn take_in(&mut self, versions: std::ops::Range<u64>) {
+        if versions.is_empty() {
+            return;
+        }
+        let Some(table) = &self.table else { return };
+        if versions.end - versions.start > FOREIGN_COMMITS_READ {
+            self.generation += 1;
+            return;
+        }
+        let log = table.log_store();
+        let mut found = Vec::new();
+        for v in versions {
+            let actions = match log.read_commit_entry(v).await {
+                Ok(Some(bytes)) => deltalake::logstore::get_actions(v, &bytes),
+                // Cleaned up already (log retention) or unreadable: read the snapshot.
+                Ok(None) => {
+                    self.generation += 1;
+                    return;
+                }
+                Err(e) => Err(e),
+            };
+            match actions {
+                Ok(actions) => found.extend(actions.into_iter().filter_map(|a| match a {
+                    deltalake::kernel::Action::Txn(t) => Some((t.app_id, t.version)),
+                    _ => None,
+                })),
+                Err(e) => {
+                    tracing::debug!(table = %self.qualified(), version = v, error = %e,
+                        "cannot read another writer's commit; reading offsets from the snapshot");
+                    self.generation += 1;
+                    return;
+                }
+            }
+        }
+        self.foreign.extend(found);
     }
 
     /// The offsets stored for `app_ids` (missing ids have none).
@@ -164,8 +222,10 @@ impl Sink {
             Ok(v) => {
                 // Landed after other commits (delta-rs checked they wrote none of these
                 // offsets; they may have written other partitions').
-                if read.is_some_and(|r| v != r + 1) {
-                    self.generation += 1;
+                match read {
+                    Some(r) if v > r + 1 => self.take_in(r + 1..v).await,
+                    Some(_) => {}
+                    None => self.generation += 1,
                 }
                 Ok(v as i64)
             }

@@ -14,6 +14,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 
+use crate::broker_health::{BrokerHealth, BrokerState};
+
 /// One partition of one source.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionStatus {
@@ -67,6 +69,8 @@ pub struct SourceStatus {
     pub commits: AtomicU64,
     pub partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     pub last_error: Mutex<Option<String>>,
+    /// Whether the brokers answer (from the consumer's statistics).
+    pub broker: Mutex<BrokerHealth>,
 }
 
 impl SourceStatus {
@@ -149,6 +153,10 @@ pub struct PartitionRow {
     pub paused: bool,
     /// The source's last error, on each of its partitions.
     pub last_error: Option<String>,
+    /// `up`, `unresponsive`, `down` or `unknown` (see [`BrokerState`]).
+    pub broker_state: &'static str,
+    /// When a broker of the source last sent anything.
+    pub last_broker_contact: Option<DateTime<Utc>>,
 }
 
 /// Every source of this process.
@@ -181,11 +189,13 @@ impl IngestStatus {
             Field::new("lag", DataType::Int64, true),
             Field::new("messages", DataType::UInt64, false),
             Field::new("dead_letters", DataType::UInt64, false),
-            Field::new("last_commit", ts, true),
+            Field::new("last_commit", ts.clone(), true),
             Field::new("rate", DataType::Float64, false),
             Field::new("running", DataType::Boolean, false),
             Field::new("paused", DataType::Boolean, false),
             Field::new("last_error", DataType::Utf8, true),
+            Field::new("broker_state", DataType::Utf8, false),
+            Field::new("last_broker_contact", ts.clone(), true),
         ]))
     }
 
@@ -195,6 +205,7 @@ impl IngestStatus {
         let mut out = Vec::new();
         for s in self.sources() {
             let error = s.last_error.lock().clone();
+            let broker = s.broker.lock().clone();
             for ((topic, partition), st) in s.partitions.lock().iter() {
                 out.push(PartitionRow {
                     source: s.name.clone(),
@@ -210,6 +221,8 @@ impl IngestStatus {
                     running: s.running.load(Ordering::Relaxed),
                     paused: s.paused.load(Ordering::Relaxed),
                     last_error: error.clone(),
+                    broker_state: broker.state.as_str(),
+                    last_broker_contact: broker.last_contact,
                 });
             }
         }
@@ -251,6 +264,16 @@ impl IngestStatus {
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|r| r.last_error.as_deref()),
             )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.broker_state),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    rows.iter()
+                        .map(|r| r.last_broker_contact.map(|t| t.timestamp_micros())),
+                )
+                .with_timezone("UTC"),
+            ),
         ];
         RecordBatch::try_new(Self::schema(), columns)
     }
@@ -304,6 +327,85 @@ impl IngestStatus {
                 }
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP tidepool_ingest_broker_up Whether the source's Kafka brokers answer (0: unresponsive or down)\n# TYPE tidepool_ingest_broker_up gauge"
+        );
+        let now = Utc::now();
+        let mut contacts = Vec::new();
+        for s in &sources {
+            let b = s.broker.lock().clone();
+            let up = match b.state {
+                BrokerState::Up => 1,
+                BrokerState::Unresponsive | BrokerState::Down => 0,
+                BrokerState::Unknown => continue,
+            };
+            let _ = writeln!(
+                out,
+                "tidepool_ingest_broker_up{{source=\"{}\"}} {up}",
+                s.name
+            );
+            if let Some(t) = b.last_contact {
+                contacts.push((s.name.clone(), (now - t).as_seconds_f64().max(0.0)));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tidepool_ingest_broker_silent_seconds Seconds since a Kafka broker of the source last sent anything\n# TYPE tidepool_ingest_broker_silent_seconds gauge"
+        );
+        for (name, secs) in contacts {
+            let _ = writeln!(
+                out,
+                "tidepool_ingest_broker_silent_seconds{{source=\"{name}\"}} {secs:.1}"
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_health_reaches_system_ingest_and_metrics() {
+        let status = IngestStatus::default();
+        let s = SourceStatus::new("orders");
+        s.stored("orders", 0, Some(9));
+        status.add(s.clone());
+        let quiet = status.prometheus();
+        assert!(!quiet.contains("tidepool_ingest_broker_up{"), "{quiet}");
+        let contact = Utc::now() - chrono::TimeDelta::seconds(7);
+        *s.broker.lock() = BrokerHealth {
+            state: BrokerState::Unresponsive,
+            last_contact: Some(contact),
+            broker: Some("b:9092".into()),
+        };
+        let text = status.prometheus();
+        assert!(
+            text.contains("tidepool_ingest_broker_up{source=\"orders\"} 0"),
+            "{text}"
+        );
+        let silent: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tidepool_ingest_broker_silent_seconds{source=\"orders\"} ")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!((7.0..9.0).contains(&silent), "{text}");
+        let batch = status.batch().expect("batch");
+        let state = batch.column_by_name("broker_state").and_then(|c| {
+            c.as_any()
+                .downcast_ref::<StringArray>()
+                .map(|a| a.value(0).to_string())
+        });
+        assert_eq!(state.as_deref(), Some("unresponsive"));
+        let at = batch.column_by_name("last_broker_contact").and_then(|c| {
+            c.as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .map(|a| a.value(0))
+        });
+        assert_eq!(at, Some(contact.timestamp_micros()));
     }
 }

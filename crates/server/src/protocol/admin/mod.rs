@@ -308,6 +308,11 @@ impl Admin for AdminService {
                 last_error: r.last_error.unwrap_or_default(),
                 rate: r.rate,
                 paused: r.paused,
+                broker_state: r.broker_state.to_string(),
+                last_broker_contact: r
+                    .last_broker_contact
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::IngestStatusResponse { partitions }))

@@ -216,10 +216,13 @@ async fn health(State(state): State<HttpState>) -> Response {
         .sources()
         .iter()
         .map(|s| {
+            let broker = s.broker.lock().clone();
             serde_json::json!({
                 "source": s.name,
                 "running": s.running.load(std::sync::atomic::Ordering::Relaxed),
                 "error": s.last_error.lock().clone(),
+                "broker_state": broker.state.as_str(),
+                "last_broker_contact": broker.last_contact.map(|t| t.to_rfc3339()),
             })
         })
         .collect();
