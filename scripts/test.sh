@@ -63,6 +63,10 @@ if ! .venv/bin/python -c 'import deltalake, polars, connectorx, pytz, duckdb_ext
   .venv/bin/pip install -q 'deltalake==1.6.6' 'polars==2.1.0' 'connectorx==0.4.6' 'pytz==2025.2' \
     'duckdb-extension-delta==1.5.5'
 fi
+# DuckDB's TPC-H extension (its generator and query texts) for the cluster test.
+if ! .venv/bin/python -c 'import duckdb_extension_tpch' 2>/dev/null; then
+  .venv/bin/pip install -q 'duckdb-extension-tpch==1.5.5'
+fi
 # dbt-core with the dbt-postgres adapter, in a venv of their own (dbt pins its own
 # versions of protobuf, Jinja and friends). 1.11.16 is the newest dbt-core that installs
 # from PyPI alone: 1.12 fetches its parser binary from GitHub while installing.

@@ -2,6 +2,7 @@
 //! [`dispatch`].
 
 pub mod allocator;
+mod cluster;
 mod generate;
 mod ingest;
 mod models;
@@ -128,6 +129,10 @@ pub enum Command {
     Maintain(remote::MaintainArgs),
     /// Make a running server re-read tidepool.toml, sql/ and views/ (--server)
     Reload(remote::ReloadArgs),
+    /// Run a Ballista scheduler that servers with [cluster] scheduler send queries to
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor for a scheduler (reads the lake's files)
+    Executor(cluster::ExecutorArgs),
 }
 
 /// Starts tracing to stderr.
@@ -200,6 +205,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => runtime.block_on(remote::replay(args)),
         Command::Maintain(args) => runtime.block_on(remote::maintain(&overrides, args)),
         Command::Reload(args) => runtime.block_on(remote::reload(args)),
+        Command::Scheduler(args) => runtime.block_on(cluster::scheduler(&overrides, args)),
+        Command::Executor(args) => runtime.block_on(cluster::executor(&overrides, args)),
     };
     // Whatever still runs has had its grace period (a kernel busy with one huge batch
     // cannot be interrupted mid-batch): the process ends instead of waiting for it.

@@ -16,6 +16,7 @@ mod client_npgsql;
 mod client_pgjdbc;
 mod client_python;
 mod client_tableau;
+mod cluster;
 mod common;
 mod copy;
 mod demo;

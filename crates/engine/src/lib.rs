@@ -27,6 +27,7 @@ pub mod ctid;
 mod cursors;
 mod dependents;
 mod dimension_filters;
+pub mod distributed;
 mod error;
 mod executor;
 mod exists_values;
@@ -126,6 +127,8 @@ pub struct Engine {
     procedures: procedures::Registry,
     catalog_cache: catalog_cache::CatalogCache,
     extension: Arc<dyn Extension>,
+    /// Where queries run when they may leave this node ([`distributed`]).
+    cluster: OnceLock<Arc<dyn distributed::Cluster>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -271,6 +274,7 @@ impl Engine {
                 procedures: procedures::Registry::default(),
                 catalog_cache: Default::default(),
                 extension,
+                cluster: OnceLock::new(),
             });
         authz::catalog::register(&engine);
         engine.system.register_gathered(
@@ -407,6 +411,16 @@ impl Engine {
 
     pub(crate) fn executor(&self) -> &executor::Executor {
         &self.executor
+    }
+
+    /// Sends queries that may leave this node to `cluster` (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<dyn distributed::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster queries may run on, when one is configured.
+    pub fn cluster(&self) -> Option<&Arc<dyn distributed::Cluster>> {
+        self.cluster.get()
     }
 
     /// Stops admitting new statements (used on shutdown).

@@ -59,6 +59,18 @@ impl BoundedPushdown {
     }
 }
 
+/// Whether `provider` is a lake table's, and if so whether it is plain
+/// ([`crate::lake_scan`]); `None` for any other provider.
+pub(crate) fn plain_table(provider: &dyn TableProvider) -> Option<bool> {
+    let lake = provider.downcast_ref::<BoundedPushdown>()?;
+    Some(lake.plain().is_some())
+}
+
+/// The Delta table behind a lake table's provider.
+pub(crate) fn delta_table(provider: &dyn TableProvider) -> Option<&DeltaTable> {
+    Some(&provider.downcast_ref::<BoundedPushdown>()?.table)
+}
+
 /// The declared defaults of `table` ([`tidepool_lake::Declared`]) as expressions; one
 /// that no longer plans (a dropped function) is left out with a warning.
 fn defaults_of(table: &DeltaTable, schema: &SchemaRef) -> HashMap<String, Expr> {

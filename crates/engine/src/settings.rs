@@ -22,6 +22,11 @@ fn defaults() -> BTreeMap<&'static str, (&'static str, String)> {
         crate::planner_options::SETTING,
         "on",
     );
+    put(
+        crate::distributed::SETTING,
+        crate::distributed::SETTING,
+        "on",
+    );
     put("bytea_output", "bytea_output", "hex");
     put("client_encoding", "client_encoding", "UTF8");
     put("client_min_messages", "client_min_messages", "notice");
@@ -110,7 +115,7 @@ impl SessionSettings {
                 })?;
                 value = show_timeout(d);
             }
-            crate::planner_options::SETTING => {
+            crate::planner_options::SETTING | crate::distributed::SETTING => {
                 let on = crate::planner_options::parse(&value).ok_or_else(|| {
                     EngineError::InvalidSetting {
                         name: name.to_string(),
@@ -220,6 +225,14 @@ impl SessionSettings {
     pub fn planner_rewrites(&self) -> bool {
         self.values
             .get(crate::planner_options::SETTING)
+            .is_none_or(|(_, v)| v != "off")
+    }
+
+    /// Whether queries may run on the cluster, when one is configured
+    /// (`tidepool.distributed`).
+    pub fn distributed(&self) -> bool {
+        self.values
+            .get(crate::distributed::SETTING)
             .is_none_or(|(_, v)| v != "off")
     }
 

@@ -36,6 +36,8 @@ pub enum AppError {
     Flight(#[from] FlightServerError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Cluster(#[from] tidepool_cluster::ClusterError),
 }
 
 /// A built application with its listeners bound.
@@ -67,6 +69,11 @@ impl App {
             EngineOptions::from(settings),
             settings.dialect(),
         )?;
+        if let Some(scheduler) = &settings.cluster_scheduler {
+            let remote = tidepool_cluster::remote::Remote::new(scheduler)?;
+            tracing::info!(%scheduler, "queries on plain lake tables run on the cluster");
+            engine.set_cluster(Arc::new(remote));
+        }
         if settings.users.is_empty() {
             tracing::warn!(
                 "no [[users]]: trust mode, every client may read and write the lake and any file or URL the server can reach (listeners stay on loopback)"

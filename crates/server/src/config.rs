@@ -50,6 +50,7 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub project: ProjectConfig,
     pub schedule: Option<ScheduleConfig>,
+    pub cluster: ClusterConfig,
     /// `[models.<schema>]`: config defaults for the models of `sql/<schema>/`, as
     /// dbt_project.yml's `+materialized` etc.; a model's own `config()` wins.
     pub models: BTreeMap<String, toml::Table>,
@@ -251,6 +252,16 @@ impl Default for FlightConfig {
             advertise: String::new(),
         }
     }
+}
+
+/// `[cluster]`: where queries run past this machine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// A Ballista scheduler (`tidepool scheduler`), e.g. "df://scheduler:50050": queries
+    /// that read only plain lake tables run there (`SET tidepool.distributed = off`
+    /// keeps a session's here). Empty (the default): every query runs in this process.
+    pub scheduler: String,
 }
 
 /// The admin gRPC API: on the Flight SQL port unless given a port of its own.
@@ -580,6 +591,8 @@ pub struct Settings {
     pub flight_ticket_ttl: Duration,
     /// `[flight] advertise`: the location put into every FlightEndpoint.
     pub flight_advertise: Option<String>,
+    /// `[cluster] scheduler`, checked.
+    pub cluster_scheduler: Option<String>,
     /// Broker list; `None` means the embedded dev broker.
     pub brokers: Option<String>,
     /// Partitions of topics the embedded broker creates.
@@ -895,6 +908,14 @@ impl Config {
         }
         let node = node_name(self.node.name.as_deref())?;
         let flight_advertise = advertise(&self.flight.advertise)?;
+        let cluster_scheduler = match self.cluster.scheduler.trim() {
+            "" => None,
+            text => {
+                tidepool_cluster::parse_scheduler(text)
+                    .map_err(|e| invalid("cluster.scheduler", e.to_string()))?;
+                Some(text.to_string())
+            }
+        };
         let roles = match &self.node.roles {
             Some(r) => Roles::parse(r)?,
             None => Roles::ALL,
@@ -918,6 +939,7 @@ impl Config {
             flight_token_ttl: Duration::from_secs(self.flight.token_ttl_secs),
             flight_ticket_ttl: Duration::from_secs(self.flight.ticket_ttl_secs),
             flight_advertise,
+            cluster_scheduler,
             brokers: self.kafka.brokers.clone(),
             embedded_partitions: self.kafka.embedded_partitions,
             sources,

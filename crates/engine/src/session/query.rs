@@ -16,6 +16,7 @@ use tidepool_lake::Listing;
 
 use super::Session;
 use super::output::{Output, QueryControl, Shape, SplitOutput};
+use crate::distributed::Cluster;
 use crate::lanes::{Lane, Slot};
 use crate::origins::Origin;
 use crate::stream::GuardedStream;
@@ -33,9 +34,45 @@ impl Session {
     ) -> Result<SplitOutput, EngineError> {
         use datafusion::physical_plan::ExecutionPlanProperties;
         let origins = self.origins(&plan);
+        let cluster = self
+            .engine
+            .cluster()
+            .filter(|_| self.settings.distributed())
+            .cloned();
+        if let Some(cluster) = &cluster
+            && let LogicalPlan::Explain(explain) = &plan
+        {
+            let note = self.distributed_note(cluster.as_ref(), &explain.plan).await;
+            let df = DataFrame::new(self.ctx.state(), plan.clone());
+            let stream = df.execute_stream().await?;
+            let extra = explain_row(stream.schema(), &note)?;
+            let rows = stream.chain(futures::stream::iter([Ok(extra)]));
+            let stream: SendableRecordBatchStream =
+                Box::pin(RecordBatchStreamAdapter::new(rows_schema(&plan), rows));
+            let permit = slot.claim(self.engine.lanes(), Lane::Light).await?;
+            return Ok(SplitOutput::One(Output::Rows {
+                stream: Box::pin(GuardedStream::new(stream, control, permit)),
+                tag: "SELECT",
+            }));
+        }
+        let eligible = match &cluster {
+            Some(_) => self.may_leave(&plan)?,
+            None => false,
+        };
         let df = DataFrame::new(self.ctx.state(), plan);
         let task = Arc::new(df.task_ctx());
-        let physical = df.create_physical_plan().await?;
+        let physical = match cluster.as_ref().filter(|_| eligible) {
+            Some(cluster) => {
+                let mut state = self.ctx.state();
+                cluster.configure(state.config_mut());
+                let physical = state.create_physical_plan(df.logical_plan()).await?;
+                match cluster.plan(physical.clone(), &state).await? {
+                    Some(remote) => remote,
+                    None => physical,
+                }
+            }
+            None => df.create_physical_plan().await?,
+        };
         let lane = self.engine.lanes().lane(physical.as_ref());
         let permit = slot.claim(self.engine.lanes(), lane).await?;
         let guard = |stream| -> SendableRecordBatchStream {
@@ -63,6 +100,47 @@ impl Session {
         Ok(SplitOutput::Partitions(
             streams.into_iter().map(guard).collect(),
         ))
+    }
+
+    /// Whether `plan` may run on the cluster ([`crate::distributed::local_reason`]; the
+    /// optimizer adds no table, so the plan as bound is enough to judge).
+    fn may_leave(&self, plan: &LogicalPlan) -> Result<bool, EngineError> {
+        match crate::distributed::local_reason(plan) {
+            Some(why) => {
+                tracing::debug!(reason = %why, "query runs on this node");
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// What EXPLAIN says of where `plan` runs: the cluster's stages, or why here.
+    async fn distributed_note(&self, cluster: &dyn Cluster, plan: &LogicalPlan) -> String {
+        let mut state = self.ctx.state();
+        cluster.configure(state.config_mut());
+        let optimized = match state.optimize(plan) {
+            Ok(p) => p,
+            Err(e) => return format!("runs on this node: {e}"),
+        };
+        if let Some(why) = crate::distributed::local_reason(&optimized) {
+            return format!("runs on this node: {why}");
+        }
+        let physical = match state.create_physical_plan(&optimized).await {
+            Ok(p) => p,
+            Err(e) => return format!("runs on this node: {e}"),
+        };
+        match cluster.plan(physical.clone(), &state).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return "runs on this node: the cluster cannot carry its plan".into(),
+            Err(e) => return format!("runs on this node: {e}"),
+        }
+        match cluster.stages(physical, &state) {
+            Ok(text) => format!("runs on the cluster at {}\n{text}", cluster.name()),
+            Err(e) => format!(
+                "runs on the cluster at {} (stages not shown: {e})",
+                cluster.name()
+            ),
+        }
     }
 
     /// The schema unqualified names resolve in.
@@ -162,4 +240,24 @@ impl Session {
             tag: "SELECT",
         })
     }
+}
+
+/// The output schema of an EXPLAIN.
+fn rows_schema(plan: &LogicalPlan) -> SchemaRef {
+    Arc::new(plan.schema().as_arrow().clone())
+}
+
+/// One more EXPLAIN row, `distributed_plan`: where the statement runs.
+fn explain_row(
+    schema: SchemaRef,
+    note: &str,
+) -> Result<datafusion::arrow::record_batch::RecordBatch, EngineError> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["distributed_plan"])),
+        Arc::new(StringArray::from(vec![note])),
+    ];
+    Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+        schema, columns,
+    )?)
 }
