@@ -35,6 +35,7 @@ mod pg_fuzz;
 mod pg_protocol;
 mod procedures;
 mod psql;
+mod s3_commits;
 mod schedule_lease;
 mod soak;
 mod sqlsmith;

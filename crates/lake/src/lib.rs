@@ -135,6 +135,8 @@ pub struct Lake {
     compacting: compaction::Running,
     /// The data files `ctid`s have named ([`tids`]).
     tids: tids::TidFiles,
+    /// This lake itself, for background work that outlives a call (compaction).
+    me: std::sync::Weak<Lake>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -184,7 +186,8 @@ impl Lake {
         cloud::register_delta_handlers();
         let named = cloud::NamedStores::default();
         named.name(root.as_str());
-        Ok(Arc::new(Lake {
+        Ok(Arc::new_cyclic(|me| Lake {
+            me: me.clone(),
             named,
             root,
             store,
@@ -317,8 +320,10 @@ impl Lake {
                     *c = t.clone();
                 }
             }
-            self.auto_compact
-                .after_commit(&self.compacting, key, t, cached);
+            if let Some(lake) = self.me.upgrade() {
+                self.auto_compact
+                    .after_commit(lake, &self.compacting, key, t, cached);
+            }
         }
     }
 
