@@ -12,7 +12,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tidepool /usr/local/bin/tidepool
 WORKDIR /project
-COPY tidepool.toml tidepool.docker.toml ./
+COPY tidepool.toml tidepool.docker.toml tidepool.cluster.toml ./
 COPY sql ./sql
 COPY views ./views
 EXPOSE 5433 50051 8080

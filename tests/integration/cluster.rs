@@ -85,3 +85,42 @@ async fn tpch_on_a_scheduler_and_two_executors_equals_one_node() {
     .await;
     server.stop_clean("cluster").await;
 }
+
+/// The compose cluster profile's settings (tidepool.cluster.toml) are valid and send
+/// queries to the profile's scheduler, with the sources of tidepool.docker.toml.
+#[test]
+fn the_compose_cluster_settings_resolve() {
+    use tidepool::config::{Config, Overrides};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let resolve = |file: &str| {
+        let text = std::fs::read_to_string(repo.join(file))
+            .expect("reads")
+            .replace(
+                "password_env = \"TIDEPOOL_ANALYST_PASSWORD\"",
+                "password = \"a\"",
+            )
+            .replace(
+                "password_env = \"TIDEPOOL_POWERBI_PASSWORD\"",
+                "password = \"p\"",
+            );
+        Config::parse(&text, &repo.join(file))
+            .expect("parses")
+            .resolve(&Overrides::default())
+            .expect("is valid")
+    };
+    let cluster = resolve("tidepool.cluster.toml");
+    let single = resolve("tidepool.docker.toml");
+    assert_eq!(
+        cluster.cluster_scheduler.as_deref(),
+        Some("df://scheduler:50050")
+    );
+    assert_eq!(single.cluster_scheduler, None);
+    let sources = |s: &tidepool::config::Settings| -> Vec<String> {
+        s.sources
+            .iter()
+            .map(|x| format!("{}:{:?}", x.name, x.topics))
+            .collect()
+    };
+    assert_eq!(sources(&cluster), sources(&single));
+    assert_eq!(cluster.lake.root, single.lake.root);
+}
