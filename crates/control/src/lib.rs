@@ -89,6 +89,7 @@ impl ControlError {
                 IngestError::UnknownSource(_) | IngestError::NoTable(_) => Class::NotFound,
                 IngestError::Refused(_) => Class::FailedPrecondition,
                 IngestError::Timeout(_) | IngestError::Stopped => Class::Unavailable,
+                IngestError::Lake(tidepool_lake::LakeError::Busy(_)) => Class::Unavailable,
                 _ => Class::Internal,
             },
             ControlError::Engine(_) => Class::Internal,

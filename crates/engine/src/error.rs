@@ -59,6 +59,8 @@ pub enum ErrorKind {
     TooComplex,
     /// A write lost a commit race with another writer; retry (40001).
     SerializationFailure,
+    /// Another process holds what the statement needs (55P03).
+    LockNotAvailable,
     /// NULL into a NOT NULL column (23502).
     NotNullViolation,
     /// A row a CHECK constraint refuses (23514).
@@ -406,6 +408,7 @@ fn classify_lake(e: &LakeError) -> ErrorKind {
         LakeError::NotNullViolation(_) => ErrorKind::NotNullViolation,
         LakeError::Unsupported(_) => ErrorKind::NotSupported,
         LakeError::SerializationFailure(_) => ErrorKind::SerializationFailure,
+        LakeError::Busy(_) => ErrorKind::LockNotAvailable,
         LakeError::Commit(_) => ErrorKind::Internal,
         LakeError::UnsupportedScheme(_) => ErrorKind::NotSupported,
         LakeError::UnnamedStore(_) => ErrorKind::InsufficientPrivilege,

@@ -5,15 +5,15 @@
 //! operation is its own Delta commit; readers keep the version they planned with, and the
 //! files it reads are only deleted after the retention.
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deltalake::DeltaTable;
 use tokio_util::sync::CancellationToken;
 
 use super::IngestError;
 use crate::settings::Maintenance;
-use tidepool_lake::Lake;
+use tidepool_lake::{Lake, LakeError};
 
 /// What one pass over a table did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +45,9 @@ pub async fn maintain(
         .count();
     report.files_before = files;
     let t = if small >= m.compact_min_files {
-        let (t, metrics) = optimize(t, m).await?;
+        let Some((t, metrics)) = optimize(lake, schema, table, m, Duration::ZERO).await? else {
+            return Ok(report);
+        };
         report.files_compacted = metrics.num_files_removed;
         report.files_added = metrics.num_files_added;
         tracing::info!(table = %format!("{schema}.{table}"), removed = metrics.num_files_removed,
@@ -61,16 +63,22 @@ pub async fn maintain(
     Ok(report)
 }
 
-/// Delta OPTIMIZE into files of `target_file_size`.
+/// Delta OPTIMIZE into files of `target_file_size`, under the table's compaction lease
+/// ([`Lake::optimize`]: one OPTIMIZE of a table at a time across every process on the
+/// lake), waiting up to `wait` for another process's. `None` when the table is gone, or
+/// when another process is compacting it and `wait` is zero.
 async fn optimize(
-    t: DeltaTable,
+    lake: &Lake,
+    schema: &str,
+    table: &str,
     m: &Maintenance,
-) -> Result<(DeltaTable, deltalake::operations::optimize::Metrics), IngestError> {
-    let target = NonZeroU64::new(m.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN);
-    t.optimize()
-        .with_target_size(target)
-        .await
-        .map_err(IngestError::delta)
+    wait: Duration,
+) -> Result<Option<(DeltaTable, deltalake::operations::optimize::Metrics)>, IngestError> {
+    match lake.optimize(schema, table, m.target_file_size, wait).await {
+        Ok(done) => Ok(done),
+        Err(LakeError::Busy(_)) if wait.is_zero() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// VACUUM of files older than the retention; returns how many were deleted.
@@ -85,6 +93,10 @@ async fn vacuum(t: DeltaTable, m: &Maintenance) -> Result<usize, IngestError> {
         .map_err(IngestError::delta)?;
     Ok(metrics.files_deleted.len())
 }
+
+/// How long an OPTIMIZE asked for by name waits for another process's compaction of the
+/// same table (auto-compaction of a busy table takes seconds).
+const ASKED_WAIT: Duration = Duration::from_secs(60);
 
 /// One maintenance operation asked for by name (the admin API's Maintain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +129,10 @@ pub async fn apply(
         .num_files();
     let summary = match action {
         Action::Optimize => {
-            let (t, metrics) = optimize(t, m).await?;
+            drop(t);
+            let Some((t, metrics)) = optimize(lake, schema, table, m, ASKED_WAIT).await? else {
+                return Err(IngestError::NoTable(name));
+            };
             format!(
                 "optimized {name}: {files} files before, {} compacted into {}; version {}",
                 metrics.num_files_removed,

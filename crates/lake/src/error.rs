@@ -43,6 +43,9 @@ pub enum LakeError {
     UndefinedColumn(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// Another process holds the table's compaction lease.
+    #[error("table {0} is being compacted by another process; try again later")]
+    Busy(String),
     #[error("schema {0} is not empty")]
     SchemaNotEmpty(String),
     #[error("{path}: {source}")]

@@ -48,6 +48,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
         ErrorKind::TooComplex => Code::InvalidArgument,
         ErrorKind::SerializationFailure => Code::Aborted,
+        ErrorKind::LockNotAvailable => Code::Unavailable,
         ErrorKind::NotNullViolation | ErrorKind::CheckViolation => Code::InvalidArgument,
         ErrorKind::CardinalityViolation => Code::InvalidArgument,
         ErrorKind::Cancelled => Code::Cancelled,

@@ -39,6 +39,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::ResourcesExhausted => "53200",
         ErrorKind::TooComplex => "54001",
         ErrorKind::SerializationFailure => "40001",
+        ErrorKind::LockNotAvailable => "55P03",
         ErrorKind::NotNullViolation => "23502",
         ErrorKind::CheckViolation => "23514",
         ErrorKind::InFailedTransaction => "25P02",
