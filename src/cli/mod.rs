@@ -49,6 +49,9 @@ pub struct OverrideArgs {
     /// Arrow Flight SQL listen address, e.g. 127.0.0.1:50051
     #[arg(long, global = true, env = "TIDEPOOL_FLIGHT_LISTEN")]
     pub flight_listen: Option<String>,
+    /// Location this node's Flight endpoints name, e.g. grpc://query-1:50051 ([flight] advertise)
+    #[arg(long, global = true, env = "TIDEPOOL_FLIGHT_ADVERTISE")]
+    pub flight_advertise: Option<String>,
     /// Kafka brokers (host:port,...); without them the embedded dev broker runs
     #[arg(long, global = true, env = "TIDEPOOL_BROKERS")]
     pub brokers: Option<String>,
@@ -80,6 +83,7 @@ impl From<&OverrideArgs> for Overrides {
             pg_listen: a.pg_listen.clone(),
             http_listen: a.http_listen.clone(),
             flight_listen: a.flight_listen.clone(),
+            flight_advertise: a.flight_advertise.clone(),
             brokers: a.brokers.clone(),
             query_timeout: a.query_timeout,
             memory_limit: a.memory_limit.clone(),

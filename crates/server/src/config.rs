@@ -536,6 +536,8 @@ pub struct Overrides {
     pub http_listen: Option<String>,
     /// Arrow Flight SQL listen address, e.g. 127.0.0.1:50051
     pub flight_listen: Option<String>,
+    /// The location every FlightEndpoint names (`[flight] advertise`)
+    pub flight_advertise: Option<String>,
     /// Kafka brokers (host:port,...); without them the embedded dev broker runs
     pub brokers: Option<String>,
     /// Per-statement timeout in seconds (0 = none)
@@ -741,6 +743,9 @@ impl Config {
         }
         if let Some(listen) = &o.flight_listen {
             self.flight.listen = listen.clone();
+        }
+        if let Some(url) = &o.flight_advertise {
+            self.flight.advertise = url.clone();
         }
         if let Some(b) = &o.brokers {
             self.kafka.brokers = Some(b.clone());
@@ -1375,6 +1380,25 @@ mod tests {
                 .to_string();
             assert!(err.contains("flight.advertise"), "{bad}: {err}");
         }
+        // --flight-advertise / TIDEPOOL_FLIGHT_ADVERTISE: one config file for every node.
+        let flag = Overrides {
+            flight_advertise: Some("grpc://query-2:50051".into()),
+            ..Overrides::default()
+        };
+        let s = Config::parse(
+            "[flight]\nadvertise = \"grpc://query-1:50051\"\n",
+            Path::new("t"),
+        )
+        .unwrap()
+        .resolve(&flag)
+        .unwrap();
+        assert_eq!(s.flight_advertise.as_deref(), Some("grpc://query-2:50051"));
+        let bad = Overrides {
+            flight_advertise: Some("query-2".into()),
+            ..Overrides::default()
+        };
+        let err = Config::parse("", Path::new("t")).unwrap().resolve(&bad);
+        assert!(err.unwrap_err().to_string().contains("flight.advertise"));
     }
 
     #[test]
