@@ -64,7 +64,7 @@ async fn tpch_on_a_scheduler_and_two_executors_equals_one_node() {
     let lake = dir.path().join("lake");
     let (_scheduler, address) = scheduler(&lake);
     let first = executor(&lake, &address);
-    let _second = executor(&lake, &address);
+    let second = executor(&lake, &address);
     let server = ServeProcess::start(&format!("[cluster]\nscheduler = \"{address}\"\n")).await;
     // Give the executors time to register (they beat every 2 s).
     let started = Instant::now();
@@ -79,6 +79,7 @@ async fn tpch_on_a_scheduler_and_two_executors_equals_one_node() {
             data.display().to_string(),
             "0.01".to_string(),
             first.0.id().to_string(),
+            second.0.id().to_string(),
         ],
         &["cluster"],
     )

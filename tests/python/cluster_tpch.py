@@ -55,6 +55,13 @@ def same(a, b):
     return True
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of process `pid` so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rows(cur, sql):
     cur.execute(sql)
     return cur.fetchall()
@@ -62,6 +69,7 @@ def rows(cur, sql):
 
 def main():
     host, port, data, sf, executor_pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+    other_executor = int(sys.argv[6])
     con = duck()
     con.execute(f"CALL dbgen(sf={sf})")
     queries = con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()
@@ -105,6 +113,25 @@ def main():
         )
         cur.execute("SET tidepool.distributed = off")
         expected = rows(cur, heavy)
+
+        # A statement that times out while its job runs: 57014, and the job is cancelled
+        # on the cluster (the executors stop working on it) instead of running to its end.
+        cur.execute("SET tidepool.distributed = on")
+        cur.execute("SET statement_timeout = '1500ms'")
+        heavier = heavy.replace("% 50", "% 10")  # 6,000 matches per row: tens of seconds
+        started = time.monotonic()
+        try:
+            rows(cur, heavier)
+            raise AssertionError(f"the heavy query ended in {time.monotonic() - started:.1f} s, before its timeout: the test proves nothing")
+        except psycopg.Error as e:
+            assert e.sqlstate == "57014", f"{e.sqlstate}: {e}"
+        cur.execute("SET statement_timeout = 0")
+        time.sleep(1.0)  # the cancel reaches the executors; their current batches end
+        before = cpu_seconds(executor_pid) + cpu_seconds(other_executor)
+        time.sleep(2.0)
+        busy = cpu_seconds(executor_pid) + cpu_seconds(other_executor) - before
+        print(f"statement timeout: the executors used {busy:.2f} CPU s in the 2 s after it")
+        assert busy < 0.5, f"the executors kept working on a timed-out statement's job: {busy:.2f} CPU s in 2 s"
         outcome = {}
 
         def run():

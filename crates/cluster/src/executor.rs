@@ -49,6 +49,8 @@ pub async fn run(engine: Arc<Engine>, options: ExecutorOptions) -> Result<(), Cl
         work_dir: options.work_dir.clone(),
         executor_heartbeat_interval_seconds: HEARTBEAT_SECS,
         override_function_registry: Some(registry),
+        // Ballista's engine, with a cancelled task's work stopped (see task_stop).
+        override_execution_engine: Some(Arc::new(crate::task_stop::StoppingEngine::new())),
         override_runtime_producer: Some(Arc::new(move |_| Ok(runtime.clone()))),
         override_config_producer: Some(Arc::new(move || config.clone())),
         print_thread_info: false,

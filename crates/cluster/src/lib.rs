@@ -13,8 +13,10 @@
 //! `tidepool executor`.
 
 pub mod executor;
+mod job;
 pub mod remote;
 pub mod scheduler;
+mod task_stop;
 
 /// Why a cluster process could not start or a query could not be sent.
 #[derive(Debug, thiserror::Error)]

@@ -2,14 +2,13 @@
 //! [`Cluster`](tidepool_engine::distributed::Cluster). It takes the physical plan the engine
 //! made, checks that Ballista's codec can carry every node of it (else the query runs
 //! on this node, as before), and returns a [`ClusterExec`] whose one partition submits
-//! the plan to the scheduler and streams the rows of the finished job back.
+//! the plan to the scheduler and streams the rows of the finished job back
+//! ([`crate::job`]: the job is cancelled when the statement ends first).
 
 use std::fmt::Write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ballista_core::config::BallistaConfig;
-use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -26,6 +25,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::{AsExecutionPlan, PhysicalExtensionCodec};
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::TryStreamExt;
+use prost::Message;
 use tidepool_engine::distributed::Cluster;
 
 use crate::{ClusterError, parse_scheduler};
@@ -64,18 +64,22 @@ impl Cluster for Remote {
         _state: &SessionState,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         // A node Ballista's codec cannot carry (one of tidepool's own operators) keeps the
-        // query here: better slower than failing.
-        if let Err(e) =
-            PhysicalPlanNode::try_from_physical_plan(physical.clone(), self.codec.as_ref())
-        {
-            tracing::debug!(error = %e, "plan cannot be sent to the cluster; runs on this node");
-            return Ok(None);
-        }
+        // query here: better slower than failing. The encoding is what is sent.
+        let node = match PhysicalPlanNode::try_from_physical_plan(
+            physical.clone(),
+            self.codec.as_ref(),
+        ) {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::debug!(error = %e, "plan cannot be sent to the cluster; runs on this node");
+                return Ok(None);
+            }
+        };
         Ok(Some(Arc::new(ClusterExec::new(
             self.name.clone(),
             self.url.clone(),
             physical,
-            self.codec.clone(),
+            Arc::new(node.encode_to_vec()),
         ))))
     }
 
@@ -131,7 +135,8 @@ pub struct ClusterExec {
     name: String,
     url: String,
     plan: Arc<dyn ExecutionPlan>,
-    codec: Arc<dyn PhysicalExtensionCodec>,
+    /// `plan` encoded with Ballista's codec.
+    encoded: Arc<Vec<u8>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -140,7 +145,7 @@ impl ClusterExec {
         name: String,
         url: String,
         plan: Arc<dyn ExecutionPlan>,
-        codec: Arc<dyn PhysicalExtensionCodec>,
+        encoded: Arc<Vec<u8>>,
     ) -> ClusterExec {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(plan.schema()),
@@ -152,7 +157,7 @@ impl ClusterExec {
             name,
             url,
             plan,
-            codec,
+            encoded,
             properties,
         }
     }
@@ -216,22 +221,11 @@ impl ExecutionPlan for ClusterExec {
                 "ClusterExec has one partition, not {partition}"
             )));
         }
-        let (url, plan, codec) = (self.url.clone(), self.plan.clone(), self.codec.clone());
+        let (url, plan) = (self.url.clone(), self.encoded.as_ref().clone());
         let session_id = context.session_id();
         let session_config = context.session_config().clone();
-        let config = BallistaConfig::default();
         let name = self.name.clone();
-        let job = async move {
-            execute_physical_plan::<PhysicalPlanNode>(
-                url,
-                &config,
-                plan,
-                codec.as_ref(),
-                session_id,
-                session_config,
-            )
-            .await
-        };
+        let job = async move { crate::job::run(url, plan, session_id, &session_config).await };
         // An external system failed: SQLSTATE 58030 at the Postgres edge.
         let rows = futures::stream::once(job).try_flatten().map_err(move |e| {
             DataFusionError::IoError(std::io::Error::other(format!(
