@@ -124,6 +124,8 @@ def main():
     p.add_argument("--memory-limit", type=int, default=0, help="bytes for DuckDB and DataFusion (tidepool's is its server's)")
     p.add_argument("--set", action="append", default=[], help="tidepool session setting name=value")
     p.add_argument("--lake", default="", help="also run raw DataFusion over this tidepool lake's Parquet files")
+    p.add_argument("--cluster", action="store_true",
+                   help="the server has [cluster] scheduler: run tidepool pg with tidepool.distributed off and on")
     a = p.parse_args()
 
     qs = queries()
@@ -142,10 +144,16 @@ def main():
     ]
     if a.lake:
         engines.insert(2, ("df on lake", lambda: datafusion_engine(None, a.memory_limit, lambda t: lake_files(a.lake, t))))
+    if a.cluster:
+        engines[engines.index(next(e for e in engines if e[0] == "tidepool pg"))] = (
+            "tidepool pg", lambda: postgres_engine(a.pg_port, a.set + ["tidepool.distributed = off"]))
+        engines.insert(len(engines) - 1, (
+            "tidepool cluster", lambda: postgres_engine(a.pg_port, a.set + ["tidepool.distributed = on"])))
     names = [n for n, _ in engines]
     runs = {n: make() for n, make in engines}
     times = {n: {} for n in names}
     failed = set()
+    answers = {}  # the warm-up's rows of the two tidepool pg engines, compared in --cluster
     for round in range(a.runs + 1):
         for name in names:
             for nr, q in qs:
@@ -153,8 +161,10 @@ def main():
                     continue
                 try:
                     t0 = time.perf_counter()
-                    runs[name](q)
+                    got = runs[name](q)
                     took = time.perf_counter() - t0
+                    if round == 0 and name in ("tidepool pg", "tidepool cluster"):
+                        answers[(name, nr)] = got
                 except Exception as e:  # a failing query is reported, not fatal
                     failed.add((name, nr))
                     times[name].pop(nr, None)
@@ -198,6 +208,52 @@ def main():
     failed = [(name, nr) for name in names for nr, _ in qs if nr not in times[name]]
     if failed:
         print("failed: " + ", ".join(f"q{nr:02d} on {name}" for name, nr in failed))
+    if a.cluster:
+        check_cluster(a, qs, answers)
+
+
+def same(a, b):
+    """Rows equal, numbers within a relative 1e-9 (sums differ in their last bits with the
+    order rows are added in)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y):
+            if isinstance(u, bool) or isinstance(v, bool) or not all(
+                isinstance(w, (int, float)) or hasattr(w, "is_finite") for w in (u, v)
+            ):
+                if u != v:
+                    return False
+            elif not math.isclose(float(u), float(v), rel_tol=1e-9, abs_tol=1e-9):
+                return False
+    return True
+
+
+def check_cluster(a, qs, answers):
+    """Every cluster answer equal to the single-node one, and how many queries EXPLAIN
+    says went to the cluster (with their stage counts)."""
+    import psycopg
+
+    con = psycopg.connect(f"host=127.0.0.1 port={a.pg_port} user=tidepool dbname=lake", autocommit=True)
+    con.execute("SET tidepool.distributed = on")
+    equal, remote, stages = 0, 0, []
+    for nr, q in qs:
+        here, there = answers.get(("tidepool pg", nr)), answers.get(("tidepool cluster", nr))
+        if here is not None and there is not None:
+            if same(here, there):
+                equal += 1
+            else:
+                print(f"q{nr:02d}: {len(here)} rows on one node, {len(there)} on the cluster: DIFFERENT")
+        plan = "\n".join(r[1] for r in con.execute("EXPLAIN " + q).fetchall() if r[0] == "distributed_plan")
+        if plan.startswith("runs on the cluster"):
+            remote += 1
+            stages.append(f"q{nr:02d} {plan.count('Stage ')}")
+        else:
+            print(f"q{nr:02d} stays on the server: {plan.splitlines()[0] if plan else 'no distributed_plan row'}")
+    print(f"cluster: {equal}/{len(qs)} answers equal to the server alone (rel. tol. 1e-9), "
+          f"{remote}/{len(qs)} planned on the cluster; stages per query: {', '.join(stages)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@
 # l_shipdate` and orders `ORDER BY o_orderdate`, as a user clusters a fact table on its
 # date; --layout as-generated keeps tpchgen's order. DuckDB and DataFusion always read
 # tpchgen's files as generated; --df-on-lake adds a fifth engine, raw DataFusion over the
-# Parquet files of the tidepool lake (what tidepool itself reads). Installs what it needs into .venv (tpchgen-cli, duckdb
+# Parquet files of the tidepool lake (what tidepool itself reads). --cluster (issue 26)
+# also starts `tidepool scheduler` and two `tidepool executor`s on this machine, serves
+# with `[cluster] scheduler`, and runs tidepool over Postgres twice: "tidepool pg" with
+# `SET tidepool.distributed = off` (the server alone) and "tidepool cluster" with it on
+# (plans sent to Ballista); every cluster result is compared with the single-node one.
+# Installs what it needs into .venv (tpchgen-cli, duckdb
 # and its tpch extension, datafusion, psycopg, the ADBC Flight SQL driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +28,7 @@ SETS=()
 MEM_MIB=0
 LAYOUT=sorted
 DF_ON_LAKE=0
+CLUSTER=0
 while [ $# -gt 0 ]; do
   case $1 in
     --sf) SF=$2; shift 2 ;;
@@ -32,7 +38,8 @@ while [ $# -gt 0 ]; do
     --memory-limit) MEM_MIB=$2; shift 2 ;;
     --layout) LAYOUT=$2; shift 2 ;;
     --df-on-lake) DF_ON_LAKE=1; shift ;;
-    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB] [--layout sorted|as-generated] [--df-on-lake]" >&2; exit 2 ;;
+    --cluster) CLUSTER=1; shift ;;
+    *) echo "usage: bash bench/tpch.sh [--sf 1|10] [--runs N] [--only 1,6,15] [--set name=value] [--memory-limit MiB] [--layout sorted|as-generated] [--df-on-lake] [--cluster]" >&2; exit 2 ;;
   esac
 done
 case $LAYOUT in
@@ -64,10 +71,29 @@ fi
 PG_PORT=${PG_PORT:-55440}
 FLIGHT_PORT=${FLIGHT_PORT:-55441}
 if [ "$MEM_MIB" -gt 0 ]; then export TIDEPOOL_MEMORY_LIMIT="${MEM_MIB}MiB"; fi
-"$BIN" --lake "$WORK/lake-$LAYOUT" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+CONFIG=()
+CLUSTER_ARG=()
+if [ "$CLUSTER" = 1 ]; then
+  # The scheduler prints its df:// address on stdout once it listens.
+  "$BIN" --lake "$WORK/lake-$LAYOUT" scheduler --listen 127.0.0.1:0 >"$WORK/scheduler.addr" 2>"$WORK/scheduler.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$WORK/scheduler.addr" ] && break; sleep 0.1; done
+  SCHEDULER=$(head -1 "$WORK/scheduler.addr")
+  for e in 1 2; do
+    "$BIN" --lake "$WORK/lake-$LAYOUT" executor --scheduler "$SCHEDULER" --slots 2 \
+      --work-dir "$WORK/executor-$e" 2>"$WORK/executor-$e.log" &
+    PIDS+=($!)
+  done
+  printf '[cluster]\nscheduler = "%s"\n' "$SCHEDULER" >"$WORK/cluster.toml"
+  CONFIG=(--config "$WORK/cluster.toml")
+  CLUSTER_ARG=(--cluster)
+fi
+"$BIN" "${CONFIG[@]}" --lake "$WORK/lake-$LAYOUT" serve --pg-listen "127.0.0.1:$PG_PORT" --http-listen 127.0.0.1:0 \
   --flight-listen "127.0.0.1:$FLIGHT_PORT" 2>"$WORK/serve.log" &
 TP=$!
-trap 'kill $TP 2>/dev/null || true' EXIT
+PIDS+=($TP)
 TPSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U tidepool -d lake)
 for _ in $(seq 100); do "${TPSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
 for t in $TABLES; do
@@ -83,6 +109,13 @@ done
 
 echo "TPC-H SF$SF, best of $RUNS rounds after a warm-up, ms; tidepool $("$BIN" --version 2>/dev/null || echo "$BIN") on a $LAYOUT lake, $(nproc) cores${SETS[*]:+; tidepool sessions: ${SETS[*]}}$([ "$MEM_MIB" -gt 0 ] && echo "; memory limit ${MEM_MIB} MiB each")"
 .venv/bin/python bench/tpch.py --parquet "$WORK/parquet" --pg-port "$PG_PORT" \
-  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" --memory-limit $((MEM_MIB << 20)) \
+  --flight-port "$FLIGHT_PORT" --runs "$RUNS" ${ONLY:+--only "$ONLY"} "${SETS[@]}" "${CLUSTER_ARG[@]}" --memory-limit $((MEM_MIB << 20)) \
   $([ "$DF_ON_LAKE" = 1 ] && echo --lake "$WORK/lake-$LAYOUT")
 echo "tidepool peak RSS: $(grep VmHWM "/proc/$TP/status" | awk '{print int($2/1024)}') MiB"
+if [ "$CLUSTER" = 1 ]; then
+  for i in 0 1 2; do
+    echo "$(sed -n "$((i + 1))p" <<<"scheduler
+executor 1
+executor 2") peak RSS: $(grep VmHWM "/proc/${PIDS[$i]}/status" | awk '{print int($2/1024)}') MiB"
+  done
+fi

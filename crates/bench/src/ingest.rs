@@ -82,7 +82,7 @@ fn rss_mib() -> f64 {
     rss_of("/proc/self/status")
 }
 
-fn rss_of(status: &str) -> f64 {
+pub(crate) fn rss_of(status: &str) -> f64 {
     std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
@@ -141,7 +141,7 @@ async fn start_source(
     Ok((ingest, runs, status, cancel))
 }
 
-fn producer_config(brokers: &str) -> ClientConfig {
+pub(crate) fn producer_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("linger.ms", "20")

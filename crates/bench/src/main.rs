@@ -8,8 +8,10 @@ mod connect;
 mod demo;
 mod ingest;
 mod models;
+mod nodes;
 mod procedures;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -119,6 +121,28 @@ pub enum BenchWhat {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Kafka ingestion on 1, 2, 3 `tidepool serve --roles ingest` processes sharing a
+    /// consumer group and a lake, against a tansu broker process (issue 26)
+    Nodes {
+        /// The tansu broker binary [default: $TIDEPOOL_TANSU]
+        #[arg(long, env = "TIDEPOOL_TANSU")]
+        tansu: PathBuf,
+        /// The tidepool binary [default: `tidepool` next to this one]
+        #[arg(long)]
+        tidepool: Option<PathBuf>,
+        /// Messages produced once and ingested by each node count
+        #[arg(long, default_value_t = 300_000)]
+        messages: usize,
+        /// Partitions of the topic
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Node counts to run, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        nodes: Vec<usize>,
+        /// Rows per commit of the source (`max_rows`)
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: usize,
+    },
     /// The benchmark's broker process: an embedded broker holding the pre-produced backlog
     #[command(hide = true)]
     Broker {
@@ -188,6 +212,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             lineitem_rows,
         } => {
             authz::run(runs, rows, lineitem_rows).await?;
+        }
+        BenchWhat::Nodes {
+            tansu,
+            tidepool,
+            messages,
+            partitions,
+            nodes,
+            max_rows,
+        } => {
+            let tidepool = match tidepool {
+                Some(t) => t,
+                None => std::env::current_exe()?.with_file_name("tidepool"),
+            };
+            nodes::run(nodes::NodesBench {
+                tansu,
+                tidepool,
+                messages,
+                partitions,
+                nodes,
+                max_rows,
+            })
+            .await?;
         }
         BenchWhat::Broker {
             messages,
