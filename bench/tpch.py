@@ -149,6 +149,7 @@ def main():
             "tidepool pg", lambda: postgres_engine(a.pg_port, a.set + ["tidepool.distributed = off"]))
         engines.insert(len(engines) - 1, (
             "tidepool cluster", lambda: postgres_engine(a.pg_port, a.set + ["tidepool.distributed = on"])))
+        engines[-1] = ("tidepool flight", lambda: flight_engine(a.flight_port, a.set + ["tidepool.distributed = off"]))
     names = [n for n, _ in engines]
     runs = {n: make() for n, make in engines}
     times = {n: {} for n in names}
