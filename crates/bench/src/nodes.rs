@@ -50,8 +50,14 @@ pub async fn run(b: NodesBench) -> anyhow::Result<()> {
         "commits per node",
         "peak RSS (MiB)"
     );
-    for &n in &b.nodes {
-        let r = one_run(&b, &broker.brokers, dir.path(), n).await?;
+    for (run, &n) in b.nodes.iter().enumerate() {
+        let r = one_run(
+            &b,
+            &broker.brokers,
+            &dir.path().join(format!("run-{run}")),
+            n,
+        )
+        .await?;
         println!(
             "{n:>5} {:>12.2} s {:>11.2} s {:>18.0} {:>10} {:>22} {:>16}",
             r.first_commit,
@@ -85,14 +91,19 @@ struct RunResult {
 }
 
 async fn one_run(b: &NodesBench, brokers: &str, dir: &Path, n: usize) -> anyhow::Result<RunResult> {
-    let lake = dir.join(format!("lake-{n}"));
-    let config = dir.join(format!("nodes-{n}.toml"));
+    // A run of its own: lake, config and consumer group (named after its folder).
+    std::fs::create_dir_all(dir)?;
+    let lake = dir.join("lake");
+    let config = dir.join("nodes.toml");
+    let group = dir
+        .file_name()
+        .map_or_else(|| format!("nodes-{n}"), |f| f.to_string_lossy().to_string());
     std::fs::write(
         &config,
         format!(
             "[postgres]\nenabled = false\n[flight]\nenabled = false\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [lake]\nroot = {:?}\n[kafka]\nbrokers = \"{brokers}\"\n[maintenance]\ninterval_secs = 0\n\
-             [[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\ngroup_id = \"bench-nodes-{n}\"\n\
+             [[sources]]\nname = \"orders\"\ntopics = [\"orders\"]\ngroup_id = \"bench-{group}\"\n\
              max_rows = {}\nmax_latency_ms = 1000\n\
              properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n",
             lake.display().to_string(),
