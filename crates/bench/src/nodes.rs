@@ -32,6 +32,10 @@ pub struct NodesBench {
 
 pub async fn run(b: NodesBench) -> anyhow::Result<()> {
     let dir = tempfile::TempDir::with_prefix("tidepool-bench-nodes")?;
+    if std::env::var_os("TIDEPOOL_BENCH_KEEP").is_some() {
+        // The lakes and each node's log (`run-<i>/node-<j>.log`) stay for a look.
+        println!("keeping {}", dir.path().display());
+    }
     let broker = Tansu::start(&b.tansu)?;
     create_topic(&broker.brokers, b.partitions).await?;
     let produced = produce(&broker.brokers, b.messages).await?;
@@ -75,6 +79,9 @@ pub async fn run(b: NodesBench) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join("/")
         );
+    }
+    if std::env::var_os("TIDEPOOL_BENCH_KEEP").is_some() {
+        let _ = dir.keep();
     }
     Ok(())
 }
@@ -125,7 +132,7 @@ async fn one_run(b: &NodesBench, brokers: &str, dir: &Path, n: usize) -> anyhow:
                 "serve",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("node-{i}.log")))?)
             .spawn()?;
         children.push(Killed(child));
     }
