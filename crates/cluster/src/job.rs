@@ -96,7 +96,7 @@ pub(crate) async fn run(
     });
     ballista_core::version::insert_version_header(request.metadata_mut());
     let mut job = Submitted {
-        scheduler: scheduler.clone(),
+        scheduler,
         job_id: None,
         ended: false,
     };

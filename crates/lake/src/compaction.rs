@@ -84,29 +84,19 @@ impl AutoCompact {
         let (mut t, size, running, this) = (t.clone(), self.file_size, running.0.clone(), *self);
         handle.spawn(async move {
             let name = format!("{}.{}", key.0, key.1);
-            let lease = format!("compact/{name}");
-            let holder = holder();
-            match lake.hold_lease(&lease, &holder, LEASE).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::debug!(table = %name, "another process is compacting it");
-                    running.lock().remove(&key);
-                    return;
+            let work = async || {
+                // Another process's compaction may have committed since `t` was read.
+                if let Err(e) = t.load().await {
+                    tracing::debug!(table = %name, error = %e, "cannot reload before compacting");
+                } else if this.due(&t) {
+                    this.compact(&name, t, size, &cached).await;
                 }
-                Err(e) => {
-                    tracing::debug!(table = %name, error = %e, "no compaction lease");
-                    running.lock().remove(&key);
-                    return;
-                }
-            }
-            // Another process's compaction may have committed since `t` was read.
-            if let Err(e) = t.load().await {
-                tracing::debug!(table = %name, error = %e, "cannot reload before compacting");
-            } else if this.due(&t) {
-                this.compact(&name, t, size, &cached).await;
-            }
-            if let Err(e) = lake.hold_lease(&lease, &holder, Duration::ZERO).await {
-                tracing::debug!(table = %name, error = %e, "compaction lease not released");
+            };
+            if let Err(e) = lake
+                .under_compaction_lease(&name, Duration::ZERO, work)
+                .await
+            {
+                tracing::debug!(table = %name, error = %e, "not compacted here");
             }
             running.lock().remove(&key);
         });
@@ -151,31 +141,40 @@ impl crate::Lake {
         target: u64,
         wait: Duration,
     ) -> Result<Option<(DeltaTable, Metrics)>, LakeError> {
-        let name = format!("{schema}.{table}");
+        let work = async || match self.real_table(schema, table).await? {
+            Some(t) => {
+                let target = NonZeroU64::new(target.max(1)).unwrap_or(NonZeroU64::MIN);
+                Ok(Some(t.optimize().with_target_size(target).await?))
+            }
+            None => Ok(None),
+        };
+        self.under_compaction_lease(&format!("{schema}.{table}"), wait, work)
+            .await?
+    }
+
+    /// Runs `work` holding the compaction lease of `name` (`schema.table`), waiting up to
+    /// `wait` for another process to release it ([`LakeError::Busy`] after that); the
+    /// lease is released when `work` ends.
+    async fn under_compaction_lease<T>(
+        &self,
+        name: &str,
+        wait: Duration,
+        work: impl AsyncFnOnce() -> T,
+    ) -> Result<T, LakeError> {
         let lease = format!("compact/{name}");
         let holder = holder();
         let deadline = tokio::time::Instant::now() + wait;
         while !self.hold_lease(&lease, &holder, LEASE).await? {
             if tokio::time::Instant::now() >= deadline {
-                return Err(LakeError::Busy(name));
+                return Err(LakeError::Busy(name.to_string()));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let done = match self.real_table(schema, table).await {
-            Ok(Some(t)) => {
-                let target = NonZeroU64::new(target.max(1)).unwrap_or(NonZeroU64::MIN);
-                t.optimize()
-                    .with_target_size(target)
-                    .await
-                    .map(Some)
-                    .map_err(LakeError::from)
-            }
-            other => other.map(|_| None),
-        };
+        let done = work().await;
         if let Err(e) = self.hold_lease(&lease, &holder, Duration::ZERO).await {
             tracing::debug!(table = %name, error = %e, "compaction lease not released");
         }
-        done
+        Ok(done)
     }
 }
 
