@@ -61,11 +61,26 @@ impl Tansu {
         assert!(ok, "kill {sig}");
     }
 
-    pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .create()
-            .expect("admin client");
+            .expect("admin client")
+    }
+
+    async fn delete_topic(&self, name: &str) {
+        let r = self
+            .admin()
+            .delete_topics(&[name], &AdminOptions::new())
+            .await
+            .expect("delete topics");
+        for t in r {
+            t.expect("topic deleted");
+        }
+    }
+
+    pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin = self.admin();
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let r = admin
             .create_topics([&topic], &AdminOptions::new())
@@ -517,4 +532,81 @@ async fn tansu_pause_resume_and_replay_through_the_admin_api() {
     assert_eq!((all.removed, all.rows), (500, 500), "{all:?}");
     produce(&p, "orders", batch(500, 510)).await;
     wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 510).await;
+}
+
+/// A topic deleted and created again, holding fewer messages than the lake's offset: the
+/// lake's offset is the truth, so the node resumes there (a broker whose end lags what it
+/// served is not re-read from the beginning) and ingests the new topic's messages past it,
+/// once, without hanging. tansu answers a fetch beyond its end by waiting (Apache Kafka
+/// answers OFFSET_OUT_OF_RANGE; `LoopState::first_message` covers that path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_behind_the_lake_resumes_at_the_lake_offset() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker.brokers, "");
+    let p = producer(&broker.brokers);
+    let batch = |r: std::ops::Range<i64>| r.map(|i| (0, None, Some(order(i)))).collect();
+    produce(&p, "orders", batch(0..60)).await;
+    let out = tidepool(&config, &["ingest", "--until-caught-up"])
+        .output()
+        .expect("ingest runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    broker.delete_topic("orders").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.create_topic("orders", 1).await;
+    produce(&p, "orders", batch(1000..1020)).await;
+
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = tidepool(&config, &["serve"])
+        .stderr(log)
+        .spawn()
+        .expect("tidepool starts");
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logged("resuming at the lake's offset") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        logged("resuming at the lake's offset"),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    // Offsets 20..69 of the new topic: 60..69 are past what the lake holds.
+    produce(&p, "orders", batch(1020..1070)).await;
+
+    let settings = crate::common::settings(&dir.path().join("lake"), "");
+    let unused = tempfile::TempDir::with_prefix("unused").expect("tempdir");
+    let server = TestServer::start_with(unused, settings).await;
+    let c = server.connect().await;
+    wait_for(&c, "SELECT count(*) FROM bronze.orders", 60, |n| n == 70).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = c
+        .query_one(
+            "SELECT count(DISTINCT _offset), min(order_id) FILTER (WHERE order_id >= 1000), \
+             max(order_id) FROM bronze.orders",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1),
+            row.get::<_, Option<i64>>(2)
+        ),
+        (70, Some(1060), Some(1069)),
+        "the new topic's offsets 60..69 landed, each once"
+    );
 }

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -78,6 +78,9 @@ struct LoopState {
     next: Vec<(TopicPartition, i64)>,
     /// Where each assigned partition ends, for `--until-caught-up`.
     targets: HashMap<TopicPartition, i64>,
+    /// Partitions resumed at a lake offset beyond the end the broker reported: their first
+    /// message tells whether the broker had it (its end lagged) or started them over.
+    probing: Vec<TopicPartition>,
 }
 
 impl LoopState {
@@ -86,6 +89,19 @@ impl LoopState {
             .iter()
             .find(|((t, p), _)| *p == partition && t == topic)
             .map(|(_, n)| *n)
+    }
+
+    /// Settles a probed partition at its first message: the lake's next offset when the
+    /// broker no longer had it and librdkafka reset the partition below it (the topic was
+    /// deleted and created again). The lake's offsets stay the truth: lower ones count as
+    /// ingested, so a recreated topic is ingested anew under a new source.
+    fn first_message(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let i = self
+            .probing
+            .iter()
+            .position(|(t, p)| *p == partition && t == topic)?;
+        self.probing.swap_remove(i);
+        self.next_of(topic, partition).filter(|&n| offset < n)
     }
 
     fn set_next(&mut self, topic: &str, partition: i32, next: Option<i64>) {
@@ -216,7 +232,9 @@ impl ConsumerContext for IngestContext {
                 let mut st = self.shared.state.lock();
                 for e in tpl.elements() {
                     st.set_next(e.topic(), e.partition(), None);
-                    st.targets.remove(&(e.topic().to_string(), e.partition()));
+                    let tp = (e.topic().to_string(), e.partition());
+                    st.targets.remove(&tp);
+                    st.probing.retain(|p| *p != tp);
                 }
                 drop(st);
                 let r = if cooperative {
@@ -334,7 +352,7 @@ impl Shared {
                 }
             }
         };
-        let beyond = beyond_the_end(consumer, &self.source.name, &stored);
+        let beyond = beyond_the_end(consumer, &stored);
         let mut st = self.state.lock();
         let (mut resumed, mut fresh) = (0usize, 0usize);
         let count = parts.len();
@@ -342,18 +360,18 @@ impl Shared {
             let offset = match stored.get(&(topic.clone(), partition)) {
                 Some(&last) => {
                     let next = last + 1;
-                    match beyond.get(&(topic.clone(), partition)) {
-                        Some(&high) => {
-                            tracing::warn!(source = %self.source.name, topic, partition, stored = last, high,
-                                "the lake holds offsets beyond the end of this partition (topic recreated?); reading it from the beginning");
-                            st.set_next(&topic, partition, None);
-                            Offset::Beginning
-                        }
-                        _ => {
-                            st.set_next(&topic, partition, Some(next));
-                            Offset::Offset(next)
-                        }
+                    if let Some(&high) = beyond.get(&(topic.clone(), partition)) {
+                        // Some brokers report an end that lags what they already served
+                        // (tansu's ListOffsets trails its log by about a producer batch):
+                        // the lake's offset is the truth. A broker that no longer has it
+                        // answers OFFSET_OUT_OF_RANGE, librdkafka then resets to
+                        // `auto.offset.reset`, and the first message tells (see the poll loop).
+                        tracing::info!(source = %self.source.name, topic, partition, stored = last, high,
+                            "the broker reports an end before the lake's offset; resuming at the lake's offset");
+                        st.probing.push((topic.clone(), partition));
                     }
+                    st.set_next(&topic, partition, Some(next));
+                    Offset::Offset(next)
                 }
                 None => {
                     st.set_next(&topic, partition, None);
@@ -383,41 +401,22 @@ impl Shared {
     }
 }
 
-/// The partitions whose stored offset lies beyond the broker's end, with that end: a
-/// topic deleted and created again (its offsets start over). A broker can report an end
-/// that lags what it already served for a moment (seen after a broker froze and came back,
-/// during the rebalance that followed), so such partitions are asked again for up to 10 s
-/// before concluding: reading a whole partition again costs minutes of catch-up.
+/// The partitions whose stored offset lies beyond the end the broker reports, with that
+/// end: a broker whose end lags what it already served, or a topic deleted and created
+/// again (its offsets start over). Asked once: the fetch itself settles which.
 fn beyond_the_end(
     consumer: &BaseConsumer<IngestContext>,
-    source: &str,
     stored: &HashMap<TopicPartition, i64>,
 ) -> HashMap<TopicPartition, i64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut ask: Vec<(&TopicPartition, i64)> = stored.iter().map(|(tp, l)| (tp, l + 1)).collect();
-    let mut beyond = HashMap::new();
-    loop {
-        beyond.clear();
-        for &(tp, next) in &ask {
-            let (topic, partition) = (tp.0.as_str(), tp.1);
-            if let Ok((_, high)) =
-                consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
-                && next > high
-            {
-                beyond.insert(tp.clone(), high);
-            }
-        }
-        if beyond.is_empty() || Instant::now() >= deadline {
-            return beyond;
-        }
-        tracing::debug!(
-            source,
-            partitions = beyond.len(),
-            "the broker reports an end before the lake's offset; asking again"
-        );
-        ask.retain(|(tp, _)| beyond.contains_key(*tp));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    stored
+        .iter()
+        .filter_map(|(tp, last)| {
+            let (_, high) = consumer
+                .fetch_watermarks(&tp.0, tp.1, Duration::from_secs(5))
+                .ok()?;
+            (last + 1 > high).then(|| (tp.clone(), high))
+        })
+        .collect()
 }
 
 /// Builds the librdkafka consumer configuration of a source.
@@ -513,6 +512,10 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
                 shared.errors.lock().recovered(&src.name);
                 let mut st = shared.state.lock();
                 let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+                if let Some(n) = st.first_message(topic, partition, offset) {
+                    tracing::warn!(source = %src.name, topic, partition, lake_next = n, from = offset,
+                        "the broker started this partition over below the lake's offset (topic recreated?); offsets below the lake's are skipped");
+                }
                 let next = st.next_of(topic, partition);
                 if let Some(n) = next
                     && offset > n
@@ -547,6 +550,10 @@ pub fn run(mut job: ConsumerJob) -> Result<(), IngestError> {
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
+            // A partition resumed beyond the broker's end was reset: told by its next message.
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                tracing::debug!(source = %src.name, "librdkafka reset a partition's offset");
+            }
             Some(Err(e)) => {
                 shared.errors.lock().failed(&src.name, &e.to_string());
                 // A fatal error leaves the consumer unusable: another process joined the
@@ -747,5 +754,30 @@ fn commit_to_group(
         .is_ok()
     {
         done.extend(pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoopState;
+
+    #[test]
+    fn a_probed_partition_is_settled_by_its_first_message() {
+        let mut st = LoopState::default();
+        st.set_next("t", 0, Some(60));
+        st.set_next("t", 1, Some(60));
+        st.probing = vec![("t".to_string(), 0), ("t".to_string(), 1)];
+        // The broker had offset 60 although its end said otherwise: nothing to say.
+        assert_eq!(st.first_message("t", 0, 60), None);
+        // librdkafka reset partition 1 to the start of a recreated topic.
+        assert_eq!(st.first_message("t", 1, 0), Some(60));
+        // Settled once: later messages are ordinary.
+        assert_eq!(st.first_message("t", 1, 1), None);
+        assert!(st.probing.is_empty());
+        assert_eq!(
+            st.next_of("t", 1),
+            Some(60),
+            "the lake's offset stays the truth"
+        );
     }
 }
