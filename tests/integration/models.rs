@@ -495,17 +495,68 @@ async fn data_tests_run_alone_and_inside_build() {
     let text = stdout(&out);
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("SKIP  silver.customers (upstream silver.stg_orders failed)"),
+        text.contains(
+            "SKIP  silver.customers (upstream silver.stg_orders failed test unique_stg_orders_customer)"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("SKIP  gold.customer_revenue (upstream silver.stg_orders failed)"),
+        text.contains("SKIP  gold.customer_revenue (upstream silver.stg_orders failed test"),
         "{text}"
     );
     assert!(
         text.contains("tests failed: unique_stg_orders_customer"),
         "{text}"
     );
+}
+
+/// dbt's most common pattern: `stg_orders.customer` relationships `to: ref('customers')`,
+/// where `customers` is built from `stg_orders`. In `build` the test waits until
+/// `customers` exists (it used to run right after `stg_orders` and fail with "table not
+/// found"), and a failing one skips only what is downstream of `stg_orders` and not yet
+/// built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_runs_once_every_model_it_reads_is_built() {
+    let dir = project();
+    let p = dir.path();
+    write_delta(&p.join("lake"), "bronze", "orders", orders(10)).await;
+    std::fs::write(
+        p.join("sql/silver/schema.yml"),
+        "models:\n  - name: stg_orders\n    columns:\n      - name: customer\n        tests:\n          - relationships:\n              to: ref('customers')\n              field: customer\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["build", "--threads", "4"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let at = |what: &str| {
+        text.find(what)
+            .unwrap_or_else(|| panic!("missing {what:?} in\n{text}"))
+    };
+    let test = at("PASS  relationships_stg_orders_customer");
+    assert!(at("OK    view silver.customers") < test, "{text}");
+    assert!(
+        test < at("OK    table gold.customer_revenue"),
+        "customer_revenue waits for the test on stg_orders:\n{text}"
+    );
+
+    // Customer c1 left out of customers: the test fails after customers was built;
+    // customer_revenue, downstream of stg_orders and not read by the test, is skipped.
+    std::fs::write(
+        p.join("sql/silver/customers.sql"),
+        "select customer, count(*) as orders from silver.stg_orders where customer <> 'c1' group by customer",
+    )
+    .expect("write");
+    let out = tidepool(p, &["build", "--threads", "4"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    for line in [
+        "FAIL  relationships_stg_orders_customer",
+        "OK    view silver.customers",
+        "ERROR silver.stg_orders",
+        "SKIP  gold.customer_revenue (upstream silver.stg_orders failed test relationships_stg_orders_customer)",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

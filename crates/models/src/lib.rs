@@ -18,6 +18,7 @@ pub mod render;
 pub mod run;
 pub mod select;
 pub mod streaming;
+mod test_order;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

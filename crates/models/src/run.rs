@@ -3,7 +3,7 @@
 //! definition), its selected descendants are skipped, independent models go on, and with
 //! `fail_fast` nothing new starts after the first failure.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Materialized, Project};
 use crate::ModelsError;
+use crate::test_order::TestOrder;
 use tidepool_engine::{Engine, Output, QueryControl};
 use tidepool_lake::{DefinitionKind, WriteMode};
 
@@ -135,7 +136,26 @@ pub enum Event {
     Finished(ModelResult),
 }
 
-/// Runs the `selected` models of `project` against `engine`.
+/// What a task of a run finished.
+enum Done {
+    Model(usize, Result<Option<u64>, ModelsError>, Duration),
+    Test(TestResult),
+}
+
+/// Where a data test of a `build` stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TestState {
+    Waiting,
+    Running,
+    /// Passed, or failed at warn severity.
+    Passed,
+    Failed,
+    /// Not run: a model it reads failed or was skipped.
+    NotRun,
+}
+
+/// Runs the `selected` models of `project` against `engine`; with `options.tests`
+/// (`build`) each model's data tests too, ordered by [`TestOrder`].
 pub async fn run(
     project: Arc<Project>,
     engine: Arc<Engine>,
@@ -145,22 +165,68 @@ pub async fn run(
     mut progress: impl FnMut(&Event),
 ) -> Vec<ModelResult> {
     let order = project.graph.order(selected);
-    let mut waiting: Vec<usize> = vec![0; project.models.len()];
-    for &i in &order {
-        waiting[i] = project.graph.deps[i]
-            .iter()
-            .filter(|d| selected.contains(d))
-            .count();
-    }
-    let mut ready: VecDeque<usize> = order.iter().copied().filter(|&i| waiting[i] == 0).collect();
-    let mut results: Vec<ModelResult> = Vec::with_capacity(order.len());
+    let tests = if options.tests {
+        TestOrder::new(&project, selected)
+    } else {
+        TestOrder::none(&project)
+    };
+    let n = project.models.len();
+    // Per model: None until materialized, then whether it was.
+    let mut built: Vec<Option<bool>> = vec![None; n];
+    let mut pending: Vec<Option<(Option<u64>, Duration)>> = vec![None; n];
+    let mut started: BTreeSet<usize> = BTreeSet::new();
     let mut settled: BTreeSet<usize> = BTreeSet::new();
+    let mut test_state = vec![TestState::Waiting; project.tests.len()];
+    let mut failed_tests: Vec<Vec<String>> = vec![Vec::new(); n];
+    // Models let start although a test holding them has not run: only when nothing else
+    // can go on (two tests each reading what the other holds back).
+    let mut unheld: BTreeSet<usize> = BTreeSet::new();
+    let mut results: Vec<ModelResult> = Vec::with_capacity(order.len());
     let mut running = tokio::task::JoinSet::new();
     let threads = options.threads.max(1);
     let mut stop: Option<String> = None;
+    let deps_built = |i: usize, built: &[Option<bool>]| {
+        project.graph.deps[i]
+            .iter()
+            .all(|d| !selected.contains(d) || built[*d] == Some(true))
+    };
     loop {
+        // Tests first: they unblock models.
+        if stop.is_none() {
+            for &i in &order {
+                for &t in &tests.tests_of[i] {
+                    if test_state[t] != TestState::Waiting {
+                        continue;
+                    }
+                    let reads = project.tests[t]
+                        .models
+                        .iter()
+                        .filter(|m| selected.contains(m));
+                    let states: Vec<Option<bool>> = reads.map(|&m| built[m]).collect();
+                    if states.contains(&Some(false)) {
+                        test_state[t] = TestState::NotRun;
+                    } else if states.iter().all(|s| *s == Some(true)) && running.len() < threads {
+                        test_state[t] = TestState::Running;
+                        let (p, e) = (project.clone(), engine.clone());
+                        running.spawn(async move { Done::Test(run_test(&e, &p, t).await) });
+                    }
+                }
+            }
+        }
         while stop.is_none() && running.len() < threads {
-            let Some(i) = ready.pop_front() else { break };
+            let ready = order.iter().copied().find(|&i| {
+                !started.contains(&i)
+                    && !settled.contains(&i)
+                    && deps_built(i, &built)
+                    && (unheld.contains(&i)
+                        || tests.held_by[i]
+                            .iter()
+                            .all(|&t| test_state[t] == TestState::Passed))
+            });
+            let Some(i) = ready else {
+                break;
+            };
+            started.insert(i);
             progress(&Event::Started { index: i });
             let (p, e, full, c) = (
                 project.clone(),
@@ -168,78 +234,105 @@ pub async fn run(
                 options.full_refresh,
                 cancel.clone(),
             );
-            let with_tests = options.tests;
             running.spawn(async move {
-                let started = Instant::now();
-                let mut outcome = materialize(&p, &e, i, full, c).await;
-                let mut tested = Vec::new();
-                if with_tests && outcome.is_ok() {
-                    for t in (0..p.tests.len()).filter(|&t| p.tests[t].models.first() == Some(&i)) {
-                        tested.push(run_test(&e, &p, t).await);
-                    }
-                    let failed: Vec<&str> = tested
-                        .iter()
-                        .filter(|r| {
-                            !r.passed()
-                                && p.tests[r.test].severity == super::datatests::Severity::Error
-                        })
-                        .map(|r| p.tests[r.test].name.as_str())
-                        .collect();
-                    if !failed.is_empty() {
-                        outcome = Err(ModelsError::TestsFailed {
-                            relation: p.models[i].relation.clone(),
-                            tests: failed.into_iter().map(str::to_string).collect(),
-                        });
-                    }
-                }
-                (i, outcome, started.elapsed(), tested)
+                let at = Instant::now();
+                let outcome = materialize(&p, &e, i, full, c).await;
+                Done::Model(i, outcome, at.elapsed())
             });
+        }
+        if running.is_empty() && stop.is_none() {
+            // Nothing runs and nothing is ready: models held by tests that wait on other
+            // held models. Let those whose inputs are built go.
+            let stuck: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    !started.contains(&i) && !settled.contains(&i) && deps_built(i, &built)
+                })
+                .collect();
+            if !stuck.is_empty() {
+                unheld.extend(stuck);
+                continue;
+            }
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (i, outcome, duration, tested) = match joined {
+        let done = match joined {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "model task failed");
                 continue;
             }
         };
-        let result = match outcome {
-            Ok(rows) => ModelResult {
-                index: i,
-                status: Status::Success,
-                rows,
-                duration,
-            },
-            Err(e) => ModelResult {
-                index: i,
-                status: Status::Error(Arc::new(e)),
-                rows: None,
-                duration,
-            },
-        };
-        settled.insert(i);
-        for t in tested {
-            progress(&Event::Tested(t));
-        }
-        progress(&Event::Finished(result.clone()));
-        if result.status.is_success() {
-            for &c in &project.graph.children[i] {
-                if selected.contains(&c) && !settled.contains(&c) {
-                    waiting[c] -= 1;
-                    if waiting[c] == 0 {
-                        ready.push_back(c);
+        // Models whose outcome is known now, and the models they take down with them.
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        match done {
+            Done::Model(i, Ok(rows), duration) => {
+                built[i] = Some(true);
+                pending[i] = Some((rows, duration));
+            }
+            Done::Model(i, Err(e), duration) => {
+                built[i] = Some(false);
+                settled.insert(i);
+                let result = ModelResult {
+                    index: i,
+                    status: Status::Error(Arc::new(e)),
+                    rows: None,
+                    duration,
+                };
+                progress(&Event::Finished(result.clone()));
+                results.push(result);
+                let name = project.models[i].relation.clone();
+                failed.push((i, format!("upstream {name} failed")));
+            }
+            Done::Test(r) => {
+                let t = r.test;
+                let test = &project.tests[t];
+                let fails = !r.passed() && test.severity == super::datatests::Severity::Error;
+                test_state[t] = if fails {
+                    TestState::Failed
+                } else {
+                    TestState::Passed
+                };
+                progress(&Event::Tested(r));
+                if fails {
+                    let tested = test.models[0];
+                    failed_tests[tested].push(test.name.clone());
+                    for &d in &tests.holds[t] {
+                        if !started.contains(&d) && settled.insert(d) {
+                            let skipped = ModelResult {
+                                index: d,
+                                status: Status::Skipped(format!(
+                                    "upstream {} failed test {}",
+                                    project.models[tested].relation, test.name
+                                )),
+                                rows: None,
+                                duration: Duration::ZERO,
+                            };
+                            progress(&Event::Finished(skipped.clone()));
+                            results.push(skipped);
+                            failed.push((d, String::new()));
+                        }
+                    }
+                    if options.fail_fast {
+                        stop = Some(format!("--fail-fast: test {} failed", test.name));
                     }
                 }
             }
-        } else {
-            let name = &project.models[i].relation;
+        }
+        // A model that failed or was skipped: its descendants are skipped.
+        while let Some((i, why)) = failed.pop() {
+            built[i] = Some(false);
+            if why.is_empty() {
+                continue;
+            }
             for d in project.graph.descendants(i, None) {
-                if selected.contains(&d) && settled.insert(d) {
+                if selected.contains(&d) && !started.contains(&d) && settled.insert(d) {
+                    built[d] = Some(false);
                     let skipped = ModelResult {
                         index: d,
-                        status: Status::Skipped(format!("upstream {name} failed")),
+                        status: Status::Skipped(why.clone()),
                         rows: None,
                         duration: Duration::ZERO,
                     };
@@ -247,15 +340,44 @@ pub async fn run(
                     results.push(skipped);
                 }
             }
-            ready.retain(|r| !settled.contains(r));
             if options.fail_fast {
-                stop = Some(format!("--fail-fast: {name} failed"));
+                let name = &project.models[i].relation;
+                stop.get_or_insert_with(|| format!("--fail-fast: {name} failed"));
             }
+        }
+        // Built models whose tests are all settled: their result.
+        for &i in &order {
+            if settled.contains(&i) || pending[i].is_none() {
+                continue;
+            }
+            let tests_done = tests.tests_of[i]
+                .iter()
+                .all(|&t| !matches!(test_state[t], TestState::Waiting | TestState::Running));
+            if !tests_done && stop.is_none() {
+                continue;
+            }
+            let (rows, duration) = pending[i].take().unwrap_or_default();
+            settled.insert(i);
+            let status = if failed_tests[i].is_empty() {
+                Status::Success
+            } else {
+                Status::Error(Arc::new(ModelsError::TestsFailed {
+                    relation: project.models[i].relation.clone(),
+                    tests: std::mem::take(&mut failed_tests[i]),
+                }))
+            };
+            let result = ModelResult {
+                index: i,
+                status,
+                rows,
+                duration,
+            };
+            progress(&Event::Finished(result.clone()));
+            results.push(result);
         }
         if cancel.is_cancelled() && stop.is_none() {
             stop = Some("cancelled".to_string());
         }
-        results.push(result);
     }
     if let Some(why) = stop {
         for &i in &order {
