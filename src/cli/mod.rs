@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides, Settings};
+use models::Verb;
 
 /// tidepool: a lakehouse in one binary.
 #[derive(Debug, Parser)]
@@ -107,7 +108,9 @@ pub enum Command {
     Run(models::RunArgs),
     /// Run the data tests of the selected models
     Test(models::TestArgs),
-    /// Build the selected models and run each one's tests right after it
+    /// Load the selected seeds (CSV files under seeds/) into lake tables
+    Seed(models::RunArgs),
+    /// Load seeds, build models and run their tests, in DAG order
     Build(models::RunArgs),
     /// List the selected models in DAG order
     Ls(models::LsArgs),
@@ -194,8 +197,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(&overrides)),
         Command::Sql(args) => runtime.block_on(sql::run(&overrides, args)),
         Command::Ingest(args) => runtime.block_on(ingest::run(&overrides, args)),
-        Command::Run(args) => runtime.block_on(models::run(&overrides, args, false)),
-        Command::Build(args) => runtime.block_on(models::run(&overrides, args, true)),
+        Command::Run(args) => runtime.block_on(models::run(&overrides, args, Verb::Run)),
+        Command::Seed(args) => runtime.block_on(models::run(&overrides, args, Verb::Seed)),
+        Command::Build(args) => runtime.block_on(models::run(&overrides, args, Verb::Build)),
         Command::Test(args) => runtime.block_on(models::test(&overrides, args)),
         Command::Docs(args) => runtime.block_on(models::docs(&overrides, args)),
         Command::Lineage(args) => runtime.block_on(models::lineage(&overrides, args)),

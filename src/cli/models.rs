@@ -253,11 +253,19 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     })
 }
 
-pub async fn run(
-    overrides: &Overrides,
-    args: RunArgs,
-    with_tests: bool,
-) -> anyhow::Result<ExitCode> {
+/// Which of `run`, `seed` and `build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Run,
+    Seed,
+    Build,
+}
+
+pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Result<ExitCode> {
+    let with_tests = verb == Verb::Build;
+    if verb == Verb::Seed && args.remote.url().is_some() {
+        anyhow::bail!("seed runs where the project's CSV files are: without --server");
+    }
     if args.remote.url().is_some() {
         if args.fail_fast {
             eprintln!(
@@ -282,6 +290,12 @@ pub async fn run(
     let settings = super::settings(overrides)?;
     let project = Arc::new(load(&settings, &args.selection)?);
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    let resources = match verb {
+        Verb::Run => select::Resources::Models,
+        Verb::Seed => select::Resources::Seeds,
+        Verb::Build => select::Resources::All,
+    };
+    let chosen = select::of_kind(&project, chosen, resources);
     if chosen.is_empty() {
         println!("nothing selected");
         return Ok(ExitCode::SUCCESS);
@@ -309,7 +323,12 @@ pub async fn run(
     let mut display = RunDisplay::new(chosen.len(), options.threads, "");
     let p = project.clone();
     let label = Label {
-        command: if with_tests { "build" } else { "run" }.into(),
+        command: match verb {
+            Verb::Run => "run",
+            Verb::Seed => "seed",
+            Verb::Build => "build",
+        }
+        .into(),
         selector: selector_text(&args.selection),
     };
     let (_, rec) = crate::models::records::run_to_record(

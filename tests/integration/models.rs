@@ -559,6 +559,126 @@ async fn a_test_runs_once_every_model_it_reads_is_built() {
     }
 }
 
+/// Seeds as in dbt: CSV files under `seeds/` loaded by `tidepool seed` (and first in
+/// `build`), typed by inference or `column_types`, read by models with `ref()`, tested
+/// from YAML; `run` leaves them alone; a bad value fails the seed and keeps its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_load_csv_files_that_models_ref() {
+    let dir = project();
+    let p = dir.path();
+    let lake = p.join("lake");
+    write_delta(&lake, "bronze", "orders", orders(10)).await;
+    std::fs::create_dir_all(p.join("seeds/ref_data")).expect("mkdir");
+    std::fs::write(
+        p.join("seeds/Regions.csv"),
+        "Customer;Region;Zip\nc0;eu;01234\nc1;us;98765\nc2;eu;\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("seeds/ref_data/tiers.csv"),
+        "tier,min_orders,discount,active,since,updated_at,note\n\
+         gold,3,0.15,true,2026-01-01,2026-01-01 10:00:00,\n\
+         silver,2,0.05,false,2026-02-01,2026-02-01 11:30:00,\"two, or more\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("seeds/seeds.yml"),
+        "seeds:\n  - name: regions\n    config:\n      delimiter: \";\"\n      column_types: {zip: text, region: varchar(2)}\n    columns:\n      - name: customer\n        tests: [unique, not_null]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("sql/gold/customer_tiers.sql"),
+        "{{ config(materialized='table') }}\n\
+         select c.customer, r.region, r.zip, t.tier, t.discount\n\
+         from {{ ref('customers') }} c\n\
+         join {{ ref('regions') }} r on r.customer = c.customer\n\
+         left join {{ ref('tiers') }} t on c.orders >= t.min_orders and t.active\n",
+    )
+    .expect("write");
+
+    // `run` builds models only: the seeds are not there yet.
+    let out = tidepool(p, &["run", "-s", "customer_tiers"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+
+    let out = tidepool(p, &["seed"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("OK    seed seeds.regions, 3 rows"), "{text}");
+    assert!(text.contains("OK    seed ref_data.tiers, 2 rows"), "{text}");
+    assert!(
+        !text.contains("customer_revenue"),
+        "seed loads seeds only:\n{text}"
+    );
+    let types = table_rows(
+        &lake,
+        "SELECT table_schema, column_name, data_type FROM information_schema.columns \
+         WHERE table_name IN ('regions', 'tiers') ORDER BY table_schema, ordinal_position",
+    )
+    .await;
+    assert_eq!(
+        types,
+        vec![
+            "ref_data|tier|text",
+            "ref_data|min_orders|bigint",
+            "ref_data|discount|double precision",
+            "ref_data|active|boolean",
+            "ref_data|since|date",
+            "ref_data|updated_at|timestamp without time zone",
+            "ref_data|note|text",
+            "seeds|customer|text",
+            "seeds|region|text",
+            "seeds|zip|text",
+        ]
+    );
+
+    let out = tidepool(p, &["build"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS  unique_regions_customer"), "{text}");
+    assert!(
+        text.find("OK    seed seeds.regions") < text.find("OK    table gold.customer_tiers"),
+        "{text}"
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT customer, region, coalesce(zip, '-'), coalesce(tier, '-'), coalesce(discount, 0) \
+             FROM gold.customer_tiers ORDER BY customer"
+        )
+        .await,
+        vec!["c0|eu|01234|gold|0.15", "c1|us|98765|gold|0.15", "c2|eu|-|gold|0.15"]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT note FROM ref_data.tiers WHERE tier = 'silver'"
+        )
+        .await,
+        vec!["two, or more"]
+    );
+
+    // A value the declared type cannot hold: the seed fails, its table keeps its rows.
+    std::fs::write(
+        p.join("seeds/seeds.yml"),
+        "seeds:\n  - name: regions\n    config:\n      delimiter: \";\"\n      column_types: {zip: bigint}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        p.join("seeds/Regions.csv"),
+        "customer;region;zip\nc0;eu;A1\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["seed", "-s", "regions"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ERROR seeds.regions"), "{text}");
+    assert!(text.contains("A1"), "the bad value is named:\n{text}");
+    assert_eq!(
+        table_rows(&lake, "SELECT count(*) FROM seeds.regions").await,
+        vec!["3"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_builds_on_schedule_when_sources_get_new_data() {
     let (dir, lake) = incremental_project().await;

@@ -430,6 +430,12 @@ impl Control {
         select::check_terms(&project, &req.select)?;
         select::check_terms(&project, &req.exclude)?;
         let chosen: BTreeSet<usize> = select::select(&project, &req.select, &req.exclude)?;
+        let resources = if req.tests {
+            select::Resources::All
+        } else {
+            select::Resources::Models
+        };
+        let chosen = select::of_kind(&project, chosen, resources);
         let command = if req.tests { "build" } else { "run" };
         let mut selector = req.select.join(" ");
         if !req.exclude.is_empty() {

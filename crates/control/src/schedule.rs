@@ -166,6 +166,12 @@ async fn build(
             return;
         }
     };
+    let resources = if schedule.with_tests {
+        select::Resources::All
+    } else {
+        select::Resources::Models
+    };
+    let chosen = select::of_kind(project, chosen, resources);
     let options = RunOptions {
         threads: schedule.threads,
         fail_fast: false,

@@ -35,6 +35,9 @@ pub struct DataTest {
 struct SchemaFile {
     #[serde(default)]
     models: Vec<ModelEntry>,
+    /// Seeds are described and tested as models are, and configured here.
+    #[serde(default)]
+    seeds: Vec<ModelEntry>,
     #[serde(default)]
     sources: Vec<SourceEntry>,
 }
@@ -118,6 +121,9 @@ struct ModelEntry {
     name: String,
     #[serde(default)]
     description: Option<String>,
+    /// `config:` of a seed (models take theirs from `config()` in their SQL).
+    #[serde(default)]
+    config: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     columns: Vec<ColumnEntry>,
     #[serde(default, alias = "data_tests")]
@@ -155,7 +161,7 @@ pub fn read_yaml(
     let mut tests = Vec::new();
     let mut docs = Descriptions::new();
     for (rel, parsed) in yaml_files(dir, project_dir)? {
-        for m in parsed.models {
+        for m in parsed.models.into_iter().chain(parsed.seeds) {
             let name = m.name.to_lowercase();
             let entry = docs.entry(name.clone()).or_default();
             if m.description.is_some() {
@@ -175,6 +181,22 @@ pub fn read_yaml(
         }
     }
     Ok((tests, docs))
+}
+
+/// The `config:` of each seed named in the YAML files under `dirs`, by lowercased name.
+pub fn seed_configs(
+    dirs: &[&Path],
+    project_dir: &Path,
+) -> Result<BTreeMap<String, BTreeMap<String, serde_json::Value>>, ModelsError> {
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        for (_, parsed) in yaml_files(dir, project_dir)? {
+            for s in parsed.seeds {
+                out.insert(s.name.to_lowercase(), s.config);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every `*.yml`/`*.yaml` under `dir`, parsed, with its path relative to the project.

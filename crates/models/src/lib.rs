@@ -16,6 +16,7 @@ pub mod project;
 pub mod records;
 pub mod render;
 pub mod run;
+pub mod seeds;
 pub mod select;
 pub mod streaming;
 mod test_order;
@@ -52,6 +53,8 @@ pub enum Materialized {
     Incremental,
     Streaming,
     Ephemeral,
+    /// A CSV file of `seeds/` ([`seeds`]).
+    Seed,
 }
 
 impl Materialized {
@@ -62,6 +65,7 @@ impl Materialized {
             Materialized::Incremental => "incremental",
             Materialized::Streaming => "streaming",
             Materialized::Ephemeral => "ephemeral",
+            Materialized::Seed => "seed",
         }
     }
 }
@@ -152,6 +156,7 @@ impl ModelConfig {
                 "incremental" => Materialized::Incremental,
                 "streaming" => Materialized::Streaming,
                 "ephemeral" => Materialized::Ephemeral,
+                "seed" if path.ends_with(".csv") => Materialized::Seed,
                 other => {
                     return Err(ModelsError::Config(format!(
                         "{path}: unknown materialization {other:?} (view, table, incremental, streaming, ephemeral)"
@@ -264,6 +269,37 @@ pub struct Model {
     pub reads: Vec<String>,
 }
 
+impl Model {
+    /// Model (or seed) file `f` with its `config()` values, not compiled yet; `None` when
+    /// disabled.
+    fn configured(
+        f: ModelFile,
+        raw: BTreeMap<String, serde_json::Value>,
+        references: Vec<Reference>,
+    ) -> Result<Option<Model>, ModelsError> {
+        let config = ModelConfig::from_raw(raw, &f.path)?;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let schema = config
+            .raw
+            .get("schema")
+            .and_then(|s| s.as_str())
+            .map(str::to_lowercase)
+            .unwrap_or_else(|| f.schema.clone());
+        Ok(Some(Model {
+            relation: format!("{schema}.{}", f.name),
+            name: f.name.clone(),
+            schema,
+            config,
+            references,
+            compiled: String::new(),
+            reads: Vec::new(),
+            file: f,
+        }))
+    }
+}
+
 /// A loaded project: its models, the DAG, and the templates to render them again at run
 /// time (`is_incremental()` depends on the target table then).
 pub struct Project {
@@ -348,33 +384,24 @@ impl Project {
             };
             let mut raw = paths.defaults.get(&f.schema).cloned().unwrap_or_default();
             raw.extend(r.config);
-            let config = match ModelConfig::from_raw(raw, &f.path) {
-                Ok(c) => c,
-                Err(e) => {
-                    errors.push(e.to_string());
-                    continue;
-                }
-            };
-            if !config.enabled {
-                continue;
+            match Model::configured(f, raw, r.references) {
+                Ok(Some(m)) => models.push(m),
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
             }
-            let schema = config
-                .raw
-                .get("schema")
-                .and_then(|s| s.as_str())
-                .map(str::to_lowercase)
-                .unwrap_or_else(|| f.schema.clone());
-            let name = f.name.clone();
-            models.push(Model {
-                relation: format!("{schema}.{name}"),
-                schema,
-                name,
-                config,
-                references: r.references,
-                compiled: String::new(),
-                reads: Vec::new(),
-                file: f,
-            });
+        }
+        let seed_configs = datatests::seed_configs(&[&paths.models, &paths.seeds], &paths.dir)?;
+        for f in seeds::seed_files(&paths)? {
+            let mut raw = seed_configs.get(&f.name).cloned().unwrap_or_default();
+            raw.insert(
+                "materialized".into(),
+                serde_json::Value::String("seed".into()),
+            );
+            match Model::configured(f, raw, Vec::new()) {
+                Ok(Some(m)) => models.push(m),
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
         }
         if !errors.is_empty() {
             return Err(ModelsError::Project(errors.join("\n")));
@@ -413,6 +440,9 @@ impl Project {
         // 2. The SQL as it runs (non-incremental form), and the dependencies.
         let mut deps = vec![Vec::new(); models.len()];
         for (i, m) in models.iter_mut().enumerate() {
+            if m.config.materialized == Materialized::Seed {
+                continue;
+            }
             let unknown: Vec<String> = m
                 .references
                 .iter()
@@ -527,7 +557,12 @@ fn load_tests(
     templates: &Templates,
     singular: &[ModelFile],
 ) -> Result<(Vec<datatests::DataTest>, datatests::Descriptions), ModelsError> {
-    let (generic, descriptions) = datatests::read_yaml(&paths.models, &paths.dir)?;
+    let (mut generic, mut descriptions) = datatests::read_yaml(&paths.models, &paths.dir)?;
+    if paths.seeds.is_dir() {
+        let (g, d) = datatests::read_yaml(&paths.seeds, &paths.dir)?;
+        generic.extend(g);
+        descriptions.extend(d);
+    }
     let mut errors = Vec::new();
     let mut tests = Vec::new();
     let model_of = |name: &str| lookup(&name.to_lowercase(), by_relation, resolver);

@@ -16,6 +16,8 @@ pub struct ProjectPaths {
     pub models: PathBuf,
     pub macros: PathBuf,
     pub tests: PathBuf,
+    /// CSV files loaded by `seed` ([`crate::seeds`]).
+    pub seeds: PathBuf,
     pub target: PathBuf,
     /// Config defaults by model folder (`[models.<schema>]` in tidepool.toml).
     pub defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -29,6 +31,7 @@ impl ProjectPaths {
             models: dir.join("sql"),
             macros: dir.join("macros"),
             tests: dir.join("tests"),
+            seeds: dir.join("seeds"),
             target: dir.join("target"),
             defaults: BTreeMap::new(),
         }

@@ -450,6 +450,13 @@ async fn materialize(
         }
         Ok::<(), ModelsError>(())
     };
+    if m.config.materialized == Materialized::Seed {
+        let rows = super::seeds::load(engine, m, &project.paths.dir)
+            .await
+            .map_err(fail)?;
+        drop_view().await?;
+        return Ok(Some(rows));
+    }
     if m.config.materialized == Materialized::Streaming {
         let outcome = super::streaming::run(engine, project, i, full_refresh)
             .await
@@ -525,6 +532,6 @@ async fn materialize(
             drop_view().await?;
             Ok(Some(outcome.rows))
         }
-        Materialized::Streaming | Materialized::Ephemeral => Ok(None),
+        Materialized::Streaming | Materialized::Ephemeral | Materialized::Seed => Ok(None),
     }
 }

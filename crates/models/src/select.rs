@@ -198,6 +198,29 @@ pub fn select(
     Ok(chosen)
 }
 
+/// What a command builds of what was selected, as dbt's resource types go: `run` builds
+/// models, `seed` loads seeds, `build` does both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resources {
+    Models,
+    Seeds,
+    All,
+}
+
+/// `chosen` narrowed to `resources`.
+pub fn of_kind(
+    project: &Project,
+    chosen: BTreeSet<usize>,
+    resources: Resources,
+) -> BTreeSet<usize> {
+    let seed = |i: &usize| project.models[*i].config.materialized == crate::Materialized::Seed;
+    match resources {
+        Resources::All => chosen,
+        Resources::Models => chosen.into_iter().filter(|i| !seed(i)).collect(),
+        Resources::Seeds => chosen.into_iter().filter(seed).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

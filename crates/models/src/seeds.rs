@@ -1,0 +1,233 @@
+//! Seeds, as in dbt: CSV files under `seeds/` loaded into lake tables that models
+//! `ref()`. `seeds/<schema>/<name>.csv` is table `<schema>.<name>`; a file directly in
+//! `seeds/` goes to schema `seeds` (or `config: {schema: ...}`). A YAML file beside them
+//! configures each by name (`seeds: - name: x  config: {...}`): `column_types` (SQL
+//! types, as in CREATE TABLE), `delimiter`, `quote_columns`, `schema`, `enabled`, `tags`;
+//! the columns not typed are inferred from the values (bigint, double precision,
+//! boolean, date, timestamp, else text; empty fields are NULL). Each load replaces the
+//! table in one Delta commit: readers see the old rows or the new ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::csv::ReaderBuilder;
+use arrow::csv::reader::Format;
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::Column;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::prelude::SessionContext;
+
+use crate::{Model, ModelFile, ModelsError, ProjectPaths};
+use tidepool_engine::Engine;
+use tidepool_lake::{WriteMode, WriteOptions, valid_name};
+
+/// Schema of the seeds directly in `seeds/`.
+pub const DEFAULT_SCHEMA: &str = "seeds";
+
+/// Every `*.csv` under the seeds folder: `<seeds>/<name>.csv` and
+/// `<seeds>/<schema>/<name>.csv`. `source` is left empty: the rows are read when loaded.
+pub fn seed_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
+    let mut out = Vec::new();
+    let mut visit = |dir: &Path, schema: &str| -> Result<Vec<PathBuf>, ModelsError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| ModelsError::Io {
+            path: paths.relative(dir),
+            source: e,
+        })?;
+        let mut dirs = Vec::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        for p in files {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let path = paths.relative(&p);
+            if !valid_name(&name) {
+                return Err(ModelsError::Project(format!(
+                    "{path}: a seed's file name is its table's name (letters, digits, _)"
+                )));
+            }
+            out.push(ModelFile {
+                schema: schema.to_string(),
+                name,
+                path,
+                source: String::new(),
+            });
+        }
+        dirs.sort();
+        Ok(dirs)
+    };
+    if !paths.seeds.is_dir() {
+        return Ok(Vec::new());
+    }
+    for dir in visit(&paths.seeds, DEFAULT_SCHEMA)? {
+        let schema = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if !valid_name(&schema) {
+            return Err(ModelsError::Project(format!(
+                "{}: a seed folder's name is its schema's name (letters, digits, _)",
+                paths.relative(&dir)
+            )));
+        }
+        visit(&dir, &schema)?;
+    }
+    Ok(out)
+}
+
+/// How a seed's file is read.
+#[derive(Debug)]
+struct SeedConfig {
+    delimiter: u8,
+    quote_columns: bool,
+    /// Lowercased column name -> SQL type.
+    column_types: BTreeMap<String, String>,
+}
+
+impl SeedConfig {
+    fn of(m: &Model) -> Result<SeedConfig, ModelsError> {
+        let raw = &m.config.raw;
+        let bad = |key: &str, want: &str| {
+            ModelsError::Config(format!("{}: seed config {key} must be {want}", m.file.path))
+        };
+        let delimiter = match raw.get("delimiter") {
+            None => b',',
+            Some(v) => match v.as_str().map(str::as_bytes) {
+                Some([b]) => *b,
+                Some(b"\\t") => b'\t',
+                _ => return Err(bad("delimiter", "one character")),
+            },
+        };
+        let quote_columns = match raw.get("quote_columns") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad("quote_columns", "true or false"))?,
+        };
+        let mut column_types = BTreeMap::new();
+        if let Some(v) = raw.get("column_types") {
+            let map = v
+                .as_object()
+                .ok_or_else(|| bad("column_types", "a map of column to SQL type"))?;
+            for (c, t) in map {
+                let t = t
+                    .as_str()
+                    .ok_or_else(|| bad("column_types", "a map of column to SQL type"))?;
+                column_types.insert(c.to_lowercase(), t.to_string());
+            }
+        }
+        Ok(SeedConfig {
+            delimiter,
+            quote_columns,
+            column_types,
+        })
+    }
+}
+
+/// The SQL type a seed column gets from the values inferred for it.
+fn inferred_type(t: &DataType) -> &'static str {
+    match t {
+        DataType::Int64 => "bigint",
+        DataType::Float64 => "double precision",
+        DataType::Boolean => "boolean",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(_, _) => "timestamp",
+        _ => "text",
+    }
+}
+
+/// Loads seed `m` (its CSV file in `dir`) into its table; returns the rows written.
+pub async fn load(engine: &Arc<Engine>, m: &Model, dir: &Path) -> Result<u64, ModelsError> {
+    let config = SeedConfig::of(m)?;
+    let path = dir.join(&m.file.path);
+    let open = || {
+        std::fs::File::open(&path).map_err(|e| ModelsError::Io {
+            path: m.file.path.clone(),
+            source: e,
+        })
+    };
+    let format = Format::default()
+        .with_header(true)
+        .with_delimiter(config.delimiter);
+    let (inferred, _) = format.infer_schema(std::io::BufReader::new(open()?), None)?;
+    if let Some(c) = config.column_types.keys().find(|c| {
+        !inferred
+            .fields()
+            .iter()
+            .any(|f| f.name().to_lowercase() == **c)
+    }) {
+        return Err(ModelsError::Config(format!(
+            "{}: column_types names {c}, which is not a column of the file",
+            m.file.path
+        )));
+    }
+    // Every field read as text, then cast with the engine's own types, so `numeric(10,2)`
+    // or `varchar(2)` mean what they mean in CREATE TABLE and a bad value is a clear error.
+    let text = Arc::new(Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let reader = ReaderBuilder::new(text.clone())
+        .with_format(format)
+        .build(open()?)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let session = engine.session("tidepool");
+    let mut columns = Vec::with_capacity(inferred.fields().len());
+    for f in inferred.fields() {
+        let ty = config
+            .column_types
+            .get(&f.name().to_lowercase())
+            .map(String::as_str)
+            .unwrap_or_else(|| inferred_type(f.data_type()));
+        let probe = session
+            .dataframe(&format!("SELECT CAST(NULL AS {ty}) AS t"))
+            .await
+            .map_err(|e| {
+                ModelsError::Config(format!(
+                    "{}: column {}: type {ty:?}: {e}",
+                    m.file.path,
+                    f.name()
+                ))
+            })?;
+        let arrow_type = probe.schema().field(0).data_type().clone();
+        let name = if config.quote_columns {
+            f.name().clone()
+        } else {
+            f.name().to_lowercase()
+        };
+        columns.push(cast(Expr::Column(Column::new_unqualified(f.name())), arrow_type).alias(name));
+    }
+    let ctx = SessionContext::new_with_state(session.state());
+    let rows = MemTable::try_new(text, vec![batches])?;
+    let plan = ctx
+        .read_table(Arc::new(rows))?
+        .select(columns)?
+        .logical_plan()
+        .clone();
+    let outcome = engine
+        .lake()
+        .write_plan_with(
+            &m.schema,
+            &m.name,
+            plan,
+            Arc::new(ctx.state()),
+            WriteMode::Replace,
+            &WriteOptions::default(),
+        )
+        .await?;
+    Ok(outcome.rows)
+}
