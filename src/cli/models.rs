@@ -111,10 +111,10 @@ pub struct CompileArgs {
 }
 
 /// The project folder: where the config file is, else the current folder.
-fn project_paths(settings: &Settings) -> ProjectPaths {
-    let mut paths = ProjectPaths::in_dir(&settings.project_dir);
+fn project_paths(settings: &Settings) -> anyhow::Result<ProjectPaths> {
+    let mut paths = ProjectPaths::open(&settings.project_dir, &settings.target_schema)?;
     paths.defaults = settings.model_defaults.clone();
-    paths
+    Ok(paths)
 }
 
 fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {
@@ -122,7 +122,7 @@ fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {
         .map_err(|e| anyhow::anyhow!("--vars: {e}"))?;
     let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
     Ok(Project::load(
-        project_paths(settings),
+        project_paths(settings)?,
         kafka_sources(&names),
         vars,
     )?)

@@ -679,6 +679,75 @@ async fn seeds_load_csv_files_that_models_ref() {
     );
 }
 
+/// A project in dbt's layout (`dbt_project.yml`, `models/**` at any depth, folder
+/// configs with `+materialized` / `+schema` / `+tags`, project vars, a seed, a macro, a
+/// singular test, a YAML source) builds unchanged, its schemas named as dbt names them
+/// from the target schema `[project] target_schema` maps to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbt_project_builds_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dbt_shop"),
+        dir.path(),
+    );
+    let p = dir.path();
+    let lake = p.join("lake");
+    write_delta(&lake, "bronze", "orders", orders(10)).await;
+    let out = tidepool(p, &["build"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "OK    seed analytics_reference.regions, 2 rows",
+        "OK    view analytics.stg_orders",
+        "OK    table analytics_marts.customers, 3 rows",
+        "OK    table analytics_finance.revenue_by_region, 3 rows",
+        "PASS  relationships_stg_orders_customer",
+        "PASS  unique_customers_customer",
+        "PASS  revenue_is_positive",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT customer, orders, revenue_cents, coalesce(region, '-'), currency, built_in \
+             FROM analytics_marts.customers ORDER BY customer"
+        )
+        .await,
+        vec![
+            "c0|3|2700|eu|EUR|analytics",
+            "c1|4|3300|us|EUR|analytics",
+            "c2|3|2250|-|EUR|analytics"
+        ]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT region, revenue_cents FROM analytics_finance.revenue_by_region ORDER BY 1"
+        )
+        .await,
+        vec!["eu|2700", "unknown|2250", "us|3300"]
+    );
+    // Folder tags select as in dbt; `var()` takes --vars over the project's.
+    assert_eq!(
+        ls(p, &["-s", "tag:finance"]),
+        vec!["analytics_finance.revenue_by_region"]
+    );
+    let out = tidepool(
+        p,
+        &["run", "-s", "stg_orders+", "--vars", "{min_amount: 13}"],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        table_rows(&lake, "SELECT count(*) FROM analytics_marts.customers").await,
+        vec!["2"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_builds_on_schedule_when_sources_get_new_data() {
     let (dir, lake) = incremental_project().await;

@@ -198,8 +198,12 @@ fn fingerprint(paths: &ProjectPaths) -> Fingerprint {
         }
     }
     let mut out = Vec::new();
-    for dir in [&paths.models, &paths.macros, &paths.tests] {
+    for dir in [&paths.models, &paths.macros, &paths.tests, &paths.seeds] {
         walk(dir, &mut out);
+    }
+    let dbt = paths.dir.join(tidepool_models::dbt_project::FILE);
+    if let Ok(m) = std::fs::metadata(&dbt) {
+        out.push((dbt, m.modified().unwrap_or(std::time::UNIX_EPOCH)));
     }
     out.sort();
     out
@@ -283,11 +287,11 @@ impl Control {
     }
 
     /// The project folder with the model defaults in force.
-    pub fn project_paths(&self) -> ProjectPaths {
+    pub fn project_paths(&self) -> Result<ProjectPaths, tidepool_models::ModelsError> {
         let s = self.settings();
-        let mut paths = ProjectPaths::in_dir(&s.project_dir);
+        let mut paths = ProjectPaths::open(&s.project_dir, &s.target_schema)?;
         paths.defaults = s.model_defaults.clone();
-        paths
+        Ok(paths)
     }
 
     /// The project as on disk now.
@@ -296,7 +300,7 @@ impl Control {
         vars: BTreeMap<String, serde_json::Value>,
     ) -> Result<Project, ControlError> {
         Project::load(
-            self.project_paths(),
+            self.project_paths().map_err(ControlError::Project)?,
             kafka_sources(&self.source_names()),
             vars,
         )
@@ -307,7 +311,10 @@ impl Control {
     /// applied.
     pub fn project(&self) -> Result<Arc<Project>, ControlError> {
         let generation = self.generation();
-        let now = fingerprint(&self.project_paths());
+        let now = match self.project_paths() {
+            Ok(paths) => fingerprint(&paths),
+            Err(e) => return Err(ControlError::Project(e)),
+        };
         if let Some((g, seen, project)) = self.project_cache.lock().as_ref()
             && *g == generation
             && *seen == now
@@ -321,7 +328,9 @@ impl Control {
 
     /// How many model files the project has (0 when its folder cannot be read).
     pub fn model_files(&self) -> usize {
-        tidepool_models::project::model_files(&self.project_paths()).map_or(0, |f| f.len())
+        self.project_paths()
+            .and_then(|p| tidepool_models::project::model_files(&p))
+            .map_or(0, |f| f.len())
     }
 
     /// The models `select` and `exclude` (dbt selectors) pick, with their last results.

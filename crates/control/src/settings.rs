@@ -28,6 +28,8 @@ pub struct ControlSettings {
     pub lake: String,
     /// The SQL project's folder (models, macros, tests, views).
     pub project_dir: PathBuf,
+    /// The lake schema of a dbt project's target schema (`[project] target_schema`).
+    pub target_schema: String,
     /// `[models.<schema>]` config defaults by folder.
     pub model_defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub schedule: Option<Schedule>,

@@ -5,6 +5,7 @@
 //! [`run`] materializes selected models in DAG order.
 
 pub mod datatests;
+pub mod dbt_project;
 pub mod docs;
 mod ephemeral;
 mod error;
@@ -271,22 +272,22 @@ pub struct Model {
 
 impl Model {
     /// Model (or seed) file `f` with its `config()` values, not compiled yet; `None` when
-    /// disabled.
+    /// disabled. In a dbt project the schema is named as dbt names it.
     fn configured(
         f: ModelFile,
         raw: BTreeMap<String, serde_json::Value>,
         references: Vec<Reference>,
+        dbt: Option<&dbt_project::DbtProject>,
     ) -> Result<Option<Model>, ModelsError> {
         let config = ModelConfig::from_raw(raw, &f.path)?;
         if !config.enabled {
             return Ok(None);
         }
-        let schema = config
-            .raw
-            .get("schema")
-            .and_then(|s| s.as_str())
-            .map(str::to_lowercase)
-            .unwrap_or_else(|| f.schema.clone());
+        let custom = config.raw.get("schema").and_then(|s| s.as_str());
+        let schema = match dbt {
+            Some(d) => d.schema_name(custom),
+            None => custom.map_or_else(|| f.schema.clone(), str::to_lowercase),
+        };
         Ok(Some(Model {
             relation: format!("{schema}.{}", f.name),
             name: f.name.clone(),
@@ -364,7 +365,19 @@ impl Project {
         let macros = project::macro_files(&paths)?;
         let singular = project::test_files(&paths)?;
         let all: Vec<ModelFile> = files.iter().chain(&singular).cloned().collect();
-        let templates = Templates::new(&all, &macros, vars)?;
+        let target_schema = paths
+            .dbt
+            .as_ref()
+            .map_or("public", |d| d.target_schema.as_str());
+        let vars = match &paths.dbt {
+            Some(d) => {
+                let mut all = d.vars.clone();
+                all.extend(vars);
+                all
+            }
+            None => vars,
+        };
+        let templates = Templates::new(&all, &macros, vars, target_schema)?;
 
         // 1. Configs and references, with references rendered as plain names.
         let mut models = Vec::with_capacity(files.len());
@@ -382,9 +395,12 @@ impl Project {
                     continue;
                 }
             };
-            let mut raw = paths.defaults.get(&f.schema).cloned().unwrap_or_default();
+            let mut raw = match &paths.dbt {
+                Some(d) => d.model_config(&f.folders),
+                None => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
+            };
             raw.extend(r.config);
-            match Model::configured(f, raw, r.references) {
+            match Model::configured(f, raw, r.references, paths.dbt.as_deref()) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
                 Err(e) => errors.push(e.to_string()),
@@ -392,12 +408,16 @@ impl Project {
         }
         let seed_configs = datatests::seed_configs(&[&paths.models, &paths.seeds], &paths.dir)?;
         for f in seeds::seed_files(&paths)? {
-            let mut raw = seed_configs.get(&f.name).cloned().unwrap_or_default();
+            let mut raw = match &paths.dbt {
+                Some(d) => d.seed_config(&f.folders),
+                None => BTreeMap::new(),
+            };
+            raw.extend(seed_configs.get(&f.name).cloned().unwrap_or_default());
             raw.insert(
                 "materialized".into(),
                 serde_json::Value::String("seed".into()),
             );
-            match Model::configured(f, raw, Vec::new()) {
+            match Model::configured(f, raw, Vec::new(), paths.dbt.as_deref()) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
                 Err(e) => errors.push(e.to_string()),

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::ModelsError;
+use crate::dbt_project::DbtProject;
 use tidepool_lake::valid_name;
 
 /// Where a project's files live.
@@ -21,6 +23,8 @@ pub struct ProjectPaths {
     pub target: PathBuf,
     /// Config defaults by model folder (`[models.<schema>]` in tidepool.toml).
     pub defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Set when the folder holds `dbt_project.yml`: dbt's layout.
+    pub dbt: Option<Arc<DbtProject>>,
 }
 
 impl ProjectPaths {
@@ -34,7 +38,26 @@ impl ProjectPaths {
             seeds: dir.join("seeds"),
             target: dir.join("target"),
             defaults: BTreeMap::new(),
+            dbt: None,
         }
+    }
+
+    /// The layout of the project in `dir`: dbt's when it holds `dbt_project.yml` (its
+    /// target schema is `target_schema`), else tidepool's.
+    pub fn open(dir: &Path, target_schema: &str) -> Result<ProjectPaths, ModelsError> {
+        let Some((dbt, folders)) = DbtProject::read(dir, target_schema)? else {
+            return Ok(ProjectPaths::in_dir(dir));
+        };
+        Ok(ProjectPaths {
+            dir: dir.to_path_buf(),
+            models: folders.models,
+            macros: folders.macros,
+            tests: folders.tests,
+            seeds: folders.seeds,
+            target: folders.target,
+            defaults: BTreeMap::new(),
+            dbt: Some(Arc::new(dbt)),
+        })
     }
 
     /// `path` relative to the project folder, with `/` separators, for messages and
@@ -57,12 +80,17 @@ pub struct ModelFile {
     /// Relative to the project folder, e.g. `sql/gold/daily_sales.sql`.
     pub path: String,
     pub source: String,
+    /// Folders between the model (or seed) path and the file, for dbt's config trees.
+    pub folders: Vec<String>,
 }
 
 /// Reads every model file: `<models>/<schema>/<name>.sql`. Files directly in `<models>` or
 /// deeper than one folder, and names that are not identifiers, are errors that name the
 /// file.
 pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
+    if let Some(dbt) = &paths.dbt {
+        return dbt_model_files(paths, &dbt.target_schema);
+    }
     let mut out = Vec::new();
     let Ok(schemas) = std::fs::read_dir(&paths.models) else {
         return Ok(out);
@@ -104,6 +132,7 @@ pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> 
                 source: e,
             })?;
             out.push(ModelFile {
+                folders: vec![schema.clone()],
                 schema: schema.clone(),
                 name,
                 path,
@@ -112,6 +141,69 @@ pub fn model_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> 
         }
     }
     Ok(out)
+}
+
+/// Models of a dbt project: `<model path>/**/<name>.sql` at any depth, in the target
+/// schema until their config says otherwise.
+fn dbt_model_files(paths: &ProjectPaths, schema: &str) -> Result<Vec<ModelFile>, ModelsError> {
+    let mut out = Vec::new();
+    let mut pending = vec![(paths.models.clone(), Vec::<String>::new())];
+    while let Some((dir, folders)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                let mut sub = folders.clone();
+                sub.push(
+                    p.file_name()
+                        .map(|s| s.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                );
+                pending.push((p, sub));
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "sql") {
+                continue;
+            }
+            let (name, path) = table_file(paths, &p, "model")?;
+            let source = std::fs::read_to_string(&p).map_err(|e| ModelsError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            out.push(ModelFile {
+                schema: schema.to_string(),
+                name,
+                path,
+                source,
+                folders: folders.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The table a file names (its lowercased stem, which must be a name) and its path in
+/// the project; `what` the file is, for the error.
+pub(crate) fn table_file(
+    paths: &ProjectPaths,
+    file: &Path,
+    what: &str,
+) -> Result<(String, String), ModelsError> {
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let path = paths.relative(file);
+    if !valid_name(&name) {
+        return Err(ModelsError::Project(format!(
+            "{path}: a {what}'s file name is its table's name (letters, digits, _)"
+        )));
+    }
+    Ok((name, path))
 }
 
 /// Singular tests: `<tests>/*.sql` (not subfolders), each a query returning failing rows.
@@ -134,6 +226,7 @@ pub fn test_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
                 source: e,
             })?;
             Ok(ModelFile {
+                folders: Vec::new(),
                 schema: "tests".to_string(),
                 name: p
                     .file_stem()

@@ -173,8 +173,21 @@ impl Templates {
         models: &[ModelFile],
         macro_files: &[(String, String)],
         vars: BTreeMap<String, serde_json::Value>,
+        target_schema: &str,
     ) -> Result<Templates, ModelsError> {
         let mut env = Environment::new();
+        // dbt's `target`: the lake speaks PostgreSQL, so macros that dispatch on the
+        // adapter take their postgres branch.
+        env.add_global(
+            "target",
+            Value::from_serialize(serde_json::json!({
+                "name": "default",
+                "schema": target_schema,
+                "type": "postgres",
+                "database": "lake",
+                "threads": 4,
+            })),
+        );
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         let mut macros = Vec::new();

@@ -47,18 +47,16 @@ pub fn seed_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
         }
         files.sort();
         for p in files {
-            let name = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            let path = paths.relative(&p);
-            if !valid_name(&name) {
-                return Err(ModelsError::Project(format!(
-                    "{path}: a seed's file name is its table's name (letters, digits, _)"
-                )));
-            }
+            let (name, path) = crate::project::table_file(paths, &p, "seed")?;
+            let in_dbt = paths.dbt.as_ref();
             out.push(ModelFile {
-                schema: schema.to_string(),
+                schema: in_dbt
+                    .map_or(schema, |d| d.target_schema.as_str())
+                    .to_string(),
+                folders: (schema != DEFAULT_SCHEMA)
+                    .then(|| schema.to_string())
+                    .into_iter()
+                    .collect(),
                 name,
                 path,
                 source: String::new(),

@@ -177,6 +177,8 @@ fn advertise(text: &str) -> Result<Option<String>, ConfigError> {
 pub struct ProjectConfig {
     /// Project folder [default: the config file's folder, else the current folder].
     pub dir: Option<PathBuf>,
+    /// The lake schema a dbt project's target schema maps to [default: public].
+    pub target_schema: Option<String>,
 }
 
 /// `[schedule]`: `serve` builds the models on a timer, a cron expression, or when the
@@ -566,6 +568,8 @@ pub struct Settings {
     pub lake: LakeConfig,
     /// The SQL project's folder (models, macros, tests).
     pub project_dir: PathBuf,
+    /// `[project] target_schema`: where a dbt project's models go.
+    pub target_schema: String,
     /// `[models.<schema>]` config defaults by folder.
     pub model_defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub schedule: Option<Schedule>,
@@ -635,6 +639,7 @@ impl Settings {
         tidepool_control::ControlSettings {
             lake: self.lake.root.clone(),
             project_dir: self.project_dir.clone(),
+            target_schema: self.target_schema.clone(),
             model_defaults: self.model_defaults.clone(),
             schedule: self.schedule.clone(),
             maintenance: self.maintenance.clone(),
@@ -902,6 +907,18 @@ impl Config {
             .clone()
             .or_else(|| self.config_dir.clone())
             .unwrap_or_else(|| PathBuf::from("."));
+        let target_schema = self
+            .project
+            .target_schema
+            .clone()
+            .unwrap_or_else(|| "public".to_string())
+            .to_lowercase();
+        if !tidepool_lake::valid_name(&target_schema) {
+            return Err(invalid(
+                "project.target_schema",
+                "must be a schema name (letters, digits, _)",
+            ));
+        }
         let mut model_defaults = BTreeMap::new();
         for (folder, table) in &self.models {
             let json = serde_json::to_value(table)
@@ -934,6 +951,7 @@ impl Config {
             roles,
             lease,
             project_dir,
+            target_schema,
             model_defaults,
             schedule,
             http_listen,
