@@ -746,6 +746,27 @@ async fn a_dbt_project_builds_unchanged() {
         table_rows(&lake, "SELECT count(*) FROM analytics_marts.customers").await,
         vec!["2"]
     );
+
+    // The common override: custom schemas used as they are.
+    std::fs::write(
+        p.join("macros/generate_schema_name.sql"),
+        "{% macro generate_schema_name(custom_schema_name, node) -%}\n\
+         {%- if custom_schema_name is none -%}{{ target.schema }}\n\
+         {%- else -%}{{ custom_schema_name | trim }}{%- endif -%}\n\
+         {%- endmacro %}\n",
+    )
+    .expect("write");
+    let out = tidepool(p, &["build"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "OK    seed reference.regions",
+        "OK    view analytics.stg_orders",
+        "OK    table marts.customers",
+        "OK    table finance.revenue_by_region",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,6 +270,41 @@ pub struct Model {
     pub reads: Vec<String>,
 }
 
+/// How a model's schema is named: the folder's (or `config(schema=...)`), or in a dbt
+/// project by the project's `generate_schema_name` macro, else dbt's default.
+struct SchemaNaming<'a> {
+    dbt: Option<&'a dbt_project::DbtProject>,
+    templates: &'a Templates,
+}
+
+impl SchemaNaming<'_> {
+    fn schema(&self, custom: Option<&str>, f: &ModelFile) -> Result<String, ModelsError> {
+        let Some(dbt) = self.dbt else {
+            return Ok(custom.map_or_else(|| f.schema.clone(), str::to_lowercase));
+        };
+        let node = serde_json::json!({
+            "name": f.name,
+            "original_file_path": f.path,
+            "fqn": std::iter::once(dbt.name.as_str())
+                .chain(f.folders.iter().map(String::as_str))
+                .chain(std::iter::once(f.name.as_str()))
+                .collect::<Vec<_>>(),
+        });
+        let args = [
+            custom.map_or(serde_json::Value::Null, serde_json::Value::from),
+            node,
+        ];
+        match self.templates.call_macro("generate_schema_name", &args)? {
+            None => Ok(dbt.schema_name(custom)),
+            Some(s) if tidepool_lake::valid_name(&s.to_lowercase()) => Ok(s.to_lowercase()),
+            Some(s) => Err(ModelsError::Config(format!(
+                "{}: generate_schema_name gave {s:?}, which is not a schema name",
+                f.path
+            ))),
+        }
+    }
+}
+
 impl Model {
     /// Model (or seed) file `f` with its `config()` values, not compiled yet; `None` when
     /// disabled. In a dbt project the schema is named as dbt names it.
@@ -277,17 +312,14 @@ impl Model {
         f: ModelFile,
         raw: BTreeMap<String, serde_json::Value>,
         references: Vec<Reference>,
-        dbt: Option<&dbt_project::DbtProject>,
+        naming: &SchemaNaming<'_>,
     ) -> Result<Option<Model>, ModelsError> {
         let config = ModelConfig::from_raw(raw, &f.path)?;
         if !config.enabled {
             return Ok(None);
         }
         let custom = config.raw.get("schema").and_then(|s| s.as_str());
-        let schema = match dbt {
-            Some(d) => d.schema_name(custom),
-            None => custom.map_or_else(|| f.schema.clone(), str::to_lowercase),
-        };
+        let schema = naming.schema(custom, &f)?;
         Ok(Some(Model {
             relation: format!("{schema}.{}", f.name),
             name: f.name.clone(),
@@ -378,6 +410,10 @@ impl Project {
             None => vars,
         };
         let templates = Templates::new(&all, &macros, vars, target_schema)?;
+        let naming = SchemaNaming {
+            dbt: paths.dbt.as_deref(),
+            templates: &templates,
+        };
 
         // 1. Configs and references, with references rendered as plain names.
         let mut models = Vec::with_capacity(files.len());
@@ -400,7 +436,7 @@ impl Project {
                 None => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
             };
             raw.extend(r.config);
-            match Model::configured(f, raw, r.references, paths.dbt.as_deref()) {
+            match Model::configured(f, raw, r.references, &naming) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
                 Err(e) => errors.push(e.to_string()),
@@ -417,7 +453,7 @@ impl Project {
                 "materialized".into(),
                 serde_json::Value::String("seed".into()),
             );
-            match Model::configured(f, raw, Vec::new(), paths.dbt.as_deref()) {
+            match Model::configured(f, raw, Vec::new(), &naming) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
                 Err(e) => errors.push(e.to_string()),
@@ -429,6 +465,7 @@ impl Project {
         let mut by_relation: HashMap<String, usize> = HashMap::new();
         let mut resolver = Resolver {
             sources,
+            package: paths.dbt.as_ref().map(|d| d.name.to_lowercase()),
             ..Resolver::default()
         };
         for (i, m) in models.iter().enumerate() {

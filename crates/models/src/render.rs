@@ -54,6 +54,8 @@ pub struct Resolver {
     pub sources: BTreeMap<(String, String), String>,
     /// relation -> CTE name, for `ephemeral` models.
     pub ephemeral: HashMap<String, String>,
+    /// A dbt project's name: `ref('<project>', 'm')` is its model `m` (dbt's package form).
+    pub package: Option<String>,
 }
 
 impl Resolver {
@@ -65,7 +67,9 @@ impl Resolver {
                     .iter()
                     .filter(|(folder, relation)| {
                         schema.as_ref().is_none_or(|s| {
-                            s == folder || relation.split('.').next() == Some(s.as_str())
+                            s == folder
+                                || relation.split('.').next() == Some(s.as_str())
+                                || self.package.as_ref() == Some(s)
                         })
                     })
                     .collect();
@@ -228,6 +232,41 @@ impl Templates {
     /// Names of the project's macros.
     pub fn macros(&self) -> &[String] {
         &self.macros
+    }
+
+    /// The project's macro `name` called with `args`, rendered; `None` when the project
+    /// has no such macro (dbt's own then applies, as for `generate_schema_name`).
+    pub fn call_macro(
+        &self,
+        name: &str,
+        args: &[serde_json::Value],
+    ) -> Result<Option<String>, ModelsError> {
+        if !self.macros.iter().any(|m| m == name) {
+            return Ok(None);
+        }
+        let params: Vec<String> = (0..args.len()).map(|i| format!("a{i}")).collect();
+        let source = format!(
+            "{{% from \"{MACROS}\" import {name} %}}{{{{ {name}({}) }}}}",
+            params.join(", ")
+        );
+        let ctx: BTreeMap<String, Value> = params
+            .into_iter()
+            .zip(args)
+            .map(|(p, v)| (p, Value::from_serialize(v)))
+            .collect();
+        let capture = Arc::new(Capture {
+            resolver: None,
+            incremental: false,
+            vars: self.vars.clone(),
+            config: Mutex::new(BTreeMap::new()),
+            references: Mutex::new(Vec::new()),
+        });
+        let mut ctx = ctx;
+        ctx.insert("__tidepool".into(), Value::from_dyn_object(capture));
+        self.env
+            .render_str(&source, ctx)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| render_error(&format!("macro {name}"), &e))
     }
 
     /// Renders the model at `path`.
