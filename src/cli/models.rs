@@ -153,6 +153,8 @@ pub async fn compile(overrides: &Overrides, args: CompileArgs) -> anyhow::Result
     let settings = super::settings(overrides)?;
     let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+    // Seeds have no SQL to compile.
+    let chosen = select::of_kind(&project, chosen, select::Resources::Models);
     let out = project.paths.target.join("compiled");
     for &i in &chosen {
         let m = &project.models[i];
