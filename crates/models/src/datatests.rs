@@ -121,7 +121,7 @@ struct ModelEntry {
     name: String,
     #[serde(default)]
     description: Option<String>,
-    /// `config:` of a seed (models take theirs from `config()` in their SQL).
+    /// `config:`, under the model's own `config()`.
     #[serde(default)]
     config: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
@@ -183,20 +183,24 @@ pub fn read_yaml(
     Ok((tests, docs))
 }
 
-/// The `config:` of each seed named in the YAML files under `dirs`, by lowercased name.
-pub fn seed_configs(
-    dirs: &[&Path],
-    project_dir: &Path,
-) -> Result<BTreeMap<String, BTreeMap<String, serde_json::Value>>, ModelsError> {
-    let mut out = BTreeMap::new();
+/// `config:` values by lowercased name.
+pub type Configs = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+/// The `config:` of each model and each seed named in the YAML files under `dirs`
+/// (dbt's property files: they sit under `config()` in the SQL and over folder configs).
+pub fn yaml_configs(dirs: &[&Path], project_dir: &Path) -> Result<(Configs, Configs), ModelsError> {
+    let (mut models, mut seeds) = (Configs::new(), Configs::new());
     for dir in dirs {
         for (_, parsed) in yaml_files(dir, project_dir)? {
+            for m in parsed.models.into_iter().filter(|m| !m.config.is_empty()) {
+                models.insert(m.name.to_lowercase(), m.config);
+            }
             for s in parsed.seeds {
-                out.insert(s.name.to_lowercase(), s.config);
+                seeds.insert(s.name.to_lowercase(), s.config);
             }
         }
     }
-    Ok(out)
+    Ok((models, seeds))
 }
 
 /// Every `*.yml`/`*.yaml` under `dir`, parsed, with its path relative to the project.

@@ -410,6 +410,8 @@ impl Project {
             None => vars,
         };
         let templates = Templates::new(&all, &macros, vars, target_schema)?;
+        let (model_configs, seed_configs) =
+            datatests::yaml_configs(&[&paths.models, &paths.seeds], &paths.dir)?;
         let naming = SchemaNaming {
             dbt: paths.dbt.as_deref(),
             templates: &templates,
@@ -435,6 +437,7 @@ impl Project {
                 Some(d) => d.model_config(&f.folders),
                 None => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
             };
+            raw.extend(model_configs.get(&f.name).cloned().unwrap_or_default());
             raw.extend(r.config);
             match Model::configured(f, raw, r.references, &naming) {
                 Ok(Some(m)) => models.push(m),
@@ -442,7 +445,6 @@ impl Project {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        let seed_configs = datatests::seed_configs(&[&paths.models, &paths.seeds], &paths.dir)?;
         for f in seeds::seed_files(&paths)? {
             let mut raw = match &paths.dbt {
                 Some(d) => d.seed_config(&f.folders),
