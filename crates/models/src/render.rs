@@ -147,6 +147,45 @@ impl Object for Relation {
     }
 }
 
+/// dbt's `exceptions`: `raise_compiler_error(msg)` fails the render with `msg`;
+/// `warn(msg)` logs it.
+#[derive(Debug)]
+struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let msg = args.first().map(|v| v.to_string()).unwrap_or_default();
+        match method {
+            "raise_compiler_error" => Err(Error::new(ErrorKind::InvalidOperation, msg)),
+            "warn" => {
+                tracing::warn!(target: "dbt", "{msg}");
+                Ok(Value::from(""))
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// dbt's `log(msg, info=False)`: to the log (info level with `info=True`), renders nothing.
+fn log(msg: Value, info: Option<bool>, kwargs: Kwargs) -> Result<String, Error> {
+    let info = match info {
+        Some(i) => i,
+        None => kwargs.get::<Option<bool>>("info")?.unwrap_or(false),
+    };
+    kwargs.assert_all_used()?;
+    if info {
+        tracing::info!(target: "dbt", "{msg}");
+    } else {
+        tracing::debug!(target: "dbt", "{msg}");
+    }
+    Ok(String::new())
+}
+
 /// The result of rendering a model.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
@@ -212,6 +251,8 @@ impl Templates {
         env.add_function("is_incremental", is_incremental);
         env.add_function("var", var);
         env.add_function("env_var", env_var);
+        env.add_function("log", log);
+        env.add_global("exceptions", Value::from_object(Exceptions));
         let import = if macros.is_empty() {
             String::new()
         } else {
@@ -412,5 +453,42 @@ fn env_var(name: String, default: Option<String>) -> Result<String, Error> {
             ErrorKind::InvalidOperation,
             format!("env_var('{name}') is not set and has no default"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(sql: &str) -> Result<Rendered, ModelsError> {
+        let model = ModelFile {
+            schema: "gold".into(),
+            name: "m".into(),
+            path: "sql/gold/m.sql".into(),
+            source: sql.into(),
+            folders: Vec::new(),
+        };
+        let t = Templates::new(&[model], &[], BTreeMap::new(), "analytics")?;
+        let opts = RenderOptions {
+            resolver: None,
+            incremental: false,
+            this: ("gold", "m"),
+        };
+        t.render("sql/gold/m.sql", &opts)
+    }
+
+    #[test]
+    fn dbt_log_exceptions_and_target_render() {
+        let r = render(
+            "{{ log('building', info=True) }}{{ log('quiet') }}select '{{ target.schema }}', '{{ target.type }}'\n\
+             {% if false %}{{ exceptions.raise_compiler_error('never') }}{% endif %}",
+        )
+        .unwrap();
+        assert_eq!(r.sql.trim(), "select 'analytics', 'postgres'");
+        let err = render("{{ exceptions.raise_compiler_error('the model needs var x') }}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the model needs var x"), "{err}");
+        assert!(err.starts_with("sql/gold/m.sql:1"), "{err}");
     }
 }
