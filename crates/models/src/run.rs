@@ -281,8 +281,7 @@ pub async fn run(
                     rows: None,
                     duration,
                 };
-                progress(&Event::Finished(result.clone()));
-                results.push(result);
+                report(result, &mut progress, &mut results);
                 let name = project.models[i].relation.clone();
                 failed.push((i, format!("upstream {name} failed")));
             }
@@ -301,18 +300,13 @@ pub async fn run(
                     failed_tests[tested].push(test.name.clone());
                     for &d in &tests.holds[t] {
                         if !started.contains(&d) && settled.insert(d) {
-                            let skipped = ModelResult {
-                                index: d,
-                                status: Status::Skipped(format!(
-                                    "upstream {} failed test {}",
-                                    project.models[tested].relation, test.name
-                                )),
-                                rows: None,
-                                duration: Duration::ZERO,
-                            };
-                            progress(&Event::Finished(skipped.clone()));
-                            results.push(skipped);
-                            failed.push((d, String::new()));
+                            // Its descendants are held by the same test: skipped here too.
+                            built[d] = Some(false);
+                            let why = format!(
+                                "upstream {} failed test {}",
+                                project.models[tested].relation, test.name
+                            );
+                            report(ModelResult::skipped(d, why), &mut progress, &mut results);
                         }
                     }
                     if options.fail_fast {
@@ -324,20 +318,14 @@ pub async fn run(
         // A model that failed or was skipped: its descendants are skipped.
         while let Some((i, why)) = failed.pop() {
             built[i] = Some(false);
-            if why.is_empty() {
-                continue;
-            }
             for d in project.graph.descendants(i, None) {
                 if selected.contains(&d) && !started.contains(&d) && settled.insert(d) {
                     built[d] = Some(false);
-                    let skipped = ModelResult {
-                        index: d,
-                        status: Status::Skipped(why.clone()),
-                        rows: None,
-                        duration: Duration::ZERO,
-                    };
-                    progress(&Event::Finished(skipped.clone()));
-                    results.push(skipped);
+                    report(
+                        ModelResult::skipped(d, why.clone()),
+                        &mut progress,
+                        &mut results,
+                    );
                 }
             }
             if options.fail_fast {
@@ -372,8 +360,7 @@ pub async fn run(
                 rows,
                 duration,
             };
-            progress(&Event::Finished(result.clone()));
-            results.push(result);
+            report(result, &mut progress, &mut results);
         }
         if cancel.is_cancelled() && stop.is_none() {
             stop = Some("cancelled".to_string());
@@ -382,18 +369,32 @@ pub async fn run(
     if let Some(why) = stop {
         for &i in &order {
             if settled.insert(i) {
-                let skipped = ModelResult {
-                    index: i,
-                    status: Status::Skipped(why.clone()),
-                    rows: None,
-                    duration: Duration::ZERO,
-                };
-                progress(&Event::Finished(skipped.clone()));
-                results.push(skipped);
+                report(
+                    ModelResult::skipped(i, why.clone()),
+                    &mut progress,
+                    &mut results,
+                );
             }
         }
     }
     results
+}
+
+impl ModelResult {
+    fn skipped(index: usize, why: String) -> ModelResult {
+        ModelResult {
+            index,
+            status: Status::Skipped(why),
+            rows: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Tells `progress` of a model's result and keeps it.
+fn report(result: ModelResult, progress: &mut impl FnMut(&Event), results: &mut Vec<ModelResult>) {
+    progress(&Event::Finished(result.clone()));
+    results.push(result);
 }
 
 async fn execute(
