@@ -687,21 +687,8 @@ async fn seeds_load_csv_files_that_models_ref() {
 /// from the target schema `[project] target_schema` maps to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dbt_project_builds_unchanged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dbt_shop"),
-        dir.path(),
-    );
+    let (dir, lake, text) = built_dbt_shop().await;
     let p = dir.path();
-    let lake = p.join("lake");
-    write_delta(&lake, "bronze", "orders", orders(10)).await;
-    let out = tidepool(p, &["build"]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for line in [
         "OK    seed analytics_reference.regions, 2 rows",
         "OK    view analytics.stg_orders",
@@ -774,6 +761,100 @@ async fn a_dbt_project_builds_unchanged() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+}
+
+/// tests/fixtures/dbt_shop copied to a temporary folder, 10 orders in its bronze table,
+/// built with `tidepool build`: (folder, lake, build's output).
+async fn built_dbt_shop() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dbt_shop"),
+        dir.path(),
+    );
+    let lake = dir.path().join("lake");
+    write_delta(&lake, "bronze", "orders", orders(10)).await;
+    let out = tidepool(dir.path(), &["build"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, lake, text)
+}
+
+/// The same project's package side: `dbt_packages/shop_utils` (dispatch overridden by the
+/// project's `dispatch:` search order, a macro that `return()`s a list read from the lake),
+/// tidepool's dbt_utils (surrogate key, star, date_spine, pivot over get_column_values,
+/// union_relations, generic tests) and a project generic test in `tests/generic/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbt_packages_and_dbt_utils_macros_work() {
+    let (dir, lake, text) = built_dbt_shop().await;
+    let p = dir.path();
+    for line in [
+        "OK    table analytics_marts.order_facts, 10 rows",
+        "OK    table analytics_marts.calendar, 9 rows",
+        "OK    table analytics_marts.region_pivot, 2 rows",
+        "OK    table analytics_marts.everything, 12 rows",
+        "PASS  dbt_utils_unique_combination_of_columns_order_facts",
+        "PASS  dbt_utils_expression_is_true_order_facts",
+        "PASS  dbt_utils_accepted_range_order_facts_order_id",
+        "PASS  is_positive_order_facts_order_id",
+        "PASS  unique_order_facts_order_key",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT order_key = md5('1-c1'), customer, amount_text, no_division IS NULL, \
+             numeric_columns FROM analytics_marts.order_facts WHERE order_id = 1"
+        )
+        .await,
+        vec!["t|c1|€1.5|t|order_id,amount"]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT min(date_day), max(date_day), count(*) FROM analytics_marts.calendar"
+        )
+        .await,
+        vec!["2026-01-01|2026-01-09|9"]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT customer, eu, us FROM analytics_marts.region_pivot ORDER BY 1"
+        )
+        .await,
+        vec!["c0|1|0", "c1|0|1"]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT _dbt_source_relation, count(*), count(region), count(amount) \
+             FROM analytics_marts.everything GROUP BY 1 ORDER BY 1"
+        )
+        .await,
+        vec![
+            "analytics.stg_orders|10|0|10",
+            "analytics_reference.regions|2|2|0"
+        ]
+    );
+
+    // A failing package test reports its rows and fails the build.
+    let yml = p.join("models/marts/schema.yml");
+    let text = std::fs::read_to_string(&yml).expect("read");
+    std::fs::write(&yml, text.replace("max_value: 10", "max_value: 5")).expect("write");
+    let out = tidepool(p, &["build", "-s", "order_facts"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "FAIL  dbt_utils_accepted_range_order_facts_order_id (models/marts/schema.yml): 5 failing rows"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,11 +278,6 @@ fn generic(
         Some(s) if s.eq_ignore_ascii_case("warn") => Severity::Warn,
         Some(s) => return Err(bad(&format!("severity {s:?} (error or warn)"))),
     };
-    if column.is_none() {
-        return Err(bad(&format!(
-            "{kind} goes under a column (columns: - name: ... tests: [...])"
-        )));
-    }
     Ok(GenericTest {
         path: path.to_string(),
         model: model.to_string(),
@@ -318,7 +313,12 @@ pub fn compile(
     relation: &str,
     resolve: &ResolveFn<'_>,
 ) -> Result<(String, String, Option<usize>), String> {
-    let col = t.column.as_deref().unwrap_or_default();
+    let Some(col) = t.column.as_deref() else {
+        return Err(format!(
+            "{} goes under a column (columns: - name: ... tests: [...])",
+            t.kind
+        ));
+    };
     let c = quote_ident(col);
     let model = t.model.as_str();
     let arg = |k: &str| t.args.get(k);
@@ -377,6 +377,9 @@ pub fn compile(
         }
     })
 }
+
+/// dbt's tests that tidepool compiles itself (a project's own `test_<name>` macro wins).
+pub const BUILT_IN: &[&str] = &["not_null", "unique", "accepted_values", "relationships"];
 
 /// `ref('x')`, `ref('s', 'x')` or `source('a', 'b')` as written in YAML: the function and
 /// its quoted arguments.

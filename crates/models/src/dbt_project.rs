@@ -50,6 +50,15 @@ struct ProjectFile {
     models: Value,
     #[serde(default)]
     seeds: Value,
+    #[serde(default)]
+    dispatch: Vec<Dispatch>,
+}
+
+/// One `dispatch:` entry: where `adapter.dispatch(..., macro_namespace)` looks, in order.
+#[derive(Debug, Deserialize)]
+struct Dispatch {
+    macro_namespace: String,
+    search_order: Vec<String>,
 }
 
 /// A project's `dbt_project.yml`, as it bears on loading the project.
@@ -59,6 +68,8 @@ pub struct DbtProject {
     /// The lake schema dbt's target schema maps to.
     pub target_schema: String,
     pub vars: BTreeMap<String, Value>,
+    /// `dispatch:`: macro namespace -> packages searched, in order.
+    pub dispatch: BTreeMap<String, Vec<String>>,
     models: Value,
     seeds: Value,
 }
@@ -125,6 +136,11 @@ impl DbtProject {
                 name: file.name,
                 target_schema: target_schema.to_string(),
                 vars,
+                dispatch: file
+                    .dispatch
+                    .into_iter()
+                    .map(|d| (d.macro_namespace, d.search_order))
+                    .collect(),
                 models: file.models,
                 seeds: file.seeds,
             },

@@ -12,7 +12,11 @@ mod error;
 pub mod graph;
 pub mod history;
 pub mod incremental;
+pub mod jinja_dbt;
+mod jinja_values;
+pub mod lake_db;
 pub mod lineage;
+pub mod packages;
 pub mod project;
 pub mod records;
 pub mod render;
@@ -409,7 +413,17 @@ impl Project {
             }
             None => vars,
         };
-        let templates = Templates::new(&all, &macros, vars, target_schema)?;
+        let macro_set = render::Macros {
+            root: paths.dbt.as_ref().map(|d| d.name.clone()),
+            files: macros,
+            packages: packages::load(&paths.dir)?,
+            dispatch: paths
+                .dbt
+                .as_ref()
+                .map(|d| d.dispatch.clone())
+                .unwrap_or_default(),
+        };
+        let templates = Templates::new(&all, &macro_set, vars, target_schema)?;
         let (model_configs, seed_configs) =
             datatests::yaml_configs(&[&paths.models, &paths.seeds], &paths.dir)?;
         let naming = SchemaNaming {
@@ -421,11 +435,7 @@ impl Project {
         let mut models = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
         for f in files {
-            let opts = RenderOptions {
-                resolver: None,
-                incremental: false,
-                this: (&f.schema, &f.name),
-            };
+            let opts = RenderOptions::new(None, (&f.schema, &f.name));
             let r = match templates.render(&f.path, &opts) {
                 Ok(r) => r,
                 Err(e) => {
@@ -513,19 +523,28 @@ impl Project {
                 errors.push(format!("{}: {}", m.file.path, unknown.join("; ")));
                 continue;
             }
-            let opts = RenderOptions {
-                resolver: Some(resolver.clone()),
-                incremental: false,
-                this: (&m.schema, &m.name),
-            };
-            match templates.render(&m.file.path, &opts) {
-                Ok(r) => m.compiled = r.sql,
+            let opts = RenderOptions::new(Some(resolver.clone()), (&m.schema, &m.name));
+            let wanted_lake = match templates.render(&m.file.path, &opts) {
+                Ok(r) => {
+                    m.compiled = r.sql;
+                    r.wanted_lake
+                }
                 Err(e) => {
                     errors.push(e.to_string());
                     continue;
                 }
-            }
-            match tables_read(&m.compiled) {
+            };
+            let read = match tables_read(&m.compiled) {
+                // SQL that depends on the lake (`execute` was false) is checked when it
+                // runs; its dependencies are its references.
+                Err(_) if wanted_lake => Ok(m
+                    .references
+                    .iter()
+                    .filter_map(|r| resolver.resolve(r).ok())
+                    .collect()),
+                other => other,
+            };
+            match read {
                 Ok(tables) => {
                     let mut ds = BTreeSet::new();
                     for t in tables {
@@ -579,12 +598,19 @@ impl Project {
     }
 
     /// Renders model `i` for a run: `is_incremental()` as given.
-    pub fn render_for_run(&self, i: usize, incremental: bool) -> Result<String, ModelsError> {
+    pub fn render_for_run(
+        &self,
+        i: usize,
+        incremental: bool,
+        database: Option<Arc<dyn jinja_dbt::Database>>,
+    ) -> Result<String, ModelsError> {
         let m = &self.models[i];
         let opts = RenderOptions {
             resolver: Some(self.resolver.clone()),
             incremental,
             this: (&m.schema, &m.name),
+            execute: true,
+            database,
         };
         let sql = self.templates.render(&m.file.path, &opts)?.sql;
         let ctes = ephemeral_ctes(&self.models, &self.graph, i);
@@ -659,6 +685,43 @@ fn load_tests(
             ));
             continue;
         };
+        if let Some((package, name)) = macro_test(templates, &g.kind) {
+            match macro_test_sql(
+                templates,
+                resolver,
+                &g,
+                package.as_deref(),
+                &name,
+                &models[i],
+                &resolve,
+            ) {
+                Ok(sql) => {
+                    let mut reads = vec![i];
+                    if let Ok(tables) = tables_read(&sql) {
+                        reads.extend(
+                            tables
+                                .iter()
+                                .filter_map(|t| lookup(t, by_relation, resolver)),
+                        );
+                    }
+                    let mut seen = BTreeSet::new();
+                    reads.retain(|m| seen.insert(*m));
+                    let test_name = match &g.column {
+                        Some(c) => format!("{}_{}_{c}", g.kind.replace('.', "_"), g.model),
+                        None => format!("{}_{}", g.kind.replace('.', "_"), g.model),
+                    };
+                    tests.push(datatests::DataTest {
+                        name: test_name,
+                        path: g.path.clone(),
+                        sql: sql.trim().trim_end_matches(';').to_string(),
+                        severity: g.severity,
+                        models: reads,
+                    });
+                }
+                Err(e) => errors.push(format!("{}: {e}", g.path)),
+            }
+            continue;
+        }
         match datatests::compile(&g, &models[i].relation, &resolve) {
             Ok((name, sql, parent)) => tests.push(datatests::DataTest {
                 name,
@@ -671,10 +734,10 @@ fn load_tests(
         }
     }
     for f in singular {
+        // Tests render as they run (`execute` is true), with no lake to query.
         let opts = RenderOptions {
-            resolver: Some(resolver.clone()),
-            incremental: false,
-            this: (&f.schema, &f.name),
+            execute: true,
+            ..RenderOptions::new(Some(resolver.clone()), (&f.schema, &f.name))
         };
         let sql = match templates.render(&f.path, &opts) {
             Ok(r) => r.sql,
@@ -705,6 +768,74 @@ fn load_tests(
         return Err(ModelsError::Project(errors.join("\n")));
     }
     Ok((tests, descriptions))
+}
+
+/// The macro a YAML test `kind` names: `pkg.name` is `pkg`'s `test_name`; `name` is the
+/// project's `test_name`, else a package's when exactly one has it and dbt's four
+/// built-in tests do not apply. `None`: a built-in (or unknown) test.
+fn macro_test(templates: &Templates, kind: &str) -> Option<(Option<String>, String)> {
+    if let Some((package, name)) = kind.split_once('.') {
+        return Some((Some(package.to_string()), format!("test_{name}")));
+    }
+    let name = format!("test_{kind}");
+    if templates.has_macro(None, &name) {
+        return Some((None, name));
+    }
+    if datatests::BUILT_IN.contains(&kind) {
+        return None;
+    }
+    let mut owners = templates.packages_with(&name);
+    match (owners.pop(), owners.is_empty()) {
+        (Some(p), true) => Some((Some(p), name)),
+        _ => None,
+    }
+}
+
+/// The failing-rows query of a generic test defined by a macro: the macro called with
+/// `model` (the tested relation), `column_name` for a column's test, and the test's
+/// arguments (`ref(...)` / `source(...)` text among them becomes the relation).
+fn macro_test_sql(
+    templates: &Templates,
+    resolver: &Arc<Resolver>,
+    g: &datatests::GenericTest,
+    package: Option<&str>,
+    name: &str,
+    model: &Model,
+    resolve: &datatests::ResolveFn<'_>,
+) -> Result<String, String> {
+    if !templates.has_macro(package, name) {
+        return Err(format!(
+            "test {}: no macro {name} in {}",
+            g.kind,
+            package.unwrap_or("the project")
+        ));
+    }
+    let relation = |text: &str| minijinja::Value::from_object(jinja_dbt::Relation::parse(text));
+    let mut kwargs: Vec<(String, minijinja::Value)> =
+        vec![("model".into(), relation(&model.relation))];
+    if let Some(c) = &g.column {
+        kwargs.push(("column_name".into(), minijinja::Value::from(c.clone())));
+    }
+    for (k, v) in &g.args {
+        let Some(k) = k.as_str() else { continue };
+        let value = match v.as_str() {
+            Some(text)
+                if datatests::parse_call(text)
+                    .is_some_and(|(f, _)| f == "ref" || f == "source") =>
+            {
+                relation(&resolve(text)?.0)
+            }
+            _ => minijinja::Value::from_serialize(v),
+        };
+        kwargs.push((k.to_string(), value));
+    }
+    let args = vec![minijinja::Value::from(minijinja::value::Kwargs::from_iter(
+        kwargs,
+    ))];
+    templates
+        .call_package_macro(package, name, args, Some(resolver.clone()))
+        .map(|v| v.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `schema.table` (or `table`) -> the model building it.

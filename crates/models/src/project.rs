@@ -243,6 +243,8 @@ pub fn test_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
 pub fn macro_files(paths: &ProjectPaths) -> Result<Vec<(String, String)>, ModelsError> {
     let mut found = Vec::new();
     collect_sql(&paths.macros, &mut found)?;
+    // dbt's generic tests (`{% test %}` blocks) may live under the test path.
+    collect_sql(&paths.tests.join("generic"), &mut found)?;
     found.sort();
     found
         .into_iter()
@@ -256,7 +258,7 @@ pub fn macro_files(paths: &ProjectPaths) -> Result<Vec<(String, String)>, Models
         .collect()
 }
 
-fn collect_sql(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ModelsError> {
+pub(crate) fn collect_sql(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ModelsError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };

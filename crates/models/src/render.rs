@@ -1,18 +1,22 @@
 //! Jinja for models (minijinja): `config()`, `ref()`, `source()`, `this`,
-//! `is_incremental()`, `var()`, `env_var()` and the project's macros, available in every
-//! model as in dbt. A model is rendered twice: once to learn its config and references
-//! (refs render as plain names), then to produce the SQL that runs, with every reference
-//! resolved to its table.
+//! `is_incremental()`, `var()`, `env_var()`, the project's macros and its packages'
+//! (dbt's context beyond these is in [`crate::jinja_dbt`]), available in every model as
+//! in dbt. A model is rendered twice: once to learn its config and references (refs render
+//! as plain names, `execute` is false), then to produce the SQL that runs, with every
+//! reference resolved to its table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use minijinja::value::{Kwargs, Object, Value};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
 use parking_lot::Mutex;
 
 use super::ModelsError;
+use super::jinja_dbt::{self, Adapter, Api, Database, Namespace, PackageMacros, Registry};
+use super::jinja_values;
 use super::project::{ModelFile, macro_names};
 
 /// Name of the template holding every macro.
@@ -59,6 +63,16 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The relation `r` names, as the object `ref()` / `source()` give a template.
+    pub fn relation(&self, r: &Reference) -> Result<jinja_dbt::Relation, String> {
+        let text = self.resolve(r)?;
+        let mut relation = jinja_dbt::Relation::parse(&text);
+        if !text.contains('.') {
+            relation.cte = Some(text);
+        }
+        Ok(relation)
+    }
+
     pub fn resolve(&self, r: &Reference) -> Result<String, String> {
         match r {
             Reference::Model { schema, name } => {
@@ -115,35 +129,72 @@ impl Resolver {
 
 /// What one render of one model saw.
 #[derive(Debug)]
-struct Capture {
+pub(crate) struct Capture {
     /// `None` while learning configs: references render as plain names.
     resolver: Option<Arc<Resolver>>,
     incremental: bool,
     vars: Arc<BTreeMap<String, serde_json::Value>>,
     config: Mutex<BTreeMap<String, Value>>,
     references: Mutex<Vec<Reference>>,
+    /// dbt's `execute`: false while the project loads.
+    execute: bool,
+    database: Option<Arc<dyn Database>>,
+    /// `statement` results by name, for `load_result`.
+    results: Mutex<HashMap<String, Value>>,
+    /// Set when the render tested `execute` or asked the lake while not executing.
+    wanted_lake: Arc<AtomicBool>,
+}
+
+impl Capture {
+    fn new(
+        resolver: Option<Arc<Resolver>>,
+        incremental: bool,
+        vars: Arc<BTreeMap<String, serde_json::Value>>,
+        execute: bool,
+        database: Option<Arc<dyn Database>>,
+    ) -> Arc<Capture> {
+        Arc::new(Capture {
+            resolver,
+            incremental,
+            vars,
+            config: Mutex::new(BTreeMap::new()),
+            references: Mutex::new(Vec::new()),
+            execute,
+            database,
+            results: Mutex::new(HashMap::new()),
+            wanted_lake: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// dbt's `execute` for this render.
+    fn execute_value(&self) -> Value {
+        Value::from_object(jinja_dbt::Execute {
+            value: self.execute,
+            consulted: self.wanted_lake.clone(),
+        })
+    }
 }
 
 impl Object for Capture {}
 
-/// `{{ this }}`: renders as `schema.name`, with `.schema`, `.name`, `.identifier`.
-#[derive(Debug)]
-struct Relation {
-    schema: String,
-    name: String,
-}
-
-impl Object for Relation {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
-            "schema" => Some(Value::from(self.schema.clone())),
-            "name" | "identifier" | "table" => Some(Value::from(self.name.clone())),
-            _ => None,
+impl jinja_dbt::Session for Capture {
+    fn execute(&self) -> bool {
+        if !self.execute {
+            self.wanted_lake.store(true, Ordering::Relaxed);
         }
+        self.execute
     }
 
-    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
+    fn database(&self) -> Option<&Arc<dyn Database>> {
+        self.database.as_ref()
+    }
+
+    fn store_result(&self, name: String, result: Value) {
+        self.results.lock().insert(name, result);
+    }
+
+    fn result(&self, name: &str) -> Option<Value> {
+        self.results.lock().get(name).cloned()
     }
 }
 
@@ -193,6 +244,9 @@ pub struct Rendered {
     /// `config(...)` arguments, last call wins per key.
     pub config: BTreeMap<String, serde_json::Value>,
     pub references: Vec<Reference>,
+    /// The render tested `execute` (false) or asked the lake: its SQL is a placeholder
+    /// until the model runs (dbt's parse), so it need not parse.
+    pub wanted_lake: bool,
 }
 
 /// How a render resolves references and `is_incremental()`.
@@ -201,20 +255,55 @@ pub struct RenderOptions<'a> {
     pub incremental: bool,
     /// `{{ this }}`.
     pub this: (&'a str, &'a str),
+    /// dbt's `execute`: true when the SQL rendered is the SQL that runs.
+    pub execute: bool,
+    /// The lake, for `run_query`, `statement` and `adapter.get_columns_in_relation`.
+    pub database: Option<Arc<dyn Database>>,
+}
+
+impl<'a> RenderOptions<'a> {
+    /// A render that resolves references with `resolver` (or not) and reaches no lake.
+    pub fn new(resolver: Option<Arc<Resolver>>, this: (&'a str, &'a str)) -> Self {
+        RenderOptions {
+            resolver,
+            incremental: false,
+            this,
+            execute: false,
+            database: None,
+        }
+    }
+}
+
+/// The macros of a project: its own (by file) and its packages'.
+#[derive(Debug, Default)]
+pub struct Macros {
+    /// The root project's name (`None`: tidepool's own layout).
+    pub root: Option<String>,
+    pub files: Vec<(String, String)>,
+    pub packages: Vec<super::packages::Package>,
+    /// `dispatch:` of dbt_project.yml: namespace -> search order.
+    pub dispatch: BTreeMap<String, Vec<String>>,
 }
 
 /// The templates of a project: its models and its macros.
 pub struct Templates {
     env: Environment<'static>,
     vars: Arc<BTreeMap<String, serde_json::Value>>,
-    /// Macro names, imported into every model.
+    /// Macro names of the root project, imported into every model.
     macros: Vec<String>,
+    registry: Arc<Registry>,
+}
+
+/// A macro file as dbt reads it: `{% test %}` blocks are macros, list and dict literals
+/// assigned with `set` can be changed in place.
+fn dbt_source(text: &str) -> String {
+    jinja_values::mutable_literals(&jinja_dbt::test_blocks(text))
 }
 
 impl Templates {
     pub fn new(
         models: &[ModelFile],
-        macro_files: &[(String, String)],
+        macro_set: &Macros,
         vars: BTreeMap<String, serde_json::Value>,
         target_schema: &str,
     ) -> Result<Templates, ModelsError> {
@@ -233,18 +322,42 @@ impl Templates {
         );
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
-        let mut macros = Vec::new();
-        let mut all = String::new();
-        for (path, text) in macro_files {
-            macros.extend(macro_names(text));
-            all.push_str(text);
-            all.push('\n');
-            // Each file alone first, so a syntax error names its file.
-            env.add_template_owned(path.clone(), text.clone())
-                .map_err(|e| render_error(path, &e))?;
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let root = macro_set.root.clone().unwrap_or_else(|| "root".to_string());
+        let mut registry = Registry {
+            root: root.clone(),
+            packages: BTreeMap::new(),
+            dispatch: macro_set.dispatch.clone(),
+        };
+        let macros = add_macro_template(&mut env, MACROS, &macro_set.files)?;
+        registry.packages.insert(
+            root.clone(),
+            PackageMacros {
+                template: MACROS.to_string(),
+                macros: macros.iter().cloned().collect(),
+            },
+        );
+        for p in &macro_set.packages {
+            let template = format!("__package__/{}", p.name);
+            let names = add_macro_template(&mut env, &template, &p.files)?;
+            registry.packages.insert(
+                p.name.clone(),
+                PackageMacros {
+                    template,
+                    macros: names.into_iter().collect(),
+                },
+            );
         }
-        env.add_template_owned(MACROS, all)
-            .map_err(|e| render_error("macros", &e))?;
+        let registry = Arc::new(registry);
+        for name in registry.packages.keys() {
+            env.add_global(
+                name.clone(),
+                Value::from_object(Namespace {
+                    name: name.clone(),
+                    registry: registry.clone(),
+                }),
+            );
+        }
         env.add_function("config", config);
         env.add_function("ref", reference);
         env.add_function("source", source);
@@ -252,7 +365,25 @@ impl Templates {
         env.add_function("var", var);
         env.add_function("env_var", env_var);
         env.add_function("log", log);
+        env.add_function("return", jinja_dbt::return_);
+        env.add_function("__macro", jinja_dbt::wrap_macro);
+        env.add_function("__mutable", jinja_values::mutable);
+        env.add_function("statement", jinja_dbt::statement);
+        env.add_function("load_result", jinja_dbt::load_result);
+        env.add_function("run_query", jinja_dbt::run_query);
+        env.add_function("tojson", jinja_dbt::tojson);
+        env.add_function("fromjson", jinja_dbt::fromjson);
+        env.add_function("should_store_failures", || false);
+        env.add_function("should_full_refresh", || false);
+        env.add_global("flags", jinja_dbt::flags());
         env.add_global("exceptions", Value::from_object(Exceptions));
+        env.add_global(
+            "adapter",
+            Value::from_object(Adapter {
+                registry: registry.clone(),
+            }),
+        );
+        env.add_global("api", Value::from_object(Api));
         let import = if macros.is_empty() {
             String::new()
         } else {
@@ -260,19 +391,42 @@ impl Templates {
             format!("{{% from \"{MACROS}\" import {} %}}", macros.join(", "))
         };
         for m in models {
-            env.add_template_owned(m.path.clone(), format!("{import}{}", m.source))
-                .map_err(|e| render_error(&m.path, &e))?;
+            env.add_template_owned(
+                m.path.clone(),
+                format!("{import}{}", jinja_values::mutable_literals(&m.source)),
+            )
+            .map_err(|e| render_error(&m.path, &e))?;
         }
         Ok(Templates {
             env,
             vars: Arc::new(vars),
             macros,
+            registry,
         })
     }
 
     /// Names of the project's macros.
     pub fn macros(&self) -> &[String] {
         &self.macros
+    }
+
+    /// Whether `package` (the root project's name or a package's) has macro `name`.
+    pub fn has_macro(&self, package: Option<&str>, name: &str) -> bool {
+        let package = package.unwrap_or(&self.registry.root);
+        self.registry
+            .packages
+            .get(package)
+            .is_some_and(|p| p.macros.contains(name))
+    }
+
+    /// The packages (not the root project) that have a macro `name`.
+    pub fn packages_with(&self, name: &str) -> Vec<String> {
+        self.registry
+            .packages
+            .iter()
+            .filter(|(p, m)| **p != self.registry.root && m.macros.contains(name))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// The project's macro `name` called with `args`, rendered; `None` when the project
@@ -285,51 +439,56 @@ impl Templates {
         if !self.macros.iter().any(|m| m == name) {
             return Ok(None);
         }
-        let params: Vec<String> = (0..args.len()).map(|i| format!("a{i}")).collect();
-        let source = format!(
-            "{{% from \"{MACROS}\" import {name} %}}{{{{ {name}({}) }}}}",
-            params.join(", ")
-        );
-        let ctx: BTreeMap<String, Value> = params
-            .into_iter()
-            .zip(args)
-            .map(|(p, v)| (p, Value::from_serialize(v)))
-            .collect();
-        let capture = Arc::new(Capture {
-            resolver: None,
-            incremental: false,
-            vars: self.vars.clone(),
-            config: Mutex::new(BTreeMap::new()),
-            references: Mutex::new(Vec::new()),
-        });
-        let mut ctx = ctx;
-        ctx.insert("__tidepool".into(), Value::from_dyn_object(capture));
-        self.env
-            .render_str(&source, ctx)
-            .map(|s| Some(s.trim().to_string()))
-            .map_err(|e| render_error(&format!("macro {name}"), &e))
+        let args: Vec<Value> = args.iter().map(Value::from_serialize).collect();
+        self.call_package_macro(None, name, args, None)
+            .map(|v| Some(v.to_string().trim().to_string()))
+    }
+
+    /// Calls macro `name` of `package` (the root project when `None`) with `args`, as a
+    /// generic test or a hook does; references resolve with `resolver`.
+    pub fn call_package_macro(
+        &self,
+        package: Option<&str>,
+        name: &str,
+        args: Vec<Value>,
+        resolver: Option<Arc<Resolver>>,
+    ) -> Result<Value, ModelsError> {
+        let package = package.unwrap_or(&self.registry.root).to_string();
+        let capture = Capture::new(resolver, false, self.vars.clone(), true, None);
+        let ctx = minijinja::context! {
+            execute => capture.execute_value(),
+            __tidepool => Value::from_dyn_object(capture),
+        };
+        let template = "__call__";
+        let t = self
+            .env
+            .template_from_named_str(template, "")
+            .map_err(|e| render_error(template, &e))?;
+        let captured = t
+            .render_captured(ctx)
+            .map_err(|e| render_error(template, &e))?;
+        jinja_dbt::call_in(captured.state(), &self.registry, &package, name, &args)
+            .map_err(|e| render_error(&format!("macro {package}.{name}"), &e))
     }
 
     /// Renders the model at `path`.
     pub fn render(&self, path: &str, options: &RenderOptions<'_>) -> Result<Rendered, ModelsError> {
-        let capture = Arc::new(Capture {
-            resolver: options.resolver.clone(),
-            incremental: options.incremental,
-            vars: self.vars.clone(),
-            config: Mutex::new(BTreeMap::new()),
-            references: Mutex::new(Vec::new()),
-        });
+        let capture = Capture::new(
+            options.resolver.clone(),
+            options.incremental,
+            self.vars.clone(),
+            options.execute,
+            options.database.clone(),
+        );
         let template = self
             .env
             .get_template(path)
             .map_err(|e| render_error(path, &e))?;
-        let this = Value::from_object(Relation {
-            schema: options.this.0.to_string(),
-            name: options.this.1.to_string(),
-        });
+        let this = jinja_dbt::Relation::value(options.this.0, options.this.1);
         let ctx = minijinja::context! {
             __tidepool => Value::from_dyn_object(capture.clone()),
             this => this,
+            execute => capture.execute_value(),
         };
         let sql = template.render(ctx).map_err(|e| render_error(path, &e))?;
         let config = capture
@@ -346,11 +505,39 @@ impl Templates {
             sql,
             config,
             references,
+            wanted_lake: capture.wanted_lake.load(Ordering::Relaxed),
         })
     }
 }
 
+/// Adds the macro `files` as template `name`, each macro wrapped so that it can
+/// `return()`; the macros' names.
+fn add_macro_template(
+    env: &mut Environment<'static>,
+    name: &str,
+    files: &[(String, String)],
+) -> Result<Vec<String>, ModelsError> {
+    let mut names = Vec::new();
+    let mut all = String::new();
+    for (path, text) in files {
+        let text = dbt_source(text);
+        names.extend(macro_names(&text));
+        // Each file alone first, so a syntax error names its file.
+        env.add_template_owned(path.clone(), text.clone())
+            .map_err(|e| render_error(path, &e))?;
+        all.push_str(&text);
+        all.push('\n');
+    }
+    all.push_str(&jinja_dbt::wrap_lines(&names));
+    env.add_template_owned(name.to_string(), all)
+        .map_err(|e| render_error(name, &e))?;
+    Ok(names)
+}
+
 fn render_error(path: &str, e: &Error) -> ModelsError {
+    if jinja_dbt::is_return(e) {
+        return ModelsError::Render(format!("{path}: return() is only allowed inside a macro"));
+    }
     let mut msg = match e.line() {
         Some(line) => format!("{path}:{line}: {}", e.kind()),
         None => format!("{path}: {}", e.kind()),
@@ -385,7 +572,7 @@ fn config(state: &State, kwargs: Kwargs) -> Result<String, Error> {
     Ok(String::new())
 }
 
-fn reference(state: &State, first: String, second: Option<String>) -> Result<String, Error> {
+fn reference(state: &State, first: String, second: Option<String>) -> Result<Value, Error> {
     let r = match second {
         Some(name) => Reference::Model {
             schema: Some(first.to_lowercase()),
@@ -399,7 +586,7 @@ fn reference(state: &State, first: String, second: Option<String>) -> Result<Str
     resolve(state, r)
 }
 
-fn source(state: &State, source: String, table: String) -> Result<String, Error> {
+fn source(state: &State, source: String, table: String) -> Result<Value, Error> {
     resolve(
         state,
         Reference::Source {
@@ -409,11 +596,11 @@ fn source(state: &State, source: String, table: String) -> Result<String, Error>
     )
 }
 
-fn resolve(state: &State, r: Reference) -> Result<String, Error> {
+fn resolve(state: &State, r: Reference) -> Result<Value, Error> {
     let c = capture(state)?;
     c.references.lock().push(r.clone());
-    match &c.resolver {
-        None => Ok(match r {
+    let relation = match &c.resolver {
+        None => jinja_dbt::Relation::parse(&match r {
             Reference::Model {
                 schema: Some(s),
                 name,
@@ -422,9 +609,10 @@ fn resolve(state: &State, r: Reference) -> Result<String, Error> {
             Reference::Source { source, table } => format!("{source}.{table}"),
         }),
         Some(resolver) => resolver
-            .resolve(&r)
-            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m)),
-    }
+            .relation(&r)
+            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?,
+    };
+    Ok(Value::from_object(relation))
 }
 
 fn is_incremental(state: &State) -> Result<bool, Error> {
@@ -468,13 +656,87 @@ mod tests {
             source: sql.into(),
             folders: Vec::new(),
         };
-        let t = Templates::new(&[model], &[], BTreeMap::new(), "analytics")?;
-        let opts = RenderOptions {
-            resolver: None,
-            incremental: false,
-            this: ("gold", "m"),
-        };
+        let t = Templates::new(&[model], &Macros::default(), BTreeMap::new(), "analytics")?;
+        let opts = RenderOptions::new(None, ("gold", "m"));
         t.render("sql/gold/m.sql", &opts)
+    }
+
+    fn project(model: &str, macros: &str, dir: &std::path::Path) -> Templates {
+        let m = ModelFile {
+            schema: "gold".into(),
+            name: "m".into(),
+            path: "m.sql".into(),
+            source: model.into(),
+            folders: Vec::new(),
+        };
+        let set = Macros {
+            root: Some("shop".into()),
+            files: vec![("macros/m.sql".into(), macros.into())],
+            packages: crate::packages::load(dir).unwrap(),
+            dispatch: BTreeMap::new(),
+        };
+        Templates::new(&[m], &set, BTreeMap::new(), "analytics").unwrap()
+    }
+
+    fn run(t: &Templates) -> String {
+        t.render("m.sql", &RenderOptions::new(None, ("gold", "m")))
+            .unwrap()
+            .sql
+    }
+
+    #[test]
+    fn macros_return_values_build_lists_and_dispatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let macros = "{% macro cols() %}{% set out = [] %}{% do out.append('a') %}{% do out.extend(['b']) %}\
+             {{ return(out) }}{% endmacro %}\
+             {% macro n_cols() %}{{ return(cols() | length) }}{% endmacro %}\
+             {% macro hashed(x) %}{{ return(adapter.dispatch('hashed')(x)) }}{% endmacro %}\
+             {% macro default__hashed(x) %}h({{ x }}){% endmacro %}\
+             {% test positive(model, column_name) %}select * from {{ model }} where {{ column_name }} <= 0{% endtest %}";
+        let t = project(
+            "{% set d = {} %}{% do d.update({'k': 1}) %}{{ cols() | join(',') }}|{{ n_cols() }}|{{ hashed('y') }}|{{ d['k'] }}|{{ shop.n_cols() }}",
+            macros,
+            dir.path(),
+        );
+        assert_eq!(run(&t).trim(), "a,b|2|h(y)|1|2");
+        assert!(t.has_macro(None, "test_positive"));
+        let t = project(
+            "{{ dbt_utils.generate_surrogate_key(['a', 'b']) }}|{{ dbt.type_string() }}|{{ ref('x').identifier }}",
+            "",
+            dir.path(),
+        );
+        assert_eq!(
+            run(&t).trim(),
+            "md5(cast(coalesce(cast(a as text), '_dbt_utils_surrogate_key_null_') || '-' || \
+             coalesce(cast(b as text), '_dbt_utils_surrogate_key_null_') as text))|text|x"
+        );
+        let err = t
+            .call_package_macro(Some("dbt_utils"), "nope", Vec::new(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dbt_utils has no macro named nope"), "{err}");
+    }
+
+    /// The real dbt_utils, when a checkout is at `$TIDEPOOL_DBT_UTILS` (CI has no copy).
+    #[test]
+    fn real_dbt_utils_renders_when_installed() {
+        let Ok(src) = std::env::var("TIDEPOOL_DBT_UTILS") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dbt_packages");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::os::unix::fs::symlink(src, dest.join("dbt_utils")).unwrap();
+        let t = project(
+            "{{ dbt_utils.generate_surrogate_key(['a', 'b']) }}|{{ dbt_utils.star(ref('x')) }}|{{ dbt_utils.safe_divide('a', 'b') }}",
+            "",
+            dir.path(),
+        );
+        assert_eq!(
+            run(&t).split_whitespace().collect::<Vec<_>>().join(" "),
+            "md5(cast(coalesce(cast(a as text), '_dbt_utils_surrogate_key_null_') || '-' || \
+             coalesce(cast(b as text), '_dbt_utils_surrogate_key_null_') as text))|*| ( a ) / nullif( ( b ), 0)"
+        );
     }
 
     #[test]

@@ -474,7 +474,11 @@ async fn materialize(
         .map_err(|e| fail(e.into()))?;
     let incremental =
         m.config.materialized == Materialized::Incremental && lake_table.is_some() && !full_refresh;
-    let sql = project.render_for_run(i, incremental)?;
+    let sql = project.render_for_run(
+        i,
+        incremental,
+        Some(super::lake_db::LakeDatabase::shared(engine.clone())),
+    )?;
     project.write_run_sql(i, &sql);
     let body = sql.trim().trim_end_matches(';');
     if incremental {

@@ -116,7 +116,11 @@ pub async fn run(
     if !anything_new {
         return Ok(Outcome::NothingNew);
     }
-    let sql = project.render_for_run(i, incremental)?;
+    let sql = project.render_for_run(
+        i,
+        incremental,
+        Some(super::lake_db::LakeDatabase::shared(engine.clone())),
+    )?;
     project.write_run_sql(i, &sql);
     let session = engine.session("tidepool");
     let df = session.dataframe(sql.trim().trim_end_matches(';')).await?;

@@ -17,6 +17,7 @@ mod catalog_subqueries;
 mod catalog_views;
 mod gathered;
 mod info_schema;
+mod interval_arithmetic;
 mod keys;
 mod literal_input;
 mod oids;
@@ -124,7 +125,11 @@ impl Extension for PgCompat {
             state
                 .write()
                 .register_expr_planner(Arc::new(literal_input::BoolComparisons))?;
+            state
+                .write()
+                .register_expr_planner(Arc::new(interval_arithmetic::IntervalArithmetic))?;
         }
+        ctx.register_udf(interval_arithmetic::udf());
         ctx.register_udf(rules::like_escape_udf());
         ctx.register_udf(rules::tidin_udf());
         ctx.register_udf(regproc::name_udf());

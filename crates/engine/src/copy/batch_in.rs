@@ -281,9 +281,10 @@ fn trimmed_for(target: &DataType, text: &StringArray) -> ArrayRef {
     }
 }
 
-/// PostgreSQL's name of the type a column of `t` has, for messages.
-fn sql_name(t: &DataType) -> String {
+/// PostgreSQL's name of the type a column of `t` has (messages, dbt's column types).
+pub fn sql_name(t: &DataType) -> String {
     match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
         DataType::Int32 | DataType::UInt16 => "integer".into(),

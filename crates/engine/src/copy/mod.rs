@@ -17,6 +17,7 @@ pub mod options;
 mod rows_in;
 mod source;
 
+pub use batch_in::sql_name;
 pub use options::{CopyFormat, CopyOptions, ForceQuote};
 pub use source::{COPY_FUNCTION, CopyInData, CopySlot, start};
 
