@@ -130,7 +130,7 @@ impl Registry {
 }
 
 /// The render-scoped values a macro of another template must see too.
-const FORWARDED: &[&str] = &["__tidepool", "this", "execute", "model"];
+const FORWARDED: &[&str] = &["__tidepool", "__session", "this", "execute", "model"];
 
 /// Calls `package`'s macro `name`, evaluating the package's template with the caller's
 /// render-scoped values.
@@ -407,7 +407,7 @@ impl Object for Execute {
 }
 
 /// What a render needs from the running model to reach the lake.
-pub trait Session {
+pub trait Session: fmt::Debug {
     /// dbt's `execute`; when false, notes that the render wanted the lake.
     fn execute(&self) -> bool;
     fn database(&self) -> Option<&Arc<dyn Database>>;
@@ -523,18 +523,24 @@ fn split_kwargs(args: &[Value]) -> (&[Value], Option<Kwargs>) {
     }
 }
 
+/// The session of the render in progress, as the context's `__session`.
+#[derive(Debug)]
+pub struct SessionRef(pub Arc<dyn Session + Send + Sync>);
+
+impl Object for SessionRef {}
+
 /// Runs `f` with the session of the render in progress.
 pub fn with_session<T>(
     state: &State<'_, '_>,
     f: impl FnOnce(&dyn Session) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let v = state
-        .lookup("__tidepool")
+        .lookup("__session")
         .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "not rendering a model"))?;
-    let capture = v
-        .downcast_object_ref::<crate::render::Capture>()
+    let session = v
+        .downcast_object_ref::<SessionRef>()
         .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "not rendering a model"))?;
-    f(capture)
+    f(session.0.as_ref())
 }
 
 /// Runs `sql` for `statement` / `run_query`: `None` when not executing (parse).

@@ -82,7 +82,7 @@ pub fn load(dir: &Path) -> Result<Vec<Package>, ModelsError> {
         });
     }
     packages.push(Package {
-        name: crate::jinja_dbt::DBT.to_string(),
+        name: "dbt".to_string(),
         files: vec![("<tidepool>/dbt.sql".into(), DBT_MACROS.into())],
     });
     if !packages.iter().any(|p| p.name == "dbt_utils") {

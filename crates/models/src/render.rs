@@ -457,6 +457,7 @@ impl Templates {
         let capture = Capture::new(resolver, false, self.vars.clone(), true, None);
         let ctx = minijinja::context! {
             execute => capture.execute_value(),
+            __session => Value::from_object(jinja_dbt::SessionRef(capture.clone())),
             __tidepool => Value::from_dyn_object(capture),
         };
         let template = "__call__";
@@ -487,6 +488,7 @@ impl Templates {
         let this = jinja_dbt::Relation::value(options.this.0, options.this.1);
         let ctx = minijinja::context! {
             __tidepool => Value::from_dyn_object(capture.clone()),
+            __session => Value::from_object(jinja_dbt::SessionRef(capture.clone())),
             this => this,
             execute => capture.execute_value(),
         };
