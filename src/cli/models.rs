@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::progress::{ModelLine, RunDisplay};
+use super::progress::{ModelLine, RunDisplay, TestLine};
 use crate::config::{Overrides, Settings};
 use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
@@ -121,11 +121,12 @@ fn load(settings: &Settings, sel: &Selection) -> anyhow::Result<Project> {
     let vars = crate::models::parse_vars(sel.vars.as_deref().unwrap_or_default())
         .map_err(|e| anyhow::anyhow!("--vars: {e}"))?;
     let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
-    Ok(Project::load(
-        project_paths(settings)?,
-        kafka_sources(&names),
-        vars,
-    )?)
+    let project = Project::load(project_paths(settings)?, kafka_sources(&names), vars)?;
+    // As dbt does on every command: what dbt-aware tools read.
+    if let Err(e) = crate::models::manifest::write(&project) {
+        eprintln!("note: {e}");
+    }
+    Ok(project)
 }
 
 pub async fn ls(overrides: &Overrides, args: LsArgs) -> anyhow::Result<ExitCode> {
@@ -346,6 +347,14 @@ pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Re
                 display.started(&m.relation, m.config.materialized.as_str(), &m.file.path);
             }
             Event::Tested(r) => display.tested(&test_line(&p, r)),
+            Event::Hook(h) => display.hook(&TestLine {
+                name: &h.name,
+                path: "dbt_project.yml",
+                status: if h.error.is_some() { "error" } else { "pass" },
+                failures: 0,
+                sample: "",
+                error: h.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            }),
             Event::Finished(r) => {
                 let m = &p.models[r.index];
                 let (status, message) = match &r.status {

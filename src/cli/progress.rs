@@ -116,6 +116,15 @@ impl RunDisplay {
         self.say(test_text(t));
     }
 
+    /// An `on-run-start` / `on-run-end` hook: shown as a test is; a failed one fails
+    /// the run.
+    pub fn hook(&mut self, h: &TestLine<'_>) {
+        if h.status == "error" {
+            self.errors.push(format!("{}: {}", h.name, h.error));
+        }
+        self.say(test_text(h));
+    }
+
     pub fn finished(&mut self, m: &ModelLine<'_>) {
         self.done += 1;
         self.building.remove(m.relation);

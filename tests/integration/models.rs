@@ -208,7 +208,8 @@ async fn selectors_pick_what_dbt_would() {
     assert!(text.contains("\"silver.customers\" [shape=box"), "{text}");
     assert!(!text.contains("gold.customer_revenue"), "{text}");
 
-    // Folder defaults from tidepool.toml, as dbt_project.yml; config() wins.
+    // Folder defaults from tidepool.toml, as dbt_project.yml; config() wins, except for
+    // tags, which add up as in dbt (stg_orders keeps `silver` and gets the folder's).
     let toml = p.join("tidepool.toml");
     let mut cfg = std::fs::read_to_string(&toml).expect("read");
     cfg.push_str("\n[models.silver]\nmaterialized = \"table\"\ntags = [\"from_project\"]\n");
@@ -217,7 +218,11 @@ async fn selectors_pick_what_dbt_would() {
         ls(p, &["-s", "config.materialized:table"]),
         vec!["gold.customer_revenue", "silver.customers"]
     );
-    assert_eq!(ls(p, &["-s", "tag:from_project"]), vec!["silver.customers"]);
+    assert_eq!(
+        ls(p, &["-s", "tag:from_project"]),
+        vec!["silver.customers", "silver.stg_orders"]
+    );
+    assert_eq!(ls(p, &["-s", "tag:silver"]), vec!["silver.stg_orders"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -842,6 +847,50 @@ async fn dbt_packages_and_dbt_utils_macros_work() {
         ]
     );
 
+    // Hooks: on-run-start made the audit table, each mart's post-hook (from the folder)
+    // logged its rows from `this`, customers' own pre-hook ran, on-run-end saw `results`,
+    // `schemas` and `graph`.
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT phase, n, what FROM analytics_audit.runs WHERE phase <> 'post' ORDER BY 1"
+        )
+        .await,
+        vec![
+            "end|8|analytics,analytics_finance,analytics_marts,analytics_reference",
+            "graph|7|models",
+            "pre|0|customers"
+        ]
+    );
+    assert_eq!(
+        table_rows(
+            &lake,
+            "SELECT what, n FROM analytics_audit.runs WHERE phase = 'post' ORDER BY 1"
+        )
+        .await,
+        vec![
+            "analytics_finance.revenue_by_region|3",
+            "analytics_marts.calendar|9",
+            "analytics_marts.customers|3",
+            "analytics_marts.everything|12",
+            "analytics_marts.order_facts|10",
+            "analytics_marts.region_pivot|2"
+        ]
+    );
+    // target/manifest.json, in dbt's shape.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("target/manifest.json")).expect("manifest.json"),
+    )
+    .expect("manifest parses");
+    assert_eq!(
+        manifest["nodes"]["model.dbt_shop.customers"]["depends_on"]["nodes"],
+        serde_json::json!(["model.dbt_shop.stg_orders", "seed.dbt_shop.regions"])
+    );
+    assert_eq!(
+        manifest["child_map"]["source.dbt_shop.raw.orders"],
+        serde_json::json!(["model.dbt_shop.stg_orders"])
+    );
+
     // A failing package test reports its rows and fails the build.
     let yml = p.join("models/marts/schema.yml");
     let text = std::fs::read_to_string(&yml).expect("read");
@@ -853,6 +902,38 @@ async fn dbt_packages_and_dbt_utils_macros_work() {
         text.contains(
             "FAIL  dbt_utils_accepted_range_order_facts_order_id (models/marts/schema.yml): 5 failing rows"
         ),
+        "{text}"
+    );
+
+    // A failing pre-hook fails its model; a failing on-run-start skips the run.
+    let model = p.join("models/marts/customers.sql");
+    let sql = std::fs::read_to_string(&model).expect("read");
+    std::fs::write(
+        &model,
+        sql.replace("_audit.runs values", "_audit.nope values"),
+    )
+    .expect("write");
+    let out = tidepool(p, &["run", "-s", "customers"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("hook models/marts/customers.sql pre_hook[0] failed")
+            && text.contains("analytics_audit.nope"),
+        "{text}"
+    );
+    let project = p.join("dbt_project.yml");
+    let yml = std::fs::read_to_string(&project).expect("read");
+    std::fs::write(
+        &project,
+        yml.replace("create schema if", "create schemaa if"),
+    )
+    .expect("write");
+    let out = tidepool(p, &["run", "-s", "stg_orders"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ERROR on-run-start[0] (dbt_project.yml)")
+            && text.contains("SKIP  analytics.stg_orders (on-run-start failed)"),
         "{text}"
     );
 }

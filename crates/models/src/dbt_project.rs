@@ -52,6 +52,10 @@ struct ProjectFile {
     seeds: Value,
     #[serde(default)]
     dispatch: Vec<Dispatch>,
+    #[serde(rename = "on-run-start", default)]
+    on_run_start: Value,
+    #[serde(rename = "on-run-end", default)]
+    on_run_end: Value,
 }
 
 /// One `dispatch:` entry: where `adapter.dispatch(..., macro_namespace)` looks, in order.
@@ -70,6 +74,9 @@ pub struct DbtProject {
     pub vars: BTreeMap<String, Value>,
     /// `dispatch:`: macro namespace -> packages searched, in order.
     pub dispatch: BTreeMap<String, Vec<String>>,
+    /// `on-run-start` / `on-run-end` hooks ([`crate::hooks`]).
+    pub on_run_start: Vec<String>,
+    pub on_run_end: Vec<String>,
     models: Value,
     seeds: Value,
 }
@@ -131,8 +138,15 @@ impl DbtProject {
                 }
             }
         }
+        let hooks = |v: &Value, what: &str| {
+            crate::hooks::parse(Some(v), &format!("{FILE}: {what}")).map_err(ModelsError::Config)
+        };
+        let on_run_start = hooks(&file.on_run_start, "on-run-start")?;
+        let on_run_end = hooks(&file.on_run_end, "on-run-end")?;
         Ok(Some((
             DbtProject {
+                on_run_start,
+                on_run_end,
                 name: file.name,
                 target_schema: target_schema.to_string(),
                 vars,
@@ -171,13 +185,15 @@ impl DbtProject {
 /// subfolder (a map that is not a map-valued setting).
 fn settings_of(node: &Value, out: &mut BTreeMap<String, Value>) {
     let Value::Object(map) = node else { return };
+    let mut level = BTreeMap::new();
     for (k, v) in map {
         if let Some(key) = k.strip_prefix('+') {
-            out.insert(key.to_string(), v.clone());
+            level.insert(key.to_string(), v.clone());
         } else if !v.is_object() || MAP_KEYS.contains(&k.as_str()) {
-            out.insert(k.clone(), v.clone());
+            level.insert(k.clone(), v.clone());
         }
     }
+    crate::hooks::merge_config(out, level);
 }
 
 /// The config a tree gives a file in `folders`: the project's level, then each folder's.

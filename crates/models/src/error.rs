@@ -61,6 +61,13 @@ pub enum ModelsError {
         #[source]
         source: Box<ModelsError>,
     },
+    /// A hook (`pre_hook`, `post_hook`, `on-run-start`, `on-run-end`) failed.
+    #[error("hook {hook} failed: {source}")]
+    Hook {
+        hook: String,
+        #[source]
+        source: Box<ModelsError>,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -77,7 +84,7 @@ impl ModelsError {
             ModelsError::Invalid(_) => ErrorKind::InvalidParameterValue,
             ModelsError::TestsFailed { .. } => ErrorKind::DataException,
             ModelsError::Engine(e) => e.kind(),
-            ModelsError::Model { source, .. } => source.kind(),
+            ModelsError::Model { source, .. } | ModelsError::Hook { source, .. } => source.kind(),
             ModelsError::Cancelled => ErrorKind::Cancelled,
         }
     }

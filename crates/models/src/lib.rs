@@ -11,11 +11,13 @@ mod ephemeral;
 mod error;
 pub mod graph;
 pub mod history;
+pub mod hooks;
 pub mod incremental;
 pub mod jinja_dbt;
 mod jinja_values;
 pub mod lake_db;
 pub mod lineage;
+pub mod manifest;
 pub mod packages;
 pub mod project;
 pub mod records;
@@ -90,6 +92,9 @@ pub struct ModelConfig {
     /// `cluster_by=[...]`: a full refresh writes the rows sorted by these columns, so
     /// file statistics let merges skip files.
     pub cluster_by: Vec<String>,
+    /// SQL run right before and right after the model is built ([`hooks`]).
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
     /// Every `config()` argument as given, for `config.<key>:` selectors.
     pub raw: BTreeMap<String, serde_json::Value>,
 }
@@ -243,7 +248,12 @@ impl ModelConfig {
                 "a map whose delta.targetFileSize is a size such as 16777216 or '16mb'",
             ));
         }
+        let hooks = |key: &str| {
+            hooks::parse(raw.get(key), &format!("{path}: {key}")).map_err(ModelsError::Config)
+        };
         Ok(ModelConfig {
+            pre_hook: hooks(hooks::PRE)?,
+            post_hook: hooks(hooks::POST)?,
             materialized,
             tags: strings("tags")?,
             tblproperties,
@@ -447,8 +457,11 @@ impl Project {
                 Some(d) => d.model_config(&f.folders),
                 None => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
             };
-            raw.extend(model_configs.get(&f.name).cloned().unwrap_or_default());
-            raw.extend(r.config);
+            hooks::merge_config(
+                &mut raw,
+                model_configs.get(&f.name).cloned().unwrap_or_default(),
+            );
+            hooks::merge_config(&mut raw, r.config);
             match Model::configured(f, raw, r.references, &naming) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
@@ -460,7 +473,10 @@ impl Project {
                 Some(d) => d.seed_config(&f.folders),
                 None => BTreeMap::new(),
             };
-            raw.extend(seed_configs.get(&f.name).cloned().unwrap_or_default());
+            hooks::merge_config(
+                &mut raw,
+                seed_configs.get(&f.name).cloned().unwrap_or_default(),
+            );
             raw.insert(
                 "materialized".into(),
                 serde_json::Value::String("seed".into()),
@@ -586,7 +602,7 @@ impl Project {
             &templates,
             &singular,
         )?;
-        Ok(Project {
+        let project = Project {
             paths,
             models,
             tests,
@@ -594,7 +610,9 @@ impl Project {
             graph,
             templates,
             resolver,
-        })
+        };
+        project.templates.set_graph(&manifest::graph(&project));
+        Ok(project)
     }
 
     /// Renders model `i` for a run: `is_incremental()` as given.

@@ -292,6 +292,8 @@ pub struct Templates {
     /// Macro names of the root project, imported into every model.
     macros: Vec<String>,
     registry: Arc<Registry>,
+    /// dbt's `graph` once the project is loaded (empty while it loads, as at dbt's parse).
+    graph: std::sync::OnceLock<Value>,
 }
 
 /// A macro file as dbt reads it: `{% test %}` blocks are macros, list and dict literals
@@ -384,12 +386,8 @@ impl Templates {
             }),
         );
         env.add_global("api", Value::from_object(Api));
-        let import = if macros.is_empty() {
-            String::new()
-        } else {
-            // On the model's first line, so line numbers in errors stay the file's.
-            format!("{{% from \"{MACROS}\" import {} %}}", macros.join(", "))
-        };
+        // On the model's first line, so line numbers in errors stay the file's.
+        let import = import_line(&macros);
         for m in models {
             env.add_template_owned(
                 m.path.clone(),
@@ -402,7 +400,76 @@ impl Templates {
             vars: Arc::new(vars),
             macros,
             registry,
+            graph: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets dbt's `graph` ([`crate::manifest::graph`]) for the renders of runs; once.
+    pub fn set_graph(&self, graph: &serde_json::Value) {
+        let _ = self.graph.set(Value::from_serialize(graph));
+    }
+
+    /// dbt's `graph`: the project's nodes once loaded, else no nodes.
+    fn graph(&self) -> Value {
+        self.graph.get().cloned().unwrap_or_else(|| {
+            Value::from_serialize(serde_json::json!({
+                "nodes": {}, "sources": {}, "exposures": {}, "metrics": {},
+                "groups": {}, "semantic_models": {}, "saved_queries": {},
+            }))
+        })
+    }
+
+    /// The context of one render: the capture, `this`, `execute`, `graph`, and `extra`.
+    fn context(
+        &self,
+        capture: &Arc<Capture>,
+        this: Option<(&str, &str)>,
+        extra: BTreeMap<String, Value>,
+    ) -> Value {
+        let mut ctx: BTreeMap<String, Value> = extra;
+        ctx.insert(CAPTURE.into(), Value::from_dyn_object(capture.clone()));
+        ctx.insert(
+            "__session".into(),
+            Value::from_object(jinja_dbt::SessionRef(capture.clone())),
+        );
+        if let Some((schema, name)) = this {
+            ctx.insert("this".into(), jinja_dbt::Relation::value(schema, name));
+        }
+        ctx.insert("execute".into(), capture.execute_value());
+        ctx.insert("graph".into(), self.graph());
+        Value::from(ctx)
+    }
+
+    /// What a render with `options` sees and collects.
+    fn capture(&self, options: &RenderOptions<'_>) -> Arc<Capture> {
+        Capture::new(
+            options.resolver.clone(),
+            options.incremental,
+            self.vars.clone(),
+            options.execute,
+            options.database.clone(),
+        )
+    }
+
+    /// Renders `text` (a hook's SQL, say) as a model's SQL renders, with `extra` in its
+    /// context (`results` and `schemas` at `on-run-end`); `name` names it in errors.
+    pub fn render_text(
+        &self,
+        name: &str,
+        text: &str,
+        options: &RenderOptions<'_>,
+        extra: BTreeMap<String, Value>,
+    ) -> Result<String, ModelsError> {
+        let capture = self.capture(options);
+        let source = format!(
+            "{}{}",
+            import_line(&self.macros),
+            jinja_values::mutable_literals(text)
+        );
+        let ctx = self.context(&capture, Some(options.this), extra);
+        self.env
+            .render_named_str(name, &source, ctx)
+            .map_err(|e| render_error(name, &e))
     }
 
     /// Names of the project's macros.
@@ -455,11 +522,7 @@ impl Templates {
     ) -> Result<Value, ModelsError> {
         let package = package.unwrap_or(&self.registry.root).to_string();
         let capture = Capture::new(resolver, false, self.vars.clone(), true, None);
-        let ctx = minijinja::context! {
-            execute => capture.execute_value(),
-            __session => Value::from_object(jinja_dbt::SessionRef(capture.clone())),
-            __tidepool => Value::from_dyn_object(capture),
-        };
+        let ctx = self.context(&capture, None, BTreeMap::new());
         let template = "__call__";
         let t = self
             .env
@@ -474,24 +537,12 @@ impl Templates {
 
     /// Renders the model at `path`.
     pub fn render(&self, path: &str, options: &RenderOptions<'_>) -> Result<Rendered, ModelsError> {
-        let capture = Capture::new(
-            options.resolver.clone(),
-            options.incremental,
-            self.vars.clone(),
-            options.execute,
-            options.database.clone(),
-        );
+        let capture = self.capture(options);
         let template = self
             .env
             .get_template(path)
             .map_err(|e| render_error(path, &e))?;
-        let this = jinja_dbt::Relation::value(options.this.0, options.this.1);
-        let ctx = minijinja::context! {
-            __tidepool => Value::from_dyn_object(capture.clone()),
-            __session => Value::from_object(jinja_dbt::SessionRef(capture.clone())),
-            this => this,
-            execute => capture.execute_value(),
-        };
+        let ctx = self.context(&capture, Some(options.this), BTreeMap::new());
         let sql = template.render(ctx).map_err(|e| render_error(path, &e))?;
         let config = capture
             .config
@@ -534,6 +585,15 @@ fn add_macro_template(
     env.add_template_owned(name.to_string(), all)
         .map_err(|e| render_error(name, &e))?;
     Ok(names)
+}
+
+/// The line importing the project's `macros` into a template (empty without macros).
+fn import_line(macros: &[String]) -> String {
+    if macros.is_empty() {
+        String::new()
+    } else {
+        format!("{{% from \"{MACROS}\" import {} %}}", macros.join(", "))
+    }
 }
 
 fn render_error(path: &str, e: &Error) -> ModelsError {

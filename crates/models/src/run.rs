@@ -131,9 +131,13 @@ pub struct ModelResult {
 /// Progress of a run, for displays.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Started { index: usize },
+    Started {
+        index: usize,
+    },
     Tested(TestResult),
     Finished(ModelResult),
+    /// An `on-run-start` / `on-run-end` hook ran.
+    Hook(super::hooks::HookResult),
 }
 
 /// What a task of a run finished.
@@ -185,6 +189,14 @@ pub async fn run(
     let mut running = tokio::task::JoinSet::new();
     let threads = options.threads.max(1);
     let mut stop: Option<String> = None;
+    let hook = |h| progress(&Event::Hook(h));
+    if !super::hooks::on_run(&project, &engine, None, selected, &cancel, hook).await {
+        for &i in &order {
+            let why = "on-run-start failed".to_string();
+            report(ModelResult::skipped(i, why), &mut progress, &mut results);
+        }
+        return results;
+    }
     let deps_built = |i: usize, built: &[Option<bool>]| {
         project.graph.deps[i]
             .iter()
@@ -377,6 +389,8 @@ pub async fn run(
             }
         }
     }
+    let hook = |h| progress(&Event::Hook(h));
+    super::hooks::on_run(&project, &engine, Some(&results), selected, &cancel, hook).await;
     results
 }
 
@@ -397,26 +411,29 @@ fn report(result: ModelResult, progress: &mut impl FnMut(&Event), results: &mut 
     results.push(result);
 }
 
-async fn execute(
+/// Runs every statement of `sql` in order, in one session; the rows the last one
+/// wrote, when it says.
+pub(crate) async fn execute_all(
     engine: &Arc<Engine>,
     sql: &str,
     cancel: &CancellationToken,
 ) -> Result<Option<u64>, ModelsError> {
     let mut session = engine.session("tidepool");
-    let mut statements = session.parse(sql)?;
-    let Some(stmt) = statements.pop() else {
-        return Ok(None);
-    };
+    let statements = session.parse(sql)?;
     let control = QueryControl::new(cancel.clone(), None);
-    match session.execute(stmt, None, &control).await? {
-        Output::Command(tag) => Ok(tag.rows),
-        // A hook's COPY has no client to talk to: its rows are not read, and a COPY
-        // FROM STDIN waiting for data is dropped, so it fails and writes nothing.
-        Output::Rows { .. } | Output::CopyOut { .. } | Output::CopyIn(_) => Ok(None),
+    let mut rows = None;
+    for stmt in statements {
+        rows = match session.execute(stmt, None, &control).await? {
+            Output::Command(tag) => tag.rows,
+            // A hook's COPY has no client to talk to: its rows are not read, and a COPY
+            // FROM STDIN waiting for data is dropped, so it fails and writes nothing.
+            Output::Rows { .. } | Output::CopyOut { .. } | Output::CopyIn(_) => None,
+        };
     }
+    Ok(rows)
 }
 
-/// Builds model `i`; returns the rows written (tables).
+/// Builds model `i` between its pre- and post-hooks; returns the rows written (tables).
 async fn materialize(
     project: &Project,
     engine: &Arc<Engine>,
@@ -429,15 +446,44 @@ async fn materialize(
         // Nothing to build: the models that ref() it carry its SQL as a CTE.
         return Ok(None);
     }
-    let lake = engine.lake();
     let fail = |e: ModelsError| e.in_model(&m.relation, &m.file.path);
-    execute(
+    execute_all(
         engine,
         &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
         &cancel,
     )
     .await
     .map_err(fail)?;
+    let incremental = m.config.materialized == Materialized::Incremental
+        && !full_refresh
+        && engine
+            .lake()
+            .table(&m.schema, &m.name)
+            .await
+            .map_err(|e| fail(e.into()))?
+            .is_some();
+    use super::hooks::{POST, PRE, model_hooks};
+    model_hooks(project, engine, i, PRE, incremental, &cancel)
+        .await
+        .map_err(fail)?;
+    let rows = build(project, engine, i, full_refresh, &cancel).await?;
+    model_hooks(project, engine, i, POST, incremental, &cancel)
+        .await
+        .map_err(fail)?;
+    Ok(rows)
+}
+
+/// Builds model `i` as it is materialized.
+async fn build(
+    project: &Project,
+    engine: &Arc<Engine>,
+    i: usize,
+    full_refresh: bool,
+    cancel: &CancellationToken,
+) -> Result<Option<u64>, ModelsError> {
+    let m = &project.models[i];
+    let lake = engine.lake();
+    let fail = |e: ModelsError| e.in_model(&m.relation, &m.file.path);
     let is_view = lake
         .definition(DefinitionKind::View, &m.schema, &m.name)
         .await
@@ -495,10 +541,10 @@ async fn materialize(
                     .await
                     .map_err(|e| fail(e.into()))?;
             }
-            execute(
+            execute_all(
                 engine,
                 &format!("CREATE OR REPLACE VIEW {} AS\n{body}", m.relation),
-                &cancel,
+                cancel,
             )
             .await
             .map_err(fail)

@@ -216,6 +216,17 @@ impl Admin for AdminService {
                     RunUpdate::Event(Event::Tested(t)) => {
                         pb::run_progress::Event::Test(test_done(&project, &t))
                     }
+                    // Shown as a test line: name, pass or error, and the error.
+                    RunUpdate::Event(Event::Hook(h)) => {
+                        pb::run_progress::Event::Test(pb::TestDone {
+                            name: h.name.clone(),
+                            path: "dbt_project.yml".into(),
+                            status: if h.error.is_some() { "error" } else { "pass" }.into(),
+                            failures: 0,
+                            sample: String::new(),
+                            error: h.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+                        })
+                    }
                     RunUpdate::Event(Event::Finished(r)) => {
                         done += 1;
                         let m = &project.models[r.index];
