@@ -110,7 +110,9 @@ pub enum Command {
     Test(models::TestArgs),
     /// Load the selected seeds (CSV files under seeds/) into lake tables
     Seed(models::RunArgs),
-    /// Load seeds, build models and run their tests, in DAG order
+    /// Take the selected snapshots (type-2 history of a query, dbt's `snapshot`)
+    Snapshot(models::RunArgs),
+    /// Load seeds, take snapshots, build models and run their tests, in DAG order
     Build(models::RunArgs),
     /// List the selected models in DAG order
     Ls(models::LsArgs),
@@ -199,6 +201,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => runtime.block_on(ingest::run(&overrides, args)),
         Command::Run(args) => runtime.block_on(models::run(&overrides, args, Verb::Run)),
         Command::Seed(args) => runtime.block_on(models::run(&overrides, args, Verb::Seed)),
+        Command::Snapshot(args) => runtime.block_on(models::run(&overrides, args, Verb::Snapshot)),
         Command::Build(args) => runtime.block_on(models::run(&overrides, args, Verb::Build)),
         Command::Test(args) => runtime.block_on(models::test(&overrides, args)),
         Command::Docs(args) => runtime.block_on(models::docs(&overrides, args)),

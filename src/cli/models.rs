@@ -261,6 +261,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
 pub enum Verb {
     Run,
     Seed,
+    Snapshot,
     Build,
 }
 
@@ -268,6 +269,9 @@ pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Re
     let with_tests = verb == Verb::Build;
     if verb == Verb::Seed && args.remote.url().is_some() {
         anyhow::bail!("seed runs where the project's CSV files are: without --server");
+    }
+    if verb == Verb::Snapshot && args.remote.url().is_some() {
+        anyhow::bail!("snapshot runs here, not with --server (the server runs run and build)");
     }
     if args.remote.url().is_some() {
         if args.fail_fast {
@@ -296,6 +300,7 @@ pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Re
     let resources = match verb {
         Verb::Run => select::Resources::Models,
         Verb::Seed => select::Resources::Seeds,
+        Verb::Snapshot => select::Resources::Snapshots,
         Verb::Build => select::Resources::All,
     };
     let chosen = select::of_kind(&project, chosen, resources);
@@ -329,6 +334,7 @@ pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Re
         command: match verb {
             Verb::Run => "run",
             Verb::Seed => "seed",
+            Verb::Snapshot => "snapshot",
             Verb::Build => "build",
         }
         .into(),

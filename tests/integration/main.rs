@@ -37,5 +37,6 @@ mod procedures;
 mod psql;
 mod s3_commits;
 mod schedule_lease;
+mod snapshots;
 mod soak;
 mod sqlsmith;

@@ -30,7 +30,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn tidepool(project: &Path, args: &[&str]) -> Output {
+pub(crate) fn tidepool(project: &Path, args: &[&str]) -> Output {
     let lake: PathBuf = project.join("lake");
     std::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
         .arg("--config")
@@ -54,11 +54,11 @@ fn fails(project: &Path, args: &[&str]) -> String {
     err
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-fn ls(project: &Path, select: &[&str]) -> Vec<String> {
+pub(crate) fn ls(project: &Path, select: &[&str]) -> Vec<String> {
     let mut args = vec!["ls"];
     args.extend_from_slice(select);
     let out = tidepool(project, &args);
@@ -310,7 +310,7 @@ fn order_versions(
     arrow::record_batch::RecordBatch::try_new(schema, cols).expect("batch")
 }
 
-async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
+pub(crate) async fn table_rows(lake: &Path, sql: &str) -> Vec<String> {
     let server =
         TestServer::start_with(tempfile::tempdir().expect("tempdir"), settings(lake, "")).await;
     let client = server.connect().await;
@@ -857,7 +857,7 @@ async fn dbt_packages_and_dbt_utils_macros_work() {
         )
         .await,
         vec![
-            "end|8|analytics,analytics_finance,analytics_marts,analytics_reference",
+            "end|9|analytics,analytics_finance,analytics_marts,analytics_reference,snapshots",
             "graph|7|models",
             "pre|0|customers"
         ]

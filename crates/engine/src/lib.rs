@@ -27,6 +27,7 @@ pub mod ctid;
 mod cursors;
 mod dependents;
 mod dimension_filters;
+mod distinct_from;
 pub mod distributed;
 mod error;
 mod executor;

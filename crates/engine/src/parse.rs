@@ -160,6 +160,7 @@ impl SqlParser {
                 super::complexity::bound(inner)?;
                 refuse_unsupported(inner)?;
                 let _ = inner.visit(&mut UnqualifySystemFunctions);
+                let _ = inner.visit(&mut super::distinct_from::DistinctFromPrecedence);
                 self.dialect.rewrite(inner)?;
             }
         }

@@ -40,6 +40,8 @@ struct ProjectFile {
     seed_paths: Option<Vec<String>>,
     #[serde(rename = "macro-paths")]
     macro_paths: Option<Vec<String>>,
+    #[serde(rename = "snapshot-paths")]
+    snapshot_paths: Option<Vec<String>>,
     #[serde(rename = "test-paths")]
     test_paths: Option<Vec<String>>,
     #[serde(rename = "target-path")]
@@ -50,6 +52,8 @@ struct ProjectFile {
     models: Value,
     #[serde(default)]
     seeds: Value,
+    #[serde(default)]
+    snapshots: Value,
     #[serde(default)]
     dispatch: Vec<Dispatch>,
     #[serde(rename = "on-run-start", default)]
@@ -79,6 +83,7 @@ pub struct DbtProject {
     pub on_run_end: Vec<String>,
     models: Value,
     seeds: Value,
+    snapshots: Value,
 }
 
 /// Where a dbt project's files are.
@@ -86,6 +91,7 @@ pub struct DbtProject {
 pub struct Folders {
     pub models: PathBuf,
     pub seeds: PathBuf,
+    pub snapshots: PathBuf,
     pub macros: PathBuf,
     pub tests: PathBuf,
     pub target: PathBuf,
@@ -124,6 +130,7 @@ impl DbtProject {
         let folders = Folders {
             models: first(&file.model_paths, "models")?,
             seeds: first(&file.seed_paths, "seeds")?,
+            snapshots: first(&file.snapshot_paths, "snapshots")?,
             macros: first(&file.macro_paths, "macros")?,
             tests: first(&file.test_paths, "tests")?,
             target: dir.join(file.target_path.as_deref().unwrap_or("target")),
@@ -139,7 +146,8 @@ impl DbtProject {
             }
         }
         let hooks = |v: &Value, what: &str| {
-            crate::hooks::parse(Some(v), &format!("{FILE}: {what}")).map_err(ModelsError::Config)
+            crate::config_levels::parse(Some(v), &format!("{FILE}: {what}"))
+                .map_err(ModelsError::Config)
         };
         let on_run_start = hooks(&file.on_run_start, "on-run-start")?;
         let on_run_end = hooks(&file.on_run_end, "on-run-end")?;
@@ -157,6 +165,7 @@ impl DbtProject {
                     .collect(),
                 models: file.models,
                 seeds: file.seeds,
+                snapshots: file.snapshots,
             },
             folders,
         )))
@@ -170,6 +179,11 @@ impl DbtProject {
     /// The `seeds:` config of a seed in `folders` (below the seed path).
     pub fn seed_config(&self, folders: &[String]) -> BTreeMap<String, Value> {
         tree_config(&self.seeds, &self.name, folders)
+    }
+
+    /// The `snapshots:` config of a snapshot in `folders` (below the snapshot path).
+    pub fn snapshot_config(&self, folders: &[String]) -> BTreeMap<String, Value> {
+        tree_config(&self.snapshots, &self.name, folders)
     }
 
     /// dbt's default `generate_schema_name`.
@@ -193,7 +207,7 @@ fn settings_of(node: &Value, out: &mut BTreeMap<String, Value>) {
             level.insert(k.clone(), v.clone());
         }
     }
-    crate::hooks::merge_config(out, level);
+    crate::config_levels::merge_config(out, level);
 }
 
 /// The config a tree gives a file in `folders`: the project's level, then each folder's.

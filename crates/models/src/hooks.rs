@@ -19,82 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Project, RenderOptions, manifest};
 use crate::ModelsError;
-use crate::run::{ModelResult, Status};
+use crate::config_levels::PRE;
 use tidepool_engine::Engine;
-
-/// The config key of a model's pre-hooks (`pre-hook` in `dbt_project.yml`).
-pub const PRE: &str = "pre_hook";
-/// The config key of a model's post-hooks.
-pub const POST: &str = "post_hook";
-
-/// A config key as stored: dbt spells the hooks `pre-hook` in YAML and `pre_hook` in
-/// `config()`.
-fn key(k: &str) -> String {
-    match k {
-        "pre-hook" => PRE.to_string(),
-        "post-hook" => POST.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Adds one config level to `into`: a key replaces the one before, except hooks (the
-/// later level's run after), `tags` (the union) and `meta` (merged), which add up.
-pub fn merge_config(into: &mut BTreeMap<String, Value>, level: BTreeMap<String, Value>) {
-    for (k, v) in level {
-        let k = key(&k);
-        match (k.as_str(), into.get_mut(&k)) {
-            (PRE | POST | "tags", Some(before)) => {
-                let mut all = as_list(before.take());
-                for item in as_list(v) {
-                    if k != "tags" || !all.contains(&item) {
-                        all.push(item);
-                    }
-                }
-                *before = Value::Array(all);
-            }
-            ("meta", Some(Value::Object(before))) => {
-                if let Value::Object(more) = v {
-                    before.extend(more);
-                } else {
-                    into.insert(k, v);
-                }
-            }
-            _ => {
-                into.insert(k, v);
-            }
-        }
-    }
-}
-
-fn as_list(v: Value) -> Vec<Value> {
-    match v {
-        Value::Null => Vec::new(),
-        Value::Array(a) => a,
-        one => vec![one],
-    }
-}
-
-/// The SQL of each hook in a config value: a string, a `{sql: ..., transaction: ...}`
-/// map, or a list of those.
-pub fn parse(v: Option<&Value>, what: &str) -> Result<Vec<String>, String> {
-    let Some(v) = v else {
-        return Ok(Vec::new());
-    };
-    as_list(v.clone())
-        .into_iter()
-        .map(|h| match h {
-            Value::String(s) => Ok(s),
-            Value::Object(o) => match o.get("sql") {
-                Some(Value::String(s)) => Ok(s.clone()),
-                _ => Err(format!("{what}: a hook map needs `sql: <text>`")),
-            },
-            _ => Err(format!(
-                "{what} must be SQL text, {{sql: ...}} or a list of them"
-            )),
-        })
-        .filter(|h| h.as_ref().map_or(true, |s| !s.trim().is_empty()))
-        .collect()
-}
 
 /// Runs model `i`'s `hooks` (its pre- or post-hooks, `which` names them).
 pub async fn model_hooks(
@@ -125,7 +51,7 @@ pub async fn model_hooks(
         )]);
         let name = format!("{} {which}[{n}]", m.file.path);
         let sql = project.templates.render_text(&name, text, &opts, extra)?;
-        super::run::execute_all(engine, &sql, cancel)
+        crate::execute::execute_all(engine, &sql, cancel)
             .await
             .map_err(|e| ModelsError::Hook {
                 hook: name,
@@ -149,7 +75,7 @@ pub struct HookResult {
 pub async fn on_run(
     project: &Project,
     engine: &Arc<Engine>,
-    results: Option<&[ModelResult]>,
+    results: Option<Value>,
     selected: &BTreeSet<usize>,
     cancel: &CancellationToken,
     mut report: impl FnMut(HookResult),
@@ -175,11 +101,8 @@ pub async fn on_run(
                 Jinja::from_serialize(schemas.iter().map(|s| ("lake", *s)).collect::<Vec<_>>()),
             ),
         ]);
-        if let Some(results) = results {
-            extra.insert(
-                "results".to_string(),
-                Jinja::from_serialize(results_json(project, results)),
-            );
+        if let Some(results) = &results {
+            extra.insert("results".to_string(), Jinja::from_serialize(results));
         }
         let opts = RenderOptions {
             resolver: Some(project.resolver.clone()),
@@ -194,7 +117,7 @@ pub async fn on_run(
             &opts,
             extra,
         ) {
-            Ok(sql) => super::run::execute_all(engine, &sql, cancel).await,
+            Ok(sql) => crate::execute::execute_all(engine, &sql, cancel).await,
             Err(e) => Err(e),
         };
         let error = outcome.err().map(|e| {
@@ -214,65 +137,4 @@ pub async fn on_run(
         }
     }
     true
-}
-
-/// dbt's `results` of `on-run-end`: per model its node, status, message and timing.
-fn results_json(project: &Project, results: &[ModelResult]) -> Value {
-    let all: Vec<Value> = results
-        .iter()
-        .map(|r| {
-            let (status, message) = match &r.status {
-                Status::Success => ("success", String::new()),
-                Status::Error(e) => ("error", e.to_string()),
-                Status::Skipped(why) => ("skipped", why.clone()),
-            };
-            serde_json::json!({
-                "node": manifest::node(project, r.index),
-                "unique_id": manifest::unique_id(project, r.index),
-                "status": status,
-                "message": message,
-                "execution_time": r.duration.as_secs_f64(),
-                "adapter_response": {"rows_affected": r.rows},
-                "failures": null,
-            })
-        })
-        .collect();
-    Value::Array(all)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn hooks_and_tags_add_up_across_levels_other_keys_replace() {
-        let mut c = BTreeMap::new();
-        let level = |v: Value| -> BTreeMap<String, Value> { serde_json::from_value(v).unwrap() };
-        merge_config(
-            &mut c,
-            level(
-                json!({"pre-hook": "a", "tags": ["x"], "materialized": "view", "meta": {"o": 1}}),
-            ),
-        );
-        merge_config(
-            &mut c,
-            level(
-                json!({"pre_hook": ["b", "c"], "tags": ["x", "y"], "materialized": "table", "meta": {"p": 2}}),
-            ),
-        );
-        assert_eq!(c["pre_hook"], json!(["a", "b", "c"]));
-        assert_eq!(c["tags"], json!(["x", "y"]));
-        assert_eq!(c["materialized"], "table");
-        assert_eq!(c["meta"], json!({"o": 1, "p": 2}));
-        assert_eq!(
-            parse(Some(&c["pre_hook"]), "pre_hook").unwrap(),
-            vec!["a", "b", "c"]
-        );
-        assert_eq!(
-            parse(Some(&json!({"sql": "vacuum t", "transaction": false})), "x").unwrap(),
-            vec!["vacuum t"]
-        );
-        assert!(parse(Some(&json!(3)), "post_hook").is_err());
-    }
 }

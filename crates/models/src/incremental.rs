@@ -198,12 +198,7 @@ async fn write_with(
     }
     let df = df.select(exprs)?;
     let merge_schema = on_change == OnSchemaChange::AppendNewColumns && !added.is_empty();
-    let columns: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let columns = crate::column_names(&df);
     let on = |extra: Option<Expr>| -> Expr {
         let mut pred = unique_key
             .iter()

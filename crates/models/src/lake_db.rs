@@ -42,12 +42,7 @@ impl Database for LakeDatabase {
         self.block(async move {
             let session = engine.session("tidepool");
             let df = session.dataframe(&sql).await.map_err(|e| e.to_string())?;
-            let columns: Vec<String> = df
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
+            let columns = crate::column_names(&df);
             let batches = df.collect().await.map_err(|e| e.to_string())?;
             let mut writer = arrow::json::WriterBuilder::new()
                 .with_explicit_nulls(true)

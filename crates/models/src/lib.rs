@@ -4,11 +4,13 @@
 //! the DAG; unknown references and cycles are reported here, before anything runs.
 //! [`run`] materializes selected models in DAG order.
 
+pub mod config_levels;
 pub mod datatests;
 pub mod dbt_project;
 pub mod docs;
 mod ephemeral;
 mod error;
+mod execute;
 pub mod graph;
 pub mod history;
 pub mod hooks;
@@ -25,6 +27,7 @@ pub mod render;
 pub mod run;
 pub mod seeds;
 pub mod select;
+pub mod snapshots;
 pub mod streaming;
 mod test_order;
 pub mod views;
@@ -62,6 +65,8 @@ pub enum Materialized {
     Ephemeral,
     /// A CSV file of `seeds/` ([`seeds`]).
     Seed,
+    /// A `{% snapshot %}` ([`snapshots`]).
+    Snapshot,
 }
 
 impl Materialized {
@@ -73,6 +78,7 @@ impl Materialized {
             Materialized::Streaming => "streaming",
             Materialized::Ephemeral => "ephemeral",
             Materialized::Seed => "seed",
+            Materialized::Snapshot => "snapshot",
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct ModelConfig {
     /// SQL run right before and right after the model is built ([`hooks`]).
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
+    /// A snapshot's strategy, key and columns.
+    pub snapshot: Option<snapshots::SnapshotConfig>,
     /// Every `config()` argument as given, for `config.<key>:` selectors.
     pub raw: BTreeMap<String, serde_json::Value>,
 }
@@ -139,7 +147,11 @@ impl ModelConfig {
         self.raw.get(key).cloned()
     }
 
-    fn from_raw(raw: BTreeMap<String, serde_json::Value>, path: &str) -> Result<Self, ModelsError> {
+    fn from_raw(
+        mut raw: BTreeMap<String, serde_json::Value>,
+        path: &str,
+    ) -> Result<Self, ModelsError> {
+        let snapshot_file = raw.remove(SNAPSHOT_MARK).is_some();
         let bad = |key: &str, want: &str| {
             ModelsError::Config(format!("{path}: config({key}=...) must be {want}"))
         };
@@ -167,6 +179,8 @@ impl ModelConfig {
                 "streaming" => Materialized::Streaming,
                 "ephemeral" => Materialized::Ephemeral,
                 "seed" if path.ends_with(".csv") => Materialized::Seed,
+                // Set by the loader for `{% snapshot %}` blocks and YAML snapshots only.
+                "snapshot" if snapshot_file => Materialized::Snapshot,
                 other => {
                     return Err(ModelsError::Config(format!(
                         "{path}: unknown materialization {other:?} (view, table, incremental, streaming, ephemeral)"
@@ -249,11 +263,17 @@ impl ModelConfig {
             ));
         }
         let hooks = |key: &str| {
-            hooks::parse(raw.get(key), &format!("{path}: {key}")).map_err(ModelsError::Config)
+            config_levels::parse(raw.get(key), &format!("{path}: {key}"))
+                .map_err(ModelsError::Config)
+        };
+        let snapshot = match materialized {
+            Materialized::Snapshot => Some(snapshots::SnapshotConfig::from_raw(&raw, path)?),
+            _ => None,
         };
         Ok(ModelConfig {
-            pre_hook: hooks(hooks::PRE)?,
-            post_hook: hooks(hooks::POST)?,
+            snapshot,
+            pre_hook: hooks(config_levels::PRE)?,
+            post_hook: hooks(config_levels::POST)?,
             materialized,
             tags: strings("tags")?,
             tblproperties,
@@ -266,6 +286,9 @@ impl ModelConfig {
         })
     }
 }
+
+/// The config key the loader marks snapshots with (not a dbt key).
+const SNAPSHOT_MARK: &str = "__snapshot";
 
 /// A loaded model.
 #[derive(Debug, Clone)]
@@ -333,7 +356,20 @@ impl Model {
             return Ok(None);
         }
         let custom = config.raw.get("schema").and_then(|s| s.as_str());
-        let schema = naming.schema(custom, &f)?;
+        // A snapshot's legacy `target_schema` is the schema as written.
+        let schema = match config.raw.get("target_schema").and_then(|s| s.as_str()) {
+            Some(s) if config.materialized == Materialized::Snapshot => {
+                let s = s.to_lowercase();
+                if !tidepool_lake::valid_name(&s) {
+                    return Err(ModelsError::Config(format!(
+                        "{}: target_schema {s:?} is not a schema name",
+                        f.path
+                    )));
+                }
+                s
+            }
+            _ => naming.schema(custom, &f)?,
+        };
         Ok(Some(Model {
             relation: format!("{schema}.{}", f.name),
             name: f.name.clone(),
@@ -410,7 +446,13 @@ impl Project {
         let files = project::model_files(&paths)?;
         let macros = project::macro_files(&paths)?;
         let singular = project::test_files(&paths)?;
-        let all: Vec<ModelFile> = files.iter().chain(&singular).cloned().collect();
+        let snapshot_files = snapshots::snapshot_files(&paths)?;
+        let all: Vec<ModelFile> = files
+            .iter()
+            .chain(&singular)
+            .chain(snapshot_files.iter().map(|s| &s.file))
+            .cloned()
+            .collect();
         let target_schema = paths
             .dbt
             .as_ref()
@@ -444,7 +486,8 @@ impl Project {
         // 1. Configs and references, with references rendered as plain names.
         let mut models = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
-        for f in files {
+        let snapshot_entries = snapshot_files.into_iter().map(|s| (s.file, Some(s.config)));
+        for (f, snapshot) in files.into_iter().map(|f| (f, None)).chain(snapshot_entries) {
             let opts = RenderOptions::new(None, (&f.schema, &f.name));
             let r = match templates.render(&f.path, &opts) {
                 Ok(r) => r,
@@ -453,15 +496,29 @@ impl Project {
                     continue;
                 }
             };
-            let mut raw = match &paths.dbt {
-                Some(d) => d.model_config(&f.folders),
-                None => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
+            let mut raw = match (&paths.dbt, &snapshot) {
+                (Some(d), None) => d.model_config(&f.folders),
+                (Some(d), Some(_)) => d.snapshot_config(&f.folders),
+                (None, None) => paths.defaults.get(&f.schema).cloned().unwrap_or_default(),
+                (None, Some(_)) => BTreeMap::new(),
             };
-            hooks::merge_config(
-                &mut raw,
-                model_configs.get(&f.name).cloned().unwrap_or_default(),
-            );
-            hooks::merge_config(&mut raw, r.config);
+            let is_snapshot = snapshot.is_some();
+            let properties = match snapshot {
+                Some(c) => c,
+                None => model_configs.get(&f.name).cloned().unwrap_or_default(),
+            };
+            config_levels::merge_config(&mut raw, properties);
+            config_levels::merge_config(&mut raw, r.config);
+            if is_snapshot {
+                raw.insert("materialized".into(), "snapshot".into());
+                raw.insert(SNAPSHOT_MARK.into(), true.into());
+            } else if raw.get("materialized").and_then(|m| m.as_str()) == Some("snapshot") {
+                errors.push(format!(
+                    "{}: snapshots are {{% snapshot %}} blocks in the snapshot path or `snapshots:` in YAML",
+                    f.path
+                ));
+                continue;
+            }
             match Model::configured(f, raw, r.references, &naming) {
                 Ok(Some(m)) => models.push(m),
                 Ok(None) => {}
@@ -473,7 +530,7 @@ impl Project {
                 Some(d) => d.seed_config(&f.folders),
                 None => BTreeMap::new(),
             };
-            hooks::merge_config(
+            config_levels::merge_config(
                 &mut raw,
                 seed_configs.get(&f.name).cloned().unwrap_or_default(),
             );
@@ -868,6 +925,15 @@ fn lookup(t: &str, by_relation: &HashMap<String, usize>, resolver: &Resolver) ->
         Some([(_, relation)]) => by_relation.get(relation).copied(),
         _ => None,
     }
+}
+
+/// The names of a query's columns, unqualified.
+pub(crate) fn column_names(df: &datafusion::dataframe::DataFrame) -> Vec<String> {
+    df.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
 }
 
 /// The tables a model's SQL reads (CTE names excluded), lowercased `schema.table`; the

@@ -26,12 +26,21 @@ pub fn package(project: &Project) -> String {
 /// dbt's unique id of model (or seed) `i`.
 pub fn unique_id(project: &Project, i: usize) -> String {
     let m = &project.models[i];
-    let kind = if m.config.materialized == Materialized::Seed {
-        "seed"
-    } else {
-        "model"
-    };
-    format!("{kind}.{}.{}", package(project), m.name)
+    format!(
+        "{}.{}.{}",
+        resource_type(project, i),
+        package(project),
+        m.name
+    )
+}
+
+/// `model`, `seed` or `snapshot`.
+pub fn resource_type(project: &Project, i: usize) -> &'static str {
+    match project.models[i].config.materialized {
+        Materialized::Seed => "seed",
+        Materialized::Snapshot => "snapshot",
+        _ => "model",
+    }
 }
 
 fn source_id(package: &str, source: &str, table: &str) -> String {
@@ -89,7 +98,7 @@ pub fn node(project: &Project, i: usize) -> Value {
     let path = m.file.path.strip_prefix(&base).unwrap_or(&m.file.path);
     json!({
         "unique_id": unique_id(project, i),
-        "resource_type": if m.config.materialized == Materialized::Seed { "seed" } else { "model" },
+        "resource_type": resource_type(project, i),
         "name": m.name,
         "alias": m.name,
         "identifier": m.name,

@@ -20,6 +20,8 @@ pub struct ProjectPaths {
     pub tests: PathBuf,
     /// CSV files loaded by `seed` ([`crate::seeds`]).
     pub seeds: PathBuf,
+    /// `{% snapshot %}` files ([`crate::snapshots`]).
+    pub snapshots: PathBuf,
     pub target: PathBuf,
     /// Config defaults by model folder (`[models.<schema>]` in tidepool.toml).
     pub defaults: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -36,6 +38,7 @@ impl ProjectPaths {
             macros: dir.join("macros"),
             tests: dir.join("tests"),
             seeds: dir.join("seeds"),
+            snapshots: dir.join("snapshots"),
             target: dir.join("target"),
             defaults: BTreeMap::new(),
             dbt: None,
@@ -54,6 +57,7 @@ impl ProjectPaths {
             macros: folders.macros,
             tests: folders.tests,
             seeds: folders.seeds,
+            snapshots: folders.snapshots,
             target: folders.target,
             defaults: BTreeMap::new(),
             dbt: Some(Arc::new(dbt)),

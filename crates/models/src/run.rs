@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Materialized, Project};
 use crate::ModelsError;
 use crate::test_order::TestOrder;
-use tidepool_engine::{Engine, Output, QueryControl};
-use tidepool_lake::{DefinitionKind, WriteMode};
+use tidepool_engine::Engine;
+use tidepool_lake::DefinitionKind;
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -390,7 +390,16 @@ pub async fn run(
         }
     }
     let hook = |h| progress(&Event::Hook(h));
-    super::hooks::on_run(&project, &engine, Some(&results), selected, &cancel, hook).await;
+    let results_value = results_json(&project, &results);
+    super::hooks::on_run(
+        &project,
+        &engine,
+        Some(results_value),
+        selected,
+        &cancel,
+        hook,
+    )
+    .await;
     results
 }
 
@@ -411,28 +420,6 @@ fn report(result: ModelResult, progress: &mut impl FnMut(&Event), results: &mut 
     results.push(result);
 }
 
-/// Runs every statement of `sql` in order, in one session; the rows the last one
-/// wrote, when it says.
-pub(crate) async fn execute_all(
-    engine: &Arc<Engine>,
-    sql: &str,
-    cancel: &CancellationToken,
-) -> Result<Option<u64>, ModelsError> {
-    let mut session = engine.session("tidepool");
-    let statements = session.parse(sql)?;
-    let control = QueryControl::new(cancel.clone(), None);
-    let mut rows = None;
-    for stmt in statements {
-        rows = match session.execute(stmt, None, &control).await? {
-            Output::Command(tag) => tag.rows,
-            // A hook's COPY has no client to talk to: its rows are not read, and a COPY
-            // FROM STDIN waiting for data is dropped, so it fails and writes nothing.
-            Output::Rows { .. } | Output::CopyOut { .. } | Output::CopyIn(_) => None,
-        };
-    }
-    Ok(rows)
-}
-
 /// Builds model `i` between its pre- and post-hooks; returns the rows written (tables).
 async fn materialize(
     project: &Project,
@@ -447,7 +434,7 @@ async fn materialize(
         return Ok(None);
     }
     let fail = |e: ModelsError| e.in_model(&m.relation, &m.file.path);
-    execute_all(
+    crate::execute::execute_all(
         engine,
         &format!("CREATE SCHEMA IF NOT EXISTS {}", m.schema),
         &cancel,
@@ -462,7 +449,8 @@ async fn materialize(
             .await
             .map_err(|e| fail(e.into()))?
             .is_some();
-    use super::hooks::{POST, PRE, model_hooks};
+    use super::config_levels::{POST, PRE};
+    use super::hooks::model_hooks;
     model_hooks(project, engine, i, PRE, incremental, &cancel)
         .await
         .map_err(fail)?;
@@ -541,7 +529,7 @@ async fn build(
                     .await
                     .map_err(|e| fail(e.into()))?;
             }
-            execute_all(
+            crate::execute::execute_all(
                 engine,
                 &format!("CREATE OR REPLACE VIEW {} AS\n{body}", m.relation),
                 cancel,
@@ -564,25 +552,45 @@ async fn build(
                     .collect();
                 df = df.sort(order).map_err(|e| fail(e.into()))?;
             }
-            let state = Arc::new(session.state());
             let options = tidepool_lake::WriteOptions {
                 layout: m.config.layout(),
                 ..Default::default()
             };
-            let outcome = tokio::select! {
-                o = lake.write_plan_with(
-                    &m.schema,
-                    &m.name,
-                    df.logical_plan().clone(),
-                    state,
-                    WriteMode::Replace,
-                    &options,
-                ) => o.map_err(|e| fail(e.into()))?,
-                _ = cancel.cancelled() => return Err(fail(ModelsError::Cancelled)),
-            };
+            let rows =
+                crate::execute::replace_table(&session, (&m.schema, &m.name), df, &options, cancel)
+                    .await
+                    .map_err(fail)?;
             drop_view().await?;
-            Ok(Some(outcome.rows))
+            Ok(Some(rows))
         }
+        Materialized::Snapshot => super::snapshots::run(engine, m, body, cancel)
+            .await
+            .map(Some)
+            .map_err(fail),
         Materialized::Streaming | Materialized::Ephemeral | Materialized::Seed => Ok(None),
     }
+}
+
+/// dbt's `results` of `on-run-end`: per model its node, status, message and timing.
+fn results_json(project: &Project, results: &[ModelResult]) -> serde_json::Value {
+    let all: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let (status, message) = match &r.status {
+                Status::Success => ("success", String::new()),
+                Status::Error(e) => ("error", e.to_string()),
+                Status::Skipped(why) => ("skipped", why.clone()),
+            };
+            serde_json::json!({
+                "node": super::manifest::node(project, r.index),
+                "unique_id": super::manifest::unique_id(project, r.index),
+                "status": status,
+                "message": message,
+                "execution_time": r.duration.as_secs_f64(),
+                "adapter_response": {"rows_affected": r.rows},
+                "failures": null,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(all)
 }

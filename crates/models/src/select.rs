@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Model, ModelsError, Project};
+use super::{Materialized, Model, ModelsError, Project};
 
 /// One part of a term: a method and value, with graph operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +204,7 @@ pub fn select(
 pub enum Resources {
     Models,
     Seeds,
+    Snapshots,
     All,
 }
 
@@ -213,11 +214,19 @@ pub fn of_kind(
     chosen: BTreeSet<usize>,
     resources: Resources,
 ) -> BTreeSet<usize> {
-    let seed = |i: &usize| project.models[*i].config.materialized == crate::Materialized::Seed;
+    let kind = |i: &usize| project.models[*i].config.materialized;
+    let is = |m: crate::Materialized| move |i: &usize| kind(i) == m;
     match resources {
         Resources::All => chosen,
-        Resources::Models => chosen.into_iter().filter(|i| !seed(i)).collect(),
-        Resources::Seeds => chosen.into_iter().filter(seed).collect(),
+        Resources::Models => chosen
+            .into_iter()
+            .filter(|i| !matches!(kind(i), Materialized::Seed | Materialized::Snapshot))
+            .collect(),
+        Resources::Seeds => chosen.into_iter().filter(is(Materialized::Seed)).collect(),
+        Resources::Snapshots => chosen
+            .into_iter()
+            .filter(is(Materialized::Snapshot))
+            .collect(),
     }
 }
 
