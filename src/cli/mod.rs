@@ -122,6 +122,8 @@ pub enum Command {
     Lineage(models::LineageArgs),
     /// Render the selected models' SQL into target/compiled/
     Compile(models::CompileArgs),
+    /// Print the first rows of a model's query (or --inline SQL) without building it
+    Show(models::ShowArgs),
     /// Send simulated shop events (orders, customers, clicks...) to Kafka or HTTP ingest
     Generate(generate::GenerateArgs),
     /// The retail demo: embedded broker, event generator, ingestion, scheduled models, servers
@@ -208,6 +210,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lineage(args) => runtime.block_on(models::lineage(&overrides, args)),
         Command::Ls(args) => runtime.block_on(models::ls(&overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&overrides, args)),
+        Command::Show(args) => runtime.block_on(models::show(&overrides, args)),
         Command::Generate(args) => runtime.block_on(generate::generate(&overrides, args)),
         Command::Demo(args) => runtime.block_on(generate::demo(&overrides, args)),
         Command::Status(args) => runtime.block_on(remote::status(args)),

@@ -110,6 +110,66 @@ pub struct CompileArgs {
     pub selection: Selection,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The model to show (one)
+    #[command(flatten)]
+    pub selection: Selection,
+    /// A query to run instead, written as a model is: `ref()`, `source()`, macros
+    #[arg(long, value_name = "SQL")]
+    pub inline: Option<String>,
+    /// Rows shown
+    #[arg(long, default_value_t = 5)]
+    pub limit: usize,
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: super::sql::Format,
+}
+
+/// `show`: runs a model's SQL (or an inline query) as it would run and prints its first
+/// rows, without building anything (dbt's `show`).
+pub async fn show(overrides: &Overrides, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let project = load(&settings, &args.selection)?;
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let database = Some(crate::models::lake_db::LakeDatabase::shared(engine.clone()));
+    let sql = match (&args.inline, args.selection.select.is_empty()) {
+        (Some(text), true) => project.render_inline(text, database)?,
+        (None, false) => {
+            let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
+            let chosen = select::of_kind(&project, chosen, select::Resources::Models);
+            let mut it = chosen.iter();
+            match (it.next(), it.next()) {
+                (Some(&i), None) => project.render_for_run(i, false, database)?,
+                (None, _) => anyhow::bail!("show: the selector names no model"),
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "show: the selector names {} models; show one at a time",
+                    chosen.len()
+                ),
+            }
+        }
+        _ => anyhow::bail!("show takes --select <model> or --inline \"<query>\""),
+    };
+    let body = sql.trim().trim_end_matches(';');
+    let session = engine.session("tidepool");
+    let query = format!("SELECT * FROM (\n{body}\n) AS shown LIMIT {}", args.limit);
+    let batches = match session.dataframe(&query).await {
+        Ok(df) => df.collect().await.map_err(crate::engine::EngineError::from),
+        Err(e) => Err(e),
+    };
+    match batches {
+        Ok(b) => {
+            super::sql::print(&b, args.format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ERROR: {}", e.message());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// The project folder: where the config file is, else the current folder.
 fn project_paths(settings: &Settings) -> anyhow::Result<ProjectPaths> {
     let mut paths = ProjectPaths::open(&settings.project_dir, &settings.target_schema)?;

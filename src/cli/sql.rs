@@ -133,7 +133,7 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
+pub(crate) fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

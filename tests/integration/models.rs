@@ -847,6 +847,37 @@ async fn dbt_packages_and_dbt_utils_macros_work() {
         ]
     );
 
+    // show: a model's query or an inline one, run as it would run, nothing built.
+    let out = tidepool(
+        p,
+        &["show", "-s", "customers", "--limit", "2", "--format", "csv"],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        "customer,orders,revenue_cents,region,currency,built_in"
+    );
+    assert!(lines[1].ends_with(",EUR,analytics"), "{text}");
+    let out = tidepool(
+        p,
+        &[
+            "show",
+            "--inline",
+            "select count(*) as n, {{ cents('sum(amount)') }} as c from {{ ref('stg_orders') }}",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(stdout(&out), "n,c\n10,8250\n", "{:?}", out);
+    let out = tidepool(p, &["show", "-s", "path:models/marts"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("show one at a time"),
+        "{out:?}"
+    );
+
     // Hooks: on-run-start made the audit table, each mart's post-hook (from the folder)
     // logged its rows from `this`, customers' own pre-hook ran, on-run-end saw `results`,
     // `schemas` and `graph`.

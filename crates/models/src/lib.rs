@@ -693,6 +693,41 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Renders `text`, a query written as a model is (`ref()`, `source()`, macros), as
+    /// it would run: dbt's `show --inline`.
+    pub fn render_inline(
+        &self,
+        text: &str,
+        database: Option<Arc<dyn jinja_dbt::Database>>,
+    ) -> Result<String, ModelsError> {
+        let target = self
+            .paths
+            .dbt
+            .as_ref()
+            .map_or("public", |d| d.target_schema.as_str());
+        let opts = RenderOptions {
+            resolver: Some(self.resolver.clone()),
+            incremental: false,
+            this: (target, "inline_query"),
+            execute: true,
+            database,
+        };
+        let sql = self
+            .templates
+            .render_text("--inline", text, &opts, BTreeMap::new())?;
+        // ref() of an ephemeral model names its CTE: the inline query gets them all.
+        let ctes: Vec<(String, String)> = self
+            .models
+            .iter()
+            .filter(|m| m.config.materialized == Materialized::Ephemeral)
+            .filter(|m| sql.contains(&ephemeral::cte_name(&m.name)))
+            .map(|m| (ephemeral::cte_name(&m.name), m.compiled.clone()))
+            .collect();
+        Ok(ephemeral::with_ctes(&sql, &ctes))
+    }
+}
+
 /// (CTE name, compiled SQL) of model `i`'s ephemeral parents.
 fn ephemeral_ctes(models: &[Model], graph: &Graph, i: usize) -> Vec<(String, String)> {
     graph.deps[i]
