@@ -124,6 +124,11 @@ pub enum Command {
     Compile(models::CompileArgs),
     /// Print the first rows of a model's query (or --inline SQL) without building it
     Show(models::ShowArgs),
+    /// Sources: `source freshness` checks how new their data is
+    Source {
+        #[command(subcommand)]
+        command: models::SourceCommand,
+    },
     /// Send simulated shop events (orders, customers, clicks...) to Kafka or HTTP ingest
     Generate(generate::GenerateArgs),
     /// The retail demo: embedded broker, event generator, ingestion, scheduled models, servers
@@ -211,6 +216,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => runtime.block_on(models::ls(&overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&overrides, args)),
         Command::Show(args) => runtime.block_on(models::show(&overrides, args)),
+        Command::Source {
+            command: models::SourceCommand::Freshness(args),
+        } => runtime.block_on(models::freshness(&overrides, args)),
         Command::Generate(args) => runtime.block_on(generate::generate(&overrides, args)),
         Command::Demo(args) => runtime.block_on(generate::demo(&overrides, args)),
         Command::Status(args) => runtime.block_on(remote::status(args)),

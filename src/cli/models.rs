@@ -16,7 +16,7 @@ use crate::models::run::{Event, RunOptions, Status, TestResult, run_test};
 use crate::models::{Project, ProjectPaths, kafka_sources, select};
 
 /// Which models a command works on.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Selection {
     /// dbt selectors: `name`, `+name`, `name+`, `2+name`, `tag:x`, `path:sql/gold`,
     /// `config.materialized:table`; space = union, comma = intersection
@@ -124,6 +124,76 @@ pub struct ShowArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: super::sql::Format,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SourceCommand {
+    /// The age of each source's newest row against its freshness thresholds; writes
+    /// target/sources.json
+    Freshness(FreshnessArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FreshnessArgs {
+    /// Sources to check: `source:<name>` or `source:<name>.<table>` (default: all)
+    #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+}
+
+/// `source freshness`: exit status 1 when a source is over its `error_after` or cannot
+/// be read, as dbt.
+pub async fn freshness(overrides: &Overrides, args: FreshnessArgs) -> anyhow::Result<ExitCode> {
+    use crate::models::freshness;
+    let settings = super::settings(overrides)?;
+    let names: Vec<String> = settings.sources.iter().map(|s| s.name.clone()).collect();
+    let project = load(&settings, &Selection::default())?;
+    let wanted = |c: &freshness::Check| {
+        args.select.is_empty()
+            || args.select.iter().any(|s| {
+                let s = s.strip_prefix("source:").unwrap_or(s).to_lowercase();
+                s == c.source || s == format!("{}.{}", c.source, c.table)
+            })
+    };
+    let checks: Vec<freshness::Check> = freshness::checks(&project, &names)?
+        .into_iter()
+        .filter(wanted)
+        .collect();
+    let lake = Lake::open(&settings.lake)?;
+    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let started = std::time::Instant::now();
+    let total = checks.len();
+    println!("checking the freshness of {total} source tables");
+    let mut results = Vec::new();
+    let mut failed = false;
+    for (n, c) in checks.into_iter().enumerate() {
+        let o = freshness::check(&engine, &c).await;
+        let label = match o.status {
+            "pass" => "PASS ",
+            "warn" => "WARN ",
+            "error" => "ERROR STALE",
+            _ => "ERROR",
+        };
+        let detail = match (&o.error, o.age_seconds) {
+            (Some(e), _) => e.clone(),
+            (None, Some(age)) => format!("newest {} {age:.0} s ago", c.loaded_at_field),
+            (None, None) => format!("no rows ({})", c.loaded_at_field),
+        };
+        println!(
+            "{:>4} of {total} {label} freshness of {}.{} ({}): {detail}",
+            n + 1,
+            c.source,
+            c.table,
+            c.relation
+        );
+        failed |= matches!(o.status, "error" | "runtime error");
+        results.push((c, o));
+    }
+    freshness::write(&project, &results, started.elapsed().as_secs_f64())?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `show`: runs a model's SQL (or an inline query) as it would run and prints its first

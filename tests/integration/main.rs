@@ -21,6 +21,7 @@ mod common;
 mod copy;
 mod demo;
 mod flight;
+mod freshness;
 mod full_disk;
 mod ingest;
 mod kafka_e2e;

@@ -32,30 +32,40 @@ pub struct DataTest {
 }
 
 #[derive(Debug, Deserialize)]
-struct SchemaFile {
+pub(crate) struct SchemaFile {
     #[serde(default)]
     models: Vec<ModelEntry>,
     /// Seeds are described and tested as models are, and configured here.
     #[serde(default)]
     seeds: Vec<ModelEntry>,
     #[serde(default)]
-    sources: Vec<SourceEntry>,
+    pub(crate) sources: Vec<SourceEntry>,
 }
 
 /// `sources:` in YAML: tables of the lake, or Delta/Parquet/CSV/JSON at any path or URL.
 #[derive(Debug, Deserialize)]
-struct SourceEntry {
-    name: String,
+pub(crate) struct SourceEntry {
+    pub(crate) name: String,
     /// Lake schema of the tables without a path [default: the source's name].
     #[serde(default)]
     schema: Option<String>,
     #[serde(default)]
-    tables: Vec<SourceTable>,
+    pub(crate) tables: Vec<SourceTable>,
+    /// `source freshness` defaults of its tables ([`crate::freshness`]).
+    #[serde(default)]
+    pub(crate) loaded_at_field: Option<String>,
+    #[serde(default)]
+    pub(crate) freshness: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct SourceTable {
-    name: String,
+pub(crate) struct SourceTable {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) loaded_at_field: Option<String>,
+    /// `freshness: null` turns the source's off for this table.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) freshness: Option<Option<serde_yaml_ng::Value>>,
     /// Table name in the lake schema [default: `name`].
     #[serde(default)]
     identifier: Option<String>,
@@ -204,7 +214,17 @@ pub fn yaml_configs(dirs: &[&Path], project_dir: &Path) -> Result<(Configs, Conf
 }
 
 /// Every `*.yml`/`*.yaml` under `dir`, parsed, with its path relative to the project.
-fn yaml_files(dir: &Path, project_dir: &Path) -> Result<Vec<(String, SchemaFile)>, ModelsError> {
+/// A key given (even as null) is `Some`, a missing one `None`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<serde_yaml_ng::Value>>, D::Error> {
+    Option::<serde_yaml_ng::Value>::deserialize(d).map(Some)
+}
+
+pub(crate) fn yaml_files(
+    dir: &Path,
+    project_dir: &Path,
+) -> Result<Vec<(String, SchemaFile)>, ModelsError> {
     let mut files = Vec::new();
     collect(dir, &mut files);
     files.sort();

@@ -11,6 +11,7 @@ pub mod docs;
 mod ephemeral;
 mod error;
 mod execute;
+pub mod freshness;
 pub mod graph;
 pub mod history;
 pub mod hooks;
