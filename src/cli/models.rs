@@ -95,6 +95,7 @@ pub async fn docs(overrides: &Overrides, args: DocsArgs) -> anyhow::Result<ExitC
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
     records::register(&engine);
+    crate::models::freshness::register(&engine);
     let facts = crate::models::docs::facts(&engine, &project).await;
     let dir = project.paths.target.join("docs");
     std::fs::create_dir_all(&dir)?;
@@ -159,7 +160,11 @@ pub async fn freshness(overrides: &Overrides, args: FreshnessArgs) -> anyhow::Re
         .filter(wanted)
         .collect();
     let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let engine = Engine::new(
+        lake.clone(),
+        EngineOptions::from(&settings),
+        settings.dialect(),
+    )?;
     let started = std::time::Instant::now();
     let total = checks.len();
     println!("checking the freshness of {total} source tables");
@@ -189,6 +194,9 @@ pub async fn freshness(overrides: &Overrides, args: FreshnessArgs) -> anyhow::Re
         results.push((c, o));
     }
     freshness::write(&project, &results, started.elapsed().as_secs_f64())?;
+    if let Err(e) = freshness::save(&lake, &results).await {
+        eprintln!("note: system.source_freshness not updated: {e}");
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {

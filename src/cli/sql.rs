@@ -69,6 +69,7 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
     let lake = Lake::open(&settings.lake)?;
     let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
     crate::models::records::register(&engine);
+    crate::models::freshness::register(&engine);
     let mut session = engine.session("tidepool");
     let statements = session.parse(&args.query)?;
     let cancel = CancellationToken::new();

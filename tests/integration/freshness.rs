@@ -74,6 +74,25 @@ async fn source_freshness_reports_age_against_thresholds() {
     let age = aging["max_loaded_at_time_ago_in_s"].as_f64().expect("age");
     assert!((7100.0..7400.0).contains(&age), "{age}");
 
+    // Every check is kept in system.source_freshness.
+    let out = tidepool(
+        p,
+        &[
+            "sql",
+            "SELECT table_name, status, warn_after_s, age_s > 7000 FROM system.source_freshness \
+             WHERE source = 'raw' ORDER BY table_name",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "table_name,status,warn_after_s,?column?\n\
+         aging,warn,3600.0,true\nempty,error,3600.0,\nfiltered,warn,3600.0,true\n\
+         fresh,pass,3600.0,false\nstale,error,3600.0,true\n",
+        "{out:?}"
+    );
+
     // Only what is selected; a passing run succeeds.
     let out = tidepool(
         p,

@@ -4,17 +4,21 @@
 //! filter: ...}` of the table (or its source; `freshness: null` on a table turns it
 //! off). The bronze table of every Kafka source is checked by its `_ingested_at` without
 //! configuration (thresholds only when its YAML gives them). Results are written to
-//! `target/sources.json` in dbt's shape.
+//! `target/sources.json` in dbt's shape and appended to `system.source_freshness`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 
 use super::Project;
 use crate::ModelsError;
-use tidepool_engine::Engine;
+use tidepool_engine::{DeltaSystemTable, Engine};
+use tidepool_lake::Lake;
 
 /// dbt's `sources.json` schema.
 pub const SCHEMA_VERSION: &str = "https://schemas.getdbt.com/dbt/sources/v3.json";
@@ -301,4 +305,91 @@ pub fn write(
         serde_json::to_string_pretty(&doc).unwrap_or_default(),
     )
     .map_err(io)
+}
+
+/// Where the checks are kept, under the lake's root: `system.source_freshness`.
+const TABLE: &str = "_tidepool/source_freshness";
+
+fn schema() -> SchemaRef {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("checked_at", ts(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("relation", DataType::Utf8, false),
+        Field::new("loaded_at_field", DataType::Utf8, false),
+        Field::new("max_loaded_at", ts(), true),
+        Field::new("age_s", DataType::Float64, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("warn_after_s", DataType::Float64, true),
+        Field::new("error_after_s", DataType::Float64, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+/// Publishes `system.source_freshness` (every check of every `source freshness`) in
+/// `engine`.
+pub fn register(engine: &Engine) {
+    engine.register_system_delta(
+        "source_freshness",
+        DeltaSystemTable {
+            schema: schema(),
+            lake: engine.lake().clone(),
+            path: TABLE.to_string(),
+        },
+    );
+}
+
+/// Appends `results` to `system.source_freshness`, in one commit.
+pub async fn save(lake: &Arc<Lake>, results: &[(Check, Outcome)]) -> Result<(), ModelsError> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let micros = |e: f64| (e * 1e6) as i64;
+    let seconds = |p: &Option<Period>| p.as_ref().map(Period::seconds);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                results
+                    .iter()
+                    .map(|(_, o)| o.snapshotted_at.timestamp_micros()),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|(c, _)| c.source.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|(c, _)| c.table.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|(c, _)| c.relation.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|(c, _)| c.loaded_at_field.as_str()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(
+                results.iter().map(|(_, o)| o.max_loaded_at.map(micros)),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Float64Array::from_iter(
+            results.iter().map(|(_, o)| o.age_seconds),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|(_, o)| o.status),
+        )),
+        Arc::new(Float64Array::from_iter(
+            results.iter().map(|(c, _)| seconds(&c.warn_after)),
+        )),
+        Arc::new(Float64Array::from_iter(
+            results.iter().map(|(c, _)| seconds(&c.error_after)),
+        )),
+        Arc::new(StringArray::from_iter(
+            results.iter().map(|(_, o)| o.error.as_deref()),
+        )),
+    ];
+    let batch = RecordBatch::try_new(schema(), columns)?;
+    super::records::append(lake, TABLE, batch).await
 }

@@ -285,7 +285,11 @@ pub async fn save(lake: &Arc<Lake>, r: &RunRecord) -> Result<(), ModelsError> {
     Ok(())
 }
 
-async fn append(lake: &Arc<Lake>, path: &str, batch: RecordBatch) -> Result<(), ModelsError> {
+pub(crate) async fn append(
+    lake: &Arc<Lake>,
+    path: &str,
+    batch: RecordBatch,
+) -> Result<(), ModelsError> {
     let url = lake
         .root()
         .join(&format!("{path}/"))

@@ -82,6 +82,7 @@ impl App {
         let ingest = Arc::new(Ingest::new(&settings.ingest(), lake)?);
         engine.register_system_table("ingest", Arc::new(IngestTable(ingest.status())));
         crate::models::records::register(&engine);
+        crate::models::freshness::register(&engine);
         let shutdown = CancellationToken::new();
         let control = crate::control::Control::new(
             engine.clone(),
