@@ -124,6 +124,8 @@ pub enum Command {
     Compile(models::CompileArgs),
     /// Print the first rows of a model's query (or --inline SQL) without building it
     Show(models::ShowArgs),
+    /// Run again what failed or was skipped in the last run, build, seed or snapshot
+    Retry(models::RetryArgs),
     /// Sources: `source freshness` checks how new their data is
     Source {
         #[command(subcommand)]
@@ -216,6 +218,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => runtime.block_on(models::ls(&overrides, args)),
         Command::Compile(args) => runtime.block_on(models::compile(&overrides, args)),
         Command::Show(args) => runtime.block_on(models::show(&overrides, args)),
+        Command::Retry(args) => runtime.block_on(models::retry(&overrides, args)),
         Command::Source {
             command: models::SourceCommand::Freshness(args),
         } => runtime.block_on(models::freshness(&overrides, args)),

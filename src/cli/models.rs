@@ -127,6 +127,70 @@ pub struct ShowArgs {
     pub format: super::sql::Format,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// Models built at once
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Stop starting models after the first failure
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+    /// Values for `var()` (the last run's are not kept: give them again)
+    #[arg(long)]
+    pub vars: Option<String>,
+}
+
+/// `retry`: the models, seeds and snapshots that failed or were skipped in the last
+/// `run`, `build`, `seed` or `snapshot` (read from `target/run_results.json`), run again
+/// with that command (dbt's `retry`).
+pub async fn retry(overrides: &Overrides, args: RetryArgs) -> anyhow::Result<ExitCode> {
+    let settings = super::settings(overrides)?;
+    let path = project_paths(&settings)?.target.join("run_results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!("retry: no previous run to retry ({}: {e})", path.display())
+    })?;
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
+    let which = doc["args"]["which"].as_str().unwrap_or_default();
+    let verb = match which {
+        "run" => Verb::Run,
+        "build" => Verb::Build,
+        "seed" => Verb::Seed,
+        "snapshot" => Verb::Snapshot,
+        other => anyhow::bail!(
+            "retry: the last command was {other:?}; retry repeats run, build, seed or snapshot"
+        ),
+    };
+    let again: Vec<String> = doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            matches!(
+                r["status"].as_str(),
+                Some("error" | "fail" | "skipped" | "runtime error")
+            )
+        })
+        .filter_map(|r| r["unique_id"].as_str()?.strip_prefix("model.tidepool."))
+        .map(str::to_string)
+        .collect();
+    if again.is_empty() {
+        println!("retry: nothing failed or was skipped in the last {which}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run_args = RunArgs {
+        selection: Selection {
+            select: again,
+            exclude: Vec::new(),
+            vars: args.vars,
+        },
+        threads: args.threads,
+        fail_fast: args.fail_fast,
+        full_refresh: false,
+        remote: super::remote::Remote::default(),
+    };
+    run(overrides, run_args, verb).await
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum SourceCommand {
     /// The age of each source's newest row against its freshness thresholds; writes

@@ -255,6 +255,25 @@ async fn a_failing_model_writes_nothing_and_skips_its_descendants() {
     assert!(text.contains("sql/gold/customer_revenue.sql"), "{text}");
     // The previous version is intact and readable.
     assert_eq!(revenue(p).await, before);
+
+    // Fixed, `retry` runs what failed or was skipped, and only that.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop/sql/gold");
+    std::fs::copy(fixture.join("customer_revenue.sql"), &gold).expect("restore");
+    let out = tidepool(p, &["retry", "--vars", r#"{"min_amount": 3}"#]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("running 2 models")
+            && text.contains("OK    table gold.customer_revenue")
+            && text.contains("gold.top_customer"),
+        "{text}"
+    );
+    assert_eq!(revenue(p).await, before);
+    let out = tidepool(p, &["retry"]);
+    assert!(
+        stdout(&out).contains("retry: nothing failed or was skipped in the last run"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
