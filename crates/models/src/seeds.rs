@@ -8,7 +8,7 @@
 //! table in one Delta commit: readers see the old rows or the new ones.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::csv::ReaderBuilder;
@@ -26,61 +26,54 @@ use tidepool_lake::{WriteMode, WriteOptions, valid_name};
 /// Schema of the seeds directly in `seeds/`.
 pub const DEFAULT_SCHEMA: &str = "seeds";
 
-/// Every `*.csv` under the seeds folder: `<seeds>/<name>.csv` and
-/// `<seeds>/<schema>/<name>.csv`. `source` is left empty: the rows are read when loaded.
+/// Every `*.csv` under the seeds folder. In tidepool's layout `<seeds>/<name>.csv` is
+/// schema `seeds` and `<seeds>/<schema>/<name>.csv` schema `<schema>` (deeper folders
+/// are not read); in dbt's, seeds at any depth go to the target schema, their folders
+/// picking their config from the `seeds:` tree. `source` is left empty: the rows are
+/// read when loaded.
 pub fn seed_files(paths: &ProjectPaths) -> Result<Vec<ModelFile>, ModelsError> {
     let mut out = Vec::new();
-    let mut visit = |dir: &Path, schema: &str| -> Result<Vec<PathBuf>, ModelsError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| ModelsError::Io {
-            path: paths.relative(dir),
-            source: e,
-        })?;
-        let mut dirs = Vec::new();
-        let mut files: Vec<PathBuf> = Vec::new();
-        for e in entries.filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")) {
-                files.push(p);
-            }
-        }
-        files.sort();
-        for p in files {
-            let (name, path) = crate::project::table_file(paths, &p, "seed")?;
-            let in_dbt = paths.dbt.as_ref();
-            out.push(ModelFile {
-                schema: in_dbt
-                    .map_or(schema, |d| d.target_schema.as_str())
-                    .to_string(),
-                folders: (schema != DEFAULT_SCHEMA)
-                    .then(|| schema.to_string())
-                    .into_iter()
-                    .collect(),
-                name,
-                path,
-                source: String::new(),
-            });
-        }
-        dirs.sort();
-        Ok(dirs)
-    };
     if !paths.seeds.is_dir() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
-    for dir in visit(&paths.seeds, DEFAULT_SCHEMA)? {
-        let schema = dir
-            .file_name()
-            .map(|s| s.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        if !valid_name(&schema) {
+    let mut pending = vec![(paths.seeds.clone(), Vec::<String>::new())];
+    while let Some((dir, folders)) = pending.pop() {
+        let schema = match (&paths.dbt, folders.first()) {
+            (Some(d), _) => d.target_schema.clone(),
+            (None, None) => DEFAULT_SCHEMA.to_string(),
+            (None, Some(s)) => s.to_lowercase(),
+        };
+        if paths.dbt.is_none() && !valid_name(&schema) {
             return Err(ModelsError::Project(format!(
                 "{}: a seed folder's name is its schema's name (letters, digits, _)",
                 paths.relative(&dir)
             )));
         }
-        visit(&dir, &schema)?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| ModelsError::Io {
+            path: paths.relative(&dir),
+            source: e,
+        })?;
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                if paths.dbt.is_some() || folders.is_empty() {
+                    let mut sub = folders.clone();
+                    sub.push(e.file_name().to_string_lossy().to_string());
+                    pending.push((p, sub));
+                }
+            } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")) {
+                let (name, path) = crate::project::table_file(paths, &p, "seed")?;
+                out.push(ModelFile {
+                    schema: schema.clone(),
+                    folders: folders.clone(),
+                    name,
+                    path,
+                    source: String::new(),
+                });
+            }
+        }
     }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
@@ -228,4 +221,49 @@ pub async fn load(engine: &Arc<Engine>, m: &Model, dir: &Path) -> Result<u64, Mo
         )
         .await?;
     Ok(outcome.rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, target: &str) -> Vec<(String, String, Vec<String>)> {
+        let paths = ProjectPaths::open(dir, target).unwrap();
+        seed_files(&paths)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.path, f.schema, f.folders))
+            .collect()
+    }
+
+    #[test]
+    fn seeds_are_found_at_any_depth_in_dbt_layout_and_by_schema_folder_in_tidepools() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["seeds/top.csv", "seeds/ref/r.csv", "seeds/ref/geo/deep.csv"] {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "a\n1\n").unwrap();
+        }
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            files(dir.path(), "analytics"),
+            vec![
+                ("seeds/ref/r.csv".into(), "ref".into(), s(&["ref"])),
+                ("seeds/top.csv".into(), "seeds".into(), s(&[])),
+            ]
+        );
+        std::fs::write(dir.path().join("dbt_project.yml"), "name: shop\n").unwrap();
+        assert_eq!(
+            files(dir.path(), "analytics"),
+            vec![
+                (
+                    "seeds/ref/geo/deep.csv".into(),
+                    "analytics".into(),
+                    s(&["ref", "geo"])
+                ),
+                ("seeds/ref/r.csv".into(), "analytics".into(), s(&["ref"])),
+                ("seeds/top.csv".into(), "analytics".into(), s(&[])),
+            ]
+        );
+    }
 }
