@@ -192,6 +192,22 @@ fn log_panics() {
 }
 
 /// Loads and validates the configuration.
+/// The lake and an engine over it, as the settings say.
+pub fn open(
+    settings: &crate::config::Settings,
+) -> anyhow::Result<(
+    std::sync::Arc<crate::lake::Lake>,
+    std::sync::Arc<crate::engine::Engine>,
+)> {
+    let lake = crate::lake::Lake::open(&settings.lake)?;
+    let engine = crate::engine::Engine::new(
+        lake.clone(),
+        crate::engine::EngineOptions::from(settings),
+        settings.dialect(),
+    )?;
+    Ok((lake, engine))
+}
+
 pub fn settings(overrides: &Overrides) -> anyhow::Result<Settings> {
     let config = Config::load(overrides.config.as_deref())?;
     Ok(config.resolve(overrides)?)

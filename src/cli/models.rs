@@ -7,7 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{ModelLine, RunDisplay, TestLine};
 use crate::config::{Overrides, Settings};
-use crate::engine::{Engine, EngineOptions};
 use crate::lake::Lake;
 use crate::models::datatests::Severity;
 use crate::models::records::Label;
@@ -92,8 +91,7 @@ pub struct DocsArgs {
 pub async fn docs(overrides: &Overrides, args: DocsArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
     let project = load(&settings, &args.selection)?;
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let (_, engine) = super::open(&settings)?;
     records::register(&engine);
     crate::models::freshness::register(&engine);
     let facts = crate::models::docs::facts(&engine, &project).await;
@@ -223,12 +221,7 @@ pub async fn freshness(overrides: &Overrides, args: FreshnessArgs) -> anyhow::Re
         .into_iter()
         .filter(wanted)
         .collect();
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(
-        lake.clone(),
-        EngineOptions::from(&settings),
-        settings.dialect(),
-    )?;
+    let (lake, engine) = super::open(&settings)?;
     let started = std::time::Instant::now();
     let total = checks.len();
     println!("checking the freshness of {total} source tables");
@@ -273,8 +266,7 @@ pub async fn freshness(overrides: &Overrides, args: FreshnessArgs) -> anyhow::Re
 pub async fn show(overrides: &Overrides, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let settings = super::settings(overrides)?;
     let project = load(&settings, &args.selection)?;
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let (_, engine) = super::open(&settings)?;
     let database = Some(crate::models::lake_db::LakeDatabase::shared(engine.clone()));
     let sql = match (&args.inline, args.selection.select.is_empty()) {
         (Some(text), true) => project.render_inline(text, database)?,
@@ -416,12 +408,7 @@ pub async fn test(overrides: &Overrides, args: TestArgs) -> anyhow::Result<ExitC
     let settings = super::settings(overrides)?;
     let project = load(&settings, &args.selection)?;
     let chosen = select::select(&project, &args.selection.select, &args.selection.exclude)?;
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(
-        lake.clone(),
-        EngineOptions::from(&settings),
-        settings.dialect(),
-    )?;
+    let (lake, engine) = super::open(&settings)?;
     let started_at = chrono::Utc::now();
     let mut nodes = Vec::new();
     let picked: Vec<usize> = (0..project.tests.len())
@@ -510,12 +497,7 @@ pub async fn run(overrides: &Overrides, args: RunArgs, verb: Verb) -> anyhow::Re
         println!("nothing selected");
         return Ok(ExitCode::SUCCESS);
     }
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(
-        lake.clone(),
-        EngineOptions::from(&settings),
-        settings.dialect(),
-    )?;
+    let (lake, engine) = super::open(&settings)?;
     let view_engine = engine.clone();
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();

@@ -7,8 +7,7 @@ use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Overrides;
-use crate::engine::{Engine, EngineOptions, Output, QueryControl};
-use crate::lake::Lake;
+use crate::engine::{Output, QueryControl};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -66,8 +65,7 @@ pub async fn run(overrides: &Overrides, args: SqlArgs) -> anyhow::Result<ExitCod
         return run_remote(url, &args).await;
     }
     let settings = super::settings(overrides)?;
-    let lake = Lake::open(&settings.lake)?;
-    let engine = Engine::new(lake, EngineOptions::from(&settings), settings.dialect())?;
+    let (_, engine) = super::open(&settings)?;
     crate::models::records::register(&engine);
     crate::models::freshness::register(&engine);
     let mut session = engine.session("tidepool");

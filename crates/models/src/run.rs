@@ -502,6 +502,7 @@ async fn build(
             super::streaming::Outcome::NothingNew => Some(0),
         });
     }
+    // Looked up again after the pre-hooks, which may have created or dropped it.
     let lake_table = lake
         .table(&m.schema, &m.name)
         .await
